@@ -1,0 +1,124 @@
+"""The support admin: the one place that sees across organizations.
+
+Read-only by default. The few write actions call services, which leave audit events.
+Password hashes, MFA secrets and tokens are never shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import services
+from .models import AuditEvent, Invitation, Membership, Organization, Project, User
+
+
+class SupportAdmin(admin.ModelAdmin):
+    """Staff may look; nobody edits rows directly here."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    fields = ["organization", "user", "role", "created_at"]
+    readonly_fields = fields
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(User)
+class UserAdmin(SupportAdmin):
+    list_display = ["email", "name", "is_active", "is_staff", "date_joined", "last_login"]
+    list_filter = ["is_active", "is_staff"]
+    search_fields = ["email", "name"]
+    # `password` is deliberately absent: not even its hash is shown.
+    fields = ["email", "name", "is_active", "is_staff", "date_joined", "last_login"]
+    readonly_fields = fields
+    inlines = [MembershipInline]
+    actions = ["deactivate_users", "unlock_sign_in"]
+
+    @admin.action(description="Deactivate the selected users (ends their sessions)")
+    def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            if user.pk == request.user.pk:
+                self.message_user(request, "You cannot deactivate yourself.", messages.ERROR)
+                continue
+            services.user_deactivate(user=user, actor=request.user)
+        self.message_user(request, "Done. Each deactivation is in the audit log.")
+
+    @admin.action(description="Unlock sign-in after too many failed attempts")
+    def unlock_sign_in(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            services.user_unlock(user=user, actor=request.user, request=request)
+        self.message_user(request, f"Unlocked {queryset.count()} account(s).")
+
+
+@admin.register(Organization)
+class OrganizationAdmin(SupportAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    fields = ["name", "slug", "created_at", "updated_at"]
+    readonly_fields = fields
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(SupportAdmin):
+    list_display = ["user", "organization", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "organization__name", "organization__slug"]
+    list_select_related = ["user", "organization"]
+
+
+@admin.register(Project)
+class ProjectAdmin(SupportAdmin):
+    list_display = ["name", "slug", "organization", "created_at"]
+    search_fields = ["name", "slug", "organization__name", "organization__slug"]
+    list_select_related = ["organization"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(SupportAdmin):
+    list_display = ["email", "organization", "role", "status", "created_at", "expires_at"]
+    search_fields = ["email", "organization__name", "organization__slug"]
+    list_select_related = ["organization"]
+    # The nonce is part of the signed link: never shown.
+    exclude = ["nonce"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(SupportAdmin):
+    list_display = ["created_at", "organization", "actor_email", "verb", "target_repr", "ip"]
+    list_filter = ["verb"]
+    search_fields = ["actor_email", "verb", "target_repr", "organization__name",
+                     "organization__slug", "ip"]
+    list_select_related = ["organization"]
+    date_hierarchy = "created_at"

@@ -1,0 +1,23 @@
+"""Roles and other fixed vocabularies of the accounts app."""
+
+from django.db import models
+
+
+class OrgRole(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+class ProjectRole(models.TextChoices):
+    OWNER = "owner", "Owner"
+    WRITER = "writer", "Writer"
+    READER = "reader", "Reader"
+
+
+class InvitationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+    EXPIRED = "expired", "Expired"

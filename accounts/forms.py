@@ -1,0 +1,158 @@
+"""Forms of the console's account and organization pages. Choice fields are scoped to
+the organization in the URL; the services check scope again when they write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.text import slugify
+
+from .choices import OrgRole, ProjectRole
+from .models import Organization, Project, User
+from .permissions import has_perm
+
+
+def add_service_error(form: forms.Form, error: ValidationError) -> None:
+    """Show a service's ValidationError on the form: on its field when the form has
+    that field, otherwise at the top."""
+    if hasattr(error, "error_dict"):
+        for field, errors in error.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, error)
+
+
+class SlugFromNameMixin:
+    """A blank slug is derived from the name, so most people never type one. With
+    `live_check(url)`, typing in either field asks `url` whether the slug is free."""
+
+    def live_check(self, url: str) -> None:
+        fields: dict[str, forms.Field] = self.fields  # type: ignore[attr-defined]
+        for name in ("name", "slug"):
+            fields[name].widget.attrs.update({
+                "hx-post": url, "hx-trigger": "input changed delay:300ms",
+                "hx-target": "#slug-feedback", "hx-include": "closest form",
+                "hx-vals": '{"_validate": "1"}', "hx-sync": "closest form:replace",
+                "aria-describedby": "slug-feedback",
+            })
+
+    def clean_slug(self) -> str:
+        data: dict[str, Any] = self.cleaned_data  # type: ignore[attr-defined]
+        slug = data.get("slug") or slugify(data.get("name", ""))[:50].strip("-")
+        if not slug:
+            raise ValidationError("Choose a short name made of letters, digits and hyphens.")
+        return slug
+
+
+class OrganizationCreateForm(SlugFromNameMixin, forms.Form):
+    name = forms.CharField(max_length=100, help_text="Your company or team.")
+    slug = forms.CharField(
+        max_length=50, required=False, label="URL name",
+        help_text="Appears in addresses: /o/<url-name>/. Leave blank to derive it from the name.",
+    )
+
+    field_order = ["name", "slug"]
+
+    def clean_slug(self) -> str:
+        slug = super().clean_slug()
+        if Organization.objects.filter(slug=slug).exists():
+            raise ValidationError(f"“{slug}” is taken. Choose another URL name.")
+        return slug
+
+
+class OrganizationSettingsForm(forms.Form):
+    name = forms.CharField(max_length=100)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=OrgRole.choices)
+
+
+def assignable_roles(actor: User, organization: Organization) -> list[tuple[str, str]]:
+    """Owners can hand out every role; admins every role but owner."""
+    if has_perm(actor, "member.manage_owners", organization):
+        return list(OrgRole.choices)
+    return [c for c in OrgRole.choices if c[0] != OrgRole.OWNER]
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField()
+    role = forms.ChoiceField(choices=OrgRole.choices, initial=OrgRole.MEMBER)
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.none(), required=False,
+        help_text="Optional: also add them to this project.",
+    )
+    project_role = forms.ChoiceField(
+        choices=ProjectRole.choices, initial=ProjectRole.WRITER, required=False
+    )
+
+    def __init__(self, *args: Any, actor: User, organization: Organization, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = assignable_roles(actor, organization)
+        self.fields["project"].queryset = Project.objects.visible_to(actor).filter(
+            organization=organization
+        )
+
+
+class ProjectCreateForm(SlugFromNameMixin, forms.Form):
+    name = forms.CharField(max_length=100)
+    slug = forms.CharField(
+        max_length=50, required=False, label="URL name",
+        help_text="Leave blank to derive it from the name.",
+    )
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
+                                  max_length=2000)
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.organization = organization
+
+    def clean_slug(self) -> str:
+        slug = super().clean_slug()
+        if Project.objects.filter(organization=self.organization, slug=slug).exists():
+            raise ValidationError(f"A project with URL name “{slug}” already exists.")
+        return slug
+
+
+class ProjectEditForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
+                                  max_length=2000)
+
+
+class ProjectMemberAddForm(forms.Form):
+    user = forms.ModelChoiceField(queryset=User.objects.none(), label="Member",
+                                  empty_label="Choose a member of the organization")
+    role = forms.ChoiceField(choices=ProjectRole.choices, initial=ProjectRole.WRITER)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = (
+            User.objects.filter(memberships__organization_id=project.organization_id)
+            .exclude(project_memberships__project=project)
+            .order_by("email")
+        )
+        self.fields["user"].label_from_instance = lambda u: u.display_name
+
+
+class ProjectMemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=ProjectRole.choices)
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False, label="Actor email")
+    verb = forms.CharField(required=False, help_text="e.g. member. or project.create")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise ValidationError("The start date must be on or before the end date.")
+        return data
+
+
+class ProfileForm(forms.Form):
+    name = forms.CharField(max_length=150, required=False, label="Display name")

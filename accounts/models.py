@@ -1,0 +1,346 @@
+"""Who you are, which tenant you belong to, and what happened: users, organizations,
+memberships, projects, invitations and the audit log."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import timedelta
+from typing import Any, Self
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .choices import InvitationStatus, OrgRole, ProjectRole
+from .permissions import ORG_WIDE_ROLES
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+    "Use 1-50 lowercase letters, digits and hyphens, starting and ending with a letter or digit.",
+)
+RESERVED_SLUGS = frozenset({"new", "admin", "api", "agent", "static", "accounts", "settings"})
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person who signs in to Raydeck; the email address is the login."""
+
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=150, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(
+        default=False, help_text="Support staff: may sign in to the admin."
+    )
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = self.email.strip().lower()
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+
+    # Role lookups are cached on the instance: one query per request, not per check.
+    def _org_roles(self) -> dict[int, str]:
+        if not hasattr(self, "_org_role_cache"):
+            self._org_role_cache = dict(
+                self.memberships.values_list("organization_id", "role")
+            )
+        return self._org_role_cache
+
+    def org_role(self, organization: Organization) -> str | None:
+        return self._org_roles().get(organization.pk)
+
+    def project_role(self, project: Project) -> str | None:
+        cache: dict[int, str | None] = self.__dict__.setdefault("_project_role_cache", {})
+        if project.pk not in cache:
+            cache[project.pk] = (
+                ProjectMembership.objects.filter(project=project, user=self)
+                .values_list("role", flat=True)
+                .first()
+            )
+        return cache[project.pk]
+
+    def forget_roles(self) -> None:
+        """Drop cached roles after a change in the same request."""
+        self.__dict__.pop("_org_role_cache", None)
+        self.__dict__.pop("_project_role_cache", None)
+
+
+class OrganizationQuerySet(models.QuerySet["Organization"]):
+    def visible_to(self, user: User) -> Self:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(memberships__user=user)
+
+
+class Organization(models.Model):
+    """A tenant: a company or team that owns projects, clouds and clusters."""
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = OrganizationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def member_org_ids(user: User, roles: frozenset[str] | None = None) -> models.QuerySet:
+    """Subquery of the organizations `user` belongs to (optionally with one of `roles`)."""
+    memberships = Membership.objects.filter(user=user)
+    if roles is not None:
+        memberships = memberships.filter(role__in=roles)
+    return memberships.values("organization_id")
+
+
+class OrgOwnedQuerySet(models.QuerySet):
+    """Rows that carry `organization`: visible to the members of that organization."""
+
+    def visible_to(self, user: User) -> Self:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(organization_id__in=member_org_ids(user))
+
+
+class Membership(models.Model):
+    """A user's role in one organization."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=OrgRole.choices, default=OrgRole.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization", "user__email"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="one_membership_per_org")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+
+class ProjectQuerySet(models.QuerySet["Project"]):
+    def visible_to(self, user: User) -> Self:
+        """Owners and admins see every project of their organizations; everyone else
+        sees the projects they were added to."""
+        if not user.is_authenticated:
+            return self.none()
+        mine = ProjectMembership.objects.filter(user=user).values("project_id")
+        return self.filter(
+            Q(organization_id__in=member_org_ids(user, ORG_WIDE_ROLES))
+            | Q(pk__in=mine, organization_id__in=member_org_ids(user))
+        )
+
+
+class Project(models.Model):
+    """A group of clusters and workloads inside an organization, with its own members."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="projects"
+    )
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=50, validators=[slug_validator])
+    description = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "slug"], name="project_slug_per_org")
+        ]
+        indexes = [models.Index(fields=["organization", "name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProjectMembership(models.Model):
+    """A user's role in one project (org owners and admins need none)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="project_memberships")
+    role = models.CharField(
+        max_length=16, choices=ProjectRole.choices, default=ProjectRole.WRITER
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["user__email"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+def _invitation_expiry() -> Any:
+    return timezone.now() + timedelta(days=settings.RAYDECK_INVITATION_DAYS)
+
+
+class InvitationQuerySet(OrgOwnedQuerySet):
+    def pending(self) -> Self:
+        return self.filter(accepted_at=None, revoked_at=None, expires_at__gt=timezone.now())
+
+
+class Invitation(models.Model):
+    """An offer to join an organization (and optionally a project), sent by email."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=OrgRole.choices, default=OrgRole.MEMBER)
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="invitations"
+    )
+    project_role = models.CharField(
+        max_length=16, choices=ProjectRole.choices, blank=True, default=""
+    )
+    # Part of the signed link; replaced on resend so that older links stop working.
+    nonce = models.CharField(max_length=32, default=secrets.token_urlsafe, editable=False)
+    invited_by = models.ForeignKey(
+        User, null=True, on_delete=models.SET_NULL, related_name="invitations_sent"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(default=_invitation_expiry)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "email"],
+                condition=Q(accepted_at=None, revoked_at=None),
+                name="one_open_invitation_per_email",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} to {self.organization}"
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at:
+            return InvitationStatus.ACCEPTED
+        if self.revoked_at:
+            return InvitationStatus.REVOKED
+        if self.expires_at <= timezone.now():
+            return InvitationStatus.EXPIRED
+        return InvitationStatus.PENDING
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == InvitationStatus.PENDING
+
+
+class AuditEvent(models.Model):
+    """One recorded action: who did what to which object, from where, and what changed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="audit_events",
+        help_text="Empty for events that belong to a person, not a tenant (sign-ins).",
+    )
+    actor = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    # Kept as text so the trail survives the actor's deletion.
+    actor_email = models.CharField(max_length=254, blank=True)
+    verb = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField(max_length=200, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["organization", "verb", "-created_at"]),
+            models.Index(fields=["actor", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_email or 'system'} {self.verb} {self.target_repr}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "time": self.created_at.isoformat(),
+            "organization": self.organization.slug if self.organization_id else None,
+            "actor": self.actor_email or None,
+            "verb": self.verb,
+            "target": {"type": self.target_type, "id": self.target_id, "repr": self.target_repr},
+            "changes": self.changes,
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+        }

@@ -1,0 +1,13 @@
+"""Background work of the accounts app: thin tasks, ids in, a service out."""
+
+from importlib import import_module
+
+from celery import shared_task
+from django.conf import settings
+
+
+@shared_task(acks_late=True)
+def clear_expired_sessions() -> None:
+    """Delete sessions past their expiry, so the session table does not grow forever."""
+    engine = import_module(settings.SESSION_ENGINE)
+    engine.SessionStore.clear_expired()

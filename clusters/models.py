@@ -1,0 +1,1 @@
+"""Compute configs, images, clusters and nodes (see issue 4)."""

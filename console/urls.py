@@ -1,0 +1,22 @@
+"""Every URL of the control plane. Organization pages live under /o/<org_slug>/."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from accounts.urls import org_urlpatterns, user_urlpatterns
+
+from . import views
+
+admin.site.site_header = "Raydeck support"
+admin.site.site_title = "Raydeck support"
+admin.site.index_title = "Find organizations, people and what happened"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("", include(user_urlpatterns)),
+    path("o/<slug:org_slug>/", include(org_urlpatterns)),
+]

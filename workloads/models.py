@@ -1,0 +1,1 @@
+"""Workspaces, Jobs and Services (see DESIGN.md, Workloads)."""
