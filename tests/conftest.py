@@ -1,0 +1,81 @@
+"""Shared fixtures. Every test world has two organizations, A and B, each with one
+person of every role, a project and an invitation, so isolation is always tested."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from django.test import Client
+
+from accounts.choices import OrgRole, ProjectRole
+from accounts.models import Invitation, Membership, Organization, Project, ProjectMembership, User
+
+from .factories import (
+    InvitationFactory,
+    MembershipFactory,
+    OrganizationFactory,
+    ProjectFactory,
+    ProjectMembershipFactory,
+    UserFactory,
+)
+
+
+@dataclass
+class Tenant:
+    """One organization with a user of every role and a project the member is in."""
+
+    org: Organization
+    users: dict[str, User] = field(default_factory=dict)
+    memberships: dict[str, Membership] = field(default_factory=dict)
+    project: Project | None = None
+    project_membership: ProjectMembership | None = None
+    invitation: Invitation | None = None
+
+    @property
+    def owner(self) -> User:
+        return self.users[OrgRole.OWNER]
+
+    @property
+    def admin(self) -> User:
+        return self.users[OrgRole.ADMIN]
+
+    @property
+    def member(self) -> User:
+        return self.users[OrgRole.MEMBER]
+
+    @property
+    def viewer(self) -> User:
+        return self.users[OrgRole.VIEWER]
+
+
+def make_tenant(slug: str) -> Tenant:
+    org = OrganizationFactory(slug=slug, name=f"Org {slug.upper()}")
+    tenant = Tenant(org=org)
+    for role in OrgRole.values:
+        user = UserFactory(email=f"{role}@{slug}.example.com")
+        tenant.users[role] = user
+        tenant.memberships[role] = MembershipFactory(organization=org, user=user, role=role)
+    tenant.project = ProjectFactory(organization=org, slug=f"{slug}-project")
+    tenant.project_membership = ProjectMembershipFactory(
+        project=tenant.project, user=tenant.member, role=ProjectRole.WRITER
+    )
+    ProjectMembershipFactory(project=tenant.project, user=tenant.viewer, role=ProjectRole.READER)
+    tenant.invitation = InvitationFactory(organization=org, email=f"new@{slug}.example.com")
+    return tenant
+
+
+@pytest.fixture
+def tenant_a(db: None) -> Tenant:
+    return make_tenant("alpha")
+
+
+@pytest.fixture
+def tenant_b(db: None) -> Tenant:
+    return make_tenant("bravo")
+
+
+def client_for(user: User, **kwargs: object) -> Client:
+    client = Client(**kwargs)
+    client.force_login(user)
+    return client
