@@ -250,7 +250,7 @@ class Invitation(models.Model):
         max_length=16, choices=ProjectRole.choices, blank=True, default=""
     )
     # Part of the signed link; replaced on resend so that older links stop working.
-    nonce = models.CharField(max_length=32, default=secrets.token_urlsafe, editable=False)
+    nonce = models.CharField(max_length=64, default=secrets.token_urlsafe, editable=False)
     invited_by = models.ForeignKey(
         User, null=True, on_delete=models.SET_NULL, related_name="invitations_sent"
     )

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .audit import audit, changes_between, snapshot
-from .choices import OrgRole, ProjectRole
+from .choices import InvitationStatus, OrgRole, ProjectRole
 from .emails import send_invitation_email
 from .models import (
     RESERVED_SLUGS,
@@ -214,17 +214,26 @@ def invitation_create(
     return invitation
 
 
-def _lock_open_invitation(invitation: Invitation) -> Invitation:
+CLOSED_INVITATION_MESSAGES = {
+    InvitationStatus.ACCEPTED: "This invitation was already accepted.",
+    InvitationStatus.REVOKED: "This invitation was revoked. Ask for a new one.",
+    InvitationStatus.EXPIRED: "This invitation has expired. Ask for a new one.",
+}
+
+
+def _lock_unanswered_invitation(invitation: Invitation) -> Invitation:
+    """Lock an invitation that was neither accepted nor revoked (expired is fine:
+    it can still be revoked, or resent with a new expiry)."""
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
-    if not invitation.is_open and invitation.status != "expired":
-        raise ValidationError(f"This invitation was already {invitation.status}.")
+    if invitation.status in (InvitationStatus.ACCEPTED, InvitationStatus.REVOKED):
+        raise ValidationError(CLOSED_INVITATION_MESSAGES[invitation.status])
     return invitation
 
 
 @transaction.atomic
 def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
     require(actor, "member.invite", invitation.organization)
-    invitation = _lock_open_invitation(invitation)
+    invitation = _lock_unanswered_invitation(invitation)
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
     audit(actor=actor, verb="invitation.revoke", target=invitation)
@@ -235,7 +244,7 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
 def invitation_resend(*, invitation: Invitation, actor: User) -> Invitation:
     """Send a fresh link with a new expiry; earlier links stop working."""
     require(actor, "member.invite", invitation.organization)
-    invitation = _lock_open_invitation(invitation)
+    invitation = _lock_unanswered_invitation(invitation)
     invitation.nonce = Invitation._meta.get_field("nonce").get_default()
     invitation.sent_at = timezone.now()
     invitation.expires_at = Invitation._meta.get_field("expires_at").get_default()
@@ -255,7 +264,7 @@ def user_has_verified_email(user: User, email: str) -> bool:
 def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if not invitation.is_open:
-        raise ValidationError(f"This invitation is {invitation.get_status_display()}.")
+        raise ValidationError(CLOSED_INVITATION_MESSAGES[invitation.status])
     if not user_has_verified_email(user, invitation.email):
         raise ValidationError(
             f"This invitation is for {invitation.email}. Sign in with that address "

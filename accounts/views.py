@@ -16,7 +16,6 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
-from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -135,20 +134,21 @@ class MemberListView(OrgView):
 
 
 class MembershipObjectView(OrgView):
-    def get_membership(self, membership_id: int) -> Membership:
-        return get_object_or_404(
+    membership: Membership
+
+    def load_objects(self, **kwargs: Any) -> None:
+        self.membership = get_object_or_404(
             Membership.objects.visible_to(self.request.user)
             .filter(organization=self.organization).select_related("user", "organization"),
-            pk=membership_id,
+            pk=kwargs["membership_id"],
         )
 
 
-@method_decorator(require_http_methods(["POST"]), name="dispatch")
 class MemberRoleView(MembershipObjectView):
     permission = "member.update_role"
 
     def post(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
-        membership = self.get_membership(membership_id)
+        membership = self.membership
         form = MemberRoleForm(request.POST)
         error = None
         if form.is_valid():
@@ -181,12 +181,12 @@ class MemberRemoveView(MembershipObjectView):
     template = "accounts/member_remove.html"
 
     def get(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
-        membership = self.get_membership(membership_id)
+        membership = self.membership
         return self.render(self.template, {"m": membership,
                                            "leaving": membership.user_id == request.user.pk})
 
     def post(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
-        membership = self.get_membership(membership_id)
+        membership = self.membership
         leaving = membership.user_id == request.user.pk
         try:
             services.membership_remove(membership=membership, actor=request.user)
@@ -227,23 +227,24 @@ class InvitationCreateView(OrgView):
 
 class InvitationObjectView(OrgView):
     permission = "member.invite"
+    invitation: Invitation
 
-    def get_invitation(self, invitation_id: int) -> Invitation:
-        return get_object_or_404(
+    def load_objects(self, **kwargs: Any) -> None:
+        self.invitation = get_object_or_404(
             Invitation.objects.visible_to(self.request.user).filter(
                 organization=self.organization
             ),
-            pk=invitation_id,
+            pk=kwargs["invitation_id"],
         )
 
 
 class InvitationRevokeView(InvitationObjectView):
     def get(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
         return self.render("accounts/invitation_revoke.html",
-                           {"invitation": self.get_invitation(invitation_id)})
+                           {"invitation": self.invitation})
 
     def post(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
-        invitation = self.get_invitation(invitation_id)
+        invitation = self.invitation
         try:
             services.invitation_revoke(invitation=invitation, actor=request.user)
         except ValidationError as exc:
@@ -253,10 +254,9 @@ class InvitationRevokeView(InvitationObjectView):
         return redirect("member_list", org_slug=org_slug)
 
 
-@method_decorator(require_http_methods(["POST"]), name="dispatch")
 class InvitationResendView(InvitationObjectView):
     def post(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
-        invitation = self.get_invitation(invitation_id)
+        invitation = self.invitation
         try:
             services.invitation_resend(invitation=invitation, actor=request.user)
         except ValidationError as exc:
@@ -455,7 +455,6 @@ class ProjectMemberObjectView(ProjectObjectView):
         )
 
 
-@method_decorator(require_http_methods(["POST"]), name="dispatch")
 class ProjectMemberRoleView(ProjectMemberObjectView):
     def post(self, request: HttpRequest, org_slug: str, project_slug: str,
              member_id: int) -> HttpResponse:

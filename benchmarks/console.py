@@ -1,0 +1,612 @@
+"""Console figures, measured against real processes on loopback.
+
+Run by hand:  .venv/bin/python benchmarks/console.py
+
+  1. cold start: `gunicorn console.wsgi:application` started exactly as `manage.py serve`
+     starts it (gthread, 2 workers x 4 threads, settings.local), timed from spawn until
+     GET /healthz answers 200 (best of nothing: the median of 3 starts, first one shown too).
+  2. idle memory: `manage.py serve` (web + Celery worker + Celery beat) in its own process
+     group, 30 s after /healthz answers; PSS summed over the whole process tree.
+  3. project list: 10,000 projects in one organization, seen by an org owner, in-process
+     with Django's test Client against a temporary PostgreSQL database: p50/p99 over 300
+     sequential requests and the SQL query count.
+  4. home page: first load of "/" (redirects to the project list) in headless Chromium,
+     signed in as the demo owner, cache disabled: bytes and Navigation Timing load time.
+
+Everything lives in a temporary directory (RAYDECK_VAR_DIR) and a temporary database, both
+removed at the end, together with every process started, even on error or Ctrl-C. Progress
+goes to stdout; the LAST line holds all figures.
+
+Reference figures (other consoles, measured elsewhere, for comparison only):
+  dstack:   ~210 MB idle, project list p50 ~3 ms, UI 9.5 MB loaded in ~0.8 s
+  SkyPilot: API server ~1.5 GB idle, UI 1.25 MB loaded in ~0.26 s
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync",
+                 # Never send loopback traffic through a proxy from the environment.
+                 "--no-proxy-server"]
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+GOALS = {  # figure: (goal, unit, label)
+    "cold_start_s": (2.0, "s", "web cold start to /healthz (median of 3)"),
+    "idle_pss_mb": (250.0, "MB", "idle PSS, web + worker + beat"),
+    "list_p50_ms": (10.0, "ms", "project list p50 (10k projects)"),
+    "home_bytes": (300 * 1024, "B", "home first load, bytes (bodies)"),
+    "home_load_ms": (300.0, "ms", "home first load, loadEventEnd"),
+}
+COLD_START_RUNS = 3
+IDLE_WAIT_S = 30
+LIST_PROJECTS = 10_000
+LIST_REQUESTS = 300
+LIST_WARMUP = 10
+HOME_EXTRA_LOADS = 4  # fresh navigations after the first, for a median beside it
+
+figures: dict[str, Any] = {}
+_t_start = time.monotonic()
+# Loopback only: never go through a proxy taken from the environment.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - _t_start:7.1f}s] {message}", flush=True)
+
+
+# --- processes -----------------------------------------------------------------------
+
+
+class Group:
+    """A process started in a session (and process group) of its own, output to a file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], logs: Path):
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=self._log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        self.pid = self.popen.pid
+
+    def stop(self, timeout: float) -> float:
+        """SIGTERM to the group, SIGKILL after `timeout`; returns the seconds it took."""
+        t0 = time.monotonic()
+        if self.popen.poll() is None:
+            _signal_group(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name}: still running {timeout:.0f}s after SIGTERM; SIGKILL")
+                _signal_group(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        self._log.close()
+        return time.monotonic() - t0
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, starttime) of a process, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[19])
+
+
+def process_tree(root: int) -> dict[int, int]:
+    """{pid: starttime} of `root` and all its descendants."""
+    parents: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = _stat(int(entry))
+            if info:
+                parents.setdefault(info[0], []).append(int(entry))
+                starts[int(entry)] = info[1]
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in starts:
+            tree[pid] = starts[pid]
+            todo.extend(parents.get(pid, []))
+    return tree
+
+
+def alive(pids: dict[int, int]) -> list[int]:
+    """Those of `pids` still running (same pid and same start time: not a reused pid)."""
+    left = []
+    for pid, start in pids.items():
+        info = _stat(pid)
+        if info and info[1] == start and _state(pid) != "Z":
+            left.append(pid)
+    return left
+
+
+def _state(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        return raw[raw.rindex(")") + 2:].split()[0]
+    except OSError:
+        return "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+    return raw.replace(PYTHON, "python").replace(str(ROOT) + "/", "").strip()
+
+
+def pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def processes_marked(marker: bytes) -> list[int]:
+    """Every process (but this one) whose environment holds `marker`: ours, wherever
+    it was reparented to."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if marker in Path(f"/proc/{entry}/environ").read_bytes():
+                    if _state(int(entry)) != "Z":
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with _http.open(url, timeout=1) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def wait_healthz(group: Group, port: int, deadline_s: float) -> float:
+    """Seconds from now until /healthz answers 200 (polled every 5 ms)."""
+    t0 = time.perf_counter()
+    url = f"http://127.0.0.1:{port}/healthz"
+    while time.perf_counter() - t0 < deadline_s:
+        if http_status(url) == 200:
+            return time.perf_counter() - t0
+        if group.popen.poll() is not None:
+            raise RuntimeError(f"{group.name} exited with {group.popen.returncode}:\n"
+                               f"{group.tail()}")
+        time.sleep(0.005)
+    raise RuntimeError(f"{group.name}: /healthz did not answer within {deadline_s:.0f}s:\n"
+                       f"{group.tail()}")
+
+
+def web_command(port: int) -> list[str]:
+    # Exactly the "web" command of console/management/commands/serve.py.
+    return [PYTHON, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{port}",
+            "--workers", "2", "--worker-class", "gthread", "--threads", "4",
+            "--access-logfile", "-", "--graceful-timeout", "5"]
+
+
+# --- 1. cold start -------------------------------------------------------------------
+
+
+def bench_cold_start(env: dict[str, str], logs: Path, groups: list[Group]) -> None:
+    times = []
+    for run in range(1, COLD_START_RUNS + 1):
+        port = free_port()
+        t0 = time.perf_counter()
+        group = Group(f"gunicorn-cold-{run}", web_command(port), env, logs)
+        groups.append(group)
+        wait_healthz(group, port, deadline_s=30)
+        elapsed = time.perf_counter() - t0
+        times.append(elapsed)
+        stopped = group.stop(timeout=15)
+        log(f"cold start #{run}: /healthz 200 after {elapsed:.3f}s (stopped in {stopped:.2f}s)")
+    figures["cold_start_s"] = round(statistics.median(times), 3)
+    figures["cold_start_first_s"] = round(times[0], 3)
+
+
+# --- 2. idle memory (+ 4. browser against the same server) ---------------------------
+
+
+def tree_pss(root: int) -> tuple[float, list[str]]:
+    rows, total = [], 0
+    for pid in sorted(process_tree(root)):
+        kb = pss_kb(pid)
+        total += kb
+        rows.append(f"    {kb / 1024:7.1f} MB  pid {pid:<7} {cmdline(pid)[:110]}")
+    return total / 1024, rows
+
+
+def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: Path) -> None:
+    port = free_port()
+    group = Group("serve", [PYTHON, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"],
+                  env, logs)
+    groups.append(group)
+    ready = wait_healthz(group, port, deadline_s=60)
+    log(f"manage.py serve: /healthz 200 after {ready:.2f}s; idling {IDLE_WAIT_S}s")
+    deadline = time.monotonic() + IDLE_WAIT_S
+    while time.monotonic() < deadline:
+        if group.popen.poll() is not None:
+            raise RuntimeError(f"serve exited with {group.popen.returncode}:\n{group.tail()}")
+        time.sleep(0.5)
+    seen = process_tree(group.pid)
+    names = " ".join(cmdline(p) for p in seen)
+    for part in ("gunicorn", "celery -A console worker", "celery -A console beat"):
+        if part not in names:
+            raise RuntimeError(f"serve tree has no '{part}' process:\n{group.tail()}")
+    total, rows = tree_pss(group.pid)
+    log(f"idle PSS over {len(rows)} processes: {total:.1f} MB")
+    for row in rows:
+        print(row, flush=True)
+    figures["idle_pss_mb"] = round(total, 1)
+    figures["idle_processes"] = len(rows)
+
+    try:
+        bench_home(port, env, var_dir)
+        after, _ = tree_pss(group.pid)
+        log(f"PSS after the browser runs: {after:.1f} MB")
+        figures["after_load_pss_mb"] = round(after, 1)
+    finally:
+        seen.update(process_tree(group.pid))
+        stopped = group.stop(timeout=30)
+        left: list[int] = []
+        for _ in range(50):  # grandchildren may take a moment after serve returns
+            left = alive(seen)
+            if not left:
+                break
+            time.sleep(0.1)
+        log(f"serve stopped by SIGTERM to its group in {stopped:.2f}s "
+            f"(exit code {group.popen.returncode}); {len(left)} of {len(seen)} processes left")
+        figures["serve_stop_s"] = round(stopped, 2)
+        figures["stray_processes"] = len(left)
+        for pid in left:
+            log(f"STRAY pid {pid}: {cmdline(pid)}; SIGKILL")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# --- 4. home page in Chromium --------------------------------------------------------
+
+
+def demo_owner(env: dict[str, str]) -> tuple[str, str]:
+    out = subprocess.run([PYTHON, "manage.py", "seed_demo"], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    match = re.search(r"Demo owner: (\S+)\s+password: (\S+)", out)
+    if not match:
+        raise RuntimeError(f"seed_demo printed no credentials: {out!r}")
+    return match.group(1), match.group(2)
+
+
+def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    email, password = demo_owner(env)
+    base = f"http://127.0.0.1:{port}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/accounts/login/")
+            page.fill('input[name="login"]', email)
+            page.fill('input[name="password"]', password)
+            with page.expect_navigation():
+                page.click('form button[type="submit"]')
+            if "/accounts/" in page.url:
+                raise RuntimeError(f"sign-in failed, still on {page.url}")
+            log(f"signed in as {email}; landed on {page.url.removeprefix(base)}")
+
+            cdp = context.new_cdp_session(page)
+            cdp.send("Network.enable")
+            cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+            loads = []
+            for attempt in range(1 + HOME_EXTRA_LOADS):
+                page.goto("about:blank")
+                finished: list[Any] = []
+                failed: list[Any] = []
+                on_finished, on_failed = finished.append, failed.append
+                page.on("requestfinished", on_finished)
+                page.on("requestfailed", on_failed)
+                response = page.goto(f"{base}/", wait_until="load")
+                page.wait_for_load_state("networkidle")
+                page.remove_listener("requestfinished", on_finished)
+                page.remove_listener("requestfailed", on_failed)
+                if response is None or response.status != 200 or failed:
+                    raise RuntimeError(f"home load failed: {response and response.status} "
+                                       f"{[r.url for r in failed]}")
+                timing = page.evaluate("""() => {
+                    const n = performance.getEntriesByType('navigation')[0];
+                    return {load: n.loadEventEnd - n.startTime,
+                            ttfb: n.responseStart - n.startTime,
+                            dcl: n.domContentLoadedEventEnd - n.startTime,
+                            redirects: n.redirectCount};
+                }""")
+                loads.append(timing["load"])
+                if attempt == 0:
+                    body = headers = 0
+                    for request in finished:
+                        sizes = request.sizes()
+                        resp = request.redirected_to and "redirect" or ""
+                        body += sizes["responseBodySize"]
+                        headers += sizes["responseHeadersSize"]
+                        status = request.response().status if request.response() else "?"
+                        print(f"    {status} {sizes['responseBodySize']:>7} B body "
+                              f"{sizes['responseHeadersSize']:>5} B headers  "
+                              f"{request.url.removeprefix(base)} {resp}", flush=True)
+                    log(f"home first load: {len(finished)} responses, {body} B bodies "
+                        f"+ {headers} B headers; load {timing['load']:.1f} ms "
+                        f"(TTFB {timing['ttfb']:.1f} ms incl. {timing['redirects']} redirect, "
+                        f"DOMContentLoaded {timing['dcl']:.1f} ms); landed on "
+                        f"{page.url.removeprefix(base)}")
+                    figures["home_bytes"] = body
+                    figures["home_wire_bytes"] = body + headers
+                    figures["home_requests"] = len(finished)
+                    figures["home_load_ms"] = round(timing["load"], 1)
+            figures["home_load_median_ms"] = round(statistics.median(loads), 1)
+            log("home loads (ms): " + " ".join(f"{t:.1f}" for t in loads))
+        finally:
+            browser.close()
+
+
+# --- 3. project list with 10,000 projects, in-process on PostgreSQL --------------------
+
+
+def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
+    import psycopg
+
+    dbname = f"raydeck_bench_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{dbname}"')
+    state["database"] = dbname
+    log(f"created database {dbname}")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "console.settings.test"
+    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{dbname}"
+    os.environ["RAYDECK_VAR_DIR"] = str(var_dir)
+    os.environ.pop("REDIS_URL", None)  # local-memory cache: nothing leaves this process
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from allauth.account.models import EmailAddress
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.models import Project, User
+    from accounts.services import organization_create
+
+    t0 = time.monotonic()
+    call_command("migrate", verbosity=0, interactive=False)
+    log(f"migrated {dbname} in {time.monotonic() - t0:.1f}s")
+    owner = User.objects.create_user("owner@bench.example.com", secrets.token_urlsafe(16),
+                                     name="Bench Owner")
+    EmailAddress.objects.create(user=owner, email=owner.email, verified=True, primary=True)
+    org = organization_create(name="Bench", slug="bench", actor=owner)
+    t0 = time.monotonic()
+    Project.objects.bulk_create(
+        [Project(organization=org, name=f"Project {i:05d}", slug=f"project-{i:05d}",
+                 description=f"Benchmark project number {i}, seeded in bulk.")
+         for i in range(LIST_PROJECTS)],
+        batch_size=1000,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # what autovacuum would have done on a live database
+    log(f"seeded {LIST_PROJECTS} projects in {time.monotonic() - t0:.1f}s (then ANALYZE)")
+
+    client = Client()
+    client.force_login(owner)
+    url = f"/o/{org.slug}/projects/"
+    for _ in range(LIST_WARMUP):
+        response = client.get(url)
+        assert response.status_code == 200, response.status_code
+    rows = response.content.count(b"<tr>") - 1
+    assert rows == 50, f"expected 50 rows on the first page, saw {rows}"
+
+    times = []
+    for _ in range(LIST_REQUESTS):
+        t = time.perf_counter()
+        response = client.get(url)
+        times.append((time.perf_counter() - t) * 1000)
+        assert response.status_code == 200
+    p50 = statistics.median(times)
+    p99 = statistics.quantiles(times, n=100, method="inclusive")[98]
+    log(f"project list: {LIST_REQUESTS} requests, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+        f"max {max(times):.2f} ms, {len(response.content)} B of HTML")
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(url)
+    log(f"project list: {len(queries)} SQL queries:")
+    for query in queries.captured_queries:
+        print(f"    {float(query['time']) * 1000:6.2f} ms  {query['sql'][:150]}", flush=True)
+
+    last = f"{url}?page={LIST_PROJECTS // 50}"
+    deep = []
+    for _ in range(50):
+        t = time.perf_counter()
+        response = client.get(last)
+        deep.append((time.perf_counter() - t) * 1000)
+        assert response.status_code == 200
+    log(f"project list, last page: p50 {statistics.median(deep):.2f} ms over 50 requests")
+
+    figures["list_p50_ms"] = round(p50, 2)
+    figures["list_p99_ms"] = round(p99, 2)
+    figures["list_queries"] = len(queries)
+    figures["list_last_page_p50_ms"] = round(statistics.median(deep), 2)
+
+
+def drop_database(state: dict[str, Any]) -> None:
+    dbname = state.get("database")
+    if not dbname:
+        return
+    if "django" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    log(f"dropped database {dbname}")
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def verdict(name: str) -> None:
+    goal, unit, label = GOALS[name]
+    value = figures.get(name)
+    if value is None:
+        print(f"  {label:<45} n/a            (goal <= {goal:g} {unit})  NOT MEASURED")
+        return
+    ok = "PASS" if value <= goal else "MISS"
+    if unit == "B":
+        shown, goal_shown = f"{value / 1024:.1f} KB", f"{goal / 1024:g} KB"
+    else:
+        shown, goal_shown = f"{value:g} {unit}", f"{goal:g} {unit}"
+    print(f"  {label:<45} {shown:<14} (goal <= {goal_shown})  {ok}")
+
+
+def main() -> int:
+    def terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    tmp = Path(tempfile.mkdtemp(prefix="raydeck-bench-"))
+    var_dir, logs = tmp / "var", tmp / "logs"
+    var_dir.mkdir()
+    logs.mkdir()
+    marker = f"RAYDECK_VAR_DIR={var_dir}\0".encode()
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "REDIS_URL", "RAYDECK_DEBUG", "DJANGO_SECRET_KEY"}}
+    env.update(DJANGO_SETTINGS_MODULE="console.settings.local", RAYDECK_VAR_DIR=str(var_dir),
+               PYTHONUNBUFFERED="1")
+    groups: list[Group] = []
+    state: dict[str, Any] = {}
+    failed = False
+    log(f"temporary directory {tmp}")
+    try:
+        t0 = time.monotonic()
+        subprocess.run([PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
+                       check=True, capture_output=True, timeout=300)
+        log(f"migrated the temporary SQLite database in {time.monotonic() - t0:.1f}s")
+        steps = [("1. cold start", lambda: bench_cold_start(env, logs, groups)),
+                 ("2+4. idle memory, home page", lambda: bench_serve(env, logs, groups, var_dir)),
+                 ("3. project list", lambda: bench_project_list(var_dir, state))]
+        for title, step in steps:
+            log(f"--- {title}")
+            try:
+                step()
+            except KeyboardInterrupt:
+                raise
+            except Exception:
+                failed = True
+                log(f"{title} FAILED:")
+                traceback.print_exc()
+                sys.stdout.flush()
+    except KeyboardInterrupt as exc:
+        failed = True
+        log(f"interrupted ({exc}); cleaning up")
+    except Exception:
+        failed = True
+        traceback.print_exc()
+    finally:
+        for group in groups:
+            try:
+                group.stop(timeout=20)
+            except Exception:
+                traceback.print_exc()
+        try:
+            drop_database(state)
+        except Exception:
+            failed = True
+            traceback.print_exc()
+        strays: list[int] = []
+        for _ in range(50):
+            strays = processes_marked(marker)
+            if not strays:
+                break
+            time.sleep(0.1)
+        for pid in strays:
+            log(f"STRAY pid {pid} at the end: {cmdline(pid)}; SIGKILL")
+            figures["stray_processes"] = figures.get("stray_processes", 0) + 1
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log(f"no process of this run is left: {not strays}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"removed {tmp}")
+
+    total = time.monotonic() - _t_start
+    figures["bench_s"] = round(total, 1)
+    print("Goals:")
+    for name in GOALS:
+        verdict(name)
+    print("Reference: dstack idles ~210 MB, ~3 ms list p50, UI 9.5 MB in ~0.8 s; "
+          "SkyPilot API server ~1.5 GB idle, UI 1.25 MB in ~0.26 s.")
+    order = ["cold_start_s", "cold_start_first_s", "idle_pss_mb", "list_p50_ms", "list_p99_ms",
+             "list_queries", "home_bytes", "home_load_ms"]
+    keys = order + [k for k in figures if k not in order]
+    print(" ".join(f"{k}={figures.get(k, 'n/a')}" for k in keys), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

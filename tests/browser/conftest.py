@@ -1,0 +1,78 @@
+"""Playwright fixtures for the browser tests: Debian's Chromium, one context per person,
+a screenshot of every open page under test-results/ when a test fails."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+# Playwright's sync API keeps an asyncio event loop running in the test thread, so
+# Django refuses ORM calls there (SynchronousOnlyOperation) — including
+# transactional_db's flush at teardown. Nothing here is really async, so allow it.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+TIMEOUT_MS = 10_000
+RESULTS = Path(__file__).resolve().parents[2] / "test-results"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Keep each phase's report on the item, so fixtures can tell whether the test failed.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if os.environ.get("RAYDECK_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RAYDECK_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable[[], Page]]:
+    """Open a page in a fresh context (no cookies): one call per person in the story."""
+    contexts: list[BrowserContext] = []
+
+    def factory() -> Page:
+        context = browser.new_context()
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield factory
+    call = getattr(request.node, "rep_call", None)
+    if call is not None and call.failed:
+        RESULTS.mkdir(exist_ok=True)
+        stem = re.sub(r"[^\w.-]+", "_", request.node.nodeid)
+        for i, context in enumerate(contexts):
+            for j, page in enumerate(context.pages):
+                page.screenshot(path=RESULTS / f"{stem}-{i}-{j}.png", full_page=True)
+    for context in contexts:
+        context.close()

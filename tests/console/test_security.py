@@ -1,0 +1,166 @@
+"""Generic security properties, checked on every URL the project has:
+tenant isolation (404 across organizations), CSRF on every unsafe request, and no
+state change on GET."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.test import Client
+from django.urls import reverse
+
+from accounts.choices import OrgRole
+from tests.conftest import Tenant, client_for
+from tests.urlwalk import Route, all_routes, our_routes
+
+pytestmark = pytest.mark.django_db
+
+# How to fill each URL keyword with one of a tenant's objects. A new keyword fails
+# test_every_url_keyword_has_a_fixture until it is added here.
+KWARG_FILLERS: dict[str, Any] = {
+    "org_slug": lambda t: t.org.slug,
+    "project_slug": lambda t: t.project.slug,
+    "membership_id": lambda t: t.memberships[OrgRole.MEMBER].pk,
+    "invitation_id": lambda t: t.invitation.pk,
+    "member_id": lambda t: t.project_membership.pk,
+}
+# Routes outside organizations whose keywords are not objects of a tenant.
+PUBLIC_KWARGS = {"token"}
+
+
+def url_for(route: Route, owner: Tenant, url_org: Tenant | None = None) -> str:
+    """The route filled with `owner`'s objects, under `url_org`'s slug if given."""
+    kwargs = {k: KWARG_FILLERS[k](owner) for k in route.kwargs}
+    if url_org is not None:
+        kwargs["org_slug"] = url_org.org.slug
+    return reverse(route.name, kwargs=kwargs)
+
+
+def org_routes() -> list[Route]:
+    return [r for r in our_routes() if r.is_org_scoped]
+
+
+def test_every_url_keyword_has_a_fixture() -> None:
+    for route in our_routes():
+        unknown = set(route.kwargs) - set(KWARG_FILLERS) - PUBLIC_KWARGS
+        assert not unknown, f"{route.pattern}: add {unknown} to KWARG_FILLERS"
+    assert len(org_routes()) >= 15  # the walk found the organization pages
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_another_organizations_pages_are_404(tenant_a: Tenant, tenant_b: Tenant,
+                                             method: str) -> None:
+    """B's owner (the most powerful role) probes every page of A: under A's slug, and
+    with A's object ids under B's own slug. Everything is a plain 404."""
+    client = client_for(tenant_b.owner)
+    not_found = []
+    for route in org_routes():
+        urls = [url_for(route, tenant_a)]
+        if set(route.kwargs) - {"org_slug"}:
+            urls.append(url_for(route, tenant_a, url_org=tenant_b))
+        for url in urls:
+            response = getattr(client, method)(url, {"role": "viewer", "name": "pwned"})
+            if response.status_code != 404:
+                not_found.append((url, response.status_code))
+    assert not_found == []
+
+
+def test_the_same_pages_work_for_their_own_owner(tenant_a: Tenant) -> None:
+    """The control for the test above: the 404s are about access, not broken pages."""
+    client = client_for(tenant_a.owner)
+    for route in org_routes():
+        response = client.get(url_for(route, tenant_a))
+        assert response.status_code in (200, 405), (route.pattern, response.status_code)
+
+
+def test_a_member_not_in_a_project_gets_404_for_it(tenant_a: Tenant) -> None:
+    outsider = tenant_a.users[OrgRole.MEMBER]
+    tenant_a.project_membership.delete()
+    response = client_for(outsider).get(
+        reverse("project_detail", args=[tenant_a.org.slug, tenant_a.project.slug]))
+    assert response.status_code == 404
+
+
+def test_anonymous_visitors_are_sent_to_sign_in(tenant_a: Tenant) -> None:
+    for route in org_routes():
+        response = Client().get(url_for(route, tenant_a))
+        assert response.status_code == 302, route.pattern
+        assert response["Location"].startswith(reverse("account_login"))
+
+
+# --- CSRF ------------------------------------------------------------------------------
+
+
+def _fill_any(route: Route, tenant: Tenant) -> str | None:
+    kwargs = {}
+    for key in route.kwargs:
+        if key in KWARG_FILLERS:
+            kwargs[key] = KWARG_FILLERS[key](tenant)
+        elif key in ("token", "key", "uidb36", "uidb64"):
+            kwargs[key] = "x"
+        else:
+            return None
+    return reverse(route.name, kwargs=kwargs)
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["form", "htmx"])
+def test_every_unsafe_request_needs_a_csrf_token(tenant_a: Tenant, htmx: bool) -> None:
+    client = client_for(tenant_a.owner, enforce_csrf_checks=True)
+    headers = {"HX-Request": "true"} if htmx else {}
+    checked, accepted = 0, []
+    for route in all_routes():
+        if route.pattern.startswith("admin/"):
+            continue
+        url = _fill_any(route, tenant_a)
+        if url is None:
+            continue
+        for method in ("post", "put", "patch", "delete"):
+            response = getattr(client, method)(url, headers=headers)
+            checked += 1
+            if response.status_code != 403:
+                accepted.append((method, url, response.status_code))
+    assert checked > 100
+    assert accepted == []
+
+
+def test_the_csrf_header_htmx_sends_is_accepted(tenant_a: Tenant) -> None:
+    """The positive control for the test above: with the token, the write goes through."""
+    client = client_for(tenant_a.owner, enforce_csrf_checks=True)
+    page = client.get(reverse("member_list", args=[tenant_a.org.slug]))
+    token = page.context["csrf_token"]
+    membership = tenant_a.memberships[OrgRole.VIEWER]
+    response = client.post(
+        reverse("member_role", args=[tenant_a.org.slug, membership.pk]), {"role": "member"},
+        headers={"HX-Request": "true", "X-CSRFToken": str(token)},
+    )
+    assert response.status_code == 200
+    membership.refresh_from_db()
+    assert membership.role == "member"
+
+
+# --- No writes on GET ------------------------------------------------------------------
+
+
+def database_snapshot() -> dict[str, list[tuple]]:
+    snapshot = {}
+    for model in apps.get_models():
+        label = model._meta.label
+        if label in ("sessions.Session",):
+            continue  # reading a page may refresh the session's own bookkeeping
+        snapshot[label] = sorted(
+            tuple(str(v) for v in row) for row in model.objects.values_list()
+        )
+    return snapshot
+
+
+def test_no_page_changes_anything_on_get(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    client = client_for(tenant_a.owner)
+    before = database_snapshot()
+    for route in our_routes():
+        url = _fill_any(route, tenant_a)
+        if url is not None:
+            client.get(url)
+            client.get(url, headers={"HX-Request": "true"})
+    assert database_snapshot() == before
