@@ -111,6 +111,37 @@ class Group:
             return ""
 
 
+class ProcessWatch:
+    """Notes when each of `pids` exits (polled every 20 ms in a thread)."""
+
+    def __init__(self, pids: dict[int, int]) -> None:
+        import threading
+
+        self.pids = dict(pids)
+        self.gone: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.gone) < len(self.pids):
+            running = set(alive(self.pids))
+            for pid in self.pids:
+                if pid not in running and pid not in self.gone:
+                    self.gone[pid] = time.monotonic() - self.t0
+            time.sleep(0.02)
+
+    def finish(self) -> None:
+        deadline = time.monotonic() + 5
+        while len(self.gone) < len(self.pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join()
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -299,7 +330,13 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
         figures["after_load_pss_mb"] = round(after, 1)
     finally:
         seen.update(process_tree(group.pid))
+        names = {pid: cmdline(pid)[:60] for pid in seen}
+        watch = ProcessWatch(seen)
+        watch.start()
         stopped = group.stop(timeout=30)
+        watch.finish()
+        for pid, gone in sorted(watch.gone.items(), key=lambda item: item[1]):
+            print(f"    gone after {gone:5.2f}s  pid {pid:<7} {names[pid]}", flush=True)
         left: list[int] = []
         for _ in range(50):  # grandchildren may take a moment after serve returns
             left = alive(seen)
@@ -360,7 +397,13 @@ def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
                 page.goto("about:blank")
                 finished: list[Any] = []
                 failed: list[Any] = []
-                on_finished, on_failed = finished.append, failed.append
+
+                def on_finished(request: Any, into: list[Any] = finished) -> None:
+                    into.append(request)
+
+                def on_failed(request: Any, into: list[Any] = failed) -> None:
+                    into.append(request)
+
                 page.on("requestfinished", on_finished)
                 page.on("requestfailed", on_failed)
                 response = page.goto(f"{base}/", wait_until="load")
@@ -470,10 +513,11 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
     log(f"project list: {LIST_REQUESTS} requests, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
         f"max {max(times):.2f} ms, {len(response.content)} B of HTML")
 
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as context:
         client.get(url)
+    queries = list(context.captured_queries)  # the next request resets connection.queries
     log(f"project list: {len(queries)} SQL queries:")
-    for query in queries.captured_queries:
+    for query in queries:
         print(f"    {float(query['time']) * 1000:6.2f} ms  {query['sql'][:150]}", flush=True)
 
     last = f"{url}?page={LIST_PROJECTS // 50}"

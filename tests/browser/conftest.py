@@ -7,17 +7,9 @@ import os
 import re
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
-
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page
-
-# Playwright's sync API keeps an asyncio event loop running in the test thread, so
-# Django refuses ORM calls there (SynchronousOnlyOperation) — including
-# transactional_db's flush at teardown. Nothing here is really async, so allow it.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -37,17 +29,20 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
         if os.environ.get("RAYDECK_REQUIRE_BROWSER") == "1":
             pytest.fail(f"RAYDECK_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
-    from playwright.sync_api import expect, sync_playwright
-
     expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as playwright:
+    # While Playwright's sync API runs, its asyncio loop counts as running in this
+    # thread, so Django would raise SynchronousOnlyOperation on any ORM call here (such
+    # as transactional_db's flush). Nothing is really async: allow it, but only while
+    # Playwright runs (module scope), so the rest of the suite keeps Django's check.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
-
-if TYPE_CHECKING:
-    from playwright.sync_api import Page
-    from pytest_django.live_server_helper import LiveServer
+from playwright.sync_api import Page, expect
+from pytest_django.live_server_helper import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("transactional_db")]
 
@@ -28,7 +25,7 @@ def link_in_mail(to: str, path_pattern: str) -> str:
     their path: invitation links use RAYDECK_BASE_URL, not the live server's address."""
     for message in reversed(mail.outbox):
         if to in message.to:
-            for url in re.findall(r"https?://\S+", message.body):
+            for url in re.findall(r"https?://\S+", str(message.body)):
                 if re.fullmatch(path_pattern, urlsplit(url).path):
                     return urlsplit(url).path
     subjects = [(m.to, m.subject) for m in mail.outbox]
@@ -37,8 +34,6 @@ def link_in_mail(to: str, path_pattern: str) -> str:
 
 def sign_up_and_verify(page: Page, base_url: str, email: str) -> None:
     """Fill allauth's sign-up form (already open), then follow the emailed link."""
-    from playwright.sync_api import expect
-
     # allauth's labels end in a colon ("Password:", "Password (again):").
     page.get_by_label("Email").fill(email)
     page.get_by_label(re.compile(r"^Password:?$")).fill(PASSWORD)
@@ -55,8 +50,6 @@ def sign_up_and_verify(page: Page, base_url: str, email: str) -> None:
 def test_owner_invites_colleague_into_a_project(
     live_server: LiveServer, new_page: Callable[[], Page]
 ) -> None:
-    from playwright.sync_api import expect
-
     # 1-2. The owner signs up and verifies the address.
     owner = new_page()
     owner.goto(f"{live_server.url}/accounts/signup/")
