@@ -4,6 +4,7 @@ the user's profile. Views parse input and pick templates; services do the work."
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 from collections.abc import Iterator
 from typing import Any
 
@@ -286,7 +287,7 @@ class InvitationAcceptView(View):
 
     def post(self, request: HttpRequest, token: str) -> HttpResponse:
         if not request.user.is_authenticated:
-            return redirect(f"{reverse('account_login')}?next={request.path}")
+            return redirect(f"{reverse('account_login')}?{urlencode({'next': request.path})}")
         invitation, error = self.load(token)
         if invitation is None:
             return render(request, self.template, {"error": error}, status=404)

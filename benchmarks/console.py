@@ -24,6 +24,7 @@ Reference figures (other consoles, measured elsewhere, for comparison only):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -44,11 +45,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync",
-                 # Never send loopback traffic through a proxy from the environment.
-                 "--no-proxy-server"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Never send loopback traffic through a proxy from the environment.
+    "--no-proxy-server",
+]
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 GOALS = {  # figure: (goal, unit, label)
@@ -85,9 +92,15 @@ class Group:
         self.name = name
         self.log_path = logs / f"{name}.log"
         self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.pid = self.popen.pid
 
     def stop(self, timeout: float) -> float:
@@ -143,10 +156,8 @@ class ProcessWatch:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -155,7 +166,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return int(fields[1]), int(fields[19])
 
 
@@ -191,7 +202,7 @@ def alive(pids: dict[int, int]) -> list[int]:
 def _state(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
-        return raw[raw.rindex(")") + 2:].split()[0]
+        return raw[raw.rindex(")") + 2 :].split()[0]
     except OSError:
         return "Z"
 
@@ -221,11 +232,11 @@ def processes_marked(marker: bytes) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
             try:
-                if marker in Path(f"/proc/{entry}/environ").read_bytes():
-                    if _state(int(entry)) != "Z":
-                        found.append(int(entry))
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
             except OSError:
                 continue
+            if marker in environ and _state(int(entry)) != "Z":
+                found.append(int(entry))
     return found
 
 
@@ -254,18 +265,35 @@ def wait_healthz(group: Group, port: int, deadline_s: float) -> float:
         if http_status(url) == 200:
             return time.perf_counter() - t0
         if group.popen.poll() is not None:
-            raise RuntimeError(f"{group.name} exited with {group.popen.returncode}:\n"
-                               f"{group.tail()}")
+            raise RuntimeError(
+                f"{group.name} exited with {group.popen.returncode}:\n{group.tail()}"
+            )
         time.sleep(0.005)
-    raise RuntimeError(f"{group.name}: /healthz did not answer within {deadline_s:.0f}s:\n"
-                       f"{group.tail()}")
+    raise RuntimeError(
+        f"{group.name}: /healthz did not answer within {deadline_s:.0f}s:\n{group.tail()}"
+    )
 
 
 def web_command(port: int) -> list[str]:
     # Exactly the "web" command of console/management/commands/serve.py.
-    return [PYTHON, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{port}",
-            "--workers", "2", "--worker-class", "gthread", "--threads", "4",
-            "--access-logfile", "-", "--graceful-timeout", "5"]
+    return [
+        PYTHON,
+        "-m",
+        "gunicorn",
+        "console.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "5",
+    ]
 
 
 # --- 1. cold start -------------------------------------------------------------------
@@ -301,8 +329,7 @@ def tree_pss(root: int) -> tuple[float, list[str]]:
 
 def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: Path) -> None:
     port = free_port()
-    group = Group("serve", [PYTHON, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"],
-                  env, logs)
+    group = Group("serve", [PYTHON, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"], env, logs)
     groups.append(group)
     ready = wait_healthz(group, port, deadline_s=60)
     log(f"manage.py serve: /healthz 200 after {ready:.2f}s; idling {IDLE_WAIT_S}s")
@@ -343,24 +370,31 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
             if not left:
                 break
             time.sleep(0.1)
-        log(f"serve stopped by SIGTERM to its group in {stopped:.2f}s "
-            f"(exit code {group.popen.returncode}); {len(left)} of {len(seen)} processes left")
+        log(
+            f"serve stopped by SIGTERM to its group in {stopped:.2f}s "
+            f"(exit code {group.popen.returncode}); {len(left)} of {len(seen)} processes left"
+        )
         figures["serve_stop_s"] = round(stopped, 2)
         figures["stray_processes"] = len(left)
         for pid in left:
             log(f"STRAY pid {pid}: {cmdline(pid)}; SIGKILL")
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # --- 4. home page in Chromium --------------------------------------------------------
 
 
 def demo_owner(env: dict[str, str]) -> tuple[str, str]:
-    out = subprocess.run([PYTHON, "manage.py", "seed_demo"], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run(
+        [PYTHON, "manage.py", "seed_demo"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     out = re.sub(r"\x1b\[[0-9;]*m", "", out)
     match = re.search(r"Demo owner: (\S+)\s+password: (\S+)", out)
     if not match:
@@ -374,8 +408,7 @@ def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
     email, password = demo_owner(env)
     base = f"http://127.0.0.1:{port}"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context()
             page = context.new_page()
@@ -411,8 +444,10 @@ def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
                 page.remove_listener("requestfinished", on_finished)
                 page.remove_listener("requestfailed", on_failed)
                 if response is None or response.status != 200 or failed:
-                    raise RuntimeError(f"home load failed: {response and response.status} "
-                                       f"{[r.url for r in failed]}")
+                    raise RuntimeError(
+                        f"home load failed: {response and response.status} "
+                        f"{[r.url for r in failed]}"
+                    )
                 timing = page.evaluate("""() => {
                     const n = performance.getEntriesByType('navigation')[0];
                     return {load: n.loadEventEnd - n.startTime,
@@ -422,21 +457,31 @@ def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
                 }""")
                 loads.append(timing["load"])
                 if attempt == 0:
+                    took = page.evaluate("""() => Object.fromEntries(
+                        performance.getEntriesByType('resource').map(
+                            r => [r.name, r.responseEnd - r.startTime]))""")
                     body = headers = 0
                     for request in finished:
                         sizes = request.sizes()
-                        resp = request.redirected_to and "redirect" or ""
+                        resp = "redirect" if request.redirected_to else ""
                         body += sizes["responseBodySize"]
                         headers += sizes["responseHeadersSize"]
                         status = request.response().status if request.response() else "?"
-                        print(f"    {status} {sizes['responseBodySize']:>7} B body "
-                              f"{sizes['responseHeadersSize']:>5} B headers  "
-                              f"{request.url.removeprefix(base)} {resp}", flush=True)
-                    log(f"home first load: {len(finished)} responses, {body} B bodies "
+                        ms = took.get(request.url)
+                        ms_text = f"{ms:6.1f} ms" if ms is not None else "       -"
+                        print(
+                            f"    {status} {sizes['responseBodySize']:>7} B body "
+                            f"{sizes['responseHeadersSize']:>5} B headers {ms_text}  "
+                            f"{request.url.removeprefix(base)} {resp}",
+                            flush=True,
+                        )
+                    log(
+                        f"home first load: {len(finished)} responses, {body} B bodies "
                         f"+ {headers} B headers; load {timing['load']:.1f} ms "
                         f"(TTFB {timing['ttfb']:.1f} ms incl. {timing['redirects']} redirect, "
                         f"DOMContentLoaded {timing['dcl']:.1f} ms); landed on "
-                        f"{page.url.removeprefix(base)}")
+                        f"{page.url.removeprefix(base)}"
+                    )
                     figures["home_bytes"] = body
                     figures["home_wire_bytes"] = body + headers
                     figures["home_requests"] = len(finished)
@@ -478,15 +523,22 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
     t0 = time.monotonic()
     call_command("migrate", verbosity=0, interactive=False)
     log(f"migrated {dbname} in {time.monotonic() - t0:.1f}s")
-    owner = User.objects.create_user("owner@bench.example.com", secrets.token_urlsafe(16),
-                                     name="Bench Owner")
+    owner = User.objects.create_user(
+        "owner@bench.example.com", secrets.token_urlsafe(16), name="Bench Owner"
+    )
     EmailAddress.objects.create(user=owner, email=owner.email, verified=True, primary=True)
     org = organization_create(name="Bench", slug="bench", actor=owner)
     t0 = time.monotonic()
     Project.objects.bulk_create(
-        [Project(organization=org, name=f"Project {i:05d}", slug=f"project-{i:05d}",
-                 description=f"Benchmark project number {i}, seeded in bulk.")
-         for i in range(LIST_PROJECTS)],
+        [
+            Project(
+                organization=org,
+                name=f"Project {i:05d}",
+                slug=f"project-{i:05d}",
+                description=f"Benchmark project number {i}, seeded in bulk.",
+            )
+            for i in range(LIST_PROJECTS)
+        ],
         batch_size=1000,
     )
     with connection.cursor() as cursor:
@@ -510,8 +562,10 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
         assert response.status_code == 200
     p50 = statistics.median(times)
     p99 = statistics.quantiles(times, n=100, method="inclusive")[98]
-    log(f"project list: {LIST_REQUESTS} requests, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-        f"max {max(times):.2f} ms, {len(response.content)} B of HTML")
+    log(
+        f"project list: {LIST_REQUESTS} requests, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+        f"max {max(times):.2f} ms, {len(response.content)} B of HTML"
+    )
 
     with CaptureQueriesContext(connection) as context:
         client.get(url)
@@ -577,22 +631,36 @@ def main() -> int:
     var_dir.mkdir()
     logs.mkdir()
     marker = f"RAYDECK_VAR_DIR={var_dir}\0".encode()
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "REDIS_URL", "RAYDECK_DEBUG", "DJANGO_SECRET_KEY"}}
-    env.update(DJANGO_SETTINGS_MODULE="console.settings.local", RAYDECK_VAR_DIR=str(var_dir),
-               PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "RAYDECK_DEBUG", "DJANGO_SECRET_KEY"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="console.settings.local",
+        RAYDECK_VAR_DIR=str(var_dir),
+        PYTHONUNBUFFERED="1",
+    )
     groups: list[Group] = []
     state: dict[str, Any] = {}
     failed = False
     log(f"temporary directory {tmp}")
     try:
         t0 = time.monotonic()
-        subprocess.run([PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         log(f"migrated the temporary SQLite database in {time.monotonic() - t0:.1f}s")
-        steps = [("1. cold start", lambda: bench_cold_start(env, logs, groups)),
-                 ("2+4. idle memory, home page", lambda: bench_serve(env, logs, groups, var_dir)),
-                 ("3. project list", lambda: bench_project_list(var_dir, state))]
+        steps = [
+            ("1. cold start", lambda: bench_cold_start(env, logs, groups)),
+            ("2+4. idle memory, home page", lambda: bench_serve(env, logs, groups, var_dir)),
+            ("3. project list", lambda: bench_project_list(var_dir, state)),
+        ]
         for title, step in steps:
             log(f"--- {title}")
             try:
@@ -630,10 +698,8 @@ def main() -> int:
         for pid in strays:
             log(f"STRAY pid {pid} at the end: {cmdline(pid)}; SIGKILL")
             figures["stray_processes"] = figures.get("stray_processes", 0) + 1
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         log(f"no process of this run is left: {not strays}")
         shutil.rmtree(tmp, ignore_errors=True)
         log(f"removed {tmp}")
@@ -643,10 +709,20 @@ def main() -> int:
     print("Goals:")
     for name in GOALS:
         verdict(name)
-    print("Reference: dstack idles ~210 MB, ~3 ms list p50, UI 9.5 MB in ~0.8 s; "
-          "SkyPilot API server ~1.5 GB idle, UI 1.25 MB in ~0.26 s.")
-    order = ["cold_start_s", "cold_start_first_s", "idle_pss_mb", "list_p50_ms", "list_p99_ms",
-             "list_queries", "home_bytes", "home_load_ms"]
+    print(
+        "Reference: dstack idles ~210 MB, ~3 ms list p50, UI 9.5 MB in ~0.8 s; "
+        "SkyPilot API server ~1.5 GB idle, UI 1.25 MB in ~0.26 s."
+    )
+    order = [
+        "cold_start_s",
+        "cold_start_first_s",
+        "idle_pss_mb",
+        "list_p50_ms",
+        "list_p99_ms",
+        "list_queries",
+        "home_bytes",
+        "home_load_ms",
+    ]
     keys = order + [k for k in figures if k not in order]
     print(" ".join(f"{k}={figures.get(k, 'n/a')}" for k in keys), flush=True)
     return 1 if failed else 0
