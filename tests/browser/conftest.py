@@ -9,7 +9,14 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -52,14 +59,23 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable[[], Page]]:
-    """Open a page in a fresh context (no cookies): one call per person in the story."""
+    """Open a page in a fresh context (no cookies): one call per person in the story.
+    Any Content Security Policy violation the browser reports fails the test: the
+    console must work without inline scripts or styles."""
     contexts: list[BrowserContext] = []
+    csp_violations: list[str] = []
+
+    def record(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            csp_violations.append(message.text)
 
     def factory() -> Page:
         context = browser.new_context()
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on("console", record)
+        return page
 
     yield factory
     call = getattr(request.node, "rep_call", None)
@@ -71,3 +87,4 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Calla
                 page.screenshot(path=RESULTS / f"{stem}-{i}-{j}.png", full_page=True)
     for context in contexts:
         context.close()
+    assert csp_violations == [], "the browser blocked content under the CSP"
