@@ -118,7 +118,13 @@ class InvitationAdmin(SupportAdmin):
 class AuditEventAdmin(SupportAdmin):
     list_display = ["created_at", "organization", "actor_email", "verb", "target_repr", "ip"]
     list_filter = ["verb"]
-    search_fields = ["actor_email", "verb", "target_repr", "organization__name",
-                     "organization__slug", "ip"]
+    search_fields = [
+        "actor_email",
+        "verb",
+        "target_repr",
+        "organization__name",
+        "organization__slug",
+        "ip",
+    ]
     list_select_related = ["organization"]
     date_hierarchy = "created_at"

@@ -60,7 +60,9 @@ def snapshot(obj: models.Model, fields: Iterable[str]) -> dict[str, Any]:
         value = getattr(obj, name)
         if isinstance(value, models.Model):
             value = str(value)
-        values[name] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        values[name] = (
+            value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        )
     return values
 
 

@@ -31,12 +31,17 @@ class SlugFromNameMixin:
     def live_check(self, url: str) -> None:
         fields: dict[str, forms.Field] = self.fields  # type: ignore[attr-defined]
         for name in ("name", "slug"):
-            fields[name].widget.attrs.update({
-                "hx-post": url, "hx-trigger": "input changed delay:300ms",
-                "hx-target": "#slug-feedback", "hx-include": "closest form",
-                "hx-vals": '{"_validate": "1"}', "hx-sync": "closest form:replace",
-                "aria-describedby": "slug-feedback",
-            })
+            fields[name].widget.attrs.update(
+                {
+                    "hx-post": url,
+                    "hx-trigger": "input changed delay:300ms",
+                    "hx-target": "#slug-feedback",
+                    "hx-include": "closest form",
+                    "hx-vals": '{"_validate": "1"}',
+                    "hx-sync": "closest form:replace",
+                    "aria-describedby": "slug-feedback",
+                }
+            )
 
     def clean_slug(self) -> str:
         data: dict[str, Any] = self.cleaned_data  # type: ignore[attr-defined]
@@ -49,7 +54,9 @@ class SlugFromNameMixin:
 class OrganizationCreateForm(SlugFromNameMixin, forms.Form):
     name = forms.CharField(max_length=100, help_text="Your company or team.")
     slug = forms.CharField(
-        max_length=50, required=False, label="URL name",
+        max_length=50,
+        required=False,
+        label="URL name",
         help_text="Appears in addresses: /o/<url-name>/. Leave blank to derive it from the name.",
     )
 
@@ -81,7 +88,8 @@ class InvitationForm(forms.Form):
     email = forms.EmailField()
     role = forms.ChoiceField(choices=OrgRole.choices, initial=OrgRole.MEMBER)
     project = forms.ModelChoiceField(
-        queryset=Project.objects.none(), required=False,
+        queryset=Project.objects.none(),
+        required=False,
         help_text="Optional: also add them to this project.",
     )
     project_role = forms.ChoiceField(
@@ -99,11 +107,14 @@ class InvitationForm(forms.Form):
 class ProjectCreateForm(SlugFromNameMixin, forms.Form):
     name = forms.CharField(max_length=100)
     slug = forms.CharField(
-        max_length=50, required=False, label="URL name",
+        max_length=50,
+        required=False,
+        label="URL name",
         help_text="Leave blank to derive it from the name.",
     )
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                                  max_length=2000)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=2000
+    )
 
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -118,13 +129,17 @@ class ProjectCreateForm(SlugFromNameMixin, forms.Form):
 
 class ProjectEditForm(forms.Form):
     name = forms.CharField(max_length=100)
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                                  max_length=2000)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=2000
+    )
 
 
 class ProjectMemberAddForm(forms.Form):
-    user = forms.ModelChoiceField(queryset=User.objects.none(), label="Member",
-                                  empty_label="Choose a member of the organization")
+    user = forms.ModelChoiceField(
+        queryset=User.objects.none(),
+        label="Member",
+        empty_label="Choose a member of the organization",
+    )
     role = forms.ChoiceField(choices=ProjectRole.choices, initial=ProjectRole.WRITER)
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any):

@@ -77,9 +77,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     # Role lookups are cached on the instance: one query per request, not per check.
     def _org_roles(self) -> dict[int, str]:
         if not hasattr(self, "_org_role_cache"):
-            self._org_role_cache = dict(
-                self.memberships.values_list("organization_id", "role")
-            )
+            self._org_role_cache = dict(self.memberships.values_list("organization_id", "role"))
         return self._org_role_cache
 
     def org_role(self, organization: Organization) -> str | None:
@@ -209,9 +207,7 @@ class ProjectMembership(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="project_memberships")
-    role = models.CharField(
-        max_length=16, choices=ProjectRole.choices, default=ProjectRole.WRITER
-    )
+    role = models.CharField(max_length=16, choices=ProjectRole.choices, default=ProjectRole.WRITER)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = OrgOwnedQuerySet.as_manager()

@@ -95,9 +95,7 @@ def audit_event_list(
     if filters.get("since"):
         events = events.filter(created_at__gte=_day_start(filters["since"]))
     if filters.get("until"):
-        events = events.filter(
-            created_at__lt=_day_start(filters["until"]) + timedelta(days=1)
-        )
+        events = events.filter(created_at__lt=_day_start(filters["until"]) + timedelta(days=1))
     return events.order_by("-created_at", "-pk")
 
 

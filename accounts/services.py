@@ -47,10 +47,15 @@ def organization_create(*, name: str, slug: str, actor: User) -> Organization:
         organization=organization, user=actor, role=OrgRole.OWNER
     )
     actor.forget_roles()
-    audit(actor=actor, verb="organization.create", target=organization,
-          changes={"name": [None, organization.name], "slug": [None, organization.slug]})
-    audit(actor=actor, verb="member.add", target=membership,
-          changes={"role": [None, membership.role]})
+    audit(
+        actor=actor,
+        verb="organization.create",
+        target=organization,
+        changes={"name": [None, organization.name], "slug": [None, organization.slug]},
+    )
+    audit(
+        actor=actor, verb="member.add", target=membership, changes={"role": [None, membership.role]}
+    )
     return organization
 
 
@@ -107,8 +112,9 @@ def membership_change_role(*, membership: Membership, role: str, actor: User) ->
     membership.full_clean()
     membership.save(update_fields=["role", "updated_at"])
     membership.user.forget_roles()
-    audit(actor=actor, verb="member.role_change", target=membership,
-          changes={"role": [before, role]})
+    audit(
+        actor=actor, verb="member.role_change", target=membership, changes={"role": [before, role]}
+    )
     return membership
 
 
@@ -124,8 +130,13 @@ def membership_remove(*, membership: Membership, actor: User) -> None:
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     _ensure_not_last_owner(membership, leaving_role=True)
     ProjectMembership.objects.filter(organization=organization, user=membership.user).delete()
-    audit(actor=actor, verb="member.leave" if leaving else "member.remove", target=membership,
-          organization=organization, changes={"role": [membership.role, None]})
+    audit(
+        actor=actor,
+        verb="member.leave" if leaving else "member.remove",
+        target=membership,
+        organization=organization,
+        changes={"role": [membership.role, None]},
+    )
     membership.delete()
     membership.user.forget_roles()
 
@@ -207,9 +218,16 @@ def invitation_create(
     )
     invitation.full_clean()
     invitation.save()
-    audit(actor=actor, verb="invitation.create", target=invitation,
-          changes={"email": [None, email], "role": [None, role],
-                   "project": [None, str(project) if project else None]})
+    audit(
+        actor=actor,
+        verb="invitation.create",
+        target=invitation,
+        changes={
+            "email": [None, email],
+            "role": [None, role],
+            "project": [None, str(project) if project else None],
+        },
+    )
     transaction.on_commit(lambda: send_invitation_email(invitation, invitation_token(invitation)))
     return invitation
 
@@ -276,7 +294,9 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     )
     if invitation.project_id:
         ProjectMembership.objects.get_or_create(
-            organization=organization, project=invitation.project, user=user,
+            organization=organization,
+            project=invitation.project,
+            user=user,
             defaults={"role": invitation.project_role or ProjectRole.WRITER},
         )
     invitation.accepted_at = timezone.now()
@@ -285,8 +305,12 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     user.forget_roles()
     audit(actor=user, verb="invitation.accept", target=invitation)
     if created:
-        audit(actor=user, verb="member.add", target=membership,
-              changes={"role": [None, membership.role]})
+        audit(
+            actor=user,
+            verb="member.add",
+            target=membership,
+            changes={"role": [None, membership.role]},
+        )
     return membership
 
 
@@ -301,19 +325,25 @@ def project_create(
 ) -> Project:
     require(actor, "project.create", organization)
     _check_slug(slug)
-    project = Project(organization=organization, name=name.strip(), slug=slug,
-                      description=description.strip())
+    project = Project(
+        organization=organization, name=name.strip(), slug=slug, description=description.strip()
+    )
     project.full_clean()
     project.save()
-    audit(actor=actor, verb="project.create", target=project,
-          changes={k: [None, v] for k, v in snapshot(project, ["name", "slug", "description"]).items()})
+    audit(
+        actor=actor,
+        verb="project.create",
+        target=project,
+        changes={
+            k: [None, v] for k, v in snapshot(project, ["name", "slug", "description"]).items()
+        },
+    )
     if actor.org_role(organization) not in (OrgRole.OWNER, OrgRole.ADMIN):
         # Whoever creates a project can manage it, even without an org-wide role.
         pm = ProjectMembership.objects.create(
             organization=organization, project=project, user=actor, role=ProjectRole.OWNER
         )
-        audit(actor=actor, verb="project_member.add", target=pm,
-              changes={"role": [None, pm.role]})
+        audit(actor=actor, verb="project_member.add", target=pm, changes={"role": [None, pm.role]})
         actor.forget_roles()
     return project
 
@@ -335,13 +365,16 @@ def project_update(*, project: Project, name: str, description: str, actor: User
 @transaction.atomic
 def project_delete(*, project: Project, actor: User) -> None:
     require(actor, "project.delete", project)
-    audit(actor=actor, verb="project.delete", target=project,
-          changes={"name": [project.name, None]})
+    audit(
+        actor=actor, verb="project.delete", target=project, changes={"name": [project.name, None]}
+    )
     project.delete()
 
 
 @transaction.atomic
-def project_member_add(*, project: Project, user: User, role: str, actor: User) -> ProjectMembership:
+def project_member_add(
+    *, project: Project, user: User, role: str, actor: User
+) -> ProjectMembership:
     require(actor, "project.manage_members", project)
     if role not in ProjectRole.values:
         raise ValidationError({"role": f"Unknown role “{role}”."})
@@ -367,16 +400,24 @@ def project_member_change_role(
     if pm.role != role:
         before, pm.role = pm.role, role
         pm.save(update_fields=["role"])
-        audit(actor=actor, verb="project_member.role_change", target=pm,
-              changes={"role": [before, role]})
+        audit(
+            actor=actor,
+            verb="project_member.role_change",
+            target=pm,
+            changes={"role": [before, role]},
+        )
     return pm
 
 
 @transaction.atomic
 def project_member_remove(*, project_membership: ProjectMembership, actor: User) -> None:
     require(actor, "project.manage_members", project_membership.project)
-    audit(actor=actor, verb="project_member.remove", target=project_membership,
-          changes={"role": [project_membership.role, None]})
+    audit(
+        actor=actor,
+        verb="project_member.remove",
+        target=project_membership,
+        changes={"role": [project_membership.role, None]},
+    )
     project_membership.delete()
 
 
@@ -403,8 +444,7 @@ def user_deactivate(*, user: User, actor: User) -> User:
         return user
     user.is_active = False
     user.save(update_fields=["is_active"])
-    audit(actor=actor, verb="user.deactivate", target=user,
-          changes={"is_active": [True, False]})
+    audit(actor=actor, verb="user.deactivate", target=user, changes={"is_active": [True, False]})
     return user
 
 

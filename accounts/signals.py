@@ -36,13 +36,21 @@ def on_password_change(sender: Any, request: Any, user: Any, **kwargs: Any) -> N
 
 @receiver(authenticator_added)
 def on_mfa_added(sender: Any, request: Any, user: Any, authenticator: Any, **kwargs: Any) -> None:
-    audit(actor=user, verb="user.mfa_add", target=user,
-          changes={"authenticator": [None, authenticator.type]}, origin=origin_of(request))
+    audit(
+        actor=user,
+        verb="user.mfa_add",
+        target=user,
+        changes={"authenticator": [None, authenticator.type]},
+        origin=origin_of(request),
+    )
 
 
 @receiver(authenticator_removed)
-def on_mfa_removed(
-    sender: Any, request: Any, user: Any, authenticator: Any, **kwargs: Any
-) -> None:
-    audit(actor=user, verb="user.mfa_remove", target=user,
-          changes={"authenticator": [authenticator.type, None]}, origin=origin_of(request))
+def on_mfa_removed(sender: Any, request: Any, user: Any, authenticator: Any, **kwargs: Any) -> None:
+    audit(
+        actor=user,
+        verb="user.mfa_remove",
+        target=user,
+        changes={"authenticator": [authenticator.type, None]},
+        origin=origin_of(request),
+    )

@@ -4,9 +4,9 @@ the user's profile. Views parse input and pick templates; services do the work."
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
@@ -23,6 +23,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from console.views import OrgView, paginate
 
 from . import selectors, services
+from .choices import ProjectRole
 from .forms import (
     AuditFilterForm,
     InvitationForm,
@@ -37,7 +38,6 @@ from .forms import (
     add_service_error,
     assignable_roles,
 )
-from .choices import ProjectRole
 from .models import Invitation, Membership, Project, ProjectMembership
 from .permissions import has_perm, require
 
@@ -74,16 +74,18 @@ class OrganizationCreateView(View):
     def post(self, request: HttpRequest) -> HttpResponse:
         form = self.form(request.POST)
         if _is_validation_only(request):
-            return render(request, "console/_slug_feedback.html",
-                          {"form": form, "prefix": "/o/"})
+            return render(request, "console/_slug_feedback.html", {"form": form, "prefix": "/o/"})
         if form.is_valid():
             try:
                 org = services.organization_create(actor=request.user, **form.cleaned_data)
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(request, reverse("project_list", args=[org.slug]),
-                             f"Organization {org.name} created.")
+                return _done(
+                    request,
+                    reverse("project_list", args=[org.slug]),
+                    f"Organization {org.name} created.",
+                )
         return render(request, self.template, {"form": form})
 
 
@@ -101,14 +103,16 @@ class OrganizationSettingsView(OrgView):
         if form.is_valid():
             try:
                 services.organization_update(
-                    organization=self.organization, name=form.cleaned_data["name"],
+                    organization=self.organization,
+                    name=form.cleaned_data["name"],
                     actor=request.user,
                 )
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(request, reverse("organization_settings", args=[org_slug]),
-                             "Settings saved.")
+                return _done(
+                    request, reverse("organization_settings", args=[org_slug]), "Settings saved."
+                )
         return self.render(self.template, {"form": form})
 
 
@@ -123,15 +127,20 @@ class MemberListView(OrgView):
     def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
         members = selectors.membership_list(organization=self.organization, viewer=request.user)
         can_invite = has_perm(request.user, "member.invite", self.organization)
-        return self.render(self.template, {
-            "page": paginate(request, members),
-            "invitations": selectors.invitation_list(
-                organization=self.organization, viewer=request.user
-            ) if can_invite else [],
-            "roles": assignable_roles(request.user, self.organization),
-            "can_manage": has_perm(request.user, "member.update_role", self.organization),
-            "can_invite": can_invite,
-        })
+        return self.render(
+            self.template,
+            {
+                "page": paginate(request, members),
+                "invitations": selectors.invitation_list(
+                    organization=self.organization, viewer=request.user
+                )
+                if can_invite
+                else [],
+                "roles": assignable_roles(request.user, self.organization),
+                "can_manage": has_perm(request.user, "member.update_role", self.organization),
+                "can_invite": can_invite,
+            },
+        )
 
 
 class MembershipObjectView(OrgView):
@@ -140,7 +149,8 @@ class MembershipObjectView(OrgView):
     def load_objects(self, **kwargs: Any) -> None:
         self.membership = get_object_or_404(
             Membership.objects.visible_to(self.request.user)
-            .filter(organization=self.organization).select_related("user", "organization"),
+            .filter(organization=self.organization)
+            .select_related("user", "organization"),
             pk=kwargs["membership_id"],
         )
 
@@ -163,12 +173,16 @@ class MemberRoleView(MembershipObjectView):
             error = "Choose one of the listed roles."
         if request.htmx:
             membership.refresh_from_db()
-            return self.render("accounts/member_list.html#member-row", {
-                "m": membership, "row_error": error,
-                "saved": error is None,
-                "roles": assignable_roles(request.user, self.organization),
-                "can_manage": True,
-            })
+            return self.render(
+                "accounts/member_list.html#member-row",
+                {
+                    "m": membership,
+                    "row_error": error,
+                    "saved": error is None,
+                    "roles": assignable_roles(request.user, self.organization),
+                    "can_manage": True,
+                },
+            )
         if error:
             messages.error(request, error)
         else:
@@ -183,8 +197,9 @@ class MemberRemoveView(MembershipObjectView):
 
     def get(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
         membership = self.membership
-        return self.render(self.template, {"m": membership,
-                                           "leaving": membership.user_id == request.user.pk})
+        return self.render(
+            self.template, {"m": membership, "leaving": membership.user_id == request.user.pk}
+        )
 
     def post(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
         membership = self.membership
@@ -197,8 +212,11 @@ class MemberRemoveView(MembershipObjectView):
         if leaving:
             request.session.pop("raydeck_org", None)
             return _done(request, reverse("home"), f"You left {self.organization.name}.")
-        return _done(request, reverse("member_list", args=[org_slug]),
-                     f"{membership.user} was removed from {self.organization.name}.")
+        return _done(
+            request,
+            reverse("member_list", args=[org_slug]),
+            f"{membership.user} was removed from {self.organization.name}.",
+        )
 
 
 class InvitationCreateView(OrgView):
@@ -221,8 +239,11 @@ class InvitationCreateView(OrgView):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(request, reverse("member_list", args=[org_slug]),
-                             f"Invitation sent to {invitation.email}.")
+                return _done(
+                    request,
+                    reverse("member_list", args=[org_slug]),
+                    f"Invitation sent to {invitation.email}.",
+                )
         return self.render(self.template, {"form": form})
 
 
@@ -232,17 +253,14 @@ class InvitationObjectView(OrgView):
 
     def load_objects(self, **kwargs: Any) -> None:
         self.invitation = get_object_or_404(
-            Invitation.objects.visible_to(self.request.user).filter(
-                organization=self.organization
-            ),
+            Invitation.objects.visible_to(self.request.user).filter(organization=self.organization),
             pk=kwargs["invitation_id"],
         )
 
 
 class InvitationRevokeView(InvitationObjectView):
     def get(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
-        return self.render("accounts/invitation_revoke.html",
-                           {"invitation": self.invitation})
+        return self.render("accounts/invitation_revoke.html", {"invitation": self.invitation})
 
     def post(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
         invitation = self.invitation
@@ -282,8 +300,12 @@ class InvitationAcceptView(View):
 
     def get(self, request: HttpRequest, token: str) -> HttpResponse:
         invitation, error = self.load(token)
-        return render(request, self.template, {"invitation": invitation, "error": error,
-                                               "token": token}, status=404 if error else 200)
+        return render(
+            request,
+            self.template,
+            {"invitation": invitation, "error": error, "token": token},
+            status=404 if error else 200,
+        )
 
     def post(self, request: HttpRequest, token: str) -> HttpResponse:
         if not request.user.is_authenticated:
@@ -294,9 +316,16 @@ class InvitationAcceptView(View):
         try:
             membership = services.invitation_accept(invitation=invitation, user=request.user)
         except ValidationError as exc:
-            return render(request, self.template, {
-                "invitation": invitation, "error": " ".join(exc.messages), "token": token,
-            }, status=400)
+            return render(
+                request,
+                self.template,
+                {
+                    "invitation": invitation,
+                    "error": " ".join(exc.messages),
+                    "token": token,
+                },
+                status=400,
+            )
         messages.success(request, f"Welcome to {membership.organization.name}.")
         return redirect("project_list", org_slug=membership.organization.slug)
 
@@ -317,10 +346,15 @@ class ProjectListView(OrgView):
         page = paginate(request, projects)
         counts = selectors.project_member_counts([p.pk for p in page])
         rows = [(p, counts.get(p.pk, 0)) for p in page]
-        return self.render(self.partial(self.template, "project-table"), {
-            "page": page, "rows": rows, "q": query,
-            "can_create": has_perm(request.user, "project.create", self.organization),
-        })
+        return self.render(
+            self.partial(self.template, "project-table"),
+            {
+                "page": page,
+                "rows": rows,
+                "q": query,
+                "can_create": has_perm(request.user, "project.create", self.organization),
+            },
+        )
 
 
 @method_decorator(vary_on_headers("HX-Request"), name="dispatch")
@@ -339,8 +373,9 @@ class ProjectCreateView(OrgView):
     def post(self, request: HttpRequest, org_slug: str) -> HttpResponse:
         form = self.form(request.POST)
         if _is_validation_only(request):
-            return self.render("console/_slug_feedback.html",
-                               {"form": form, "prefix": f"/o/{org_slug}/projects/"})
+            return self.render(
+                "console/_slug_feedback.html", {"form": form, "prefix": f"/o/{org_slug}/projects/"}
+            )
         if form.is_valid():
             try:
                 project = services.project_create(
@@ -349,8 +384,11 @@ class ProjectCreateView(OrgView):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(request, reverse("project_detail", args=[org_slug, project.slug]),
-                             f"Project {project.name} created.")
+                return _done(
+                    request,
+                    reverse("project_detail", args=[org_slug, project.slug]),
+                    f"Project {project.name} created.",
+                )
         return self.render(self.template, {"form": form})
 
 
@@ -370,26 +408,35 @@ class ProjectObjectView(OrgView):
     def permission_target(self) -> Any:
         return self.project
 
-    def render(self, template: str, context: dict[str, Any] | None = None,
-               status: int = 200) -> HttpResponse:
+    def render(
+        self, template: str, context: dict[str, Any] | None = None, status: int = 200
+    ) -> HttpResponse:
         return super().render(template, {"project": self.project, **(context or {})}, status)
 
 
 class ProjectDetailView(ProjectObjectView):
     template = "accounts/project_detail.html"
 
-    def get(self, request: HttpRequest, org_slug: str, project_slug: str,
-            add_form: ProjectMemberAddForm | None = None) -> HttpResponse:
+    def get(
+        self,
+        request: HttpRequest,
+        org_slug: str,
+        project_slug: str,
+        add_form: ProjectMemberAddForm | None = None,
+    ) -> HttpResponse:
         can_manage = has_perm(request.user, "project.manage_members", self.project)
-        return self.render(self.template, {
-            "members": selectors.project_members(project=self.project, viewer=request.user),
-            "add_form": add_form or (ProjectMemberAddForm(project=self.project)
-                                     if can_manage else None),
-            "can_manage": can_manage,
-            "can_edit": has_perm(request.user, "project.update", self.project),
-            "can_delete": has_perm(request.user, "project.delete", self.project),
-            "project_roles": ProjectRole.choices,
-        })
+        return self.render(
+            self.template,
+            {
+                "members": selectors.project_members(project=self.project, viewer=request.user),
+                "add_form": add_form
+                or (ProjectMemberAddForm(project=self.project) if can_manage else None),
+                "can_manage": can_manage,
+                "can_edit": has_perm(request.user, "project.update", self.project),
+                "can_delete": has_perm(request.user, "project.delete", self.project),
+                "project_roles": ProjectRole.choices,
+            },
+        )
 
     def post(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
         """Add a member to the project."""
@@ -397,13 +444,17 @@ class ProjectDetailView(ProjectObjectView):
         form = ProjectMemberAddForm(request.POST, project=self.project)
         if form.is_valid():
             try:
-                services.project_member_add(project=self.project, actor=request.user,
-                                            **form.cleaned_data)
+                services.project_member_add(
+                    project=self.project, actor=request.user, **form.cleaned_data
+                )
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(request, request.path,
-                             f"{form.cleaned_data['user']} added to {self.project.name}.")
+                return _done(
+                    request,
+                    request.path,
+                    f"{form.cleaned_data['user']} added to {self.project.name}.",
+                )
         return self.get(request, org_slug, project_slug, add_form=form)
 
 
@@ -412,21 +463,26 @@ class ProjectEditView(ProjectObjectView):
     template = "accounts/project_edit.html"
 
     def get(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
-        form = ProjectEditForm(initial={"name": self.project.name,
-                                        "description": self.project.description})
+        form = ProjectEditForm(
+            initial={"name": self.project.name, "description": self.project.description}
+        )
         return self.render(self.template, {"form": form})
 
     def post(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
         form = ProjectEditForm(request.POST)
         if form.is_valid():
             try:
-                services.project_update(project=self.project, actor=request.user,
-                                        **form.cleaned_data)
+                services.project_update(
+                    project=self.project, actor=request.user, **form.cleaned_data
+                )
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(request, reverse("project_detail", args=[org_slug, project_slug]),
-                             "Project saved.")
+                return _done(
+                    request,
+                    reverse("project_detail", args=[org_slug, project_slug]),
+                    "Project saved.",
+                )
         return self.render(self.template, {"form": form})
 
 
@@ -439,8 +495,7 @@ class ProjectDeleteView(ProjectObjectView):
     def post(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
         name = self.project.name
         services.project_delete(project=self.project, actor=request.user)
-        return _done(request, reverse("project_list", args=[org_slug]),
-                     f"Project {name} deleted.")
+        return _done(request, reverse("project_list", args=[org_slug]), f"Project {name} deleted.")
 
 
 class ProjectMemberObjectView(ProjectObjectView):
@@ -451,20 +506,23 @@ class ProjectMemberObjectView(ProjectObjectView):
         super().load_objects(**kwargs)
         self.project_membership = get_object_or_404(
             ProjectMembership.objects.visible_to(self.request.user)
-            .filter(project=self.project).select_related("user", "project"),
+            .filter(project=self.project)
+            .select_related("user", "project"),
             pk=kwargs["member_id"],
         )
 
 
 class ProjectMemberRoleView(ProjectMemberObjectView):
-    def post(self, request: HttpRequest, org_slug: str, project_slug: str,
-             member_id: int) -> HttpResponse:
+    def post(
+        self, request: HttpRequest, org_slug: str, project_slug: str, member_id: int
+    ) -> HttpResponse:
         form = ProjectMemberRoleForm(request.POST)
         if not form.is_valid():
             messages.error(request, "Choose one of the listed roles.")
         else:
             pm = services.project_member_change_role(
-                project_membership=self.project_membership, role=form.cleaned_data["role"],
+                project_membership=self.project_membership,
+                role=form.cleaned_data["role"],
                 actor=request.user,
             )
             messages.success(request, f"{pm.user} is now {pm.get_role_display()} here.")
@@ -472,17 +530,22 @@ class ProjectMemberRoleView(ProjectMemberObjectView):
 
 
 class ProjectMemberRemoveView(ProjectMemberObjectView):
-    def get(self, request: HttpRequest, org_slug: str, project_slug: str,
-            member_id: int) -> HttpResponse:
-        return self.render("accounts/project_member_remove.html",
-                           {"pm": self.project_membership})
+    def get(
+        self, request: HttpRequest, org_slug: str, project_slug: str, member_id: int
+    ) -> HttpResponse:
+        return self.render("accounts/project_member_remove.html", {"pm": self.project_membership})
 
-    def post(self, request: HttpRequest, org_slug: str, project_slug: str,
-             member_id: int) -> HttpResponse:
-        services.project_member_remove(project_membership=self.project_membership,
-                                       actor=request.user)
-        return _done(request, reverse("project_detail", args=[org_slug, project_slug]),
-                     f"{self.project_membership.user} removed from {self.project.name}.")
+    def post(
+        self, request: HttpRequest, org_slug: str, project_slug: str, member_id: int
+    ) -> HttpResponse:
+        services.project_member_remove(
+            project_membership=self.project_membership, actor=request.user
+        )
+        return _done(
+            request,
+            reverse("project_detail", args=[org_slug, project_slug]),
+            f"{self.project_membership.user} removed from {self.project.name}.",
+        )
 
 
 # --- Audit log -----------------------------------------------------------------------
@@ -501,10 +564,14 @@ class AuditLogView(OrgView):
         )
         query = request.GET.copy()
         query.pop("page", None)
-        return self.render(self.partial(self.template, "audit-table"), {
-            "form": form, "page": paginate(request, events),
-            "query": query.urlencode(),
-        })
+        return self.render(
+            self.partial(self.template, "audit-table"),
+            {
+                "form": form,
+                "page": paginate(request, events),
+                "query": query.urlencode(),
+            },
+        )
 
 
 class AuditExportView(OrgView):
@@ -540,14 +607,18 @@ class ProfileView(View):
     def get(self, request: HttpRequest, form: ProfileForm | None = None) -> HttpResponse:
         from allauth.mfa.models import Authenticator
 
-        return render(request, self.template, {
-            "form": form or ProfileForm(initial={"name": request.user.name}),
-            "events": selectors.security_events_of(request.user),
-            "mfa_enabled": Authenticator.objects.filter(
-                user=request.user, type=Authenticator.Type.TOTP
-            ).exists(),
-            "memberships": request.user.memberships.select_related("organization"),
-        })
+        return render(
+            request,
+            self.template,
+            {
+                "form": form or ProfileForm(initial={"name": request.user.name}),
+                "events": selectors.security_events_of(request.user),
+                "mfa_enabled": Authenticator.objects.filter(
+                    user=request.user, type=Authenticator.Type.TOTP
+                ).exists(),
+                "memberships": request.user.memberships.select_related("organization"),
+            },
+        )
 
     def post(self, request: HttpRequest) -> HttpResponse:
         form = ProfileForm(request.POST)

@@ -52,10 +52,13 @@ class OrgView(View):
     def permission_target(self) -> Any:
         return self.organization
 
-    def render(self, template: str, context: dict[str, Any] | None = None,
-               status: int = 200) -> HttpResponse:
-        base = {"organization": self.organization,
-                "org_role": self.request.user.org_role(self.organization)}
+    def render(
+        self, template: str, context: dict[str, Any] | None = None, status: int = 200
+    ) -> HttpResponse:
+        base = {
+            "organization": self.organization,
+            "org_role": self.request.user.org_role(self.organization),
+        }
         return render(self.request, template, {**base, **(context or {})}, status=status)
 
     def partial(self, template: str, name: str) -> str:
@@ -85,8 +88,9 @@ def home(request: HttpRequest) -> HttpResponse:
         invitation.token = invitation_token(invitation)
     if slugs and not invitations:
         return redirect("project_list", org_slug=sorted(slugs)[0])
-    return render(request, "console/welcome.html",
-                  {"invitations": invitations, "memberships": memberships})
+    return render(
+        request, "console/welcome.html", {"invitations": invitations, "memberships": memberships}
+    )
 
 
 @login_not_required
@@ -117,5 +121,6 @@ def readyz(request: HttpRequest) -> HttpResponse:
     except Exception as exc:
         checks["broker"] = f"error: {exc.__class__.__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )

@@ -20,8 +20,7 @@ class Route:
         return "org_slug" in self.kwargs
 
 
-def _walk(patterns: list, prefix: str, outer: tuple[str, ...], namespace: str
-          ) -> Iterator[Route]:
+def _walk(patterns: list, prefix: str, outer: tuple[str, ...], namespace: str) -> Iterator[Route]:
     for entry in patterns:
         # Named groups work for path() and re_path() patterns alike.
         names = tuple(entry.pattern.regex.groupindex)
@@ -38,5 +37,4 @@ def all_routes() -> list[Route]:
 
 def our_routes() -> list[Route]:
     """Every route except Django admin's and allauth's (tested by their projects)."""
-    return [r for r in all_routes()
-            if not r.pattern.startswith(("admin/", "accounts/", "static/"))]
+    return [r for r in all_routes() if not r.pattern.startswith(("admin/", "accounts/", "static/"))]

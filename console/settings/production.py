@@ -19,17 +19,23 @@ def _require(name: str) -> str:
 
 
 SECRET_KEY = _require("DJANGO_SECRET_KEY")
-SECRET_KEY_FALLBACKS = [k for k in os.environ.get("DJANGO_SECRET_KEY_FALLBACKS", "").split(",") if k]
+SECRET_KEY_FALLBACKS = [
+    k for k in os.environ.get("DJANGO_SECRET_KEY_FALLBACKS", "").split(",") if k
+]
 ALLOWED_HOSTS = [h.strip() for h in _require("ALLOWED_HOSTS").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [f"https://{h.lstrip('.')}" for h in ALLOWED_HOSTS if h != "*"]
 # Links in emails: the first allowed host over HTTPS unless said otherwise.
 RAYDECK_BASE_URL = os.environ.get("RAYDECK_BASE_URL") or f"https://{ALLOWED_HOSTS[0].lstrip('.')}"
 
 DATABASES = {
-    "default": dj_database_url.parse(_require("DATABASE_URL"), conn_max_age=60, conn_health_checks=True)
+    "default": dj_database_url.parse(
+        _require("DATABASE_URL"), conn_max_age=60, conn_health_checks=True
+    )
 }
 REDIS_URL = _require("REDIS_URL")
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}  # noqa: F405
 

@@ -18,10 +18,15 @@ def staff_client() -> Client:
     return client_for(UserFactory(is_staff=True, email="support@raydeck.example"))
 
 
-@pytest.mark.parametrize(("model", "query"), [
-    ("organization", "Org"), ("user", "@"), ("membership", "example.com"),
-    ("project", "project"),
-])
+@pytest.mark.parametrize(
+    ("model", "query"),
+    [
+        ("organization", "Org"),
+        ("user", "@"),
+        ("membership", "example.com"),
+        ("project", "project"),
+    ],
+)
 def test_staff_search_spans_every_organization(
     staff_client: Client, tenant_a: Tenant, tenant_b: Tenant, model: str, query: str
 ) -> None:
@@ -38,8 +43,9 @@ def test_audit_events_searchable_across_organizations(
 
     audit(actor=tenant_a.owner, verb="project.update", target=tenant_a.project)
     audit(actor=tenant_b.owner, verb="project.update", target=tenant_b.project)
-    response = staff_client.get(reverse("admin:accounts_auditevent_changelist"),
-                                {"q": "project.update"})
+    response = staff_client.get(
+        reverse("admin:accounts_auditevent_changelist"), {"q": "project.update"}
+    )
     body = response.content.decode()
     assert tenant_a.owner.email in body and tenant_b.owner.email in body
 
@@ -62,8 +68,9 @@ def test_admin_is_read_only_and_shows_no_password_hash(
     assert user.email in body
     assert user.password not in body and "pbkdf2" not in body and "md5$" not in body
     assert 'name="_save"' not in body  # nothing to save: read-only
-    edit = staff_client.post(reverse("admin:accounts_user_change", args=[user.pk]),
-                             {"email": "hijack@example.com"})
+    edit = staff_client.post(
+        reverse("admin:accounts_user_change", args=[user.pk]), {"email": "hijack@example.com"}
+    )
     assert edit.status_code == 403
     user.refresh_from_db()
     assert user.email == "member@alpha.example.com"
@@ -72,7 +79,8 @@ def test_admin_is_read_only_and_shows_no_password_hash(
 
 def test_invitation_nonce_is_not_shown(staff_client: Client, tenant_a: Tenant) -> None:
     response = staff_client.get(
-        reverse("admin:accounts_invitation_change", args=[tenant_a.invitation.pk]))
+        reverse("admin:accounts_invitation_change", args=[tenant_a.invitation.pk])
+    )
     assert response.status_code == 200
     assert tenant_a.invitation.nonce not in response.content.decode()
 

@@ -112,8 +112,10 @@ def test_repeated_failures_lock_the_account_until_support_unlocks_it(tenant_a: T
     staff = UserFactory(is_staff=True)
     admin = Client()
     admin.force_login(staff)
-    admin.post(reverse("admin:accounts_user_changelist"),
-               {"action": "unlock_sign_in", "_selected_action": [tenant_a.member.pk]})
+    admin.post(
+        reverse("admin:accounts_user_changelist"),
+        {"action": "unlock_sign_in", "_selected_action": [tenant_a.member.pk]},
+    )
     assert AuditEvent.objects.filter(verb="user.unlock", actor=staff).exists()
     sign_in(Client(), email)
 

@@ -29,7 +29,8 @@ def test_totp_activation_then_sign_in_needs_the_code(
     client.post("/accounts/login/", {"login": email, "password": PASSWORD})
     # Changing MFA asks for the password again first (re-authentication).
     assert client.get(reverse("mfa_activate_totp"))["Location"].startswith(
-        reverse("account_reauthenticate"))
+        reverse("account_reauthenticate")
+    )
     client.post(reverse("account_reauthenticate"), {"password": PASSWORD})
     page = client.get(reverse("mfa_activate_totp"))
     assert page.status_code == 200

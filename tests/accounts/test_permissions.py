@@ -34,7 +34,12 @@ PROJECT_MATRIX: dict[str, set[tuple[str, str | None]]] = {}
 _ALL_PROJECT_ROLES = [None, *ProjectRole.values]
 _org_wide = {(r, p) for r in (O, A) for p in _ALL_PROJECT_ROLES}
 PROJECT_MATRIX["project.view"] = _org_wide | {
-    (M, "owner"), (M, "writer"), (M, "reader"), (V, "owner"), (V, "writer"), (V, "reader"),
+    (M, "owner"),
+    (M, "writer"),
+    (M, "reader"),
+    (V, "owner"),
+    (V, "writer"),
+    (V, "reader"),
 }
 for perm in ("project.update", "cluster.create", "cluster.update"):
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner"), (M, "writer")}

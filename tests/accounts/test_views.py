@@ -35,19 +35,25 @@ def test_create_organization_with_a_plain_form_post() -> None:
 
 def test_live_validation_tells_whether_the_url_name_is_free(tenant_a: Tenant) -> None:
     client = client_for(UserFactory())
-    taken = client.post(reverse("organization_create"),
-                        {"name": "x", "slug": tenant_a.org.slug, "_validate": "1"},
-                        headers={"HX-Request": "true"})
+    taken = client.post(
+        reverse("organization_create"),
+        {"name": "x", "slug": tenant_a.org.slug, "_validate": "1"},
+        headers={"HX-Request": "true"},
+    )
     assert "is taken" in taken.content.decode()
-    free = client.post(reverse("organization_create"), {"name": "Fresh Org", "_validate": "1"},
-                       headers={"HX-Request": "true"})
+    free = client.post(
+        reverse("organization_create"),
+        {"name": "Fresh Org", "_validate": "1"},
+        headers={"HX-Request": "true"},
+    )
     assert "/o/fresh-org/" in free.content.decode()
     assert not Organization.objects.filter(slug="fresh-org").exists()  # nothing saved
 
 
 def test_duplicate_url_name_is_an_inline_error_and_keeps_the_input(tenant_a: Tenant) -> None:
     response = client_for(UserFactory()).post(
-        reverse("organization_create"), {"name": "My Name", "slug": tenant_a.org.slug})
+        reverse("organization_create"), {"name": "My Name", "slug": tenant_a.org.slug}
+    )
     assert response.status_code == 200
     body = response.content.decode()
     assert "is taken" in body and 'value="My Name"' in body
@@ -68,8 +74,10 @@ def test_viewer_sees_settings_but_cannot_save(tenant_a: Tenant) -> None:
 def test_inline_role_change_returns_the_updated_row(tenant_a: Tenant) -> None:
     membership = tenant_a.memberships[OrgRole.VIEWER]
     response = client_for(tenant_a.admin).post(
-        reverse("member_role", args=[tenant_a.org.slug, membership.pk]), {"role": "member"},
-        headers={"HX-Request": "true"})
+        reverse("member_role", args=[tenant_a.org.slug, membership.pk]),
+        {"role": "member"},
+        headers={"HX-Request": "true"},
+    )
     body = response.content.decode()
     assert response.status_code == 200
     assert body.strip().startswith(f'<tr id="member-{membership.pk}"')
@@ -79,8 +87,10 @@ def test_inline_role_change_returns_the_updated_row(tenant_a: Tenant) -> None:
 def test_demoting_the_last_owner_shows_the_reason_in_the_row(tenant_a: Tenant) -> None:
     owner = tenant_a.memberships[OrgRole.OWNER]
     response = client_for(tenant_a.owner).post(
-        reverse("member_role", args=[tenant_a.org.slug, owner.pk]), {"role": "admin"},
-        headers={"HX-Request": "true"})
+        reverse("member_role", args=[tenant_a.org.slug, owner.pk]),
+        {"role": "admin"},
+        headers={"HX-Request": "true"},
+    )
     assert "at least one owner" in response.content.decode()
     owner.refresh_from_db()
     assert owner.role == OrgRole.OWNER
@@ -89,8 +99,11 @@ def test_demoting_the_last_owner_shows_the_reason_in_the_row(tenant_a: Tenant) -
 def test_plain_post_role_change_redirects_with_a_message(tenant_a: Tenant) -> None:
     membership = tenant_a.memberships[OrgRole.MEMBER]
     client = client_for(tenant_a.admin)
-    response = client.post(reverse("member_role", args=[tenant_a.org.slug, membership.pk]),
-                           {"role": "viewer"}, follow=True)
+    response = client.post(
+        reverse("member_role", args=[tenant_a.org.slug, membership.pk]),
+        {"role": "viewer"},
+        follow=True,
+    )
     assert "is now Viewer" in response.content.decode()
 
 
@@ -113,9 +126,13 @@ def test_members_page_query_count_does_not_grow_with_members(tenant_a: Tenant) -
         client.get(url)
     for _ in range(15):
         MembershipFactory(organization=tenant_a.org)
-        services.invitation_create(organization=tenant_a.org, email=f"{_}@x.example.com",
-                                   role="member", actor=tenant_a.owner,
-                                   project=tenant_a.project)
+        services.invitation_create(
+            organization=tenant_a.org,
+            email=f"{_}@x.example.com",
+            role="member",
+            actor=tenant_a.owner,
+            project=tenant_a.project,
+        )
     with CaptureQueriesContext(connection) as many:
         client.get(url)
     assert len(many) == len(few)
@@ -146,8 +163,9 @@ def test_project_list_paginates_and_keeps_a_constant_query_count(tenant_a: Tenan
         client.get(url)
     for i in range(60):
         p = ProjectFactory(organization=tenant_a.org, name=f"Bulk {i:02}", slug=f"bulk-{i}")
-        services.project_member_add(project=p, user=tenant_a.member, role="reader",
-                                    actor=tenant_a.owner)
+        services.project_member_add(
+            project=p, user=tenant_a.member, role="reader", actor=tenant_a.owner
+        )
     with CaptureQueriesContext(connection) as many:
         first = client.get(url)
     assert len(many) == len(few)
@@ -158,44 +176,58 @@ def test_project_list_paginates_and_keeps_a_constant_query_count(tenant_a: Tenan
 
 def test_member_sees_only_their_projects_and_an_empty_state(tenant_a: Tenant) -> None:
     hidden = ProjectFactory(organization=tenant_a.org, name="Secret plans")
-    body = client_for(tenant_a.member).get(
-        reverse("project_list", args=[tenant_a.org.slug])).content.decode()
+    body = (
+        client_for(tenant_a.member)
+        .get(reverse("project_list", args=[tenant_a.org.slug]))
+        .content.decode()
+    )
     assert tenant_a.project.name in body and hidden.name not in body
     newcomer = MembershipFactory(organization=tenant_a.org, role=OrgRole.VIEWER).user
-    empty = client_for(newcomer).get(
-        reverse("project_list", args=[tenant_a.org.slug])).content.decode()
+    empty = (
+        client_for(newcomer).get(reverse("project_list", args=[tenant_a.org.slug])).content.decode()
+    )
     assert "You have not been added to any project" in empty
 
 
 def test_project_create_edit_delete_round_trip(tenant_a: Tenant) -> None:
     client = client_for(tenant_a.member)
     org = tenant_a.org.slug
-    response = client.post(reverse("project_create", args=[org]),
-                           {"name": "Vision", "description": "Image models"})
+    response = client.post(
+        reverse("project_create", args=[org]), {"name": "Vision", "description": "Image models"}
+    )
     assert response["Location"] == reverse("project_detail", args=[org, "vision"])
-    client.post(reverse("project_edit", args=[org, "vision"]),
-                {"name": "Vision 2", "description": ""})
+    client.post(
+        reverse("project_edit", args=[org, "vision"]), {"name": "Vision 2", "description": ""}
+    )
     assert Project.objects.get(slug="vision").name == "Vision 2"
-    assert "This cannot be undone" in client.get(
-        reverse("project_delete", args=[org, "vision"])).content.decode()
+    assert (
+        "This cannot be undone"
+        in client.get(reverse("project_delete", args=[org, "vision"])).content.decode()
+    )
     client.post(reverse("project_delete", args=[org, "vision"]))
     assert not Project.objects.filter(slug="vision").exists()
-    assert list(AuditEvent.objects.filter(target_type="project").values_list("verb", flat=True)
-                .order_by("created_at")) == ["project.create", "project.update", "project.delete"]
+    assert list(
+        AuditEvent.objects.filter(target_type="project")
+        .values_list("verb", flat=True)
+        .order_by("created_at")
+    ) == ["project.create", "project.update", "project.delete"]
 
 
 def test_project_member_dropdown_lists_only_this_organizations_people(
     tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
-    body = client_for(tenant_a.owner).get(
-        reverse("project_detail", args=[tenant_a.org.slug, tenant_a.project.slug])
-    ).content.decode()
+    body = (
+        client_for(tenant_a.owner)
+        .get(reverse("project_detail", args=[tenant_a.org.slug, tenant_a.project.slug]))
+        .content.decode()
+    )
     assert tenant_a.admin.display_name in body
     assert tenant_b.admin.display_name not in body
     # A crafted POST naming B's user fails validation and adds nobody.
     client_for(tenant_a.owner).post(
         reverse("project_detail", args=[tenant_a.org.slug, tenant_a.project.slug]),
-        {"user": tenant_b.admin.pk, "role": "writer"})
+        {"user": tenant_b.admin.pk, "role": "writer"},
+    )
     assert not tenant_a.project.memberships.filter(user=tenant_b.admin).exists()
 
 
@@ -204,8 +236,12 @@ def test_project_member_dropdown_lists_only_this_organizations_people(
 
 def test_audit_log_filters_paginates_and_exports(tenant_a: Tenant, tenant_b: Tenant) -> None:
     for i in range(55):
-        audit(actor=tenant_a.admin, verb="project.update", target=tenant_a.project,
-              changes={"name": [f"n{i}", f"n{i + 1}"]})
+        audit(
+            actor=tenant_a.admin,
+            verb="project.update",
+            target=tenant_a.project,
+            changes={"name": [f"n{i}", f"n{i + 1}"]},
+        )
     audit(actor=tenant_a.owner, verb="member.role_change", target=tenant_a.memberships["member"])
     audit(actor=tenant_b.owner, verb="member.role_change", target=tenant_b.memberships["member"])
     client = client_for(tenant_a.owner)
@@ -223,16 +259,22 @@ def test_audit_log_filters_paginates_and_exports(tenant_a: Tenant, tenant_b: Ten
 
 
 def test_bad_date_range_is_explained(tenant_a: Tenant) -> None:
-    body = client_for(tenant_a.owner).get(
-        reverse("audit_log", args=[tenant_a.org.slug]),
-        {"since": "2026-02-01", "until": "2026-01-01"}).content.decode()
+    body = (
+        client_for(tenant_a.owner)
+        .get(
+            reverse("audit_log", args=[tenant_a.org.slug]),
+            {"since": "2026-02-01", "until": "2026-01-01"},
+        )
+        .content.decode()
+    )
     assert "start date must be on or before" in body
 
 
 def test_members_and_viewers_cannot_read_the_audit_log(tenant_a: Tenant) -> None:
     for user in (tenant_a.member, tenant_a.viewer):
-        assert client_for(user).get(
-            reverse("audit_log", args=[tenant_a.org.slug])).status_code == 403
+        assert (
+            client_for(user).get(reverse("audit_log", args=[tenant_a.org.slug])).status_code == 403
+        )
 
 
 # --- Invitations, from the invitee's side --------------------------------------------
@@ -278,9 +320,11 @@ def test_switcher_lists_my_organizations_and_home_remembers_the_last(
 ) -> None:
     user = tenant_a.member
     services.invitation_accept(
-        invitation=services.invitation_create(organization=tenant_b.org, email=user.email,
-                                              role="viewer", actor=tenant_b.owner),
-        user=user)
+        invitation=services.invitation_create(
+            organization=tenant_b.org, email=user.email, role="viewer", actor=tenant_b.owner
+        ),
+        user=user,
+    )
     client = client_for(user)
     page = client.get(reverse("project_list", args=[tenant_b.org.slug])).content.decode()
     assert tenant_a.org.name in page and tenant_b.org.name in page  # both in the switcher

@@ -24,8 +24,13 @@ PRODUCTION_ENV = {
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -34,8 +39,9 @@ def test_check_deploy_passes_with_production_settings() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL",
-                                     "ALLOWED_HOSTS"])
+@pytest.mark.parametrize(
+    "missing", ["DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"]
+)
 def test_production_refuses_to_start_without(missing: str) -> None:
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
     result = manage("check", env=env)
@@ -44,18 +50,33 @@ def test_production_refuses_to_start_without(missing: str) -> None:
 
 
 def test_production_cookies_are_host_prefixed_and_secure() -> None:
-    result = manage("shell", "-c", (
-        "from django.conf import settings as s;"
-        "print(s.SESSION_COOKIE_NAME, s.CSRF_COOKIE_NAME, s.SESSION_COOKIE_SECURE,"
-        " s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY)"
-    ), env=PRODUCTION_ENV)
-    assert result.stdout.strip().splitlines()[-1].split() == ["__Host-sessionid", "__Host-csrftoken", "True", "True", "True"]
+    result = manage(
+        "shell",
+        "-c",
+        (
+            "from django.conf import settings as s;"
+            "print(s.SESSION_COOKIE_NAME, s.CSRF_COOKIE_NAME, s.SESSION_COOKIE_SECURE,"
+            " s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY)"
+        ),
+        env=PRODUCTION_ENV,
+    )
+    assert result.stdout.strip().splitlines()[-1].split() == [
+        "__Host-sessionid",
+        "__Host-csrftoken",
+        "True",
+        "True",
+        "True",
+    ]
 
 
 @pytest.mark.django_db
 def test_csp_forbids_inline_code_on_every_kind_of_response() -> None:
-    for url, headers in [("/accounts/login/", {}), ("/healthz", {}),
-                         ("/accounts/login/", {"HX-Request": "true"}), ("/no-such-page", {})]:
+    for url, headers in [
+        ("/accounts/login/", {}),
+        ("/healthz", {}),
+        ("/accounts/login/", {"HX-Request": "true"}),
+        ("/no-such-page", {}),
+    ]:
         policy = Client().get(url, headers=headers)["Content-Security-Policy"]
         assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
         assert "script-src 'self'" in policy and "object-src 'none'" in policy

@@ -50,8 +50,9 @@ def test_every_url_keyword_has_a_fixture() -> None:
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
-def test_another_organizations_pages_are_404(tenant_a: Tenant, tenant_b: Tenant,
-                                             method: str) -> None:
+def test_another_organizations_pages_are_404(
+    tenant_a: Tenant, tenant_b: Tenant, method: str
+) -> None:
     """B's owner (the most powerful role) probes every page of A: under A's slug, and
     with A's object ids under B's own slug. Everything is a plain 404."""
     client = client_for(tenant_b.owner)
@@ -79,7 +80,8 @@ def test_a_member_not_in_a_project_gets_404_for_it(tenant_a: Tenant) -> None:
     outsider = tenant_a.users[OrgRole.MEMBER]
     tenant_a.project_membership.delete()
     response = client_for(outsider).get(
-        reverse("project_detail", args=[tenant_a.org.slug, tenant_a.project.slug]))
+        reverse("project_detail", args=[tenant_a.org.slug, tenant_a.project.slug])
+    )
     assert response.status_code == 404
 
 
@@ -132,7 +134,8 @@ def test_the_csrf_header_htmx_sends_is_accepted(tenant_a: Tenant) -> None:
     token = page.context["csrf_token"]
     membership = tenant_a.memberships[OrgRole.VIEWER]
     response = client.post(
-        reverse("member_role", args=[tenant_a.org.slug, membership.pk]), {"role": "member"},
+        reverse("member_role", args=[tenant_a.org.slug, membership.pk]),
+        {"role": "member"},
         headers={"HX-Request": "true", "X-CSRFToken": str(token)},
     )
     assert response.status_code == 200
@@ -149,9 +152,7 @@ def database_snapshot() -> dict[str, list[tuple]]:
         label = model._meta.label
         if label in ("sessions.Session",):
             continue  # reading a page may refresh the session's own bookkeeping
-        snapshot[label] = sorted(
-            tuple(str(v) for v in row) for row in model.objects.values_list()
-        )
+        snapshot[label] = sorted(tuple(str(v) for v in row) for row in model.objects.values_list())
     return snapshot
 
 

@@ -40,7 +40,8 @@ class Command(BaseCommand):
             if not Organization.objects.filter(slug=DEMO_ORG_SLUG).exists():
                 services.organization_create(name="Demo", slug=DEMO_ORG_SLUG, actor=user)
         password = password_file.read_text().strip()
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo owner: {DEMO_EMAIL}  password: {password}  "
-            f"(organization “{DEMO_ORG_SLUG}”)"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo owner: {DEMO_EMAIL}  password: {password}  (organization “{DEMO_ORG_SLUG}”)"
+            )
+        )

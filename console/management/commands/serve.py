@@ -29,16 +29,57 @@ class Command(BaseCommand):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         for folder in ("broker/queue", "broker/processed", "cache"):
             (settings.VAR_DIR / folder).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get(
-            "DJANGO_SETTINGS_MODULE", "console.settings.local")}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": os.environ.get(
+                "DJANGO_SETTINGS_MODULE", "console.settings.local"
+            ),
+        }
         commands = {
-            "web": [python, "-m", "gunicorn", "console.wsgi:application", "--bind", bind,
-                    "--workers", str(web_workers), "--worker-class", "gthread",
-                    "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "5"],
-            "worker": [python, "-m", "celery", "-A", "console", "worker", "--loglevel", "INFO",
-                       "--concurrency", "2", "--without-gossip", "--without-mingle"],
-            "beat": [python, "-m", "celery", "-A", "console", "beat", "--loglevel", "INFO",
-                     "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "console.wsgi:application",
+                "--bind",
+                bind,
+                "--workers",
+                str(web_workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+                "--graceful-timeout",
+                "5",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(settings.VAR_DIR / "celerybeat-schedule"),
+            ],
         }
         processes: dict[str, subprocess.Popen[bytes]] = {}
         stopping = False
@@ -53,9 +94,11 @@ class Command(BaseCommand):
             # Each child gets its own process group so Ctrl-C reaches only us and we
             # stop them in order.
             processes[name] = subprocess.Popen(command, env=env, start_new_session=True)
-        self.stdout.write(self.style.SUCCESS(
-            f"Raydeck is running on http://{bind}/  (Ctrl-C stops web, worker and beat)"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Raydeck is running on http://{bind}/  (Ctrl-C stops web, worker and beat)"
+            )
+        )
         try:
             while not stopping:
                 for name, process in processes.items():
