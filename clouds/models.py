@@ -1,1 +1,124 @@
-"""Clouds: the trust relationship between Raydeck and a data plane (see issue 3)."""
+"""Clouds: the trust relationship between Raydeck and a place where clusters run.
+
+No credential of a customer is ever stored: AWS clouds keep the role ARN and the
+ExternalId Raydeck generated; GCP clouds keep the project, the Workload Identity
+provider and the service account to impersonate; local clouds keep a folder.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.db import models
+
+from accounts.models import OrgOwnedQuerySet, Organization, Project, User
+
+from .choices import CloudKind, CloudState, LaunchAccess, VerificationState
+
+
+def new_external_id() -> str:
+    # 32 random characters: unguessable, so no other tenant can name this role.
+    return f"raydeck-{secrets.token_hex(16)}"
+
+
+class Cloud(models.Model):
+    """A registered data plane: an AWS account and region, a GCP project, or this machine."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="clouds")
+    # Public identity of the cloud: the `raydeck-cloud` tag on every instance.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=CloudKind.choices)
+    region = models.CharField(max_length=64, blank=True)
+    zones = models.JSONField(default=list, blank=True)
+    state = models.CharField(
+        max_length=16, choices=CloudState.choices, default=CloudState.UNVERIFIED
+    )
+    state_reason = models.CharField(max_length=500, blank=True)
+    log_location = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Where cluster logs are kept: s3://bucket/prefix, gs://bucket/prefix or a folder.",
+    )
+    launch_access = models.CharField(
+        max_length=16, choices=LaunchAccess.choices, default=LaunchAccess.ALL
+    )
+    projects = models.ManyToManyField(Project, blank=True, related_name="clouds")
+
+    # AWS: the customer's role, assumed with an ExternalId only this cloud knows.
+    aws_role_arn = models.CharField(max_length=200, blank=True)
+    aws_external_id = models.CharField(max_length=64, blank=True, editable=False)
+    # GCP: Workload Identity Federation into the customer's project, then impersonation.
+    gcp_project_id = models.CharField(max_length=64, blank=True)
+    gcp_workload_identity_provider = models.CharField(max_length=300, blank=True)
+    gcp_service_account = models.CharField(max_length=200, blank=True)
+    # Local: where node folders live (empty = the installation's default root).
+    local_root = models.CharField(max_length=300, blank=True)
+
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="cloud_name_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state == CloudState.ACTIVE
+
+
+class CloudVerification(models.Model):
+    """One run of the read-only checks against a cloud, with its results."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    cloud = models.ForeignKey(Cloud, on_delete=models.CASCADE, related_name="verifications")
+    state = models.CharField(
+        max_length=16, choices=VerificationState.choices, default=VerificationState.RUNNING
+    )
+    requested_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        constraints = [
+            # One verification in flight per cloud: a second "Verify" click joins it.
+            models.UniqueConstraint(
+                fields=["cloud"],
+                condition=models.Q(state="running"),
+                name="one_running_verification_per_cloud",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Verification of {self.cloud} ({self.state})"
+
+
+class CloudCheck(models.Model):
+    """One check of a verification: passed or failed, and what to fix."""
+
+    verification = models.ForeignKey(
+        CloudVerification, on_delete=models.CASCADE, related_name="checks"
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(max_length=100)
+    passed = models.BooleanField()
+    message = models.CharField(max_length=1000)
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'passed' if self.passed else 'failed'}"

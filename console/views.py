@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 from django.views.decorators.cache import never_cache
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.models import Membership, Organization
 from accounts.permissions import require
+from console.types import AuthedRequest
 
 SESSION_CURRENT_ORG = "raydeck_org"
 
@@ -32,17 +34,20 @@ class OrgView(View):
 
     permission: str | None = None
     organization: Organization
-    request: HttpRequest
+    request: AuthedRequest
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # `request` is `self.request`, set by setup(); View.dispatch's signature says
+        # HttpRequest, so the signed-in user is read through the narrower attribute.
+        user = self.request.user
         self.organization = get_object_or_404(
-            Organization.objects.visible_to(request.user), slug=kwargs["org_slug"]
+            Organization.objects.visible_to(user), slug=kwargs["org_slug"]
         )
         if request.session.get(SESSION_CURRENT_ORG) != self.organization.slug:
             request.session[SESSION_CURRENT_ORG] = self.organization.slug
         self.load_objects(**kwargs)
         if self.permission:
-            require(request.user, self.permission, self.permission_target())
+            require(user, self.permission, self.permission_target())
         return super().dispatch(request, *args, **kwargs)
 
     def load_objects(self, **kwargs: Any) -> None:
@@ -73,7 +78,7 @@ def paginate(request: HttpRequest, items: Any, per_page: int | None = None) -> P
     return paginator.get_page(request.GET.get("page"))
 
 
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthedRequest) -> HttpResponse:
     """Send the user to the organization they last used, or to onboarding."""
     from accounts.selectors import invitations_for
     from accounts.services import invitation_token

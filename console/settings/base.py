@@ -200,3 +200,16 @@ LOGGING = {
 
 # Where this installation is reached, for links in emails.
 RAYDECK_BASE_URL = os.environ.get("RAYDECK_BASE_URL", "http://127.0.0.1:8000")
+
+# --- Clouds.
+# Raydeck's own AWS principal, which customers' roles trust (with an ExternalId).
+# Empty: this installation cannot add AWS clouds, and the add page says so.
+RAYDECK_AWS_PRINCIPAL_ARN = os.environ.get("RAYDECK_AWS_PRINCIPAL_ARN", "")
+# Raydeck's own identity towards GCP Workload Identity Federation: a file holding an
+# OIDC token (e.g. a projected service-account token); empty = the AWS identity above.
+RAYDECK_GCP_SUBJECT_TOKEN_FILE = os.environ.get("RAYDECK_GCP_SUBJECT_TOKEN_FILE", "")
+# The local cloud runs nodes as processes on this machine.
+RAYDECK_LOCAL_CLOUD_ENABLED = os.environ.get("RAYDECK_LOCAL_CLOUD_ENABLED", "1") == "1"
+RAYDECK_LOCAL_CLOUD_ROOT = Path(
+    os.environ.get("RAYDECK_LOCAL_CLOUD_ROOT", VAR_DIR / "local-cloud")
+)

@@ -1,0 +1,140 @@
+"""The one interface every cloud driver implements, and the types that cross it.
+
+Drivers take plain values (no Django models) so they can be tested and reused on
+their own; `clouds.providers.registry.provider_for(cloud)` builds the right one.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+# Tags (AWS) / labels (GCP) / metadata (local) on every instance Raydeck launches.
+TAG_CLOUD = "raydeck-cloud"
+TAG_CLUSTER = "raydeck-cluster"
+TAG_NODE = "raydeck-node"
+
+
+class InstanceState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What to launch for one Node row. `node_id` is the Node's UUID: it becomes the
+    `raydeck-node` tag and the source of the idempotency key."""
+
+    node_id: uuid.UUID
+    cluster_id: uuid.UUID
+    name: str
+    instance_type: str  # EC2 instance type, GCE machine type, or "local"
+    image: str = ""  # AMI id, GCE image URL; local: the Python executable
+    zone: str = ""
+    spot: bool = False
+    cpus: float = 1.0  # local only: what Ray is told the node has
+    memory_mb: int = 1024  # local only
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One machine (or local process group) as the cloud reports it."""
+
+    instance_id: str
+    state: InstanceState
+    node_id: uuid.UUID | None
+    cluster_id: uuid.UUID | None
+    instance_type: str = ""
+    private_address: str | None = None
+    public_address: str | None = None
+    launched_at: datetime | None = None
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in (InstanceState.PENDING, InstanceState.RUNNING)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One verification step: what was checked, whether it passed, and what to do."""
+
+    name: str
+    passed: bool
+    message: str
+
+
+class CloudError(Exception):
+    """A failed cloud call. `user_message` is safe to show and says what to do."""
+
+    def __init__(self, user_message: str, *, detail: str = "") -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.detail = detail
+
+
+class TransientCloudError(CloudError):
+    """Throttling, 5xx, timeouts: the same call may succeed later (retry with backoff)."""
+
+
+class PermanentErrorKind(enum.StrEnum):
+    CAPACITY = "capacity"
+    QUOTA = "quota"
+    PERMISSION = "permission"
+    INVALID_IMAGE = "invalid_image"
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+
+
+class PermanentCloudError(CloudError):
+    """Retrying will not help until the user changes something."""
+
+    def __init__(self, user_message: str, *, kind: PermanentErrorKind, detail: str = "") -> None:
+        super().__init__(user_message, detail=detail)
+        self.kind = kind
+
+
+def instance_tags(*, cloud_id: uuid.UUID, node: NodeSpec) -> dict[str, str]:
+    return {
+        TAG_CLOUD: str(cloud_id),
+        TAG_CLUSTER: str(node.cluster_id),
+        TAG_NODE: str(node.node_id),
+        **node.labels,
+    }
+
+
+def idempotency_key(node_id: uuid.UUID, attempt: int = 0) -> str:
+    """The key a launch of this node carries (EC2 ClientToken, GCE request_id). A new
+    `attempt` is only used after the previous instance is known to be gone."""
+    return str(uuid.uuid5(node_id, f"launch-{attempt}"))
+
+
+class CloudProvider(Protocol):
+    """What Raydeck needs from a place where nodes run."""
+
+    def launch(self, *, node: NodeSpec, boot_script: str, idempotency_key: str) -> Instance:
+        """Start the node, or return the instance already started for this node."""
+        ...
+
+    def terminate(self, *, instance_id: str) -> None:
+        """Stop and delete the instance; a missing instance is not an error."""
+        ...
+
+    def list_instances(self, *, cluster_id: uuid.UUID | None = None) -> list[Instance]:
+        """Live and recently ended instances tagged for this cloud (and cluster)."""
+        ...
+
+    def describe(self, *, instance_id: str) -> Instance | None:
+        """The instance, or None when the cloud no longer knows it."""
+        ...
+
+    def verify(self) -> list[CheckResult]:
+        """Read-only checks that this cloud is usable, each with a message to act on."""
+        ...

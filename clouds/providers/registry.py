@@ -1,0 +1,49 @@
+"""Build the driver for a Cloud row. The only bridge between models and drivers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from ..choices import CloudKind
+from .base import CloudProvider
+
+if TYPE_CHECKING:
+    from ..models import Cloud
+
+
+def local_root(cloud: Cloud) -> Path:
+    return Path(cloud.local_root or settings.RAYDECK_LOCAL_CLOUD_ROOT) / str(cloud.uuid)
+
+
+def provider_for(cloud: Cloud) -> CloudProvider:
+    if cloud.kind == CloudKind.AWS:
+        from .aws import AwsProvider
+
+        return AwsProvider(
+            cloud_id=cloud.uuid,
+            region=cloud.region,
+            role_arn=cloud.aws_role_arn,
+            external_id=cloud.aws_external_id,
+            log_location=cloud.log_location,
+        )
+    if cloud.kind == CloudKind.GCP:
+        from .gcp import GcpProvider, federated_credentials
+
+        return GcpProvider(
+            cloud_id=cloud.uuid,
+            project_id=cloud.gcp_project_id,
+            zones=list(cloud.zones) or [f"{cloud.region}-a"],
+            log_location=cloud.log_location,
+            credentials=federated_credentials(
+                workload_identity_provider=cloud.gcp_workload_identity_provider,
+                service_account=cloud.gcp_service_account,
+            ),
+        )
+    if cloud.kind == CloudKind.LOCAL:
+        from .local import LocalProvider
+
+        return LocalProvider(cloud_id=cloud.uuid, root=local_root(cloud))
+    raise ValueError(f"Unknown cloud kind {cloud.kind!r}")
