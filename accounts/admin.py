@@ -12,6 +12,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from console.types import AuthedRequest
+
 from . import services
 from .models import AuditEvent, Invitation, Membership, Organization, Project, User
 
@@ -38,8 +40,9 @@ class SupportAdmin(admin.ModelAdmin):
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
-    fields = ["organization", "user", "role", "created_at"]
-    readonly_fields = fields
+    # Tuples: the stubs give `fields` and `readonly_fields` different list types, so
+    # one list cannot be both.
+    fields = readonly_fields = ("organization", "user", "role", "created_at")
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_active and request.user.is_staff
@@ -60,13 +63,19 @@ class UserAdmin(SupportAdmin):
     list_filter = ["is_active", "is_staff"]
     search_fields = ["email", "name"]
     # `password` is deliberately absent: not even its hash is shown.
-    fields = ["email", "name", "is_active", "is_staff", "date_joined", "last_login"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "email",
+        "name",
+        "is_active",
+        "is_staff",
+        "date_joined",
+        "last_login",
+    )
     inlines = [MembershipInline]
     actions = ["deactivate_users", "unlock_sign_in"]
 
     @admin.action(description="Deactivate the selected users (ends their sessions)")
-    def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    def deactivate_users(self, request: AuthedRequest, queryset: QuerySet[User]) -> None:
         for user in queryset:
             if user.pk == request.user.pk:
                 self.message_user(request, "You cannot deactivate yourself.", messages.ERROR)
@@ -75,7 +84,7 @@ class UserAdmin(SupportAdmin):
         self.message_user(request, "Done. Each deactivation is in the audit log.")
 
     @admin.action(description="Unlock sign-in after too many failed attempts")
-    def unlock_sign_in(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    def unlock_sign_in(self, request: AuthedRequest, queryset: QuerySet[User]) -> None:
         for user in queryset:
             services.user_unlock(user=user, actor=request.user, request=request)
         self.message_user(request, f"Unlocked {queryset.count()} account(s).")
@@ -85,8 +94,7 @@ class UserAdmin(SupportAdmin):
 class OrganizationAdmin(SupportAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
-    fields = ["name", "slug", "created_at", "updated_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("name", "slug", "created_at", "updated_at")
     inlines = [MembershipInline]
 
 

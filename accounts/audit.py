@@ -90,7 +90,8 @@ def audit(
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_email=actor.email if actor is not None and actor.is_authenticated else actor_email,
         verb=verb,
-        target_type=target._meta.model_name if target is not None else "",
+        # model_name is only unset on an Options not yet attached to a model.
+        target_type=(target._meta.model_name or "") if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
         target_repr=str(target)[:200] if target is not None else "",
         changes=changes or {},

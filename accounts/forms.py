@@ -3,7 +3,7 @@ the organization in the URL; the services check scope again when they write."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -98,10 +98,11 @@ class InvitationForm(forms.Form):
 
     def __init__(self, *args: Any, actor: User, organization: Organization, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fields["role"].choices = assignable_roles(actor, organization)
-        self.fields["project"].queryset = Project.objects.visible_to(actor).filter(
-            organization=organization
-        )
+        # `fields` is typed as holding plain Fields; these are the ones declared above.
+        cast(forms.ChoiceField, self.fields["role"]).choices = assignable_roles(actor, organization)
+        cast(forms.ModelChoiceField, self.fields["project"]).queryset = Project.objects.visible_to(
+            actor
+        ).filter(organization=organization)
 
 
 class ProjectCreateForm(SlugFromNameMixin, forms.Form):
@@ -134,8 +135,15 @@ class ProjectEditForm(forms.Form):
     )
 
 
+class MemberChoiceField(forms.ModelChoiceField):
+    """Lists users by display name, not by email (their __str__)."""
+
+    def label_from_instance(self, obj: User) -> str:
+        return obj.display_name
+
+
 class ProjectMemberAddForm(forms.Form):
-    user = forms.ModelChoiceField(
+    user = MemberChoiceField(
         queryset=User.objects.none(),
         label="Member",
         empty_label="Choose a member of the organization",
@@ -144,12 +152,12 @@ class ProjectMemberAddForm(forms.Form):
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = (
+        # `fields` is typed as holding plain Fields; this is the one declared above.
+        cast(MemberChoiceField, self.fields["user"]).queryset = (
             User.objects.filter(memberships__organization_id=project.organization_id)
             .exclude(project_memberships__project=project)
             .order_by("email")
         )
-        self.fields["user"].label_from_instance = lambda u: u.display_name
 
 
 class ProjectMemberRoleForm(forms.Form):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
@@ -58,7 +58,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
     class Meta:
         ordering = ["email"]
@@ -261,6 +261,10 @@ class Invitation(models.Model):
 
     objects = InvitationQuerySet.as_manager()
 
+    # Not a column: the signed accept link, set by pages that list invitations for
+    # their invitee (see invitation_token).
+    token: str
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -275,7 +279,7 @@ class Invitation(models.Model):
         return f"Invitation of {self.email} to {self.organization}"
 
     @property
-    def status(self) -> str:
+    def status(self) -> InvitationStatus:
         if self.accepted_at:
             return InvitationStatus.ACCEPTED
         if self.revoked_at:
@@ -332,7 +336,7 @@ class AuditEvent(models.Model):
         return {
             "id": str(self.id),
             "time": self.created_at.isoformat(),
-            "organization": self.organization.slug if self.organization_id else None,
+            "organization": self.organization.slug if self.organization is not None else None,
             "actor": self.actor_email or None,
             "verb": self.verb,
             "target": {"type": self.target_type, "id": self.target_id, "repr": self.target_repr},

@@ -23,7 +23,7 @@ PROJECT_WRITE = frozenset({"project.update", "cluster.create", "cluster.update"}
 PROJECT_ADMIN = frozenset({"project.delete", "project.manage_members"})
 PROJECT_PERMISSIONS = PROJECT_READ | PROJECT_WRITE | PROJECT_ADMIN
 
-ORG_READ = frozenset({"organization.view", "member.view", "project.list"})
+ORG_READ = frozenset({"organization.view", "member.view", "project.list", "cloud.view"})
 
 ORG_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     OrgRole.VIEWER: ORG_READ,

@@ -18,9 +18,9 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect
 
-from console.views import OrgView, paginate
+from console.types import AuthedRequest
+from console.views import OrgView, done, paginate
 
 from . import selectors, services
 from .choices import ProjectRole
@@ -42,18 +42,9 @@ from .models import Invitation, Membership, Project, ProjectMembership
 from .permissions import has_perm, require
 
 
-def _is_validation_only(request: HttpRequest) -> bool:
+def _is_validation_only(request: AuthedRequest) -> bool:
     """HTMX live validation posts the form with this flag; nothing is saved."""
     return bool(request.htmx) and request.POST.get("_validate") == "1"
-
-
-def _done(request: HttpRequest, url: str, message: str | None = None) -> HttpResponse:
-    """After a successful write: HTMX navigates by header, a plain POST redirects."""
-    if message:
-        messages.success(request, message)
-    if request.htmx:
-        return HttpResponseClientRedirect(url)
-    return redirect(url)
 
 
 # --- Organizations -------------------------------------------------------------------
@@ -68,10 +59,10 @@ class OrganizationCreateView(View):
         form.live_check(reverse("organization_create"))
         return form
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthedRequest) -> HttpResponse:
         return render(request, self.template, {"form": self.form()})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthedRequest) -> HttpResponse:
         form = self.form(request.POST)
         if _is_validation_only(request):
             return render(request, "console/_slug_feedback.html", {"form": form, "prefix": "/o/"})
@@ -81,7 +72,7 @@ class OrganizationCreateView(View):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(
+                return done(
                     request,
                     reverse("project_list", args=[org.slug]),
                     f"Organization {org.name} created.",
@@ -93,11 +84,11 @@ class OrganizationSettingsView(OrgView):
     permission = "organization.view"
     template = "accounts/organization_settings.html"
 
-    def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = OrganizationSettingsForm(initial={"name": self.organization.name})
         return self.render(self.template, {"form": form})
 
-    def post(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         require(request.user, "organization.update", self.organization)
         form = OrganizationSettingsForm(request.POST)
         if form.is_valid():
@@ -110,7 +101,7 @@ class OrganizationSettingsView(OrgView):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(
+                return done(
                     request, reverse("organization_settings", args=[org_slug]), "Settings saved."
                 )
         return self.render(self.template, {"form": form})
@@ -124,7 +115,7 @@ class MemberListView(OrgView):
     permission = "member.view"
     template = "accounts/member_list.html"
 
-    def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         members = selectors.membership_list(organization=self.organization, viewer=request.user)
         can_invite = has_perm(request.user, "member.invite", self.organization)
         return self.render(
@@ -158,7 +149,7 @@ class MembershipObjectView(OrgView):
 class MemberRoleView(MembershipObjectView):
     permission = "member.update_role"
 
-    def post(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str, membership_id: int) -> HttpResponse:
         membership = self.membership
         form = MemberRoleForm(request.POST)
         error = None
@@ -195,13 +186,13 @@ class MemberRemoveView(MembershipObjectView):
 
     template = "accounts/member_remove.html"
 
-    def get(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str, membership_id: int) -> HttpResponse:
         membership = self.membership
         return self.render(
             self.template, {"m": membership, "leaving": membership.user_id == request.user.pk}
         )
 
-    def post(self, request: HttpRequest, org_slug: str, membership_id: int) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str, membership_id: int) -> HttpResponse:
         membership = self.membership
         leaving = membership.user_id == request.user.pk
         try:
@@ -211,8 +202,8 @@ class MemberRemoveView(MembershipObjectView):
             return redirect("member_list", org_slug=org_slug)
         if leaving:
             request.session.pop("raydeck_org", None)
-            return _done(request, reverse("home"), f"You left {self.organization.name}.")
-        return _done(
+            return done(request, reverse("home"), f"You left {self.organization.name}.")
+        return done(
             request,
             reverse("member_list", args=[org_slug]),
             f"{membership.user} was removed from {self.organization.name}.",
@@ -226,10 +217,10 @@ class InvitationCreateView(OrgView):
     def form(self, data: Any = None) -> InvitationForm:
         return InvitationForm(data, actor=self.request.user, organization=self.organization)
 
-    def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         return self.render(self.template, {"form": self.form()})
 
-    def post(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = self.form(request.POST)
         if form.is_valid():
             try:
@@ -239,7 +230,7 @@ class InvitationCreateView(OrgView):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(
+                return done(
                     request,
                     reverse("member_list", args=[org_slug]),
                     f"Invitation sent to {invitation.email}.",
@@ -259,10 +250,10 @@ class InvitationObjectView(OrgView):
 
 
 class InvitationRevokeView(InvitationObjectView):
-    def get(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str, invitation_id: int) -> HttpResponse:
         return self.render("accounts/invitation_revoke.html", {"invitation": self.invitation})
 
-    def post(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str, invitation_id: int) -> HttpResponse:
         invitation = self.invitation
         try:
             services.invitation_revoke(invitation=invitation, actor=request.user)
@@ -274,7 +265,7 @@ class InvitationRevokeView(InvitationObjectView):
 
 
 class InvitationResendView(InvitationObjectView):
-    def post(self, request: HttpRequest, org_slug: str, invitation_id: int) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str, invitation_id: int) -> HttpResponse:
         invitation = self.invitation
         try:
             services.invitation_resend(invitation=invitation, actor=request.user)
@@ -338,7 +329,7 @@ class ProjectListView(OrgView):
     permission = "project.list"
     template = "accounts/project_list.html"
 
-    def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         query = request.GET.get("q", "").strip()
         projects = selectors.project_list(
             organization=self.organization, viewer=request.user, query=query
@@ -367,10 +358,10 @@ class ProjectCreateView(OrgView):
         form.live_check(self.request.path)
         return form
 
-    def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         return self.render(self.template, {"form": self.form()})
 
-    def post(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = self.form(request.POST)
         if _is_validation_only(request):
             return self.render(
@@ -384,7 +375,7 @@ class ProjectCreateView(OrgView):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(
+                return done(
                     request,
                     reverse("project_detail", args=[org_slug, project.slug]),
                     f"Project {project.name} created.",
@@ -419,7 +410,7 @@ class ProjectDetailView(ProjectObjectView):
 
     def get(
         self,
-        request: HttpRequest,
+        request: AuthedRequest,
         org_slug: str,
         project_slug: str,
         add_form: ProjectMemberAddForm | None = None,
@@ -438,7 +429,7 @@ class ProjectDetailView(ProjectObjectView):
             },
         )
 
-    def post(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str, project_slug: str) -> HttpResponse:
         """Add a member to the project."""
         require(request.user, "project.manage_members", self.project)
         form = ProjectMemberAddForm(request.POST, project=self.project)
@@ -450,7 +441,7 @@ class ProjectDetailView(ProjectObjectView):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(
+                return done(
                     request,
                     request.path,
                     f"{form.cleaned_data['user']} added to {self.project.name}.",
@@ -462,13 +453,13 @@ class ProjectEditView(ProjectObjectView):
     permission = "project.update"
     template = "accounts/project_edit.html"
 
-    def get(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str, project_slug: str) -> HttpResponse:
         form = ProjectEditForm(
             initial={"name": self.project.name, "description": self.project.description}
         )
         return self.render(self.template, {"form": form})
 
-    def post(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str, project_slug: str) -> HttpResponse:
         form = ProjectEditForm(request.POST)
         if form.is_valid():
             try:
@@ -478,7 +469,7 @@ class ProjectEditView(ProjectObjectView):
             except ValidationError as exc:
                 add_service_error(form, exc)
             else:
-                return _done(
+                return done(
                     request,
                     reverse("project_detail", args=[org_slug, project_slug]),
                     "Project saved.",
@@ -489,13 +480,13 @@ class ProjectEditView(ProjectObjectView):
 class ProjectDeleteView(ProjectObjectView):
     permission = "project.delete"
 
-    def get(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str, project_slug: str) -> HttpResponse:
         return self.render("accounts/project_delete.html")
 
-    def post(self, request: HttpRequest, org_slug: str, project_slug: str) -> HttpResponse:
+    def post(self, request: AuthedRequest, org_slug: str, project_slug: str) -> HttpResponse:
         name = self.project.name
         services.project_delete(project=self.project, actor=request.user)
-        return _done(request, reverse("project_list", args=[org_slug]), f"Project {name} deleted.")
+        return done(request, reverse("project_list", args=[org_slug]), f"Project {name} deleted.")
 
 
 class ProjectMemberObjectView(ProjectObjectView):
@@ -514,7 +505,7 @@ class ProjectMemberObjectView(ProjectObjectView):
 
 class ProjectMemberRoleView(ProjectMemberObjectView):
     def post(
-        self, request: HttpRequest, org_slug: str, project_slug: str, member_id: int
+        self, request: AuthedRequest, org_slug: str, project_slug: str, member_id: int
     ) -> HttpResponse:
         form = ProjectMemberRoleForm(request.POST)
         if not form.is_valid():
@@ -526,22 +517,22 @@ class ProjectMemberRoleView(ProjectMemberObjectView):
                 actor=request.user,
             )
             messages.success(request, f"{pm.user} is now {pm.get_role_display()} here.")
-        return _done(request, reverse("project_detail", args=[org_slug, project_slug]))
+        return done(request, reverse("project_detail", args=[org_slug, project_slug]))
 
 
 class ProjectMemberRemoveView(ProjectMemberObjectView):
     def get(
-        self, request: HttpRequest, org_slug: str, project_slug: str, member_id: int
+        self, request: AuthedRequest, org_slug: str, project_slug: str, member_id: int
     ) -> HttpResponse:
         return self.render("accounts/project_member_remove.html", {"pm": self.project_membership})
 
     def post(
-        self, request: HttpRequest, org_slug: str, project_slug: str, member_id: int
+        self, request: AuthedRequest, org_slug: str, project_slug: str, member_id: int
     ) -> HttpResponse:
         services.project_member_remove(
             project_membership=self.project_membership, actor=request.user
         )
-        return _done(
+        return done(
             request,
             reverse("project_detail", args=[org_slug, project_slug]),
             f"{self.project_membership.user} removed from {self.project.name}.",
@@ -556,7 +547,7 @@ class AuditLogView(OrgView):
     permission = "audit.view"
     template = "accounts/audit_log.html"
 
-    def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = AuditFilterForm(request.GET or None)
         filters = form.cleaned_data if form.is_valid() else {}
         events = selectors.audit_event_list(
@@ -579,7 +570,7 @@ class AuditExportView(OrgView):
 
     permission = "audit.view"
 
-    def get(self, request: HttpRequest, org_slug: str) -> HttpResponse:
+    def get(self, request: AuthedRequest, org_slug: str) -> StreamingHttpResponse:
         form = AuditFilterForm(request.GET or None)
         filters = form.cleaned_data if form.is_valid() else {}
         events = selectors.audit_event_list(
@@ -604,7 +595,7 @@ class AuditExportView(OrgView):
 class ProfileView(View):
     template = "accounts/profile.html"
 
-    def get(self, request: HttpRequest, form: ProfileForm | None = None) -> HttpResponse:
+    def get(self, request: AuthedRequest, form: ProfileForm | None = None) -> HttpResponse:
         from allauth.mfa.models import Authenticator
 
         return render(
@@ -620,7 +611,7 @@ class ProfileView(View):
             },
         )
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthedRequest) -> HttpResponse:
         form = ProfileForm(request.POST)
         if form.is_valid():
             services.user_update_profile(user=request.user, name=form.cleaned_data["name"])

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
-from accounts.models import OrgOwnedQuerySet, Organization, Project, User
+from accounts.models import Organization, OrgOwnedQuerySet, Project, User
 
+from . import validators
 from .choices import CloudKind, CloudState, LaunchAccess, VerificationState
 
 
@@ -39,7 +43,7 @@ class Cloud(models.Model):
     log_location = models.CharField(
         max_length=300,
         blank=True,
-        help_text="Where cluster logs are kept: s3://bucket/prefix, gs://bucket/prefix or a folder.",
+        help_text="Where cluster logs are kept: s3://…, gs://… or a folder.",
     )
     launch_access = models.CharField(
         max_length=16, choices=LaunchAccess.choices, default=LaunchAccess.ALL
@@ -75,6 +79,51 @@ class Cloud(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.state == CloudState.ACTIVE
+
+    @property
+    def identity_configured(self) -> bool:
+        """Whether the user finished telling us how to reach their account."""
+        if self.kind == CloudKind.AWS:
+            return bool(self.aws_role_arn)
+        if self.kind == CloudKind.GCP:
+            return bool(self.gcp_workload_identity_provider and self.gcp_service_account)
+        return True
+
+    def clean(self) -> None:
+        """Per-kind rules: each field that matters for this kind has the right shape."""
+        errors: dict[str, list[ValidationError]] = {}
+
+        def check(field: str, validator: Callable[..., None], *args: Any) -> None:
+            try:
+                validator(*args)
+            except ValidationError as exc:
+                errors.setdefault(field, []).append(exc)
+
+        if self.kind == CloudKind.AWS:
+            check("region", validators.validate_aws_region, self.region)
+            if self.aws_role_arn:
+                check("aws_role_arn", validators.validate_aws_role_arn, self.aws_role_arn)
+        elif self.kind == CloudKind.GCP:
+            check("region", validators.validate_gcp_region, self.region)
+            check("zones", validators.validate_gcp_zones, list(self.zones), self.region)
+            check("gcp_project_id", validators.validate_gcp_project, self.gcp_project_id)
+            if self.gcp_service_account:
+                check(
+                    "gcp_service_account",
+                    validators.validate_gcp_service_account,
+                    self.gcp_service_account,
+                )
+            if self.gcp_workload_identity_provider:
+                check(
+                    "gcp_workload_identity_provider",
+                    validators.validate_gcp_wif_provider,
+                    self.gcp_workload_identity_provider,
+                )
+        elif self.kind == CloudKind.LOCAL:
+            check("local_root", validators.validate_local_root, self.local_root)
+        check("log_location", validators.validate_log_location, self.kind, self.log_location)
+        if errors:
+            raise ValidationError(errors)
 
 
 class CloudVerification(models.Model):

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.urls import org_urlpatterns, user_urlpatterns
+from clouds.urls import org_urlpatterns as cloud_urlpatterns
 
 from . import views
 
@@ -19,4 +20,5 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("", include(user_urlpatterns)),
     path("o/<slug:org_slug>/", include(org_urlpatterns)),
+    path("o/<slug:org_slug>/", include(cloud_urlpatterns)),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Page, Paginator
 from django.db import connection
@@ -15,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.models import Membership, Organization
 from accounts.permissions import require
@@ -37,8 +39,7 @@ class OrgView(View):
     request: AuthedRequest
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        # `request` is `self.request`, set by setup(); View.dispatch's signature says
-        # HttpRequest, so the signed-in user is read through the narrower attribute.
+        # The same object as `request` (set by setup()), typed as signed in.
         user = self.request.user
         self.organization = get_object_or_404(
             Organization.objects.visible_to(user), slug=kwargs["org_slug"]
@@ -71,6 +72,15 @@ class OrgView(View):
         if self.request.htmx and not self.request.htmx.boosted:
             return f"{template}#{name}"
         return template
+
+
+def done(request: HttpRequest, url: str, message: str | None = None) -> HttpResponse:
+    """After a successful write: HTMX navigates by header, a plain POST redirects."""
+    if message:
+        messages.success(request, message)
+    if getattr(request, "htmx", False):
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
 
 
 def paginate(request: HttpRequest, items: Any, per_page: int | None = None) -> Page:

@@ -10,8 +10,10 @@ from django.test import Client
 
 from accounts.choices import OrgRole, ProjectRole
 from accounts.models import Invitation, Membership, Organization, Project, ProjectMembership, User
+from clouds.models import Cloud
 
 from .factories import (
+    CloudFactory,
     InvitationFactory,
     MembershipFactory,
     OrganizationFactory,
@@ -31,6 +33,7 @@ class Tenant:
     project: Project | None = None
     project_membership: ProjectMembership | None = None
     invitation: Invitation | None = None
+    cloud: Cloud | None = None
 
     @property
     def owner(self) -> User:
@@ -62,6 +65,7 @@ def make_tenant(slug: str) -> Tenant:
     )
     ProjectMembershipFactory(project=tenant.project, user=tenant.viewer, role=ProjectRole.READER)
     tenant.invitation = InvitationFactory(organization=org, email=f"new@{slug}.example.com")
+    tenant.cloud = CloudFactory(organization=org, name=f"{slug} local")
     return tenant
 
 

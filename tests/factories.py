@@ -8,6 +8,8 @@ from allauth.account.models import EmailAddress
 
 from accounts.choices import OrgRole, ProjectRole
 from accounts.models import Invitation, Membership, Organization, Project, ProjectMembership, User
+from clouds.choices import CloudKind
+from clouds.models import Cloud
 
 PASSWORD = "correct horse battery staple"
 
@@ -70,3 +72,14 @@ class InvitationFactory(factory.django.DjangoModelFactory):
     organization = factory.SubFactory(OrganizationFactory)
     email = factory.Sequence(lambda n: f"invitee{n}@example.com")
     role = OrgRole.MEMBER
+
+
+class CloudFactory(factory.django.DjangoModelFactory):
+    """A local cloud, unverified: no test reaches a real cloud through it by accident."""
+
+    class Meta:
+        model = Cloud
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Cloud {n}")
+    kind = CloudKind.LOCAL

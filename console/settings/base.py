@@ -5,7 +5,9 @@ secrets and addresses come from the environment; everything else is decided here
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from csp.constants import NONE, SELF
 
@@ -76,7 +78,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
+# Mapping, not dict: production.py and test.py put in dj_database_url's DBConfig, a
+# TypedDict, which is not a dict[str, Any] to the type checker.
+DATABASES: dict[str, Mapping[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "raydeck.sqlite3",
@@ -179,6 +183,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "clouds-reverify-daily": {
+        "task": "clouds.tasks.reverify_clouds",
+        "schedule": 24 * 60 * 60,
+    },
     "sessions-clear-expired": {
         "task": "accounts.tasks.clear_expired_sessions",
         "schedule": 60 * 60,
@@ -210,6 +218,4 @@ RAYDECK_AWS_PRINCIPAL_ARN = os.environ.get("RAYDECK_AWS_PRINCIPAL_ARN", "")
 RAYDECK_GCP_SUBJECT_TOKEN_FILE = os.environ.get("RAYDECK_GCP_SUBJECT_TOKEN_FILE", "")
 # The local cloud runs nodes as processes on this machine.
 RAYDECK_LOCAL_CLOUD_ENABLED = os.environ.get("RAYDECK_LOCAL_CLOUD_ENABLED", "1") == "1"
-RAYDECK_LOCAL_CLOUD_ROOT = Path(
-    os.environ.get("RAYDECK_LOCAL_CLOUD_ROOT", VAR_DIR / "local-cloud")
-)
+RAYDECK_LOCAL_CLOUD_ROOT = Path(os.environ.get("RAYDECK_LOCAL_CLOUD_ROOT", VAR_DIR / "local-cloud"))

@@ -17,6 +17,7 @@ ORG_MATRIX: dict[str, set[str]] = {
     "organization.view": {O, A, M, V},
     "member.view": {O, A, M, V},
     "project.list": {O, A, M, V},
+    "cloud.view": {O, A, M, V},
     "project.create": {O, A, M},
     "organization.update": {O, A},
     "member.invite": {O, A},

@@ -1,0 +1,152 @@
+"""Forms of the cloud pages. Project choices are scoped to the organization in the URL;
+the services validate each field's shape (Cloud.clean) and check scope again."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django import forms
+from django.conf import settings
+
+from accounts.models import Organization, Project
+
+from .choices import CloudKind, LaunchAccess
+
+AWS_REGIONS = [
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "eu-west-1",
+    "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1", "ap-south-1", "ap-northeast-1",
+    "ap-northeast-2", "ap-southeast-1", "ap-southeast-2", "sa-east-1",
+]  # fmt: skip
+
+
+class CloudForm(forms.Form):
+    """Fields every kind of cloud has."""
+
+    kind: str = ""
+    name = forms.CharField(max_length=100, help_text="How your team will recognise it.")
+    launch_access = forms.ChoiceField(
+        choices=LaunchAccess.choices,
+        initial=LaunchAccess.ALL,
+        widget=forms.RadioSelect,
+        label="Who may launch clusters here",
+    )
+    projects = forms.ModelMultipleChoiceField(
+        queryset=Project.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Used when only chosen projects may launch.",
+    )
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        projects = cast(forms.ModelMultipleChoiceField, self.fields["projects"])
+        projects.queryset = Project.objects.filter(organization=organization).order_by("name")
+
+    def service_fields(self) -> dict[str, Any]:
+        """cleaned_data split into what cloud_create/cloud_update take."""
+        data = dict(self.cleaned_data)
+        projects = list(data.pop("projects", []) or [])
+        return {"projects": projects, **data}
+
+
+class AwsCloudForm(CloudForm):
+    kind = CloudKind.AWS
+    region = forms.CharField(
+        max_length=64,
+        initial="us-east-1",
+        widget=forms.TextInput(attrs={"list": "aws-regions"}),
+        help_text="Where clusters of this cloud run.",
+    )
+    log_location = forms.CharField(
+        max_length=300,
+        required=False,
+        label="Log bucket",
+        widget=forms.TextInput(attrs={"placeholder": "s3://my-bucket/raydeck-logs"}),
+        help_text="Ray and agent logs are kept here. Optional.",
+    )
+    field_order = ["name", "region", "log_location", "launch_access", "projects"]
+
+
+class GcpCloudForm(CloudForm):
+    kind = CloudKind.GCP
+    gcp_project_id = forms.CharField(max_length=64, label="Project ID")
+    region = forms.CharField(max_length=64, initial="us-central1")
+    zones = forms.CharField(
+        max_length=300,
+        required=False,
+        help_text="Comma-separated, such as us-central1-a, us-central1-b. Blank: <region>-a.",
+    )
+    log_location = forms.CharField(
+        max_length=300,
+        required=False,
+        label="Log bucket",
+        widget=forms.TextInput(attrs={"placeholder": "gs://my-bucket/raydeck-logs"}),
+        help_text="Optional.",
+    )
+    field_order = ["name", "gcp_project_id", "region", "zones", "log_location",
+                   "launch_access", "projects"]  # fmt: skip
+
+    def clean_zones(self) -> list[str]:
+        raw = self.cleaned_data.get("zones") or ""
+        return [z.strip() for z in raw.split(",") if z.strip()]
+
+
+class LocalCloudForm(CloudForm):
+    kind = CloudKind.LOCAL
+    local_root = forms.CharField(
+        max_length=300,
+        required=False,
+        label="Node folder",
+        help_text="Each node gets a folder here. Blank: the installation's default.",
+    )
+    log_location = forms.CharField(
+        max_length=300, required=False, label="Log folder", help_text="Optional."
+    )
+    field_order = ["name", "local_root", "log_location", "launch_access", "projects"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["local_root"].widget.attrs["placeholder"] = str(
+            settings.RAYDECK_LOCAL_CLOUD_ROOT
+        )
+
+
+CLOUD_FORMS: dict[str, type[CloudForm]] = {
+    CloudKind.AWS: AwsCloudForm,
+    CloudKind.GCP: GcpCloudForm,
+    CloudKind.LOCAL: LocalCloudForm,
+}
+
+
+class AwsIdentityForm(forms.Form):
+    aws_role_arn = forms.CharField(
+        max_length=200,
+        label="Role ARN",
+        widget=forms.TextInput(
+            attrs={"placeholder": "arn:aws:iam::123456789012:role/raydeck-control-plane"}
+        ),
+    )
+
+
+class GcpIdentityForm(forms.Form):
+    gcp_workload_identity_provider = forms.CharField(
+        max_length=300,
+        label="Workload Identity provider",
+        widget=forms.TextInput(
+            attrs={
+                "placeholder": "projects/123456789/locations/global/"
+                "workloadIdentityPools/raydeck/providers/raydeck-aws"
+            }
+        ),
+    )
+    gcp_service_account = forms.CharField(
+        max_length=200,
+        label="Service account",
+        widget=forms.TextInput(attrs={"placeholder": "raydeck@my-project.iam.gserviceaccount.com"}),
+    )
+
+
+IDENTITY_FORMS: dict[str, type[forms.Form]] = {
+    CloudKind.AWS: AwsIdentityForm,
+    CloudKind.GCP: GcpIdentityForm,
+}

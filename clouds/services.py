@@ -1,0 +1,282 @@
+"""Every change to clouds: `cloud_<verb>` functions that check permission, validate,
+write, audit and enqueue in one transaction. Cloud calls never run inside one."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.audit import audit, changes_between, snapshot
+from accounts.models import Organization, Project, User
+from accounts.permissions import require
+
+from .choices import CloudKind, CloudState, LaunchAccess, VerificationState
+from .models import Cloud, CloudCheck, CloudVerification, new_external_id
+from .providers.base import CheckResult, CloudError
+
+logger = logging.getLogger(__name__)
+
+# Fields whose change means we must verify the cloud again before using it.
+IDENTITY_FIELDS = [
+    "region",
+    "zones",
+    "aws_role_arn",
+    "gcp_project_id",
+    "gcp_workload_identity_provider",
+    "gcp_service_account",
+    "local_root",
+    "log_location",
+]
+EDITABLE_FIELDS = ["name", "launch_access", *IDENTITY_FIELDS]
+
+
+def kind_available(kind: str) -> str | None:
+    """Why this installation cannot add clouds of `kind`, or None when it can."""
+    if kind == CloudKind.LOCAL and not settings.RAYDECK_LOCAL_CLOUD_ENABLED:
+        return "This installation does not allow clusters on its own machine."
+    if kind in (CloudKind.AWS, CloudKind.GCP) and not settings.RAYDECK_AWS_PRINCIPAL_ARN:
+        # GCP federation uses the same installation identity (see policies.gcp_commands).
+        return (
+            "This installation has no cloud identity configured yet: its administrator "
+            "must set RAYDECK_AWS_PRINCIPAL_ARN."
+        )
+    return None
+
+
+def _check_projects(organization: Organization, projects: list[Project]) -> None:
+    if any(p.organization_id != organization.pk for p in projects):
+        raise ValidationError({"projects": "Choose projects of this organization."})
+
+
+def _save_new(cloud: Cloud) -> None:
+    cloud.full_clean()
+    try:
+        with transaction.atomic():
+            cloud.save()
+    except IntegrityError as exc:  # the name raced with another create
+        raise ValidationError({"name": "A cloud with this name already exists."}) from exc
+
+
+@transaction.atomic
+def cloud_create(
+    *,
+    organization: Organization,
+    actor: User,
+    kind: str,
+    name: str,
+    projects: list[Project] | None = None,
+    **fields: Any,
+) -> Cloud:
+    require(actor, "cloud.manage", organization)
+    if kind not in CloudKind.values:
+        raise ValidationError({"kind": f"Unknown cloud kind “{kind}”."})
+    reason = kind_available(kind)
+    if reason:
+        raise ValidationError(reason)
+    if Cloud.objects.filter(organization=organization, name=name.strip()).exists():
+        raise ValidationError({"name": "A cloud with this name already exists."})
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"Unexpected cloud fields: {sorted(unknown)}")
+    cloud = Cloud(
+        organization=organization, kind=kind, name=name.strip(), created_by=actor, **fields
+    )
+    if kind == CloudKind.AWS:
+        cloud.aws_external_id = new_external_id()
+    _save_new(cloud)
+    projects = projects or []
+    _check_projects(organization, projects)
+    cloud.projects.set(projects)
+    audit(
+        actor=actor,
+        verb="cloud.create",
+        target=cloud,
+        changes={k: [None, v] for k, v in snapshot(cloud, ["name", "kind", "region"]).items()},
+    )
+    if cloud.identity_configured:
+        cloud_verify_request(cloud=cloud, actor=actor)
+    return cloud
+
+
+@transaction.atomic
+def cloud_update(
+    *, cloud: Cloud, actor: User, projects: list[Project] | None = None, **fields: Any
+) -> Cloud:
+    require(actor, "cloud.manage", cloud)
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"Unexpected cloud fields: {sorted(unknown)}")
+    cloud = Cloud.objects.select_for_update().get(pk=cloud.pk)
+    before = snapshot(cloud, EDITABLE_FIELDS)
+    for name, value in fields.items():
+        setattr(cloud, name, value.strip() if isinstance(value, str) else value)
+    cloud.full_clean()
+    changes = changes_between(before, snapshot(cloud, EDITABLE_FIELDS))
+    reverify = any(f in changes for f in IDENTITY_FIELDS)
+    if reverify:
+        cloud.state, cloud.state_reason = CloudState.UNVERIFIED, ""
+    cloud.save()
+    if projects is not None:
+        _check_projects(cloud.organization, projects)
+        old = sorted(p.slug for p in cloud.projects.all())
+        cloud.projects.set(projects if cloud.launch_access == LaunchAccess.PROJECTS else [])
+        new = sorted(p.slug for p in cloud.projects.all())
+        if old != new:
+            changes["projects"] = [", ".join(old), ", ".join(new)]
+    if changes:
+        audit(actor=actor, verb="cloud.update", target=cloud, changes=changes)
+    if reverify and cloud.identity_configured:
+        cloud_verify_request(cloud=cloud, actor=actor)
+    return cloud
+
+
+def live_cluster_count(cloud: Cloud) -> int:
+    """Clusters on this cloud that are not terminated (none exist before clusters do)."""
+    clusters = getattr(cloud, "clusters", None)
+    if clusters is None:
+        return 0
+    return int(clusters.exclude(state__in=["terminated", "failed"]).count())
+
+
+@transaction.atomic
+def cloud_delete(*, cloud: Cloud, actor: User) -> None:
+    require(actor, "cloud.manage", cloud)
+    cloud = Cloud.objects.select_for_update().get(pk=cloud.pk)
+    live = live_cluster_count(cloud)
+    if live:
+        raise ValidationError(
+            f"{cloud.name} still has {live} cluster(s) that are not terminated. "
+            "Terminate them first; then the cloud can be deleted."
+        )
+    audit(actor=actor, verb="cloud.delete", target=cloud, changes={"name": [cloud.name, None]})
+    cloud.delete()
+
+
+# --- Verification ----------------------------------------------------------------------
+
+
+@transaction.atomic
+def cloud_verify_request(*, cloud: Cloud, actor: User | None) -> CloudVerification:
+    """Start a verification, or return the one already running for this cloud."""
+    if actor is not None:
+        require(actor, "cloud.manage", cloud)
+    cloud = Cloud.objects.select_for_update().get(pk=cloud.pk)
+    running = cloud.verifications.filter(state=VerificationState.RUNNING).first()
+    if running is not None:
+        return running
+    if not cloud.identity_configured:
+        raise ValidationError("Finish the setup first: Raydeck does not know how to reach it.")
+    verification = CloudVerification.objects.create(
+        organization_id=cloud.organization_id, cloud=cloud, requested_by=actor
+    )
+    cloud.state = CloudState.VERIFYING
+    cloud.save(update_fields=["state", "updated_at"])
+    audit(actor=actor, verb="cloud.verify", target=cloud, organization=cloud.organization)
+    from .tasks import verify_cloud
+
+    verify_cloud.delay_on_commit(verification_id=verification.pk)
+    return verification
+
+
+def cloud_verify_run(*, verification_id: int) -> CloudVerification | None:
+    """Run the checks of one verification and record them. Safe to run twice: a
+    finished verification is left alone. No transaction is held during cloud calls."""
+    from .providers.registry import provider_for
+
+    verification = (
+        CloudVerification.objects.select_related("cloud").filter(pk=verification_id).first()
+    )
+    if verification is None or verification.state != VerificationState.RUNNING:
+        return verification
+    try:
+        results = provider_for(verification.cloud).verify()
+    except CloudError as exc:
+        results = [CheckResult(name="Reach the cloud", passed=False, message=exc.user_message)]
+    except Exception:
+        # A bug must not leave the cloud "verifying" forever; the log has the traceback.
+        logger.exception("Verification %s crashed", verification_id)
+        results = [
+            CheckResult(
+                name="Run the checks",
+                passed=False,
+                message="Raydeck hit an unexpected error while verifying. Try again; if it "
+                "persists, contact your Raydeck administrator.",
+            )
+        ]
+    return _record_verification(verification_id=verification.pk, results=results)
+
+
+@transaction.atomic
+def _record_verification(*, verification_id: int, results: list[CheckResult]) -> CloudVerification:
+    verification = CloudVerification.objects.select_for_update().get(pk=verification_id)
+    if verification.state != VerificationState.RUNNING:
+        return verification  # another run finished it first
+    cloud = Cloud.objects.select_for_update().get(pk=verification.cloud_id)
+    verification.checks.all().delete()
+    CloudCheck.objects.bulk_create(
+        CloudCheck(
+            verification=verification,
+            position=i,
+            name=r.name[:100],
+            passed=r.passed,
+            message=r.message[:1000],
+        )
+        for i, r in enumerate(results)
+    )
+    failed = [r for r in results if not r.passed]
+    verification.state = VerificationState.FAILED if failed else VerificationState.PASSED
+    verification.finished_at = timezone.now()
+    verification.save(update_fields=["state", "finished_at"])
+    before = cloud.state
+    cloud.state = CloudState.ERROR if failed else CloudState.ACTIVE
+    cloud.state_reason = f"{failed[0].name}: {failed[0].message}"[:500] if failed else ""
+    cloud.verified_at = verification.finished_at
+    cloud.save(update_fields=["state", "state_reason", "verified_at", "updated_at"])
+    audit(
+        actor=None,
+        verb="cloud.verified" if not failed else "cloud.verify_failed",
+        target=cloud,
+        changes={"state": [before, cloud.state]},
+    )
+    return verification
+
+
+def clouds_reverify_all() -> int:
+    """Daily: verify every configured cloud again, so a revoked role shows up."""
+    count = 0
+    for cloud in Cloud.objects.exclude(state=CloudState.VERIFYING):
+        if cloud.identity_configured:
+            cloud_verify_request(cloud=cloud, actor=None)
+            count += 1
+    return count
+
+
+@transaction.atomic
+def verifications_expire_stuck(*, older_than_seconds: int = 15 * 60) -> int:
+    """A verification whose worker died is failed after a while, so "Verify" works again."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stuck = list(
+        CloudVerification.objects.select_for_update()
+        .filter(state=VerificationState.RUNNING, started_at__lt=cutoff)
+        .select_related("cloud")
+    )
+    for verification in stuck:
+        CloudCheck.objects.create(
+            verification=verification,
+            name="Finish in time",
+            passed=False,
+            message="The verification did not finish. Run it again.",
+        )
+        verification.state = VerificationState.FAILED
+        verification.finished_at = timezone.now()
+        verification.save(update_fields=["state", "finished_at"])
+        Cloud.objects.filter(pk=verification.cloud_id, state=CloudState.VERIFYING).update(
+            state=CloudState.ERROR, state_reason="The last verification did not finish."
+        )
+    return len(stuck)
