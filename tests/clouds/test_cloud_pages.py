@@ -1,0 +1,267 @@
+"""Registering clouds from the console: the add flow per kind, the setup instructions,
+verification recorded and shown, edits, deletion, and roles."""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.test import override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import AuditEvent
+from clouds import policies, services
+from clouds.choices import CloudKind, CloudState, VerificationState
+from clouds.models import Cloud
+from clouds.providers.base import CheckResult
+from tests.conftest import Tenant, client_for
+
+pytestmark = pytest.mark.django_db
+PRINCIPAL = "arn:aws:iam::111122223333:role/raydeck-installation"
+ROLE = "arn:aws:iam::444455556666:role/raydeck-control-plane"
+
+
+@pytest.fixture(autouse=True)
+def _installation(settings, tmp_path: Path) -> None:
+    settings.RAYDECK_AWS_PRINCIPAL_ARN = PRINCIPAL
+    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "local-cloud"
+
+
+def add_aws(tenant: Tenant, name: str = "Prod AWS") -> Cloud:
+    return services.cloud_create(
+        organization=tenant.org, actor=tenant.admin, kind=CloudKind.AWS, name=name,
+        region="eu-west-1", log_location="s3://acme-logs/raydeck",
+    )  # fmt: skip
+
+
+def test_aws_flow_shows_what_to_create_then_takes_the_role_arn(
+    tenant_a: Tenant, django_capture_on_commit_callbacks
+) -> None:
+    client = client_for(tenant_a.admin)
+    org = tenant_a.org.slug
+    response = client.post(
+        reverse("cloud_create", args=[org, "aws"]),
+        {"name": "Prod AWS", "region": "eu-west-1", "log_location": "s3://acme-logs/raydeck",
+         "launch_access": "all"},
+    )  # fmt: skip
+    cloud = Cloud.objects.get(name="Prod AWS")
+    assert response["Location"] == reverse("cloud_setup", args=[org, cloud.pk])
+    assert cloud.state == CloudState.UNVERIFIED and cloud.aws_external_id.startswith("raydeck-")
+    page = html.unescape(client.get(response["Location"]).content.decode())
+    assert cloud.aws_external_id in page and str(cloud.uuid) in page and PRINCIPAL in page
+    assert "AWSTemplateFormatVersion" in page and 'resource "aws_iam_role"' in page
+    assert 'data-copy="#doc-terraform"' in page
+
+    bad = client.post(response["Location"], {"aws_role_arn": "my-role"})
+    assert "Paste the role" in bad.content.decode()
+    with django_capture_on_commit_callbacks() as callbacks:
+        client.post(response["Location"], {"aws_role_arn": ROLE})
+    cloud.refresh_from_db()
+    assert cloud.aws_role_arn == ROLE and cloud.state == CloudState.VERIFYING
+    assert len(callbacks) == 1  # the verification task, enqueued once committed
+    assert cloud.verifications.get().state == VerificationState.RUNNING
+
+
+def test_each_aws_cloud_gets_its_own_external_id(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    ids = {add_aws(tenant_a, "one").aws_external_id, add_aws(tenant_a, "two").aws_external_id,
+           add_aws(tenant_b, "one").aws_external_id}  # fmt: skip
+    assert len(ids) == 3
+
+
+def test_permissions_policy_limits_writes_to_this_clouds_tag(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    policy = policies.aws_permissions_policy(cloud)
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["ManageOwnInstances"]["Condition"] == {
+        "StringEquals": {"ec2:ResourceTag/raydeck-cloud": str(cloud.uuid)}
+    }
+    assert statements["LaunchTaggedInstances"]["Condition"] == {
+        "StringEquals": {"aws:RequestTag/raydeck-cloud": str(cloud.uuid)}
+    }
+    assert statements["LogObjects"]["Resource"] == "arn:aws:s3:::acme-logs/raydeck*"
+    trust = policies.aws_trust_policy(cloud)["Statement"][0]
+    assert trust["Principal"] == {"AWS": PRINCIPAL}
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": cloud.aws_external_id}}
+    json.dumps(policy)  # valid JSON documents
+
+
+def test_gcp_flow_shows_gcloud_commands(tenant_a: Tenant) -> None:
+    client = client_for(tenant_a.owner)
+    org = tenant_a.org.slug
+    response = client.post(
+        reverse("cloud_create", args=[org, "gcp"]),
+        {"name": "GCP", "gcp_project_id": "acme-ml-123", "region": "us-central1",
+         "zones": "us-central1-a, us-central1-b", "launch_access": "all"},
+    )  # fmt: skip
+    cloud = Cloud.objects.get(name="GCP")
+    assert cloud.zones == ["us-central1-a", "us-central1-b"]
+    page = client.get(response["Location"]).content.decode()
+    assert "gcloud iam workload-identity-pools create raydeck" in page and "acme-ml-123" in page
+    wrong_zone = client.post(
+        reverse("cloud_create", args=[org, "gcp"]),
+        {"name": "GCP 2", "gcp_project_id": "acme-ml-123", "region": "us-central1",
+         "zones": "europe-west1-b", "launch_access": "all"},
+    )  # fmt: skip
+    assert "is not in region us-central1" in wrong_zone.content.decode()
+
+
+def test_local_cloud_is_verified_straight_away(
+    tenant_a: Tenant, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client_for(tenant_a.owner).post(
+            reverse("cloud_create", args=[tenant_a.org.slug, "local"]),
+            {"name": "Laptop", "launch_access": "all"},
+        )
+    cloud = Cloud.objects.get(name="Laptop")
+    assert response["Location"] == reverse("cloud_detail", args=[tenant_a.org.slug, cloud.pk])
+    assert cloud.state == CloudState.VERIFYING and len(callbacks) == 1
+
+
+def test_installation_can_disable_the_local_cloud(tenant_a: Tenant) -> None:
+    with override_settings(RAYDECK_LOCAL_CLOUD_ENABLED=False):
+        with pytest.raises(ValidationError, match="does not allow"):
+            services.cloud_create(organization=tenant_a.org, actor=tenant_a.owner,
+                                  kind=CloudKind.LOCAL, name="Nope")  # fmt: skip
+        page = client_for(tenant_a.owner).get(reverse("cloud_add", args=[tenant_a.org.slug]))
+        assert "does not allow clusters on its own machine" in page.content.decode()
+
+
+def test_aws_needs_the_installation_identity(tenant_a: Tenant) -> None:
+    with override_settings(RAYDECK_AWS_PRINCIPAL_ARN=""):
+        with pytest.raises(ValidationError, match="RAYDECK_AWS_PRINCIPAL_ARN"):
+            add_aws(tenant_a)
+
+
+def test_members_and_viewers_see_clouds_but_cannot_change_them(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    for user in (tenant_a.member, tenant_a.viewer):
+        client = client_for(user)
+        assert (
+            client.get(reverse("cloud_detail", args=[tenant_a.org.slug, cloud.pk])).status_code
+            == 200
+        )
+        assert client.get(reverse("cloud_add", args=[tenant_a.org.slug])).status_code == 403
+        assert (
+            client.post(reverse("cloud_delete", args=[tenant_a.org.slug, cloud.pk])).status_code
+            == 403
+        )
+        with pytest.raises(PermissionDenied):
+            services.cloud_update(cloud=cloud, actor=user, name="hacked")
+    assert Cloud.objects.filter(pk=cloud.pk, name="Prod AWS").exists()
+
+
+def test_recorded_verification_sets_state_and_explains_failures(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=ROLE)
+    verification = cloud.verifications.get()
+    services._record_verification(verification_id=verification.pk, results=[
+        CheckResult("Assume role", True, "Raydeck assumed the role."),
+        CheckResult("Log bucket", False, "The bucket acme-logs does not exist in this account."),
+    ])  # fmt: skip
+    cloud.refresh_from_db()
+    assert cloud.state == CloudState.ERROR
+    assert cloud.state_reason == "Log bucket: The bucket acme-logs does not exist in this account."
+    page = (
+        client_for(tenant_a.member)
+        .get(reverse("cloud_detail", args=[tenant_a.org.slug, cloud.pk]))
+        .content.decode()
+    )
+    assert "does not exist in this account" in page and "Raydeck assumed the role." in page
+    # Recording again (a duplicate task run) changes nothing.
+    services._record_verification(verification_id=verification.pk, results=[])
+    assert cloud.verifications.get().checks.count() == 2
+
+
+def test_polling_partial_reloads_the_page_once_final(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=ROLE)
+    client = client_for(tenant_a.member)
+    url = reverse("cloud_detail", args=[tenant_a.org.slug, cloud.pk])
+    headers = {"HX-Request": "true", "HX-Target": "verification"}
+    running = client.get(url, headers=headers)
+    assert 'hx-trigger="every 2s"' in running.content.decode()
+    assert "HX-Refresh" not in running
+    services._record_verification(verification_id=cloud.verifications.get().pk,
+                                  results=[CheckResult("Assume role", True, "ok")])  # fmt: skip
+    final = client.get(url, headers=headers)
+    assert final["HX-Refresh"] == "true" and "every 2s" not in final.content.decode()
+
+
+def test_a_second_verify_joins_the_running_one(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=ROLE)
+    first = cloud.verifications.get()
+    assert services.cloud_verify_request(cloud=cloud, actor=tenant_a.admin) == first
+
+
+def test_stuck_verification_is_failed_so_it_can_run_again(tenant_a: Tenant, time_machine) -> None:
+    cloud = add_aws(tenant_a)
+    services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=ROLE)
+    time_machine.move_to(timezone.now() + timedelta(minutes=20))
+    assert services.verifications_expire_stuck() == 1
+    cloud.refresh_from_db()
+    assert cloud.state == CloudState.ERROR
+    assert services.cloud_verify_request(cloud=cloud, actor=tenant_a.admin).state == "running"
+
+
+def test_changing_the_role_reverifies_and_is_audited(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=ROLE)
+    services._record_verification(verification_id=cloud.verifications.get().pk,
+                                  results=[CheckResult("Assume role", True, "ok")])  # fmt: skip
+    other = ROLE.replace("raydeck-control-plane", "other")
+    services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=other)
+    cloud.refresh_from_db()
+    assert cloud.state == CloudState.VERIFYING
+    event = AuditEvent.objects.filter(verb="cloud.update").latest("created_at")
+    assert event.changes == {"aws_role_arn": [ROLE, other]}
+
+
+def test_launch_access_limited_to_chosen_projects(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    client = client_for(tenant_a.owner)
+    client.post(
+        reverse("cloud_create", args=[tenant_a.org.slug, "local"]),
+        {"name": "Limited", "launch_access": "projects", "projects": [tenant_a.project.pk]},
+    )
+    cloud = Cloud.objects.get(name="Limited")
+    assert list(cloud.projects.all()) == [tenant_a.project]
+    crafted = client.post(
+        reverse("cloud_create", args=[tenant_a.org.slug, "local"]),
+        {"name": "Crafted", "launch_access": "projects", "projects": [tenant_b.project.pk]},
+    )
+    assert crafted.status_code == 200 and not Cloud.objects.filter(name="Crafted").exists()
+
+
+def test_delete_asks_first_and_is_audited(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    client = client_for(tenant_a.owner)
+    url = reverse("cloud_delete", args=[tenant_a.org.slug, cloud.pk])
+    assert "Nothing in your account is deleted" in client.get(url).content.decode()
+    client.post(url)
+    assert not Cloud.objects.filter(pk=cloud.pk).exists()
+    assert AuditEvent.objects.filter(verb="cloud.delete", target_id=str(cloud.pk)).exists()
+
+
+def test_duplicate_names_are_refused_with_a_message(tenant_a: Tenant) -> None:
+    add_aws(tenant_a)
+    with pytest.raises(ValidationError, match="already exists"):
+        add_aws(tenant_a)
+
+
+def test_cloud_list_empty_state_and_query_count(
+    tenant_a: Tenant, django_assert_max_num_queries
+) -> None:
+    Cloud.objects.all().delete()
+    client = client_for(tenant_a.viewer)
+    url = reverse("cloud_list", args=[tenant_a.org.slug])
+    assert "No clouds yet" in client.get(url).content.decode()
+    for i in range(12):
+        add_aws(tenant_a, f"c{i}")
+    with django_assert_max_num_queries(12):
+        assert "c11" in client.get(url).content.decode()
