@@ -100,9 +100,8 @@ class InvitationForm(forms.Form):
         super().__init__(*args, **kwargs)
         # `fields` is typed as holding plain Fields; these are the ones declared above.
         cast(forms.ChoiceField, self.fields["role"]).choices = assignable_roles(actor, organization)
-        cast(forms.ModelChoiceField, self.fields["project"]).queryset = Project.objects.visible_to(
-            actor
-        ).filter(organization=organization)
+        projects = Project.objects.visible_to(actor, organization)
+        cast(forms.ModelChoiceField, self.fields["project"]).queryset = projects
 
 
 class ProjectCreateForm(SlugFromNameMixin, forms.Form):

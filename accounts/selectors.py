@@ -55,7 +55,7 @@ def invitations_for(user: User) -> QuerySet[Invitation]:
 
 
 def project_list(*, organization: Organization, viewer: User, query: str = "") -> QuerySet[Project]:
-    projects = Project.objects.visible_to(viewer).filter(organization=organization)
+    projects = Project.objects.visible_to(viewer, organization)
     if query:
         projects = projects.filter(Q(name__icontains=query) | Q(slug__icontains=query))
     return projects.order_by("name", "pk")

@@ -392,7 +392,7 @@ class ProjectObjectView(OrgView):
 
     def load_objects(self, **kwargs: Any) -> None:
         self.project = get_object_or_404(
-            Project.objects.visible_to(self.request.user).filter(organization=self.organization),
+            Project.objects.visible_to(self.request.user, self.organization),
             slug=kwargs["project_slug"],
         )
 

@@ -66,7 +66,10 @@ TEMPLATES = [
         "APP_DIRS": True,
         "OPTIONS": {
             # {% partialdef %} everywhere without {% load %}; the app wraps the loaders.
-            "builtins": ["template_partials.templatetags.partials"],
+            "builtins": [
+                "template_partials.templatetags.partials",
+                "console.templatetags.console",
+            ],
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
@@ -123,7 +126,8 @@ RAYDECK_SESSION_ABSOLUTE_SECONDS = int(
     os.environ.get("RAYDECK_SESSION_ABSOLUTE_SECONDS", 12 * 60 * 60)
 )
 SESSION_COOKIE_AGE = RAYDECK_SESSION_ABSOLUTE_SECONDS
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Sessions read from the cache (Redis in production), written through to the database.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
