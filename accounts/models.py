@@ -212,6 +212,20 @@ class Project(models.Model):
         return self.name
 
 
+class ProjectOwnedQuerySet(models.QuerySet):
+    """Rows that belong to a project: visible to whoever sees the project. Rows with no
+    project (where the model allows it) belong to the whole organization."""
+
+    def visible_to(self, user: User, organization: Organization | None = None) -> Self:
+        if not user.is_authenticated:
+            return self.none()
+        projects = Project.objects.visible_to(user, organization).values("pk")
+        rows = self.filter(organization_id__in=member_org_ids(user))
+        if organization is not None:
+            rows = rows.filter(organization=organization)
+        return rows.filter(Q(project_id__in=projects) | Q(project_id=None))
+
+
 class ProjectMembership(models.Model):
     """A user's role in one project (org owners and admins need none)."""
 

@@ -1,1 +1,278 @@
-"""Compute configs, images, clusters and nodes (see issue 4)."""
+"""Compute configs, images, clusters, their nodes and the events of their lives."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Organization, ProjectOwnedQuerySet, Project, User
+from clouds.models import Cloud
+
+from .choices import (
+    CLUSTER_TRANSITIONS,
+    ClusterState,
+    DesiredState,
+    EventLevel,
+    NodeRole,
+    NodeState,
+)
+
+
+def hash_secret(secret: str) -> str:
+    """Tokens are stored as SHA-256: they carry 256 random bits, so no slow KDF is needed
+    and a lookup by hash stays one indexed query."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+class InvalidTransition(Exception):
+    """A state change the transition table does not allow."""
+
+
+class ComputeConfig(models.Model):
+    """A named, versioned description of a cluster's machines (org-wide or per project)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="compute_configs"
+    )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="compute_configs"
+    )
+    name = models.CharField(max_length=100)
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProjectOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="config_name_per_org")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def latest(self) -> ComputeConfigVersion:
+        return self.versions.order_by("-number").first()  # type: ignore[return-value]
+
+
+def default_worker_groups() -> list[dict[str, Any]]:
+    return []
+
+
+class ComputeConfigVersion(models.Model):
+    """One saved state of a compute config. Never changed once clusters use it."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    config = models.ForeignKey(ComputeConfig, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    cloud = models.ForeignKey(Cloud, on_delete=models.PROTECT, related_name="compute_versions")
+    region = models.CharField(max_length=64, blank=True)
+    zone = models.CharField(max_length=64, blank=True)
+    # Head: an instance type on AWS/GCP; on the local cloud, CPUs and memory.
+    head_instance_type = models.CharField(max_length=64, blank=True)
+    head_cpus = models.FloatField(default=1, validators=[MinValueValidator(0)])
+    head_memory_mb = models.PositiveIntegerField(default=2048)
+    # [{"name", "instance_type", "cpus", "memory_mb", "min", "max", "spot"}]
+    worker_groups = models.JSONField(default=default_worker_groups, blank=True)
+    idle_timeout_minutes = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 60)]
+    )
+    max_uptime_minutes = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["config", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["config", "number"], name="one_number_per_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.config.name} v{self.number}"
+
+
+class ContainerImage(models.Model):
+    """What runs on the nodes: a container image (AWS/GCP) or a Python environment (local).
+    Rows without an organization are the built-in defaults everyone may use."""
+
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="images"
+    )
+    name = models.CharField(max_length=100)
+    image_uri = models.CharField(max_length=300, blank=True)
+    ray_version = models.CharField(max_length=32)
+    # Local cloud: the Python that runs the agent and Ray (blank = Raydeck's own).
+    python_executable = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ClusterQuerySet(ProjectOwnedQuerySet):
+    def live(self) -> ClusterQuerySet:
+        return self.exclude(state__in=[ClusterState.TERMINATED, ClusterState.FAILED])
+
+
+class Cluster(models.Model):
+    """A Ray cluster: what the user asked for (desired_state) and what is (state)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clusters")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    cloud = models.ForeignKey(Cloud, on_delete=models.PROTECT, related_name="clusters")
+    compute_config = models.ForeignKey(
+        ComputeConfigVersion, on_delete=models.PROTECT, related_name="clusters"
+    )
+    image = models.ForeignKey(ContainerImage, on_delete=models.PROTECT, related_name="clusters")
+    desired_state = models.CharField(
+        max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING
+    )
+    state = models.CharField(max_length=16, choices=ClusterState.choices,
+                             default=ClusterState.PENDING, db_index=True)  # fmt: skip
+    state_reason = models.CharField(max_length=1000, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    head_address = models.CharField(max_length=200, blank=True)
+    dashboard_port = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)  # last time it became running
+    terminated_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ClusterQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["project", "-created_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name"],
+                condition=~Q(state__in=["terminated", "failed"]),
+                name="live_cluster_name_per_project",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in (ClusterState.TERMINATED, ClusterState.FAILED)
+
+    def move_to(self, state: str, reason: str = "") -> str:
+        """Change the observed state per the transition table; returns the old state.
+        The caller saves (and records the event) in the same transaction."""
+        if state == self.state:
+            return state
+        if state not in CLUSTER_TRANSITIONS[self.state]:
+            raise InvalidTransition(f"A cluster cannot go from {self.state} to {state}.")
+        old, self.state, self.state_reason = self.state, state, reason
+        self.state_changed_at = timezone.now()
+        if state == ClusterState.RUNNING:
+            self.started_at = self.state_changed_at
+        if state in (ClusterState.TERMINATED, ClusterState.FAILED):
+            self.terminated_at = self.state_changed_at
+        return old
+
+
+class NodeQuerySet(models.QuerySet["Node"]):
+    def live(self) -> NodeQuerySet:
+        return self.exclude(state__in=[NodeState.TERMINATED, NodeState.FAILED])
+
+
+class Node(models.Model):
+    """One machine (or local process group) of a cluster. The row is written before the
+    cloud call; its uuid tags the instance and keys the launch, so nothing launches twice."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="nodes")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    role = models.CharField(max_length=8, choices=NodeRole.choices)
+    group = models.CharField(max_length=64, blank=True)
+    instance_type = models.CharField(max_length=64, blank=True)
+    cpus = models.FloatField(default=1)
+    memory_mb = models.PositiveIntegerField(default=1024)
+    launch_attempt = models.PositiveSmallIntegerField(default=0)
+    instance_id = models.CharField(max_length=200, blank=True, db_index=True)
+    state = models.CharField(max_length=16, choices=NodeState.choices, default=NodeState.PENDING)
+    state_reason = models.CharField(max_length=1000, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    private_address = models.CharField(max_length=200, blank=True)
+    ray_ports = models.JSONField(default=dict, blank=True)
+    resources = models.JSONField(default=dict, blank=True)  # what Ray reports it has
+    usage = models.JSONField(default=dict, blank=True)  # latest CPU/memory/GPU use
+    log_tail = models.TextField(blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # One-time token in the boot script, exchanged at registration for the credential.
+    bootstrap_token_hash = models.CharField(max_length=64, blank=True)
+    bootstrap_used_at = models.DateTimeField(null=True, blank=True)
+    credential_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NodeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["role", "group", "created_at"]
+        indexes = [models.Index(fields=["cluster", "state"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster"],
+                condition=Q(role="head") & ~Q(state__in=["terminated", "failed", "lost"]),
+                name="one_live_head_per_cluster",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} {str(self.uuid)[:8]} of {self.cluster_id}"
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        self.state, self.state_reason = state, reason
+        self.state_changed_at = timezone.now()
+
+
+class ClusterEvent(models.Model):
+    """One step or transition in a cluster's life, shown on its page as a timeline."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="events")
+    node = models.ForeignKey(
+        Node, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    level = models.CharField(max_length=8, choices=EventLevel.choices, default=EventLevel.INFO)
+    step = models.CharField(max_length=48)
+    message = models.CharField(max_length=1000)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        indexes = [models.Index(fields=["cluster", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.message}"
