@@ -102,11 +102,12 @@ class PermanentCloudError(CloudError):
 
 
 def instance_tags(*, cloud_id: uuid.UUID, node: NodeSpec) -> dict[str, str]:
+    """The user's labels, then Raydeck's ownership tags, which no label can override."""
     return {
+        **node.labels,
         TAG_CLOUD: str(cloud_id),
         TAG_CLUSTER: str(node.cluster_id),
         TAG_NODE: str(node.node_id),
-        **node.labels,
     }
 
 

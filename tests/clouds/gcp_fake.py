@@ -1,0 +1,425 @@
+"""A fake Compute Engine v1 (and GCS bucket metadata) REST endpoint on loopback.
+
+It implements only the paths the real `google-cloud-compute` REST client calls for the
+GCP driver, with GCE's JSON shapes and error bodies, so the driver is tested through
+the real client library rather than mocks. It is deliberately small: one project's
+instances, zone operations, projects/zones get, and `GET /storage/v1/b/{bucket}`.
+
+Knobs for tests:
+- `fail_next(...)`: answer the next matching request with an HTTP error (GCE body shape).
+- `lose_next_response(...)`: perform the next matching request, then drop the connection
+  without answering (the client sees a connection error; the cloud did the work).
+- `fail_next_operation(...)`: the next insert/delete operation finishes with an error.
+- `hold_operations`: operations stay RUNNING (to test bounded waits).
+- `list_visible`: False makes `instances.list` return nothing (a stale list view).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_ZONE_PATH = r"/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)"
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("POST", re.compile(_ZONE_PATH + r"/instances"), "insert"),
+    ("GET", re.compile(_ZONE_PATH + r"/instances"), "list"),
+    ("GET", re.compile(_ZONE_PATH + r"/instances/(?P<name>[^/]+)"), "get"),
+    ("DELETE", re.compile(_ZONE_PATH + r"/instances/(?P<name>[^/]+)"), "delete"),
+    ("GET", re.compile(_ZONE_PATH + r"/operations/(?P<op>[^/]+)"), "operation_get"),
+    ("POST", re.compile(_ZONE_PATH + r"/operations/(?P<op>[^/]+)/wait"), "operation_wait"),
+    ("GET", re.compile(_ZONE_PATH), "zone_get"),
+    ("GET", re.compile(r"/compute/v1/projects/(?P<project>[^/]+)"), "project_get"),
+    ("GET", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)"), "bucket_get"),
+]
+
+# The label-equality filter syntax the driver sends, e.g.
+# `(labels.raydeck-cloud = "…") AND (labels.raydeck-node = "…")`. Anything else is a 400,
+# so a driver sending a filter GCE would not understand fails here too.
+_FILTER_TERM = re.compile(r'\(?\s*labels\.(?P<key>[a-z][a-z0-9_-]*)\s*=\s*"(?P<value>[^"]*)"\s*\)?')
+
+
+def parse_label_filter(text: str) -> dict[str, str]:
+    """`labels.k = "v"` terms joined by AND (or whitespace) → {k: v}; ValueError otherwise."""
+    wanted: dict[str, str] = {}
+    rest = text.strip()
+    while rest:
+        match = _FILTER_TERM.match(rest)
+        if not match:
+            raise ValueError(f"Invalid list filter expression: {text!r}")
+        wanted[match["key"]] = match["value"]
+        rest = rest[match.end() :].strip()
+        if rest.startswith("AND"):
+            rest = rest[3:].strip()
+            if not rest:
+                raise ValueError(f"Dangling AND in filter: {text!r}")
+    return wanted
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: dict[str, Any] | None
+    headers: dict[str, str]
+
+
+@dataclass
+class _Failure:
+    method: str | None
+    path: str | None  # a regex searched in the request path
+    status: int = 0
+    reason: str = ""
+    message: str = ""
+    lose_response: bool = False
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path is None or re.search(self.path, path) is not None
+        )
+
+
+@dataclass
+class _OperationFailure:
+    code: str
+    message: str
+    http_status: int = 400
+
+
+@dataclass
+class FakeCompute:
+    """State and behaviour; `FakeComputeServer` puts it on a port."""
+
+    projects: set[str] = field(default_factory=lambda: {"raydeck-test"})
+    zones: set[str] = field(default_factory=lambda: {"us-central1-a", "us-central1-b"})
+    buckets: set[str] = field(default_factory=set)
+    images: set[str] = field(
+        default_factory=lambda: {"projects/debian-cloud/global/images/family/debian-12"}
+    )
+    hold_operations: bool = False
+    list_visible: bool = True
+    base_url: str = ""
+    instances: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    operations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _request_ids: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    _failures: list[_Failure] = field(default_factory=list)
+    _op_failures: list[_OperationFailure] = field(default_factory=list)
+    _pending: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # --- Knobs.
+    def fail_next(
+        self,
+        status: int,
+        reason: str = "",
+        message: str = "",
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next request matching `method` and the `path` regex with an error."""
+        with self.lock:
+            self._failures.append(
+                _Failure(method, path, status, reason, message or f"HTTP {status}")
+            )
+
+    def lose_next_response(self, *, method: str | None = None, path: str | None = None) -> None:
+        """Do the next matching request's work, then hang up without answering."""
+        with self.lock:
+            self._failures.append(_Failure(method, path, lose_response=True))
+
+    def fail_next_operation(self, code: str, message: str, http_status: int = 400) -> None:
+        with self.lock:
+            self._op_failures.append(_OperationFailure(code, message, http_status))
+
+    # --- Views for assertions.
+    def calls(self, method: str, path: str = "") -> list[RecordedRequest]:
+        """Recorded requests with this method whose path matches the `path` regex."""
+        with self.lock:
+            return [r for r in self.requests if r.method == method and re.search(path, r.path)]
+
+    def put_instance(
+        self, zone: str, name: str, labels: dict[str, str], status: str = "RUNNING"
+    ) -> dict[str, Any]:
+        """An instance created outside Raydeck (or by an earlier run)."""
+        project = next(iter(sorted(self.projects)))
+        with self.lock:
+            resource = self._new_instance(project, zone, {"name": name, "labels": labels})
+            resource["status"] = status
+            return resource
+
+    # --- Dispatch (called by the handler under no lock).
+    def handle(
+        self, method: str, raw_path: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]] | None:
+        """(status, JSON body) to answer, or None to drop the connection unanswered."""
+        split = urlsplit(raw_path)
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        with self.lock:
+            self.requests.append(RecordedRequest(method, split.path, query, body, headers))
+            failure = next((f for f in self._failures if f.matches(method, split.path)), None)
+            if failure:
+                self._failures.remove(failure)
+                if not failure.lose_response:
+                    return _error(failure.status, failure.reason, failure.message)
+            for verb, pattern, action in _ROUTES:
+                match = pattern.fullmatch(split.path)
+                if verb == method and match:
+                    result = getattr(self, f"_{action}")(
+                        query=query, body=body, **match.groupdict()
+                    )
+                    return None if failure else result
+        return _error(404, "notFound", f"No route for {method} {split.path}")
+
+    # --- Compute.
+    def _check_zone(self, project: str, zone: str) -> tuple[int, dict[str, Any]] | None:
+        if project not in self.projects:
+            return _error(404, "notFound", f"The resource 'projects/{project}' was not found")
+        if zone not in self.zones:
+            return _error(400, "invalid", f"Invalid value for field 'zone': '{zone}'.")
+        return None
+
+    def _zone_url(self, project: str, zone: str) -> str:
+        return f"{self.base_url}/compute/v1/projects/{project}/zones/{zone}"
+
+    def _new_instance(self, project: str, zone: str, body: dict[str, Any]) -> dict[str, Any]:
+        number = next(self._counter)
+        resource = {
+            **copy.deepcopy(body),  # keep the recorded request body as sent
+            "kind": "compute#instance",
+            "id": str(1000 + number),
+            "zone": self._zone_url(project, zone),
+            "selfLink": f"{self._zone_url(project, zone)}/instances/{body['name']}",
+            "status": "PROVISIONING",
+            "creationTimestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        if "machineType" in body:
+            resource["machineType"] = (
+                f"{self.base_url}/compute/v1/projects/{project}/" + (body["machineType"])
+            )
+        for nic in resource.setdefault("networkInterfaces", [{}]):
+            nic["networkIP"] = f"10.128.0.{number % 250 + 2}"
+            for access in nic.get("accessConfigs", []):
+                access["natIP"] = f"203.0.113.{number % 250 + 2}"
+        self.instances[(project, zone, body["name"])] = resource
+        return resource
+
+    def _new_operation(
+        self, project: str, zone: str, kind: str, name: str, request_id: str
+    ) -> dict[str, Any]:
+        op_name = f"operation-{next(self._counter)}"
+        op = {
+            "kind": "compute#operation",
+            "name": op_name,
+            "id": str(next(self._counter)),
+            "zone": self._zone_url(project, zone),
+            "operationType": kind,
+            "targetLink": f"{self._zone_url(project, zone)}/instances/{name}",
+            "status": "RUNNING",
+            "progress": 0,
+            "selfLink": f"{self._zone_url(project, zone)}/operations/{op_name}",
+        }
+        if request_id:
+            op["clientOperationId"] = request_id
+            self._request_ids[request_id] = (project, zone, op_name)
+        self.operations[(project, zone, op_name)] = op
+        if self._op_failures:
+            self._pending[(project, zone, op_name)] = self._op_failures.pop(0)
+        return op
+
+    def _insert(
+        self, *, project: str, zone: str, query: dict[str, str], body: dict[str, Any] | None
+    ) -> tuple[int, dict[str, Any]]:
+        if bad := self._check_zone(project, zone):
+            return bad
+        request_id = query.get("requestId", "")
+        if request_id in self._request_ids:
+            # GCE: a repeated requestId returns the original operation, doing nothing new.
+            return 200, self.operations[self._request_ids[request_id]]
+        body = body or {}
+        name = body.get("name", "")
+        if (project, zone, name) in self.instances:
+            return _error(
+                409,
+                "alreadyExists",
+                f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists",
+            )
+        for disk in body.get("disks", []):
+            image = disk.get("initializeParams", {}).get("sourceImage", "")
+            if image and image not in self.images:
+                return _error(404, "notFound", f"The resource '{image}' was not found")
+        self._new_instance(project, zone, body)
+        return 200, self._new_operation(project, zone, "insert", name, request_id)
+
+    def _list(
+        self, *, project: str, zone: str, query: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        if bad := self._check_zone(project, zone):
+            return bad
+        try:
+            wanted = parse_label_filter(query.get("filter", ""))
+        except ValueError as exc:
+            return _error(400, "invalid", f"Invalid value for field 'filter': {exc}")
+        items = [
+            resource
+            for (p, z, _), resource in sorted(self.instances.items())
+            if p == project
+            and z == zone
+            and self.list_visible
+            and all(resource.get("labels", {}).get(k) == v for k, v in wanted.items())
+        ]
+        # Small pages so the client's pager is exercised.
+        start = int(query.get("pageToken") or 0)
+        size = min(int(query.get("maxResults") or 500), 2)
+        page: dict[str, Any] = {
+            "kind": "compute#instanceList",
+            "items": items[start : start + size],
+        }
+        if start + size < len(items):
+            page["nextPageToken"] = str(start + size)
+        return 200, page
+
+    def _get(self, *, project: str, zone: str, name: str, **_: Any) -> tuple[int, dict[str, Any]]:
+        resource = self.instances.get((project, zone, name))
+        if resource is None:
+            return _error(
+                404,
+                "notFound",
+                f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found",
+            )
+        return 200, resource
+
+    def _delete(
+        self, *, project: str, zone: str, name: str, query: dict[str, str], **_: Any
+    ) -> tuple[int, dict[str, Any]]:
+        status, resource = self._get(project=project, zone=zone, name=name)
+        if status != 200:
+            return status, resource
+        resource["status"] = "STOPPING"
+        return 200, self._new_operation(project, zone, "delete", name, query.get("requestId", ""))
+
+    def _advance(self, project: str, zone: str, op: dict[str, Any]) -> None:
+        """Finish a RUNNING operation (unless held): apply its effect or its failure."""
+        if op["status"] == "DONE" or self.hold_operations:
+            return
+        key = (project, zone, op["name"])
+        name = op["targetLink"].rsplit("/", 1)[-1]
+        op.update(status="DONE", progress=100)
+        failure = self._pending.pop(key, None)
+        if failure:
+            op["httpErrorStatusCode"] = failure.http_status
+            op["httpErrorMessage"] = "BAD REQUEST"
+            op["error"] = {"errors": [{"code": failure.code, "message": failure.message}]}
+            if op["operationType"] == "insert":
+                self.instances.pop((project, zone, name), None)
+            return
+        if op["operationType"] == "insert" and (project, zone, name) in self.instances:
+            self.instances[(project, zone, name)]["status"] = "RUNNING"
+        elif op["operationType"] == "delete":
+            self.instances.pop((project, zone, name), None)
+
+    def _operation(self, project: str, zone: str, op_name: str) -> tuple[int, dict[str, Any]]:
+        op = self.operations.get((project, zone, op_name))
+        if op is None:
+            return _error(404, "notFound", f"The resource '{op_name}' was not found")
+        self._advance(project, zone, op)
+        return 200, op
+
+    def _operation_get(self, *, project: str, zone: str, op: str, **_: Any) -> Any:
+        return self._operation(project, zone, op)
+
+    def _operation_wait(self, *, project: str, zone: str, op: str, **_: Any) -> Any:
+        return self._operation(project, zone, op)
+
+    def _zone_get(self, *, project: str, zone: str, **_: Any) -> tuple[int, dict[str, Any]]:
+        if bad := self._check_zone(project, zone):
+            return bad
+        return 200, {"kind": "compute#zone", "name": zone, "status": "UP"}
+
+    def _project_get(self, *, project: str, **_: Any) -> tuple[int, dict[str, Any]]:
+        if project not in self.projects:
+            return _error(404, "notFound", f"The resource 'projects/{project}' was not found")
+        return 200, {"kind": "compute#project", "name": project, "id": "4242"}
+
+    # --- Storage.
+    def _bucket_get(self, *, bucket: str, **_: Any) -> tuple[int, dict[str, Any]]:
+        if bucket not in self.buckets:
+            return _error(404, "notFound", "The specified bucket does not exist.")
+        return 200, {"kind": "storage#bucket", "name": bucket, "id": bucket}
+
+
+def _error(status: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+    """GCE's error body: the client turns `errors[].reason` into exception.errors."""
+    return status, {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+        }
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        headers = {k.lower(): v for k, v in self.headers.items()}  # HTTP names are case-blind
+        result = self.server.fake.handle(self.command, self.path, body, headers)
+        if result is None:
+            self.close_connection = True  # "lost" response: the work is done, no answer
+            return
+        status, payload = result
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output (and any Authorization header) out of stderr
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeCompute
+
+
+class FakeComputeServer:
+    """Runs a FakeCompute on 127.0.0.1 at a random port; use as a context manager."""
+
+    def __init__(self, fake: FakeCompute | None = None) -> None:
+        self.fake = fake or FakeCompute()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self.fake
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.fake.base_url = self.endpoint
+        # A short poll interval so shutdown() (every test's teardown) returns quickly.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> FakeComputeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
