@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import Organization, ProjectOwnedQuerySet, Project, User
+from accounts.models import Organization, Project, ProjectOwnedQuerySet, User
 from clouds.models import Cloud
 
 from .choices import (

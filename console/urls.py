@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("agent/v1/", include("clusters.agent_api")),
     path("accounts/", include("allauth.urls")),
     path("", include(user_urlpatterns)),
     path("o/<slug:org_slug>/", include(org_urlpatterns)),

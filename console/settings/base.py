@@ -223,3 +223,19 @@ RAYDECK_GCP_SUBJECT_TOKEN_FILE = os.environ.get("RAYDECK_GCP_SUBJECT_TOKEN_FILE"
 # The local cloud runs nodes as processes on this machine.
 RAYDECK_LOCAL_CLOUD_ENABLED = os.environ.get("RAYDECK_LOCAL_CLOUD_ENABLED", "1") == "1"
 RAYDECK_LOCAL_CLOUD_ROOT = Path(os.environ.get("RAYDECK_LOCAL_CLOUD_ROOT", VAR_DIR / "local-cloud"))
+
+# --- Clusters.
+# Where node agents reach the control plane (defaults to the console's address).
+RAYDECK_AGENT_URL = os.environ.get("RAYDECK_AGENT_URL", "")
+RAYDECK_HEARTBEAT_SECONDS = 5
+RAYDECK_NODE_LOST_AFTER_MISSED = 3  # heartbeats
+RAYDECK_LAUNCH_TIMEOUT_SECONDS = 10 * 60  # cloud call to instance up
+RAYDECK_REGISTER_TIMEOUT_SECONDS = 5 * 60  # instance up to agent registered
+RAYDECK_READY_TIMEOUT_SECONDS = 5 * 60  # agent registered to Ray ready
+RAYDECK_ORPHAN_GRACE_SECONDS = 120
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "clusters-sweep": {"task": "clusters.tasks.sweep_clusters", "schedule": 30},
+        "clusters-orphans": {"task": "clusters.tasks.sweep_orphans", "schedule": 120},
+    }
+)

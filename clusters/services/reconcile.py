@@ -1,0 +1,458 @@
+"""The reconciler: makes the cloud match each cluster's desired state.
+
+Rules that keep it safe to run twice or be killed at any line:
+- a Node row is written before its cloud call; the row's uuid tags the instance and
+  keys the launch (EC2 ClientToken, GCE request_id, local folder), so a repeated launch
+  returns the same instance;
+- no row lock is held across a cloud call; one reconcile per cluster at a time is
+  ensured by a lease in the shared cache, which expires if a worker dies;
+- long waits are not sleeps: the task re-enqueues itself with a countdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from clouds.choices import CloudKind
+from clouds.providers.base import (
+    CloudError,
+    CloudProvider,
+    NodeSpec,
+    PermanentCloudError,
+    TransientCloudError,
+    idempotency_key,
+)
+from clouds.providers.registry import provider_for
+
+from ..choices import (
+    GONE_NODE_STATES,
+    ClusterState,
+    DesiredState,
+    EventLevel,
+    NodeRole,
+    NodeState,
+)
+from ..models import Cluster, Node, hash_secret
+from .events import record_event
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120
+REQUEUE_STARTING = 2
+REQUEUE_RUNNING = 15
+REQUEUE_BACKOFF_MAX = 60
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the reconciler did, and when it wants to look again (None: not needed)."""
+
+    summary: str
+    requeue_in: int | None = None
+
+
+# --- Tokens and boot scripts -----------------------------------------------------------
+
+
+def bootstrap_token(node: Node) -> str:
+    """The one-time token in a node's boot script. Derived, not stored: a reconcile that
+    crashed after the launch computes the same token again, so the instance it already
+    started can still register. Only its hash is kept."""
+    digest = salted_hmac("raydeck.bootstrap", f"{node.uuid}:{node.launch_attempt}").hexdigest()
+    return f"rdb_{digest}"
+
+
+def agent_url() -> str:
+    return (settings.RAYDECK_AGENT_URL or settings.RAYDECK_BASE_URL).rstrip("/")
+
+
+def boot_script(cluster: Cluster, node: Node, token: str) -> str:
+    env = {
+        "RAYDECK_URL": agent_url(),
+        "RAYDECK_BOOTSTRAP_TOKEN": token,
+        "RAYDECK_NODE_ID": str(node.uuid),
+        "RAYDECK_CLUSTER_ID": str(cluster.uuid),
+    }
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+    if cluster.cloud.kind == CloudKind.LOCAL:
+        return (
+            "#!/bin/bash\nset -euo pipefail\n"
+            f"{exports}\nexport RAYDECK_NODE_ADDRESS=127.0.0.1\n"
+            'exec "${RAYDECK_PYTHON:-python3}" -m raydeck_agent\n'
+        )
+    # AWS/GCP: the image carries Ray; the agent comes from the control plane.
+    return (
+        "#!/bin/bash\nset -euo pipefail\n"
+        f"{exports}\n"
+        'python3 -m pip install --quiet "raydeck-agent" '
+        f"--index-url {shlex.quote(agent_url() + '/agent/v1/simple/')}\n"
+        "exec python3 -m raydeck_agent\n"
+    )
+
+
+def node_spec(cluster: Cluster, node: Node) -> NodeSpec:
+    config = cluster.compute_config
+    if cluster.cloud.kind == CloudKind.LOCAL:
+        image = cluster.image.python_executable or sys.executable
+    else:
+        image = cluster.image.image_uri
+    return NodeSpec(
+        node_id=node.uuid,
+        cluster_id=cluster.uuid,
+        name=f"raydeck-{node.role}-{str(node.uuid)[:8]}",
+        instance_type=node.instance_type,
+        image=image,
+        zone=config.zone,
+        spot=bool(_group(cluster, node.group).get("spot")) if node.group else False,
+        cpus=node.cpus,
+        memory_mb=node.memory_mb,
+    )
+
+
+def _group(cluster: Cluster, name: str) -> dict:
+    for group in cluster.compute_config.worker_groups:
+        if group.get("name") == name:
+            return group
+    return {}
+
+
+# --- Entry point -----------------------------------------------------------------------
+
+
+def cluster_reconcile(*, cluster_id: int) -> Outcome:
+    """Run one reconciliation pass, unless another worker holds this cluster's lease."""
+    lease_key, holder = f"raydeck:reconcile:{cluster_id}", uuid.uuid4().hex
+    if not cache.add(lease_key, holder, LEASE_SECONDS):
+        return Outcome("another reconcile is running")
+    try:
+        return _reconcile(cluster_id)
+    finally:
+        if cache.get(lease_key) == holder:
+            cache.delete(lease_key)
+
+
+def _reconcile(cluster_id: int) -> Outcome:
+    cluster = (
+        Cluster.objects.select_related("cloud", "compute_config", "image", "project")
+        .filter(pk=cluster_id)
+        .first()
+    )
+    if cluster is None:
+        return Outcome("cluster deleted")
+    if cluster.desired_state == DesiredState.TERMINATED or cluster.state == ClusterState.FAILED:
+        return _drive_down(cluster)
+    if cluster.is_final:
+        return Outcome("nothing to do")
+    return _drive_up(cluster)
+
+
+# --- Up --------------------------------------------------------------------------------
+
+
+def _drive_up(cluster: Cluster) -> Outcome:
+    provider = provider_for(cluster.cloud)
+    _plan_nodes(cluster)
+    failure = _check_timeouts_and_liveness(cluster, provider)
+    if failure:
+        return _fail(cluster, failure)
+    requeue: int | None = None
+    for node in cluster.nodes.filter(state__in=[NodeState.PENDING, NodeState.LAUNCHING]):
+        try:
+            _launch(cluster, node, provider)
+        except TransientCloudError as exc:
+            record_event(cluster, "cloud call", f"The cloud is busy, retrying: {exc.user_message}",
+                         node=node, level=EventLevel.WARNING)  # fmt: skip
+            requeue = min(REQUEUE_BACKOFF_MAX, 5 * (node.launch_attempt + 1))
+        except PermanentCloudError as exc:
+            _mark_node(node, NodeState.FAILED, exc.user_message)
+            return _fail(cluster, f"Could not launch the {node.role} node: {exc.user_message}")
+    _update_cluster_state(cluster)
+    if requeue is not None:
+        return Outcome("waiting for the cloud", requeue)
+    cluster.refresh_from_db(fields=["state"])
+    return Outcome(
+        cluster.state,
+        REQUEUE_RUNNING if cluster.state == ClusterState.RUNNING else REQUEUE_STARTING,
+    )
+
+
+@transaction.atomic
+def _plan_nodes(cluster: Cluster) -> None:
+    """Write the Node rows the config asks for (before any cloud call)."""
+    cluster = (
+        Cluster.objects.select_for_update().select_related("compute_config").get(pk=cluster.pk)
+    )
+    if cluster.state == ClusterState.PENDING:
+        cluster.move_to(ClusterState.STARTING)
+        cluster.save()
+        record_event(cluster, "starting", "Raydeck is starting the cluster's nodes.")
+    config = cluster.compute_config
+    live = cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST])
+    if not live.filter(role=NodeRole.HEAD).exists():
+        _new_node(cluster, NodeRole.HEAD, "", config.head_instance_type,
+                  config.head_cpus, config.head_memory_mb)  # fmt: skip
+    for group in config.worker_groups:
+        have = live.filter(role=NodeRole.WORKER, group=group["name"]).count()
+        for _ in range(max(0, int(group.get("min", 0)) - have)):
+            _new_node(cluster, NodeRole.WORKER, group["name"], group.get("instance_type", ""),
+                      float(group.get("cpus", 1)), int(group.get("memory_mb", 1024)))  # fmt: skip
+
+
+def _new_node(cluster: Cluster, role: str, group: str, instance_type: str, cpus: float,
+              memory_mb: int) -> Node:  # fmt: skip
+    node = Node.objects.create(
+        organization_id=cluster.organization_id, cluster=cluster, role=role, group=group,
+        instance_type=instance_type, cpus=cpus, memory_mb=memory_mb,
+    )  # fmt: skip
+    node.bootstrap_token_hash = hash_secret(bootstrap_token(node))
+    node.save(update_fields=["bootstrap_token_hash"])
+    record_event(cluster, "node planned", f"A {role} node{f' ({group})' if group else ''} "
+                 "will be launched.", node=node)  # fmt: skip
+    return node
+
+
+def _launch(cluster: Cluster, node: Node, provider: CloudProvider) -> None:
+    """The idempotent launch of one node: the same key on every retry."""
+    if node.state == NodeState.PENDING:
+        Node.objects.filter(pk=node.pk, state=NodeState.PENDING).update(
+            state=NodeState.LAUNCHING, launched_at=timezone.now(), state_changed_at=timezone.now()
+        )
+        node.refresh_from_db()
+    started = timezone.now()
+    instance = provider.launch(
+        node=node_spec(cluster, node),
+        boot_script=boot_script(cluster, node, bootstrap_token(node)),
+        idempotency_key=idempotency_key(node.uuid, node.launch_attempt),
+    )
+    with transaction.atomic():
+        updated = Node.objects.filter(pk=node.pk, state=NodeState.LAUNCHING).update(
+            instance_id=instance.instance_id,
+            state=NodeState.BOOTING,
+            state_changed_at=timezone.now(),
+            private_address=instance.private_address or "",
+        )
+        if updated:
+            record_event(cluster, "instance up", f"Instance {instance.instance_id} is up.",
+                         node=node, since=started)  # fmt: skip
+
+
+def _mark_node(node: Node, state: str, reason: str = "") -> None:
+    node.set_state(state, reason)
+    if state in GONE_NODE_STATES:
+        node.terminated_at = timezone.now()
+    node.save(update_fields=["state", "state_reason", "state_changed_at", "terminated_at"])
+
+
+def last_seen(node: Node) -> datetime | None:
+    """The latest heartbeat: the cache has it within seconds, the row within a minute."""
+    from .agents import cached_heartbeat
+
+    cached = cached_heartbeat(node.pk)
+    if cached and (node.last_heartbeat_at is None or cached > node.last_heartbeat_at):
+        return cached
+    return node.last_heartbeat_at
+
+
+def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> str | None:
+    """Fail nodes stuck in a step; mark silent nodes lost (and terminate them). Returns a
+    reason when the whole cluster must fail."""
+    now = timezone.now()
+    limits = {
+        NodeState.LAUNCHING: (settings.RAYDECK_LAUNCH_TIMEOUT_SECONDS, "get an instance"),
+        NodeState.BOOTING: (settings.RAYDECK_REGISTER_TIMEOUT_SECONDS,
+                            "register its agent after the instance started"),
+        NodeState.REGISTERED: (settings.RAYDECK_READY_TIMEOUT_SECONDS, "start Ray"),
+    }  # fmt: skip
+    lost_after = timedelta(
+        seconds=settings.RAYDECK_HEARTBEAT_SECONDS * settings.RAYDECK_NODE_LOST_AFTER_MISSED
+    )
+    for node in cluster.nodes.filter(state__in=[*limits, NodeState.READY]):
+        if node.state in limits:
+            limit, step = limits[node.state]
+            if (now - node.state_changed_at).total_seconds() > limit:
+                minutes = max(1, round(limit / 60))
+                reason = f"The {node.role} node did not {step} within {minutes} min."
+                _terminate_instance(cluster, node, provider, NodeState.FAILED, reason)
+                return reason + " " + _advice(node.state)
+        elif node.state == NodeState.READY:
+            seen = last_seen(node)
+            if seen is not None and now - seen > lost_after:
+                reason = f"No heartbeat for {int((now - seen).total_seconds())} s."
+                record_event(cluster, "node lost", f"The {node.role} node stopped responding. "
+                             f"{reason}", node=node, level=EventLevel.WARNING)  # fmt: skip
+                _terminate_instance(cluster, node, provider, NodeState.LOST, reason)
+                if node.role == NodeRole.HEAD:
+                    return "The head node stopped responding; the Ray cluster is gone."
+    return None
+
+
+def _advice(state: str) -> str:
+    if state == NodeState.LAUNCHING:
+        return "The cloud may lack capacity: try another zone or instance type."
+    if state == NodeState.BOOTING:
+        return "Check that nodes can reach Raydeck's address (RAYDECK_AGENT_URL)."
+    return "Open the node's log tail to see why Ray did not start."
+
+
+def _terminate_instance(cluster: Cluster, node: Node, provider: CloudProvider, final_state: str,
+                        reason: str) -> None:  # fmt: skip
+    if node.instance_id:
+        try:
+            provider.terminate(instance_id=node.instance_id)
+        except CloudError as exc:
+            record_event(cluster, "cloud call", f"Could not terminate {node.instance_id} yet: "
+                         f"{exc.user_message}", node=node, level=EventLevel.WARNING)  # fmt: skip
+            return  # stays in its state; the next pass tries again
+    _mark_node(node, final_state, reason)
+
+
+@transaction.atomic
+def _update_cluster_state(cluster: Cluster) -> None:
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    nodes = list(cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST]))
+    head = next((n for n in nodes if n.role == NodeRole.HEAD), None)
+    ready = head is not None and all(n.state == NodeState.READY for n in nodes)
+    if ready and cluster.state == ClusterState.STARTING and head is not None:
+        cluster.head_address = f"{head.private_address}:{head.ray_ports.get('gcs', '')}"
+        cluster.dashboard_port = head.ray_ports.get("dashboard")
+        cluster.move_to(ClusterState.RUNNING)
+        cluster.save()
+        record_event(cluster, "ready", f"The cluster is running with {len(nodes)} node(s).",
+                     since=cluster.created_at if not cluster.terminated_at else None)  # fmt: skip
+    elif not ready and cluster.state == ClusterState.RUNNING:
+        cluster.move_to(ClusterState.STARTING, "Replacing nodes.")
+        cluster.save()
+        record_event(cluster, "starting", "Some nodes are being replaced.",
+                     level=EventLevel.WARNING)  # fmt: skip
+
+
+def _fail(cluster: Cluster, reason: str) -> Outcome:
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        if locked.state != ClusterState.FAILED:
+            locked.move_to(ClusterState.FAILED, reason)
+            locked.desired_state = DesiredState.TERMINATED
+            locked.save()
+            record_event(locked, "failed", reason, level=EventLevel.ERROR)
+    return _drive_down(locked)
+
+
+# --- Down ------------------------------------------------------------------------------
+
+
+def _drive_down(cluster: Cluster) -> Outcome:
+    """Terminate every instance of the cluster; done when the cloud lists none live."""
+    if cluster.state not in (ClusterState.FAILED, ClusterState.TERMINATING,
+                             ClusterState.TERMINATED):  # fmt: skip
+        with transaction.atomic():
+            locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+            locked.move_to(ClusterState.TERMINATING)
+            locked.save()
+            record_event(locked, "terminating", "Stopping Ray and terminating the nodes.")
+        cluster = locked
+    provider = provider_for(cluster.cloud)
+    Node.objects.filter(cluster=cluster).exclude(
+        state__in=[*GONE_NODE_STATES, NodeState.LOST]
+    ).update(state=NodeState.TERMINATING, state_changed_at=timezone.now())
+    try:
+        # Ask the cloud, not our rows: an instance whose launch answer was lost has no
+        # instance id here, but it carries this cluster's tag.
+        instances = [i for i in provider.list_instances(cluster_id=cluster.uuid) if i.is_live]
+        for instance in instances:
+            provider.terminate(instance_id=instance.instance_id)
+        still_live = [i for i in provider.list_instances(cluster_id=cluster.uuid) if i.is_live]
+    except TransientCloudError as exc:
+        record_event(cluster, "cloud call", f"Retrying termination: {exc.user_message}",
+                     level=EventLevel.WARNING)  # fmt: skip
+        return Outcome("terminating", REQUEUE_STARTING * 3)
+    except PermanentCloudError as exc:
+        record_event(cluster, "cloud call", f"Could not terminate: {exc.user_message}",
+                     level=EventLevel.ERROR)  # fmt: skip
+        return Outcome("terminating", REQUEUE_BACKOFF_MAX)
+    if still_live:
+        return Outcome("terminating", REQUEUE_STARTING)
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        now = timezone.now()
+        locked.nodes.filter(state=NodeState.TERMINATING).update(
+            state=NodeState.TERMINATED, terminated_at=now, state_changed_at=now
+        )
+        if locked.state == ClusterState.TERMINATING:
+            locked.move_to(ClusterState.TERMINATED)
+            locked.save()
+            record_event(locked, "terminated", "Every node is terminated.",
+                         since=locked.state_changed_at)  # fmt: skip
+        elif locked.state == ClusterState.FAILED and not locked.terminated_at:
+            locked.terminated_at = now
+            locked.save(update_fields=["terminated_at"])
+    return Outcome(locked.state)
+
+
+# --- Sweeps ----------------------------------------------------------------------------
+
+
+def clusters_needing_reconcile() -> list[int]:
+    """Every cluster whose state is not final: the beat sweep re-enqueues them, so work
+    lost with a broker or a worker is picked up again."""
+    return list(
+        Cluster.objects.exclude(
+            state__in=[ClusterState.TERMINATED, ClusterState.FAILED]
+        ).values_list("pk", flat=True)
+    ) + list(
+        Cluster.objects.filter(state=ClusterState.FAILED, terminated_at=None).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def orphans_sweep() -> int:
+    """Terminate instances tagged for an active cloud that no live Node claims."""
+    from clouds.choices import CloudState
+    from clouds.models import Cloud
+
+    terminated = 0
+    grace = timedelta(seconds=settings.RAYDECK_ORPHAN_GRACE_SECONDS)
+    for cloud in Cloud.objects.filter(state=CloudState.ACTIVE):
+        provider = provider_for(cloud)
+        try:
+            instances = [i for i in provider.list_instances() if i.is_live]
+        except CloudError as exc:
+            logger.warning("Orphan sweep of cloud %s failed: %s", cloud.pk, exc.user_message)
+            continue
+        claimed = set(
+            Node.objects.filter(cluster__cloud=cloud)
+            .exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST])
+            .values_list("uuid", flat=True)
+        )
+        for instance in instances:
+            if instance.node_id in claimed:
+                continue
+            if instance.launched_at and timezone.now() - instance.launched_at < grace:
+                continue  # a launch may still be writing its row
+            try:
+                provider.terminate(instance_id=instance.instance_id)
+            except CloudError as exc:
+                logger.warning("Could not terminate leaked %s: %s", instance.instance_id,
+                               exc.user_message)  # fmt: skip
+                continue
+            terminated += 1
+            cluster = Cluster.objects.filter(uuid=instance.cluster_id).first()
+            if cluster is not None:
+                record_event(cluster, "leaked instance terminated",
+                             f"Instance {instance.instance_id} was running without a node "
+                             "record and was terminated.", level=EventLevel.WARNING)  # fmt: skip
+            else:
+                logger.warning("Leaked instance %s of unknown cluster %s terminated",
+                               instance.instance_id, instance.cluster_id)  # fmt: skip
+    return terminated
