@@ -162,10 +162,11 @@ def _reconcile(cluster_id: int) -> Outcome:
 
 def _drive_up(cluster: Cluster) -> Outcome:
     provider = provider_for(cluster.cloud)
-    _plan_nodes(cluster)
+    # Liveness first, so a node found lost is replaced in this same pass.
     failure = _check_timeouts_and_liveness(cluster, provider)
     if failure:
         return _fail(cluster, failure)
+    _plan_nodes(cluster)
     requeue: int | None = None
     for node in cluster.nodes.filter(state__in=[NodeState.PENDING, NodeState.LAUNCHING]):
         try:
@@ -283,8 +284,9 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
             if (now - node.state_changed_at).total_seconds() > limit:
                 minutes = max(1, round(limit / 60))
                 reason = f"The {node.role} node did not {step} within {minutes} min."
+                advice = _advice(node.state)
                 _terminate_instance(cluster, node, provider, NodeState.FAILED, reason)
-                return reason + " " + _advice(node.state)
+                return f"{reason} {advice}"
         elif node.state == NodeState.READY:
             seen = last_seen(node)
             if seen is not None and now - seen > lost_after:
