@@ -265,3 +265,19 @@ def test_cloud_list_empty_state_and_query_count(
         add_aws(tenant_a, f"c{i}")
     with django_assert_max_num_queries(12):
         assert "c11" in client.get(url).content.decode()
+
+
+def test_a_cloud_with_live_clusters_cannot_be_deleted(tenant_a: Tenant) -> None:
+    from clusters.services.lifecycle import cluster_create
+
+    Cloud.objects.filter(pk=tenant_a.cloud.pk).update(state=CloudState.ACTIVE)
+    tenant_a.cloud.refresh_from_db()
+    cluster_create(project=tenant_a.project, actor=tenant_a.member, name="busy",
+                   cloud=tenant_a.cloud)  # fmt: skip
+    client = client_for(tenant_a.owner)
+    url = reverse("cloud_delete", args=[tenant_a.org.slug, tenant_a.cloud.pk])
+    assert "1 cluster(s) on this cloud are not terminated" in client.get(url).content.decode()
+    response = client.post(url)
+    assert response.status_code == 409
+    assert "Terminate them first" in response.content.decode()
+    assert Cloud.objects.filter(pk=tenant_a.cloud.pk).exists()
