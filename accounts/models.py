@@ -75,13 +75,25 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.name or self.email
 
     # Role lookups are cached on the instance: one query per request, not per check.
-    def _org_roles(self) -> dict[int, str]:
-        if not hasattr(self, "_org_role_cache"):
-            self._org_role_cache = dict(self.memberships.values_list("organization_id", "role"))
-        return self._org_role_cache
+    def current_memberships(self) -> list[Membership]:
+        """The user's memberships with their organizations, loaded once per request:
+        the one query behind role checks, the organization in the URL and the switcher."""
+        if "_membership_cache" not in self.__dict__:
+            self._membership_cache = list(
+                self.memberships.select_related("organization").order_by("organization__name")
+            )
+        return self._membership_cache
+
+    def membership_in(self, org_slug: str) -> Membership | None:
+        return next(
+            (m for m in self.current_memberships() if m.organization.slug == org_slug), None
+        )
 
     def org_role(self, organization: Organization) -> str | None:
-        return self._org_roles().get(organization.pk)
+        return next(
+            (m.role for m in self.current_memberships() if m.organization_id == organization.pk),
+            None,
+        )
 
     def project_role(self, project: Project) -> str | None:
         cache: dict[int, str | None] = self.__dict__.setdefault("_project_role_cache", {})
@@ -95,7 +107,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def forget_roles(self) -> None:
         """Drop cached roles after a change in the same request."""
-        self.__dict__.pop("_org_role_cache", None)
+        self.__dict__.pop("_membership_cache", None)
         self.__dict__.pop("_project_role_cache", None)
 
 

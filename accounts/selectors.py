@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .models import (
@@ -17,10 +18,6 @@ from .models import (
     ProjectMembership,
     User,
 )
-
-
-def organizations_of(user: User) -> QuerySet[Organization]:
-    return Organization.objects.visible_to(user).order_by("name")
 
 
 def membership_list(*, organization: Organization, viewer: User) -> QuerySet[Membership]:
@@ -55,10 +52,21 @@ def invitations_for(user: User) -> QuerySet[Invitation]:
 
 
 def project_list(*, organization: Organization, viewer: User, query: str = "") -> QuerySet[Project]:
+    """Projects the viewer may see, each with its member count (a correlated subquery,
+    so only the rows of the page are counted)."""
     projects = Project.objects.visible_to(viewer, organization)
     if query:
         projects = projects.filter(Q(name__icontains=query) | Q(slug__icontains=query))
-    return projects.order_by("name", "pk")
+    member_count = (
+        ProjectMembership.objects.filter(project=OuterRef("pk"))
+        .order_by()
+        .values("project")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return projects.annotate(
+        member_count=Coalesce(Subquery(member_count, output_field=IntegerField()), 0)
+    ).order_by("name", "pk")
 
 
 def project_members(*, project: Project, viewer: User) -> QuerySet[ProjectMembership]:
@@ -68,15 +76,6 @@ def project_members(*, project: Project, viewer: User) -> QuerySet[ProjectMember
         .select_related("user")
         .order_by("user__email")
     )
-
-
-def project_member_counts(project_ids: list[int]) -> dict[int, int]:
-    rows = (
-        ProjectMembership.objects.filter(project_id__in=project_ids)
-        .values("project_id")
-        .annotate(n=Count("pk"))
-    )
-    return {row["project_id"]: row["n"] for row in rows}
 
 
 def _day_start(day: date) -> datetime:

@@ -335,13 +335,10 @@ class ProjectListView(OrgView):
             organization=self.organization, viewer=request.user, query=query
         )
         page = paginate(request, projects)
-        counts = selectors.project_member_counts([p.pk for p in page])
-        rows = [(p, counts.get(p.pk, 0)) for p in page]
         return self.render(
             self.partial(self.template, "project-table"),
             {
                 "page": page,
-                "rows": rows,
                 "q": query,
                 "can_create": has_perm(request.user, "project.create", self.organization),
             },

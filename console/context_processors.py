@@ -11,11 +11,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    from accounts.selectors import organizations_of
-
     match = request.resolver_match
     return {
-        # Lazy: evaluated only by pages that draw the switcher.
-        "my_organizations": organizations_of(user),
+        # Loaded once per request (User.current_memberships), shared with role checks.
+        "my_organizations": [m.organization for m in user.current_memberships()],
         "current_org_slug": match.kwargs.get("org_slug") if match else None,
     }

@@ -10,9 +10,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -41,9 +41,12 @@ class OrgView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         # The same object as `request` (set by setup()), typed as signed in.
         user = self.request.user
-        self.organization = get_object_or_404(
-            Organization.objects.visible_to(user), slug=kwargs["org_slug"]
-        )
+        # The user's memberships are their visibility (Organization.visible_to); they
+        # are loaded once and also serve role checks and the switcher.
+        membership = user.membership_in(kwargs["org_slug"])
+        if membership is None:
+            raise Http404("No such organization.")
+        self.organization = membership.organization
         if request.session.get(SESSION_CURRENT_ORG) != self.organization.slug:
             request.session[SESSION_CURRENT_ORG] = self.organization.slug
         self.load_objects(**kwargs)
