@@ -1,0 +1,100 @@
+"""End to end through the console for an AWS cloud (moto stands in for AWS, in-process
+decorator mode): verification assumes the role and records its checks, and no
+credential AWS handed out appears in any database row, page, or log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.session import Session as BotocoreSession
+from django.apps import apps
+from django.urls import reverse
+from moto import mock_aws
+
+from clouds import services
+from clouds.choices import CloudKind, CloudState
+from clouds.providers import aws as aws_driver
+from tests.conftest import Tenant, client_for
+
+pytestmark = pytest.mark.django_db
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings):
+    settings.RAYDECK_AWS_PRINCIPAL_ARN = "arn:aws:iam::111122223333:role/raydeck"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(aws_driver, "_DEFAULT_SESSION", None)
+    aws_driver.clear_credentials_cache()
+    with mock_aws():
+        yield
+    aws_driver.clear_credentials_cache()
+
+
+def test_verification_stores_checks_but_never_a_credential(
+    tenant_a: Tenant, moto_aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.create_role(RoleName="raydeck-control-plane", AssumeRolePolicyDocument="{}")
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket="acme-logs", CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    handed_out: list[str] = []
+    real_assume = BotocoreSession.create_client
+
+    def spy(self, *args, **kwargs):  # remember every credential STS returns
+        client = real_assume(self, *args, **kwargs)
+
+        def keep(parsed, **_):
+            creds = parsed.get("Credentials") or {}
+            handed_out.extend(v for k, v in creds.items() if k in ("SecretAccessKey",
+                                                                     "SessionToken"))  # fmt: skip
+
+        client.meta.events.register("after-call.sts.AssumeRole", keep)
+        return client
+
+    monkeypatch.setattr(BotocoreSession, "create_client", spy)
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        cloud = services.cloud_create(
+            organization=tenant_a.org, actor=tenant_a.owner, kind=CloudKind.AWS, name="AWS",
+            region=REGION, log_location="s3://acme-logs/raydeck",
+            aws_role_arn=role["Role"]["Arn"],
+        )  # fmt: skip
+        services.cloud_verify_run(verification_id=cloud.verifications.get().pk)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    cloud.refresh_from_db()
+    assert cloud.state == CloudState.ACTIVE, cloud.state_reason
+    assert handed_out, "the test must have seen AWS hand out credentials"
+    dump = json.dumps([list(m.objects.values_list()) for m in apps.get_models()], default=str)
+    page = (
+        client_for(tenant_a.owner)
+        .get(reverse("cloud_detail", args=[tenant_a.org.slug, cloud.pk]))
+        .content.decode()
+    )
+    for secret in handed_out:
+        assert secret not in dump
+        assert secret not in page
+        assert not any(secret in line for line in records)
