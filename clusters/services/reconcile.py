@@ -48,7 +48,7 @@ from .events import record_event
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120
+LEASE_SECONDS = 60
 REQUEUE_STARTING = 2
 REQUEUE_RUNNING = 15
 REQUEUE_BACKOFF_MAX = 60
@@ -130,11 +130,17 @@ def _group(cluster: Cluster, name: str) -> dict:
 # --- Entry point -----------------------------------------------------------------------
 
 
-def cluster_reconcile(*, cluster_id: int) -> Outcome:
-    """Run one reconciliation pass, unless another worker holds this cluster's lease."""
-    lease_key, holder = f"raydeck:reconcile:{cluster_id}", uuid.uuid4().hex
-    if not cache.add(lease_key, holder, LEASE_SECONDS):
+def cluster_reconcile(*, cluster_id: int, holder: str | None = None) -> Outcome:
+    """Run one reconciliation pass, unless another run holds this cluster's lease.
+
+    `holder` is the Celery task id: a task redelivered after its worker was killed
+    has the same id and takes its own lease back at once, instead of waiting for it
+    to expire. A lease of a run that is really gone expires after LEASE_SECONDS.
+    """
+    lease_key, holder = f"raydeck:reconcile:{cluster_id}", holder or uuid.uuid4().hex
+    if not cache.add(lease_key, holder, LEASE_SECONDS) and cache.get(lease_key) != holder:
         return Outcome("another reconcile is running")
+    cache.set(lease_key, holder, LEASE_SECONDS)
     try:
         return _reconcile(cluster_id)
     finally:

@@ -235,7 +235,10 @@ RAYDECK_READY_TIMEOUT_SECONDS = 5 * 60  # agent registered to Ray ready
 RAYDECK_ORPHAN_GRACE_SECONDS = 120
 CELERY_BEAT_SCHEDULE.update(
     {
-        "clusters-sweep": {"task": "clusters.tasks.sweep_clusters", "schedule": 30},
+        "clusters-sweep": {
+            "task": "clusters.tasks.sweep_clusters",
+            "schedule": int(os.environ.get("RAYDECK_SWEEP_SECONDS", 30)),
+        },
         "clusters-orphans": {"task": "clusters.tasks.sweep_orphans", "schedule": 120},
     }
 )

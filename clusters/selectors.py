@@ -1,0 +1,267 @@
+"""Reads of the clusters app for the console: each takes the viewer (or an object the
+viewer already reached through `visible_to`) and returns a scoped queryset or list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Case, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+
+from accounts.models import Organization, Project, User
+from accounts.permissions import (
+    ORG_ROLE_PERMISSIONS,
+    PROJECT_ROLE_PERMISSIONS,
+    READ_ONLY_ORG_ROLES,
+)
+from clouds.choices import CloudKind, CloudState, LaunchAccess
+from clouds.models import Cloud
+
+from .choices import GONE_NODE_STATES, NodeState
+from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
+from .services.agents import _hb_key
+
+EVENT_LIMIT = 100
+NODE_LIMIT = 200
+# Never needed by a page (and the tokens' hashes must never reach one).
+NODE_PAGE_DEFER = ("log_tail", "bootstrap_token_hash", "credential_hash")
+
+
+# --- Lists -----------------------------------------------------------------------------
+
+
+def cluster_list(
+    *,
+    organization: Organization,
+    viewer: User,
+    project: str = "",
+    state: str = "",
+    cloud: int | None = None,
+    query: str = "",
+) -> QuerySet[Cluster]:
+    """The clusters of the organization the viewer may see, newest first, filtered, with
+    their live node count: one query per page whatever the number of rows."""
+    clusters = Cluster.objects.visible_to(viewer, organization)
+    if project:
+        clusters = clusters.filter(project__slug=project)
+    if state:
+        clusters = clusters.filter(state=state)
+    if cloud is not None:
+        clusters = clusters.filter(cloud_id=cloud)
+    if query:
+        clusters = clusters.filter(name__icontains=query)
+    live = ~Q(nodes__state__in=[*GONE_NODE_STATES, NodeState.LOST])
+    return (
+        clusters.select_related("project", "cloud")
+        .annotate(node_count=Count("nodes", filter=live))
+        .order_by("-created_at", "-pk")
+    )
+
+
+def cluster_filter_choices(
+    *, organization: Organization, viewer: User
+) -> tuple[list[Project], list[Cloud]]:
+    """The projects and clouds the filter box offers (two queries)."""
+    projects = list(Project.objects.visible_to(viewer, organization).order_by("name", "pk"))
+    clouds = list(Cloud.objects.visible_to(viewer).filter(organization=organization))
+    return projects, clouds
+
+
+# --- The create form's choices -----------------------------------------------------------
+
+
+def projects_for_cluster_create(*, organization: Organization, viewer: User) -> QuerySet[Project]:
+    """The projects where the viewer may create clusters: the same rule as
+    `has_perm(viewer, "cluster.create", project)`, as one query instead of one per project."""
+    projects = Project.objects.visible_to(viewer, organization)
+    role = viewer.org_role(organization)
+    if role is None or role in READ_ONLY_ORG_ROLES:
+        return projects.none()
+    if "cluster.create" in ORG_ROLE_PERMISSIONS[role]:
+        return projects
+    roles = [r for r, perms in PROJECT_ROLE_PERMISSIONS.items() if "cluster.create" in perms]
+    return projects.filter(memberships__user=viewer, memberships__role__in=roles).distinct()
+
+
+def clouds_for_cluster_create(
+    *, organization: Organization, viewer: User, projects: QuerySet[Project]
+) -> QuerySet[Cloud]:
+    """Verified clouds of the organization open to at least one of `projects`. The pair
+    (project, cloud) is checked again by the form and by `cluster_create`."""
+    return (
+        Cloud.objects.visible_to(viewer)
+        .filter(organization=organization, state=CloudState.ACTIVE)
+        .filter(Q(launch_access=LaunchAccess.ALL) | Q(projects__in=projects.values("pk")))
+        .distinct()
+        .order_by("name", "pk")
+    )
+
+
+def compute_configs_for_cluster_create(
+    *, organization: Organization, viewer: User, cloud: Cloud | None = None
+) -> QuerySet[ComputeConfigVersion]:
+    """The latest version of each compute config the viewer sees, on `cloud` if given."""
+    configs = ComputeConfig.objects.visible_to(viewer, organization)
+    latest = ComputeConfigVersion.objects.filter(config=OuterRef("pk")).order_by("-number")
+    latest_ids = configs.annotate(latest_id=Subquery(latest.values("pk")[:1])).values("latest_id")
+    versions = ComputeConfigVersion.objects.filter(
+        organization=organization, pk__in=latest_ids
+    ).select_related("config", "cloud")
+    if cloud is not None:
+        versions = versions.filter(cloud=cloud)
+    return versions.order_by("config__name", "pk")
+
+
+def images_for_cluster_create(
+    *, organization: Organization, cloud: Cloud | None = None
+) -> QuerySet[ContainerImage]:
+    """The organization's images and the built-in ones; on a local cloud only Python
+    environments, elsewhere only container images."""
+    images = ContainerImage.objects.filter(Q(organization=organization) | Q(organization=None))
+    if cloud is not None:
+        if cloud.kind == CloudKind.LOCAL:
+            images = images.filter(image_uri="")
+        else:
+            images = images.exclude(image_uri="")
+    return images.order_by("name", "pk")
+
+
+# --- The cluster page ----------------------------------------------------------------------
+
+
+@dataclass
+class NodeRow:
+    """A node as the cluster page shows it: the row, its latest heartbeat (the cache knows
+    it within seconds, the row within a minute) and its usage as numbers."""
+
+    node: Node
+    last_seen: datetime | None
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    gpus: list[float | None] = field(default_factory=list)
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+
+@dataclass
+class Usage:
+    """The cluster's use of what its live nodes have."""
+
+    cpus: float = 0
+    cpus_used: float | None = None
+    memory_mb: int = 0
+    memory_used_mb: float | None = None
+    gpus: int = 0
+    gpu_percent: float | None = None
+
+    @property
+    def cpu_percent(self) -> float | None:
+        return None if self.cpus_used is None or not self.cpus else self.cpus_used / self.cpus * 100
+
+    @property
+    def memory_percent(self) -> float | None:
+        if self.memory_used_mb is None or not self.memory_mb:
+            return None
+        return self.memory_used_mb / self.memory_mb * 100
+
+
+def _percent(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return max(0.0, min(100.0, float(value)))
+
+
+def _gpu_percents(value: Any, resources: dict[str, Any]) -> list[float | None]:
+    """`usage["gpus"]` is a list of per-GPU figures ({"utilization_percent": …} or plain
+    numbers) or a count; without it, the GPUs Ray reports, use unknown."""
+    if isinstance(value, list):
+        result = []
+        for gpu in value:
+            if isinstance(gpu, dict):
+                gpu = gpu.get("utilization_percent", gpu.get("percent"))
+            result.append(_percent(gpu))
+        return result
+    count = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if count is None:
+        total = resources.get("resources_total") if isinstance(resources, dict) else None
+        gpus = total.get("GPU") if isinstance(total, dict) else None
+        count = int(gpus) if isinstance(gpus, (int, float)) else 0
+    return [None] * max(0, min(count, 64))
+
+
+def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
+    """Live nodes first (head, then workers by group), then the latest gone ones. One
+    query and one cache read, however many nodes there are."""
+    gone = [*GONE_NODE_STATES, NodeState.LOST]
+    nodes = list(
+        cluster.nodes.defer(*NODE_PAGE_DEFER)
+        .annotate(
+            is_gone=Case(
+                When(state__in=gone, then=Value(1)), default=Value(0), output_field=IntegerField()
+            )
+        )
+        .order_by("is_gone", "role", "group", "-created_at")[:limit]
+    )
+    cached = cache.get_many([_hb_key(n.pk) for n in nodes]) if nodes else {}
+    rows = []
+    for node in nodes:
+        seen = node.last_heartbeat_at
+        stamp = cached.get(_hb_key(node.pk))
+        if stamp:
+            moment = datetime.fromtimestamp(stamp, tz=UTC)
+            if seen is None or moment > seen:
+                seen = moment
+        usage = node.usage if isinstance(node.usage, dict) else {}
+        live = node.state not in gone
+        rows.append(
+            NodeRow(
+                node=node,
+                last_seen=seen,
+                cpu_percent=_percent(usage.get("cpu_percent")) if live else None,
+                memory_percent=_percent(usage.get("memory_percent")) if live else None,
+                gpus=_gpu_percents(usage.get("gpus"), node.resources) if live else [],
+            )
+        )
+    return rows
+
+
+def cluster_usage(rows: list[NodeRow]) -> Usage:
+    """Totals over the live nodes: CPUs and memory weighted by each node's size."""
+    usage = Usage()
+    gpu_figures: list[float] = []
+    for row in rows:
+        node = row.node
+        if node.state in (*GONE_NODE_STATES, NodeState.LOST):
+            continue
+        usage.cpus += node.cpus
+        usage.memory_mb += node.memory_mb
+        usage.gpus += row.gpu_count
+        if row.cpu_percent is not None:
+            usage.cpus_used = (usage.cpus_used or 0) + node.cpus * row.cpu_percent / 100
+        if row.memory_percent is not None:
+            usage.memory_used_mb = (usage.memory_used_mb or 0) + (
+                node.memory_mb * row.memory_percent / 100
+            )
+        gpu_figures += [g for g in row.gpus if g is not None]
+    if gpu_figures:
+        usage.gpu_percent = sum(gpu_figures) / len(gpu_figures)
+    return usage
+
+
+def cluster_events(cluster: Cluster, limit: int = EVENT_LIMIT) -> list[ClusterEvent]:
+    """The latest `limit` events, oldest first (one query, with their nodes)."""
+    events = list(
+        cluster.events.select_related("node")
+        .defer(*(f"node__{name}" for name in (*NODE_PAGE_DEFER, "usage", "resources")))
+        .order_by("-created_at", "-pk")[:limit]
+    )
+    events.reverse()
+    return events
+
+
+def cluster_event_count(cluster: Cluster) -> int:
+    return cluster.events.count()
