@@ -228,7 +228,7 @@ class LocalProvider:
         *,
         cloud_id: uuid.UUID,
         root: Path | str,
-        stop_timeout: float = 5.0,
+        stop_timeout: float = 12.0,
         min_free_bytes: int = MIN_FREE_BYTES,
     ) -> None:
         self.cloud_id = cloud_id
@@ -480,19 +480,39 @@ class LocalProvider:
         # are still the node. The marker guards against the pgid having been reused.
         return None, [p for p in members if _has_marker(p.pid, record.instance_id)]
 
+    @staticmethod
+    def _strays(record: _Record) -> list[_Proc]:
+        """Processes of this node outside its group: Ray 2.60 moves task, actor and job
+        workers into groups (and sessions) of their own. They inherit the node's
+        environment, so the instance id marker finds them."""
+        return [
+            p
+            for p in _all_procs()
+            if p.alive and p.pgid != record.pgid and _has_marker(p.pid, record.instance_id)
+        ]
+
+    def _alive(self, record: _Record) -> bool:
+        return bool(self._group(record, _Snapshot())[1] or self._strays(record))
+
     def _stop_group(self, record: _Record) -> None:
-        """SIGTERM the node's process group, wait, then SIGKILL it. Only ever signals the
-        recorded pgid, and only after checking it is still ours."""
+        """SIGTERM the node's process group (and its strays), wait, then SIGKILL. Only
+        ever signals the recorded pgid after checking it is still ours, and processes
+        that carry this node's marker."""
         if record.pgid is None:
             return
         for sig, timeout in ((signal.SIGTERM, self.stop_timeout), (signal.SIGKILL, 2.0)):
             _, members = self._group(record, _Snapshot())
-            if not members:
+            strays = self._strays(record)
+            if not members and not strays:
                 return
+            for stray in strays:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stray.pid, sig)
             try:
-                os.killpg(record.pgid, sig)
+                if members:
+                    os.killpg(record.pgid, sig)
             except ProcessLookupError:
-                return
+                pass
             except PermissionError as exc:
                 raise PermanentCloudError(
                     f"Raydeck is not allowed to stop process group {record.pgid} of "
@@ -504,11 +524,11 @@ class LocalProvider:
             delay = 0.01
             while time.monotonic() < deadline:
                 _reap_children()  # our own child would otherwise linger as a zombie
-                if not self._group(record, _Snapshot())[1]:
+                if not self._alive(record):
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
-        if self._group(record, _Snapshot())[1]:
+        if self._alive(record):
             raise TransientCloudError(
                 f"Process group {record.pgid} of {record.instance_id} survived SIGKILL "
                 "(a process stuck in the kernel?). Raydeck will try again.",

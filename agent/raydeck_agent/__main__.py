@@ -1,0 +1,66 @@
+"""`python -m raydeck_agent` / `raydeck-agent`: configured by RAYDECK_* variables only.
+
+Exit codes: 0 stopped (told to, by a signal, or the node was removed), 1 registration
+refused (token invalid or already used), 2 bad environment, 3 control plane unreachable
+for the whole registration window, 70 the agent crashed (after stopping Ray).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+from . import __version__
+from .agent import Agent
+from .config import Config, ConfigError
+from .logs import LogBuffer, setup_logging
+
+EXIT_CONFIG = 2
+EXIT_CRASH = 70
+
+logger = logging.getLogger("raydeck_agent")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-V"]):
+        print(f"raydeck-agent {__version__}")
+        return 0
+    if args:
+        print(
+            "usage: raydeck-agent [--version]  (configured by RAYDECK_* variables)", file=sys.stderr
+        )
+        return EXIT_CONFIG
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"raydeck-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    buffer = LogBuffer()
+    setup_logging(config.node_dir, buffer, os.environ.get("RAYDECK_LOG_LEVEL", "INFO"))
+    logger.info(
+        "raydeck-agent %s starting: node %s, pid %d, control plane %s",
+        __version__,
+        config.node_id,
+        os.getpid(),
+        config.url,
+    )
+    agent = Agent(config, buffer=buffer)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        agent.request_stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return agent.run()
+    except Exception:
+        logger.exception("the agent crashed")
+        return EXIT_CRASH
+
+
+if __name__ == "__main__":
+    sys.exit(main())

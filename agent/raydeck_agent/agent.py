@@ -1,0 +1,333 @@
+"""The agent's life: register, start Ray, heartbeat, stop.
+
+One thread does everything in a loop that wakes at least every TICK seconds. Signal
+handlers only set an event, so stopping always happens in the same, ordinary code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, state
+from .api import (
+    ApiError,
+    ControlPlane,
+    NotFound,
+    PermanentError,
+    Registration,
+    TransientError,
+    Unauthorized,
+    clamp_interval,
+)
+from .config import PORT_NAMES, Config
+from .logs import (
+    HEARTBEAT_LINES,
+    RAY_START_LOG,
+    LogBuffer,
+    LogShipper,
+    RayLogWatcher,
+    UnsupportedLogLocation,
+    node_log_sources,
+    sink_for,
+)
+from .ray_process import Phase, RayProcess
+from .usage import UsageSampler
+
+logger = logging.getLogger("raydeck_agent")
+
+TICK = 0.5
+SHIP_EVERY = 10.0  # seconds between copies of log files to the log location
+FINAL_HEARTBEAT_TIMEOUT = 3.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+EXIT_OK = 0
+EXIT_REFUSED = 1  # the control plane refused the registration (bad or used token, 4xx)
+EXIT_GAVE_UP = 3  # the control plane could not be reached in time
+
+
+class Agent:
+    """Registers the node, then hands over to a Node for the rest of its life."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        buffer: LogBuffer | None = None,
+        client: ControlPlane | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client or ControlPlane(config.url)
+        self.buffer = buffer or LogBuffer()
+        self.stop_requested = threading.Event()
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_requested.is_set():
+            logger.info("stop requested: %s", reason)
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        registration = self._registration()
+        if isinstance(registration, int):
+            return registration
+        Node(self, registration).run()
+        logger.info("agent exiting")
+        return EXIT_OK
+
+    # -- registration -------------------------------------------------------------
+
+    def _registration(self) -> Registration | int:
+        """The saved registration of this boot, else a new one. The bootstrap token is
+        sent until the control plane answers 200 once, and never after that."""
+        saved = state.load(self.config.node_dir, self.config.node_id, self.config.bootstrap_token)
+        if saved is not None:
+            logger.info("resuming as %s node of cluster %s", saved.role, saved.cluster_id)
+            return saved
+        body = self._register_body()
+        deadline = time.monotonic() + self.config.register_timeout
+        delay = BACKOFF_FIRST
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                answer = self.client.register(self.config.bootstrap_token, body)
+            except Unauthorized as exc:
+                logger.error(
+                    "registration refused (%s): the bootstrap token is invalid or was "
+                    "already used; not retrying",
+                    exc,
+                )
+                return EXIT_REFUSED
+            except TransientError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    logger.error(
+                        "giving up registering after %d attempts in %.0f s: %s",
+                        attempt,
+                        self.config.register_timeout,
+                        exc,
+                    )
+                    return EXIT_GAVE_UP
+                wait = min(delay * random.uniform(0.8, 1.2), left)  # noqa: S311 - jitter
+                logger.warning("registration failed (%s); retrying in %.1f s", exc, wait)
+                if self.stop_requested.wait(wait):
+                    return EXIT_OK  # asked to stop before we ever started anything
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            except ApiError as exc:
+                logger.error("registration refused: %s; not retrying", exc)
+                return EXIT_REFUSED
+            try:
+                registration = Registration.from_response(
+                    answer, num_cpus=self.config.cpus, memory_mb=self.config.memory_mb
+                )
+            except PermanentError as exc:
+                logger.error("%s", exc)
+                return EXIT_REFUSED
+            logger.info(
+                "registered as %s node of cluster %s (heartbeat every %g s)",
+                registration.role,
+                registration.cluster_id,
+                registration.heartbeat_interval,
+            )
+            try:
+                state.save(
+                    self.config.node_dir,
+                    self.config.node_id,
+                    self.config.bootstrap_token,
+                    registration,
+                )
+            except OSError as exc:
+                logger.warning("could not save the registration: %s", exc)
+            return registration
+
+    def _register_body(self) -> dict[str, Any]:
+        return {
+            "node_id": self.config.node_id,
+            "instance_id": self.config.instance_id,
+            "address": self.config.address,
+            "hostname": self.config.hostname,
+            "agent_version": __version__,
+            "ports": {name: self.config.ports[name] for name in PORT_NAMES},
+        }
+
+
+class Node:
+    """A registered node: runs Ray and heartbeats until stopped or removed."""
+
+    def __init__(self, agent: Agent, registration: Registration) -> None:
+        self.config = agent.config
+        self.client = agent.client
+        self.buffer = agent.buffer
+        self.stop_requested = agent.stop_requested
+        self.registration = registration
+        self.interval = registration.heartbeat_interval
+        self.head_address = registration.head_address
+        self.message = "registered"
+        temp_dir = Path(registration.temp_dir)
+        self.ray = RayProcess(
+            self.config, registration, log_path=self.config.node_dir / RAY_START_LOG
+        )
+        self.usage = UsageSampler()
+        self._ray_logs = RayLogWatcher(self.buffer, self.config.node_dir, temp_dir)
+        self._shipper = self._make_shipper(registration, temp_dir)
+        self._shipped_at = 0.0
+        self._sent_seq = -1  # LogBuffer.seq when a heartbeat last delivered the tail
+        self._reported: tuple[str, str] | None = None  # (state, message) last heartbeated
+        self._unreachable_since: float | None = None
+
+    def run(self) -> None:
+        outcome = "crashed"
+        try:
+            outcome = self._loop()
+        finally:
+            # Whatever happened (stop, removal, a bug), Ray must not outlive the agent.
+            if outcome == "stop":
+                self.message = "stopping Ray"
+                self._heartbeat_final()
+            self.ray.stop(self.config.stop_timeout)
+            self._ray_logs.poll()
+            if outcome == "stop":
+                self.message = "Ray stopped; the agent is exiting"
+                self._heartbeat_final()
+            self._ship_logs(force=True)
+
+    # -- the loop -----------------------------------------------------------------
+
+    def _loop(self) -> str:
+        """Runs until stopped; returns "stop" (told to stop, or a signal) or "removed"."""
+        next_heartbeat = 0.0
+        while not self.stop_requested.is_set():
+            if self.ray.phase == Phase.IDLE:
+                if self.ray.is_head:
+                    self.ray.start()
+                elif self.head_address:
+                    self.ray.start(self.head_address)
+            self.ray.poll()
+            if self.ray.phase == Phase.IDLE:
+                self.message = "waiting for the head node's address"
+            else:
+                self.message = self.ray.message
+            self._ray_logs.poll()
+            # Regularly, and at once when the state or message changed (e.g. Ray is up).
+            if time.monotonic() >= next_heartbeat or self._reported != (
+                self._state(),
+                self.message,
+            ):
+                outcome = self._heartbeat()
+                if outcome is not None:
+                    return outcome
+                next_heartbeat = time.monotonic() + self.interval
+            self._ship_logs()
+            self.stop_requested.wait(max(0.0, min(TICK, next_heartbeat - time.monotonic())))
+        return "stop"
+
+    # -- heartbeats ---------------------------------------------------------------
+
+    def _state(self) -> str:
+        if self.stop_requested.is_set() or self.ray.phase == Phase.STOPPED:
+            return "stopping"
+        return {Phase.READY: "ready", Phase.FAILED: "failed"}.get(self.ray.phase, "starting")
+
+    def _body(self, *, with_cluster: bool = True) -> dict[str, Any]:
+        ray: dict[str, Any] = {}
+        if with_cluster and self.ray.is_head and self.ray.phase == Phase.READY:
+            ray = self.ray.dashboard.cluster_info()
+        body: dict[str, Any] = {
+            "state": self._state(),
+            "message": self.message,
+            "ray": ray,
+            "usage": self.usage.sample(),
+        }
+        if self.buffer.seq != self._sent_seq:
+            body["log_tail"] = self.buffer.tail(HEARTBEAT_LINES)
+        return body
+
+    def _heartbeat(self) -> str | None:
+        """One heartbeat; "removed" or "stop" when the agent must stop, else None."""
+        seq = self.buffer.seq  # before building the body: lines logged meanwhile go next time
+        body = self._body()
+        # Set on every attempt, so a change is not resent every tick while unreachable.
+        self._reported = (body["state"], body["message"])
+        try:
+            answer = self.client.heartbeat(self.registration.credential, body)
+        except (Unauthorized, NotFound) as exc:
+            logger.warning("the control plane no longer knows this node (%s): stopping", exc)
+            return "removed"
+        except ApiError as exc:
+            # The control plane may be down or restarting: Ray keeps running, we retry.
+            if self._unreachable_since is None:
+                self._unreachable_since = time.monotonic()
+                logger.warning("heartbeat failed (%s); Ray keeps running, retrying", exc)
+            else:
+                logger.debug("heartbeat failed again: %s", exc)
+            return None
+        if self._unreachable_since is not None:
+            logger.info(
+                "control plane reachable again after %.0f s",
+                time.monotonic() - self._unreachable_since,
+            )
+            self._unreachable_since = None
+        if "log_tail" in body:
+            self._sent_seq = seq
+        logger.debug("heartbeat %s -> %s", body["state"], answer)
+        self.interval = clamp_interval(answer.get("heartbeat_interval"), self.interval)
+        head_address = answer.get("head_address")
+        if isinstance(head_address, str) and head_address and head_address != self.head_address:
+            if self.head_address is None:
+                logger.info("head address is %s", head_address)
+            else:
+                logger.warning(
+                    "the head address changed from %s to %s; this worker stays with the old one",
+                    self.head_address,
+                    head_address,
+                )
+            self.head_address = head_address
+        action = answer.get("action", "run")
+        if action == "stop":
+            logger.info("the control plane asked this node to stop")
+            return "stop"
+        if action != "run":
+            logger.warning("ignoring unknown heartbeat action %r", action)
+        return None
+
+    def _heartbeat_final(self) -> None:
+        """Best effort, with a short timeout: the node is going away either way."""
+        body = self._body(with_cluster=False)  # the dashboard may be going down already
+        body["state"] = "stopping"
+        try:
+            self.client.heartbeat(
+                self.registration.credential, body, timeout=FINAL_HEARTBEAT_TIMEOUT
+            )
+        except ApiError as exc:
+            logger.info("could not send the stopping heartbeat: %s", exc)
+        else:
+            self._sent_seq = self.buffer.seq
+
+    # -- log shipping -------------------------------------------------------------
+
+    def _make_shipper(self, registration: Registration, temp_dir: Path) -> LogShipper | None:
+        if not registration.log_location:
+            return None
+        try:
+            sink = sink_for(
+                registration.log_location, registration.cluster_id, registration.node_id
+            )
+        except UnsupportedLogLocation as exc:
+            logger.warning("not copying logs to %s: %s", registration.log_location, exc)
+            return None
+        logger.info("copying logs to %s", registration.log_location)
+        return LogShipper(sink, node_log_sources(self.config.node_dir, temp_dir))
+
+    def _ship_logs(self, force: bool = False) -> None:
+        if self._shipper is None:
+            return
+        now = time.monotonic()
+        if force or now - self._shipped_at >= SHIP_EVERY:
+            self._shipped_at = now
+            self._shipper.ship()

@@ -1,0 +1,154 @@
+"""The agent's settings, read once from the environment the boot script sets."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# The order of RAYDECK_PORTS: the local driver hands out 8 ports in exactly this order.
+PORT_NAMES = (
+    "gcs",
+    "dashboard",
+    "node_manager",
+    "object_manager",
+    "dashboard_agent",
+    "metrics",
+    "runtime_env_agent",
+    "client_server",
+)
+
+# Without RAYDECK_PORTS (AWS/GCP: one node per machine) every node uses these fixed ports,
+# so the cloud's firewall rules between a cluster's nodes can name them. gcs, dashboard,
+# dashboard_agent and client_server are Ray's own defaults.
+DEFAULT_PORTS: dict[str, int] = {
+    "gcs": 6379,
+    "dashboard": 8265,
+    "node_manager": 6380,
+    "object_manager": 6381,
+    "dashboard_agent": 52365,
+    "metrics": 6382,
+    "runtime_env_agent": 6383,
+    "client_server": 10001,
+}
+
+DEFAULT_REGISTER_TIMEOUT = 600.0  # give up registering after ~10 minutes
+DEFAULT_RAY_START_TIMEOUT = 120.0  # "failed" if Ray is not up by then
+DEFAULT_STOP_TIMEOUT = 10.0  # SIGTERM grace for `ray start --block` before SIGKILL
+
+
+class ConfigError(ValueError):
+    """The environment is missing or has a malformed variable; the agent cannot start."""
+
+
+@dataclass(frozen=True)
+class Config:
+    url: str
+    bootstrap_token: str
+    node_id: str
+    instance_id: str
+    node_dir: Path
+    ports: dict[str, int]
+    # True when RAYDECK_PORTS was given: several nodes share this machine (local cloud).
+    shared_machine: bool
+    cpus: float
+    memory_mb: int
+    python: str
+    address: str
+    hostname: str
+    register_timeout: float = DEFAULT_REGISTER_TIMEOUT
+    ray_start_timeout: float = DEFAULT_RAY_START_TIMEOUT
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        url = _required(env, "RAYDECK_URL").rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"RAYDECK_URL must be an http(s) URL, not {url!r}")
+        node_id = _required(env, "RAYDECK_NODE_ID")
+        try:
+            uuid.UUID(node_id)
+        except ValueError:
+            raise ConfigError(f"RAYDECK_NODE_ID must be a UUID, not {node_id!r}") from None
+        raw_ports = env.get("RAYDECK_PORTS", "").strip()
+        ports = parse_ports(raw_ports) if raw_ports else dict(DEFAULT_PORTS)
+        return cls(
+            url=url,
+            bootstrap_token=_required(env, "RAYDECK_BOOTSTRAP_TOKEN"),
+            node_id=node_id,
+            instance_id=env.get("RAYDECK_INSTANCE_ID", ""),
+            node_dir=Path(env.get("RAYDECK_NODE_DIR") or os.getcwd()),
+            ports=ports,
+            shared_machine=bool(raw_ports),
+            cpus=_number(env, "RAYDECK_CPUS", float(os.cpu_count() or 1)),
+            memory_mb=int(_number(env, "RAYDECK_MEMORY_MB", 0)),
+            python=env.get("RAYDECK_PYTHON") or sys.executable,
+            address=env.get("RAYDECK_NODE_ADDRESS") or default_route_address(),
+            hostname=socket.gethostname(),
+            register_timeout=_number(env, "RAYDECK_REGISTER_TIMEOUT", DEFAULT_REGISTER_TIMEOUT),
+            ray_start_timeout=_number(env, "RAYDECK_RAY_START_TIMEOUT", DEFAULT_RAY_START_TIMEOUT),
+            stop_timeout=_number(env, "RAYDECK_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT),
+        )
+
+
+def parse_ports(raw: str) -> dict[str, int]:
+    try:
+        values = [int(p) for p in raw.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"RAYDECK_PORTS must be comma-separated port numbers: {raw!r}") from None
+    if len(values) < len(PORT_NAMES):
+        raise ConfigError(
+            f"RAYDECK_PORTS needs {len(PORT_NAMES)} ports ({', '.join(PORT_NAMES)}), "
+            f"got {len(values)}: {raw!r}"
+        )
+    if any(not 0 < p < 65536 for p in values) or len(set(values)) != len(values):
+        raise ConfigError(f"RAYDECK_PORTS must be distinct ports in 1-65535: {raw!r}")
+    return dict(zip(PORT_NAMES, values, strict=False))
+
+
+def default_route_address() -> str:
+    """This machine's address on the default route: what other nodes can reach."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            # connect() on UDP sends nothing; the kernel only picks the source address
+            # it would use for that destination, i.e. the default route's.
+            sock.connect(("8.8.8.8", 53))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"  # no route at all: only this machine can reach us anyway
+
+
+def ray_cpus(num_cpus: float) -> int:
+    """`ray start --num-cpus` takes whole CPUs. Round down (never promise more than the
+    node has), but keep a fractional node at 1 so it can still run tasks."""
+    if num_cpus <= 0:
+        return 0
+    return max(1, math.floor(num_cpus + 1e-9))
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0 or math.isnan(value) or math.isinf(value):
+        raise ConfigError(f"{name} must be a non-negative number, not {raw!r}")
+    return value
