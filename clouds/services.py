@@ -137,11 +137,10 @@ def cloud_update(
 
 
 def live_cluster_count(cloud: Cloud) -> int:
-    """Clusters on this cloud that are not terminated (none exist before clusters do)."""
-    clusters = getattr(cloud, "clusters", None)
-    if clusters is None:
-        return 0
-    return int(clusters.exclude(state__in=["terminated", "failed"]).count())
+    """Clusters on this cloud that are not terminated or failed."""
+    from clusters.models import Cluster  # clusters builds on clouds, not the reverse
+
+    return Cluster.objects.filter(cloud=cloud).live().count()
 
 
 @transaction.atomic
@@ -154,7 +153,16 @@ def cloud_delete(*, cloud: Cloud, actor: User) -> None:
             f"{cloud.name} still has {live} cluster(s) that are not terminated. "
             "Terminate them first; then the cloud can be deleted."
         )
-    audit(actor=actor, verb="cloud.delete", target=cloud, changes={"name": [cloud.name, None]})
+    from clusters.models import Cluster, ComputeConfig, ComputeConfigVersion
+
+    ended = Cluster.objects.filter(cloud=cloud)
+    audit(actor=actor, verb="cloud.delete", target=cloud,
+          changes={"name": [cloud.name, None], "ended_clusters_removed": [ended.count(), 0]})  # fmt: skip
+    # Ended clusters and the config versions for this cloud go with it; the audit log
+    # keeps their history.
+    ended.delete()
+    ComputeConfigVersion.objects.filter(cloud=cloud).delete()
+    ComputeConfig.objects.filter(organization=cloud.organization, versions=None).delete()
     cloud.delete()
 
 

@@ -149,24 +149,31 @@ class NodeRow:
 
 @dataclass
 class Usage:
-    """The cluster's use of what its live nodes have."""
+    """The cluster's use of what its live nodes have. Percentages are of the nodes that
+    reported; `silent` counts the live nodes that have not (yet)."""
 
+    nodes: int = 0
+    silent: int = 0
     cpus: float = 0
-    cpus_used: float | None = None
+    cpus_reporting: float = 0
+    cpus_used: float = 0
     memory_mb: int = 0
-    memory_used_mb: float | None = None
+    memory_reporting_mb: int = 0
+    memory_used_mb: float = 0
     gpus: int = 0
     gpu_percent: float | None = None
 
     @property
     def cpu_percent(self) -> float | None:
-        return None if self.cpus_used is None or not self.cpus else self.cpus_used / self.cpus * 100
+        if not self.cpus_reporting:
+            return None
+        return self.cpus_used / self.cpus_reporting * 100
 
     @property
     def memory_percent(self) -> float | None:
-        if self.memory_used_mb is None or not self.memory_mb:
+        if not self.memory_reporting_mb:
             return None
-        return self.memory_used_mb / self.memory_mb * 100
+        return self.memory_used_mb / self.memory_reporting_mb * 100
 
 
 def _percent(value: Any) -> float | None:
@@ -237,15 +244,18 @@ def cluster_usage(rows: list[NodeRow]) -> Usage:
         node = row.node
         if node.state in (*GONE_NODE_STATES, NodeState.LOST):
             continue
+        usage.nodes += 1
         usage.cpus += node.cpus
         usage.memory_mb += node.memory_mb
         usage.gpus += row.gpu_count
+        if row.cpu_percent is None and row.memory_percent is None:
+            usage.silent += 1
         if row.cpu_percent is not None:
-            usage.cpus_used = (usage.cpus_used or 0) + node.cpus * row.cpu_percent / 100
+            usage.cpus_reporting += node.cpus
+            usage.cpus_used += node.cpus * row.cpu_percent / 100
         if row.memory_percent is not None:
-            usage.memory_used_mb = (usage.memory_used_mb or 0) + (
-                node.memory_mb * row.memory_percent / 100
-            )
+            usage.memory_reporting_mb += node.memory_mb
+            usage.memory_used_mb += node.memory_mb * row.memory_percent / 100
         gpu_figures += [g for g in row.gpus if g is not None]
     if gpu_figures:
         usage.gpu_percent = sum(gpu_figures) / len(gpu_figures)

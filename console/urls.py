@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from accounts.urls import org_urlpatterns, user_urlpatterns
 from clouds.urls import org_urlpatterns as cloud_urlpatterns
+from clusters.urls import org_urlpatterns as cluster_urlpatterns
 
 from . import views
 
@@ -22,4 +23,5 @@ urlpatterns = [
     path("", include(user_urlpatterns)),
     path("o/<slug:org_slug>/", include(org_urlpatterns)),
     path("o/<slug:org_slug>/", include(cloud_urlpatterns)),
+    path("o/<slug:org_slug>/", include(cluster_urlpatterns)),
 ]

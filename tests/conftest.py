@@ -1,5 +1,6 @@
 """Shared fixtures. Every test world has two organizations, A and B, each with one
-person of every role, a project and an invitation, so isolation is always tested."""
+person of every role, a project, an invitation, a cloud and a (terminated) cluster with
+one node, so isolation is always tested."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from django.test import Client
 from accounts.choices import OrgRole, ProjectRole
 from accounts.models import Invitation, Membership, Organization, Project, ProjectMembership, User
 from clouds.models import Cloud
+from clusters.choices import ClusterState, DesiredState, NodeState
+from clusters.models import Cluster, Node
 
 from .factories import (
     CloudFactory,
+    ClusterFactory,
     InvitationFactory,
     MembershipFactory,
+    NodeFactory,
     OrganizationFactory,
     ProjectFactory,
     ProjectMembershipFactory,
@@ -34,6 +39,8 @@ class Tenant:
     project_membership: ProjectMembership | None = None
     invitation: Invitation | None = None
     cloud: Cloud | None = None
+    cluster: Cluster | None = None
+    node: Node | None = None
 
     @property
     def owner(self) -> User:
@@ -66,6 +73,13 @@ def make_tenant(slug: str) -> Tenant:
     ProjectMembershipFactory(project=tenant.project, user=tenant.viewer, role=ProjectRole.READER)
     tenant.invitation = InvitationFactory(organization=org, email=f"new@{slug}.example.com")
     tenant.cloud = CloudFactory(organization=org, name=f"{slug} local")
+    # Terminated, so it counts as nothing live on the cloud; its pages still all work.
+    tenant.cluster = ClusterFactory(
+        project=tenant.project, cloud=tenant.cloud, name=f"{slug}-cluster",
+        state=ClusterState.TERMINATED, desired_state=DesiredState.TERMINATED,
+    )  # fmt: skip
+    tenant.node = NodeFactory(cluster=tenant.cluster, state=NodeState.TERMINATED,
+                              log_tail=f"{slug} node log")  # fmt: skip
     return tenant
 
 

@@ -1,5 +1,5 @@
-"""factory_boy factories for the accounts models. Users come with a verified email,
-as they would after sign-up."""
+"""factory_boy factories for the accounts, clouds and clusters models. Users come with a
+verified email, as they would after sign-up."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from accounts.choices import OrgRole, ProjectRole
 from accounts.models import Invitation, Membership, Organization, Project, ProjectMembership, User
 from clouds.choices import CloudKind
 from clouds.models import Cloud
+from clusters.choices import NodeRole
+from clusters.models import Cluster, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
 
 PASSWORD = "correct horse battery staple"
 
@@ -83,3 +85,67 @@ class CloudFactory(factory.django.DjangoModelFactory):
     organization = factory.SubFactory(OrganizationFactory)
     name = factory.Sequence(lambda n: f"Cloud {n}")
     kind = CloudKind.LOCAL
+
+
+class ComputeConfigFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ComputeConfig
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Config {n}")
+
+
+class ComputeConfigVersionFactory(factory.django.DjangoModelFactory):
+    """Version 1 of a new config on `cloud`, with one worker group that starts empty."""
+
+    class Meta:
+        model = ComputeConfigVersion
+
+    cloud = factory.SubFactory(CloudFactory)
+    organization = factory.SelfAttribute("cloud.organization")
+    config = factory.SubFactory(
+        ComputeConfigFactory, organization=factory.SelfAttribute("..organization")
+    )
+    number = 1
+    head_instance_type = "local"
+    worker_groups = factory.LazyFunction(
+        lambda: [{"name": "workers", "instance_type": "local", "cpus": 1, "memory_mb": 1024,
+                  "min": 0, "max": 2, "spot": False}]
+    )  # fmt: skip
+
+
+class ContainerImageFactory(factory.django.DjangoModelFactory):
+    """A built-in (organization-less) Python environment for the local cloud."""
+
+    class Meta:
+        model = ContainerImage
+
+    organization = None
+    name = factory.Sequence(lambda n: f"Image {n}")
+    ray_version = "2.40.0"
+
+
+class ClusterFactory(factory.django.DjangoModelFactory):
+    """A cluster as the request left it (pending), on a cloud of its project's organization."""
+
+    class Meta:
+        model = Cluster
+
+    project = factory.SubFactory(ProjectFactory)
+    organization = factory.SelfAttribute("project.organization")
+    name = factory.Sequence(lambda n: f"cluster-{n}")
+    cloud = factory.SubFactory(CloudFactory, organization=factory.SelfAttribute("..organization"))
+    compute_config = factory.SubFactory(
+        ComputeConfigVersionFactory, cloud=factory.SelfAttribute("..cloud")
+    )
+    image = factory.SubFactory(ContainerImageFactory)
+
+
+class NodeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Node
+
+    cluster = factory.SubFactory(ClusterFactory)
+    organization = factory.SelfAttribute("cluster.organization")
+    role = NodeRole.HEAD
+    instance_type = "local"

@@ -257,6 +257,11 @@ def test_duplicate_names_are_refused_with_a_message(tenant_a: Tenant) -> None:
 def test_cloud_list_empty_state_and_query_count(
     tenant_a: Tenant, django_assert_max_num_queries
 ) -> None:
+    from clusters.models import Cluster, ComputeConfig
+
+    # The tenants' (terminated) clusters and their configs hold on to the clouds.
+    Cluster.objects.all().delete()
+    ComputeConfig.objects.all().delete()
     Cloud.objects.all().delete()
     client = client_for(tenant_a.viewer)
     url = reverse("cloud_list", args=[tenant_a.org.slug])
@@ -281,3 +286,16 @@ def test_a_cloud_with_live_clusters_cannot_be_deleted(tenant_a: Tenant) -> None:
     assert response.status_code == 409
     assert "Terminate them first" in response.content.decode()
     assert Cloud.objects.filter(pk=tenant_a.cloud.pk).exists()
+
+
+def test_a_cloud_with_only_ended_clusters_can_be_deleted(tenant_a: Tenant) -> None:
+    """The tenant's cluster on this cloud is terminated (tests/conftest.py)."""
+    from clusters.models import Cluster
+
+    assert Cluster.objects.filter(cloud=tenant_a.cloud).exists()
+    response = client_for(tenant_a.owner).post(
+        reverse("cloud_delete", args=[tenant_a.org.slug, tenant_a.cloud.pk])
+    )
+    assert response.status_code == 302
+    assert not Cloud.objects.filter(pk=tenant_a.cloud.pk).exists()
+    assert not Cluster.objects.filter(organization=tenant_a.org).exists()

@@ -26,6 +26,8 @@ KWARG_FILLERS: dict[str, Any] = {
     "invitation_id": lambda t: t.invitation.pk,
     "member_id": lambda t: t.project_membership.pk,
     "cloud_id": lambda t: t.cloud.pk,
+    "cluster_id": lambda t: t.cluster.pk,
+    "node_id": lambda t: t.node.pk,
     "kind": lambda t: "local",  # not an object: a choice in the URL
 }
 NOT_OBJECTS = {"org_slug", "kind"}

@@ -1,0 +1,26 @@
+"""Cluster pages, mounted under /o/<org_slug>/ by console/urls.py."""
+
+from django.urls import path
+
+from . import views
+
+org_urlpatterns = [
+    path("clusters/", views.ClusterListView.as_view(), name="cluster_list"),
+    path("clusters/new/", views.ClusterCreateView.as_view(), name="cluster_create"),
+    path("clusters/<int:cluster_id>/", views.ClusterDetailView.as_view(), name="cluster_detail"),
+    path(
+        "clusters/<int:cluster_id>/terminate/",
+        views.ClusterTerminateView.as_view(),
+        name="cluster_terminate",
+    ),
+    path(
+        "clusters/<int:cluster_id>/restart/",
+        views.ClusterRestartView.as_view(),
+        name="cluster_restart",
+    ),
+    path(
+        "clusters/<int:cluster_id>/nodes/<int:node_id>/log/",
+        views.NodeLogView.as_view(),
+        name="cluster_node_log",
+    ),
+]

@@ -1,0 +1,252 @@
+"""Cluster pages: the list with filters, the create form, the live cluster page, the
+terminate and restart actions, and each node's log tail. Views parse input and pick
+templates; selectors read, services write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.vary import vary_on_headers
+
+from accounts.forms import add_service_error
+from accounts.permissions import has_perm
+from console.types import AuthedRequest
+from console.views import OrgView, done, paginate
+
+from . import selectors
+from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState
+from .forms import ClusterCreateForm, ClusterFilterForm
+from .models import Cluster, Node
+from .services.lifecycle import cluster_create, cluster_restart, cluster_terminate
+
+# What to do next, per way a cluster can fail (matched on the reason's words). The
+# reconciler's reason says what went wrong; this says what to do about it here.
+FAILURE_ADVICE = [
+    ("did not get an instance", "Restart later, when the cloud has capacity again, or "
+     "create the cluster with a compute config that uses another zone or instance type."),
+    ("did not register", "Once nodes can reach Raydeck's address, restart the cluster. The "
+     "nodes' logs below show how far their agents got."),
+    ("did not start Ray", "Open the head node's log below to see why Ray did not start; fix "
+     "the image or the compute config, then restart."),
+    ("stopped responding", "Restart the cluster. If it keeps happening, give the head node "
+     "more memory in the compute config."),
+    ("Could not launch", "Open the cloud's page and verify it again (its permissions or "
+     "quotas may have changed), then restart."),
+]  # fmt: skip
+DEFAULT_ADVICE = (
+    "Read the events below and the nodes' logs. When the cause is fixed, restart the cluster."
+)
+
+
+def failure_advice(reason: str) -> str:
+    for words, advice in FAILURE_ADVICE:
+        if words.lower() in reason.lower():
+            return advice
+    return DEFAULT_ADVICE
+
+
+@method_decorator(vary_on_headers("HX-Request"), name="dispatch")
+class ClusterListView(OrgView):
+    permission = "project.list"
+    template = "clusters/cluster_list.html"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        projects, clouds = selectors.cluster_filter_choices(
+            organization=self.organization, viewer=request.user
+        )
+        form = ClusterFilterForm(request.GET, projects=projects, clouds=clouds)
+        filters = form.filters()
+        clusters = selectors.cluster_list(
+            organization=self.organization, viewer=request.user, **filters
+        )
+        query = request.GET.copy()
+        query.pop("page", None)
+        filtered = any(v not in ("", None) for v in filters.values())
+        can_create = selectors.projects_for_cluster_create(
+            organization=self.organization, viewer=request.user
+        ).exists()
+        return self.render(
+            self.partial(self.template, "cluster-table"),
+            {
+                "form": form,
+                "page": paginate(request, clusters),
+                "query": query.urlencode(),
+                "filtered": filtered,
+                "can_create": can_create,
+            },
+        )
+
+
+@method_decorator(vary_on_headers("HX-Request"), name="dispatch")
+class ClusterCreateView(OrgView):
+    """The form lists only projects the user may create clusters in and clouds those
+    projects may use; with no such project the page is refused (403)."""
+
+    permission = "project.list"
+    template = "clusters/cluster_create.html"
+
+    def form(self, data: Any = None) -> ClusterCreateForm:
+        initial: dict[str, Any] = {}
+        if data is None:  # links may preset any field: ?project=<slug>&cloud=<id>…
+            get = self.request.GET
+            initial = {k: get[k] for k in ClusterCreateForm.base_fields if get.get(k)}
+        form = ClusterCreateForm(
+            data, organization=self.organization, viewer=self.request.user, initial=initial
+        )
+        if not form.can_create:
+            raise PermissionDenied("You may not create clusters in any project here.")
+        form.follow_cloud(reverse("cluster_create", args=[self.organization.slug]))
+        return form
+
+    def context(self, form: ClusterCreateForm) -> dict[str, Any]:
+        return {
+            "form": form,
+            "can_manage_clouds": has_perm(self.request.user, "cloud.manage", self.organization),
+        }
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        form = self.form()
+        if request.htmx and request.htmx.target == "cloud-fields":
+            # The cloud changed: offer its compute configs and images.
+            return self.render(f"{self.template}#cloud-fields", self.context(form))
+        return self.render(self.template, self.context(form))
+
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        form = self.form(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                cluster = cluster_create(
+                    project=data["project"],
+                    actor=request.user,
+                    name=data["name"],
+                    cloud=data["cloud"],
+                    compute_config=data["compute_config"],
+                    image=data["image"],
+                )
+            except ValidationError as exc:
+                add_service_error(form, exc)
+            else:
+                return done(
+                    request,
+                    reverse("cluster_detail", args=[org_slug, cluster.pk]),
+                    f"Cluster {cluster.name} is starting.",
+                )
+        return self.render(self.template, self.context(form))
+
+
+class ClusterObjectView(OrgView):
+    """A page of one cluster, reached only through `visible_to` inside the organization
+    of the URL. Reading needs "project.view" on the cluster's project."""
+
+    permission = "project.view"
+    cluster: Cluster
+
+    def load_objects(self, **kwargs: Any) -> None:
+        self.cluster = get_object_or_404(
+            Cluster.objects.visible_to(self.request.user, self.organization).select_related(
+                "project__organization",
+                "cloud",
+                "compute_config__config",
+                "image",
+                "created_by",
+            ),
+            pk=kwargs["cluster_id"],
+        )
+
+    def permission_target(self) -> Any:
+        return self.cluster
+
+    def render(
+        self, template: str, context: dict[str, Any] | None = None, status: int = 200
+    ) -> HttpResponse:
+        base = {
+            "cluster": self.cluster,
+            "can_update": has_perm(self.request.user, "cluster.update", self.cluster),
+        }
+        return super().render(template, {**base, **(context or {})}, status)
+
+
+@method_decorator(vary_on_headers("HX-Request"), name="dispatch")
+class ClusterDetailView(ClusterObjectView):
+    template = "clusters/cluster_detail.html"
+
+    def get(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        cluster = self.cluster
+        rows = selectors.node_rows(cluster)
+        context = {
+            "nodes": rows,
+            "usage": selectors.cluster_usage(rows),
+            "events": selectors.cluster_events(cluster),
+            "event_limit": selectors.EVENT_LIMIT,
+            "live": not cluster.is_final,
+            "stopping": cluster.desired_state == DesiredState.TERMINATED and not cluster.is_final,
+            "advice": failure_advice(cluster.state_reason)
+            if cluster.state == ClusterState.FAILED
+            else "",
+        }
+        if request.htmx and request.htmx.target == "cluster-live":
+            response = self.render(f"{self.template}#cluster-live", context)
+            if cluster.state in FINAL_CLUSTER_STATES:
+                # Final: polling ends, and the page reloads once so the header, the
+                # actions and the last events all show the outcome.
+                response["HX-Refresh"] = "true"
+            return response
+        return self.render(self.template, context)
+
+
+class ClusterTerminateView(ClusterObjectView):
+    template = "clusters/cluster_terminate.html"
+
+    def get(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        if not has_perm(request.user, "cluster.update", self.cluster):
+            raise PermissionDenied("You may not terminate clusters of this project.")
+        return self.render(self.template)
+
+    def post(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        url = reverse("cluster_detail", args=[org_slug, self.cluster.pk])
+        if self.cluster.is_final:
+            messages.info(request, f"{self.cluster.name} is already {self.cluster.state}.")
+            return done(request, url)
+        cluster_terminate(cluster=self.cluster, actor=request.user)
+        return done(request, url, f"Terminating {self.cluster.name}.")
+
+
+class ClusterRestartView(ClusterObjectView):
+    http_method_names = ["post"]
+
+    def post(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        url = reverse("cluster_detail", args=[org_slug, self.cluster.pk])
+        try:
+            cluster_restart(cluster=self.cluster, actor=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return done(request, url)
+        return done(request, url, f"Restarting {self.cluster.name}.")
+
+
+@method_decorator(vary_on_headers("HX-Request"), name="dispatch")
+class NodeLogView(ClusterObjectView):
+    """The last lines a node's agent sent: a partial for the cluster page, or a page."""
+
+    template = "clusters/node_log.html"
+
+    def load_objects(self, **kwargs: Any) -> None:
+        super().load_objects(**kwargs)
+        self.node = get_object_or_404(
+            Node.objects.filter(cluster=self.cluster).defer(
+                "bootstrap_token_hash", "credential_hash"
+            ),
+            pk=kwargs["node_id"],
+        )
+
+    def get(
+        self, request: AuthedRequest, org_slug: str, cluster_id: int, node_id: int
+    ) -> HttpResponse:
+        return self.render(self.partial(self.template, "node-log"), {"node": self.node})
