@@ -60,11 +60,24 @@ def reconciler() -> Iterator[None]:
     thread.join(timeout=60)
 
 
+@pytest.fixture
+def no_leftover_nodes(settings) -> Iterator[None]:
+    """Whatever happens in the test, no node process outlives it."""
+    yield
+    from clouds.providers.registry import provider_for
+
+    for cloud in Cloud.objects.all():
+        provider = provider_for(cloud)
+        for instance in provider.list_instances():
+            provider.terminate(instance_id=instance.instance_id)
+
+
 def test_create_watch_and_terminate_a_cluster(
     live_server: LiveServer,
     new_page: Callable[[], Page],
     settings,
     tmp_path: Path,
+    no_leftover_nodes: None,  # before the reconciler: torn down after it stops
     reconciler: None,
 ) -> None:
     settings.RAYDECK_AGENT_URL = live_server.url
