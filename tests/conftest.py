@@ -4,6 +4,8 @@ one node, so isolation is always tested."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -97,3 +99,24 @@ def client_for(user: User, **kwargs: object) -> Client:
     client = Client(**kwargs)
     client.force_login(user)
     return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_node_outlives_the_tests() -> Iterator[None]:
+    """A last guard: node processes started by tests (their folders live under pytest's
+    temporary directories) are killed when the session ends, even after a crash."""
+    yield
+    import os
+    import signal
+    from pathlib import Path
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(v.startswith(b"RAYDECK_NODE_DIR=") and b"/pytest-of-" in v for v in environ):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
