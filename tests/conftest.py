@@ -102,9 +102,10 @@ def client_for(user: User, **kwargs: object) -> Client:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_node_outlives_the_tests() -> Iterator[None]:
-    """A last guard: node processes started by tests (their folders live under pytest's
-    temporary directories) are killed when the session ends, even after a crash."""
+def _no_node_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A last guard: node processes started by this test session (their folders live
+    under its temporary directory) are killed when it ends, even after a crash."""
+    ours = f"RAYDECK_NODE_DIR={tmp_path_factory.getbasetemp()}".encode()
     yield
     import os
     import signal
@@ -117,6 +118,6 @@ def _no_node_outlives_the_tests() -> Iterator[None]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(v.startswith(b"RAYDECK_NODE_DIR=") and b"/pytest-of-" in v for v in environ):
+        if any(v.startswith(ours) for v in environ):
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
