@@ -156,8 +156,8 @@ def cloud_delete(*, cloud: Cloud, actor: User) -> None:
     from clusters.models import Cluster, ComputeConfig, ComputeConfigVersion
 
     ended = Cluster.objects.filter(cloud=cloud)
-    audit(actor=actor, verb="cloud.delete", target=cloud,
-          changes={"name": [cloud.name, None], "ended_clusters_removed": [ended.count(), 0]})  # fmt: skip
+    changes = {"name": [cloud.name, None], "ended_clusters_removed": [ended.count(), 0]}
+    audit(actor=actor, verb="cloud.delete", target=cloud, changes=changes)
     # Ended clusters and the config versions for this cloud go with it; the audit log
     # keeps their history.
     ended.delete()

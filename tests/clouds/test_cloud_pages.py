@@ -133,9 +133,11 @@ def test_installation_can_disable_the_local_cloud(tenant_a: Tenant) -> None:
 
 
 def test_aws_needs_the_installation_identity(tenant_a: Tenant) -> None:
-    with override_settings(RAYDECK_AWS_PRINCIPAL_ARN=""):
-        with pytest.raises(ValidationError, match="RAYDECK_AWS_PRINCIPAL_ARN"):
-            add_aws(tenant_a)
+    with (
+        override_settings(RAYDECK_AWS_PRINCIPAL_ARN=""),
+        pytest.raises(ValidationError, match="RAYDECK_AWS_PRINCIPAL_ARN"),
+    ):
+        add_aws(tenant_a)
 
 
 def test_members_and_viewers_see_clouds_but_cannot_change_them(tenant_a: Tenant) -> None:

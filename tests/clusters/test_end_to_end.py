@@ -43,7 +43,7 @@ def drive(cluster: Cluster, until: set[str], deadline: float) -> Cluster:
 
 def ray_node_count(cluster: Cluster) -> int:
     url = f"http://127.0.0.1:{cluster.dashboard_port}/nodes?view=summary"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(url, timeout=5) as response:
         body = json.load(response)
     summary = body.get("data", {}).get("summary", [])
     return sum(1 for node in summary if node.get("raylet", {}).get("state") == "ALIVE")
@@ -82,7 +82,8 @@ def test_create_run_and_terminate_a_two_node_cluster(live_server, settings, tmp_
         assert cluster.state == ClusterState.RUNNING, cluster.state_reason
         nodes = list(cluster.nodes.all())
         assert {(n.role, n.state) for n in nodes} == {
-            (NodeRole.HEAD, NodeState.READY), (NodeRole.WORKER, NodeState.READY)
+            (NodeRole.HEAD, NodeState.READY),
+            (NodeRole.WORKER, NodeState.READY),
         }
         assert all(n.registered_at and n.credential_hash for n in nodes)
         # Ray itself sees both nodes (the worker joined the head).
