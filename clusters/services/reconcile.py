@@ -275,7 +275,7 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
     """Fail nodes stuck in a step; mark silent nodes lost (and terminate them). Returns a
     reason when the whole cluster must fail."""
     now = timezone.now()
-    limits = {
+    limits: dict[str, tuple[int, str]] = {
         NodeState.LAUNCHING: (settings.RAYDECK_LAUNCH_TIMEOUT_SECONDS, "get an instance"),
         NodeState.BOOTING: (settings.RAYDECK_REGISTER_TIMEOUT_SECONDS,
                             "register its agent after the instance started"),
@@ -455,7 +455,11 @@ def orphans_sweep() -> int:
                                exc.user_message)  # fmt: skip
                 continue
             terminated += 1
-            cluster = Cluster.objects.filter(uuid=instance.cluster_id).first()
+            cluster = (
+                Cluster.objects.filter(uuid=instance.cluster_id).first()
+                if instance.cluster_id
+                else None
+            )
             if cluster is not None:
                 record_event(cluster, "leaked instance terminated",
                              f"Instance {instance.instance_id} was running without a node "
