@@ -18,31 +18,12 @@ from . import services
 from .models import AuditEvent, Invitation, Membership, Organization, Project, User
 
 
-class SupportAdmin(admin.ModelAdmin):
-    """Staff may look; nobody edits rows directly here."""
+class StaffReadOnly:
+    """Staff may look; nobody edits rows directly here (write actions go through
+    services). Shared by the model admins and their inlines."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    # Tuples: the stubs give `fields` and `readonly_fields` different list types, so
-    # one list cannot be both.
-    fields = readonly_fields = ("organization", "user", "role", "created_at")
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_active and request.user.is_staff
@@ -55,6 +36,23 @@ class MembershipInline(admin.TabularInline):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class SupportAdmin(StaffReadOnly, admin.ModelAdmin):
+    """The base of every support admin page."""
+
+
+class ReadOnlyInline(StaffReadOnly, admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+
+class MembershipInline(ReadOnlyInline):
+    model = Membership
+    # Tuples: the stubs give `fields` and `readonly_fields` different list types, so
+    # one list cannot be both.
+    fields = readonly_fields = ("organization", "user", "role", "created_at")
 
 
 @admin.register(User)

@@ -4,14 +4,11 @@ log contents of customers' machines are never shown."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
 
-from accounts.admin import SupportAdmin
+from accounts.admin import ReadOnlyInline, SupportAdmin
 from accounts.audit import audit
 from console.types import AuthedRequest
 
@@ -42,24 +39,6 @@ NODE_FIELDS = (
     "ready_at",
     "terminated_at",
 )
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class NodeInline(ReadOnlyInline):
