@@ -9,13 +9,23 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from console.types import AuthedRequest
 
 from . import services
-from .models import AuditEvent, Invitation, Membership, Organization, Project, User
+from .models import (
+    ApiToken,
+    AuditEvent,
+    Invitation,
+    Membership,
+    Organization,
+    Project,
+    ServiceAccount,
+    User,
+)
 
 
 class StaffReadOnly:
@@ -92,7 +102,7 @@ class UserAdmin(SupportAdmin):
 class OrganizationAdmin(SupportAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
-    fields = readonly_fields = ("name", "slug", "created_at", "updated_at")
+    fields = readonly_fields = ("name", "slug", "max_token_days", "created_at", "updated_at")
     inlines = [MembershipInline]
 
 
@@ -134,3 +144,91 @@ class AuditEventAdmin(SupportAdmin):
     ]
     list_select_related = ["organization"]
     date_hierarchy = "created_at"
+
+
+# API tokens: `token_hash` is never listed among the fields, so no page shows it.
+API_TOKEN_FIELDS = (
+    "name",
+    "organization",
+    "user",
+    "service_account",
+    "prefix",
+    "read_only",
+    "status",
+    "expires_at",
+    "last_used_at",
+    "last_used_ip",
+    "created_by",
+    "created_at",
+    "revoked_at",
+)
+
+
+class ApiTokenInline(ReadOnlyInline):
+    model = ApiToken
+    fk_name = "service_account"
+    fields = readonly_fields = (
+        "name",
+        "prefix",
+        "read_only",
+        "status",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(SupportAdmin):
+    list_display = [
+        "name",
+        "prefix",
+        "organization",
+        "user",
+        "service_account",
+        "read_only",
+        "status",
+        "expires_at",
+        "last_used_at",
+        "last_used_ip",
+    ]
+    list_filter = ["read_only"]
+    search_fields = [
+        "name",
+        "prefix",
+        "user__email",
+        "service_account__name",
+        "organization__name",
+        "organization__slug",
+    ]
+    list_select_related = ["organization", "user", "service_account"]
+    fields = readonly_fields = API_TOKEN_FIELDS
+    actions = ["revoke_tokens"]
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_tokens(self, request: AuthedRequest, queryset: QuerySet[ApiToken]) -> None:
+        revoked = 0
+        for token in queryset.select_related("organization"):
+            try:
+                services.token_revoke(token=token, actor=request.user, by_support=True)
+            except ValidationError:
+                continue  # already revoked
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} token(s). Each is in the audit log.")
+
+
+@admin.register(ServiceAccount)
+class ServiceAccountAdmin(SupportAdmin):
+    list_display = ["name", "organization", "role", "created_by", "created_at", "disabled_at"]
+    list_filter = ["role"]
+    search_fields = ["name", "organization__name", "organization__slug"]
+    list_select_related = ["organization", "created_by"]
+    fields = readonly_fields = (
+        "name",
+        "organization",
+        "role",
+        "created_by",
+        "created_at",
+        "disabled_at",
+    )
+    inlines = [ApiTokenInline]

@@ -7,11 +7,13 @@ from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.utils.text import slugify
 
-from .choices import OrgRole, ProjectRole
-from .models import Organization, Project, User
-from .permissions import has_perm
+from .choices import OrgRole, ProjectRole, TokenStatus
+from .models import SERVICE_ACCOUNT_ROLES, Organization, Project, User
+from .permissions import READ_ONLY_ORG_ROLES, has_perm
+from .tokens import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS_CEILING
 
 
 def add_service_error(form: forms.Form, error: ValidationError) -> None:
@@ -71,6 +73,13 @@ class OrganizationCreateForm(SlugFromNameMixin, forms.Form):
 
 class OrganizationSettingsForm(forms.Form):
     name = forms.CharField(max_length=100)
+    max_token_days = forms.IntegerField(
+        label="Maximum API token lifetime (days)",
+        min_value=1,
+        max_value=MAX_TOKEN_DAYS_CEILING,
+        help_text=f"From 1 to {MAX_TOKEN_DAYS_CEILING}. Applies to tokens created from now "
+        "on; existing tokens keep their expiry (revoke them on the API tokens page).",
+    )
 
 
 class MemberRoleForm(forms.Form):
@@ -178,3 +187,97 @@ class AuditFilterForm(forms.Form):
 
 class ProfileForm(forms.Form):
     name = forms.CharField(max_length=150, required=False, label="Display name")
+
+
+# --- API tokens and service accounts ----------------------------------------------------
+
+
+class TokenCreateForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, help_text="What it is for, e.g. “laptop” or “nightly training job”."
+    )
+    days = forms.IntegerField(label="Expires after (days)", min_value=1)
+    read_only = forms.BooleanField(
+        required=False,
+        label="Read-only",
+        help_text="It can list and look at things, never create, change or delete them.",
+    )
+
+    def __init__(self, *args: Any, organization: Organization, holder_role: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        limit = organization.max_token_days
+        days = cast(forms.IntegerField, self.fields["days"])
+        days.max_value = limit
+        days.validators.append(
+            MaxValueValidator(limit, f"At most {limit} days: {organization.name}'s maximum.")
+        )
+        days.widget.attrs.update({"min": 1, "max": limit})
+        days.initial = min(DEFAULT_TOKEN_DAYS, limit)
+        days.help_text = (
+            f"From 1 to {limit} days: the owners and admins of {organization.name} "
+            f"allow tokens to live at most {limit} days."
+        )
+        self.forced_read_only = holder_role in READ_ONLY_ORG_ROLES
+        if self.forced_read_only:
+            read_only = self.fields["read_only"]
+            read_only.initial = True
+            read_only.disabled = True
+            read_only.help_text = "Viewers' tokens are always read-only."
+
+
+class TokenFilterForm(forms.Form):
+    q = forms.CharField(
+        required=False,
+        label="Search",
+        widget=forms.TextInput(
+            attrs={
+                "type": "search",
+                "placeholder": "Name, token prefix, person or service account…",
+            }
+        ),
+    )
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *TokenStatus.choices])
+    kind = forms.ChoiceField(
+        required=False,
+        label="Holder",
+        choices=[("", "Anyone"), ("personal", "People"), ("service", "Service accounts")],
+    )  # fmt: skip
+
+
+class ServiceAccountForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="e.g. “ci” or “airflow-prod”.")
+    role = forms.ChoiceField(
+        choices=SERVICE_ACCOUNT_ROLES,
+        initial=OrgRole.MEMBER,
+        help_text="Its role in the organization, as for a person. Admins manage every "
+        "project; members only create projects; viewers only look.",
+    )
+
+
+class OrganizationChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Organization) -> str:
+        return obj.name
+
+
+class CliConfirmForm(forms.Form):
+    organization = OrganizationChoiceField(
+        queryset=Organization.objects.none(),
+        empty_label=None,
+        help_text="The CLI will act in this organization only.",
+    )
+    read_only = forms.BooleanField(
+        required=False,
+        label="Read-only",
+        help_text="The CLI can look, never change anything.",
+    )
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        orgs = Organization.objects.filter(
+            pk__in=[
+                m.organization_id
+                for m in user.current_memberships()
+                if has_perm(user, "token.manage_own", m.organization)
+            ]
+        ).order_by("name")
+        cast(OrganizationChoiceField, self.fields["organization"]).queryset = orgs

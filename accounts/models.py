@@ -1,5 +1,5 @@
 """Who you are, which tenant you belong to, and what happened: users, organizations,
-memberships, projects, invitations and the audit log."""
+memberships, projects, invitations, service accounts and API tokens, and the audit log."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from typing import Any, ClassVar, Self
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .choices import InvitationStatus, OrgRole, ProjectRole
-from .permissions import ORG_WIDE_ROLES
+from .choices import CliHandoffStatus, InvitationStatus, OrgRole, ProjectRole, TokenStatus
+from .permissions import ORG_WIDE_ROLES, roles_granting
+from .tokens import (
+    CLI_HANDOFF_MINUTES,
+    DEFAULT_MAX_TOKEN_DAYS,
+    MAX_TOKEN_DAYS_CEILING,
+)
 
 slug_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
@@ -123,6 +128,12 @@ class Organization(models.Model):
 
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
+    max_token_days = models.PositiveSmallIntegerField(
+        "maximum API token lifetime (days)",
+        default=DEFAULT_MAX_TOKEN_DAYS,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_TOKEN_DAYS_CEILING)],
+        help_text="New API tokens of this organization expire after at most this many days.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -328,6 +339,187 @@ class Invitation(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status == InvitationStatus.PENDING
+
+
+SERVICE_ACCOUNT_ROLES = [c for c in OrgRole.choices if c[0] != OrgRole.OWNER]
+
+
+class ServiceAccount(models.Model):
+    """An identity of an organization for automation: it has an organization role (never
+    owner) and API tokens, and no password, email or project roles."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="service_accounts"
+    )
+    name = models.CharField(max_length=100)
+    role = models.CharField(max_length=16, choices=SERVICE_ACCOUNT_ROLES, default=OrgRole.MEMBER)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    # Seen by accounts.permissions.has_perm as a Principal, like a User.
+    is_authenticated = True
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"],
+                condition=Q(disabled_at=None),
+                name="service_account_name_per_org",
+                violation_error_message="A service account with this name already exists.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
+    def org_role(self, organization: Organization) -> str | None:
+        return self.role if organization.pk == self.organization_id else None
+
+    def project_role(self, project: Project) -> str | None:
+        return None
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def visible_to(self, user: User, organization: Organization | None = None) -> Self:
+        """Everyone sees their own tokens; owners and admins (token.manage_all) see every
+        token of their organization, service accounts' included."""
+        if not user.is_authenticated:
+            return self.none()
+        if organization is not None:
+            role = user.org_role(organization)
+            if role is None:
+                return self.none()
+            rows = self.filter(organization=organization)
+            return rows if role in roles_granting("token.manage_all") else rows.filter(user=user)
+        return self.filter(
+            Q(organization_id__in=member_org_ids(user, roles_granting("token.manage_all")))
+            | Q(user=user, organization_id__in=member_org_ids(user))
+        )
+
+    def active(self) -> Self:
+        return self.filter(revoked_at=None, expires_at__gt=timezone.now())
+
+
+class ApiToken(models.Model):
+    """A secret for the JSON API and the CLI, acting inside one organization as a person
+    or as a service account; only its SHA-256 is stored."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    user = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    service_account = models.ForeignKey(
+        ServiceAccount, null=True, blank=True, on_delete=models.CASCADE, related_name="tokens"
+    )
+    name = models.CharField(max_length=100)
+    # The first characters of the secret ("rdk_" and 6 more), to tell tokens apart.
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    read_only = models.BooleanField(default=False)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, service_account__isnull=True)
+                | Q(user__isnull=True, service_account__isnull=False),
+                name="api_token_belongs_to_a_user_or_a_service_account",
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def status(self) -> TokenStatus:
+        if self.revoked_at:
+            return TokenStatus.REVOKED
+        if self.expires_at <= timezone.now():
+            return TokenStatus.EXPIRED
+        return TokenStatus.ACTIVE
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == TokenStatus.ACTIVE
+
+    @property
+    def holder(self) -> User | ServiceAccount | None:
+        return self.user if self.user_id else self.service_account
+
+
+def _cli_handoff_expiry() -> Any:
+    return timezone.now() + timedelta(minutes=CLI_HANDOFF_MINUTES)
+
+
+class CliHandoff(models.Model):
+    """A `raydeck login` in progress: the CLI holds the poll token, the person types or
+    follows the one-time code in the browser and confirms; the CLI then collects an API
+    token once. Neither the poll token nor the API token is stored, only their hashes."""
+
+    code = models.CharField(max_length=16, unique=True)
+    poll_token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # The hash and display prefix of the API token this hand-off will deliver (see
+    # accounts.tokens.secret_for_poll_token).
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=16)
+    # Where the CLI asked from, shown to the person who confirms.
+    requested_ip = models.GenericIPAddressField(null=True, blank=True)
+    requested_user_agent = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(default=_cli_handoff_expiry, db_index=True)
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    user = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    denied_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"CLI sign-in {self.code}"
+
+    @property
+    def status(self) -> CliHandoffStatus:
+        if self.delivered_at:
+            return CliHandoffStatus.DELIVERED
+        if self.denied_at:
+            return CliHandoffStatus.DENIED
+        if self.expires_at <= timezone.now():
+            return CliHandoffStatus.EXPIRED
+        if self.confirmed_at:
+            return CliHandoffStatus.CONFIRMED
+        return CliHandoffStatus.PENDING
 
 
 class AuditEvent(models.Model):

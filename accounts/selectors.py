@@ -5,19 +5,24 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from .choices import TokenStatus
 from .models import (
+    ApiToken,
     AuditEvent,
+    CliHandoff,
     Invitation,
     Membership,
     Organization,
     Project,
     ProjectMembership,
+    ServiceAccount,
     User,
 )
+from .tokens import normalize_cli_code
 
 
 def membership_list(*, organization: Organization, viewer: User) -> QuerySet[Membership]:
@@ -103,3 +108,75 @@ def security_events_of(user: User, limit: int = 10) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(
         Q(actor=user) | Q(actor_email=user.email), organization=None
     ).order_by("-created_at")[:limit]
+
+
+# --- API tokens and service accounts ----------------------------------------------------
+
+
+def token_list(
+    *,
+    organization: Organization,
+    viewer: User,
+    mine: bool = False,
+    query: str = "",
+    status: str = "",
+    kind: str = "",
+) -> QuerySet[ApiToken]:
+    """Tokens of `organization` the viewer may see (their own; everyone's for owners and
+    admins), newest first. `mine` keeps the viewer's personal tokens only; `query`
+    matches the name, the prefix, the person's email or the service account's name;
+    `kind` is "personal" or "service"."""
+    tokens = ApiToken.objects.visible_to(viewer, organization)
+    if mine:
+        tokens = tokens.filter(user=viewer)
+    if query:
+        tokens = tokens.filter(
+            Q(name__icontains=query)
+            | Q(prefix__startswith=query)
+            | Q(user__email__icontains=query)
+            | Q(service_account__name__icontains=query)
+        )
+    now = timezone.now()
+    if status == TokenStatus.ACTIVE:
+        tokens = tokens.filter(revoked_at=None, expires_at__gt=now)
+    elif status == TokenStatus.EXPIRED:
+        tokens = tokens.filter(revoked_at=None, expires_at__lte=now)
+    elif status == TokenStatus.REVOKED:
+        tokens = tokens.exclude(revoked_at=None)
+    if kind == "personal":
+        tokens = tokens.filter(service_account=None)
+    elif kind == "service":
+        tokens = tokens.exclude(service_account=None)
+    return tokens.select_related("user", "service_account", "created_by").order_by(
+        "-created_at", "-pk"
+    )
+
+
+def service_account_list(*, organization: Organization, viewer: User) -> QuerySet[ServiceAccount]:
+    """Service accounts of the organization, enabled first, each with its number of
+    active tokens."""
+    active_tokens = (
+        ApiToken.objects.active()
+        .filter(service_account=OuterRef("pk"))
+        .order_by()
+        .values("service_account")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        ServiceAccount.objects.visible_to(viewer)
+        .filter(organization=organization)
+        .select_related("created_by")
+        .annotate(
+            active_token_count=Coalesce(Subquery(active_tokens, output_field=IntegerField()), 0)
+        )
+        .order_by(F("disabled_at").asc(nulls_first=True), "name", "pk")
+    )
+
+
+def cli_handoff_by_code(code: str) -> CliHandoff | None:
+    """The hand-off a person's one-time code names (in any state), or None."""
+    code = normalize_cli_code(code)
+    if not code:
+        return None
+    return CliHandoff.objects.filter(code=code).first()

@@ -6,25 +6,44 @@ transaction; emails go out only after that transaction commits.
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
+
 from django.conf import settings
 from django.core import signing
-from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .audit import audit, changes_between, snapshot
-from .choices import InvitationStatus, OrgRole, ProjectRole
+from .choices import CliHandoffStatus, InvitationStatus, OrgRole, ProjectRole
 from .emails import send_invitation_email
 from .models import (
     RESERVED_SLUGS,
+    SERVICE_ACCOUNT_ROLES,
+    ApiToken,
+    CliHandoff,
     Invitation,
     Membership,
     Organization,
     Project,
     ProjectMembership,
+    ServiceAccount,
     User,
 )
-from .permissions import require
+from .permissions import READ_ONLY_ORG_ROLES, require
+from .tokens import (
+    DEFAULT_TOKEN_DAYS,
+    LAST_USED_RESOLUTION_SECONDS,
+    TokenIdentity,
+    display_prefix,
+    hash_secret,
+    looks_like_token,
+    new_cli_code,
+    new_secret,
+    secret_for_poll_token,
+)
 
 INVITATION_SALT = "raydeck.invitation"
 
@@ -59,14 +78,23 @@ def organization_create(*, name: str, slug: str, actor: User) -> Organization:
     return organization
 
 
+ORGANIZATION_SETTINGS = ["name", "max_token_days"]
+
+
 @transaction.atomic
-def organization_update(*, organization: Organization, name: str, actor: User) -> Organization:
+def organization_update(
+    *, organization: Organization, name: str, actor: User, max_token_days: int | None = None
+) -> Organization:
+    """Rename, and set the longest lifetime new API tokens may have (tokens that already
+    exist keep their expiry; revoke them to cut them short)."""
     require(actor, "organization.update", organization)
-    before = snapshot(organization, ["name"])
+    before = snapshot(organization, ORGANIZATION_SETTINGS)
     organization.name = name.strip()
+    if max_token_days is not None:
+        organization.max_token_days = max_token_days
     organization.full_clean()
-    organization.save(update_fields=["name", "updated_at"])
-    changes = changes_between(before, snapshot(organization, ["name"]))
+    organization.save(update_fields=[*ORGANIZATION_SETTINGS, "updated_at"])
+    changes = changes_between(before, snapshot(organization, ORGANIZATION_SETTINGS))
     if changes:
         audit(actor=actor, verb="organization.update", target=organization, changes=changes)
     return organization
@@ -120,7 +148,9 @@ def membership_change_role(*, membership: Membership, role: str, actor: User) ->
 
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor: User) -> None:
-    """Remove a member, or let a member leave (when `actor` is the member)."""
+    """Remove a member, or let a member leave (when `actor` is the member). Their API
+    tokens of this organization are revoked: they would not work without the
+    membership, and must not come back to life if the person is invited again."""
     organization = membership.organization
     leaving = membership.user_id == actor.pk
     if not leaving:
@@ -130,12 +160,20 @@ def membership_remove(*, membership: Membership, actor: User) -> None:
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     _ensure_not_last_owner(membership, leaving_role=True)
     ProjectMembership.objects.filter(organization=organization, user=membership.user).delete()
+    revoked = (
+        ApiToken.objects.filter(organization=organization, user=membership.user)
+        .filter(revoked_at=None)
+        .update(revoked_at=timezone.now())
+    )
+    changes: dict[str, list] = {"role": [membership.role, None]}
+    if revoked:
+        changes["unrevoked_api_tokens"] = [revoked, 0]
     audit(
         actor=actor,
         verb="member.leave" if leaving else "member.remove",
         target=membership,
         organization=organization,
-        changes={"role": [membership.role, None]},
+        changes=changes,
     )
     membership.delete()
     membership.user.forget_roles()
@@ -457,3 +495,329 @@ def user_unlock(*, user: User, actor: User, request) -> None:  # type: ignore[no
     # the call it uses itself after a successful password reset.
     get_adapter()._delete_login_attempts_cached_email(request, email=user.email)
     audit(actor=actor, verb="user.unlock", target=user)
+
+
+# --- Service accounts and API tokens -------------------------------------------------
+
+
+@transaction.atomic
+def service_account_create(
+    *, organization: Organization, name: str, role: str, actor: User
+) -> ServiceAccount:
+    require(actor, "service_account.manage", organization)
+    if role not in dict(SERVICE_ACCOUNT_ROLES):
+        raise ValidationError({"role": "A service account can be an admin, a member or a viewer."})
+    account = ServiceAccount(
+        organization=organization, name=name.strip(), role=role, created_by=actor
+    )
+    account.full_clean()
+    account.save()
+    audit(
+        actor=actor,
+        verb="service_account.create",
+        target=account,
+        changes={"name": [None, account.name], "role": [None, role]},
+    )
+    return account
+
+
+@transaction.atomic
+def service_account_disable(*, service_account: ServiceAccount, actor: User) -> ServiceAccount:
+    """Disable for good: its tokens are revoked, and it can no longer get new ones."""
+    require(actor, "service_account.manage", service_account.organization)
+    account = ServiceAccount.objects.select_for_update().get(pk=service_account.pk)
+    if account.disabled_at is not None:
+        raise ValidationError("This service account is already disabled.")
+    now = timezone.now()
+    account.disabled_at = now
+    account.save(update_fields=["disabled_at"])
+    revoked = account.tokens.filter(revoked_at=None).update(revoked_at=now)
+    changes: dict[str, list] = {"disabled": [False, True]}
+    if revoked:
+        changes["unrevoked_api_tokens"] = [revoked, 0]
+    audit(actor=actor, verb="service_account.disable", target=account, changes=changes)
+    return account
+
+
+def _check_token_days(organization: Organization, days: int) -> None:
+    if not 1 <= days <= organization.max_token_days:
+        raise ValidationError(
+            {
+                "days": f"Choose from 1 to {organization.max_token_days} days: "
+                f"{organization.name} allows tokens to live at most "
+                f"{organization.max_token_days} days."
+            }
+        )
+
+
+def _issue_token(
+    *,
+    organization: Organization,
+    actor: User,
+    name: str,
+    days: int,
+    read_only: bool,
+    token_hash: str,
+    prefix: str,
+    user: User | None = None,
+    service_account: ServiceAccount | None = None,
+    via: str = "console",
+) -> ApiToken:
+    _check_token_days(organization, days)
+    holder_role = (
+        service_account.role if service_account is not None else actor.org_role(organization)
+    )
+    token = ApiToken(
+        organization=organization,
+        user=user,
+        service_account=service_account,
+        name=name.strip(),
+        prefix=prefix,
+        token_hash=token_hash,
+        # A viewer's token could not write anyway; saying so keeps it read-only should
+        # its holder be promoted later.
+        read_only=read_only or holder_role in READ_ONLY_ORG_ROLES,
+        expires_at=timezone.now() + timedelta(days=days),
+        created_by=actor,
+    )
+    token.full_clean()
+    token.save()
+    audit(
+        actor=actor,
+        verb="token.create",
+        target=token,
+        changes={
+            "name": [None, token.name],
+            "holder": [None, str(service_account or user)],
+            "read_only": [None, token.read_only],
+            "expires_at": [None, token.expires_at.isoformat(timespec="seconds")],
+            "via": [None, via],
+        },
+    )
+    return token
+
+
+@transaction.atomic
+def token_create(
+    *,
+    organization: Organization,
+    actor: User,
+    name: str,
+    days: int,
+    read_only: bool,
+    service_account: ServiceAccount | None = None,
+) -> tuple[ApiToken, str]:
+    """A personal token of `actor` in `organization`, or a token of `service_account`.
+    Returns the token and its secret: the secret is never stored, so show it now."""
+    if service_account is None:
+        require(actor, "token.manage_own", organization)
+    else:
+        require(actor, "service_account.manage", organization)
+        if service_account.organization_id != organization.pk:
+            raise ValidationError("Choose a service account of this organization.")
+        service_account = ServiceAccount.objects.select_for_update().get(pk=service_account.pk)
+        if service_account.disabled_at is not None:
+            raise ValidationError("This service account is disabled: it cannot get new tokens.")
+    secret = new_secret()
+    token = _issue_token(
+        organization=organization,
+        actor=actor,
+        name=name,
+        days=days,
+        read_only=read_only,
+        token_hash=hash_secret(secret),
+        prefix=display_prefix(secret),
+        user=actor if service_account is None else None,
+        service_account=service_account,
+    )
+    return token, secret
+
+
+@transaction.atomic
+def token_revoke(*, token: ApiToken, actor: User, by_support: bool = False) -> ApiToken:
+    """Revoke a token: your own (token.manage_own), anyone's in the organization
+    (token.manage_all), or, with `by_support`, any token from the support admin."""
+    if by_support:
+        if not (actor.is_active and actor.is_staff):
+            raise PermissionDenied("Only support staff can do this.")
+    elif token.user_id is not None and token.user_id == actor.pk:
+        require(actor, "token.manage_own", token.organization)
+    else:
+        require(actor, "token.manage_all", token.organization)
+    token = ApiToken.objects.select_for_update().select_related("organization").get(pk=token.pk)
+    if token.revoked_at is not None:
+        raise ValidationError("This token was already revoked.")
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    audit(actor=actor, verb="token.revoke", target=token)
+    return token
+
+
+def authenticate_token(secret: str, *, ip: str | None) -> TokenIdentity | None:
+    """The identity an API token secret stands for, or None.
+
+    None when the secret is not one of ours, or its token is revoked or expired, or its
+    person is deactivated or no longer a member of the token's organization, or its
+    service account is disabled. Callers answer None with 401 and the same message
+    whatever the reason. On success the token's last use (time and `ip`) is recorded,
+    at most once a minute per token.
+
+    The identity acts only inside `identity.organization`; check every permission with
+    `accounts.permissions.token_may(identity, perm, obj)` (the JSON API turns a refusal
+    on another organization's object into 404).
+    """
+    if not looks_like_token(secret):
+        return None
+    token = (
+        ApiToken.objects.select_related("organization", "user", "service_account")
+        .filter(token_hash=hash_secret(secret))
+        .first()
+    )
+    if token is None or not token.is_active:
+        return None
+    principal: User | ServiceAccount
+    if token.user is not None:
+        principal = token.user
+        if not principal.is_active or principal.org_role(token.organization) is None:
+            return None
+    elif token.service_account is not None:
+        principal = token.service_account
+        if not principal.is_active or principal.organization_id != token.organization_id:
+            return None
+    else:  # the table's check constraint makes this unreachable
+        return None
+    _record_use(token, ip)
+    return TokenIdentity(
+        token=token,
+        organization=token.organization,
+        principal=principal,
+        read_only=token.read_only,
+    )
+
+
+def _record_use(token: ApiToken, ip: str | None) -> None:
+    now = timezone.now()
+    stale = now - timedelta(seconds=LAST_USED_RESOLUTION_SECONDS)
+    if token.last_used_at is not None and token.last_used_at > stale:
+        return
+    # Conditional, so concurrent requests with the same token write once.
+    ApiToken.objects.filter(pk=token.pk).filter(
+        Q(last_used_at=None) | Q(last_used_at__lte=stale)
+    ).update(last_used_at=now, last_used_ip=ip)
+    token.last_used_at, token.last_used_ip = now, ip
+
+
+# --- `raydeck login`: the CLI hand-off -------------------------------------------------
+
+
+def cli_handoff_start(*, ip: str | None, user_agent: str) -> tuple[CliHandoff, str]:
+    """Start a CLI sign-in; returns the hand-off (its `code` is for the person) and the
+    poll token (for the CLI only; only its hash is kept)."""
+    now = timezone.now()
+    # Housekeeping: hand-offs are useless once expired; keep a day of them for support.
+    CliHandoff.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
+    poll_token = secrets.token_urlsafe(32)
+    secret = secret_for_poll_token(poll_token)
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                handoff = CliHandoff.objects.create(
+                    code=new_cli_code(),
+                    poll_token_hash=hash_secret(poll_token),
+                    token_hash=hash_secret(secret),
+                    token_prefix=display_prefix(secret),
+                    requested_ip=ip,
+                    requested_user_agent=user_agent[:300],
+                )
+            return handoff, poll_token
+        except IntegrityError:  # the code is taken (31^8 codes: it happens rarely)
+            continue
+    raise RuntimeError("Could not find a free one-time code.")
+
+
+CLOSED_HANDOFF_MESSAGES = {
+    CliHandoffStatus.CONFIRMED: "This sign-in was already confirmed.",
+    CliHandoffStatus.DELIVERED: "This sign-in is complete: the CLI has its token.",
+    CliHandoffStatus.DENIED: "This sign-in was denied.",
+    CliHandoffStatus.EXPIRED: "This code has expired. Run `raydeck login` again.",
+}
+
+
+def _lock_pending_handoff(handoff: CliHandoff) -> CliHandoff:
+    handoff = CliHandoff.objects.select_for_update().get(pk=handoff.pk)
+    if handoff.status != CliHandoffStatus.PENDING:
+        raise ValidationError(CLOSED_HANDOFF_MESSAGES[handoff.status])
+    return handoff
+
+
+@transaction.atomic
+def cli_handoff_confirm(
+    *, handoff: CliHandoff, organization: Organization, actor: User, read_only: bool = False
+) -> ApiToken:
+    """The person confirms the code: a personal token for `organization` is created now
+    (with the hash made when the hand-off started), for the CLI to collect once."""
+    require(actor, "token.manage_own", organization)
+    handoff = _lock_pending_handoff(handoff)
+    token = _issue_token(
+        organization=organization,
+        actor=actor,
+        name=f"raydeck CLI ({timezone.now():%Y-%m-%d})",
+        days=min(DEFAULT_TOKEN_DAYS, organization.max_token_days),
+        read_only=read_only,
+        token_hash=handoff.token_hash,
+        prefix=handoff.token_prefix,
+        user=actor,
+        via="cli",
+    )
+    handoff.organization, handoff.user, handoff.token = organization, actor, token
+    handoff.confirmed_at = timezone.now()
+    handoff.save(update_fields=["organization", "user", "token", "confirmed_at"])
+    audit(
+        actor=actor,
+        verb="cli_handoff.confirm",
+        target=handoff,
+        changes={"token": [None, str(token)], "requested_ip": [None, handoff.requested_ip]},
+    )
+    return token
+
+
+@transaction.atomic
+def cli_handoff_deny(*, handoff: CliHandoff, actor: User) -> CliHandoff:
+    """The person did not start this sign-in: the CLI is told, and nothing is created."""
+    handoff = _lock_pending_handoff(handoff)
+    handoff.denied_at = timezone.now()
+    handoff.save(update_fields=["denied_at"])
+    audit(
+        actor=actor,
+        verb="cli_handoff.deny",
+        target=handoff,
+        changes={"requested_ip": [None, handoff.requested_ip]},
+    )
+    return handoff
+
+
+@transaction.atomic
+def cli_handoff_poll(*, poll_token: str) -> tuple[CliHandoff | None, str | None]:
+    """What the CLI gets for its poll token: (None, None) for an unknown one; the
+    hand-off and the API token secret the first time after confirmation (only then);
+    otherwise the hand-off, whose `status` says why there is no secret."""
+    handoff = (
+        CliHandoff.objects.select_for_update()
+        .select_related("organization", "token")
+        .filter(poll_token_hash=hash_secret(poll_token))
+        .first()
+    )
+    if handoff is None:
+        return None, None
+    status = handoff.status
+    if status == CliHandoffStatus.CONFIRMED:
+        handoff.delivered_at = timezone.now()
+        handoff.save(update_fields=["delivered_at"])
+        return handoff, secret_for_poll_token(poll_token)
+    token = handoff.token
+    if status == CliHandoffStatus.EXPIRED and token is not None and token.revoked_at is None:
+        # Confirmed, never collected: nobody will ever hold this token's secret.
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit(actor=None, verb="token.revoke", target=token, actor_email="raydeck")
+    return handoff, None

@@ -45,6 +45,34 @@ org_urlpatterns = [
         views.ProjectMemberRemoveView.as_view(),
         name="project_member_remove",
     ),
+    path("tokens/", views.TokenListView.as_view(), name="token_list"),
+    path("tokens/new/", views.TokenCreateView.as_view(), name="token_create"),
+    path("tokens/<int:token_id>/revoke/", views.TokenRevokeView.as_view(), name="token_revoke"),
+    path(
+        "tokens/service-accounts/",
+        views.ServiceAccountListView.as_view(),
+        name="service_account_list",
+    ),
+    path(
+        "tokens/service-accounts/new/",
+        views.ServiceAccountCreateView.as_view(),
+        name="service_account_create",
+    ),
+    path(
+        "tokens/service-accounts/<int:service_account_id>/",
+        views.ServiceAccountDetailView.as_view(),
+        name="service_account_detail",
+    ),
+    path(
+        "tokens/service-accounts/<int:service_account_id>/tokens/new/",
+        views.ServiceAccountTokenCreateView.as_view(),
+        name="service_account_token_create",
+    ),
+    path(
+        "tokens/service-accounts/<int:service_account_id>/disable/",
+        views.ServiceAccountDisableView.as_view(),
+        name="service_account_disable",
+    ),
     path("audit/", views.AuditLogView.as_view(), name="audit_log"),
     path("audit/export.jsonl", views.AuditExportView.as_view(), name="audit_export"),
 ]
@@ -55,4 +83,8 @@ user_urlpatterns = [
         "invitations/<str:token>/", views.InvitationAcceptView.as_view(), name="invitation_accept"
     ),
     path("profile/", views.ProfileView.as_view(), name="profile"),
+    # `raydeck login`: the CLI starts and polls (JSON, no cookies); the person confirms.
+    path("cli/handoff", views.cli_handoff_start, name="cli_handoff_start"),
+    path("cli/handoff/poll", views.cli_handoff_poll, name="cli_handoff_poll"),
+    path("cli/verify", views.CliVerifyView.as_view(), name="cli_verify"),
 ]

@@ -4,28 +4,36 @@ the user's profile. Views parse input and pick templates; services do the work."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from console.types import AuthedRequest
 from console.views import OrgView, done, paginate
 
 from . import selectors, services
-from .choices import ProjectRole
+from .audit import client_ip
+from .choices import CliHandoffStatus, ProjectRole
 from .forms import (
     AuditFilterForm,
+    CliConfirmForm,
     InvitationForm,
     MemberRoleForm,
     OrganizationCreateForm,
@@ -35,11 +43,28 @@ from .forms import (
     ProjectEditForm,
     ProjectMemberAddForm,
     ProjectMemberRoleForm,
+    ServiceAccountForm,
+    TokenCreateForm,
+    TokenFilterForm,
     add_service_error,
     assignable_roles,
 )
-from .models import Invitation, Membership, Project, ProjectMembership
+from .models import (
+    ApiToken,
+    CliHandoff,
+    Invitation,
+    Membership,
+    Project,
+    ProjectMembership,
+    ServiceAccount,
+)
 from .permissions import has_perm, require
+from .tokens import (
+    CLI_HANDOFF_MINUTES,
+    CLI_HANDOFF_POLL_INTERVAL_SECONDS,
+    CLI_HANDOFF_POLLS_PER_MINUTE,
+    CLI_HANDOFF_STARTS_PER_MINUTE,
+)
 
 
 def _is_validation_only(request: AuthedRequest) -> bool:
@@ -85,7 +110,12 @@ class OrganizationSettingsView(OrgView):
     template = "accounts/organization_settings.html"
 
     def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = OrganizationSettingsForm(initial={"name": self.organization.name})
+        form = OrganizationSettingsForm(
+            initial={
+                "name": self.organization.name,
+                "max_token_days": self.organization.max_token_days,
+            }
+        )
         return self.render(self.template, {"form": form})
 
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
@@ -94,9 +124,7 @@ class OrganizationSettingsView(OrgView):
         if form.is_valid():
             try:
                 services.organization_update(
-                    organization=self.organization,
-                    name=form.cleaned_data["name"],
-                    actor=request.user,
+                    organization=self.organization, actor=request.user, **form.cleaned_data
                 )
             except ValidationError as exc:
                 add_service_error(form, exc)
@@ -584,6 +612,415 @@ class AuditExportView(OrgView):
             f'attachment; filename="raydeck-audit-{org_slug}-{stamp}.jsonl"'
         )
         return response
+
+
+# --- API tokens and service accounts ----------------------------------------------------
+
+
+@method_decorator(vary_on_headers("HX-Request"), name="dispatch")
+class TokenListView(OrgView):
+    """Your tokens; owners and admins also get every token of the organization
+    (?scope=all), with a filter."""
+
+    permission = "token.manage_own"
+    template = "accounts/token_list.html"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        can_manage_all = has_perm(request.user, "token.manage_all", self.organization)
+        scope = "all" if can_manage_all and request.GET.get("scope") == "all" else "mine"
+        form = TokenFilterForm(request.GET or None)
+        filters = form.cleaned_data if form.is_valid() else {}
+        tokens = selectors.token_list(
+            organization=self.organization,
+            viewer=request.user,
+            mine=scope == "mine",
+            query=filters.get("q", "").strip(),
+            status=filters.get("status", ""),
+            kind=filters.get("kind", "") if scope == "all" else "",
+        )
+        query = request.GET.copy()
+        query.pop("page", None)
+        return self.render(
+            self.partial(self.template, "token-table"),
+            {
+                "page": paginate(request, tokens),
+                "form": form,
+                "scope": scope,
+                "show_holder": scope == "all",
+                "tokens_url": reverse("token_list", args=[org_slug]),
+                "filtered": any(filters.get(k) for k in ("q", "status", "kind")),
+                "query": query.urlencode(),
+                "can_manage_all": can_manage_all,
+                "can_manage_service_accounts": has_perm(
+                    request.user, "service_account.manage", self.organization
+                ),
+            },
+        )
+
+
+def _secret_page(response: HttpResponse) -> HttpResponse:
+    """The page that shows a new secret must not be kept by a browser or a proxy."""
+    add_never_cache_headers(response)  # Cache-Control: ... no-store ...
+    return response
+
+
+class TokenCreateView(OrgView):
+    """Create a personal token; the secret is shown once, in the answer to the POST
+    itself (never stored, so there is nothing to redirect to)."""
+
+    permission = "token.manage_own"
+    template = "accounts/token_create.html"
+    service_account: ServiceAccount | None = None
+
+    def holder_role(self) -> str:
+        if self.service_account is not None:
+            return self.service_account.role
+        return self.request.user.org_role(self.organization) or ""
+
+    def form(self, data: Any = None) -> TokenCreateForm:
+        return TokenCreateForm(data, organization=self.organization, holder_role=self.holder_role())
+
+    def back_url(self) -> str:
+        if self.service_account is not None:
+            return reverse(
+                "service_account_detail", args=[self.organization.slug, self.service_account.pk]
+            )
+        return reverse("token_list", args=[self.organization.slug])
+
+    def render(
+        self, template: str, context: dict[str, Any] | None = None, status: int = 200
+    ) -> HttpResponse:
+        base = {"service_account": self.service_account, "back_url": self.back_url()}
+        return super().render(template, {**base, **(context or {})}, status)
+
+    def get(self, request: AuthedRequest, org_slug: str, **kwargs: Any) -> HttpResponse:
+        return self.render(self.template, {"form": self.form()})
+
+    def post(self, request: AuthedRequest, org_slug: str, **kwargs: Any) -> HttpResponse:
+        form = self.form(request.POST)
+        if form.is_valid():
+            try:
+                token, secret = services.token_create(
+                    organization=self.organization,
+                    actor=request.user,
+                    service_account=self.service_account,
+                    **form.cleaned_data,
+                )
+            except ValidationError as exc:
+                add_service_error(form, exc)
+            else:
+                return _secret_page(
+                    self.render("accounts/token_created.html", {"token": token, "secret": secret})
+                )
+        return self.render(self.template, {"form": form})
+
+
+class TokenObjectView(OrgView):
+    """Base of pages about one token: found among the tokens the user may see in this
+    organization (their own; all of them for owners and admins), 404 otherwise."""
+
+    permission = "token.manage_own"
+    token: ApiToken
+
+    def load_objects(self, **kwargs: Any) -> None:
+        self.token = get_object_or_404(
+            ApiToken.objects.visible_to(self.request.user, self.organization).select_related(
+                "organization", "user", "service_account"
+            ),
+            pk=kwargs["token_id"],
+        )
+
+
+class TokenRevokeView(TokenObjectView):
+    template = "accounts/token_revoke.html"
+
+    def back_url(self) -> str:
+        if self.token.service_account_id is not None:
+            return reverse(
+                "service_account_detail",
+                args=[self.organization.slug, self.token.service_account_id],
+            )
+        if self.token.user_id == self.request.user.pk:
+            return reverse("token_list", args=[self.organization.slug])
+        return reverse("token_list", args=[self.organization.slug]) + "?scope=all"
+
+    def get(self, request: AuthedRequest, org_slug: str, token_id: int) -> HttpResponse:
+        return self.render(self.template, {"token": self.token, "back_url": self.back_url()})
+
+    def post(self, request: AuthedRequest, org_slug: str, token_id: int) -> HttpResponse:
+        try:
+            services.token_revoke(token=self.token, actor=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect(self.back_url())
+        return done(request, self.back_url(), f"Token {self.token.name} revoked.")
+
+
+class ServiceAccountListView(OrgView):
+    permission = "service_account.manage"
+    template = "accounts/service_account_list.html"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        accounts = selectors.service_account_list(
+            organization=self.organization, viewer=request.user
+        )
+        return self.render(self.template, {"page": paginate(request, accounts)})
+
+
+class ServiceAccountCreateView(OrgView):
+    permission = "service_account.manage"
+    template = "accounts/service_account_create.html"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        return self.render(self.template, {"form": ServiceAccountForm()})
+
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        form = ServiceAccountForm(request.POST)
+        if form.is_valid():
+            try:
+                account = services.service_account_create(
+                    organization=self.organization, actor=request.user, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                add_service_error(form, exc)
+            else:
+                return done(
+                    request,
+                    reverse("service_account_detail", args=[org_slug, account.pk]),
+                    f"Service account {account.name} created. Create a token for it below.",
+                )
+        return self.render(self.template, {"form": form})
+
+
+def _service_account_of(view: OrgView, service_account_id: int) -> ServiceAccount:
+    return get_object_or_404(
+        ServiceAccount.objects.visible_to(view.request.user)
+        .filter(organization=view.organization)
+        .select_related("created_by"),
+        pk=service_account_id,
+    )
+
+
+class ServiceAccountObjectView(OrgView):
+    permission = "service_account.manage"
+    service_account: ServiceAccount
+
+    def load_objects(self, **kwargs: Any) -> None:
+        self.service_account = _service_account_of(self, kwargs["service_account_id"])
+
+
+class ServiceAccountDetailView(ServiceAccountObjectView):
+    template = "accounts/service_account_detail.html"
+
+    def get(self, request: AuthedRequest, org_slug: str, service_account_id: int) -> HttpResponse:
+        tokens = self.service_account.tokens.select_related("created_by").order_by(
+            "-created_at", "-pk"
+        )
+        return self.render(
+            self.template,
+            {"service_account": self.service_account, "page": paginate(request, tokens)},
+        )
+
+
+class ServiceAccountTokenCreateView(TokenCreateView):
+    """A token of a service account: the same form and secret page as a personal one."""
+
+    permission = "service_account.manage"
+
+    def load_objects(self, **kwargs: Any) -> None:
+        account = _service_account_of(self, kwargs["service_account_id"])
+        if account.disabled_at is not None:
+            raise Http404("This service account is disabled.")
+        self.service_account = account
+
+
+class ServiceAccountDisableView(ServiceAccountObjectView):
+    template = "accounts/service_account_disable.html"
+
+    def get(self, request: AuthedRequest, org_slug: str, service_account_id: int) -> HttpResponse:
+        return self.render(
+            self.template,
+            {
+                "service_account": self.service_account,
+                "active_tokens": self.service_account.tokens.active().count(),
+            },
+        )
+
+    def post(self, request: AuthedRequest, org_slug: str, service_account_id: int) -> HttpResponse:
+        account = self.service_account
+        try:
+            services.service_account_disable(service_account=account, actor=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("service_account_detail", org_slug, account.pk)
+        return done(
+            request,
+            reverse("service_account_list", args=[org_slug]),
+            f"Service account {account.name} disabled; its tokens no longer work.",
+        )
+
+
+# --- `raydeck login`: the browser hand-off ------------------------------------------------
+
+
+def _rate_limited(request: HttpRequest, scope: str, per_minute: int) -> bool:
+    """A fixed one-minute window per client address, counted in the cache (shared by
+    every web process in each setting file)."""
+    key = f"raydeck:rate:{scope}:{client_ip(request) or '-'}:{int(time.time() // 60)}"
+    if cache.add(key, 1, timeout=90):
+        return False
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=90)
+        return False
+    return count > per_minute
+
+
+def _json_error(http_status: int, code: str, message: str, **extra: Any) -> JsonResponse:
+    """One error shape: {"error": {"code", "message"}} (and any `extra` keys)."""
+    return JsonResponse({**extra, "error": {"code": code, "message": message}}, status=http_status)
+
+
+def _too_many() -> JsonResponse:
+    response = _json_error(
+        429, "rate_limited", "Too many requests from this address; wait a minute."
+    )
+    response["Retry-After"] = "60"
+    return response
+
+
+# The two endpoints below are the CLI's, not a browser's: they neither read nor set a
+# cookie (no session, no request.user), and the poll token in the body is the only
+# credential, so a forged cross-site request has nothing to ride on. Hence no sign-in
+# and no CSRF check.
+@csrf_exempt
+@login_not_required
+@require_POST
+@never_cache
+def cli_handoff_start(request: HttpRequest) -> HttpResponse:
+    """POST /cli/handoff: start `raydeck login`. Answers 201 with the one-time `code` to
+    show, the `poll_token` to keep, and `verify_url` (a path on this server) for the
+    person to open; then poll /cli/handoff/poll every `interval` seconds."""
+    if _rate_limited(request, "cli-handoff", CLI_HANDOFF_STARTS_PER_MINUTE):
+        return _too_many()
+    handoff, poll_token = services.cli_handoff_start(
+        ip=client_ip(request), user_agent=request.headers.get("User-Agent", "")
+    )
+    return JsonResponse(
+        {
+            "code": handoff.code,
+            "poll_token": poll_token,
+            "verify_url": f"{reverse('cli_verify')}?{urlencode({'code': handoff.code})}",
+            "expires_in": CLI_HANDOFF_MINUTES * 60,
+            "interval": CLI_HANDOFF_POLL_INTERVAL_SECONDS,
+        },
+        status=201,
+    )
+
+
+POLL_ANSWERS: dict[str, tuple[int, str, str]] = {
+    CliHandoffStatus.DELIVERED: (410, "collected", "This sign-in's token was already collected."),
+    CliHandoffStatus.DENIED: (410, "denied", "The sign-in was denied in the browser."),
+    CliHandoffStatus.EXPIRED: (410, "expired", "The sign-in expired; run `raydeck login` again."),
+}
+
+
+@csrf_exempt  # see cli_handoff_start
+@login_not_required
+@require_POST
+@never_cache
+def cli_handoff_poll(request: HttpRequest) -> HttpResponse:
+    """POST /cli/handoff/poll with {"poll_token": ...}: 202 {"status": "pending"} until
+    the person confirms, then 200 {"token", "organization"} exactly once; 410 after
+    that, after a denial or after expiry; 404 for an unknown poll token."""
+    if _rate_limited(request, "cli-handoff-poll", CLI_HANDOFF_POLLS_PER_MINUTE):
+        return _too_many()
+    if len(request.body) > 4096:
+        return _json_error(413, "too_large", "The body is too large.")
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _json_error(400, "invalid_json", "The body is not JSON.")
+    poll_token = body.get("poll_token") if isinstance(body, dict) else None
+    if not isinstance(poll_token, str) or not poll_token:
+        return _json_error(400, "invalid_body", 'Send {"poll_token": "..."}.')
+    handoff, secret = services.cli_handoff_poll(poll_token=poll_token[:200])
+    if handoff is None:
+        return _json_error(404, "not_found", "No sign-in has this poll token.")
+    if secret is not None and handoff.organization is not None:
+        return JsonResponse(
+            {"status": "complete", "token": secret, "organization": handoff.organization.slug}
+        )
+    status = handoff.status
+    if status in POLL_ANSWERS:
+        code, error, message = POLL_ANSWERS[status]
+        return _json_error(code, error, message, status=str(status))
+    return JsonResponse({"status": "pending"}, status=202)
+
+
+@method_decorator(never_cache, name="dispatch")
+class CliVerifyView(View):
+    """/cli/verify?code=...: the person who ran `raydeck login` checks the code, picks
+    the organization and confirms; the CLI then receives a personal token for it."""
+
+    template = "accounts/cli_verify.html"
+
+    def context(self, request: AuthedRequest, code: str) -> tuple[dict[str, Any], int]:
+        if not code:
+            return {"code": ""}, 200
+        handoff = selectors.cli_handoff_by_code(code)
+        if handoff is None:
+            return {"code": code, "error": "No sign-in has this code. Check for typos."}, 404
+        if handoff.status != CliHandoffStatus.PENDING:
+            message = services.CLOSED_HANDOFF_MESSAGES[handoff.status]
+            done_already = handoff.status in (
+                CliHandoffStatus.CONFIRMED,
+                CliHandoffStatus.DELIVERED,
+            )
+            key = "notice" if done_already else "error"
+            return {"code": code, key: message, "handoff": handoff}, 410
+        return {"code": handoff.code, "handoff": handoff}, 200
+
+    def get(self, request: AuthedRequest) -> HttpResponse:
+        context, status = self.context(request, request.GET.get("code", ""))
+        if context.get("handoff") and status == 200:
+            context["form"] = CliConfirmForm(user=request.user)
+        return render(request, self.template, context, status=status)
+
+    def post(self, request: AuthedRequest) -> HttpResponse:
+        context, status = self.context(request, request.POST.get("code", ""))
+        handoff: CliHandoff | None = context.get("handoff")
+        if handoff is None or status != 200:
+            return render(request, self.template, context, status=status)
+        if request.POST.get("action") == "deny":
+            try:
+                services.cli_handoff_deny(handoff=handoff, actor=request.user)
+            except ValidationError as exc:
+                messages.error(request, " ".join(exc.messages))
+            else:
+                messages.success(request, "Sign-in denied. Nothing was created.")
+            return redirect("home")
+        form = CliConfirmForm(request.POST, user=request.user)
+        if form.is_valid():
+            organization = form.cleaned_data["organization"]
+            try:
+                services.cli_handoff_confirm(
+                    handoff=handoff,
+                    organization=organization,
+                    actor=request.user,
+                    read_only=form.cleaned_data["read_only"],
+                )
+            except ValidationError as exc:
+                add_service_error(form, exc)
+            else:
+                return done(
+                    request,
+                    reverse("token_list", args=[organization.slug]),
+                    f"The CLI is signed in to {organization.name} as you. You can close this "
+                    "tab and go back to your terminal.",
+                )
+        return render(request, self.template, {**context, "form": form})
 
 
 # --- The signed-in user ----------------------------------------------------------------

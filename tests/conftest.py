@@ -1,6 +1,7 @@
 """Shared fixtures. Every test world has two organizations, A and B, each with one
-person of every role, a project, an invitation, a cloud and a (terminated) cluster with
-one node, so isolation is always tested."""
+person of every role, a project, an invitation, a cloud, a (terminated) cluster with
+one node, a service account and an API token of the member, so isolation is always
+tested."""
 
 from __future__ import annotations
 
@@ -12,12 +13,22 @@ import pytest
 from django.test import Client
 
 from accounts.choices import OrgRole, ProjectRole
-from accounts.models import Invitation, Membership, Organization, Project, ProjectMembership, User
+from accounts.models import (
+    ApiToken,
+    Invitation,
+    Membership,
+    Organization,
+    Project,
+    ProjectMembership,
+    ServiceAccount,
+    User,
+)
 from clouds.models import Cloud
 from clusters.choices import ClusterState, DesiredState, NodeState
 from clusters.models import Cluster, Node
 
 from .factories import (
+    ApiTokenFactory,
     CloudFactory,
     ClusterFactory,
     InvitationFactory,
@@ -26,6 +37,7 @@ from .factories import (
     OrganizationFactory,
     ProjectFactory,
     ProjectMembershipFactory,
+    ServiceAccountFactory,
     UserFactory,
 )
 
@@ -43,6 +55,8 @@ class Tenant:
     cloud: Cloud | None = None
     cluster: Cluster | None = None
     node: Node | None = None
+    service_account: ServiceAccount | None = None
+    token: ApiToken | None = None
 
     @property
     def owner(self) -> User:
@@ -82,6 +96,8 @@ def make_tenant(slug: str) -> Tenant:
     )  # fmt: skip
     tenant.node = NodeFactory(cluster=tenant.cluster, state=NodeState.TERMINATED,
                               log_tail=f"{slug} node log")  # fmt: skip
+    tenant.service_account = ServiceAccountFactory(organization=org, name=f"{slug}-ci")
+    tenant.token = ApiTokenFactory(organization=org, user=tenant.member, name=f"{slug} laptop")
     return tenant
 
 

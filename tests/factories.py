@@ -3,11 +3,24 @@ verified email, as they would after sign-up."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import factory
 from allauth.account.models import EmailAddress
+from django.utils import timezone
 
 from accounts.choices import OrgRole, ProjectRole
-from accounts.models import Invitation, Membership, Organization, Project, ProjectMembership, User
+from accounts.models import (
+    ApiToken,
+    Invitation,
+    Membership,
+    Organization,
+    Project,
+    ProjectMembership,
+    ServiceAccount,
+    User,
+)
+from accounts.tokens import display_prefix, hash_secret, new_secret
 from clouds.choices import CloudKind
 from clouds.models import Cloud
 from clusters.choices import NodeRole
@@ -74,6 +87,31 @@ class InvitationFactory(factory.django.DjangoModelFactory):
     organization = factory.SubFactory(OrganizationFactory)
     email = factory.Sequence(lambda n: f"invitee{n}@example.com")
     role = OrgRole.MEMBER
+
+
+class ServiceAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ServiceAccount
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"robot-{n}")
+    role = OrgRole.MEMBER
+
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    """A personal token (give `service_account` and `user=None` for a service account's).
+    The secret is made up and thrown away: use accounts.services.token_create when a
+    test needs it."""
+
+    class Meta:
+        model = ApiToken
+
+    organization = factory.SubFactory(OrganizationFactory)
+    user = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"token {n}")
+    token_hash = factory.LazyFunction(lambda: hash_secret(new_secret()))
+    prefix = factory.LazyAttribute(lambda o: display_prefix(new_secret()))
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=30))
 
 
 class CloudFactory(factory.django.DjangoModelFactory):

@@ -7,8 +7,20 @@ from __future__ import annotations
 import pytest
 
 from accounts.choices import OrgRole, ProjectRole
-from accounts.permissions import ALL_PERMISSIONS, has_perm, require
-from tests.factories import MembershipFactory, ProjectFactory, ProjectMembershipFactory, UserFactory
+from accounts.permissions import (
+    ALL_PERMISSIONS,
+    READ_PERMISSIONS,
+    SESSION_ONLY_PERMISSIONS,
+    has_perm,
+    require,
+)
+from tests.factories import (
+    MembershipFactory,
+    ProjectFactory,
+    ProjectMembershipFactory,
+    ServiceAccountFactory,
+    UserFactory,
+)
 
 O, A, M, V = OrgRole.OWNER, OrgRole.ADMIN, OrgRole.MEMBER, OrgRole.VIEWER
 
@@ -27,6 +39,11 @@ ORG_MATRIX: dict[str, set[str]] = {
     "cloud.manage": {O, A},
     "organization.delete": {O},
     "member.manage_owners": {O},
+    # Everyone keeps their own API tokens (a viewer's are read-only, see test_tokens);
+    # owners and admins see and revoke everyone's, and run service accounts.
+    "token.manage_own": {O, A, M, V},
+    "token.manage_all": {O, A},
+    "service_account.manage": {O, A},
 }
 
 # Permissions checked against a project: which (org role, project role) pairs hold
@@ -72,6 +89,58 @@ def test_project_permission(perm: str, org_role: str, project_role: str | None) 
         ProjectMembershipFactory(project=project, user=membership.user, role=project_role)
     allowed = has_perm(membership.user, perm, project)
     assert allowed is ((org_role, project_role) in PROJECT_MATRIX[perm])
+
+
+# What a read-only token may still do, by hand: looking, never changing.
+READS = {
+    "organization.view",
+    "member.view",
+    "project.list",
+    "project.view",
+    "cloud.view",
+    "audit.view",
+}
+
+
+def test_reads_are_exactly_the_permissions_that_change_nothing() -> None:
+    assert READ_PERMISSIONS == READS
+    assert READ_PERMISSIONS <= ALL_PERMISSIONS
+
+
+def test_no_token_manages_tokens_or_service_accounts() -> None:
+    assert {"token.manage_own", "token.manage_all", "service_account.manage"} == set(
+        SESSION_ONLY_PERMISSIONS
+    )
+
+
+# A service account holds its organization role's row of the same table, and no
+# project role: as admin it holds every project permission, as member or viewer none.
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [A, M, V])
+@pytest.mark.parametrize("perm", sorted(ORG_MATRIX))
+def test_service_account_org_permission(perm: str, role: str) -> None:
+    account = ServiceAccountFactory(role=role)
+    assert has_perm(account, perm, account.organization) is (role in ORG_MATRIX[perm])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [A, M, V])
+@pytest.mark.parametrize("perm", sorted(PROJECT_MATRIX))
+def test_service_account_project_permission(perm: str, role: str) -> None:
+    account = ServiceAccountFactory(role=role)
+    project = ProjectFactory(organization=account.organization)
+    assert has_perm(account, perm, project) is ((role, None) in PROJECT_MATRIX[perm])
+
+
+@pytest.mark.django_db
+def test_service_account_holds_nothing_elsewhere_or_once_disabled() -> None:
+    from django.utils import timezone
+
+    account = ServiceAccountFactory(role=A)
+    other = ProjectFactory()
+    assert not any(has_perm(account, p, other) for p in ALL_PERMISSIONS)
+    account.disabled_at = timezone.now()
+    assert not has_perm(account, "organization.view", account.organization)
 
 
 @pytest.mark.django_db
