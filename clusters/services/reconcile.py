@@ -271,6 +271,18 @@ def last_seen(node: Node) -> datetime | None:
     return node.last_heartbeat_at
 
 
+def _row_slack(node: Node) -> timedelta:
+    """How far the row's heartbeat may lag when the cache has none for the node: the row
+    is written about once a minute, and the cache loses every entry when Redis restarts.
+    Without this slack, the first reconcile after a restart (the sweep enqueues every
+    cluster at once) takes each healthy node that has not heartbeated since for lost."""
+    from .agents import PERSIST_EVERY_SECONDS, cached_heartbeat
+
+    if cached_heartbeat(node.pk) is not None:
+        return timedelta(0)
+    return timedelta(seconds=PERSIST_EVERY_SECONDS + settings.RAYDECK_HEARTBEAT_SECONDS)
+
+
 def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> str | None:
     """Fail nodes stuck in a step; mark silent nodes lost (and terminate them). Returns a
     reason when the whole cluster must fail."""
@@ -295,7 +307,7 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
                 return f"{reason} {advice}"
         elif node.state == NodeState.READY:
             seen = last_seen(node)
-            if seen is not None and now - seen > lost_after:
+            if seen is not None and now - seen > lost_after + _row_slack(node):
                 reason = f"No heartbeat for {int((now - seen).total_seconds())} s."
                 record_event(cluster, "node lost", f"The {node.role} node stopped responding. "
                              f"{reason}", node=node, level=EventLevel.WARNING)  # fmt: skip

@@ -22,7 +22,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": f"raydeck-test-{os.getpid()}",
+            # Processes that must share it (the fault tests' Celery workers) get one prefix.
+            "KEY_PREFIX": os.environ.get(
+                "RAYDECK_TEST_CACHE_PREFIX", f"raydeck-test-{os.getpid()}"
+            ),
         }
     }
     CELERY_BROKER_URL = REDIS_URL

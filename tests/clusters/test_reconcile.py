@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from clouds.choices import CloudState
@@ -21,7 +22,7 @@ from clouds.providers.local import LocalProvider
 from clouds.providers.registry import provider_for
 from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
 from clusters.models import Cluster, ClusterEvent, Node
-from clusters.services import lifecycle, reconcile
+from clusters.services import agents, lifecycle, reconcile
 from tests.conftest import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -158,6 +159,31 @@ def test_a_silent_node_is_marked_lost_and_replaced(tenant_a, local_cloud, provid
     replacement = cluster.nodes.get(role=NodeRole.WORKER, state=NodeState.BOOTING)
     assert replacement.pk != worker.pk
     assert cluster.events.filter(step="node lost", node=worker).exists()
+
+
+def test_a_node_silent_only_in_an_emptied_cache_is_not_lost(tenant_a, local_cloud,
+                                                             provider) -> None:  # fmt: skip
+    """Redis restarted: no heartbeat in the cache, and the row is written about once a
+    minute. The node is judged by the row with that slack, not taken for lost at once."""
+    cluster = new_cluster(tenant_a, local_cloud)
+    reconcile.cluster_reconcile(cluster_id=cluster.pk)
+    head = cluster.nodes.get()
+    written = timezone.now() - timedelta(seconds=40)
+    Node.objects.filter(pk=head.pk).update(state=NodeState.READY, last_heartbeat_at=written,
+                                           ray_ports={"gcs": 1})  # fmt: skip
+    Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.RUNNING)
+    key = agents._hb_key(head.pk)
+    cache.delete(key)
+    reconcile.cluster_reconcile(cluster_id=cluster.pk)
+    head.refresh_from_db()
+    assert head.state == NodeState.READY
+    cache.set(key, written.timestamp())  # the cache's own last heartbeat is as old: lost
+    try:
+        reconcile.cluster_reconcile(cluster_id=cluster.pk)
+    finally:
+        cache.delete(key)
+    head.refresh_from_db()
+    assert head.state == NodeState.LOST
 
 
 def test_terminate_leaves_no_process_and_is_final(tenant_a, local_cloud, provider) -> None:

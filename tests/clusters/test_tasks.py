@@ -1,0 +1,66 @@
+"""The reconcile task's follow-ups: one chain per cluster, however it is enqueued."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from unittest import mock
+
+import pytest
+from django.core.cache import cache
+
+from clusters import tasks
+from clusters.services.reconcile import Outcome
+
+
+@pytest.fixture
+def cluster_id() -> Iterator[int]:
+    pk = random.randrange(10**9, 2 * 10**9)  # keys of no real cluster; the cache may be shared
+    yield pk
+    cache.delete(tasks.QUEUED_KEY.format(pk))
+
+
+@pytest.fixture
+def sent() -> Iterator[list[dict]]:
+    """Every reconcile_cluster message sent (not run)."""
+    calls: list[dict] = []
+    with mock.patch.object(tasks.reconcile_cluster, "apply_async",
+                           side_effect=lambda **kw: calls.append(kw)):  # fmt: skip
+        yield calls
+
+
+def run(cluster_id: int, task_id: str, requeue_in: int | None) -> None:
+    """The task as a worker runs it, around a reconcile that asks for `requeue_in`."""
+    outcome = Outcome("starting", requeue_in)
+    with mock.patch("clusters.services.reconcile.cluster_reconcile", return_value=outcome):
+        tasks.reconcile_cluster.apply(kwargs={"cluster_id": cluster_id}, task_id=task_id)
+
+
+def test_a_reconcile_enqueued_directly_does_not_start_a_second_chain(cluster_id, sent) -> None:
+    assert tasks.schedule_reconcile(cluster_id, countdown=15)
+    follow_up = sent[0]["task_id"]
+    run(cluster_id, "agent-reported-ready", requeue_in=15)  # enqueue_reconcile's task
+    assert len(sent) == 1  # the waiting follow-up continues the chain
+    run(cluster_id, follow_up, requeue_in=15)
+    assert len(sent) == 2 and sent[1]["countdown"] == 15
+    assert tasks.schedule_reconcile(cluster_id) is False  # the sweep: one is waiting
+
+
+def test_a_sooner_follow_up_takes_over_and_the_later_one_ends(cluster_id, sent) -> None:
+    assert tasks.schedule_reconcile(cluster_id, countdown=15)
+    later = sent[0]["task_id"]
+    run(cluster_id, "user-asked-to-terminate", requeue_in=2)
+    assert [m["countdown"] for m in sent] == [15, 2]
+    sooner = sent[1]["task_id"]
+    run(cluster_id, sooner, requeue_in=2)
+    assert len(sent) == 3
+    run(cluster_id, later, requeue_in=15)  # runs once, continues nothing
+    assert len(sent) == 3
+
+
+def test_the_sweep_enqueues_when_nothing_waits(cluster_id, sent) -> None:
+    assert tasks.schedule_reconcile(cluster_id)
+    assert not tasks.schedule_reconcile(cluster_id)
+    run(cluster_id, sent[0]["task_id"], requeue_in=None)  # done: no follow-up
+    assert tasks.schedule_reconcile(cluster_id)
+    assert len(sent) == 2
