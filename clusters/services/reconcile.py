@@ -11,6 +11,7 @@ Rules that keep it safe to run twice or be killed at any line:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import shlex
 import sys
@@ -141,11 +142,26 @@ def cluster_reconcile(*, cluster_id: int, holder: str | None = None) -> Outcome:
     if not cache.add(lease_key, holder, LEASE_SECONDS) and cache.get(lease_key) != holder:
         return Outcome("another reconcile is running")
     cache.set(lease_key, holder, LEASE_SECONDS)
+    token = _lease.set((lease_key, holder))
     try:
         return _reconcile(cluster_id)
     finally:
+        _lease.reset(token)
         if cache.get(lease_key) == holder:
             cache.delete(lease_key)
+
+
+_lease: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "raydeck_reconcile_lease", default=None
+)
+
+
+def _renew_lease() -> None:
+    """Called before each slow cloud call: a long pass keeps its lease, so a second
+    run cannot start beside it."""
+    lease = _lease.get()
+    if lease is not None and cache.get(lease[0]) == lease[1]:
+        cache.set(lease[0], lease[1], LEASE_SECONDS)
 
 
 def _reconcile(cluster_id: int) -> Outcome:
@@ -175,6 +191,7 @@ def _drive_up(cluster: Cluster) -> Outcome:
     _plan_nodes(cluster)
     requeue: int | None = None
     for node in cluster.nodes.filter(state__in=[NodeState.PENDING, NodeState.LAUNCHING]):
+        _renew_lease()
         try:
             _launch(cluster, node, provider)
         except TransientCloudError as exc:
@@ -390,6 +407,7 @@ def _drive_down(cluster: Cluster) -> Outcome:
         # instance id here, but it carries this cluster's tag.
         instances = [i for i in provider.list_instances(cluster_id=cluster.uuid) if i.is_live]
         for instance in instances:
+            _renew_lease()
             provider.terminate(instance_id=instance.instance_id)
         still_live = [i for i in provider.list_instances(cluster_id=cluster.uuid) if i.is_live]
     except TransientCloudError as exc:
