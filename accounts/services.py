@@ -802,7 +802,9 @@ def cli_handoff_poll(*, poll_token: str) -> tuple[CliHandoff | None, str | None]
     hand-off and the API token secret the first time after confirmation (only then);
     otherwise the hand-off, whose `status` says why there is no secret."""
     handoff = (
-        CliHandoff.objects.select_for_update()
+        # Lock only the hand-off row: PostgreSQL refuses FOR UPDATE on the nullable side
+        # of the outer joins that select_related would add.
+        CliHandoff.objects.select_for_update(of=("self",))
         .select_related("organization", "token")
         .filter(poll_token_hash=hash_secret(poll_token))
         .first()

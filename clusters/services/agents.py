@@ -1,19 +1,37 @@
 """What node agents report: registration and heartbeats.
 
-Heartbeats are the hot path (thousands of nodes every few seconds), so each one is a
-cache write; the database row is written only when something changes (state, Ray
-resources) or once a minute as a liveness lease.
+Heartbeats are the hot path (thousands of nodes every few seconds), so a steady one
+costs no SQL at all:
+- who sends it: each web process keeps a table of every live node, keyed by the hash of
+  its credential (the node, its state, its cluster's desired state and head address),
+  reloaded in one query once it is RAYDECK_AGENT_CACHE_SECONDS old. A credential the
+  table does not know (a node registered since, or no node at all) is looked up in the
+  database, so the credential is still checked on every request; a node that is gone,
+  or a cluster being terminated, shows within that many seconds;
+- that it is alive: one write to the shared cache (cached_heartbeat, read by the
+  reconciler);
+- the row: written only when something changes (state, Ray resources, a log tail) or
+  once a minute as a liveness lease. State changes are written at once; the rest is
+  batched per process and flushed in one UPDATE every RAYDECK_AGENT_WRITE_BEHIND_SECONDS.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import FloatField, QuerySet
+from django.db.models.functions import Cast, Extract
 from django.utils import timezone
 
 from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
@@ -111,68 +129,302 @@ def registration_answer(registration: Registration) -> dict[str, Any]:
     }
 
 
-def node_for_credential(credential: str) -> Node:
-    node = (
-        Node.objects.select_related("cluster")
-        .filter(credential_hash=hash_secret(credential))
-        .exclude(state__in=[NodeState.TERMINATED, NodeState.FAILED, NodeState.LOST])
-        .first()
+# --- Who is heartbeating: the live-node table -------------------------------------------
+
+GONE_STATES = (NodeState.TERMINATED, NodeState.FAILED, NodeState.LOST)
+STOP_STATES = (NodeState.TERMINATING, NodeState.TERMINATED, NodeState.LOST)
+_UNKNOWN: Any = object()  # a row's resources this process has not read yet
+RELOAD_SLICE, RELOAD_PAUSE = 250, 0.0002  # rows, seconds
+
+
+@dataclass(slots=True, eq=False)
+class HeartbeatNode:
+    """What a heartbeat needs of its node's row and cluster, as of the last load."""
+
+    pk: int
+    cluster_id: int
+    role: str
+    state: str
+    desired_state: str  # the cluster's
+    head_address: str | None  # the cluster's head, for workers
+    persisted_at: float | None  # the row's last_heartbeat_at, epoch seconds
+    resources_total: Any = _UNKNOWN  # the row's resources["resources_total"]
+
+
+def _node_rows(**filters: Any) -> QuerySet[Node, tuple]:
+    # PostgreSQL sends last_heartbeat_at as epoch seconds: half the cost of datetimes.
+    seen: Any = "last_heartbeat_at"
+    if connection.vendor == "postgresql":
+        seen = Cast(Extract("last_heartbeat_at", "epoch"), FloatField())
+    return (
+        Node.objects.filter(**filters)
+        .exclude(state__in=GONE_STATES)
+        .exclude(credential_hash="")
+        .order_by()
+        .values_list("credential_hash", "pk", "cluster_id", "role", "state",
+                     "cluster__desired_state", seen)
+    )  # fmt: skip
+
+
+def _epoch(value: float | datetime | None) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else value
+
+
+def _head_addresses(**filters: Any) -> dict[int, str]:
+    """cluster id -> "address:gcs port" of its ready head (see head_address_for)."""
+    heads = (
+        Node.objects.filter(role=NodeRole.HEAD, state=NodeState.READY, **filters)
+        .order_by("-created_at")
+        .values_list("cluster_id", "private_address", "ray_ports")
     )
-    if node is None:
+    return {cid: f"{address}:{ports['gcs']}" for cid, address, ports in heads if ports.get("gcs")}
+
+
+def _resources_totals(pks: list[int]) -> dict[int, Any]:
+    rows = Node.objects.filter(pk__in=pks).values_list("pk", "resources")
+    return {pk: (resources or {}).get("resources_total") for pk, resources in rows}
+
+
+def _snapshot(row: tuple, heads: dict[int, str]) -> HeartbeatNode:
+    _, pk, cid, role, state, desired, seen = row
+    head = heads.get(cid) if role == NodeRole.WORKER else None
+    return HeartbeatNode(pk=pk, cluster_id=cid, role=role, state=state, desired_state=desired,
+                         head_address=head, persisted_at=_epoch(seen))  # fmt: skip
+
+
+class LiveNodes:
+    """This process's table of live nodes by credential hash. Reloaded whole, in three
+    queries, by the first request that finds it older than the TTL; the others go on
+    with the old table meanwhile (never one older than three TTLs)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, HeartbeatNode] = {}
+        self.loaded_at = float("-inf")
+        self.lock = threading.Lock()
+        self.clock = time.monotonic  # tests move it
+
+    def get(self, digest: str, ttl: float) -> HeartbeatNode | None:
+        age = self.clock() - self.loaded_at
+        if age >= ttl and self.lock.acquire(blocking=age >= 3 * ttl):
+            try:
+                if self.clock() - self.loaded_at >= ttl:
+                    self.reload()
+            finally:
+                self.lock.release()
+        return self.nodes.get(digest)
+
+    def reload(self) -> None:
+        started = self.clock()
+        heads = _head_addresses()
+        old = self.nodes
+        fresh: dict[str, HeartbeatNode] = {}
+        unknown: list[int] = []
+        for count, row in enumerate(_node_rows()):
+            if count % RELOAD_SLICE == RELOAD_SLICE - 1:
+                # Let this process's request threads in: without a pause they would wait
+                # for the GIL's switch interval, again and again, while the table loads.
+                time.sleep(RELOAD_PAUSE)
+            fresh[row[0]] = node = _snapshot(row, heads)
+            before = old.get(row[0])
+            if before is None or before.pk != node.pk:
+                unknown.append(node.pk)
+                continue
+            # What this process wrote (or queued) is newer than what it just read.
+            node.resources_total = before.resources_total
+            if before.persisted_at and (node.persisted_at or 0) < before.persisted_at:
+                node.persisted_at = before.persisted_at
+        if unknown:
+            totals = _resources_totals(unknown)
+            for node in fresh.values():
+                if node.resources_total is _UNKNOWN and node.pk in totals:
+                    node.resources_total = totals[node.pk]
+        self.nodes = fresh
+        self.loaded_at = started
+
+    def remember(self, digest: str, node: HeartbeatNode) -> None:
+        self.nodes[digest] = node
+
+    def clear(self) -> None:
+        self.nodes, self.loaded_at = {}, float("-inf")
+
+
+_live_nodes = LiveNodes()
+
+
+def node_for_credential(credential: str) -> HeartbeatNode:
+    """The live node this credential belongs to; AgentAuthError for any other token."""
+    digest = hash_secret(credential)
+    ttl = settings.RAYDECK_AGENT_CACHE_SECONDS
+    if ttl > 0:
+        node = _live_nodes.get(digest, ttl)
+        if node is not None and node.state not in GONE_STATES:
+            return node
+    rows = list(_node_rows(credential_hash=digest))
+    if not rows:
         raise AgentAuthError("Unknown node credential.")
+    node = _snapshot(rows[0], _head_addresses(cluster_id=rows[0][2]))
+    node.resources_total = _resources_totals([node.pk]).get(node.pk)
+    if ttl > 0:
+        _live_nodes.remember(digest, node)
     return node
 
 
-def node_heartbeat(*, node: Node, body: dict[str, Any]) -> dict[str, Any]:
+# --- Writing the rows: at once for state changes, batched for the rest -----------------
+
+
+class Batch:
+    """Values per node (the latest of each wins), handed to `write` together: at once
+    when nothing was written for `delay` seconds, so a quiet installation sees no lag;
+    otherwise by the first request after `delay`, so a busy one writes once per delay
+    instead of once per heartbeat. A write that fails puts its values back."""
+
+    def __init__(self, write: Callable[[dict[int, dict[str, Any]]], None]) -> None:
+        self.write = write
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.written_at = float("-inf")
+        self.lock = threading.Lock()  # guards `pending`
+        self.writing = threading.Lock()  # one write at a time
+
+    def add(self, pk: int, fields: dict[str, Any], delay: float) -> None:
+        with self.lock:
+            self.pending.setdefault(pk, {}).update(fields)
+        if time.monotonic() - self.written_at >= delay and self.writing.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self.writing.release()
+
+    def flush(self) -> int:
+        with self.writing:
+            return self._flush()
+
+    def _flush(self) -> int:
+        with self.lock:
+            batch, self.pending = self.pending, {}
+        self.written_at = time.monotonic()
+        if batch:
+            try:
+                self.write(batch)
+            except BaseException:
+                with self.lock:
+                    for pk, newer in self.pending.items():
+                        batch.setdefault(pk, {}).update(newer)
+                    self.pending = batch
+                raise
+        return len(batch)
+
+
+def _write_liveness(batch: dict[int, dict[str, Any]]) -> None:
+    cache.set_many({_hb_key(pk): fields["at"] for pk, fields in batch.items()}, timeout=3600)
+
+
+def _write_rows(batch: dict[int, dict[str, Any]]) -> None:
+    if connection.vendor != "postgresql":
+        for pk, fields in batch.items():
+            Node.objects.filter(pk=pk).update(**fields)
+        return
+    ids = list(batch)
+    values: dict[str, list[Any]] = {c: [] for c in ROW_COLUMNS}
+    for pk in ids:
+        fields = batch[pk]
+        values["last_heartbeat_at"].append(fields.get("last_heartbeat_at"))
+        for name in ("usage", "resources"):
+            value = fields.get(name)
+            values[name].append(None if value is None else json.dumps(value))
+        values["log_tail"].append(fields.get("log_tail"))
+    # One statement for the whole batch; a column without a value keeps its own.
+    sql = (
+        f"UPDATE {Node._meta.db_table} AS n SET "  # noqa: S608 (the model's table)
+        "last_heartbeat_at = COALESCE(v.at, n.last_heartbeat_at), "
+        "usage = COALESCE(v.usage::jsonb, n.usage), "
+        "resources = COALESCE(v.resources::jsonb, n.resources), "
+        "log_tail = COALESCE(v.log_tail, n.log_tail) "
+        "FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[]) "
+        "AS v(id, at, usage, resources, log_tail) WHERE n.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ids, *(values[c] for c in ROW_COLUMNS)])
+
+
+ROW_COLUMNS = ("last_heartbeat_at", "usage", "resources", "log_tail")
+LIVENESS_BATCH_SECONDS = 0.25  # far below RAYDECK_NODE_LOST_AFTER_MISSED heartbeats
+_liveness = Batch(_write_liveness)
+_rows = Batch(_write_rows)
+
+
+def flush_heartbeats() -> int:
+    """Write what this process has batched, now (tests, shutdown). Returns the rows."""
+    _liveness.flush()
+    return _rows.flush()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A gunicorn worker that stops (restart, deploy) leaves nothing batched behind.
+    with contextlib.suppress(Exception):
+        flush_heartbeats()
+
+
+def forget_nodes() -> None:
+    """Drop this process's table of live nodes (tests)."""
+    _live_nodes.clear()
+
+
+def _persist(node: HeartbeatNode, fields: dict[str, Any], *, now: bool) -> None:
+    delay = settings.RAYDECK_AGENT_WRITE_BEHIND_SECONDS
+    if now or delay <= 0:
+        Node.objects.filter(pk=node.pk).update(**fields)
+    else:
+        _rows.add(node.pk, fields, delay)
+
+
+def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, Any]:
     """Record one heartbeat; answer with what the node should do."""
     state = body.get("state", "starting")
     if state not in AGENT_STATES:
         raise AgentRequestError(f"state must be one of {sorted(AGENT_STATES)}.")
-    now = timezone.now()
-    cache.set(_hb_key(node.pk), now.timestamp(), timeout=3600)
-    ray = body.get("ray") if isinstance(body.get("ray"), dict) else {}
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    now = time.time()
+    _liveness.add(node.pk, {"at": now}, LIVENESS_BATCH_SECONDS)
+    ray: dict[str, Any] = body["ray"] if isinstance(body.get("ray"), dict) else {}
+    usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
     tail = body.get("log_tail")
     changed = _apply_state(node, state, str(body.get("message", ""))[:1000])
     persist = (
-        changed
-        or node.last_heartbeat_at is None
-        or ((now - node.last_heartbeat_at).total_seconds() >= PERSIST_EVERY_SECONDS)
+        changed or node.persisted_at is None or now - node.persisted_at >= PERSIST_EVERY_SECONDS
     )
     fields: dict[str, Any] = {}
     if isinstance(tail, list):
         fields["log_tail"] = "\n".join(str(line)[:500] for line in tail[-LOG_TAIL_LINES:])
-    if ray and (changed or ray.get("resources_total") != node.resources.get("resources_total")):
+    if ray and (changed or ray.get("resources_total") != node.resources_total):
         fields["resources"] = ray
     if persist:
-        fields.update(last_heartbeat_at=now, usage=usage)
+        fields.update(last_heartbeat_at=datetime.fromtimestamp(now, tz=UTC), usage=usage)
         if ray:
             fields["resources"] = ray
     if fields:
-        Node.objects.filter(pk=node.pk).update(**fields)
-    cluster = node.cluster
-    stop = cluster.desired_state == DesiredState.TERMINATED or node.state in (
-        NodeState.TERMINATING,
-        NodeState.TERMINATED,
-        NodeState.LOST,
-    )
+        _persist(node, fields, now=changed)
+        if persist:
+            node.persisted_at = now
+        if "resources" in fields:
+            node.resources_total = ray.get("resources_total")
+    stop = node.desired_state == DesiredState.TERMINATED or node.state in STOP_STATES
     return {
         "action": "stop" if stop else "run",
-        "head_address": head_address_for(cluster) if node.role == NodeRole.WORKER else None,
+        "head_address": node.head_address if node.role == NodeRole.WORKER else None,
         "heartbeat_interval": settings.RAYDECK_HEARTBEAT_SECONDS,
     }
 
 
-def _apply_state(node: Node, reported: str, message: str) -> bool:
+def _apply_state(node: HeartbeatNode, reported: str, message: str) -> bool:
     """Move the node when the agent reports progress; True when the row changed."""
     target = {"ready": NodeState.READY, "failed": NodeState.FAILED}.get(reported)
-    if target is None or node.state == target:
-        return False
-    if node.state not in (NodeState.REGISTERED, NodeState.READY, NodeState.BOOTING):
+    movable = (NodeState.REGISTERED, NodeState.READY, NodeState.BOOTING)
+    if target is None or node.state == target or node.state not in movable:
         return False
     with transaction.atomic():
         locked = Node.objects.select_for_update().select_related("cluster").get(pk=node.pk)
-        if locked.state == target:
+        if locked.state == target or locked.state not in movable:
+            node.state = locked.state  # the snapshot was behind the row
             return False
         since = locked.state_changed_at
         locked.set_state(target, message)

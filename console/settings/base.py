@@ -233,6 +233,12 @@ RAYDECK_LAUNCH_TIMEOUT_SECONDS = 10 * 60  # cloud call to instance up
 RAYDECK_REGISTER_TIMEOUT_SECONDS = 5 * 60  # instance up to agent registered
 RAYDECK_READY_TIMEOUT_SECONDS = 5 * 60  # agent registered to Ray ready
 RAYDECK_ORPHAN_GRACE_SECONDS = 120
+# Heartbeats (clusters/services/agents.py): each web process keeps its table of live
+# nodes this long, so a terminated cluster's nodes hear "stop" (and a gone node's
+# credential stops working) within it; heartbeat fields other than state changes are
+# batched and written this often.
+RAYDECK_AGENT_CACHE_SECONDS = 2.0
+RAYDECK_AGENT_WRITE_BEHIND_SECONDS = 1.0
 CELERY_BEAT_SCHEDULE.update(
     {
         "clusters-sweep": {

@@ -35,7 +35,8 @@ class Command(BaseCommand):
             # --preload: workers fork from a loaded app and share its memory.
             "web": [python, "-m", "gunicorn", "console.wsgi:application", "--bind", bind,
                     "--workers", str(web_workers), "--worker-class", "gthread",
-                    "--threads", "4", "--preload", "--access-logfile", "-",
+                    "--threads", "4", "--preload", "--reuse-port",
+                    "--access-logfile", "-",
                     "--graceful-timeout", "5"],
             # -B runs beat inside the worker: one process tree fewer on a single machine.
             # Production runs `celery beat` on its own (README).
