@@ -45,10 +45,7 @@ LAST_USED_RESOLUTION_SECONDS = 60
 
 def hash_secret(secret: str) -> str:
     """Tokens are stored as SHA-256: they carry 256 random bits, so no slow KDF is needed
-    and a lookup by hash stays one indexed query.
-
-    (clusters.models has the same two helpers for node credentials; they are kept
-    there while that app is being worked on.)"""
+    and a lookup by hash stays one indexed query. Node credentials use the same."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from typing import Any
 
@@ -23,16 +21,6 @@ from .choices import (
     NodeRole,
     NodeState,
 )
-
-
-def hash_secret(secret: str) -> str:
-    """Tokens are stored as SHA-256: they carry 256 random bits, so no slow KDF is needed
-    and a lookup by hash stays one indexed query."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_secret(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
 class InvalidTransition(Exception):

@@ -34,8 +34,10 @@ from django.db.models import FloatField, QuerySet
 from django.db.models.functions import Cast, Extract
 from django.utils import timezone
 
+from accounts.tokens import hash_secret, new_secret
+
 from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
-from ..models import Cluster, Node, hash_secret, new_secret
+from ..models import Cluster, Node
 from .events import record_event
 
 PERSIST_EVERY_SECONDS = 60

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from accounts.tokens import hash_secret
 from clouds.choices import CloudKind
 from clouds.providers.base import (
     CloudError,
@@ -44,7 +45,7 @@ from ..choices import (
     NodeRole,
     NodeState,
 )
-from ..models import Cluster, Node, hash_secret
+from ..models import Cluster, Node
 from .events import record_event
 
 logger = logging.getLogger(__name__)

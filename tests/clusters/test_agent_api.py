@@ -23,8 +23,9 @@ from django.db import close_old_connections
 from django.test import Client
 from django.utils import timezone
 
+from accounts.tokens import hash_secret, new_secret
 from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
-from clusters.models import Cluster, Node, hash_secret, new_secret
+from clusters.models import Cluster, Node
 from clusters.services import agents, lifecycle
 from clusters.services.defaults import default_compute_config, default_image
 from tests.conftest import Tenant
