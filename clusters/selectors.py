@@ -4,10 +4,9 @@ viewer already reached through `visible_to`) and returns a scoped queryset or li
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from django.core.cache import cache
 from django.db.models import Case, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from accounts.models import Organization, Project, User
@@ -21,7 +20,7 @@ from clouds.models import Cloud
 
 from .choices import GONE_NODE_STATES, NodeState
 from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
-from .services.agents import _hb_key
+from .services.agents import cached_liveness
 
 EVENT_LIMIT = 100
 NODE_LIMIT = 200
@@ -133,8 +132,8 @@ def images_for_cluster_create(
 
 @dataclass
 class NodeRow:
-    """A node as the cluster page shows it: the row, its latest heartbeat (the cache knows
-    it within seconds, the row within a minute) and its usage as numbers."""
+    """A node as the cluster page shows it: the row, its latest heartbeat and usage (the
+    cache knows them within seconds, the row within a minute) as numbers."""
 
     node: Node
     last_seen: datetime | None
@@ -213,16 +212,14 @@ def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
         )
         .order_by("is_gone", "role", "group", "-created_at")[:limit]
     )
-    cached = cache.get_many([_hb_key(n.pk) for n in nodes]) if nodes else {}
+    cached = cached_liveness([n.pk for n in nodes])
     rows = []
     for node in nodes:
-        seen = node.last_heartbeat_at
-        stamp = cached.get(_hb_key(node.pk))
-        if stamp:
-            moment = datetime.fromtimestamp(stamp, tz=UTC)
-            if seen is None or moment > seen:
-                seen = moment
-        usage = node.usage if isinstance(node.usage, dict) else {}
+        seen, usage = node.last_heartbeat_at, node.usage if isinstance(node.usage, dict) else {}
+        moment, latest_usage = cached.get(node.pk, (None, None))
+        if moment is not None and (seen is None or moment >= seen):
+            seen = moment
+            usage = latest_usage if latest_usage is not None else usage
         live = node.state not in gone
         rows.append(
             NodeRow(

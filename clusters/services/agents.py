@@ -8,8 +8,9 @@ costs no SQL at all:
   table does not know (a node registered since, or no node at all) is looked up in the
   database, so the credential is still checked on every request; a node that is gone,
   or a cluster being terminated, shows within that many seconds;
-- that it is alive: one write to the shared cache (cached_heartbeat, read by the
-  reconciler);
+- that it is alive, and how busy it is: one write to the shared cache per batch
+  (cached_heartbeat, read by the reconciler; cached_usage, read by the cluster page,
+  so its CPU / memory / GPU bars are seconds old, not up to a minute);
 - the row: written only when something changes (state, Ray resources, a log tail) or
   once a minute as a liveness lease. State changes are written at once; the rest is
   batched per process and flushed in one UPDATE every RAYDECK_AGENT_WRITE_BEHIND_SECONDS.
@@ -57,9 +58,29 @@ def _hb_key(node_pk: int) -> str:
     return f"raydeck:hb:{node_pk}"
 
 
+def _usage_key(node_pk: int) -> str:
+    return f"raydeck:usage:{node_pk}"
+
+
 def cached_heartbeat(node_pk: int) -> datetime | None:
     value = cache.get(_hb_key(node_pk))
     return datetime.fromtimestamp(value, tz=UTC) if value else None
+
+
+def cached_liveness(node_pks: list[int]) -> dict[int, tuple[datetime | None, dict | None]]:
+    """{node pk: (latest heartbeat, latest usage)} from the shared cache, in one read;
+    None where the cache has nothing (not yet, or it restarted)."""
+    if not node_pks:
+        return {}
+    found = cache.get_many([k for pk in node_pks for k in (_hb_key(pk), _usage_key(pk))])
+    result: dict[int, tuple[datetime | None, dict | None]] = {}
+    for pk in node_pks:
+        stamp, usage = found.get(_hb_key(pk)), found.get(_usage_key(pk))
+        result[pk] = (
+            datetime.fromtimestamp(stamp, tz=UTC) if stamp else None,
+            usage if isinstance(usage, dict) else None,
+        )
+    return result
 
 
 @dataclass(frozen=True)
@@ -317,7 +338,12 @@ class Batch:
 
 
 def _write_liveness(batch: dict[int, dict[str, Any]]) -> None:
-    cache.set_many({_hb_key(pk): fields["at"] for pk, fields in batch.items()}, timeout=3600)
+    values: dict[str, Any] = {}
+    for pk, fields in batch.items():
+        values[_hb_key(pk)] = fields["at"]
+        if fields.get("usage"):
+            values[_usage_key(pk)] = fields["usage"]
+    cache.set_many(values, timeout=3600)
 
 
 def _write_rows(batch: dict[int, dict[str, Any]]) -> None:
@@ -386,9 +412,9 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
     if state not in AGENT_STATES:
         raise AgentRequestError(f"state must be one of {sorted(AGENT_STATES)}.")
     now = time.time()
-    _liveness.add(node.pk, {"at": now}, LIVENESS_BATCH_SECONDS)
     ray: dict[str, Any] = body["ray"] if isinstance(body.get("ray"), dict) else {}
     usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
+    _liveness.add(node.pk, {"at": now, "usage": usage}, LIVENESS_BATCH_SECONDS)
     tail = body.get("log_tail")
     changed = _apply_state(node, state, str(body.get("message", ""))[:1000])
     persist = (

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.choices import ProjectRole
 from accounts.models import AuditEvent
+from accounts.tokens import hash_secret, new_secret
 from clouds.choices import CloudState, LaunchAccess
 from clouds.models import Cloud
 from clusters.choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
@@ -338,6 +339,44 @@ def test_the_page_shows_nodes_usage_heartbeats_and_timed_events(
     assert "took 3.2 s" in page and "Ray is up on the head node." in page
     assert 'class="event event-warning"' in page
     assert reverse("cluster_terminate", args=[tenant_a.org.slug, cluster.pk]) in page
+
+
+def test_usage_bars_follow_each_heartbeat_not_the_minutely_row(
+    tenant_a: Tenant, cloud: Cloud, settings
+) -> None:
+    """The row keeps usage once a minute; the page reads the shared cache, which every
+    heartbeat updates, so a change shows on the next poll (2 s), not a minute later."""
+    settings.RAYDECK_AGENT_CACHE_SECONDS = 0
+    cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
+    credential = new_secret("rdn")
+    written = timezone.now() - timedelta(seconds=10)
+    head = NodeFactory(cluster=cluster, state=NodeState.READY, cpus=2, memory_mb=4096,
+                       credential_hash=hash_secret(credential), last_heartbeat_at=written,
+                       usage={"cpu_percent": 10, "memory_percent": 20})  # fmt: skip
+    agents.forget_nodes()
+    try:
+        for cpu, memory in ((55, 30), (87, 64)):
+            agents._liveness.written_at = float("-inf")  # a quiet installation: at once
+            response = Client().post(
+                "/agent/v1/heartbeat",
+                {"state": "ready", "usage": {"cpu_percent": cpu, "memory_percent": memory}},
+                content_type="application/json",
+                headers={"Authorization": f"Bearer {credential}"},
+            )
+            assert response.status_code == 200
+        head.refresh_from_db()
+        assert head.usage == {"cpu_percent": 10, "memory_percent": 20}  # the row waits
+        page = text(client_for(tenant_a.member).get(detail_url(cluster)))
+        assert 'value="87"' in page and "87%" in page and 'value="64"' in page
+        assert "10%" not in page
+
+        cache.delete_many([agents._hb_key(head.pk), agents._usage_key(head.pk)])
+        page = text(client_for(tenant_a.member).get(detail_url(cluster)))
+        assert 'value="10"' in page  # the cache lost it (a Redis restart): the row's
+    finally:
+        agents.flush_heartbeats()
+        agents.forget_nodes()
+        cache.delete_many([agents._hb_key(head.pk), agents._usage_key(head.pk)])
 
 
 def test_a_failure_says_what_happened_and_what_to_do(tenant_a: Tenant, cloud: Cloud) -> None:
