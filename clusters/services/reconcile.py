@@ -25,11 +25,14 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from accounts.audit import audit
 from accounts.tokens import hash_secret
-from clouds.choices import CloudKind
+from clouds.choices import CloudKind, CloudState
+from clouds.models import Cloud
 from clouds.providers.base import (
     CloudError,
     CloudProvider,
+    Instance,
     NodeSpec,
     PermanentCloudError,
     TransientCloudError,
@@ -455,11 +458,11 @@ def clusters_needing_reconcile() -> list[int]:
     )
 
 
+LEAK_STEP = "leaked instance terminated"
+
+
 def orphans_sweep() -> int:
     """Terminate instances tagged for an active cloud that no live Node claims."""
-    from clouds.choices import CloudState
-    from clouds.models import Cloud
-
     terminated = 0
     grace = timedelta(seconds=settings.RAYDECK_ORPHAN_GRACE_SECONDS)
     for cloud in Cloud.objects.filter(state=CloudState.ACTIVE):
@@ -486,16 +489,27 @@ def orphans_sweep() -> int:
                                exc.user_message)  # fmt: skip
                 continue
             terminated += 1
-            cluster = (
-                Cluster.objects.filter(uuid=instance.cluster_id).first()
-                if instance.cluster_id
-                else None
-            )
-            if cluster is not None:
-                record_event(cluster, "leaked instance terminated",
-                             f"Instance {instance.instance_id} was running without a node "
-                             "record and was terminated.", level=EventLevel.WARNING)  # fmt: skip
-            else:
-                logger.warning("Leaked instance %s of unknown cluster %s terminated",
-                               instance.instance_id, instance.cluster_id)  # fmt: skip
+            _record_leak(cloud, instance)
     return terminated
+
+
+@transaction.atomic
+def _record_leak(cloud: Cloud, instance: Instance) -> None:
+    """The cluster's timeline says so (when the tag names one of this cloud's clusters),
+    and the organization's audit log always does."""
+    cluster = (
+        Cluster.objects.filter(uuid=instance.cluster_id, cloud=cloud).first()
+        if instance.cluster_id
+        else None
+    )
+    message = (f"Instance {instance.instance_id} was running without a node record and "
+               "was terminated.")  # fmt: skip
+    if cluster is not None:
+        record_event(cluster, LEAK_STEP, message, level=EventLevel.WARNING)
+    else:
+        logger.warning("Leaked instance %s of unknown cluster %s terminated",
+                       instance.instance_id, instance.cluster_id)  # fmt: skip
+    audit(actor=None, actor_email="raydeck", verb="cloud.leaked_instance_terminated",
+          target=cluster or cloud, organization=cloud.organization,
+          changes={"instance_id": [instance.instance_id, None],
+                   "cluster": [str(instance.cluster_id or ""), None]})  # fmt: skip

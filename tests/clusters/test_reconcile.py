@@ -15,6 +15,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
+from accounts.models import AuditEvent
 from clouds.choices import CloudState
 from clouds.models import Cloud
 from clouds.providers.base import PermanentCloudError, PermanentErrorKind
@@ -213,6 +214,8 @@ def test_orphan_sweep_terminates_an_instance_no_node_claims(
     assert reconcile.orphans_sweep() == 1
     assert not [i for i in live_instances(provider, cluster) if i.is_live]
     assert ClusterEvent.objects.filter(cluster=cluster, step="leaked instance terminated").exists()
+    assert AuditEvent.objects.filter(verb="cloud.leaked_instance_terminated",
+                                     target_id=str(cluster.pk)).exists()  # fmt: skip
 
 
 def test_unverified_cloud_is_refused(tenant_a: Tenant) -> None:
