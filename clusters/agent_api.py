@@ -1,5 +1,6 @@
 """The agent API (/agent/v1/): separate from the user API, authenticated only by node
-tokens, each call confined to the node (and so the cluster) its token belongs to."""
+tokens, each call confined to the node (and so the cluster) its token belongs to; and,
+open to all, the simple package index nodes install the agent from (/agent/v1/simple/)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.core.signals import request_finished, request_started, setting_changed
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import ResolverMatch, path
+from django.utils.html import escape
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
+from .agent_package import PROJECT_NAME, agent_wheel
 from .services import agents
 
 logger = logging.getLogger(__name__)
@@ -77,9 +80,56 @@ def heartbeat(request: HttpRequest, token: str, body: dict[str, Any]) -> dict[st
     return agents.node_heartbeat(node=agents.node_for_credential(token), body=body)
 
 
+# --- The agent package: a PEP 503 simple index that AWS/GCP boot scripts install from ---
+# Open to anyone (a node has no credential before it registers); it serves the agent's
+# wheel and nothing else.
+
+
+def _simple_page(title: str, links: list[tuple[str, str]]) -> HttpResponse:
+    anchors = "\n".join(f'    <a href="{escape(h)}">{escape(text)}</a><br>' for h, text in links)
+    page = (
+        '<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" '
+        f'content="1.0">\n    <title>{escape(title)}</title>\n  </head>\n  <body>\n'
+        f"{anchors}\n  </body>\n</html>\n"
+    )
+    return HttpResponse(page, content_type="text/html; charset=utf-8")
+
+
+@csrf_exempt  # reads only (GET): nothing to forge; other methods get a plain 405
+@login_not_required
+@require_GET
+def simple_index(request: HttpRequest) -> HttpResponse:
+    return _simple_page("Simple index", [(f"{PROJECT_NAME}/", PROJECT_NAME)])
+
+
+@csrf_exempt  # reads only (GET): nothing to forge; other methods get a plain 405
+@login_not_required
+@require_GET
+def simple_project(request: HttpRequest) -> HttpResponse:
+    wheel = agent_wheel()
+    return _simple_page(
+        f"Links for {PROJECT_NAME}", [(f"{wheel.filename}#sha256={wheel.sha256}", wheel.filename)]
+    )
+
+
+@csrf_exempt  # reads only (GET): nothing to forge; other methods get a plain 405
+@login_not_required
+@require_GET
+def simple_file(request: HttpRequest, filename: str) -> HttpResponse:
+    wheel = agent_wheel()
+    if filename != wheel.filename:
+        raise Http404("No such file.")
+    response = HttpResponse(wheel.data, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="{wheel.filename}"'
+    return response
+
+
 urlpatterns = [
     path("register", register, name="agent_register"),
     path("heartbeat", heartbeat, name="agent_heartbeat"),
+    path("simple/", simple_index, name="agent_simple_index"),
+    path(f"simple/{PROJECT_NAME}/", simple_project, name="agent_simple_project"),
+    path(f"simple/{PROJECT_NAME}/<str:filename>", simple_file, name="agent_simple_file"),
 ]
 
 HEARTBEAT_PATH = "/agent/v1/heartbeat"  # console/urls.py mounts urlpatterns at agent/v1/

@@ -24,15 +24,28 @@ EXIT_CRASH = 70
 logger = logging.getLogger("raydeck_agent")
 
 
+USAGE = """usage: raydeck-agent [--help | --version]
+
+Registers this node with the Raydeck control plane, runs Ray on it and reports its
+health until told to stop. Configured by the environment the node's boot script sets:
+  RAYDECK_URL              the control plane's base URL (required)
+  RAYDECK_BOOTSTRAP_TOKEN  the one-time registration token (required)
+  RAYDECK_NODE_ID          this node's UUID (required)
+  RAYDECK_NODE_DIR         the node's folder for logs and state (default: cwd)
+  RAYDECK_PYTHON           the Python that has Ray (default: this one)
+See the package README for the rest."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args in (["--version"], ["-V"]):
         print(f"raydeck-agent {__version__}")
         return 0
+    if args in (["--help"], ["-h"]):
+        print(USAGE)
+        return 0
     if args:
-        print(
-            "usage: raydeck-agent [--version]  (configured by RAYDECK_* variables)", file=sys.stderr
-        )
+        print(USAGE, file=sys.stderr)
         return EXIT_CONFIG
     try:
         config = Config.from_env()

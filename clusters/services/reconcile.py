@@ -40,6 +40,7 @@ from clouds.providers.base import (
 )
 from clouds.providers.registry import provider_for
 
+from ..agent_package import PROJECT_NAME
 from ..choices import (
     GONE_NODE_STATES,
     ClusterState,
@@ -78,6 +79,11 @@ def bootstrap_token(node: Node) -> str:
     return f"rdb_{digest}"
 
 
+# Where AWS/GCP nodes keep the agent and their own folder (logs, registration state).
+AGENT_INSTALL_DIR = "/opt/raydeck/agent"
+NODE_DIR = "/var/lib/raydeck"
+
+
 def agent_url() -> str:
     return (settings.RAYDECK_AGENT_URL or settings.RAYDECK_BASE_URL).rstrip("/")
 
@@ -96,13 +102,30 @@ def boot_script(cluster: Cluster, node: Node, token: str) -> str:
             f"{exports}\nexport RAYDECK_NODE_ADDRESS=127.0.0.1\n"
             'exec "${RAYDECK_PYTHON:-python3}" -m raydeck_agent\n'
         )
-    # AWS/GCP: the image carries Ray; the agent comes from the control plane.
+    # AWS/GCP: the image carries Ray; the agent (standard library only) comes from the
+    # control plane's package index, into a folder of its own: --target leaves the
+    # image's Python untouched and is allowed where that Python is externally managed.
     return (
         "#!/bin/bash\nset -euo pipefail\n"
         f"{exports}\n"
-        'python3 -m pip install --quiet "raydeck-agent" '
-        f"--index-url {shlex.quote(agent_url() + '/agent/v1/simple/')}\n"
+        f"export RAYDECK_NODE_DIR={NODE_DIR}\n"
+        f'mkdir -p "$RAYDECK_NODE_DIR" && cd "$RAYDECK_NODE_DIR"\n'
+        f"{agent_install_command()}\n"
+        f'export PYTHONPATH="{AGENT_INSTALL_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
         "exec python3 -m raydeck_agent\n"
+    )
+
+
+def agent_index_url() -> str:
+    """The simple package index (PEP 503) the control plane serves the agent from."""
+    return agent_url() + "/agent/v1/simple/"
+
+
+def agent_install_command() -> str:
+    return (
+        "python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade "
+        f"--target {AGENT_INSTALL_DIR} --index-url {shlex.quote(agent_index_url())} "
+        f"{PROJECT_NAME}"
     )
 
 

@@ -39,7 +39,7 @@ TOKEN_ONLY_PREFIXES = ("agent/v1/",)
 # anyone, they read no cookie, so a browser's cookies must change nothing about the answer.
 COOKIELESS_PREFIXES = ("cli/handoff",)
 # Routes outside organizations whose keywords are not objects of a tenant.
-PUBLIC_KWARGS = {"token"}
+PUBLIC_KWARGS = {"token", "filename"}
 
 
 def url_for(route: Route, owner: Tenant, url_org: Tenant | None = None) -> str:
