@@ -33,6 +33,12 @@ def bucket_and_prefix(log_location: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def ami_parameter_arn(name: str) -> str:
+    """AWS's public parameters (/aws/service/…) belong to no account; others to the role's."""
+    account = "" if name.startswith("/aws/service/") else "*"
+    return f"arn:aws:ssm:*:{account}:parameter/{name.lstrip('/')}"
+
+
 def aws_trust_policy(cloud: Cloud) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
@@ -90,6 +96,13 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
             "Action": ["ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances"],
             "Resource": "arn:aws:ec2:*:*:instance/*",
             "Condition": {"StringEquals": {f"ec2:ResourceTag/{TAG_CLOUD}": str(cloud.uuid)}},
+        },
+        {
+            # The default AMI of a region, for clusters whose image names none there.
+            "Sid": "ReadDefaultImage",
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": ami_parameter_arn(settings.RAYDECK_AWS_AMI_PARAMETER),
         },
     ]
     bucket, prefix = bucket_and_prefix(cloud.log_location)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -93,6 +95,10 @@ class ComputeConfigVersion(models.Model):
         return f"{self.config.name} v{self.number}"
 
 
+AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+
 class ContainerImage(models.Model):
     """What runs on the nodes: a container image (AWS/GCP) or a Python environment (local).
     Rows without an organization are the built-in defaults everyone may use."""
@@ -105,6 +111,11 @@ class ContainerImage(models.Model):
     ray_version = models.CharField(max_length=32)
     # Local cloud: the Python that runs the agent and Ray (blank = Raydeck's own).
     python_executable = models.CharField(max_length=300, blank=True)
+    # AWS: the machine image nodes boot, per region ({"us-east-1": "ami-…"}); a region
+    # without one boots the installation's default (RAYDECK_AWS_AMI_PARAMETER).
+    aws_amis = models.JSONField(default=dict, blank=True)
+    # GCP: a boot image or image family URL; blank boots RAYDECK_GCP_IMAGE.
+    gcp_image = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -112,6 +123,16 @@ class ContainerImage(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        amis = self.aws_amis
+        if not isinstance(amis, dict) or not all(
+            isinstance(region, str) and AWS_REGION.match(region)
+            and isinstance(ami, str) and AMI_ID.match(ami)
+            for region, ami in amis.items()
+        ):  # fmt: skip
+            example = '{"us-east-1": "ami-0123456789abcdef0"}'
+            raise ValidationError({"aws_amis": f"Give one AMI per region, e.g. {example}."})
 
 
 class ClusterQuerySet(ProjectOwnedQuerySet):

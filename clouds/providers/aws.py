@@ -313,6 +313,7 @@ class AwsProvider:
         role_arn: str,
         external_id: str,
         log_location: str = "",
+        ami_parameter: str = "",
         base_session: boto3.session.Session | None = None,
     ) -> None:
         self.cloud_id = cloud_id
@@ -320,6 +321,7 @@ class AwsProvider:
         self.role_arn = role_arn
         self.external_id = external_id
         self.log_location = log_location
+        self.ami_parameter = ami_parameter
         self._session = base_session
 
     def __repr__(self) -> str:  # the external id is not a secret, but need not be logged
@@ -693,6 +695,34 @@ class AwsProvider:
         with self._errors("ec2"):
             found = self._describe(self._client("ec2"), filters)
         return [_to_instance(d) for d in found]
+
+    def default_image(self) -> str:
+        """The region's AMI id, read from the SSM parameter the installation names (AWS
+        publishes public ones per region, e.g. Canonical's Ubuntu images)."""
+        name = self.ami_parameter
+        if not name:
+            raise PermanentCloudError(
+                "No default AMI parameter is configured (RAYDECK_AWS_AMI_PARAMETER).",
+                kind=PermanentErrorKind.INVALID_IMAGE,
+            )
+        try:
+            with self._errors("ssm"):
+                value = self._client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+        except PermanentCloudError as exc:
+            if "ParameterNotFound" not in exc.detail:
+                raise
+            raise PermanentCloudError(
+                f"The SSM parameter {name} does not exist in {self.region}, so Raydeck has no "
+                "default AMI there.",
+                kind=PermanentErrorKind.INVALID_IMAGE,
+                detail=exc.detail,
+            ) from exc
+        if not str(value).startswith("ami-"):
+            raise PermanentCloudError(
+                f"The SSM parameter {name} in {self.region} holds {value!r}, not an AMI id.",
+                kind=PermanentErrorKind.INVALID_IMAGE,
+            )
+        return str(value)
 
     def describe(self, *, instance_id: str) -> Instance | None:
         with self._errors("ec2"):

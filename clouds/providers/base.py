@@ -136,6 +136,11 @@ class CloudProvider(Protocol):
         """The instance, or None when the cloud no longer knows it."""
         ...
 
+    def default_image(self) -> str:
+        """What a node boots when its cluster's image names nothing for this place (an
+        AMI id, a GCE image URL, a Python executable). PermanentCloudError if none."""
+        ...
+
     def verify(self) -> list[CheckResult]:
         """Read-only checks that this cloud is usable, each with a message to act on."""
         ...

@@ -424,6 +424,7 @@ class GcpProvider:
         zones: list[str],
         log_location: str = "",
         credentials: Credentials,
+        image: str = "",
         api_endpoint: str | None = None,
         storage_endpoint: str | None = None,
         network: str = "global/networks/default",
@@ -440,6 +441,7 @@ class GcpProvider:
         self.project_id = project_id
         self.zones = list(zones)
         self.log_location = log_location
+        self.image = image
         self.network = network
         self.subnetwork = subnetwork
         self.assign_public_ip = assign_public_ip
@@ -751,6 +753,14 @@ class GcpProvider:
         for zone in self.zones:
             found.extend(self._list(zone, labels, action="list instances"))
         return found
+
+    def default_image(self) -> str:
+        if not self.image:
+            raise PermanentCloudError(
+                "No default boot image is configured for GCP (RAYDECK_GCP_IMAGE).",
+                kind=PermanentErrorKind.INVALID_IMAGE,
+            )
+        return self.image
 
     def describe(self, *, instance_id: str) -> Instance | None:
         zone, name = _split_instance_id(instance_id)

@@ -322,6 +322,9 @@ class LocalProvider:
     def verify(self) -> list[CheckResult]:
         return [self._check_root(), self._check_ray(), self._check_disk()]
 
+    def default_image(self) -> str:
+        return sys.executable  # Raydeck's own Python, which has Ray
+
     # -- launch ---------------------------------------------------------------------
 
     def _spawn(

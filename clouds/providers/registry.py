@@ -28,6 +28,7 @@ def provider_for(cloud: Cloud) -> CloudProvider:
             role_arn=cloud.aws_role_arn,
             external_id=cloud.aws_external_id,
             log_location=cloud.log_location,
+            ami_parameter=settings.RAYDECK_AWS_AMI_PARAMETER,
         )
     if cloud.kind == CloudKind.GCP:
         from .gcp import GcpProvider, federated_credentials
@@ -37,6 +38,7 @@ def provider_for(cloud: Cloud) -> CloudProvider:
             project_id=cloud.gcp_project_id,
             zones=list(cloud.zones) or [f"{cloud.region}-a"],
             log_location=cloud.log_location,
+            image=settings.RAYDECK_GCP_IMAGE,
             credentials=federated_credentials(
                 workload_identity_provider=cloud.gcp_workload_identity_provider,
                 service_account=cloud.gcp_service_account,

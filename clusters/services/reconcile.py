@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import shlex
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -81,6 +80,7 @@ def bootstrap_token(node: Node) -> str:
 
 # Where AWS/GCP nodes keep the agent and their own folder (logs, registration state).
 AGENT_INSTALL_DIR = "/opt/raydeck/agent"
+RAY_INSTALL_DIR = "/opt/raydeck/ray"
 NODE_DIR = "/var/lib/raydeck"
 
 
@@ -102,16 +102,26 @@ def boot_script(cluster: Cluster, node: Node, token: str) -> str:
             f"{exports}\nexport RAYDECK_NODE_ADDRESS=127.0.0.1\n"
             'exec "${RAYDECK_PYTHON:-python3}" -m raydeck_agent\n'
         )
-    # AWS/GCP: the image carries Ray; the agent (standard library only) comes from the
-    # control plane's package index, into a folder of its own: --target leaves the
-    # image's Python untouched and is allowed where that Python is externally managed.
+    # AWS/GCP: the agent (standard library only) comes from the control plane's package
+    # index, into a folder of its own: --target leaves the image's Python untouched and
+    # is allowed where that Python is externally managed (PEP 668). An image without pip
+    # or Ray (a plain Ubuntu) gets them here; a prepared image skips both steps.
+    ray = shlex.quote(f"ray[default]=={cluster.image.ray_version}")
     return (
         "#!/bin/bash\nset -euo pipefail\n"
         f"{exports}\n"
         f"export RAYDECK_NODE_DIR={NODE_DIR}\n"
-        f'mkdir -p "$RAYDECK_NODE_DIR" && cd "$RAYDECK_NODE_DIR"\n'
+        'mkdir -p "$RAYDECK_NODE_DIR" && cd "$RAYDECK_NODE_DIR"\n'
+        "if ! python3 -m pip --version >/dev/null 2>&1; then\n"
+        "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        "python3-pip\nfi\n"
         f"{agent_install_command()}\n"
         f'export PYTHONPATH="{AGENT_INSTALL_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+        'if ! python3 -c "import ray" 2>/dev/null; then\n'
+        f"  python3 -m pip install --quiet --disable-pip-version-check --target {RAY_INSTALL_DIR} "
+        f"{ray}\n"
+        f'  export PYTHONPATH="$PYTHONPATH:{RAY_INSTALL_DIR}" PATH="{RAY_INSTALL_DIR}/bin:$PATH"\n'
+        "fi\n"
         "exec python3 -m raydeck_agent\n"
     )
 
@@ -129,12 +139,8 @@ def agent_install_command() -> str:
     )
 
 
-def node_spec(cluster: Cluster, node: Node) -> NodeSpec:
+def node_spec(cluster: Cluster, node: Node, image: str) -> NodeSpec:
     config = cluster.compute_config
-    if cluster.cloud.kind == CloudKind.LOCAL:
-        image = cluster.image.python_executable or sys.executable
-    else:
-        image = cluster.image.image_uri
     return NodeSpec(
         node_id=node.uuid,
         cluster_id=cluster.uuid,
@@ -146,6 +152,37 @@ def node_spec(cluster: Cluster, node: Node) -> NodeSpec:
         cpus=node.cpus,
         memory_mb=node.memory_mb,
     )
+
+
+def machine_image(cluster: Cluster, provider: CloudProvider) -> str:
+    """What the cluster's nodes boot: the image's own choice for this place, else the
+    cloud's default. A PermanentCloudError says what to set when there is neither."""
+    image, kind = cluster.image, cluster.cloud.kind
+    if kind == CloudKind.LOCAL:
+        return image.python_executable or provider.default_image()
+    if kind == CloudKind.AWS:
+        region = cluster.compute_config.region or cluster.cloud.region
+        chosen = (image.aws_amis or {}).get(region) if isinstance(image.aws_amis, dict) else None
+        missing = f"The image {image.name} has no AMI for {region}"
+        todo = (f"Add an AMI id for {region} to the image {image.name}, or ask your Raydeck "
+                f"administrator to set RAYDECK_AWS_AMI_PARAMETER to an SSM parameter that "
+                f"exists in {region}.")  # fmt: skip
+    else:
+        chosen = image.gcp_image
+        missing = f"The image {image.name} names no GCP boot image"
+        todo = (f"Set a GCP boot image (an image or image family URL) on the image "
+                f"{image.name}, or ask your Raydeck administrator to set "
+                "RAYDECK_GCP_IMAGE.")  # fmt: skip
+    if chosen:
+        return str(chosen)
+    try:
+        return provider.default_image()
+    except PermanentCloudError as exc:
+        raise PermanentCloudError(
+            f"{missing} and the default could not be used: {exc.user_message} {todo}",
+            kind=exc.kind,
+            detail=exc.detail,
+        ) from exc
 
 
 def _group(cluster: Cluster, name: str) -> dict:
@@ -217,10 +254,21 @@ def _drive_up(cluster: Cluster) -> Outcome:
         return _fail(cluster, failure)
     _plan_nodes(cluster)
     requeue: int | None = None
-    for node in cluster.nodes.filter(state__in=[NodeState.PENDING, NodeState.LAUNCHING]):
+    to_launch = list(cluster.nodes.filter(state__in=[NodeState.PENDING, NodeState.LAUNCHING]))
+    image = ""
+    if to_launch:
+        try:
+            image = machine_image(cluster, provider)
+        except TransientCloudError as exc:
+            record_event(cluster, "cloud call", f"The cloud is busy, retrying: {exc.user_message}",
+                         level=EventLevel.WARNING)  # fmt: skip
+            return Outcome("waiting for the cloud", REQUEUE_BACKOFF_MAX // 4)
+        except PermanentCloudError as exc:
+            return _fail(cluster, f"No machine image to boot: {exc.user_message}")
+    for node in to_launch:
         _renew_lease()
         try:
-            _launch(cluster, node, provider)
+            _launch(cluster, node, provider, image)
         except TransientCloudError as exc:
             record_event(cluster, "cloud call", f"The cloud is busy, retrying: {exc.user_message}",
                          node=node, level=EventLevel.WARNING)  # fmt: skip
@@ -273,7 +321,7 @@ def _new_node(cluster: Cluster, role: str, group: str, instance_type: str, cpus:
     return node
 
 
-def _launch(cluster: Cluster, node: Node, provider: CloudProvider) -> None:
+def _launch(cluster: Cluster, node: Node, provider: CloudProvider, image: str) -> None:
     """The idempotent launch of one node: the same key on every retry."""
     if node.state == NodeState.PENDING:
         Node.objects.filter(pk=node.pk, state=NodeState.PENDING).update(
@@ -282,7 +330,7 @@ def _launch(cluster: Cluster, node: Node, provider: CloudProvider) -> None:
         node.refresh_from_db()
     started = timezone.now()
     instance = provider.launch(
-        node=node_spec(cluster, node),
+        node=node_spec(cluster, node, image),
         boot_script=boot_script(cluster, node, bootstrap_token(node)),
         idempotency_key=idempotency_key(node.uuid, node.launch_attempt),
     )

@@ -220,6 +220,16 @@ RAYDECK_AWS_PRINCIPAL_ARN = os.environ.get("RAYDECK_AWS_PRINCIPAL_ARN", "")
 # Raydeck's own identity towards GCP Workload Identity Federation: a file holding an
 # OIDC token (e.g. a projected service-account token); empty = the AWS identity above.
 RAYDECK_GCP_SUBJECT_TOKEN_FILE = os.environ.get("RAYDECK_GCP_SUBJECT_TOKEN_FILE", "")
+# The machine image a node boots when its cluster's image names none for the place: on
+# AWS a public SSM parameter holding the region's AMI id (Ubuntu 24.04 LTS by default;
+# the boot script adds pip and Ray when the image lacks them); on GCP an image family.
+RAYDECK_AWS_AMI_PARAMETER = os.environ.get(
+    "RAYDECK_AWS_AMI_PARAMETER",
+    "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
+)
+RAYDECK_GCP_IMAGE = os.environ.get(
+    "RAYDECK_GCP_IMAGE", "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+)
 # The local cloud runs nodes as processes on this machine.
 RAYDECK_LOCAL_CLOUD_ENABLED = os.environ.get("RAYDECK_LOCAL_CLOUD_ENABLED", "1") == "1"
 RAYDECK_LOCAL_CLOUD_ROOT = Path(os.environ.get("RAYDECK_LOCAL_CLOUD_ROOT", VAR_DIR / "local-cloud"))

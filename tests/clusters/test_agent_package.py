@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import subprocess
@@ -85,10 +86,14 @@ def test_the_aws_and_gcp_boot_script_installs_the_agent_that_way(
         .replace("exec python3 -m raydeck_agent\n", "exec python3 -m raydeck_agent --help\n")
     )
     path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"  # python3: the bare venv's
-    booted = run(["/bin/bash", "-c", runnable], env={"PATH": path})
+    # Ray is found (Raydeck's own), so the script does not fetch it from PyPI; the agent
+    # is not (editable installs are not on PYTHONPATH): it must come from the index.
+    ray_site = str(Path(importlib.util.find_spec("ray").origin).parent.parent)
+    booted = run(["/bin/bash", "-c", runnable], env={"PATH": path, "PYTHONPATH": ray_site})
     assert booted.returncode == 0, booted.stderr
     assert booted.stdout.startswith("usage: raydeck-agent")
     assert (target / "raydeck_agent" / "__main__.py").is_file()
+    assert "import ray" in script and "ray[default]==" in script
 
 
 def test_the_index_is_pep_503_and_serves_nothing_else() -> None:

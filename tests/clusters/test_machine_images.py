@@ -1,0 +1,199 @@
+"""What AWS and GCP nodes boot: the image's per-region AMI or GCP image, else the cloud's
+default (on AWS an SSM parameter resolved per region, on GCP an image family), and a
+failure that says what to set when there is neither. The boot script the drivers pass
+installs the agent from the control plane's package index.
+
+Stand-ins: moto for AWS (in-process `mock_aws()`; moto refuses parameters under the
+reserved /aws/ prefix, so the default parameter is a custom one here, resolved by the
+same code); for GCP the fake Compute REST endpoint (tests/clouds/gcp_fake.py) behind
+the real google-cloud-compute client, built with anonymous credentials instead of
+Workload Identity Federation (which would call Google).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from moto import mock_aws
+
+from clouds.choices import CloudKind, CloudState
+from clouds.models import Cloud
+from clouds.providers import aws as aws_driver
+from clouds.providers.base import CloudProvider
+from clouds.providers.gcp import GcpProvider
+from clusters.choices import ClusterState, NodeState
+from clusters.models import Cluster, ContainerImage
+from clusters.services import lifecycle, reconcile
+from tests.clouds.gcp_fake import FakeComputeServer
+from tests.conftest import Tenant
+from tests.factories import CloudFactory
+
+pytestmark = pytest.mark.django_db
+
+REGION = "eu-west-1"
+AMI_PARAMETER = "/raydeck/test/ubuntu-ami"
+DEFAULT_AMI = "ami-0a1b2c3d4e5f60718"
+IMAGE_AMI = "ami-0fedcba9876543210"
+GCP_DEFAULT = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+GCP_OWN = "projects/acme/global/images/family/ray-2"
+AGENT_URL = "https://raydeck.example.com"
+
+
+@pytest.fixture(autouse=True)
+def agent_url(settings) -> None:
+    settings.RAYDECK_AGENT_URL = AGENT_URL
+
+
+@pytest.fixture
+def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings) -> Iterator[None]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(aws_driver, "_DEFAULT_SESSION", None)
+    settings.RAYDECK_AWS_AMI_PARAMETER = AMI_PARAMETER
+    aws_driver.clear_credentials_cache()
+    with mock_aws():
+        boto3.client("iam").create_role(RoleName="raydeck", AssumeRolePolicyDocument="{}")
+        yield
+    aws_driver.clear_credentials_cache()
+
+
+def aws_cloud(tenant: Tenant) -> Cloud:
+    role = "arn:aws:iam::123456789012:role/raydeck"
+    return CloudFactory(organization=tenant.org, kind=CloudKind.AWS, region=REGION,
+                        state=CloudState.ACTIVE, aws_role_arn=role,
+                        aws_external_id="raydeck-ext-0123456789abcdef")  # fmt: skip
+
+
+def create(tenant: Tenant, cloud: Cloud, image: ContainerImage | None = None) -> Cluster:
+    cluster = lifecycle.cluster_create(project=tenant.project, actor=tenant.member, name="c1",
+                                       cloud=cloud, image=image)  # fmt: skip
+    reconcile.cluster_reconcile(cluster_id=cluster.pk)
+    cluster.refresh_from_db()
+    return cluster
+
+
+def assert_installs_the_agent_from_the_index(script: str) -> None:
+    assert script.startswith("#!/bin/bash\n")
+    assert f"\n{reconcile.agent_install_command()}\n" in script
+    assert f"--index-url {AGENT_URL}/agent/v1/simple/ raydeck-agent" in script
+    assert script.endswith("exec python3 -m raydeck_agent\n")
+
+
+def launched_ec2() -> list[dict]:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+
+
+def test_aws_boots_the_regions_default_ami_with_the_agent_boot_script(
+    tenant_a: Tenant, moto_aws
+) -> None:
+    boto3.client("ssm", region_name=REGION).put_parameter(
+        Name=AMI_PARAMETER, Value=DEFAULT_AMI, Type="String"
+    )
+    cluster = create(tenant_a, aws_cloud(tenant_a))
+    assert cluster.state == ClusterState.STARTING
+    head = cluster.nodes.get()
+    assert head.state == NodeState.BOOTING and head.instance_id.startswith("i-")
+    [instance] = launched_ec2()
+    assert instance["ImageId"] == DEFAULT_AMI
+    data = boto3.client("ec2", region_name=REGION).describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="userData"
+    )["UserData"]["Value"]
+    assert_installs_the_agent_from_the_index(base64.b64decode(data).decode())
+
+
+def test_aws_boots_the_images_own_ami_for_the_region(tenant_a: Tenant, moto_aws) -> None:
+    amis = {REGION: IMAGE_AMI, "us-east-1": DEFAULT_AMI}
+    image = ContainerImage(organization=tenant_a.org, name="acme ray", ray_version="2.40.0",
+                           image_uri="acme/ray:2.40", aws_amis=amis)  # fmt: skip
+    image.full_clean()
+    image.save()
+    create(tenant_a, aws_cloud(tenant_a), image=image)  # no SSM parameter needed
+    assert [i["ImageId"] for i in launched_ec2()] == [IMAGE_AMI]
+
+
+def test_aws_without_an_ami_fails_and_says_what_to_set(tenant_a: Tenant, moto_aws) -> None:
+    cluster = create(tenant_a, aws_cloud(tenant_a))  # the parameter does not exist
+    assert cluster.state == ClusterState.FAILED
+    event = cluster.events.get(step="failed")
+    assert event.level == "error"
+    for words in (f"has no AMI for {REGION}", AMI_PARAMETER, "does not exist",
+                  f"Add an AMI id for {REGION} to the image",
+                  "RAYDECK_AWS_AMI_PARAMETER"):  # fmt: skip
+        assert words in event.message and words in cluster.state_reason
+    assert launched_ec2() == []
+
+
+def test_an_image_with_a_malformed_ami_is_refused() -> None:
+    image = ContainerImage(name="x", ray_version="2.40.0", aws_amis={REGION: "ubuntu"})
+    with pytest.raises(Exception, match="one AMI per region"):
+        image.full_clean()
+
+
+@pytest.fixture
+def gcp(monkeypatch: pytest.MonkeyPatch, settings) -> Iterator[FakeComputeServer]:
+    settings.RAYDECK_GCP_IMAGE = GCP_DEFAULT
+    with FakeComputeServer() as server:
+        server.fake.images |= {GCP_DEFAULT, GCP_OWN}
+
+        def provider_for(cloud: Cloud) -> CloudProvider:
+            return GcpProvider(cloud_id=cloud.uuid, project_id=cloud.gcp_project_id,
+                               zones=list(cloud.zones), image=settings.RAYDECK_GCP_IMAGE,
+                               credentials=AnonymousCredentials(), api_endpoint=server.endpoint,
+                               poll_interval=0.01)  # fmt: skip
+
+        monkeypatch.setattr(reconcile, "provider_for", provider_for)
+        yield server
+
+
+def gcp_cloud(tenant: Tenant) -> Cloud:
+    return CloudFactory(organization=tenant.org, kind=CloudKind.GCP, region="us-central1",
+                        zones=["us-central1-a"], gcp_project_id="raydeck-test",
+                        state=CloudState.ACTIVE)  # fmt: skip
+
+
+def inserted(server: FakeComputeServer) -> list[dict]:
+    return [call.body for call in server.fake.calls("POST", r"/instances$")]
+
+
+def test_gcp_boots_the_default_family_with_the_agent_startup_script(
+    tenant_a: Tenant, gcp: FakeComputeServer
+) -> None:
+    cluster = create(tenant_a, gcp_cloud(tenant_a))
+    assert cluster.nodes.get().state == NodeState.BOOTING
+    [body] = inserted(gcp)
+    assert body["disks"][0]["initializeParams"]["sourceImage"] == GCP_DEFAULT
+    [item] = [i for i in body["metadata"]["items"] if i["key"] == "startup-script"]
+    assert_installs_the_agent_from_the_index(item["value"])
+
+
+def test_gcp_boots_the_images_own_and_fails_clearly_without_any(
+    tenant_a: Tenant, gcp: FakeComputeServer, settings
+) -> None:
+    image = ContainerImage.objects.create(organization=tenant_a.org, name="acme ray",
+                                          ray_version="2.40.0", image_uri="acme/ray:2.40",
+                                          gcp_image=GCP_OWN)  # fmt: skip
+    cloud = gcp_cloud(tenant_a)
+    first = create(tenant_a, cloud, image=image)
+    assert [b["disks"][0]["initializeParams"]["sourceImage"] for b in inserted(gcp)] == [GCP_OWN]
+    lifecycle.cluster_terminate(cluster=first, actor=tenant_a.member)
+    for _ in range(5):
+        if reconcile.cluster_reconcile(cluster_id=first.pk).requeue_in is None:
+            break
+
+    settings.RAYDECK_GCP_IMAGE = ""
+    cluster = create(tenant_a, cloud)  # the built-in image names no GCP image
+    assert cluster.state == ClusterState.FAILED
+    assert "names no GCP boot image" in cluster.state_reason
+    assert "RAYDECK_GCP_IMAGE" in cluster.events.get(step="failed").message
+    assert len(inserted(gcp)) == 1
