@@ -111,6 +111,15 @@ def instance_tags(*, cloud_id: uuid.UUID, node: NodeSpec) -> dict[str, str]:
     }
 
 
+RAY_TEMP_ROOT = "/tmp/raydeck"  # noqa: S108 - on the node; Ray puts Unix sockets under it
+
+
+def ray_temp_dir(node_id: uuid.UUID) -> str:
+    """Ray's temp folder on a node: short, because Ray's Unix socket paths must fit in 107
+    bytes. The local driver removes it when the node is terminated."""
+    return f"{RAY_TEMP_ROOT}/{str(node_id)[:8]}"
+
+
 def idempotency_key(node_id: uuid.UUID, attempt: int = 0) -> str:
     """The key a launch of this node carries (EC2 ClientToken, GCE request_id). A new
     `attempt` is only used after the previous instance is known to be gone."""

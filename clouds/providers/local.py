@@ -6,8 +6,13 @@ Each node lives in its own folder `root/<node_id>/`:
                    ports, state. Written atomically (temp file + os.replace).
     boot.sh        the boot script, run as `/bin/bash boot.sh` in a new session, so the
                    node is one process group (pgid == pid) that can be killed on its own.
-    boot.log       the script's stdout and stderr; kept after terminate for post-mortem.
+    boot.log       the script's stdout and stderr (the agent logs there too).
     .lock          flock that serializes launch/terminate of this node across workers.
+
+Terminate stops the node, then cleans up: boot.log is appended to the cloud's log folder
+(`log_dir/<cluster_id>/<node_id>/boot.log`, where the agent also ships its and Ray's
+logs), and the node's folder and its Ray temp folder are removed. A terminated node is
+then unknown here (describe: None), as a terminated VM eventually is to its cloud.
 
 Nothing that matters is held in memory: a new LocalProvider (after a Raydeck restart)
 rediscovers every node from the folders and /proc. A pid is only taken to be our node
@@ -21,6 +26,7 @@ import contextlib
 import fcntl
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -47,7 +53,10 @@ from .base import (
     PermanentErrorKind,
     TransientCloudError,
     instance_tags,
+    ray_temp_dir,
 )
+
+logger = logging.getLogger(__name__)
 
 INSTANCE_PREFIX = "local-"
 PORT_COUNT = 8
@@ -55,6 +64,7 @@ RECORD_FILE = "instance.json"
 BOOT_SCRIPT_FILE = "boot.sh"
 BOOT_LOG_FILE = "boot.log"
 LOCK_FILE = ".lock"
+TRASH_PREFIX = ".trash-"  # a node folder being removed (renamed first: one atomic step)
 LOOPBACK = "127.0.0.1"
 GIB = 1 << 30
 MIN_FREE_BYTES = GIB
@@ -228,11 +238,13 @@ class LocalProvider:
         *,
         cloud_id: uuid.UUID,
         root: Path | str,
+        log_dir: Path | str | None = None,
         stop_timeout: float = 12.0,
         min_free_bytes: int = MIN_FREE_BYTES,
     ) -> None:
         self.cloud_id = cloud_id
         self.root = Path(root)
+        self.log_dir = Path(log_dir) if log_dir else self.root / "logs"
         self.stop_timeout = stop_timeout  # SIGTERM grace before SIGKILL
         self.min_free_bytes = min_free_bytes
 
@@ -275,7 +287,32 @@ class LocalProvider:
                 _reap_children()  # the leader, if we started it, exited after the last poll
             record.state = InstanceState.TERMINATED.value
             record.terminated_at = record.terminated_at or _now().isoformat()
-            self._write(node_dir, record)
+            self._write(node_dir, record)  # so a crash during the cleanup leaves it final
+            try:
+                self._clean_up(record, node_dir)
+            except OSError as exc:  # the node is stopped: that is what terminate promises
+                logger.warning("Could not clean up %s: %s", node_dir, exc)
+
+    def _clean_up(self, record: _Record, node_dir: Path) -> None:
+        """Keep the boot log with the node's other logs; remove the node's folders."""
+        boot_log = node_dir / BOOT_LOG_FILE
+        if boot_log.is_file():
+            kept = self.log_dir / record.cluster_id / record.node_id / BOOT_LOG_FILE
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            with open(boot_log, "rb") as source, open(kept, "ab") as target:
+                shutil.copyfileobj(source, target)
+        temp_dir = Path(ray_temp_dir(uuid.UUID(record.node_id)))
+        with contextlib.suppress(OSError):
+            if (
+                not temp_dir.is_symlink()
+                and temp_dir.is_dir()
+                and (temp_dir.stat().st_uid == os.getuid())
+            ):
+                shutil.rmtree(temp_dir, ignore_errors=True)
+        trash = self.root / f"{TRASH_PREFIX}{record.node_id}"
+        shutil.rmtree(trash, ignore_errors=True)  # left by a crash half-way through
+        os.replace(node_dir, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def list_instances(self, *, cluster_id: uuid.UUID | None = None) -> list[Instance]:
         _reap_children()

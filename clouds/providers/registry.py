@@ -18,6 +18,14 @@ def local_root(cloud: Cloud) -> Path:
     return Path(cloud.local_root or settings.RAYDECK_LOCAL_CLOUD_ROOT) / str(cloud.uuid)
 
 
+def log_location_for(cloud: Cloud) -> str:
+    """Where the cloud's nodes keep their logs: the cloud's log location, or on the local
+    cloud a `logs` folder beside its nodes' folders (which go when the nodes do)."""
+    if cloud.log_location or cloud.kind != CloudKind.LOCAL:
+        return cloud.log_location
+    return str(local_root(cloud) / "logs")
+
+
 def provider_for(cloud: Cloud) -> CloudProvider:
     if cloud.kind == CloudKind.AWS:
         from .aws import AwsProvider
@@ -47,5 +55,7 @@ def provider_for(cloud: Cloud) -> CloudProvider:
     if cloud.kind == CloudKind.LOCAL:
         from .local import LocalProvider
 
-        return LocalProvider(cloud_id=cloud.uuid, root=local_root(cloud))
+        return LocalProvider(
+            cloud_id=cloud.uuid, root=local_root(cloud), log_dir=log_location_for(cloud)
+        )
     raise ValueError(f"Unknown cloud kind {cloud.kind!r}")

@@ -36,6 +36,8 @@ from django.db.models.functions import Cast, Extract
 from django.utils import timezone
 
 from accounts.tokens import hash_secret, new_secret
+from clouds.providers.base import ray_temp_dir
+from clouds.providers.registry import log_location_for
 
 from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from ..models import Cluster, Node
@@ -141,13 +143,12 @@ def registration_answer(registration: Registration) -> dict[str, Any]:
         "node_id": str(node.uuid),
         "role": node.role,
         "heartbeat_interval": settings.RAYDECK_HEARTBEAT_SECONDS,
-        "log_location": cluster.cloud.log_location,
+        "log_location": log_location_for(cluster.cloud),
         "ray": {
             "num_cpus": node.cpus,
             "memory_mb": node.memory_mb,
             "head_address": None if node.role == NodeRole.HEAD else head_address_for(cluster),
-            # On the node, not here; short, because Ray puts Unix sockets under it.
-            "temp_dir": f"/tmp/raydeck/{str(node.uuid)[:8]}",  # noqa: S108
+            "temp_dir": ray_temp_dir(node.uuid),  # on the node, not here
         },
     }
 

@@ -30,6 +30,7 @@ from clouds.providers.base import (
     PermanentCloudError,
     PermanentErrorKind,
     idempotency_key,
+    ray_temp_dir,
 )
 from clouds.providers.local import PORT_COUNT, LocalProvider, instance_id_for
 
@@ -207,6 +208,10 @@ def test_two_nodes_launch_list_terminate_and_rediscover(cloud: Cloud, monkeypatc
     # Terminate A: its whole group goes, including the background child; B is untouched.
     child_a = int((dir_a / "child.pid").read_text())
     assert running(child_a)
+    ray_temp = Path(ray_temp_dir(node_a.node_id))  # what Ray wrote on the node
+    (ray_temp / "session_latest" / "logs").mkdir(parents=True)
+    (ray_temp / "session_latest" / "logs" / "raylet.out").write_text("raylet\n")
+    boot_log = (dir_a / "boot.log").read_bytes()
     cloud.provider.terminate(instance_id=inst_a.instance_id)
     assert live_members(rec_a["pgid"]) == []
     assert not running(child_a)
@@ -215,21 +220,21 @@ def test_two_nodes_launch_list_terminate_and_rediscover(cloud: Cloud, monkeypatc
     with pytest.raises(ProcessLookupError):
         os.killpg(rec_a["pgid"], 0)
     assert running(rec_b["pid"])
-    assert record(cloud.root, node_a.node_id)["state"] == "terminated"
-    assert (dir_a / "boot.log").exists()
-    assert cloud.provider.describe(instance_id=inst_a.instance_id).state == (
-        InstanceState.TERMINATED
-    )
+    # Its folders are gone; its boot log (the agent's output too) stays with the logs.
+    assert not dir_a.exists() and not ray_temp.exists()
+    kept = cloud.root / "logs" / str(cluster_a) / str(node_a.node_id) / "boot.log"
+    assert kept.read_bytes().startswith(boot_log)
+    assert cloud.provider.describe(instance_id=inst_a.instance_id) is None
+    cloud.provider.terminate(instance_id=inst_a.instance_id)  # again: nothing to do
 
     # A restarted Raydeck (new provider object) finds B running, and stops it.
     restarted = cloud.new_provider()
     found = {i.instance_id: i.state for i in restarted.list_instances()}
-    assert found == {
-        inst_a.instance_id: InstanceState.TERMINATED,
-        inst_b.instance_id: InstanceState.RUNNING,
-    }
+    assert found == {inst_b.instance_id: InstanceState.RUNNING}
     restarted.terminate(instance_id=inst_b.instance_id)
-    assert restarted.describe(instance_id=inst_b.instance_id).state == InstanceState.TERMINATED
+    assert restarted.describe(instance_id=inst_b.instance_id) is None
+    assert restarted.list_instances() == []
+    assert sorted(p.name for p in cloud.root.iterdir()) == ["logs"]
 
     # No stray process: every group this test launched is gone.
     assert set(cloud.launched) == {rec_a["pgid"], rec_b["pgid"]}
@@ -287,9 +292,7 @@ def test_node_that_died_on_its_own_is_stopped(cloud: Cloud):
     assert (cloud.root / str(node.node_id) / "boot.log").read_text().count("launching") == 2
 
     cloud.provider.terminate(instance_id=instance.instance_id)
-    assert cloud.provider.describe(instance_id=instance.instance_id).state == (
-        InstanceState.TERMINATED
-    )
+    assert cloud.provider.describe(instance_id=instance.instance_id) is None
 
 
 def test_recycled_pid_is_not_ours(cloud: Cloud):
@@ -315,9 +318,7 @@ def test_recycled_pid_is_not_ours(cloud: Cloud):
         cloud.provider.terminate(instance_id=instance.instance_id)
 
         assert running(stranger.pid)
-        assert cloud.provider.describe(instance_id=instance.instance_id).state == (
-            InstanceState.TERMINATED
-        )
+        assert cloud.provider.describe(instance_id=instance.instance_id) is None
     finally:
         stranger.kill()
         stranger.wait()

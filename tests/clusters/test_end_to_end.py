@@ -18,7 +18,8 @@ import pytest
 
 from clouds.choices import CloudState
 from clouds.models import Cloud
-from clouds.providers.registry import provider_for
+from clouds.providers.base import ray_temp_dir
+from clouds.providers.registry import local_root, provider_for
 from clusters.choices import ClusterState, NodeRole, NodeState
 from clusters.models import Cluster
 from clusters.services import lifecycle, reconcile
@@ -104,3 +105,13 @@ def test_create_run_and_terminate_a_two_node_cluster(live_server, settings, tmp_
             break
         time.sleep(0.5)
     assert processes_with(str(cluster.uuid)) == []
+    # Nothing of the nodes is left on the machine but their logs, in the cloud's log
+    # folder: the agent's copies of its own and Ray's logs, and each node's boot log.
+    root = local_root(cluster.cloud)
+    assert sorted(p.name for p in root.iterdir()) == ["logs"]
+    for node in nodes:
+        assert not Path(ray_temp_dir(node.uuid)).exists()
+        logs = root / "logs" / str(cluster.uuid) / str(node.uuid)
+        assert "registered as" in (logs / "agent.log").read_text()
+        assert "registered as" in (logs / "boot.log").read_text()
+        assert (logs / "ray" / "raylet.out").stat().st_size > 0
