@@ -206,7 +206,7 @@ def worker_label(name: str) -> str:
 class LogSink(Protocol):
     """Where a node's log files are copied. `name` is a relative path such as
     "agent.log" or "ray/raylet.out"; `data` is what was appended since the last call.
-    An S3 or GCS sink (buffer, then upload objects per chunk) plugs in here."""
+    A folder here; S3 and GCS in object_store.py (one object per chunk)."""
 
     def append(self, name: str, data: bytes) -> None: ...
 
@@ -231,11 +231,16 @@ def sink_for(location: str, cluster_id: str, node_id: str) -> LogSink:
     for part in (cluster_id, node_id):
         if not _SAFE_COMPONENT.match(part) or part in (".", ".."):
             raise UnsupportedLogLocation(f"unsafe path component {part!r}")
-    scheme = urlsplit(location).scheme
+    parts = urlsplit(location)
+    scheme = parts.scheme
     if scheme in ("s3", "gs"):
-        # Extension point: an object-store sink goes here.
-        raise UnsupportedLogLocation(f"{scheme}:// log locations are not supported yet")
-    path = urlsplit(location).path if scheme == "file" else location
+        from .object_store import GcsSink, S3Sink
+
+        if not parts.netloc:
+            raise UnsupportedLogLocation(f"{location!r} names no bucket")
+        base = "/".join(p for p in (parts.path.strip("/"), cluster_id, node_id) if p)
+        return S3Sink(parts.netloc, base) if scheme == "s3" else GcsSink(parts.netloc, base)
+    path = parts.path if scheme == "file" else location
     if not path.startswith("/"):
         raise UnsupportedLogLocation(f"{location!r} is not an absolute folder path")
     return LocalFolderSink(Path(path) / cluster_id / node_id)
