@@ -45,19 +45,27 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+from _harness import (
+    PYTHON,
+    ROOT,
+    Group,
+    clean_up,
+    create_database,
+    drop_database,
+    failure,
+    free_ports,
+    http,
+    log,
+    stop_all,
+)
+
 GOAL_OVERHEAD_S = 1.5
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
@@ -69,8 +77,6 @@ RAY_PORTS = ("gcs", "dashboard", "client_server", "node_manager", "object_manage
              "dashboard_agent", "metrics", "runtime_env_agent")  # fmt: skip
 BENCH_MARKER_ENV = "RAYDECK_CLUSTER_START_BENCH"  # on every process this run starts
 
-_t_start = time.monotonic()
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
 
 SETTINGS_MODULE = "raydeck_bench_settings"
 SETTINGS_SOURCE = '''"""console.settings.production for the cluster start benchmark."""
@@ -83,79 +89,7 @@ RAYDECK_LOCAL_CLOUD_ENABLED = True
 '''
 
 
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _t_start:7.1f}s] {message}", flush=True)
-
-
 # --- processes -----------------------------------------------------------------------
-
-
-class Group:
-    """A process started in a session (and process group) of its own, output to a file."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], logs: Path):
-        self.name = name
-        self.log_path = logs / f"{name}.log"
-        with self.log_path.open("ab") as out:
-            self.popen = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        self.pid = self.popen.pid
-
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM to the group, SIGKILL after `timeout`, and whatever is left in it."""
-        if self.popen.poll() is None:
-            _signal_group(self.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=timeout)
-        _signal_group(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop(timeout=5)
-            raise RuntimeError(f"{self.name} did not finish within {timeout:.0f}s") from None
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.output():
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: no {needle!r} in {timeout:.0f}s:\n{self.tail()}")
-            time.sleep(0.05)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel reports free, all bound at once so none is handed out twice."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def tcp_open(port: int) -> bool:
@@ -166,7 +100,7 @@ def tcp_open(port: int) -> bool:
 
 def http_json(url: str, timeout: float = 1.0) -> Any:
     try:
-        with _http.open(url, timeout=timeout) as response:
+        with http.open(url, timeout=timeout) as response:
             return json.loads(response.read())
     except (OSError, ValueError):
         return None
@@ -197,27 +131,6 @@ def kill_marked(marker: str, node_root: Path) -> int:
 
 
 # --- PostgreSQL and Redis ------------------------------------------------------------
-
-
-def create_database(state: dict[str, Any]) -> str:
-    import psycopg
-
-    dbname = f"raydeck_start_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    state["database"] = dbname
-    log(f"created database {dbname}")
-    return dbname
-
-
-def drop_database(state: dict[str, Any]) -> None:
-    dbname = state.get("database")
-    if dbname:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        log(f"dropped database {dbname}")
 
 
 def start_redis(tmp: Path, env: dict[str, str], groups: list[Group]) -> str:
@@ -461,7 +374,7 @@ def main() -> int:
         }
         base_env[BENCH_MARKER_ENV] = marker
         redis_url = start_redis(tmp, base_env, groups)
-        dbname = create_database(state)
+        dbname = create_database(state, "raydeck_start")
         web_port = free_ports(1)[0]
         env = {
             **base_env,
@@ -508,27 +421,14 @@ def main() -> int:
             steps = ", ".join(f"{s} +{o:.2f}s" for s, o, _ in result["events"])
             log(f"run {run}: Raydeck create -> running in {result['total_s']:.2f}s "
                 f"(terminated in {result['terminate_s']:.1f}s); events: {steps}")  # fmt: skip
-    except KeyboardInterrupt as exc:
-        failed = True
-        log(f"interrupted ({exc}); cleaning up")
-    except Exception:
-        failed = True
-        traceback.print_exc()
-        sys.stdout.flush()
+    except (KeyboardInterrupt, Exception) as exc:
+        failed = failure(exc)
     finally:
-        for group in reversed(groups):
-            try:
-                group.stop(timeout=15)
-            except Exception:
-                traceback.print_exc()
+        stop_all(groups, timeout=15)
         killed = kill_marked(marker, tmp / "nodes")  # a node or Ray daemon left behind
         if killed:
             log(f"killed {killed} leftover processes")
-        try:
-            drop_database(state)
-        except Exception:
-            failed = True
-            traceback.print_exc()
+        failed = clean_up(state, drop_database) or failed
         # The nodes' Ray temp dirs: /tmp/raydeck/<node id[:8]> (registration_answer).
         for node_dir in (tmp / "nodes").glob("*/*"):
             shutil.rmtree(Path("/tmp/raydeck") / node_dir.name[:8], ignore_errors=True)  # noqa: S108

@@ -30,20 +30,30 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from _harness import (
+    PYTHON,
+    ROOT,
+    Group,
+    clean_up,
+    create_database,
+    drop_database,
+    elapsed,
+    failure,
+    free_port,
+    log,
+    stop_all,
+    wait_healthz,
+)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -56,7 +66,6 @@ CHROMIUM_ARGS = [
     # Never send loopback traffic through a proxy from the environment.
     "--no-proxy-server",
 ]
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 GOALS = {  # figure: (goal, unit, label)
     "cold_start_s": (2.0, "s", "web cold start to /healthz (median of 3)"),
@@ -73,55 +82,9 @@ LIST_WARMUP = 10
 HOME_EXTRA_LOADS = 4  # fresh navigations after the first, for a median beside it
 
 figures: dict[str, Any] = {}
-_t_start = time.monotonic()
-# Loopback only: never go through a proxy taken from the environment.
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _t_start:7.1f}s] {message}", flush=True)
 
 
 # --- processes -----------------------------------------------------------------------
-
-
-class Group:
-    """A process started in a session (and process group) of its own, output to a file."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], logs: Path):
-        self.name = name
-        self.log_path = logs / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.popen.pid
-
-    def stop(self, timeout: float) -> float:
-        """SIGTERM to the group, SIGKILL after `timeout`; returns the seconds it took."""
-        t0 = time.monotonic()
-        if self.popen.poll() is None:
-            _signal_group(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name}: still running {timeout:.0f}s after SIGTERM; SIGKILL")
-                _signal_group(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-        self._log.close()
-        return time.monotonic() - t0
-
-    def tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 class ProcessWatch:
@@ -153,11 +116,6 @@ class ProcessWatch:
             time.sleep(0.05)
         self._stop.set()
         self._thread.join()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -238,40 +196,6 @@ def processes_marked(marker: bytes) -> list[int]:
             if marker in environ and _state(int(entry)) != "Z":
                 found.append(int(entry))
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with _http.open(url, timeout=1) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, urllib.error.URLError):
-        return None
-
-
-def wait_healthz(group: Group, port: int, deadline_s: float) -> float:
-    """Seconds from now until /healthz answers 200 (polled every 5 ms)."""
-    t0 = time.perf_counter()
-    url = f"http://127.0.0.1:{port}/healthz"
-    while time.perf_counter() - t0 < deadline_s:
-        if http_status(url) == 200:
-            return time.perf_counter() - t0
-        if group.popen.poll() is not None:
-            raise RuntimeError(
-                f"{group.name} exited with {group.popen.returncode}:\n{group.tail()}"
-            )
-        time.sleep(0.005)
-    raise RuntimeError(
-        f"{group.name}: /healthz did not answer within {deadline_s:.0f}s:\n{group.tail()}"
-    )
 
 
 def web_command(port: int) -> list[str]:
@@ -363,7 +287,7 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
         names = {pid: cmdline(pid)[:60] for pid in seen}
         watch = ProcessWatch(seen)
         watch.start()
-        stopped = group.stop(timeout=30)
+        stopped = group.stop(timeout=30, sweep=False)  # serve must stop its own children
         watch.finish()
         for pid, gone in sorted(watch.gone.items(), key=lambda item: item[1]):
             print(f"    gone after {gone:5.2f}s  pid {pid:<7} {names[pid]}", flush=True)
@@ -499,13 +423,7 @@ def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
 
 
 def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
-    import psycopg
-
-    dbname = f"raydeck_bench_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    state["database"] = dbname
-    log(f"created database {dbname}")
+    dbname = create_database(state, "raydeck_bench")
     os.environ["DJANGO_SETTINGS_MODULE"] = "console.settings.test"
     os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{dbname}"
     os.environ["RAYDECK_VAR_DIR"] = str(var_dir)
@@ -592,21 +510,6 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
     figures["list_last_page_p50_ms"] = round(statistics.median(deep), 2)
 
 
-def drop_database(state: dict[str, Any]) -> None:
-    dbname = state.get("database")
-    if not dbname:
-        return
-    if "django" in sys.modules:
-        from django.db import connections
-
-        connections.close_all()
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    log(f"dropped database {dbname}")
-
-
 # --- main ----------------------------------------------------------------------------
 
 
@@ -675,23 +578,11 @@ def main() -> int:
                 log(f"{title} FAILED:")
                 traceback.print_exc()
                 sys.stdout.flush()
-    except KeyboardInterrupt as exc:
-        failed = True
-        log(f"interrupted ({exc}); cleaning up")
-    except Exception:
-        failed = True
-        traceback.print_exc()
+    except (KeyboardInterrupt, Exception) as exc:
+        failed = failure(exc)
     finally:
-        for group in groups:
-            try:
-                group.stop(timeout=20)
-            except Exception:
-                traceback.print_exc()
-        try:
-            drop_database(state)
-        except Exception:
-            failed = True
-            traceback.print_exc()
+        stop_all(groups, timeout=20)
+        failed = clean_up(state, drop_database) or failed
         strays: list[int] = []
         for _ in range(50):
             strays = processes_marked(marker)
@@ -707,7 +598,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         log(f"removed {tmp}")
 
-    total = time.monotonic() - _t_start
+    total = elapsed()
     figures["bench_s"] = round(total, 1)
     print("Goals:")
     for name in GOALS:

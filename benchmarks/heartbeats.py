@@ -55,20 +55,27 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+from _harness import (
+    PG_ADMIN_DSN,
+    PYTHON,
+    ROOT,
+    Group,
+    clean_up,
+    create_database,
+    drop_database,
+    failure,
+    free_port,
+    log,
+    stop_all,
+    wait_healthz,
+)
+
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 GOAL_RATE, GOAL_P99_MS = 3000.0, 50.0
 # What every seeded node's Ray reports as its total resources; the bodies send the same,
@@ -80,98 +87,8 @@ RESOURCES_TOTAL = {
     "object_store_memory": 9663676416.0,
 }
 
-_t_start = time.monotonic()
-# Loopback only: never go through a proxy taken from the environment.
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _t_start:7.1f}s] {message}", flush=True)
-
 
 # --- processes -----------------------------------------------------------------------
-
-
-class Group:
-    """A process started in a session (and process group) of its own, output to a file."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], logs: Path):
-        self.name = name
-        self.log_path = logs / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.popen.pid
-
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM to the group, SIGKILL after `timeout`."""
-        if self.popen.poll() is None:
-            _signal_group(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name}: still running {timeout:.0f}s after SIGTERM; SIGKILL")
-                _signal_group(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-        # Whatever the leader left behind in its group (gunicorn workers, say).
-        _signal_group(self.pid, signal.SIGKILL)
-        self._log.close()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop(timeout=5)
-            raise RuntimeError(f"{self.name} did not finish within {timeout:.0f}s") from None
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 25) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with _http.open(url, timeout=1) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, urllib.error.URLError):
-        return None
-
-
-def wait_healthz(group: Group, port: int, deadline_s: float = 60) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < deadline_s:
-        if http_status(f"http://127.0.0.1:{port}/healthz") == 200:
-            return
-        if group.popen.poll() is not None:
-            raise RuntimeError(f"{group.name} exited early:\n{group.tail()}")
-        time.sleep(0.05)
-    raise RuntimeError(f"{group.name}: no /healthz within {deadline_s:.0f}s:\n{group.tail()}")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -206,28 +123,6 @@ def machine_busy() -> tuple[float, float]:
 
 
 # --- PostgreSQL and Redis ------------------------------------------------------------
-
-
-def create_database(state: dict[str, Any]) -> str:
-    import psycopg
-
-    dbname = f"raydeck_hb_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    state["database"] = dbname
-    log(f"created database {dbname}")
-    return dbname
-
-
-def drop_database(state: dict[str, Any]) -> None:
-    dbname = state.get("database")
-    if not dbname:
-        return
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    log(f"dropped database {dbname}")
 
 
 def node_updates(dbname: str) -> int:
@@ -301,6 +196,7 @@ def seed(nodes: int, per_cluster: int, tokens_path: Path) -> None:
     from django.utils import timezone
 
     from accounts.models import Organization, Project
+    from accounts.tokens import hash_secret, new_secret
     from clouds.models import Cloud
     from clusters.choices import ClusterState, NodeRole, NodeState
     from clusters.models import (
@@ -309,8 +205,6 @@ def seed(nodes: int, per_cluster: int, tokens_path: Path) -> None:
         ComputeConfigVersion,
         ContainerImage,
         Node,
-        hash_secret,
-        new_secret,
     )
 
     rng = random.Random(42)
@@ -540,7 +434,7 @@ def main() -> int:
     failed = False
     log(f"temporary directory {tmp}")
     try:
-        dbname = create_database(state)
+        dbname = create_database(state, "raydeck_hb")
         redis_db = claim_redis_db(state)
         env = {
             k: v
@@ -675,25 +569,11 @@ def main() -> int:
             threads=args.threads if args.worker_class == "gthread" else 1,
             connections=args.connections,
         )
-    except KeyboardInterrupt as exc:
-        failed = True
-        log(f"interrupted ({exc}); cleaning up")
-    except Exception:
-        failed = True
-        traceback.print_exc()
-        sys.stdout.flush()
+    except (KeyboardInterrupt, Exception) as exc:
+        failed = failure(exc)
     finally:
-        for group in reversed(groups):
-            try:
-                group.stop(timeout=20)
-            except Exception:
-                traceback.print_exc()
-        for cleanup in (drop_database, flush_redis_db):
-            try:
-                cleanup(state)
-            except Exception:
-                failed = True
-                traceback.print_exc()
+        stop_all(groups, timeout=20)
+        failed = clean_up(state, drop_database, flush_redis_db) or failed
         shutil.rmtree(tmp, ignore_errors=True)
         log(f"removed {tmp}")
 
