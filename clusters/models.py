@@ -94,6 +94,29 @@ class ComputeConfigVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.config.name} v{self.number}"
 
+    def clean(self) -> None:
+        groups = self.worker_groups
+        problem = "" if isinstance(groups, list) else "Worker groups must be a list."
+        names: set[str] = set()
+        for group in groups if not problem else []:
+            if not isinstance(group, dict) or not str(group.get("name", "")).strip():
+                problem = "Every worker group needs a name."
+                break
+            low, high = group.get("min", 0), group.get("max", 0)
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                       for v in (low, high)) or low > high:  # fmt: skip
+                problem = (
+                    f"Worker group {group['name']}: min and max must be whole numbers, "
+                    "min no more than max."
+                )
+                break
+            if group["name"] in names:
+                problem = f"Two worker groups are named {group['name']}."
+                break
+            names.add(group["name"])
+        if problem:
+            raise ValidationError({"worker_groups": problem})
+
 
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")

@@ -59,7 +59,7 @@ PROJECT_MATRIX["project.view"] = _org_wide | {
     (V, "writer"),
     (V, "reader"),
 }
-for perm in ("project.update", "cluster.create", "cluster.update"):
+for perm in ("project.update", "cluster.create", "cluster.update", "compute_config.manage"):
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner"), (M, "writer")}
 for perm in ("project.delete", "project.manage_members"):
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner")}
