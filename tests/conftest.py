@@ -23,6 +23,7 @@ from accounts.models import (
     ServiceAccount,
     User,
 )
+from clouds.choices import CloudState
 from clouds.models import Cloud
 from clusters.choices import ClusterState, DesiredState, NodeState
 from clusters.models import Cluster, Node
@@ -109,6 +110,13 @@ def tenant_a(db: None) -> Tenant:
 @pytest.fixture
 def tenant_b(db: None) -> Tenant:
     return make_tenant("bravo")
+
+
+def activate(cloud: Cloud) -> Cloud:
+    """The cloud, verified (clusters may be created on it)."""
+    Cloud.objects.filter(pk=cloud.pk).update(state=CloudState.ACTIVE)
+    cloud.refresh_from_db()
+    return cloud
 
 
 def client_for(user: User, **kwargs: object) -> Client:

@@ -13,11 +13,10 @@ import pytest
 from botocore.session import Session as BotocoreSession
 from django.apps import apps
 from django.urls import reverse
-from moto import mock_aws
 
 from clouds import services
 from clouds.choices import CloudKind, CloudState
-from clouds.providers import aws as aws_driver
+from tests.clouds.moto_account import moto_account
 from tests.conftest import Tenant, client_for
 
 pytestmark = pytest.mark.django_db
@@ -27,18 +26,8 @@ REGION = "eu-west-1"
 @pytest.fixture
 def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings):
     settings.RAYDECK_AWS_PRINCIPAL_ARN = "arn:aws:iam::111122223333:role/raydeck"
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(aws_driver, "_DEFAULT_SESSION", None)
-    aws_driver.clear_credentials_cache()
-    with mock_aws():
+    with moto_account(monkeypatch, tmp_path, REGION):
         yield
-    aws_driver.clear_credentials_cache()
 
 
 def test_verification_stores_checks_but_never_a_credential(

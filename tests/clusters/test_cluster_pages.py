@@ -26,7 +26,7 @@ from clusters.models import Cluster, ClusterEvent, Node
 from clusters.services import agents
 from clusters.services.events import record_event
 from clusters.services.lifecycle import cluster_create
-from tests.conftest import Tenant, client_for
+from tests.conftest import Tenant, activate, client_for
 from tests.factories import (
     CloudFactory,
     ClusterFactory,
@@ -42,9 +42,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def cloud(tenant_a: Tenant) -> Cloud:
-    Cloud.objects.filter(pk=tenant_a.cloud.pk).update(state=CloudState.ACTIVE)
-    tenant_a.cloud.refresh_from_db()
-    return tenant_a.cloud
+    return activate(tenant_a.cloud)
 
 
 def text(response) -> str:

@@ -7,19 +7,16 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from accounts.models import AuditEvent
-from clouds.choices import CloudState
 from clouds.models import Cloud
 from clusters.services import configs, lifecycle
-from tests.conftest import Tenant
+from tests.conftest import Tenant, activate
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def cloud(tenant_a: Tenant) -> Cloud:
-    Cloud.objects.filter(pk=tenant_a.cloud.pk).update(state=CloudState.ACTIVE)
-    tenant_a.cloud.refresh_from_db()
-    return tenant_a.cloud
+    return activate(tenant_a.cloud)
 
 
 def test_a_change_is_a_new_version_and_clusters_keep_theirs(tenant_a: Tenant, cloud) -> None:

@@ -19,17 +19,16 @@ from pathlib import Path
 import boto3
 import pytest
 from google.auth.credentials import AnonymousCredentials
-from moto import mock_aws
 
 from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
-from clouds.providers import aws as aws_driver
 from clouds.providers.base import CloudProvider
 from clouds.providers.gcp import GcpProvider
 from clusters.choices import ClusterState, NodeState
 from clusters.models import Cluster, ContainerImage
 from clusters.services import lifecycle, reconcile
 from tests.clouds.gcp_fake import FakeComputeServer
+from tests.clouds.moto_account import moto_account
 from tests.conftest import Tenant
 from tests.factories import CloudFactory
 
@@ -51,20 +50,10 @@ def agent_url(settings) -> None:
 
 @pytest.fixture
 def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(aws_driver, "_DEFAULT_SESSION", None)
     settings.RAYDECK_AWS_AMI_PARAMETER = AMI_PARAMETER
-    aws_driver.clear_credentials_cache()
-    with mock_aws():
+    with moto_account(monkeypatch, tmp_path, REGION):
         boto3.client("iam").create_role(RoleName="raydeck", AssumeRolePolicyDocument="{}")
         yield
-    aws_driver.clear_credentials_cache()
 
 
 def aws_cloud(tenant: Tenant) -> Cloud:

@@ -20,7 +20,6 @@ from pathlib import Path
 import boto3
 import pytest
 from google.auth.credentials import AnonymousCredentials
-from moto import mock_aws
 
 from accounts.models import AuditEvent
 from clouds.choices import CloudKind, CloudState
@@ -33,6 +32,7 @@ from clusters.choices import ClusterState, NodeState
 from clusters.models import Cluster, ClusterEvent
 from clusters.services import reconcile
 from tests.clouds.gcp_fake import FakeComputeServer
+from tests.clouds.moto_account import moto_account
 from tests.conftest import Tenant
 from tests.factories import CloudFactory, ClusterFactory, ComputeConfigVersionFactory, NodeFactory
 
@@ -47,21 +47,11 @@ GCP_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
 
 @pytest.fixture
 def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(aws_driver, "_DEFAULT_SESSION", None)
-    aws_driver.clear_credentials_cache()
-    with mock_aws():
+    with moto_account(monkeypatch, tmp_path, REGION):
         boto3.client("iam", region_name=REGION).create_role(
             RoleName="raydeck", AssumeRolePolicyDocument="{}"
         )
         yield
-    aws_driver.clear_credentials_cache()
 
 
 @pytest.fixture
