@@ -64,7 +64,16 @@ class AwsCloudForm(CloudForm):
         widget=forms.TextInput(attrs={"placeholder": "s3://my-bucket/raydeck-logs"}),
         help_text="Ray and agent logs are kept here. Optional.",
     )
-    field_order = ["name", "region", "log_location", "launch_access", "projects"]
+    node_identity = forms.CharField(
+        max_length=300,
+        required=False,
+        label="Node instance profile",
+        widget=forms.TextInput(attrs={"placeholder": "raydeck-nodes"}),
+        help_text="What the nodes run as: it must allow s3:PutObject on the log bucket. "
+        "Optional; without one, nodes cannot write logs to the bucket.",
+    )
+    field_order = ["name", "region", "log_location", "node_identity", "launch_access",
+                   "projects"]  # fmt: skip
 
 
 class GcpCloudForm(CloudForm):
@@ -83,8 +92,16 @@ class GcpCloudForm(CloudForm):
         widget=forms.TextInput(attrs={"placeholder": "gs://my-bucket/raydeck-logs"}),
         help_text="Optional.",
     )
+    node_identity = forms.CharField(
+        max_length=300,
+        required=False,
+        label="Node service account",
+        widget=forms.TextInput(attrs={"placeholder": "nodes@my-project.iam.gserviceaccount.com"}),
+        help_text="What the VMs run as: it must be allowed to create objects in the log "
+        "bucket. Optional; without one, nodes cannot write logs to the bucket.",
+    )
     field_order = ["name", "gcp_project_id", "region", "zones", "log_location",
-                   "launch_access", "projects"]  # fmt: skip
+                   "node_identity", "launch_access", "projects"]  # fmt: skip
 
     def clean_zones(self) -> list[str]:
         raw = self.cleaned_data.get("zones") or ""

@@ -57,6 +57,9 @@ class Cloud(models.Model):
     gcp_project_id = models.CharField(max_length=64, blank=True)
     gcp_workload_identity_provider = models.CharField(max_length=300, blank=True)
     gcp_service_account = models.CharField(max_length=200, blank=True)
+    # What the nodes themselves run as, so their agents can write the log bucket: on AWS
+    # an instance profile (name or ARN), on GCP a service account email. Blank: none.
+    node_identity = models.CharField(max_length=300, blank=True)
     # Local: where node folders live (empty = the installation's default root).
     local_root = models.CharField(max_length=300, blank=True)
 
@@ -122,6 +125,9 @@ class Cloud(models.Model):
         elif self.kind == CloudKind.LOCAL:
             check("local_root", validators.validate_local_root, self.local_root)
         check("log_location", validators.validate_log_location, self.kind, self.log_location)
+        if self.node_identity:
+            check("node_identity", validators.validate_node_identity, self.kind,
+                  self.node_identity)  # fmt: skip
         if errors:
             raise ValidationError(errors)
 

@@ -105,6 +105,17 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
             "Resource": ami_parameter_arn(settings.RAYDECK_AWS_AMI_PARAMETER),
         },
     ]
+    if cloud.node_identity:
+        # Launching nodes with the instance profile hands its role to EC2.
+        statements.append(
+            {
+                "Sid": "PassNodeRoleToEc2",
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            }
+        )
     bucket, prefix = bucket_and_prefix(cloud.log_location)
     if bucket:
         statements += [

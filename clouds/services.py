@@ -32,6 +32,7 @@ IDENTITY_FIELDS = [
     "gcp_service_account",
     "local_root",
     "log_location",
+    "node_identity",
 ]
 EDITABLE_FIELDS = ["name", "launch_access", *IDENTITY_FIELDS]
 

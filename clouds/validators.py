@@ -87,3 +87,20 @@ def validate_log_location(kind: str, value: str) -> None:
 def validate_local_root(value: str) -> None:
     if value and not PurePosixPath(value).is_absolute():
         raise ValidationError("Use an absolute folder path, such as /var/lib/raydeck/nodes.")
+
+
+AWS_INSTANCE_PROFILE = re.compile(
+    r"^(arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,128}|[\w+=,.@-]{1,128})$"
+)
+GCP_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]{2,63}@[a-z0-9.-]+\.gserviceaccount\.com$")
+
+
+def validate_node_identity(kind: str, value: str) -> None:
+    if kind == "aws":
+        _match(AWS_INSTANCE_PROFILE, value,
+               "Give an instance profile name or ARN, such as raydeck-nodes.")  # fmt: skip
+    elif kind == "gcp":
+        example = "nodes@my-project.iam.gserviceaccount.com"
+        _match(GCP_SERVICE_ACCOUNT, value, f"Give a service account email, such as {example}.")
+    else:
+        raise ValidationError("Nodes of the local cloud run as Raydeck itself.")

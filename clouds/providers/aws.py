@@ -314,6 +314,7 @@ class AwsProvider:
         external_id: str,
         log_location: str = "",
         ami_parameter: str = "",
+        instance_profile: str = "",
         base_session: boto3.session.Session | None = None,
     ) -> None:
         self.cloud_id = cloud_id
@@ -322,6 +323,7 @@ class AwsProvider:
         self.external_id = external_id
         self.log_location = log_location
         self.ami_parameter = ami_parameter
+        self.instance_profile = instance_profile  # what nodes run as (name or ARN)
         self._session = base_session
 
     def __repr__(self) -> str:  # the external id is not a secret, but need not be logged
@@ -652,6 +654,9 @@ class AwsProvider:
                 }
             if node.zone:
                 params["Placement"] = {"AvailabilityZone": node.zone}
+            if self.instance_profile:
+                key = "Arn" if self.instance_profile.startswith("arn:") else "Name"
+                params["IamInstanceProfile"] = {key: self.instance_profile}
             response = ec2.run_instances(**params)
         instance = _to_instance(response["Instances"][0])
         logger.info(

@@ -425,6 +425,7 @@ class GcpProvider:
         log_location: str = "",
         credentials: Credentials,
         image: str = "",
+        node_service_account: str = "",
         api_endpoint: str | None = None,
         storage_endpoint: str | None = None,
         network: str = "global/networks/default",
@@ -442,6 +443,7 @@ class GcpProvider:
         self.zones = list(zones)
         self.log_location = log_location
         self.image = image
+        self.node_service_account = node_service_account  # what the VMs run as
         self.network = network
         self.subnetwork = subnetwork
         self.assign_public_ip = assign_public_ip
@@ -708,6 +710,13 @@ class GcpProvider:
             ],
             network_interfaces=[nic],
             scheduling=scheduling,
+            service_accounts=[
+                compute_v1.ServiceAccount(
+                    email=self.node_service_account, scopes=[CLOUD_PLATFORM_SCOPE]
+                )
+            ]
+            if self.node_service_account
+            else [],
         )
 
     def terminate(self, *, instance_id: str) -> None:

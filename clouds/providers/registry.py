@@ -37,6 +37,7 @@ def provider_for(cloud: Cloud) -> CloudProvider:
             external_id=cloud.aws_external_id,
             log_location=cloud.log_location,
             ami_parameter=settings.RAYDECK_AWS_AMI_PARAMETER,
+            instance_profile=cloud.node_identity,
         )
     if cloud.kind == CloudKind.GCP:
         from .gcp import GcpProvider, federated_credentials
@@ -47,6 +48,7 @@ def provider_for(cloud: Cloud) -> CloudProvider:
             zones=list(cloud.zones) or [f"{cloud.region}-a"],
             log_location=cloud.log_location,
             image=settings.RAYDECK_GCP_IMAGE,
+            node_service_account=cloud.node_identity,
             credentials=federated_credentials(
                 workload_identity_provider=cloud.gcp_workload_identity_provider,
                 service_account=cloud.gcp_service_account,

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import boto3
 import pytest
+from django.core.exceptions import ValidationError
 from google.auth.credentials import AnonymousCredentials
 
 from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
+from clouds.policies import aws_permissions_policy
 from clouds.providers.base import CloudProvider
 from clouds.providers.gcp import GcpProvider
 from clusters.choices import ClusterState, NodeState
@@ -56,11 +58,11 @@ def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings) -> Itera
         yield
 
 
-def aws_cloud(tenant: Tenant) -> Cloud:
+def aws_cloud(tenant: Tenant, **fields: str) -> Cloud:
     role = "arn:aws:iam::123456789012:role/raydeck"
     return CloudFactory(organization=tenant.org, kind=CloudKind.AWS, region=REGION,
                         state=CloudState.ACTIVE, aws_role_arn=role,
-                        aws_external_id="raydeck-ext-0123456789abcdef")  # fmt: skip
+                        aws_external_id="raydeck-ext-0123456789abcdef", **fields)  # fmt: skip
 
 
 def create(tenant: Tenant, cloud: Cloud, image: ContainerImage | None = None) -> Cluster:
@@ -89,12 +91,17 @@ def test_aws_boots_the_regions_default_ami_with_the_agent_boot_script(
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name=AMI_PARAMETER, Value=DEFAULT_AMI, Type="String"
     )
-    cluster = create(tenant_a, aws_cloud(tenant_a))
+    # Nodes run as an instance profile, so their agents can write the log bucket.
+    boto3.client("iam").create_instance_profile(InstanceProfileName="raydeck-nodes")
+    cluster = create(tenant_a, aws_cloud(tenant_a, node_identity="raydeck-nodes"))
     assert cluster.state == ClusterState.STARTING
     head = cluster.nodes.get()
     assert head.state == NodeState.BOOTING and head.instance_id.startswith("i-")
     [instance] = launched_ec2()
     assert instance["ImageId"] == DEFAULT_AMI
+    assert instance["IamInstanceProfile"]["Arn"].endswith(":instance-profile/raydeck-nodes")
+    statements = {s["Sid"]: s for s in aws_permissions_policy(cluster.cloud)["Statement"]}
+    assert statements["PassNodeRoleToEc2"]["Action"] == "iam:PassRole"
     data = boto3.client("ec2", region_name=REGION).describe_instance_attribute(
         InstanceId=instance["InstanceId"], Attribute="userData"
     )["UserData"]["Value"]
@@ -125,8 +132,20 @@ def test_aws_without_an_ami_fails_and_says_what_to_set(tenant_a: Tenant, moto_aw
 
 def test_an_image_with_a_malformed_ami_is_refused() -> None:
     image = ContainerImage(name="x", ray_version="2.40.0", aws_amis={REGION: "ubuntu"})
-    with pytest.raises(Exception, match="one AMI per region"):
+    with pytest.raises(ValidationError, match="one AMI per region"):
         image.full_clean()
+
+
+def test_a_malformed_node_identity_is_refused(tenant_a: Tenant) -> None:
+    for kind, value, words in ((CloudKind.AWS, "arn:aws:iam::1:role/x", "instance profile"),
+                               (CloudKind.GCP, "nodes", "service account email"),
+                               (CloudKind.LOCAL, "anything", "run as Raydeck")):  # fmt: skip
+        cloud = Cloud(organization=tenant_a.org, name="x", kind=kind, region="us-central1",
+                      zones=["us-central1-a"], gcp_project_id="raydeck-test",
+                      node_identity=value)  # fmt: skip
+        with pytest.raises(ValidationError) as caught:
+            cloud.full_clean()
+        assert words in str(caught.value.message_dict["node_identity"])
 
 
 @pytest.fixture
@@ -138,6 +157,7 @@ def gcp(monkeypatch: pytest.MonkeyPatch, settings) -> Iterator[FakeComputeServer
         def provider_for(cloud: Cloud) -> CloudProvider:
             return GcpProvider(cloud_id=cloud.uuid, project_id=cloud.gcp_project_id,
                                zones=list(cloud.zones), image=settings.RAYDECK_GCP_IMAGE,
+                               node_service_account=cloud.node_identity,
                                credentials=AnonymousCredentials(), api_endpoint=server.endpoint,
                                poll_interval=0.01)  # fmt: skip
 
@@ -145,10 +165,10 @@ def gcp(monkeypatch: pytest.MonkeyPatch, settings) -> Iterator[FakeComputeServer
         yield server
 
 
-def gcp_cloud(tenant: Tenant) -> Cloud:
+def gcp_cloud(tenant: Tenant, **fields: str) -> Cloud:
     return CloudFactory(organization=tenant.org, kind=CloudKind.GCP, region="us-central1",
                         zones=["us-central1-a"], gcp_project_id="raydeck-test",
-                        state=CloudState.ACTIVE)  # fmt: skip
+                        state=CloudState.ACTIVE, **fields)  # fmt: skip
 
 
 def inserted(server: FakeComputeServer) -> list[dict]:
@@ -158,10 +178,12 @@ def inserted(server: FakeComputeServer) -> list[dict]:
 def test_gcp_boots_the_default_family_with_the_agent_startup_script(
     tenant_a: Tenant, gcp: FakeComputeServer
 ) -> None:
-    cluster = create(tenant_a, gcp_cloud(tenant_a))
+    nodes_account = "nodes@raydeck-test.iam.gserviceaccount.com"
+    cluster = create(tenant_a, gcp_cloud(tenant_a, node_identity=nodes_account))
     assert cluster.nodes.get().state == NodeState.BOOTING
     [body] = inserted(gcp)
     assert body["disks"][0]["initializeParams"]["sourceImage"] == GCP_DEFAULT
+    assert [a["email"] for a in body["serviceAccounts"]] == [nodes_account]
     [item] = [i for i in body["metadata"]["items"] if i["key"] == "startup-script"]
     assert_installs_the_agent_from_the_index(item["value"])
 
