@@ -173,16 +173,19 @@ def cluster_id(ctx: Context, ref: str) -> str:
 
 
 def cloud_id(ctx: Context, ref: str | None) -> str | None:
-    """A cloud's id from its id or its name."""
+    """A cloud's id from its id, its name, or its kind (`local`, `aws`, `gcp`) when the
+    organization has one cloud of that kind."""
     if ref is None:
         return None
     clouds = list(ctx.client.list_clouds())
     for cloud in clouds:
         if ref == cloud.id:
             return ref
-    matches = [c for c in clouds if (c.name or "").lower() == ref.lower()]
-    if len(matches) == 1:
-        return str(matches[0].id)
+    by_name = [c for c in clouds if (c.name or "").lower() == ref.lower()]
+    by_kind = [c for c in clouds if (c.kind or "").lower() == ref.lower()]
+    for matches in (by_name, by_kind):
+        if len(matches) == 1:
+            return str(matches[0].id)
     names = ", ".join(f"{c.name} ({c.id})" for c in clouds) or "none"
     raise UsageError(f"No single cloud is called {ref!r}. Clouds: {names}")
 
@@ -274,6 +277,12 @@ def list_command(
 def limit(ctx: Context) -> int | None:
     value = getattr(ctx.args, "limit", None)
     return int(value) if value else None
+
+
+def cmd_projects_create(ctx: Context) -> int:
+    args = ctx.args
+    ctx.show(ctx.client.create_project(args.name, slug=args.slug, description=args.description))
+    return EXIT_OK
 
 
 def cmd_clusters_create(ctx: Context) -> int:
@@ -461,11 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
         ("members", "members", lambda c: c.client.list_members(), "No members."),
         ("tokens", "API tokens", lambda c: c.client.list_tokens(), "No tokens."),
     ]
+    subcommands: dict[str, Any] = {}
     for name, what, fetch, empty in simple_lists:
         scope = "you belong to" if name == "orgs" else "of the organization"
         group = groups.add_parser(name, help=f"{what} {scope}")
         sub = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
         leaf(sub, "list", list_command(name, fetch, empty), f"list the {what}")
+        subcommands[name] = sub
+
+    p = leaf(subcommands["projects"], "create", cmd_projects_create, "create a project")
+    p.add_argument("name", help="the project's name")
+    p.add_argument("--slug", help="its URL name (default: from the name)")
+    p.add_argument("--description")
 
     group = groups.add_parser("clusters", help="Ray clusters")
     sub = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -473,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="the cluster's name (or `name:` in --file)")
     p.add_argument("-f", "--file", help="a YAML file with name, project, cloud, compute_config…")
     p.add_argument("--project", help="project slug")
-    p.add_argument("--cloud", help="cloud id or name (default: the console's default)")
+    p.add_argument("--cloud", help="cloud id, name or kind (default: the console's default)")
     p.add_argument("--compute-config", dest="compute_config", help="compute config id")
     p.add_argument("--image", help="image id")
     p.add_argument("--wait", action="store_true", help="show the lifecycle until it runs")
