@@ -155,9 +155,12 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> ApiError:
+def error_from_response(
+    status: int, body: bytes, headers: Mapping[str, str], *, request: str = ""
+) -> ApiError:
     """The exception for an error answer, whatever its body: the API's error shape, or
-    (from a proxy or a crash page) anything else, which still gets a readable message."""
+    (from a proxy, a crash page, a server without this API) anything else, which still
+    gets a readable message naming the `request` ("GET /api/v1/me")."""
     code = message = ""
     details: dict[str, Any] = {}
     try:
@@ -176,6 +179,8 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) ->
         cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or BadRequest
     if not message:
         message = _DEFAULT_MESSAGES.get(status) or f"The server answered HTTP {status}."
+        if request:
+            message += f" (The answer to {request} is not in the API's error shape.)"
     return cls(
         message,
         status=status,

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from . import __version__
 from .errors import ApiError, ConnectionFailed, RateLimited, ServerError, error_from_response
@@ -107,7 +107,8 @@ class Transport:
             reason = getattr(exc, "reason", exc)
             raise ConnectionFailed(f"Cannot reach {self.url}: {reason}") from exc
         if status >= 400:
-            raise error_from_response(status, payload, response_headers)
+            path = urlsplit(url).path
+            raise error_from_response(status, payload, response_headers, request=f"{method} {path}")
         if not payload:
             return None
         try:

@@ -27,12 +27,8 @@ class Cli:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAYDECK_")}
-        env.update(
-            RAYDECK_URL=self.url,
-            XDG_CONFIG_HOME=str(self.config_home),
-            PYTHONUNBUFFERED="1",
-            **extra,
-        )
+        env.update(RAYDECK_URL=self.url, XDG_CONFIG_HOME=str(self.config_home))
+        env.update(extra)
         return env
 
     def __call__(

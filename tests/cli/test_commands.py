@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import stat
 import time
 import uuid
@@ -14,6 +15,9 @@ import pytest
 import yaml
 
 from accounts import services
+from clouds.choices import CloudState
+from clouds.models import Cloud
+from clusters.models import Cluster
 from tests.conftest import Tenant, client_for, make_tenant
 
 from .conftest import Cli
@@ -176,3 +180,26 @@ def test_compute_config_from_yaml(cli: Cli, world, tmp_path) -> None:
     assert made["name"] == "small" and str(made["cloud"]) == str(alpha.cloud.pk)
     listed = json.loads(cli("compute-configs", "list", "-o", "json", **env).stdout)
     assert made["id"] in [c["id"] for c in listed]
+
+
+def test_a_retried_create_makes_one_cluster(cli: Cli, world) -> None:
+    alpha, _ = world
+    Cloud.objects.filter(pk=alpha.cloud.pk).update(state=CloudState.ACTIVE)
+    env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
+    args = ("clusters", "create", "once", "--project", "alpha-project", "-o", "json")
+    first = cli(*args, "--idempotency-key", "k-1", **env)
+    again = cli(*args, "--idempotency-key", "k-1", **env)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert json.loads(first.stdout)["id"] == json.loads(again.stdout)["id"]
+    assert Cluster.objects.filter(organization=alpha.org, name="once").count() == 1
+    # The same key with another body is refused, not silently answered.
+    other = cli(*args[:2], "other", *args[3:], "--idempotency-key", "k-1", **env)
+    assert_readable_failure(other, 1, "idempotency_conflict")
+
+
+def test_an_unreachable_server_exits_7(cli: Cli) -> None:
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    result = cli("orgs", "list", RAYDECK_URL=f"http://127.0.0.1:{port}", RAYDECK_TOKEN="rdk_x")
+    assert_readable_failure(result, 7, "Cannot reach", "check the URL")
