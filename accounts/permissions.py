@@ -24,11 +24,17 @@ if TYPE_CHECKING:
 
 # Permissions that apply to one project (checked against a Project, or an object in one).
 PROJECT_READ = frozenset({"project.view"})
-PROJECT_WRITE = frozenset({"project.update", "cluster.create", "cluster.update"})
+PROJECT_WRITE = frozenset(
+    {"project.update", "cluster.create", "cluster.update", "compute_config.manage"}
+)
 PROJECT_ADMIN = frozenset({"project.delete", "project.manage_members"})
 PROJECT_PERMISSIONS = PROJECT_READ | PROJECT_WRITE | PROJECT_ADMIN
 
-ORG_READ = frozenset({"organization.view", "member.view", "project.list", "cloud.view"})
+# token.view: seeing tokens (one's own; everyone's with token.manage_all), never their
+# secrets: the JSON API lists them for tokens too, unlike the session-only writes below.
+ORG_READ = frozenset(
+    {"organization.view", "member.view", "project.list", "cloud.view", "token.view"}
+)
 # Everyone may keep API tokens for themselves: a token never holds more than its
 # person, so a viewer's token reads and nothing else (and is marked read-only).
 OWN_TOKENS = frozenset({"token.manage_own"})
@@ -94,6 +100,7 @@ READ_PERMISSIONS = frozenset(
         "project.view",
         "cloud.view",
         "audit.view",
+        "token.view",
     }
 )
 # Permissions no API token holds, only a signed-in person: a leaked token must not be
