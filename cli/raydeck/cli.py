@@ -229,6 +229,8 @@ def cmd_login(ctx: Context) -> int:
         token, org = credentials.token, credentials.org
     client = Client(url, token, org=org)
     me = client.me()  # proves the token works before it is stored
+    if not org and me.organization and me.organization.slug:
+        org = me.organization.slug  # a token acts in one organization: the API says which
     if not org:
         orgs = list(client.list_orgs())
         if len(orgs) != 1:

@@ -53,17 +53,22 @@ class TokenInfo(Resource):
 
 
 @dataclass(frozen=True)
-class Me(Resource):
-    user: User | None = None
-    token: TokenInfo | None = None
-    nested: ClassVar[dict[str, type[Resource]]] = {"user": User, "token": TokenInfo}
-
-
-@dataclass(frozen=True)
 class Organization(Resource):
     slug: str | None = None
     name: str | None = None
     role: str | None = None
+
+
+@dataclass(frozen=True)
+class Me(Resource):
+    user: User | None = None
+    token: TokenInfo | None = None
+    organization: Organization | None = None  # the one the token acts in
+    nested: ClassVar[dict[str, type[Resource]]] = {
+        "user": User,
+        "token": TokenInfo,
+        "organization": Organization,
+    }
 
 
 @dataclass(frozen=True)

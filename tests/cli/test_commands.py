@@ -154,7 +154,8 @@ def test_invalid_compute_config_lists_each_field(cli: Cli, world, tmp_path) -> N
     env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
     spec = tmp_path / "config.yaml"
     spec.write_text(
-        f"name: small\ncloud: {alpha.cloud.pk}\nworker_groups:\n  - {{name: cpu, min: 3, max: 1}}\n"
+        f"name: small\nproject: alpha-project\ncloud: {alpha.cloud.pk}\n"
+        "worker_groups:\n  - {name: cpu, min: 3, max: 1}\n"
     )
     result = cli("compute-configs", "create", "-f", str(spec), **env)
     assert_readable_failure(result, 1, "HTTP 422", "validation_error")
@@ -170,7 +171,7 @@ def test_compute_config_from_yaml(cli: Cli, world, tmp_path) -> None:
     env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
     spec = tmp_path / "config.yaml"
     spec.write_text(
-        "name: small\ncloud: alpha local\n"  # a cloud by its name
+        "name: small\nproject: alpha-project\ncloud: alpha local\n"  # a cloud by its name
         "head: {cpus: 1}\n"
         "worker_groups:\n  - {name: cpu, cpus: 1, min: 0, max: 2}\n"
     )
