@@ -194,11 +194,8 @@ def print_event(ctx: Context, event: ClusterEvent) -> None:
     at = output.cell(event.at)[-8:]
     took = output.duration(event.duration_ms)
     level = "" if event.level in (None, "info") else f"{(event.level or '').upper()} "
-    node = f" [{event.node}]" if event.node else ""
     ctx.note(
-        f"{at}  {level}{event.step or ''}: {event.message or ''}"
-        + (f" ({took})" if took else "")
-        + node
+        f"{at}  {level}{event.step or ''}: {event.message or ''}" + (f" ({took})" if took else "")
     )
 
 

@@ -10,7 +10,9 @@ key with the first result, so nothing is made twice). Other writes are retried o
 from __future__ import annotations
 
 import json
+import os
 import random
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +44,9 @@ class Transport:
         self.timeout = timeout
         self.retries = retries
         self.user_agent = user_agent or f"raydeck-cli/{__version__}"
+        # RAYDECK_DEBUG=1: each request's method, URL, status and time on stderr (no bodies:
+        # they may hold secrets).
+        self.debug = os.environ.get("RAYDECK_DEBUG", "") not in ("", "0")
 
     def request(
         self,
@@ -93,6 +98,7 @@ class Transport:
         return min(MAX_BACKOFF_SECONDS, 0.5 * 2.0**attempt) * random.uniform(0.8, 1.2)  # noqa: S311
 
     def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> Any:
+        started = time.monotonic()
         request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) is checked in config.normalize_url
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
@@ -106,6 +112,9 @@ class Transport:
         except OSError as exc:  # URLError, refused, reset, TimeoutError
             reason = getattr(exc, "reason", exc)
             raise ConnectionFailed(f"Cannot reach {self.url}: {reason}") from exc
+        if self.debug:
+            took = (time.monotonic() - started) * 1000
+            print(f"raydeck: {method} {url} -> {status} in {took:.0f} ms", file=sys.stderr)
         if status >= 400:
             path = urlsplit(url).path
             raise error_from_response(status, payload, response_headers, request=f"{method} {path}")

@@ -80,7 +80,7 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         "clusters", "create", "demo", "--project", "cli-project", "--cloud", "cli local",
         "--wait", "-o", "json",
     )  # fmt: skip
-    progress = Lines(create.stderr)
+    progress, result = Lines(create.stderr), Lines(create.stdout)
     try:
         cluster = wait_for_row("demo", deadline)
     except AssertionError:
@@ -90,12 +90,12 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         cluster = drive(cluster, {ClusterState.RUNNING, ClusterState.FAILED}, deadline)
         running_at = time.monotonic()
         assert cluster.state == ClusterState.RUNNING, cluster.state_reason
-        out, _ = create.communicate(timeout=60)
-        assert create.returncode == 0, progress.text()
-        created = json.loads(out)
+        assert create.wait(timeout=60) == 0, progress.text()
+        created = json.loads(result.text())
         assert (created["id"], created["state"]) == (str(cluster.uuid), "running")
         # The lifecycle steps were printed in order, the first ones while it was starting.
         text = progress.text()
+        print(text)  # shown when a later step fails
         times = [progress.first(f"{step}:") for step in LIFECYCLE_STEPS]
         assert None not in times, text
         assert times == sorted(times), text
@@ -103,7 +103,12 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         assert "Traceback" not in text
 
         listed = json.loads(cli("clusters", "list", "-o", "json").stdout)
-        assert [(c["name"], c["state"]) for c in listed] == [("demo", "running")]
+        assert {(c["name"], c["state"]) for c in listed} == {
+            ("demo", "running"),
+            ("cli-cluster", "terminated"),  # the test world's
+        }
+        running = json.loads(cli("clusters", "list", "--state", "running", "-o", "json").stdout)
+        assert [c["id"] for c in running] == [str(cluster.uuid)]
         table = cli("clusters", "list").stdout
         assert "demo" in table and "running" in table
 
