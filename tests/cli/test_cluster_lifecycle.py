@@ -132,7 +132,7 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         create.kill()
         terminate = cli.start("clusters", "terminate", str(cluster.uuid), "--wait")
         cluster = drive(cluster, {ClusterState.TERMINATED}, time.monotonic() + 90)
-        out, err = terminate.communicate(timeout=60)
+        _, err = terminate.communicate(timeout=60)
     assert terminate.returncode == 0, err
     assert "is terminated" in err
     assert cluster.state == ClusterState.TERMINATED
