@@ -128,6 +128,8 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         )  # fmt: skip
         assert job.returncode == 0, job.stdout + job.stderr
         assert "42" in job.stdout
+        follow = cli.start("clusters", "logs", "demo", "--follow")
+        followed = Lines(follow.stdout)
     finally:
         create.kill()
         terminate = cli.start("clusters", "terminate", str(cluster.uuid), "--wait")
@@ -135,6 +137,9 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         _, err = terminate.communicate(timeout=60)
     assert terminate.returncode == 0, err
     assert "is terminated" in err
+    # `logs --follow` printed the head's log and stopped by itself once it was gone.
+    assert follow.wait(timeout=30) == 0
+    assert followed.text().strip()
     assert cluster.state == ClusterState.TERMINATED
     for _ in range(20):
         if not processes_with(str(cluster.uuid)):

@@ -204,3 +204,17 @@ def test_an_unreachable_server_exits_7(cli: Cli) -> None:
         port = free.getsockname()[1]
     result = cli("orgs", "list", RAYDECK_URL=f"http://127.0.0.1:{port}", RAYDECK_TOKEN="rdk_x")
     assert_readable_failure(result, 7, "Cannot reach", "check the URL")
+
+
+def test_waiting_past_the_timeout_exits_5(cli: Cli, world) -> None:
+    alpha, _ = world
+    Cloud.objects.filter(pk=alpha.cloud.pk).update(state=CloudState.ACTIVE)
+    env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
+    # Nothing reconciles in this test, so the cluster stays pending.
+    result = cli(
+        "clusters", "create", "slow", "--project", "alpha-project", "--wait", "--timeout", "1",
+        **env,
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    assert "queued: " in result.stderr  # the progress so far
+    assert "error: Cluster slow is still pending after 1 s." in result.stderr

@@ -65,3 +65,10 @@ def test_cells_are_one_short_line() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="csv"):
         render([], "csv")
+
+
+def test_models_take_ids_as_strings_and_keep_unknown_fields() -> None:
+    cluster = Cluster.from_api({**CLUSTER, "id": 12})
+    assert cluster.id == "12" and cluster.state == "running" and cluster.started_at is None
+    assert cluster.raw["added_later"] == {"a": 1}
+    assert not cluster.is_final
