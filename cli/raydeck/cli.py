@@ -388,7 +388,7 @@ def cmd_clusters_address(ctx: Context) -> int:
     if ctx.args.env:
         # For `eval "$(raydeck clusters address NAME --env)"; ray job submit ...`.
         print(f"export RAY_ADDRESS={shlex.quote(address.job_address or '')}", file=ctx.out)
-        headers = json.dumps(address.headers or {})
+        headers = json.dumps(address.auth_headers)
         print(f"export RAY_JOB_HEADERS={shlex.quote(headers)}", file=ctx.out)
         return EXIT_OK
     ctx.show(address)

@@ -180,6 +180,13 @@ class Address(Resource):
     expires_at: str | None = None
     headers: dict[str, str] | None = None
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The headers Ray's job client must send (`ray job submit --headers`)."""
+        if self.headers:
+            return dict(self.headers)
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
 
 @dataclass(frozen=True)
 class AuditEvent(Resource):
