@@ -29,9 +29,11 @@ class Resource:
             if f.name == "raw":
                 continue
             value = data.get(f.name)
+            if value is None:
+                continue  # the field's default
             if f.name in cls.nested and isinstance(value, dict):
                 value = cls.nested[f.name].from_api(value)
-            elif f.name == "id" and value is not None:
+            elif f.name == "id":
                 value = str(value)
             values[f.name] = value
         return cls(raw=data, **values)
@@ -39,23 +41,23 @@ class Resource:
 
 @dataclass(frozen=True)
 class User(Resource):
-    id: str | None = None
+    id: str = ""
     email: str | None = None
-    name: str | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True)
 class TokenInfo(Resource):
-    id: str | None = None
-    name: str | None = None
+    id: str = ""
+    name: str = ""
     read_only: bool | None = None
     expires_at: str | None = None
 
 
 @dataclass(frozen=True)
 class Organization(Resource):
-    slug: str | None = None
-    name: str | None = None
+    slug: str = ""
+    name: str = ""
     role: str | None = None
 
 
@@ -81,16 +83,16 @@ class Member(Resource):
 
 @dataclass(frozen=True)
 class Project(Resource):
-    slug: str | None = None
-    name: str | None = None
+    slug: str = ""
+    name: str = ""
     description: str | None = None
     created_at: str | None = None
 
 
 @dataclass(frozen=True)
 class Cloud(Resource):
-    id: str | None = None
-    name: str | None = None
+    id: str = ""
+    name: str = ""
     kind: str | None = None
     status: str | None = None
     created_at: str | None = None
@@ -98,8 +100,8 @@ class Cloud(Resource):
 
 @dataclass(frozen=True)
 class ComputeConfig(Resource):
-    id: str | None = None
-    name: str | None = None
+    id: str = ""
+    name: str = ""
     project: str | None = None
     version: int | None = None
     cloud: str | None = None
@@ -113,23 +115,23 @@ class ComputeConfig(Resource):
 
 @dataclass(frozen=True)
 class Image(Resource):
-    id: str | None = None
-    name: str | None = None
+    id: str = ""
+    name: str = ""
     image_uri: str | None = None
     ray_version: str | None = None
 
 
 @dataclass(frozen=True)
 class Cluster(Resource):
-    id: str | None = None
-    name: str | None = None
+    id: str = ""
+    name: str = ""
     project: str | None = None
     cloud: str | None = None
     compute_config: str | None = None
     compute_config_version: int | None = None
     image: str | None = None
     desired_state: str | None = None
-    state: str | None = None
+    state: str = ""
     state_reason: str | None = None
     head_address: str | None = None
     created_by: Any = None
@@ -145,7 +147,7 @@ class Cluster(Resource):
 
 @dataclass(frozen=True)
 class ClusterEvent(Resource):
-    id: str | None = None
+    id: str = ""
     at: str | None = None
     level: str | None = None
     step: str | None = None
@@ -156,7 +158,7 @@ class ClusterEvent(Resource):
 
 @dataclass(frozen=True)
 class Node(Resource):
-    id: str | None = None
+    id: str = ""
     role: str | None = None
     group: str | None = None
     state: str | None = None
@@ -169,12 +171,12 @@ class Node(Resource):
 @dataclass(frozen=True)
 class Logs(Resource):
     node: str | None = None
-    lines: list[str] | None = None
+    lines: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Address(Resource):
-    job_address: str | None = None
+    job_address: str = ""
     dashboard_url: str | None = None
     token: str | None = None
     expires_at: str | None = None
@@ -190,7 +192,7 @@ class Address(Resource):
 
 @dataclass(frozen=True)
 class AuditEvent(Resource):
-    id: str | None = None
+    id: str = ""
     at: str | None = None
     actor: Any = None
     action: str | None = None
@@ -200,8 +202,8 @@ class AuditEvent(Resource):
 
 @dataclass(frozen=True)
 class Token(Resource):
-    id: str | None = None
-    name: str | None = None
+    id: str = ""
+    name: str = ""
     owner: Any = None
     read_only: bool | None = None
     expires_at: str | None = None
