@@ -199,6 +199,14 @@ def print_event(ctx: Context, event: ClusterEvent) -> None:
     )
 
 
+def has_display() -> bool:
+    """Whether a graphical browser can open: without one, `webbrowser` may start a text
+    browser in this very terminal, so the URL is only printed."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 # --- commands ----------------------------------------------------------------------
 
 
@@ -218,7 +226,7 @@ def cmd_login(ctx: Context) -> int:
         handoff = login.start_handoff(url)
         ctx.note(f"Open this page to sign in, and check that it shows the code {handoff.code}:")
         ctx.note(f"  {handoff.verify_url}")
-        if not args.no_browser:
+        if not args.no_browser and has_display():
             with contextlib.suppress(webbrowser.Error):
                 webbrowser.open(handoff.verify_url)
         ctx.note("Waiting for you to confirm in the browser (Ctrl-C to stop)...")
