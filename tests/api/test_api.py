@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.choices import OrgRole, ProjectRole
 from accounts.models import ApiToken, AuditEvent, IdempotencyKey
-from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
+from clusters.choices import ClusterState, NodeRole, NodeState
 from clusters.models import Cluster, ClusterEvent, ComputeConfig
 from tests.conftest import Tenant, client_for
 from tests.factories import (
@@ -48,8 +48,11 @@ def new_cluster(client: ApiClient, tenant: Tenant, name: str = "api-one", **extr
 
 
 def test_no_token_bad_token_or_a_session_is_401_in_the_error_shape(alpha: Tenant) -> None:
-    for headers in ({}, {"Authorization": "Bearer rdk_not-a-real-token"},
-                    {"Authorization": "Basic dXNlcjpwYXNz"}):  # fmt: skip
+    for headers in (
+        {},
+        {"Authorization": "Bearer rdk_not-a-real-token"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ):
         answer = ApiClient(None).get("/me", **headers)
         assert_error(answer, 401, "unauthenticated")
         assert answer.headers["WWW-Authenticate"].startswith("Bearer")
@@ -86,8 +89,10 @@ def test_me_names_the_holder_the_token_and_records_its_use(alpha: Tenant) -> Non
     assert answer.body["token"]["name"] == "api admin"
     assert answer.body["token"]["read_only"] is False
     assert answer.body["organization"] == {
-        "slug": alpha.org.slug, "name": alpha.org.name, "role": "admin",
-    }  # fmt: skip
+        "slug": alpha.org.slug,
+        "name": alpha.org.name,
+        "role": "admin",
+    }
     token = ApiToken.objects.get(user=alpha.admin)
     assert token.last_used_at is not None
     assert token.last_used_ip == "127.0.0.1"  # REMOTE_ADDR of the test client
@@ -101,8 +106,9 @@ def test_a_read_only_token_reads_and_never_writes(alpha: Tenant) -> None:
     assert client.get(org_path(alpha, "/clusters")).status == 200
     before = Cluster.objects.count()
     assert_error(new_cluster(client, alpha), 403, "permission_denied")
-    assert_error(client.post(org_path(alpha, "/projects"), {"name": "Nope"}), 403,
-                 "permission_denied")  # fmt: skip
+    assert_error(
+        client.post(org_path(alpha, "/projects"), {"name": "Nope"}), 403, "permission_denied"
+    )
     url = org_path(alpha, f"/clusters/{alpha.cluster.uuid}/terminate")
     assert_error(client.post(url), 403, "permission_denied")
     assert Cluster.objects.count() == before
@@ -133,8 +139,11 @@ def test_members_create_clusters_only_in_their_projects(alpha: Tenant) -> None:
 
 
 def test_the_audit_log_is_for_owners_and_admins(alpha: Tenant) -> None:
-    assert_error(as_role(alpha, OrgRole.MEMBER).get(org_path(alpha, "/audit-events")), 403,
-                 "permission_denied")  # fmt: skip
+    assert_error(
+        as_role(alpha, OrgRole.MEMBER).get(org_path(alpha, "/audit-events")),
+        403,
+        "permission_denied",
+    )
     admin = as_role(alpha, OrgRole.ADMIN)
     new_cluster(admin, alpha, "audited")
     answer = admin.get(org_path(alpha, "/audit-events"), {"action": "cluster."})
@@ -153,9 +162,12 @@ def test_api_writes_are_audited_with_the_caller_s_address(alpha: Tenant) -> None
 
 
 def test_compute_configs_org_wide_need_an_admin_a_project_s_need_a_writer(alpha: Tenant) -> None:
-    body = {"name": "gpu", "cloud": str(alpha.cloud.pk),
-            "head": {"cpus": 2, "memory_mb": 4096},
-            "worker_groups": [{"name": "gpu", "min": 0, "max": 4, "cpus": 8, "spot": True}]}  # fmt: skip
+    body = {
+        "name": "gpu",
+        "cloud": str(alpha.cloud.pk),
+        "head": {"cpus": 2, "memory_mb": 4096},
+        "worker_groups": [{"name": "gpu", "min": 0, "max": 4, "cpus": 8, "spot": True}],
+    }
     member = as_role(alpha, OrgRole.MEMBER)
     assert_error(member.post(org_path(alpha, "/compute-configs"), body), 403, "permission_denied")
     answer = member.post(
@@ -184,8 +196,9 @@ def test_tokens_are_listed_never_made_or_revoked_with_a_token(alpha: Tenant) -> 
     assert all("secret" not in t and "hash" not in str(t) for t in mine)
     everyone = as_role(alpha, OrgRole.OWNER).get(org_path(alpha, "/tokens")).body["items"]
     assert {alpha.member.email, alpha.owner.email} <= {t["owner"] for t in everyone}
-    assert_error(member.post(org_path(alpha, "/tokens"), {"name": "more"}), 403,
-                 "permission_denied")  # fmt: skip
+    assert_error(
+        member.post(org_path(alpha, "/tokens"), {"name": "more"}), 403, "permission_denied"
+    )
     own_id = mine[0]["id"]
     assert_error(member.delete(org_path(alpha, f"/tokens/{own_id}")), 403, "permission_denied")
     assert ApiToken.objects.get(pk=own_id).revoked_at is None
@@ -193,8 +206,14 @@ def test_tokens_are_listed_never_made_or_revoked_with_a_token(alpha: Tenant) -> 
 
 def test_a_service_account_token_reads_with_its_role_and_cannot_write(alpha: Tenant) -> None:
     account = ServiceAccountFactory(organization=alpha.org, name="ci", role=OrgRole.ADMIN)
-    _, secret = services.token_create(organization=alpha.org, actor=alpha.owner, name="ci",
-                                      days=5, read_only=False, service_account=account)  # fmt: skip
+    _, secret = services.token_create(
+        organization=alpha.org,
+        actor=alpha.owner,
+        name="ci",
+        days=5,
+        read_only=False,
+        service_account=account,
+    )
     client = ApiClient(secret)
     me = client.get("/me").body
     assert me["user"]["kind"] == "service_account" and me["user"]["name"] == "ci"
@@ -204,8 +223,14 @@ def test_a_service_account_token_reads_with_its_role_and_cannot_write(alpha: Ten
     assert_error(new_cluster(client, alpha), 403, "permission_denied")
     # A member service account joins no project: it sees none of them.
     robot = ServiceAccountFactory(organization=alpha.org, name="robot", role=OrgRole.MEMBER)
-    _, secret = services.token_create(organization=alpha.org, actor=alpha.owner, name="r",
-                                      days=5, read_only=False, service_account=robot)  # fmt: skip
+    _, secret = services.token_create(
+        organization=alpha.org,
+        actor=alpha.owner,
+        name="r",
+        days=5,
+        read_only=False,
+        service_account=robot,
+    )
     assert ApiClient(secret).get(org_path(alpha, "/clusters")).body["items"] == []
 
 
@@ -276,9 +301,15 @@ def test_bad_bodies_are_validation_errors_with_the_field(alpha: Tenant) -> None:
     assert_error(answer, 422, "validation_error")
     assert "slug" in answer.body["error"]["details"]
     groups = [{"name": "w", "min": 3, "max": 1}]
-    answer = client.post(org_path(alpha, "/compute-configs"),
-                         {"name": "c", "cloud": str(alpha.cloud.pk),
-                          "project": alpha.project.slug, "worker_groups": groups})  # fmt: skip
+    answer = client.post(
+        org_path(alpha, "/compute-configs"),
+        {
+            "name": "c",
+            "cloud": str(alpha.cloud.pk),
+            "project": alpha.project.slug,
+            "worker_groups": groups,
+        },
+    )
     assert_error(answer, 422, "validation_error")
     assert "worker_groups.0" in answer.body["error"]["details"]
 
@@ -307,8 +338,13 @@ def test_a_cluster_of_an_unverified_cloud_is_refused_with_the_reason(alpha: Tena
 
 def test_cluster_pages_walk_everything_once_in_constant_queries(alpha: Tenant) -> None:
     for i in range(120):
-        ClusterFactory(project=alpha.project, cloud=alpha.cloud, name=f"c{i:03}",
-                       compute_config=alpha.cluster.compute_config, image=alpha.cluster.image)  # fmt: skip
+        ClusterFactory(
+            project=alpha.project,
+            cloud=alpha.cloud,
+            name=f"c{i:03}",
+            compute_config=alpha.cluster.compute_config,
+            image=alpha.cluster.image,
+        )
     client = as_role(alpha, OrgRole.MEMBER)
     client.get("/me")  # the token's last use is written once a minute; not in the count
     seen, cursor, counts = [], None, []
@@ -331,8 +367,9 @@ def test_cluster_pages_walk_everything_once_in_constant_queries(alpha: Tenant) -
 
 def test_cluster_filters(alpha: Tenant) -> None:
     other_project = ProjectFactory(organization=alpha.org, slug="second")
-    running = ClusterFactory(project=other_project, cloud=alpha.cloud, name="r",
-                             state=ClusterState.RUNNING)  # fmt: skip
+    running = ClusterFactory(
+        project=other_project, cloud=alpha.cloud, name="r", state=ClusterState.RUNNING
+    )
     client = as_role(alpha, OrgRole.OWNER)
 
     def ids(**params: Any) -> set[str]:
@@ -346,12 +383,23 @@ def test_cluster_filters(alpha: Tenant) -> None:
 
 
 def test_every_list_answers_a_page(alpha: Tenant) -> None:
-    ClusterEvent.objects.create(organization=alpha.org, cluster=alpha.cluster, step="queued",
-                                message="Queued.")  # fmt: skip
+    ClusterEvent.objects.create(
+        organization=alpha.org, cluster=alpha.cluster, step="queued", message="Queued."
+    )
     client = as_role(alpha, OrgRole.OWNER)
     cluster = f"/clusters/{alpha.cluster.uuid}"
-    for rest in ("/members", "/projects", "/clouds", "/compute-configs", "/images", "/clusters",
-                 "/audit-events", "/tokens", f"{cluster}/events", f"{cluster}/nodes"):  # fmt: skip
+    for rest in (
+        "/members",
+        "/projects",
+        "/clouds",
+        "/compute-configs",
+        "/images",
+        "/clusters",
+        "/audit-events",
+        "/tokens",
+        f"{cluster}/events",
+        f"{cluster}/nodes",
+    ):
         answer = client.get(org_path(alpha, rest))
         assert answer.status == 200, (rest, answer.body)
         assert set(answer.body) == {"items", "next_cursor"}, rest
@@ -392,25 +440,38 @@ def test_create_get_and_terminate_a_cluster(
     assert AuditEvent.objects.filter(verb="cluster.terminate").count() == 1
     events = client.get(org_path(alpha, f"/clusters/{body['id']}/events")).body["items"]
     assert [e["step"] for e in events] == ["queued", "terminate requested"]
-    after = client.get(org_path(alpha, f"/clusters/{body['id']}/events"),
-                       {"after": events[0]["id"]}).body["items"]  # fmt: skip
+    after = client.get(
+        org_path(alpha, f"/clusters/{body['id']}/events"), {"after": events[0]["id"]}
+    ).body["items"]
     assert [e["step"] for e in after] == ["terminate requested"]
 
 
 def test_nodes_and_logs(alpha: Tenant) -> None:
     cluster = ClusterFactory(project=alpha.project, cloud=alpha.cloud, state=ClusterState.RUNNING)
-    head = NodeFactory(cluster=cluster, state=NodeState.READY, private_address="10.0.0.5",
-                       log_tail="\n".join(f"line {i}" for i in range(300)),
-                       usage={"cpu_percent": 12.5})  # fmt: skip
-    worker = NodeFactory(cluster=cluster, role=NodeRole.WORKER, group="workers",
-                         state=NodeState.READY, log_tail="worker says hi")  # fmt: skip
-    ClusterEvent.objects.create(organization=alpha.org, cluster=cluster, node=head,
-                                step="node ready", message="Ray is up.")  # fmt: skip
+    head = NodeFactory(
+        cluster=cluster,
+        state=NodeState.READY,
+        private_address="10.0.0.5",
+        log_tail="\n".join(f"line {i}" for i in range(300)),
+        usage={"cpu_percent": 12.5},
+    )
+    worker = NodeFactory(
+        cluster=cluster,
+        role=NodeRole.WORKER,
+        group="workers",
+        state=NodeState.READY,
+        log_tail="worker says hi",
+    )
+    ClusterEvent.objects.create(
+        organization=alpha.org, cluster=cluster, node=head, step="node ready", message="Ray is up."
+    )
     client = as_role(alpha, OrgRole.VIEWER)
     base = org_path(alpha, f"/clusters/{cluster.uuid}")
     nodes = client.get(f"{base}/nodes").body["items"]
-    assert [(n["id"], n["role"]) for n in nodes] == [(str(head.uuid), "head"),
-                                                     (str(worker.uuid), "worker")]  # fmt: skip
+    assert [(n["id"], n["role"]) for n in nodes] == [
+        (str(head.uuid), "head"),
+        (str(worker.uuid), "worker"),
+    ]
     assert nodes[0]["usage"] == {"cpu_percent": 12.5}
     logs = client.get(f"{base}/logs", {"lines": 3}).body
     assert logs == {"node": str(head.uuid), "lines": ["line 297", "line 298", "line 299"]}
@@ -441,8 +502,9 @@ def test_the_same_create_twice_with_a_key_makes_one_cluster(alpha: Tenant) -> No
     assert Cluster.objects.filter(name="once").count() == 1
     assert IdempotencyKey.objects.filter(key="create-once-1").count() == 1
     # The same key with another body is a conflict, and creates nothing.
-    other = client.post(org_path(alpha, "/clusters"),
-                        {"name": "other", "project": alpha.project.slug}, **key)  # fmt: skip
+    other = client.post(
+        org_path(alpha, "/clusters"), {"name": "other", "project": alpha.project.slug}, **key
+    )
     assert_error(other, 422, "idempotency_conflict")
     assert not Cluster.objects.filter(name="other").exists()
     # Keys belong to their token: another token's same key is a new request.
@@ -468,8 +530,10 @@ def test_a_failed_create_is_not_kept_so_its_retry_can_succeed(alpha: Tenant) -> 
 
 def test_idempotent_projects_and_compute_configs(alpha: Tenant) -> None:
     client = as_role(alpha, OrgRole.ADMIN)
-    for path, body in (("/projects", {"name": "Twice"}),
-                       ("/compute-configs", {"name": "twice", "cloud": str(alpha.cloud.pk)})):  # fmt: skip
+    for path, body in (
+        ("/projects", {"name": "Twice"}),
+        ("/compute-configs", {"name": "twice", "cloud": str(alpha.cloud.pk)}),
+    ):
         first = client.post(org_path(alpha, path), body, **{"Idempotency-Key": path})
         again = client.post(org_path(alpha, path), body, **{"Idempotency-Key": path})
         assert first.status == again.status == 201
@@ -491,8 +555,9 @@ def test_concurrent_duplicates_make_one_cluster(tenant_a: Tenant) -> None:
     def create() -> None:
         try:
             client = ApiClient(secret)
-            answers.append(client.post(org_path(alpha, "/clusters"), body,
-                                       **{"Idempotency-Key": "race"}))  # fmt: skip
+            answers.append(
+                client.post(org_path(alpha, "/clusters"), body, **{"Idempotency-Key": "race"})
+            )
         finally:
             connection.close()
 
@@ -557,8 +622,12 @@ def test_the_reference_page_uses_only_vendored_assets() -> None:
     assert response.status_code == 200
     page = response.content.decode()
     assert "//" not in page.replace("<!doctype", "").split("<body>")[0].replace("/static/", "")
-    for asset in ("vendor/swagger-ui/swagger-ui-bundle.js", "vendor/swagger-ui/swagger-ui.css",
-                  "vendor/swagger-ui/LICENSE", "console/api-docs.js"):  # fmt: skip
+    for asset in (
+        "vendor/swagger-ui/swagger-ui-bundle.js",
+        "vendor/swagger-ui/swagger-ui.css",
+        "vendor/swagger-ui/LICENSE",
+        "console/api-docs.js",
+    ):
         assert finders.find(asset), asset
         if not asset.endswith("LICENSE"):
             assert f"/static/{asset}" in page
