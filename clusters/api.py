@@ -59,7 +59,7 @@ class ComputeConfigIn(Schema):
     cloud: str = Field(description="The cloud's id.")
     region: str = Field("", max_length=64)
     zone: str = Field("", max_length=64)
-    head: HeadSpec = Field(default_factory=HeadSpec)
+    head: HeadSpec = HeadSpec(instance_type="", cpus=1, memory_mb=2048)
     worker_groups: list[WorkerGroupSpec] = Field(default_factory=list, max_length=20)
     idle_timeout_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
     max_uptime_minutes: int | None = Field(None, ge=1, le=365 * 24 * 60)
@@ -345,17 +345,17 @@ def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) ->
     """Clusters the token sees, newest first."""
     organization = context.organization(request, org)
     context.require(request, "project.list", organization)
-    cloud = None
+    cloud = 0
     if page.cloud:
         cloud = context.int_id(page.cloud)
-        if cloud is None:
+        if not cloud:
             raise invalid("cloud", "A cloud id is a number.")
     clusters = _clusters(request, organization)
     if page.project:
         clusters = clusters.filter(project__slug=page.project)
     if page.state:
         clusters = clusters.filter(state=page.state)
-    if cloud is not None:
+    if cloud:
         clusters = clusters.filter(cloud_id=cloud)
     items, cursor = keyset_page(clusters, page, ["-created_at", "-pk"])
     return {"items": [cluster_out(c, organization) for c in items], "next_cursor": cursor}

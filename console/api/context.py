@@ -4,6 +4,7 @@ through accounts.permissions (the one role table)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -57,18 +58,20 @@ def console_url(path: str) -> str:
     return settings.RAYDECK_BASE_URL.rstrip("/") + path
 
 
-def int_id(value: str) -> int | None:
-    """An integer id from the URL, or None (which matches nothing) for anything else."""
+NO_UUID = "00000000-0000-0000-0000-000000000000"  # never made by uuid4
+
+
+def int_id(value: str) -> int:
+    """An integer id from the client, or 0 (no row has it) for anything else, so a bad
+    id is a plain 404 rather than a database error."""
     if value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
-    return None
+    return 0
 
 
-def uuid_id(value: str) -> str | None:
-    """A UUID id from the URL, or None (which matches nothing) for anything else."""
-    import uuid
-
+def uuid_id(value: str) -> str:
+    """A UUID id from the client, or one no row has for anything else."""
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        return None
+        return NO_UUID
