@@ -91,7 +91,7 @@ def error_message(error: RaydeckError) -> str:
     lines = [f"error: {error.message}"]
     if isinstance(error, ValidationFailed):
         lines += [f"  {line}" for line in error.field_messages()]
-    if isinstance(error, ApiError):
+    if isinstance(error, ApiError) and error.status:  # 0: found out here, not by the server
         lines[0] += f" (HTTP {error.status}, {error.code})"
     if isinstance(error, Unauthenticated):
         lines.append("hint: sign in again with `raydeck login`, or check RAYDECK_TOKEN.")
@@ -165,7 +165,7 @@ def cluster_id(ctx: Context, ref: str) -> str:
     ]
     live = [c for c in named if not c.is_final] or named
     if not live:
-        raise NotFound(f"No cluster is named {ref!r}.", status=404, code="not_found")
+        raise NotFound(f"No cluster is named {ref!r}.", status=0, code="not_found")
     if len(live) > 1:
         ids = ", ".join(str(c.id) for c in live)
         raise UsageError(f"Several clusters are named {ref!r}; give one of their ids: {ids}")
@@ -266,7 +266,7 @@ def cmd_logout(ctx: Context) -> int:
 
 def cmd_whoami(ctx: Context) -> int:
     me = ctx.client.me()
-    data = {**me.raw, "organization": ctx.client.org, "url": ctx.client.url}
+    data = {"organization": ctx.client.org, **me.raw, "url": ctx.client.url}
     ctx.show(data)
     return EXIT_OK
 
