@@ -218,3 +218,27 @@ def test_waiting_past_the_timeout_exits_5(cli: Cli, world) -> None:
     assert result.returncode == 5, result.stderr
     assert "queued: " in result.stderr  # the progress so far
     assert "error: Cluster slow is still pending after 1 s." in result.stderr
+
+
+def test_cluster_from_yaml_with_its_compute_config_inline(cli: Cli, world, tmp_path) -> None:
+    alpha, _ = world
+    Cloud.objects.filter(pk=alpha.cloud.pk).update(state=CloudState.ACTIVE)
+    env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(
+        "name: from-file\nproject: alpha-project\ncloud: local\n"  # the only local cloud
+        "compute_config:\n"
+        "  head: {cpus: 1}\n"
+        "  worker_groups: [{name: cpu, cpus: 1, min: 0, max: 3}]\n"
+    )
+    result = cli("clusters", "create", "-f", str(spec), "-o", "json", **env)
+    assert result.returncode == 0, result.stderr
+    made = json.loads(result.stdout)
+    assert (made["name"], made["project"]) == ("from-file", "alpha-project")
+    cluster = Cluster.objects.get(uuid=made["id"])
+    assert cluster.cloud_id == alpha.cloud.pk
+    assert cluster.compute_config.worker_groups[0]["max"] == 3
+    assert str(cluster.compute_config.config_id) == made["compute_config"]
+    # A name on the command line wins over the file's.
+    result = cli("clusters", "create", "other", "-f", str(spec), "-o", "json", **env)
+    assert json.loads(result.stdout)["name"] == "other"
