@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import os
 import shlex
@@ -199,6 +200,13 @@ def print_event(ctx: Context, event: ClusterEvent) -> None:
     )
 
 
+def read_token() -> str:
+    """`--token -`: from a pipe as is, from a terminal without echoing it."""
+    if sys.stdin.isatty():
+        return getpass.getpass("Paste the API token: ").strip()
+    return sys.stdin.readline().strip()
+
+
 def has_display() -> bool:
     """Whether a graphical browser can open: without one, `webbrowser` may start a text
     browser in this very terminal, so the URL is only printed."""
@@ -218,7 +226,7 @@ def cmd_login(ctx: Context) -> int:
         raise UsageError("Which server? Run `raydeck login --url https://raydeck.example.com`.")
     url = config.normalize_url(raw_url)
     if args.token:
-        token = sys.stdin.readline().strip() if args.token == "-" else args.token.strip()  # noqa: S105 - "-" means stdin
+        token = read_token() if args.token == "-" else args.token.strip()  # noqa: S105 - "-": stdin
         if not token:
             raise UsageError("No token was given.")
         org = args.org
@@ -234,8 +242,10 @@ def cmd_login(ctx: Context) -> int:
         token, org = credentials.token, credentials.org
     client = Client(url, token, org=org)
     me = client.me()  # proves the token works before it is stored
-    if not org and me.organization and me.organization.slug:
-        org = me.organization.slug  # a token acts in one organization: the API says which
+    token_org = me.organization.slug if me.organization else ""
+    if org and token_org and org != token_org:
+        raise UsageError(f"This token acts in the organization {token_org!r}, not {org!r}.")
+    org = org or token_org  # a token acts in one organization: the API says which
     if not org:
         orgs = list(client.list_orgs())
         if len(orgs) != 1:
@@ -244,7 +254,7 @@ def cmd_login(ctx: Context) -> int:
         org = str(orgs[0].slug)
     file.remember(url=url, org=org, token=token)
     path = file.save()
-    who = me.user.email if me.user else "?"
+    who = (me.user.email or me.user.name) if me.user else "?"
     ctx.note(f"Signed in to {org} on {url} as {who}. The token is kept in {path}.")
     return EXIT_OK
 
