@@ -49,7 +49,11 @@ def assert_readable_failure(result, exit_code: int, *phrases: str) -> None:
 
 def test_login_with_a_token_stores_it_privately_and_it_works(cli: Cli, world) -> None:
     alpha, _ = world
-    result = cli("login", "--token", "-", input=secret_of(alpha) + "\n")
+    secret = secret_of(alpha)
+    result = cli("login", "--token", secret, "--org", "bravo")
+    assert_readable_failure(result, 2, "acts in the organization 'alpha', not 'bravo'")
+    assert not cli.config_file.exists()
+    result = cli("login", "--token", "-", input=secret + "\n")
     assert result.returncode == 0, result.stderr
     assert "Signed in to alpha" in result.stderr
     assert alpha.member.email in result.stderr
