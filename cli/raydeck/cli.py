@@ -156,7 +156,8 @@ def is_uuid(value: str) -> bool:
 
 
 def cluster_id(ctx: Context, ref: str) -> str:
-    """A cluster's id from its id or its name (live clusters first, then the newest)."""
+    """A cluster's id from its id or its name: the live cluster of that name, else the
+    newest ended one (names are reused once a cluster is terminated)."""
     if is_uuid(ref):
         return ref
     named = [
@@ -164,20 +165,21 @@ def cluster_id(ctx: Context, ref: str) -> str:
         for c in ctx.client.list_clusters(project=getattr(ctx.args, "project_filter", None))
         if c.name == ref
     ]
-    live = [c for c in named if not c.is_final] or named
-    if not live:
+    if not named:
         raise NotFound(f"No cluster is named {ref!r}.", status=0, code="not_found")
+    live = [c for c in named if not c.is_final]
     if len(live) > 1:
-        ids = ", ".join(str(c.id) for c in live)
+        ids = ", ".join(c.id for c in live)
         raise UsageError(f"Several clusters are named {ref!r}; give one of their ids: {ids}")
-    return str(live[0].id)
+    return (live or sorted(named, key=lambda c: c.created_at or ""))[-1].id
 
 
-def cloud_id(ctx: Context, ref: str | None) -> str | None:
+def cloud_id(ctx: Context, ref: Any) -> str | None:
     """A cloud's id from its id, its name, or its kind (`local`, `aws`, `gcp`) when the
     organization has one cloud of that kind."""
     if ref is None:
         return None
+    ref = str(ref)  # YAML reads `cloud: 3` as a number
     clouds = list(ctx.client.list_clouds())
     for cloud in clouds:
         if ref == cloud.id:
@@ -321,7 +323,8 @@ def cmd_clusters_create(ctx: Context) -> int:
         body["cloud"] = cloud_id(ctx, body.get("cloud")) or spec["cloud"]
         if not body["cloud"]:
             raise UsageError("The inline compute config needs a cloud (or give the cluster one).")
-        made = ctx.client.create_compute_config(body)
+        key = f"{args.idempotency_key}:compute-config" if args.idempotency_key else None
+        made = ctx.client.create_compute_config(body, idempotency_key=key)
         ctx.note(f"Created compute config {made.name} ({made.id}).")
         spec["compute_config"] = made.id
     cluster = ctx.client.create_cluster(
@@ -334,8 +337,13 @@ def cmd_clusters_create(ctx: Context) -> int:
     )
     if args.wait:
         ctx.note(f"Cluster {cluster.name} ({cluster.id}) requested; waiting for it to run...")
-        for event in ctx.client.wait_until_running(str(cluster.id), timeout=args.timeout):
-            print_event(ctx, event)
+        try:
+            for event in ctx.client.wait_until_running(cluster.id, timeout=args.timeout):
+                print_event(ctx, event)
+        except (WaitTimeout, KeyboardInterrupt):
+            ctx.note(f"Stopped waiting; the cluster is still being started. Follow it with "
+                     f"`raydeck clusters events {cluster.id} --follow`.")  # fmt: skip
+            raise
         cluster = ctx.client.get_cluster(str(cluster.id))
         ctx.note(f"Cluster {cluster.name} is running.")
     elif ctx.args.output == "table":
