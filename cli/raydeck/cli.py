@@ -323,8 +323,8 @@ def cmd_clusters_create(ctx: Context) -> int:
         body["cloud"] = cloud_id(ctx, body.get("cloud")) or spec["cloud"]
         if not body["cloud"]:
             raise UsageError("The inline compute config needs a cloud (or give the cluster one).")
-        key = f"{args.idempotency_key}:compute-config" if args.idempotency_key else None
-        made = ctx.client.create_compute_config(body, idempotency_key=key)
+        config_key = f"{args.idempotency_key}:compute-config" if args.idempotency_key else None
+        made = ctx.client.create_compute_config(body, idempotency_key=config_key)
         ctx.note(f"Created compute config {made.name} ({made.id}).")
         spec["compute_config"] = made.id
     cluster = ctx.client.create_cluster(
