@@ -593,5 +593,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         print("", file=err)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `raydeck ... | head`
+    except BrokenPipeError:  # `raydeck ... | head`: stop quietly, also at exit's flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
