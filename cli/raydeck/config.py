@@ -120,13 +120,17 @@ def resolve(
     *,
     path: Path | None = None,
 ) -> Settings:
-    """Arguments, then the environment, then the config file."""
+    """Arguments, then the environment, then the config file (whose organization and
+    tokens count only for the server it was written for)."""
     file = ConfigFile.load(path)
-    url = url or os.environ.get("RAYDECK_URL") or file.url
-    if not url:
+    raw_url = url or os.environ.get("RAYDECK_URL") or file.url
+    if not raw_url:
         raise ConfigError(
             "No Raydeck server is configured: run `raydeck login --url URL` or set RAYDECK_URL."
         )
+    url = normalize_url(raw_url)
+    if not file.url or normalize_url(file.url) != url:
+        file = ConfigFile()
     org = org or os.environ.get("RAYDECK_ORG") or file.org
     token = token or os.environ.get("RAYDECK_TOKEN")
     if not token:
@@ -139,4 +143,4 @@ def resolve(
             )
         else:
             raise NotSignedIn("You are not signed in: run `raydeck login` or set RAYDECK_TOKEN.")
-    return Settings(url=normalize_url(url), token=token.strip(), org=org)
+    return Settings(url=url, token=token.strip(), org=org)

@@ -36,9 +36,14 @@ def test_arguments_then_environment_then_file(monkeypatch) -> None:
     file.remember(url="http://file.example", org="acme", token="rdk_file")
     file.save()
     assert resolve().__dict__ == {"url": "http://file.example", "token": "rdk_file", "org": "acme"}
-    monkeypatch.setenv("RAYDECK_URL", "http://env.example/api/v1/")
     monkeypatch.setenv("RAYDECK_TOKEN", "rdk_env")
-    assert resolve().__dict__ == {"url": "http://env.example", "token": "rdk_env", "org": "acme"}
+    assert resolve().__dict__ == {"url": "http://file.example", "token": "rdk_env", "org": "acme"}
+    # The file's organization and tokens are for its server only.
+    monkeypatch.setenv("RAYDECK_URL", "http://env.example/api/v1/")
+    assert resolve().__dict__ == {"url": "http://env.example", "token": "rdk_env", "org": None}
+    monkeypatch.delenv("RAYDECK_TOKEN")
+    with pytest.raises(NotSignedIn):
+        resolve()
     settings = resolve("https://arg.example", "rdk_arg", "other")
     assert settings.__dict__ == {"url": "https://arg.example", "token": "rdk_arg", "org": "other"}
 
