@@ -494,14 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
         ("images", "images", lambda c: c.client.list_images(), "No images."),
         ("members", "members", lambda c: c.client.list_members(), "No members."),
         ("tokens", "API tokens", lambda c: c.client.list_tokens(), "No tokens."),
+        ("audit-events", "audit events", list_audit_events, "No audit events."),
     ]
     subcommands: dict[str, Any] = {}
     for name, what, fetch, empty in simple_lists:
         scope = "you belong to" if name == "orgs" else "of the organization"
         group = groups.add_parser(name, help=f"{what} {scope}")
         sub = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
-        leaf(sub, "list", list_command(name, fetch, empty), f"list the {what}")
+        p = leaf(sub, "list", list_command(name, fetch, empty), f"list the {what}")
         subcommands[name] = sub
+        if name == "audit-events":
+            p.add_argument("--action", help="only this action, e.g. cluster.create")
+            p.add_argument("--actor", help="only this person's (email)")
+            p.add_argument("--limit", type=int, default=50, help="at most this many (50)")
 
     p = leaf(subcommands["projects"], "create", cmd_projects_create, "create a project")
     p.add_argument("name", help="the project's name")
@@ -571,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(sub, "get", cmd_compute_configs_get, "show one compute config")
     p.add_argument("config", help="compute config id")
     return parser
+
+
+def list_audit_events(ctx: Context) -> Iterable[Resource]:
+    args = ctx.args
+    return ctx.client.list_audit_events(action=args.action, actor=args.actor, max_items=limit(ctx))
 
 
 def list_clusters(ctx: Context) -> Iterable[Resource]:

@@ -34,6 +34,12 @@ def col(header: str, key: str | None = None) -> Column:
     return Column(header, lambda raw: raw.get(name))
 
 
+def _target(target: Any) -> Any:
+    if isinstance(target, dict):
+        return f"{target.get('type')} {target.get('repr') or target.get('id')}"
+    return target
+
+
 def _worker_summary(raw: dict[str, Any]) -> str:
     groups = raw.get("worker_groups") or []
     return ", ".join(f"{g.get('name')} {g.get('min')}-{g.get('max')}" for g in groups) or "-"
@@ -88,7 +94,12 @@ COLUMNS: dict[str, list[Column]] = {
         col("EXPIRES", "expires_at"),
         col("LAST USED", "last_used_at"),
     ],
-    "audit-events": [col("AT"), col("ACTOR"), col("ACTION"), col("TARGET")],
+    "audit-events": [
+        col("AT"),
+        col("ACTOR"),
+        col("ACTION"),
+        Column("TARGET", lambda r: _target(r.get("target"))),
+    ],
 }
 
 

@@ -197,6 +197,14 @@ def test_a_retried_create_makes_one_cluster(cli: Cli, world) -> None:
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert json.loads(first.stdout)["id"] == json.loads(again.stdout)["id"]
     assert Cluster.objects.filter(organization=alpha.org, name="once").count() == 1
+    # One create, one audit event (the member's own view of the log needs an admin).
+    _, admin_secret = services.token_create(
+        organization=alpha.org, actor=alpha.admin, name="audit", days=30, read_only=True
+    )
+    audit = cli("audit-events", "list", "--action", "cluster.create", "-o", "json",
+                RAYDECK_TOKEN=admin_secret, RAYDECK_ORG="alpha")  # fmt: skip
+    assert audit.returncode == 0, audit.stderr
+    assert [e["actor"] for e in json.loads(audit.stdout)] == [alpha.member.email]
     # The same key with another body is refused, not silently answered.
     other = cli(*args[:2], "other", *args[3:], "--idempotency-key", "k-1", **env)
     assert_readable_failure(other, 1, "idempotency_conflict")
