@@ -17,7 +17,7 @@ from ninja.responses import Status
 from accounts.models import Organization, Project
 from clouds.models import Cloud
 from console.api import context
-from console.api.errors import ApiError, form_invalid, invalid, not_found
+from console.api.errors import ApiError, answers, form_invalid, invalid, not_found
 from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, keyset_page, page_of
 
@@ -250,7 +250,7 @@ def _visible_project(request: HttpRequest, org: Organization, slug: str) -> Proj
 # --- Compute configs and images --------------------------------------------------------------
 
 
-@router.get("/orgs/{org}/compute-configs", response=page_of(ComputeConfigOut),
+@router.get("/orgs/{org}/compute-configs", response=answers(page_of(ComputeConfigOut)),
             tags=["compute configs"])  # fmt: skip
 def compute_config_list(
     request: HttpRequest, org: str, page: Query[ComputeConfigFilters]
@@ -274,7 +274,7 @@ def compute_config_list(
     }
 
 
-@router.post("/orgs/{org}/compute-configs", response={201: ComputeConfigOut},
+@router.post("/orgs/{org}/compute-configs", response=answers({201: ComputeConfigOut}),
              tags=["compute configs"])  # fmt: skip
 @decorate_view(idempotent)
 def compute_config_create_endpoint(request: HttpRequest, org: str, body: ComputeConfigIn) -> Status:
@@ -310,7 +310,7 @@ def compute_config_create_endpoint(request: HttpRequest, org: str, body: Compute
     return Status(201, config_out(config, config.latest))
 
 
-@router.get("/orgs/{org}/compute-configs/{id}", response=ComputeConfigOut,
+@router.get("/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut),
             tags=["compute configs"])  # fmt: skip
 def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
@@ -327,7 +327,7 @@ def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any
     return config_out(config, version)
 
 
-@router.get("/orgs/{org}/images", response=page_of(ImageOut), tags=["images"])
+@router.get("/orgs/{org}/images", response=answers(page_of(ImageOut)), tags=["images"])
 def image_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[str, Any]:
     """The organization's images and Raydeck's built-in ones."""
     organization = context.organization(request, org)
@@ -340,7 +340,7 @@ def image_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[
 # --- Clusters --------------------------------------------------------------------------------
 
 
-@router.get("/orgs/{org}/clusters", response=page_of(ClusterOut), tags=["clusters"])
+@router.get("/orgs/{org}/clusters", response=answers(page_of(ClusterOut)), tags=["clusters"])
 def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) -> dict[str, Any]:
     """Clusters the token sees, newest first."""
     organization = context.organization(request, org)
@@ -361,7 +361,7 @@ def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) ->
     return {"items": [cluster_out(c, organization) for c in items], "next_cursor": cursor}
 
 
-@router.post("/orgs/{org}/clusters", response={201: ClusterOut}, tags=["clusters"])
+@router.post("/orgs/{org}/clusters", response=answers({201: ClusterOut}), tags=["clusters"])
 @decorate_view(idempotent)
 def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> Status:
     """Create a cluster: the request records what is wanted and the reconciler starts
@@ -418,13 +418,15 @@ def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> 
     return Status(201, cluster_out(cluster, organization))
 
 
-@router.get("/orgs/{org}/clusters/{id}", response=ClusterOut, tags=["clusters"])
+@router.get("/orgs/{org}/clusters/{id}", response=answers(ClusterOut), tags=["clusters"])
 def cluster_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
     return cluster_out(_cluster(request, organization, id, "project.view"), organization)
 
 
-@router.post("/orgs/{org}/clusters/{id}/terminate", response={202: ClusterOut}, tags=["clusters"])
+@router.post(
+    "/orgs/{org}/clusters/{id}/terminate", response=answers({202: ClusterOut}), tags=["clusters"]
+)
 def cluster_terminate_endpoint(request: HttpRequest, org: str, id: str) -> Status:
     """Ask for the cluster to be terminated; asking again changes nothing."""
     organization = context.organization(request, org)
@@ -435,7 +437,9 @@ def cluster_terminate_endpoint(request: HttpRequest, org: str, id: str) -> Statu
     return Status(202, cluster_out(cluster, organization))
 
 
-@router.get("/orgs/{org}/clusters/{id}/events", response=page_of(EventOut), tags=["clusters"])
+@router.get(
+    "/orgs/{org}/clusters/{id}/events", response=answers(page_of(EventOut)), tags=["clusters"]
+)
 def cluster_event_list(
     request: HttpRequest, org: str, id: str, page: Query[EventFilters]
 ) -> dict[str, Any]:
@@ -463,7 +467,7 @@ def cluster_event_list(
     }
 
 
-@router.get("/orgs/{org}/clusters/{id}/nodes", response=NodeList, tags=["clusters"])
+@router.get("/orgs/{org}/clusters/{id}/nodes", response=answers(NodeList), tags=["clusters"])
 def cluster_node_list(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     """The cluster's nodes: live ones first (head, then workers by group), then up to
     200 in all, with the latest heartbeat the control plane heard."""
@@ -491,7 +495,7 @@ def cluster_node_list(request: HttpRequest, org: str, id: str) -> dict[str, Any]
     return {"items": items, "next_cursor": None}
 
 
-@router.get("/orgs/{org}/clusters/{id}/logs", response=LogsOut, tags=["clusters"])
+@router.get("/orgs/{org}/clusters/{id}/logs", response=answers(LogsOut, 409), tags=["clusters"])
 def cluster_logs(
     request: HttpRequest, org: str, id: str, params: Query[LogParams]
 ) -> dict[str, Any]:
