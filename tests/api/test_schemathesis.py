@@ -73,7 +73,7 @@ def test_schemathesis_finds_nothing(
         "--workers", "1",
         "--no-color",
     ]  # fmt: skip
-    result = subprocess.run(  # noqa: S603 (our own command line)
+    result = subprocess.run(
         command, capture_output=True, text=True, timeout=900, cwd=tmp_path, check=False
     )
     output = result.stdout + result.stderr
