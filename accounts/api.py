@@ -17,6 +17,7 @@ from console.api import context
 from console.api.errors import ApiError, answers, form_invalid, not_found
 from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, keyset_page, page_of
+from console.api.schema import Out
 
 from . import selectors, services
 from .forms import ProjectCreateForm
@@ -28,39 +29,39 @@ router = Router(tags=["organizations"])
 # --- Schemas -----------------------------------------------------------------------------
 
 
-class UserOut(Schema):
+class UserOut(Out):
     id: str
     email: str
     name: str
     kind: str = Field(description='"person", or "service_account" for a service account.')
 
 
-class TokenOut(Schema):
+class TokenOut(Out):
     id: str
     name: str
     read_only: bool
     expires_at: datetime
 
 
-class OrganizationOut(Schema):
+class OrganizationOut(Out):
     slug: str
     name: str
     role: str | None = Field(description="The token's role here (owner, admin, member, viewer).")
 
 
-class MeOut(Schema):
+class MeOut(Out):
     user: UserOut
     token: TokenOut
     organization: OrganizationOut
 
 
-class MemberOut(Schema):
+class MemberOut(Out):
     user: UserOut
     role: str
     joined_at: datetime
 
 
-class ProjectOut(Schema):
+class ProjectOut(Out):
     slug: str
     name: str
     description: str
@@ -74,13 +75,13 @@ class ProjectIn(Schema):
     description: str = Field("", max_length=2000)
 
 
-class AuditTargetOut(Schema):
+class AuditTargetOut(Out):
     type: str
     id: str
     repr: str
 
 
-class AuditEventOut(Schema):
+class AuditEventOut(Out):
     id: str
     at: datetime
     actor: str | None
@@ -89,7 +90,7 @@ class AuditEventOut(Schema):
     details: dict[str, Any]
 
 
-class ApiTokenOut(Schema):
+class ApiTokenOut(Out):
     id: str
     name: str
     prefix: str

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router
 
 from console.api import context
 from console.api.errors import answers, not_found
 from console.api.pagination import PageParams, keyset_page, page_of
+from console.api.schema import Out
 
 from . import selectors
 from .models import Cloud
@@ -19,7 +20,7 @@ from .models import Cloud
 router = Router(tags=["clouds"])
 
 
-class CloudOut(Schema):
+class CloudOut(Out):
     id: str
     name: str
     kind: str

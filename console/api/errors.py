@@ -12,10 +12,12 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import Field as PydanticField
+
+from .schema import Out
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +166,7 @@ def form_invalid(form: Any) -> ApiError:
     return ApiError(422, "The request is not valid.", details=details)
 
 
-class ErrorDetail(Schema):
+class ErrorDetail(Out):
     code: str = PydanticField(description="What went wrong, in snake_case: see docs/api.md.")
     message: str = PydanticField(description="A sentence for people.")
     details: dict[str, Any] = PydanticField(
@@ -172,7 +174,7 @@ class ErrorDetail(Schema):
     )
 
 
-class ErrorOut(Schema):
+class ErrorOut(Out):
     error: ErrorDetail
 
 
