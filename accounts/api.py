@@ -14,9 +14,10 @@ from ninja.decorators import decorate_view
 from ninja.responses import Status
 
 from console.api import context
-from console.api.errors import ApiError, form_invalid, not_found
+from console.api.errors import ApiError, answers, form_invalid, not_found
 from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, keyset_page, page_of
+from console.api.schema import Out
 
 from . import selectors, services
 from .forms import ProjectCreateForm
@@ -28,39 +29,39 @@ router = Router(tags=["organizations"])
 # --- Schemas -----------------------------------------------------------------------------
 
 
-class UserOut(Schema):
+class UserOut(Out):
     id: str
     email: str
     name: str
     kind: str = Field(description='"person", or "service_account" for a service account.')
 
 
-class TokenOut(Schema):
+class TokenOut(Out):
     id: str
     name: str
     read_only: bool
     expires_at: datetime
 
 
-class OrganizationOut(Schema):
+class OrganizationOut(Out):
     slug: str
     name: str
     role: str | None = Field(description="The token's role here (owner, admin, member, viewer).")
 
 
-class MeOut(Schema):
+class MeOut(Out):
     user: UserOut
     token: TokenOut
     organization: OrganizationOut
 
 
-class MemberOut(Schema):
+class MemberOut(Out):
     user: UserOut
     role: str
     joined_at: datetime
 
 
-class ProjectOut(Schema):
+class ProjectOut(Out):
     slug: str
     name: str
     description: str
@@ -74,13 +75,13 @@ class ProjectIn(Schema):
     description: str = Field("", max_length=2000)
 
 
-class AuditTargetOut(Schema):
+class AuditTargetOut(Out):
     type: str
     id: str
     repr: str
 
 
-class AuditEventOut(Schema):
+class AuditEventOut(Out):
     id: str
     at: datetime
     actor: str | None
@@ -89,7 +90,7 @@ class AuditEventOut(Schema):
     details: dict[str, Any]
 
 
-class ApiTokenOut(Schema):
+class ApiTokenOut(Out):
     id: str
     name: str
     prefix: str
@@ -176,7 +177,7 @@ def api_token_out(token: ApiToken) -> dict[str, Any]:
 # --- Endpoints -----------------------------------------------------------------------------
 
 
-@router.get("/me", response=MeOut, tags=["me"])
+@router.get("/me", response=answers(MeOut), tags=["me"])
 def me(request: HttpRequest) -> dict[str, Any]:
     """The token's holder, the token itself and its organization."""
     identity = context.identity(request)
@@ -193,7 +194,7 @@ def me(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@router.get("/orgs", response=page_of(OrganizationOut))
+@router.get("/orgs", response=answers(page_of(OrganizationOut)))
 def org_list(request: HttpRequest, page: Query[PageParams]) -> dict[str, Any]:
     """The organizations this token acts in: a token belongs to exactly one."""
     principal = context.viewer(request)
@@ -203,14 +204,14 @@ def org_list(request: HttpRequest, page: Query[PageParams]) -> dict[str, Any]:
     return {"items": [organization_out(o, principal) for o in items], "next_cursor": cursor}
 
 
-@router.get("/orgs/{org}", response=OrganizationOut)
+@router.get("/orgs/{org}", response=answers(OrganizationOut))
 def org_get(request: HttpRequest, org: str) -> dict[str, Any]:
     organization = context.organization(request, org)
     context.require(request, "organization.view", organization)
     return organization_out(organization, context.viewer(request))
 
 
-@router.get("/orgs/{org}/members", response=page_of(MemberOut))
+@router.get("/orgs/{org}/members", response=answers(page_of(MemberOut)))
 def member_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[str, Any]:
     organization = context.organization(request, org)
     context.require(request, "member.view", organization)
@@ -221,7 +222,7 @@ def member_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict
     return {"items": [member_out(m) for m in items], "next_cursor": cursor}
 
 
-@router.get("/orgs/{org}/projects", response=page_of(ProjectOut), tags=["projects"])
+@router.get("/orgs/{org}/projects", response=answers(page_of(ProjectOut)), tags=["projects"])
 def project_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[str, Any]:
     organization = context.organization(request, org)
     context.require(request, "project.list", organization)
@@ -230,7 +231,7 @@ def project_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dic
     return {"items": [project_out(p, organization) for p in items], "next_cursor": cursor}
 
 
-@router.post("/orgs/{org}/projects", response={201: ProjectOut}, tags=["projects"])
+@router.post("/orgs/{org}/projects", response=answers({201: ProjectOut}), tags=["projects"])
 @decorate_view(idempotent)
 def project_create(request: HttpRequest, org: str, body: ProjectIn) -> Status:
     organization = context.organization(request, org)
@@ -243,7 +244,7 @@ def project_create(request: HttpRequest, org: str, body: ProjectIn) -> Status:
     return Status(201, project_out(project, organization))
 
 
-@router.get("/orgs/{org}/projects/{project}", response=ProjectOut, tags=["projects"])
+@router.get("/orgs/{org}/projects/{project}", response=answers(ProjectOut), tags=["projects"])
 def project_get(request: HttpRequest, org: str, project: str) -> dict[str, Any]:
     organization = context.organization(request, org)
     found = (
@@ -257,7 +258,7 @@ def project_get(request: HttpRequest, org: str, project: str) -> dict[str, Any]:
     return project_out(found, organization)
 
 
-@router.get("/orgs/{org}/audit-events", response=page_of(AuditEventOut), tags=["audit"])
+@router.get("/orgs/{org}/audit-events", response=answers(page_of(AuditEventOut)), tags=["audit"])
 def audit_event_list(request: HttpRequest, org: str, page: Query[AuditFilters]) -> dict[str, Any]:
     """The organization's audit log, newest first (owners and admins)."""
     organization = context.organization(request, org)
@@ -271,7 +272,7 @@ def audit_event_list(request: HttpRequest, org: str, page: Query[AuditFilters]) 
     return {"items": [event_out(e) for e in items], "next_cursor": cursor}
 
 
-@router.get("/orgs/{org}/tokens", response=page_of(ApiTokenOut), tags=["tokens"])
+@router.get("/orgs/{org}/tokens", response=answers(page_of(ApiTokenOut)), tags=["tokens"])
 def token_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[str, Any]:
     """API tokens: your own; everyone's for owners and admins. Never their secrets."""
     organization = context.organization(request, org)
@@ -289,14 +290,14 @@ SESSION_ONLY = (
 )
 
 
-@router.post("/orgs/{org}/tokens", response={201: ApiTokenOut}, tags=["tokens"])
+@router.post("/orgs/{org}/tokens", response=answers({201: ApiTokenOut}), tags=["tokens"])
 def token_create(request: HttpRequest, org: str, body: TokenIn) -> Status:
     """Always refused (403) for API tokens: see the message."""
     context.organization(request, org)
     raise ApiError(403, SESSION_ONLY)
 
 
-@router.delete("/orgs/{org}/tokens/{id}", response={204: None}, tags=["tokens"])
+@router.delete("/orgs/{org}/tokens/{id}", response=answers({204: None}), tags=["tokens"])
 def token_revoke(request: HttpRequest, org: str, id: str) -> Status:
     """Always refused (403) for API tokens, like creating one; 404 for a token you
     cannot see."""

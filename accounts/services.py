@@ -668,10 +668,14 @@ def authenticate_token(secret: str, *, ip: str | None) -> TokenIdentity | None:
     """
     if not looks_like_token(secret):
         return None
-    token = (
-        ApiToken.objects.select_related("organization", "user", "service_account")
-        .filter(token_hash=hash_secret(secret))
-        .first()
+    # token_hash is unique: no ordering to compile or sort (this runs on every API call).
+    token = next(
+        iter(
+            ApiToken.objects.select_related("organization", "user", "service_account")
+            .filter(token_hash=hash_secret(secret))
+            .order_by()[:1]
+        ),
+        None,
     )
     if token is None or not token.is_active:
         return None

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router
 
 from console.api import context
-from console.api.errors import not_found
+from console.api.errors import answers, not_found
 from console.api.pagination import PageParams, keyset_page, page_of
+from console.api.schema import Out
 
 from . import selectors
 from .models import Cloud
@@ -19,7 +20,7 @@ from .models import Cloud
 router = Router(tags=["clouds"])
 
 
-class CloudOut(Schema):
+class CloudOut(Out):
     id: str
     name: str
     kind: str
@@ -43,7 +44,7 @@ def cloud_out(cloud: Cloud) -> dict[str, Any]:
     }
 
 
-@router.get("/orgs/{org}/clouds", response=page_of(CloudOut))
+@router.get("/orgs/{org}/clouds", response=answers(page_of(CloudOut)))
 def cloud_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[str, Any]:
     organization = context.organization(request, org)
     context.require(request, "cloud.view", organization)
@@ -52,7 +53,7 @@ def cloud_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[
     return {"items": [cloud_out(c) for c in items], "next_cursor": cursor}
 
 
-@router.get("/orgs/{org}/clouds/{id}", response=CloudOut)
+@router.get("/orgs/{org}/clouds/{id}", response=answers(CloudOut))
 def cloud_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
     cloud = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema
@@ -17,9 +17,10 @@ from ninja.responses import Status
 from accounts.models import Organization, Project
 from clouds.models import Cloud
 from console.api import context
-from console.api.errors import ApiError, form_invalid, invalid, not_found
+from console.api.errors import ApiError, answers, form_invalid, invalid, not_found
 from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, keyset_page, page_of
+from console.api.schema import Out
 
 from . import selectors
 from .choices import ClusterState, NodeRole, NodeState
@@ -65,7 +66,7 @@ class ComputeConfigIn(Schema):
     max_uptime_minutes: int | None = Field(None, ge=1, le=365 * 24 * 60)
 
 
-class ComputeConfigOut(Schema):
+class ComputeConfigOut(Out):
     id: str
     name: str
     project: str | None
@@ -84,7 +85,7 @@ class ComputeConfigFilters(PageParams):
     project: str = Field("", description="Only this project's configs (slug).")
 
 
-class ImageOut(Schema):
+class ImageOut(Out):
     id: str
     name: str
     image_uri: str = Field(description="Empty for a Python environment of the local cloud.")
@@ -103,7 +104,7 @@ class ClusterIn(Schema):
     image: str | None = Field(None, description="An image's id; absent: Raydeck's default.")
 
 
-class ClusterOut(Schema):
+class ClusterOut(Out):
     id: str
     name: str
     project: str
@@ -128,7 +129,7 @@ class ClusterFilters(PageParams):
     cloud: str = Field("", description="A cloud's id.")
 
 
-class EventOut(Schema):
+class EventOut(Out):
     id: str
     at: datetime
     level: str
@@ -144,7 +145,7 @@ class EventFilters(PageParams):
     )
 
 
-class NodeOut(Schema):
+class NodeOut(Out):
     id: str
     role: str
     group: str
@@ -159,7 +160,7 @@ class NodeOut(Schema):
     last_heartbeat_at: datetime | None
 
 
-class NodeList(Schema):
+class NodeList(Out):
     items: list[NodeOut]
     next_cursor: str | None = Field(None, description="Always null: live nodes come first.")
 
@@ -169,7 +170,7 @@ class LogParams(Schema):
     lines: int = Field(DEFAULT_LOG_LINES, ge=1, le=MAX_LOG_LINES)
 
 
-class LogsOut(Schema):
+class LogsOut(Out):
     node: str
     lines: list[str]
 
@@ -207,31 +208,59 @@ def image_out(image: ContainerImage) -> dict[str, Any]:
     }
 
 
-def cluster_out(cluster: Cluster, org: Organization) -> dict[str, Any]:
+def cluster_rows(clusters: QuerySet[Cluster]) -> QuerySet[Cluster, dict[str, Any]]:
+    """Only what `cluster_out` shows, as dicts: lists build no model instances (the list
+    is the API's busiest call)."""
+    return clusters.values(
+        "pk", "uuid", "name", "cloud_id", "image_id", "desired_state", "state",
+        "state_reason", "head_address", "created_at", "started_at", "terminated_at",
+        project_slug=F("project__slug"),
+        config_id=F("compute_config__config_id"),
+        config_number=F("compute_config__number"),
+        creator=F("created_by__email"),
+    )  # fmt: skip
+
+
+class ClusterUrls:
+    """Console links of one organization's clusters, reversed once per request."""
+
+    def __init__(self, org: Organization) -> None:
+        marker = 999_999_999
+        url = context.console_url(reverse("cluster_detail", args=[org.slug, marker]))
+        self.before, self.after = url.split(str(marker))
+
+    def __call__(self, pk: int) -> str:
+        return f"{self.before}{pk}{self.after}"
+
+
+def cluster_out(row: dict[str, Any], urls: ClusterUrls) -> dict[str, Any]:
     return {
-        "id": str(cluster.uuid),
-        "name": cluster.name,
-        "project": cluster.project.slug,
-        "cloud": str(cluster.cloud_id),
-        "compute_config": str(cluster.compute_config.config_id),
-        "compute_config_version": cluster.compute_config.number,
-        "image": str(cluster.image_id),
-        "desired_state": cluster.desired_state,
-        "state": cluster.state,
-        "state_reason": cluster.state_reason,
-        "head_address": cluster.head_address,
-        "created_by": cluster.created_by.email if cluster.created_by else None,
-        "created_at": cluster.created_at,
-        "started_at": cluster.started_at,
-        "terminated_at": cluster.terminated_at,
-        "url": context.console_url(reverse("cluster_detail", args=[org.slug, cluster.pk])),
+        "id": str(row["uuid"]),
+        "name": row["name"],
+        "project": row["project_slug"],
+        "cloud": str(row["cloud_id"]),
+        "compute_config": str(row["config_id"]),
+        "compute_config_version": row["config_number"],
+        "image": str(row["image_id"]),
+        "desired_state": row["desired_state"],
+        "state": row["state"],
+        "state_reason": row["state_reason"],
+        "head_address": row["head_address"],
+        "created_by": row["creator"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "terminated_at": row["terminated_at"],
+        "url": urls(row["pk"]),
     }
 
 
+def one_cluster_out(request: HttpRequest, org: Organization, cluster: Cluster) -> dict[str, Any]:
+    row = cluster_rows(Cluster.objects.filter(pk=cluster.pk)).get()
+    return cluster_out(row, ClusterUrls(org))
+
+
 def _clusters(request: HttpRequest, org: Organization) -> Any:
-    return Cluster.objects.visible_to(context.viewer(request), org).select_related(
-        "project", "compute_config", "created_by"
-    )
+    return Cluster.objects.visible_to(context.viewer(request), org).select_related("project")
 
 
 def _cluster(request: HttpRequest, org: Organization, id: str, perm: str) -> Cluster:
@@ -250,7 +279,7 @@ def _visible_project(request: HttpRequest, org: Organization, slug: str) -> Proj
 # --- Compute configs and images --------------------------------------------------------------
 
 
-@router.get("/orgs/{org}/compute-configs", response=page_of(ComputeConfigOut),
+@router.get("/orgs/{org}/compute-configs", response=answers(page_of(ComputeConfigOut)),
             tags=["compute configs"])  # fmt: skip
 def compute_config_list(
     request: HttpRequest, org: str, page: Query[ComputeConfigFilters]
@@ -274,7 +303,7 @@ def compute_config_list(
     }
 
 
-@router.post("/orgs/{org}/compute-configs", response={201: ComputeConfigOut},
+@router.post("/orgs/{org}/compute-configs", response=answers({201: ComputeConfigOut}),
              tags=["compute configs"])  # fmt: skip
 @decorate_view(idempotent)
 def compute_config_create_endpoint(request: HttpRequest, org: str, body: ComputeConfigIn) -> Status:
@@ -310,7 +339,7 @@ def compute_config_create_endpoint(request: HttpRequest, org: str, body: Compute
     return Status(201, config_out(config, config.latest))
 
 
-@router.get("/orgs/{org}/compute-configs/{id}", response=ComputeConfigOut,
+@router.get("/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut),
             tags=["compute configs"])  # fmt: skip
 def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
@@ -327,7 +356,7 @@ def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any
     return config_out(config, version)
 
 
-@router.get("/orgs/{org}/images", response=page_of(ImageOut), tags=["images"])
+@router.get("/orgs/{org}/images", response=answers(page_of(ImageOut)), tags=["images"])
 def image_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[str, Any]:
     """The organization's images and Raydeck's built-in ones."""
     organization = context.organization(request, org)
@@ -340,7 +369,7 @@ def image_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[
 # --- Clusters --------------------------------------------------------------------------------
 
 
-@router.get("/orgs/{org}/clusters", response=page_of(ClusterOut), tags=["clusters"])
+@router.get("/orgs/{org}/clusters", response=answers(page_of(ClusterOut)), tags=["clusters"])
 def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) -> dict[str, Any]:
     """Clusters the token sees, newest first."""
     organization = context.organization(request, org)
@@ -357,11 +386,12 @@ def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) ->
         clusters = clusters.filter(state=page.state)
     if cloud:
         clusters = clusters.filter(cloud_id=cloud)
-    items, cursor = keyset_page(clusters, page, ["-created_at", "-pk"])
-    return {"items": [cluster_out(c, organization) for c in items], "next_cursor": cursor}
+    items, cursor = keyset_page(cluster_rows(clusters), page, ["-created_at", "-pk"])
+    urls = ClusterUrls(organization)
+    return {"items": [cluster_out(row, urls) for row in items], "next_cursor": cursor}
 
 
-@router.post("/orgs/{org}/clusters", response={201: ClusterOut}, tags=["clusters"])
+@router.post("/orgs/{org}/clusters", response=answers({201: ClusterOut}), tags=["clusters"])
 @decorate_view(idempotent)
 def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> Status:
     """Create a cluster: the request records what is wanted and the reconciler starts
@@ -414,28 +444,31 @@ def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> 
         compute_config=form.cleaned_data["compute_config"],
         image=form.cleaned_data["image"],
     )
-    cluster = _clusters(request, organization).get(pk=cluster.pk)
-    return Status(201, cluster_out(cluster, organization))
+    return Status(201, one_cluster_out(request, organization, cluster))
 
 
-@router.get("/orgs/{org}/clusters/{id}", response=ClusterOut, tags=["clusters"])
+@router.get("/orgs/{org}/clusters/{id}", response=answers(ClusterOut), tags=["clusters"])
 def cluster_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
-    return cluster_out(_cluster(request, organization, id, "project.view"), organization)
+    cluster = _cluster(request, organization, id, "project.view")
+    return one_cluster_out(request, organization, cluster)
 
 
-@router.post("/orgs/{org}/clusters/{id}/terminate", response={202: ClusterOut}, tags=["clusters"])
+@router.post(
+    "/orgs/{org}/clusters/{id}/terminate", response=answers({202: ClusterOut}), tags=["clusters"]
+)
 def cluster_terminate_endpoint(request: HttpRequest, org: str, id: str) -> Status:
     """Ask for the cluster to be terminated; asking again changes nothing."""
     organization = context.organization(request, org)
     cluster = _cluster(request, organization, id, "cluster.update")
     if not cluster.is_final:
         cluster_terminate(cluster=cluster, actor=context.actor(request))
-        cluster = _clusters(request, organization).get(pk=cluster.pk)
-    return Status(202, cluster_out(cluster, organization))
+    return Status(202, one_cluster_out(request, organization, cluster))
 
 
-@router.get("/orgs/{org}/clusters/{id}/events", response=page_of(EventOut), tags=["clusters"])
+@router.get(
+    "/orgs/{org}/clusters/{id}/events", response=answers(page_of(EventOut)), tags=["clusters"]
+)
 def cluster_event_list(
     request: HttpRequest, org: str, id: str, page: Query[EventFilters]
 ) -> dict[str, Any]:
@@ -463,7 +496,7 @@ def cluster_event_list(
     }
 
 
-@router.get("/orgs/{org}/clusters/{id}/nodes", response=NodeList, tags=["clusters"])
+@router.get("/orgs/{org}/clusters/{id}/nodes", response=answers(NodeList), tags=["clusters"])
 def cluster_node_list(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     """The cluster's nodes: live ones first (head, then workers by group), then up to
     200 in all, with the latest heartbeat the control plane heard."""
@@ -491,7 +524,7 @@ def cluster_node_list(request: HttpRequest, org: str, id: str) -> dict[str, Any]
     return {"items": items, "next_cursor": None}
 
 
-@router.get("/orgs/{org}/clusters/{id}/logs", response=LogsOut, tags=["clusters"])
+@router.get("/orgs/{org}/clusters/{id}/logs", response=answers(LogsOut, 409), tags=["clusters"])
 def cluster_logs(
     request: HttpRequest, org: str, id: str, params: Query[LogParams]
 ) -> dict[str, Any]:

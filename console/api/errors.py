@@ -15,6 +15,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import Field as PydanticField
+
+from .schema import Out
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +164,29 @@ def form_invalid(form: Any) -> ApiError:
         for field, errors in form.errors.get_json_data().items()
     }
     return ApiError(422, "The request is not valid.", details=details)
+
+
+class ErrorDetail(Out):
+    code: str = PydanticField(description="What went wrong, in snake_case: see docs/api.md.")
+    message: str = PydanticField(description="A sentence for people.")
+    details: dict[str, Any] = PydanticField(
+        description="For validation_error: {field: [messages]} (`__all__`: the whole request)."
+    )
+
+
+class ErrorOut(Out):
+    error: ErrorDetail
+
+
+# Every endpoint may answer these (the OpenAPI document says so, so clients and
+# schemathesis know the shape).
+ERROR_STATUSES = (401, 403, 404, 422, 429)
+
+
+def answers(ok: Any, *extra_errors: int) -> dict[int, Any]:
+    """The responses of an endpoint: `ok` (a schema for 200, or {status: schema}) and the
+    error shape for every error status it can answer."""
+    responses = dict(ok) if isinstance(ok, dict) else {200: ok}
+    for status in (*ERROR_STATUSES, *extra_errors):
+        responses[status] = ErrorOut
+    return responses

@@ -15,6 +15,7 @@ from ninja import Field, Schema
 from pydantic import create_model
 
 from .errors import invalid
+from .schema import Out
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -27,16 +28,16 @@ class PageParams(Schema):
     )
 
 
-_page_models: dict[type, type[Schema]] = {}
+_page_models: dict[type, type[Out]] = {}
 
 
-def page_of(item: type[Schema]) -> type[Schema]:
+def page_of(item: type[Out]) -> type[Out]:
     """The schema of a page of `item`s: {"items": [...], "next_cursor": str | null}."""
     if item not in _page_models:
         name = item.__name__.removesuffix("Out") + "Page"
         _page_models[item] = create_model(  # type: ignore[call-overload]
             name,
-            __base__=Schema,
+            __base__=Out,
             items=(list[item], ...),  # type: ignore[valid-type]
             next_cursor=(str | None, None),
         )
@@ -85,4 +86,6 @@ def keyset_page(
         return items, None
     items = items[: params.limit]
     last = items[-1]
+    if isinstance(last, dict):  # a .values() queryset
+        return items, _encode([last[n] for n in names])
     return items, _encode([getattr(last, n) for n in names])
