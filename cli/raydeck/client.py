@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from . import config
-from .errors import ClusterFailed, ConfigError, WaitTimeout
+from .errors import ClusterFailed, ConfigError, Conflict, WaitTimeout
 from .models import (
     FINAL_CLUSTER_STATES,
     Address,
@@ -382,11 +382,15 @@ class Client:
         org: str | None = None,
     ) -> Iterator[str]:
         """The log's latest lines, then each new line as it appears, until the cluster
-        is terminated or failed (or the caller stops iterating)."""
+        is terminated or failed (or the caller stops iterating). Before the cluster has
+        a head node there is nothing to print yet, and it waits."""
         previous: list[str] = []
         while True:
             cluster = self.get_cluster(cluster_id, org=org)
-            current = self.cluster_logs(cluster_id, node=node, lines=lines, org=org).lines or []
+            try:
+                current = self.cluster_logs(cluster_id, node=node, lines=lines, org=org).lines
+            except Conflict:  # no head node yet: keep waiting for one
+                current = previous
             yield from new_lines(previous, current)
             previous = current
             if cluster.is_final:
