@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, state
+from . import __version__, gateway, state
 from .api import (
     ApiError,
     ControlPlane,
@@ -180,12 +180,16 @@ class Node:
         self._sent_seq = -1  # LogBuffer.seq when a heartbeat last delivered the tail
         self._reported: tuple[str, str] | None = None  # (state, message) last heartbeated
         self._unreachable_since: float | None = None
+        self.gateway: gateway.Gateway | None = None
 
     def run(self) -> None:
         outcome = "crashed"
         try:
+            self.gateway = gateway.start_for(self.config, self.registration, {})
             outcome = self._loop()
         finally:
+            if self.gateway is not None:
+                self.gateway.stop()
             # Whatever happened (stop, removal, a bug), Ray must not outlive the agent.
             if outcome == "stop":
                 self.message = "stopping Ray"
@@ -277,6 +281,8 @@ class Node:
             self._sent_seq = seq
         logger.debug("heartbeat %s -> %s", body["state"], answer)
         self.interval = clamp_interval(answer.get("heartbeat_interval"), self.interval)
+        if self.gateway is not None:
+            self.gateway.policy.update(answer.get("access"))
         head_address = answer.get("head_address")
         if isinstance(head_address, str) and head_address and head_address != self.head_address:
             if self.head_address is None:

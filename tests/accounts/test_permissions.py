@@ -59,7 +59,8 @@ PROJECT_MATRIX["project.view"] = _org_wide | {
     (V, "writer"),
     (V, "reader"),
 }
-for perm in ("project.update", "cluster.create", "cluster.update"):
+# cluster.access runs code on the cluster (dashboard, jobs): writers and up, like a write.
+for perm in ("project.update", "cluster.create", "cluster.update", "cluster.access"):
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner"), (M, "writer")}
 for perm in ("project.delete", "project.manage_members"):
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner")}
