@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -262,11 +262,14 @@ class NodeLogView(ClusterObjectView):
 
 class ClusterOpenView(ClusterObjectView):
     """A "Ray Dashboard" / "Jupyter" / "Grafana" button: audit the opening, mint a
-    5-minute token and send the browser to the gateway with it (a POST, so a page
-    elsewhere cannot make someone's browser open it)."""
+    5-minute token and send the browser to the gateway with it. A POST, so no page
+    elsewhere can make someone's browser open it. The answer is a page that moves on at
+    once (meta refresh) rather than a 303: the console's CSP (form-action 'self') would
+    block a form's redirect to the gateway's origin."""
 
     permission = "cluster.access"
     http_method_names = ["post"]
+    template = "clusters/cluster_open.html"
 
     def post(
         self, request: AuthedRequest, org_slug: str, cluster_id: int, app: str
@@ -276,8 +279,8 @@ class ClusterOpenView(ClusterObjectView):
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
             return redirect(reverse("cluster_detail", args=[org_slug, self.cluster.pk]))
-        response = HttpResponseRedirect(url, status=303)
-        response["Referrer-Policy"] = "no-referrer"
+        response = self.render(self.template, {"url": url, "app": access.APPS[app].label})
+        response["Referrer-Policy"] = "no-referrer"  # the token stays out of Referer headers
         response["Cache-Control"] = "no-store"
         return response
 
