@@ -268,7 +268,7 @@ class Gateway:
             # A browser link: keep a session in a cookie, and drop the token from the URL.
             query = [(k, v) for k, v in request.query.items() if k != TOKEN_PARAM]
             clean = request.path + (f"?{urlencode(query)}" if query else "")
-            response = web.HTTPSeeOther(clean)
+            response = web.Response(status=303, headers={"Location": clean})
             value, max_age = self.sessions.make(identity, now)
             response.set_cookie(self.cookie_name, value, max_age=max_age, path="/",
                                 httponly=True, samesite="Lax")  # fmt: skip
