@@ -21,7 +21,6 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from raydeck_agent.gateway import AccessPolicy, Gateway
 
 CLUSTER = str(uuid.uuid4())
@@ -105,7 +104,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def call(gw: Gateway, path: str, headers: dict[str, str] | None = None, *,
          method: str = "GET", data: bytes | None = None) -> tuple[int, Any, bytes]:  # fmt: skip
-    request = urllib.request.Request(  # noqa: S310 - a loopback URL of the test
+    request = urllib.request.Request(
         f"http://127.0.0.1:{gw.port}{path}", headers=headers or {}, method=method, data=data
     )
     try:
@@ -142,7 +141,7 @@ def test_refusals_reach_nothing(gateway, key) -> None:
         {"Authorization": f"Bearer {token(key, exp=int(time.time()) + 7200)}"},
         {"Cookie": f"raydeck_gw_{CLUSTER.replace('-', '')}=forged.value"},
     ]:
-        status, answer, body = call(gw, "/api/jobs/", headers, method="POST", data=b"{}")
+        status, _, body = call(gw, "/api/jobs/", headers, method="POST", data=b"{}")
         assert status == 401, headers
         assert json.loads(body)["error"]["code"] == "unauthenticated"
     assert upstream.seen == []
@@ -191,13 +190,13 @@ def test_websockets_are_proxied(gateway, key) -> None:
     gw, upstream = gateway
 
     async def talk() -> str:
-        async with aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {token(key)}"}
-        ) as session:
-            async with session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as ws:
-                await ws.send_str("hello")
-                message = await ws.receive(timeout=5)
-                return str(message.data)
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token(key)}"}) as session,
+            session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as ws,
+        ):
+            await ws.send_str("hello")
+            message = await ws.receive(timeout=5)
+            return str(message.data)
 
     assert asyncio.run(talk()) == "echo: hello"
     assert "Authorization" not in upstream.seen[-1]["headers"]
