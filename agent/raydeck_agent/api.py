@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import __version__
@@ -140,6 +140,8 @@ class Registration:
     object_store_memory_mb: int | None = None
     # Heads: the PEM public key the access gateway checks tokens with (gateway.py).
     access_public_key: str | None = None
+    # {app: port} of the apps (apps.py) this node reported when it registered.
+    app_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_response(

@@ -63,7 +63,6 @@ HOP_BY_HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
-        "host",
         "content-length",
     }
 )
@@ -317,7 +316,7 @@ class Gateway:
                 return app, self.upstreams.get(app)
         return "dashboard", self.upstreams.get("dashboard")
 
-    def upstream_headers(self, request: web.Request, port: int) -> dict[str, str]:
+    def upstream_headers(self, request: web.Request) -> dict[str, str]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers.pop("Authorization", None)  # the token is for the gateway, not the app
         cookies = [
@@ -328,7 +327,8 @@ class Gateway:
         headers.pop("Cookie", None)
         if cookies:
             headers["Cookie"] = ";".join(cookies).strip()
-        headers["Host"] = f"127.0.0.1:{port}"
+        # Host stays the browser's: apps that check Origin against it (Jupyter) see the
+        # address the user reached.
         return headers
 
     def _upstream_url(self, request: web.Request, port: int) -> str:
@@ -347,7 +347,7 @@ class Gateway:
             upstream = await client.request(
                 request.method,
                 self._upstream_url(request, port),
-                headers=self.upstream_headers(request, port),
+                headers=self.upstream_headers(request),
                 data=data,
                 allow_redirects=False,
             )
@@ -368,7 +368,7 @@ class Gateway:
 
     async def proxy_websocket(self, request: web.Request, port: int) -> web.StreamResponse:
         client = self._ready_client()
-        headers = self.upstream_headers(request, port)
+        headers = self.upstream_headers(request)
         for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
             headers.pop(name, None)
         try:

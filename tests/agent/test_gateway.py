@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from raydeck_agent import apps
 from raydeck_agent.gateway import AccessPolicy, Gateway
 
 CLUSTER = str(uuid.uuid4())
@@ -218,3 +219,15 @@ def test_apps_that_are_absent_or_down(gateway, key) -> None:
     status, _, body = call(gw, "/jupyter/lab", bearer)
     assert status == 404 and b"jupyter is not available" in body
     assert call(gw, "/grafana/", bearer)[0] == 502  # configured, but nothing listens
+
+
+def test_jupyter_is_planned_only_when_the_image_has_it(tmp_path) -> None:
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.touch()
+    assert apps.plan(str(python), shared_machine=True) == {}  # absent: no port, no link
+    jupyter = python.parent / "jupyter-lab"
+    jupyter.write_text("#!/bin/sh\n")
+    jupyter.chmod(0o755)
+    assert apps.plan(str(python), shared_machine=False) == {"jupyter": apps.JUPYTER_PORT}
+    assert set(apps.plan(str(python), shared_machine=True)) == {"jupyter"}
