@@ -614,3 +614,22 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.token_id})"
+
+
+class AccessRevocation(models.Model):
+    """Credentials for an organization's resources that were issued to a person before
+    `revoked_at` no longer count (set when their membership or a role of theirs there
+    changes). Read by the clusters' access gateways through their heartbeats."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    revoked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="one_revocation_per_user")
+        ]
+        indexes = [models.Index(fields=["organization", "revoked_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.organization_id} before {self.revoked_at}"

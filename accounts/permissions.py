@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 
 # Permissions that apply to one project (checked against a Project, or an object in one).
 PROJECT_READ = frozenset({"project.view"})
+# "cluster.access": open a cluster's Ray Dashboard / Jupyter / Grafana and submit jobs
+# through its gateway (clusters/access.py). That runs code on the cluster: a write.
 PROJECT_WRITE = frozenset(
-    {"project.update", "cluster.create", "cluster.update", "compute_config.manage"}
-)
+    {"project.update", "cluster.create", "cluster.update", "cluster.access",
+     "compute_config.manage"}
+)  # fmt: skip
 PROJECT_ADMIN = frozenset({"project.delete", "project.manage_members"})
 PROJECT_PERMISSIONS = PROJECT_READ | PROJECT_WRITE | PROJECT_ADMIN
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
@@ -23,6 +24,7 @@ from console.api.pagination import PageParams, keyset_page, page_of
 from console.api.schema import Out
 
 from . import selectors
+from .access import cluster_address
 from .choices import ClusterState, NodeRole, NodeState
 from .forms import ClusterCreateForm
 from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
@@ -170,6 +172,14 @@ class LogParams(Schema):
     lines: int = Field(DEFAULT_LOG_LINES, ge=1, le=MAX_LOG_LINES)
 
 
+class AddressOut(Out):
+    job_address: str = Field(description="For `ray job submit --address`.")
+    dashboard_url: str
+    token: str = Field(description="For the cluster's gateway; at most an hour.")
+    expires_at: datetime
+    headers: dict[str, str] = Field(description="Send these with every request to the cluster.")
+
+
 class LogsOut(Out):
     node: str
     lines: list[str]
@@ -208,7 +218,7 @@ def image_out(image: ContainerImage) -> dict[str, Any]:
     }
 
 
-def cluster_rows(clusters: QuerySet[Cluster]) -> QuerySet[Cluster, dict[str, Any]]:
+def cluster_rows(clusters: QuerySet[Cluster]) -> Any:
     """Only what `cluster_out` shows, as dicts: lists build no model instances (the list
     is the API's busiest call)."""
     return clusters.values(
@@ -549,3 +559,20 @@ def cluster_logs(
                            code="conflict")  # fmt: skip
     lines = node.log_tail.splitlines()[-params.lines :]
     return {"node": str(node.uuid), "lines": lines}
+
+
+@router.get("/orgs/{org}/clusters/{id}/address", response=answers(AddressOut, 409),
+            tags=["clusters"])  # fmt: skip
+def cluster_address_endpoint(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    """Where to reach the running cluster with standard Ray tools, and a fresh token for
+    its gateway (audited): `ray job submit --address <job_address> --headers
+    '{"Authorization": "Bearer <token>"}' -- ...`. 409 while it is not running."""
+    organization = context.organization(request, org)
+    cluster = _cluster(request, organization, id, "cluster.access")
+    if cluster.state != ClusterState.RUNNING:
+        raise ApiError(409, f"The cluster is {cluster.state}, not running: it has no address.")
+    try:
+        address = cluster_address(context.actor(request), cluster)
+    except ValidationError as exc:  # running, but its head has not reported a gateway yet
+        raise ApiError(409, " ".join(exc.messages)) from exc
+    return {**address, "headers": {"Authorization": f"Bearer {address['token']}"}}

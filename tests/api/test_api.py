@@ -633,3 +633,49 @@ def test_the_reference_page_uses_only_vendored_assets() -> None:
             assert f"/static/{asset}" in page
     assert "/api/v1/openapi.json" in page
     assert "Content-Security-Policy" in response.headers
+
+
+# --- The address of a running cluster (clusters/access.py, from branch gateway) -------------
+
+
+def test_the_address_of_a_running_cluster_for_ray_job_submit(alpha: Tenant) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from clusters import access
+
+    cluster = ClusterFactory(project=alpha.project, cloud=alpha.cloud, state=ClusterState.RUNNING)
+    NodeFactory(
+        cluster=cluster,
+        state=NodeState.READY,
+        private_address="10.1.2.3",
+        ray_ports={"gcs": 6379, "dashboard": 8265, "gateway": 8266},
+    )
+    url = org_path(alpha, f"/clusters/{cluster.uuid}/address")
+    answer = as_role(alpha, OrgRole.MEMBER).get(url)
+    assert answer.status == 200, answer.body
+    body = answer.body
+    assert body["job_address"] == "http://10.1.2.3:8266"
+    assert body["dashboard_url"] == "http://10.1.2.3:8266/"
+    assert body["headers"] == {"Authorization": f"Bearer {body['token']}"}
+    key = load_pem_public_key(access.access_key(cluster).public_key.encode())
+    claims = jwt.decode(
+        body["token"],
+        key,
+        algorithms=["EdDSA"],  # type: ignore[arg-type]
+        audience=access.audience(cluster),
+    )
+    assert claims["sub"] == access.subject(alpha.member)
+    assert AuditEvent.objects.filter(verb="cluster.token", target_id=str(cluster.pk)).count() == 1
+    # Reaching a cluster runs code on it: not for viewers, nor read-only tokens.
+    assert_error(as_role(alpha, OrgRole.VIEWER).get(url), 403, "permission_denied")
+    assert_error(as_role(alpha, OrgRole.OWNER, read_only=True).get(url), 403, "permission_denied")
+    # Not running: a conflict, with no token handed out.
+    assert_error(
+        as_role(alpha, OrgRole.MEMBER, name="b").get(
+            org_path(alpha, f"/clusters/{alpha.cluster.uuid}/address")
+        ),
+        409,
+        "conflict",
+    )
+    assert AuditEvent.objects.filter(verb="cluster.token").count() == 1

@@ -32,8 +32,9 @@ KWARG_FILLERS: dict[str, Any] = {
     "token_id": lambda t: t.token.pk,
     "service_account_id": lambda t: t.service_account.pk,
     "kind": lambda t: "local",  # not an object: a choice in the URL
+    "app": lambda t: "dashboard",  # not an object: an app behind a cluster's gateway
 }
-NOT_OBJECTS = {"org_slug", "kind"}
+NOT_OBJECTS = {"org_slug", "kind", "app"}
 # APIs authenticated only by a token in the Authorization header, never by cookies.
 TOKEN_ONLY_PREFIXES = ("agent/v1/", "api/v1/")
 API_PREFIX = "api/v1/"

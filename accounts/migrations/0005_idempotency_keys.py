@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0003_api_tokens'),
+        ('accounts', '0004_access_revocation'),
     ]
 
     operations = [
