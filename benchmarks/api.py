@@ -22,7 +22,11 @@ Run by hand:  .venv/bin/python benchmarks/api.py [--clusters 10000] [--duration 
 
 The LAST line holds the figures:
   seq_p50_ms=... seq_p99_ms=... concurrent_rps=... concurrent_p50_ms=... concurrent_p99_ms=...
-  clusters=... errors=... queries_per_request=...
+  clusters=... errors=... queries_per_request=... web_cpu_ms=... pg_cpu_ms=... load_avg=...
+
+web_cpu_ms and pg_cpu_ms (CPU time of the gunicorn processes and of the database's
+backends, per request of the concurrent run) do not grow with other work on the
+machine the way latencies do; load_avg says how busy the machine was.
 
 Everything (the database, the Redis database, the processes, the temporary directory)
 is removed at the end, also on error or Ctrl-C.
@@ -53,11 +57,14 @@ from heartbeats import (
     REDIS_PORT,
     ROOT,
     Group,
+    backend_pids,
     claim_redis_db,
+    cpu_seconds,
     create_database,
     drop_database,
     flush_redis_db,
     free_port,
+    group_pids,
     log,
     wait_healthz,
 )
@@ -299,7 +306,15 @@ def main() -> int:
         clients = tmp / "clients.txt"
         clients.write_text("\n".join(all_tokens[1:]) + "\n")
         run_wrk("wrk-warmup", port, args.clients, args.warmup, tmp, clients, groups, env)
+        # CPU per request, which a busy machine does not inflate the way it does latency.
+        web_pids, pg_pids = group_pids(server.pid), backend_pids(dbname)
+        web_cpu0, pg_cpu0 = cpu_seconds(web_pids), cpu_seconds(pg_pids)
+        load = os.getloadavg()[0]
         run = run_wrk("wrk", port, args.clients, args.duration, tmp, clients, groups, env)
+        web_ms = 1000 * (cpu_seconds(web_pids) - web_cpu0) / max(1.0, run["requests"])
+        pg_ms = 1000 * (cpu_seconds(pg_pids) - pg_cpu0) / max(1.0, run["requests"])
+        log(f"CPU per request: web {web_ms:.2f} ms, PostgreSQL {pg_ms:.2f} ms; machine load "
+            f"average {load:.1f} on {os.cpu_count()} cores when the run started")  # fmt: skip
         errors = int(run["non200"] + run["socket_errors"])
         log(f"concurrent: {args.clients} clients for {run['duration_us'] / 1e6:.1f}s: "
             f"{run['requests']:.0f} requests = {run['rate']:.0f}/s; p50 "
@@ -315,6 +330,9 @@ def main() -> int:
             clusters=args.clusters,
             errors=errors,
             queries_per_request=queries,
+            web_cpu_ms=round(web_ms, 2),
+            pg_cpu_ms=round(pg_ms, 2),
+            load_avg=round(load, 1),
             goal_p50_ms=GOAL_P50_MS,
             goal_rps=GOAL_RPS,
             clients=args.clients,
