@@ -2,15 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml agent/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml agent/pyproject.toml cli/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 
 .PHONY: run test lint install clean
 
-$(STAMP): pyproject.toml $(wildcard agent/pyproject.toml)
+$(STAMP): pyproject.toml $(wildcard agent/pyproject.toml) $(wildcard cli/pyproject.toml)
 	$(PYTHON) -c 'import sys; sys.exit("Raydeck needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e ./agent
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./agent -e ./cli
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -26,7 +26,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy accounts console clouds clusters
+	$(BIN)/mypy accounts console clouds clusters cli/raydeck
 
 clean:
 	rm -rf $(VENV) var

@@ -120,6 +120,8 @@ class OrganizationQuerySet(models.QuerySet["Organization"]):
     def visible_to(self, user: User) -> Self:
         if not user.is_authenticated:
             return self.none()
+        if isinstance(user, ServiceAccount):
+            return self.filter(pk=user.organization_id) if user.is_active else self.none()
         return self.filter(memberships__user=user)
 
 
@@ -147,7 +149,12 @@ class Organization(models.Model):
 
 
 def member_org_ids(user: User, roles: frozenset[str] | None = None) -> models.QuerySet:
-    """Subquery of the organizations `user` belongs to (optionally with one of `roles`)."""
+    """Subquery of the organizations `user` belongs to (optionally with one of `roles`).
+    A ServiceAccount (acting through an API token) belongs to its one organization."""
+    if isinstance(user, ServiceAccount):
+        held = user.is_active and (roles is None or user.role in roles)
+        orgs = Organization.objects.filter(pk=user.organization_id if held else None)
+        return orgs.values("pk")
     memberships = Membership.objects.filter(user=user)
     if roles is not None:
         memberships = memberships.filter(role__in=roles)
@@ -197,7 +204,7 @@ class ProjectQuerySet(models.QuerySet["Project"]):
         """
         if not user.is_authenticated:
             return self.none()
-        mine = ProjectMembership.objects.filter(user=user).values("project_id")
+        mine = project_ids_of(user)
         if organization is not None:
             role = user.org_role(organization)
             if role is None:
@@ -208,6 +215,13 @@ class ProjectQuerySet(models.QuerySet["Project"]):
             Q(organization_id__in=member_org_ids(user, ORG_WIDE_ROLES))
             | Q(pk__in=mine, organization_id__in=member_org_ids(user))
         )
+
+
+def project_ids_of(user: User) -> models.QuerySet:
+    """Subquery of the projects `user` was added to (service accounts join none)."""
+    if isinstance(user, ServiceAccount):
+        return ProjectMembership.objects.none().values("project_id")
+    return ProjectMembership.objects.filter(user=user).values("project_id")
 
 
 class Project(models.Model):
@@ -400,7 +414,11 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
             if role is None:
                 return self.none()
             rows = self.filter(organization=organization)
-            return rows if role in roles_granting("token.manage_all") else rows.filter(user=user)
+            if role in roles_granting("token.manage_all"):
+                return rows
+            if isinstance(user, ServiceAccount):  # through its own token: its own tokens
+                return rows.filter(service_account=user)
+            return rows.filter(user=user)
         return self.filter(
             Q(organization_id__in=member_org_ids(user, roles_granting("token.manage_all")))
             | Q(user=user, organization_id__in=member_org_ids(user))
@@ -573,3 +591,45 @@ class AuditEvent(models.Model):
             "ip": self.ip,
             "user_agent": self.user_agent,
         }
+
+
+class IdempotencyKey(models.Model):
+    """The first successful answer to a create sent through the JSON API with an
+    `Idempotency-Key` header: a retry by the same token with the same key and body gets
+    this answer again instead of creating twice (see console/api/idempotency.py)."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of the method, path and body: the same key with another request is refused.
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response_body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["token", "key"], name="one_idempotency_key_per_token")
+        ]
+        indexes = [models.Index(fields=["token", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.token_id})"
+
+
+class AccessRevocation(models.Model):
+    """Credentials for an organization's resources that were issued to a person before
+    `revoked_at` no longer count (set when their membership or a role of theirs there
+    changes). Read by the clusters' access gateways through their heartbeats."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    revoked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="one_revocation_per_user")
+        ]
+        indexes = [models.Index(fields=["organization", "revoked_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.organization_id} before {self.revoked_at}"

@@ -24,13 +24,20 @@ if TYPE_CHECKING:
 
 # Permissions that apply to one project (checked against a Project, or an object in one).
 PROJECT_READ = frozenset({"project.view"})
+# "cluster.access": open a cluster's Ray Dashboard / Jupyter / Grafana and submit jobs
+# through its gateway (clusters/access.py). That runs code on the cluster: a write.
 PROJECT_WRITE = frozenset(
-    {"project.update", "cluster.create", "cluster.update", "compute_config.manage"}
-)
+    {"project.update", "cluster.create", "cluster.update", "cluster.access",
+     "compute_config.manage"}
+)  # fmt: skip
 PROJECT_ADMIN = frozenset({"project.delete", "project.manage_members"})
 PROJECT_PERMISSIONS = PROJECT_READ | PROJECT_WRITE | PROJECT_ADMIN
 
-ORG_READ = frozenset({"organization.view", "member.view", "project.list", "cloud.view"})
+# token.view: seeing tokens (one's own; everyone's with token.manage_all), never their
+# secrets: the JSON API lists them for tokens too, unlike the session-only writes below.
+ORG_READ = frozenset(
+    {"organization.view", "member.view", "project.list", "cloud.view", "token.view"}
+)
 # Everyone may keep API tokens for themselves: a token never holds more than its
 # person, so a viewer's token reads and nothing else (and is marked read-only).
 OWN_TOKENS = frozenset({"token.manage_own"})
@@ -96,6 +103,7 @@ READ_PERMISSIONS = frozenset(
         "project.view",
         "cloud.view",
         "audit.view",
+        "token.view",
     }
 )
 # Permissions no API token holds, only a signed-in person: a leaked token must not be

@@ -33,6 +33,7 @@ from .models import (
     User,
 )
 from .permissions import READ_ONLY_ORG_ROLES, require
+from .revocations import access_revoke
 from .tokens import (
     DEFAULT_TOKEN_DAYS,
     LAST_USED_RESOLUTION_SECONDS,
@@ -140,6 +141,7 @@ def membership_change_role(*, membership: Membership, role: str, actor: User) ->
     membership.full_clean()
     membership.save(update_fields=["role", "updated_at"])
     membership.user.forget_roles()
+    access_revoke(user=membership.user, organization=organization)
     audit(
         actor=actor, verb="member.role_change", target=membership, changes={"role": [before, role]}
     )
@@ -177,6 +179,7 @@ def membership_remove(*, membership: Membership, actor: User) -> None:
     )
     membership.delete()
     membership.user.forget_roles()
+    access_revoke(user=membership.user, organization=organization)
 
 
 # --- Invitations ---------------------------------------------------------------------
@@ -438,6 +441,7 @@ def project_member_change_role(
     if pm.role != role:
         before, pm.role = pm.role, role
         pm.save(update_fields=["role"])
+        access_revoke(user=pm.user, organization=pm.organization)
         audit(
             actor=actor,
             verb="project_member.role_change",
@@ -457,6 +461,7 @@ def project_member_remove(*, project_membership: ProjectMembership, actor: User)
         changes={"role": [project_membership.role, None]},
     )
     project_membership.delete()
+    access_revoke(user=project_membership.user, organization=project_membership.organization)
 
 
 # --- Users ---------------------------------------------------------------------------
@@ -482,6 +487,8 @@ def user_deactivate(*, user: User, actor: User) -> User:
         return user
     user.is_active = False
     user.save(update_fields=["is_active"])
+    for membership in user.memberships.select_related("organization"):
+        access_revoke(user=user, organization=membership.organization)
     audit(actor=actor, verb="user.deactivate", target=user, changes={"is_active": [True, False]})
     return user
 
@@ -668,10 +675,14 @@ def authenticate_token(secret: str, *, ip: str | None) -> TokenIdentity | None:
     """
     if not looks_like_token(secret):
         return None
-    token = (
-        ApiToken.objects.select_related("organization", "user", "service_account")
-        .filter(token_hash=hash_secret(secret))
-        .first()
+    # token_hash is unique: no ordering to compile or sort (this runs on every API call).
+    token = next(
+        iter(
+            ApiToken.objects.select_related("organization", "user", "service_account")
+            .filter(token_hash=hash_secret(secret))
+            .order_by()[:1]
+        ),
+        None,
     )
     if token is None or not token.is_active:
         return None

@@ -308,3 +308,19 @@ class ClusterEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step}: {self.message}"
+
+
+class ClusterAccessKey(models.Model):
+    """The key pair that signs a cluster's access tokens (clusters/access.py): the head's
+    gateway checks them with the public key; the private key is kept encrypted."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    cluster = models.OneToOneField(Cluster, on_delete=models.CASCADE, related_name="access_key")
+    public_key = models.TextField()  # PEM, SubjectPublicKeyInfo
+    private_key_encrypted = models.TextField()  # PEM, PKCS8, sealed by console/crypto.py
+    # Every token of this cluster issued before this time is refused ("revoke all").
+    not_before = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"access key of {self.cluster_id}"

@@ -19,6 +19,21 @@ org_urlpatterns = [
         name="cluster_restart",
     ),
     path(
+        "clusters/<int:cluster_id>/open/<slug:app>/",
+        views.ClusterOpenView.as_view(),
+        name="cluster_open",
+    ),
+    path(
+        "clusters/<int:cluster_id>/token/",
+        views.ClusterTokenView.as_view(),
+        name="cluster_token",
+    ),
+    path(
+        "clusters/<int:cluster_id>/revoke-access/",
+        views.ClusterRevokeAccessView.as_view(),
+        name="cluster_revoke_access",
+    ),
+    path(
         "clusters/<int:cluster_id>/nodes/<int:node_id>/log/",
         views.NodeLogView.as_view(),
         name="cluster_node_log",

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
@@ -19,7 +19,7 @@ from accounts.permissions import has_perm
 from console.types import AuthedRequest
 from console.views import OrgView, done, paginate
 
-from . import selectors
+from . import access, selectors
 from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState
 from .forms import ClusterCreateForm, ClusterFilterForm
 from .models import Cluster, Node
@@ -180,7 +180,15 @@ class ClusterDetailView(ClusterObjectView):
     def get(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
         cluster = self.cluster
         rows = selectors.node_rows(cluster)
+        can_access = has_perm(request.user, "cluster.access", cluster)
+        live_access = can_access and not cluster.is_final
+        job_address = access.gateway_address(cluster) if live_access else None
         context = {
+            "can_access": can_access,
+            "job_address": job_address,
+            "apps": [(name, access.APPS[name].label) for name in access.available_apps(cluster)]
+            if job_address
+            else [],
             "nodes": rows,
             "usage": selectors.cluster_usage(rows),
             "events": selectors.cluster_events(cluster),
@@ -250,3 +258,62 @@ class NodeLogView(ClusterObjectView):
         self, request: AuthedRequest, org_slug: str, cluster_id: int, node_id: int
     ) -> HttpResponse:
         return self.render(self.partial(self.template, "node-log"), {"node": self.node})
+
+
+class ClusterOpenView(ClusterObjectView):
+    """A "Ray Dashboard" / "Jupyter" / "Grafana" button: audit the opening, mint a
+    5-minute token and send the browser to the gateway with it. A POST, so no page
+    elsewhere can make someone's browser open it. The answer is a page that moves on at
+    once (meta refresh) rather than a 303: the console's CSP (form-action 'self') would
+    block a form's redirect to the gateway's origin."""
+
+    permission = "cluster.access"
+    http_method_names = ["post"]
+    template = "clusters/cluster_open.html"
+
+    def post(
+        self, request: AuthedRequest, org_slug: str, cluster_id: int, app: str
+    ) -> HttpResponse:
+        try:
+            url = access.open_app(user=request.user, cluster=self.cluster, app=app)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect(reverse("cluster_detail", args=[org_slug, self.cluster.pk]))
+        response = self.render(self.template, {"url": url, "app": access.APPS[app].label})
+        response["Referrer-Policy"] = "no-referrer"  # the token stays out of Referer headers
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ClusterTokenView(ClusterObjectView):
+    """A token for tools (`ray job submit`), shown once with the exact command."""
+
+    permission = "cluster.access"
+    http_method_names = ["post"]
+    template = "clusters/cluster_token.html"
+
+    def post(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        try:
+            address = access.cluster_address(request.user, self.cluster)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect(reverse("cluster_detail", args=[org_slug, self.cluster.pk]))
+        command = access.submit_command(address["job_address"], address["token"])
+        response = self.render(self.template, {"address": address, "command": command})
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ClusterRevokeAccessView(ClusterObjectView):
+    """Refuse every token and browser session of the cluster handed out until now."""
+
+    permission = "cluster.update"
+    http_method_names = ["post"]
+
+    def post(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        access.cluster_access_revoke_all(cluster=self.cluster, actor=request.user)
+        return done(
+            request,
+            reverse("cluster_detail", args=[org_slug, self.cluster.pk]),
+            "Every link and token handed out for this cluster so far stops working within seconds.",
+        )

@@ -19,6 +19,7 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("agent/v1/", include("clusters.agent_api")),
+    path("api/v1/", include("console.api.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include(user_urlpatterns)),
     path("o/<slug:org_slug>/", include(org_urlpatterns)),

@@ -7,13 +7,14 @@ handlers only set an event, so stopping always happens in the same, ordinary cod
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, state
+from . import __version__, apps, gateway, state
 from .api import (
     ApiError,
     ControlPlane,
@@ -35,7 +36,7 @@ from .logs import (
     node_log_sources,
     sink_for,
 )
-from .ray_process import Phase, RayProcess
+from .ray_process import Phase, RayProcess, ray_env
 from .usage import UsageSampler
 
 logger = logging.getLogger("raydeck_agent")
@@ -65,6 +66,7 @@ class Agent:
         self.client = client or ControlPlane(config.url)
         self.buffer = buffer or LogBuffer()
         self.stop_requested = threading.Event()
+        self.app_ports: dict[str, int] = {}
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_requested.is_set():
@@ -88,6 +90,7 @@ class Agent:
         if saved is not None:
             logger.info("resuming as %s node of cluster %s", saved.role, saved.cluster_id)
             return saved
+        self.app_ports = apps.plan(self.config.python, self.config.shared_machine)
         body = self._register_body()
         deadline = time.monotonic() + self.config.register_timeout
         delay = BACKOFF_FIRST
@@ -129,6 +132,7 @@ class Agent:
             except PermanentError as exc:
                 logger.error("%s", exc)
                 return EXIT_REFUSED
+            registration.app_ports = self.app_ports
             logger.info(
                 "registered as %s node of cluster %s (heartbeat every %g s)",
                 registration.role,
@@ -153,7 +157,14 @@ class Agent:
             "address": self.config.address,
             "hostname": self.config.hostname,
             "agent_version": __version__,
-            "ports": {name: self.config.ports[name] for name in PORT_NAMES},
+            "ports": {
+                **{
+                    name: self.config.ports[name]
+                    for name in PORT_NAMES
+                    if name in self.config.ports
+                },
+                **self.app_ports,
+            },
         }
 
 
@@ -180,12 +191,21 @@ class Node:
         self._sent_seq = -1  # LogBuffer.seq when a heartbeat last delivered the tail
         self._reported: tuple[str, str] | None = None  # (state, message) last heartbeated
         self._unreachable_since: float | None = None
+        self.gateway: gateway.Gateway | None = None
+        self.apps = apps.Apps(self.config.python, registration.app_ports,
+                              self.config.node_dir / "work", self.config.node_dir)  # fmt: skip
 
     def run(self) -> None:
         outcome = "crashed"
         try:
+            if self.ray.is_head:
+                started = self.apps.start(ray_env(self.config, os.environ))
+                self.gateway = gateway.start_for(self.config, self.registration, started)
             outcome = self._loop()
         finally:
+            if self.gateway is not None:
+                self.gateway.stop()
+            self.apps.stop()
             # Whatever happened (stop, removal, a bug), Ray must not outlive the agent.
             if outcome == "stop":
                 self.message = "stopping Ray"
@@ -277,6 +297,8 @@ class Node:
             self._sent_seq = seq
         logger.debug("heartbeat %s -> %s", body["state"], answer)
         self.interval = clamp_interval(answer.get("heartbeat_interval"), self.interval)
+        if self.gateway is not None:
+            self.gateway.policy.update(answer.get("access"))
         head_address = answer.get("head_address")
         if isinstance(head_address, str) and head_address and head_address != self.head_address:
             if self.head_address is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import __version__
@@ -138,6 +138,10 @@ class Registration:
     log_location: str | None = None
     # Optional; the agent defaults the object store to 30% of memory_mb.
     object_store_memory_mb: int | None = None
+    # Heads: the PEM public key the access gateway checks tokens with (gateway.py).
+    access_public_key: str | None = None
+    # {app: port} of the apps (apps.py) this node reported when it registered.
+    app_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_response(
@@ -159,6 +163,7 @@ class Registration:
             if not temp_dir.startswith("/"):
                 raise ValueError(f"temp_dir {temp_dir!r} is not an absolute path")
             osm = ray.get("object_store_memory_mb")
+            access: dict[str, Any] = data["access"] if isinstance(data.get("access"), dict) else {}
             return cls(
                 credential=credential,
                 cluster_id=str(data["cluster_id"]),
@@ -171,6 +176,7 @@ class Registration:
                 temp_dir=temp_dir,
                 log_location=str(data["log_location"]) if data.get("log_location") else None,
                 object_store_memory_mb=int(osm) if osm else None,
+                access_public_key=str(access["public_key"]) if access.get("public_key") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PermanentError(f"the register answer is malformed: {exc!r}") from None

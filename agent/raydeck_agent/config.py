@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# The order of RAYDECK_PORTS: the local driver hands out 8 ports in exactly this order.
+# The order of RAYDECK_PORTS: the local driver hands out 9 ports in exactly this order.
 PORT_NAMES = (
     "gcs",
     "dashboard",
@@ -22,7 +22,11 @@ PORT_NAMES = (
     "metrics",
     "runtime_env_agent",
     "client_server",
+    "gateway",
 )
+
+# The last names of PORT_NAMES, which nodes launched before they existed do without.
+OPTIONAL_PORTS = ("gateway",)
 
 # Without RAYDECK_PORTS (AWS/GCP: one node per machine) every node uses these fixed ports,
 # so the cloud's firewall rules between a cluster's nodes can name them. gcs, dashboard,
@@ -36,6 +40,8 @@ DEFAULT_PORTS: dict[str, int] = {
     "metrics": 6382,
     "runtime_env_agent": 6383,
     "client_server": 10001,
+    # The access gateway (gateway.py): the one port users reach, next to the dashboard's.
+    "gateway": 8266,
 }
 
 DEFAULT_REGISTER_TIMEOUT = 600.0  # give up registering after ~10 minutes
@@ -104,10 +110,11 @@ def parse_ports(raw: str) -> dict[str, int]:
         values = [int(p) for p in raw.split(",") if p.strip()]
     except ValueError:
         raise ConfigError(f"RAYDECK_PORTS must be comma-separated port numbers: {raw!r}") from None
-    if len(values) < len(PORT_NAMES):
+    required = len(PORT_NAMES) - len(OPTIONAL_PORTS)
+    if len(values) < required:
         raise ConfigError(
-            f"RAYDECK_PORTS needs {len(PORT_NAMES)} ports ({', '.join(PORT_NAMES)}), "
-            f"got {len(values)}: {raw!r}"
+            f"RAYDECK_PORTS needs {required} ports ({', '.join(PORT_NAMES[:required])}) and "
+            f"optionally {', '.join(OPTIONAL_PORTS)}, got {len(values)}: {raw!r}"
         )
     if any(not 0 < p < 65536 for p in values) or len(set(values)) != len(values):
         raise ConfigError(f"RAYDECK_PORTS must be distinct ports in 1-65535: {raw!r}")

@@ -59,7 +59,7 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 INSTANCE_PREFIX = "local-"
-PORT_COUNT = 8
+PORT_COUNT = 9  # agent/raydeck_agent/config.py PORT_NAMES
 RECORD_FILE = "instance.json"
 BOOT_SCRIPT_FILE = "boot.sh"
 BOOT_LOG_FILE = "boot.log"

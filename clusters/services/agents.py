@@ -39,6 +39,7 @@ from accounts.tokens import hash_secret, new_secret
 from clouds.providers.base import ray_temp_dir
 from clouds.providers.registry import log_location_for
 
+from ..access import heartbeat_access, registration_access
 from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from ..models import Cluster, Node
 from .events import record_event
@@ -137,7 +138,7 @@ def node_register(*, bootstrap_token: str, body: dict[str, Any]) -> Registration
 
 def registration_answer(registration: Registration) -> dict[str, Any]:
     node, cluster = registration.node, registration.cluster
-    return {
+    answer: dict[str, Any] = {
         "credential": registration.credential,
         "cluster_id": str(cluster.uuid),
         "node_id": str(node.uuid),
@@ -151,6 +152,9 @@ def registration_answer(registration: Registration) -> dict[str, Any]:
             "temp_dir": ray_temp_dir(node.uuid),  # on the node, not here
         },
     }
+    if node.role == NodeRole.HEAD:
+        answer["access"] = registration_access(cluster)  # the gateway's key
+    return answer
 
 
 # --- Who is heartbeating: the live-node table -------------------------------------------
@@ -437,11 +441,15 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
         if "resources" in fields:
             node.resources_total = ray.get("resources_total")
     stop = node.desired_state == DesiredState.TERMINATED or node.state in STOP_STATES
-    return {
+    answer: dict[str, Any] = {
         "action": "stop" if stop else "run",
         "head_address": node.head_address if node.role == NodeRole.WORKER else None,
         "heartbeat_interval": settings.RAYDECK_HEARTBEAT_SECONDS,
     }
+    if node.role == NodeRole.HEAD:
+        # Revocations for the gateway: within one heartbeat interval (5 s) of the change.
+        answer["access"] = heartbeat_access(node.cluster_id)
+    return answer
 
 
 def _apply_state(node: HeartbeatNode, reported: str, message: str) -> bool:

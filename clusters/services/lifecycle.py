@@ -13,6 +13,7 @@ from accounts.permissions import require
 from clouds.choices import LaunchAccess
 from clouds.models import Cloud
 
+from ..access import access_key
 from ..choices import ClusterState, DesiredState, EventLevel
 from ..models import Cluster, ComputeConfigVersion, ContainerImage
 from .defaults import default_compute_config, default_image
@@ -83,6 +84,7 @@ def cluster_create(
         raise ValidationError(
             {"name": f"A cluster named {cluster.name} is already live in {project.name}."}
         ) from exc
+    access_key(cluster)  # the key pair its gateway's tokens are signed with
     record_event(cluster, "queued", f"{actor.display_name} created the cluster.")
     audit(actor=actor, verb="cluster.create", target=cluster,
           changes={"name": [None, cluster.name], "cloud": [None, cloud.name]})  # fmt: skip

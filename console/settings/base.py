@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "console.api.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -196,6 +197,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": 60 * 60,
     },
 }
+
+# --- JSON API (/api/v1): requests per token per window, counted in the shared cache.
+RAYDECK_API_RATE_LIMIT = int(os.environ.get("RAYDECK_API_RATE_LIMIT", 1200))
+RAYDECK_API_RATE_WINDOW = int(os.environ.get("RAYDECK_API_RATE_WINDOW", 60))
 
 # --- Console behaviour.
 RAYDECK_INVITATION_DAYS = 7

@@ -30,6 +30,8 @@ ORG_MATRIX: dict[str, set[str]] = {
     "member.view": {O, A, M, V},
     "project.list": {O, A, M, V},
     "cloud.view": {O, A, M, V},
+    # Seeing tokens (one's own; everyone's with token.manage_all), never their secrets.
+    "token.view": {O, A, M, V},
     "project.create": {O, A, M},
     "organization.update": {O, A},
     "member.invite": {O, A},
@@ -59,7 +61,11 @@ PROJECT_MATRIX["project.view"] = _org_wide | {
     (V, "writer"),
     (V, "reader"),
 }
-for perm in ("project.update", "cluster.create", "cluster.update", "compute_config.manage"):
+# cluster.access runs code on the cluster (dashboard, jobs): writers and up, like a write.
+# compute_config.manage on a project: its writers; on the organization (org-wide
+# configs): owners and admins, through the project permissions their role holds.
+for perm in ("project.update", "cluster.create", "cluster.update", "cluster.access",
+             "compute_config.manage"):  # fmt: skip
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner"), (M, "writer")}
 for perm in ("project.delete", "project.manage_members"):
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner")}
@@ -99,6 +105,7 @@ READS = {
     "project.view",
     "cloud.view",
     "audit.view",
+    "token.view",
 }
 
 

@@ -4,6 +4,7 @@ state change on GET."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -31,15 +32,58 @@ KWARG_FILLERS: dict[str, Any] = {
     "token_id": lambda t: t.token.pk,
     "service_account_id": lambda t: t.service_account.pk,
     "kind": lambda t: "local",  # not an object: a choice in the URL
+    "app": lambda t: "dashboard",  # not an object: an app behind a cluster's gateway
 }
-NOT_OBJECTS = {"org_slug", "kind"}
+NOT_OBJECTS = {"org_slug", "kind", "app"}
 # APIs authenticated only by a token in the Authorization header, never by cookies.
-TOKEN_ONLY_PREFIXES = ("agent/v1/",)
+TOKEN_ONLY_PREFIXES = ("agent/v1/", "api/v1/")
+API_PREFIX = "api/v1/"
 # JSON endpoints for a client with no session (the CLI's sign-in hand-off): open to
 # anyone, they read no cookie, so a browser's cookies must change nothing about the answer.
 COOKIELESS_PREFIXES = ("cli/handoff",)
 # Routes outside organizations whose keywords are not objects of a tenant.
 PUBLIC_KWARGS = {"token", "filename"}
+
+
+# The JSON API names its URL keywords after the contract (docs/api.md): `org`, `project`,
+# and `id`, whose object depends on the collection it follows.
+API_ID_FILLERS: dict[str, Any] = {
+    "clouds": lambda t: t.cloud.pk,
+    "clusters": lambda t: t.cluster.uuid,
+    "compute-configs": lambda t: t.cluster.compute_config.config_id,
+    "tokens": lambda t: t.token.pk,
+}
+API_KWARG_FILLERS: dict[str, Any] = {
+    "org": lambda t: t.org.slug,
+    "project": lambda t: t.project.slug,
+}
+
+
+# Valid bodies for the API's creates, naming A's objects.
+API_BODIES: dict[str, Any] = {
+    "projects": lambda t: {"name": "pwned"},
+    "compute-configs": lambda t: {"name": "pwned", "cloud": str(t.cloud.pk)},
+    "clusters": lambda t: {"name": "pwned", "project": t.project.slug},
+    "tokens": lambda t: {"name": "pwned"},
+}
+
+
+def api_routes() -> list[Route]:
+    return [r for r in all_routes() if r.pattern.startswith(API_PREFIX)]
+
+
+def api_url_for(route: Route, owner: Tenant, url_org: Tenant | None = None) -> str:
+    """An API route filled with `owner`'s objects, under `url_org`'s slug if given."""
+    kwargs = {}
+    for key in route.kwargs:
+        if key == "id":
+            collection = route.pattern.split("/<id>")[0].rsplit("/", 1)[-1]
+            kwargs[key] = API_ID_FILLERS[collection](owner)
+        else:
+            kwargs[key] = API_KWARG_FILLERS[key](owner)
+    if url_org is not None:
+        kwargs["org"] = url_org.org.slug
+    return reverse(route.name, kwargs=kwargs)
 
 
 def url_for(route: Route, owner: Tenant, url_org: Tenant | None = None) -> str:
@@ -51,14 +95,75 @@ def url_for(route: Route, owner: Tenant, url_org: Tenant | None = None) -> str:
 
 
 def org_routes() -> list[Route]:
-    return [r for r in our_routes() if r.is_org_scoped]
+    """The console's organization pages (the API has its own walk below)."""
+    return [r for r in our_routes() if r.is_org_scoped and not r.pattern.startswith(API_PREFIX)]
 
 
 def test_every_url_keyword_has_a_fixture() -> None:
     for route in our_routes():
+        if route.pattern.startswith(API_PREFIX):
+            continue
         unknown = set(route.kwargs) - set(KWARG_FILLERS) - PUBLIC_KWARGS
         assert not unknown, f"{route.pattern}: add {unknown} to KWARG_FILLERS"
     assert len(org_routes()) >= 15  # the walk found the organization pages
+    for route in api_routes():
+        unknown = set(route.kwargs) - set(API_KWARG_FILLERS) - {"id"}
+        assert not unknown, f"{route.pattern}: add {unknown} to API_KWARG_FILLERS"
+        if "id" in route.kwargs:
+            collection = route.pattern.split("/<id>")[0].rsplit("/", 1)[-1]
+            assert collection in API_ID_FILLERS, f"{route.pattern}: add {collection}"
+    assert len([r for r in api_routes() if "org" in r.kwargs]) >= 15
+
+
+def _api_methods(route: Route) -> list[str]:
+    """The methods the API route answers, from the OpenAPI document."""
+    from console.api.urls import api
+
+    schema = api.get_openapi_schema(path_prefix="/api/v1/")
+    path = "/" + route.pattern.replace("<", "{").replace(">", "}")
+    operations = schema["paths"].get(path, {})
+    return [m for m in ("get", "post", "delete") if m in operations]
+
+
+@pytest.mark.parametrize("role", [OrgRole.OWNER, OrgRole.MEMBER])
+def test_another_organizations_api_objects_are_404(
+    tenant_a: Tenant, tenant_b: Tenant, role: str
+) -> None:
+    """B's tokens probe every API endpoint with A's objects: under A's slug, and with A's
+    object ids under B's own slug. Every method is a 404 with the API's error shape, and
+    no answer names A's objects."""
+    from accounts import services
+
+    _, secret = services.token_create(
+        organization=tenant_b.org, actor=tenant_b.users[role], name="probe", days=1,
+        read_only=False,
+    )  # fmt: skip
+    client = Client(headers={"Authorization": f"Bearer {secret}"})
+    leaks, not_found, probed = [], [], 0
+    for route in api_routes():
+        if "org" not in route.kwargs:
+            continue
+        urls = [api_url_for(route, tenant_a)]
+        if set(route.kwargs) - {"org"}:
+            urls.append(api_url_for(route, tenant_a, url_org=tenant_b))
+        for url in urls:
+            for method in _api_methods(route):
+                if method == "get":
+                    response = client.get(url)
+                else:  # a valid body, so only the organization can be what is refused
+                    body = API_BODIES.get(route.pattern.rsplit("/", 1)[-1], lambda t: {})
+                    response = getattr(client, method)(
+                        url, data=json.dumps(body(tenant_a)), content_type="application/json"
+                    )
+                probed += 1
+                body = response.content.decode()
+                if response.status_code != 404 or '"not_found"' not in body:
+                    not_found.append((method, url, response.status_code))
+                if tenant_a.org.slug in body.replace(url, "") or str(tenant_a.cluster.uuid) in body:
+                    leaks.append((method, url))
+    assert probed > 30
+    assert not_found == []
+    assert leaks == []
 
 
 @pytest.mark.parametrize("method", ["get", "post"])

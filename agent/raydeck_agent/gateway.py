@@ -1,0 +1,432 @@
+"""The access gateway on the head node: one port in front of the Ray Dashboard (which
+also serves Ray's job API) and, when the image has them, JupyterLab and Grafana.
+
+Only tokens the control plane signed for this cluster get through. They are checked
+here, offline, with the cluster's public key (Ed25519, "EdDSA" is the only algorithm
+accepted), so no request waits on the control plane. A token comes as
+`Authorization: Bearer …`, or once as `?token=…` on a browser link: the gateway then
+sets a cookie for this cluster (named after it, since clusters of the local cloud share
+a host) and redirects to the same URL without the token. The cookie holds a session
+signed with a key this process made up at start, bound to the token's user and issue
+time, so revocations apply to it as to the token.
+
+Revocations come with the heartbeat answers (AccessPolicy.update): tokens (and the
+sessions made from them) issued to a user before that user's revocation time, or to
+anyone before the cluster's own not-before time, are refused from then on.
+
+Runs its own asyncio loop (aiohttp, which Ray's dashboard brings) in a daemon thread;
+the agent's thread only starts and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+logger = logging.getLogger("raydeck_agent")
+
+ALGORITHMS = ["EdDSA"]  # fixed: never taken from the token's header
+LEEWAY_SECONDS = 10  # clock skew between the control plane and this node
+MAX_TOKEN_SECONDS = 3600 + 60  # no token the control plane signs lives longer
+SESSION_SECONDS = 3600  # a browser session made from a link token
+TOKEN_PARAM = "token"  # noqa: S105 - the name of the query parameter
+COOKIE_PREFIX = "raydeck_gw_"
+# Where each app is reached through the gateway; the dashboard takes everything else.
+APP_PREFIXES = {"jupyter": "/jupyter", "grafana": "/grafana"}
+# Never forwarded either way (RFC 9110 7.6.1), plus what the gateway itself consumes.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_read=None)
+
+
+class Refused(Exception):
+    """The request carries no acceptable token or session; the text says why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    sub: str
+    issued_at: float
+    expires_at: float
+
+
+@dataclass
+class AccessPolicy:
+    """What the gateway knows: the cluster's public key and audience (from the
+    registration) and the revocations (from the latest heartbeat answer). The
+    heartbeat thread replaces `revoked`/`not_before` whole; the gateway only reads."""
+
+    cluster_id: str
+    public_key: Ed25519PublicKey
+    revoked: Mapping[str, float] = field(default_factory=dict)  # sub -> issued before = refused
+    not_before: float = 0.0  # any token issued before this is refused
+
+    @classmethod
+    def from_pem(cls, cluster_id: str, pem: str) -> AccessPolicy:
+        key = load_pem_public_key(pem.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("the cluster's access key is not an Ed25519 public key")
+        return cls(cluster_id=cluster_id, public_key=key)
+
+    @property
+    def audience(self) -> str:
+        return f"raydeck-cluster:{self.cluster_id}"
+
+    def update(self, answer: Any) -> None:
+        """Apply the "access" part of a heartbeat answer; ignore anything malformed."""
+        if not isinstance(answer, dict):
+            return
+        revoked = answer.get("revoked")
+        if isinstance(revoked, dict):
+            self.revoked = {
+                str(sub): float(before)
+                for sub, before in revoked.items()
+                if isinstance(before, (int, float))
+            }
+        not_before = answer.get("not_before")
+        if isinstance(not_before, (int, float)):
+            self.not_before = float(not_before)
+
+    def verify(self, token: str) -> tuple[Identity, str]:
+        """(who, jti) for a valid token of this cluster; Refused for anything else."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.public_key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "sub", "aud", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Refused("the token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise Refused("the token is for another cluster") from None
+        except jwt.PyJWTError as exc:
+            raise Refused(f"the token is not valid ({type(exc).__name__})") from None
+        issued, expires = float(claims["iat"]), float(claims["exp"])
+        if expires - issued > MAX_TOKEN_SECONDS:
+            raise Refused("the token lives longer than any token Raydeck issues")
+        identity = Identity(sub=str(claims["sub"]), issued_at=issued, expires_at=expires)
+        self.check(identity)
+        return identity, str(claims["jti"])
+
+    def check(self, identity: Identity) -> None:
+        """Refused when a revocation covers this identity."""
+        if identity.issued_at < self.not_before:
+            raise Refused("access to this cluster was revoked")
+        before = self.revoked.get(identity.sub)
+        if before is not None and identity.issued_at < before:
+            raise Refused("your access to this cluster was revoked")
+
+
+class Sessions:
+    """Browser sessions in a cookie: sub, issue time of the token it came from, expiry,
+    signed with a key that lives as long as this process."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def _mac(self, payload: bytes) -> str:
+        digest = hmac.new(self._key, payload, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def make(self, identity: Identity, now: float) -> tuple[str, int]:
+        expires = now + SESSION_SECONDS
+        payload = json.dumps([identity.sub, identity.issued_at, expires]).encode()
+        value = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        return f"{value}.{self._mac(payload)}", SESSION_SECONDS
+
+    def read(self, cookie: str, now: float) -> Identity:
+        value, _, mac = cookie.partition(".")
+        try:
+            payload = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except ValueError:
+            raise Refused("the session cookie is malformed") from None
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            raise Refused("the session cookie is not valid (the gateway may have restarted)")
+        sub, issued, expires = json.loads(payload)
+        if now >= expires:
+            raise Refused("the session has expired")
+        return Identity(sub=str(sub), issued_at=float(issued), expires_at=float(expires))
+
+
+class Gateway:
+    """The gateway server. `upstreams` maps app names ("dashboard", "jupyter",
+    "grafana") to local ports; `policy` may be replaced or updated at any time."""
+
+    def __init__(
+        self, *, host: str, port: int, policy: AccessPolicy, upstreams: dict[str, int]
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.policy = policy
+        self.upstreams = dict(upstreams)
+        self.sessions = Sessions()
+        self.cookie_name = COOKIE_PREFIX + policy.cluster_id.replace("-", "")
+        self._used_link_tokens: dict[str, float] = {}  # jti -> exp: links work once
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- life -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread = threading.Thread(target=self._run, name="raydeck-gateway", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError("the access gateway did not start in time")
+        if self._error is not None:
+            raise RuntimeError(f"the access gateway could not start: {self._error}")
+        logger.info("access gateway listening on %s:%d", self.host, self.port)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
+        thread.join(timeout)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=1 << 40)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self._client = aiohttp.ClientSession(
+            timeout=UPSTREAM_TIMEOUT, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
+        asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        now = time.time()
+        link_token = request.query.get(TOKEN_PARAM)
+        try:
+            identity = self.authenticate(request, now)
+        except Refused as exc:
+            return self.refuse(str(exc))
+        if link_token and request.method in ("GET", "HEAD"):
+            # A browser link: keep a session in a cookie, and drop the token from the URL.
+            query = [(k, v) for k, v in request.query.items() if k != TOKEN_PARAM]
+            clean = request.path + (f"?{urlencode(query)}" if query else "")
+            response = web.Response(status=303, headers={"Location": clean})
+            value, max_age = self.sessions.make(identity, now)
+            response.set_cookie(self.cookie_name, value, max_age=max_age, path="/",
+                                httponly=True, samesite="Lax")  # fmt: skip
+            response.headers["Referrer-Policy"] = "no-referrer"
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        app, port = self.route(request.path)
+        if port is None:
+            return web.Response(status=404, text=f"{app} is not available on this cluster.\n")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self.proxy_websocket(request, port)
+        return await self.proxy(request, port)
+
+    def authenticate(self, request: web.Request, now: float) -> Identity:
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and bearer.strip():
+            return self.policy.verify(bearer.strip())[0]
+        link_token = request.query.get(TOKEN_PARAM)
+        if link_token:
+            identity, jti = self.policy.verify(link_token)
+            self._spend_link_token(jti, identity.expires_at, now)
+            return identity
+        cookie = request.cookies.get(self.cookie_name)
+        if cookie:
+            identity = self.sessions.read(cookie, now)
+            self.policy.check(identity)
+            return identity
+        raise Refused("send a token: Authorization: Bearer <token>")
+
+    def _spend_link_token(self, jti: str, expires: float, now: float) -> None:
+        for old in [k for k, exp in self._used_link_tokens.items() if exp + LEEWAY_SECONDS < now]:
+            del self._used_link_tokens[old]
+        if jti in self._used_link_tokens:
+            raise Refused("this link was already used; open the cluster from Raydeck again")
+        self._used_link_tokens[jti] = expires
+
+    def refuse(self, reason: str) -> web.Response:
+        body = {"error": {"code": "unauthenticated", "message": f"Raydeck gateway: {reason}."}}
+        return web.json_response(
+            body, status=401, headers={"WWW-Authenticate": 'Bearer realm="raydeck"'}
+        )
+
+    def route(self, path: str) -> tuple[str, int | None]:
+        for app, prefix in APP_PREFIXES.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return app, self.upstreams.get(app)
+        return "dashboard", self.upstreams.get("dashboard")
+
+    def upstream_headers(self, request: web.Request) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers.pop("Authorization", None)  # the token is for the gateway, not the app
+        cookies = [
+            part
+            for part in request.headers.get("Cookie", "").split(";")
+            if part.strip() and not part.strip().startswith(COOKIE_PREFIX)
+        ]
+        headers.pop("Cookie", None)
+        if cookies:
+            headers["Cookie"] = ";".join(cookies).strip()
+        # Host stays the browser's: apps that check Origin against it (Jupyter) see the
+        # address the user reached.
+        return headers
+
+    def _upstream_url(self, request: web.Request, port: int) -> str:
+        query = [(k, v) for k, v in request.query.items() if k != TOKEN_PARAM]
+        return f"http://127.0.0.1:{port}{request.path}" + (f"?{urlencode(query)}" if query else "")
+
+    def _ready_client(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            raise RuntimeError("the gateway is not started")
+        return self._client
+
+    async def proxy(self, request: web.Request, port: int) -> web.StreamResponse:
+        client = self._ready_client()
+        data = request.content if request.can_read_body else None
+        try:
+            upstream = await client.request(
+                request.method,
+                self._upstream_url(request, port),
+                headers=self.upstream_headers(request),
+                data=data,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return web.Response(status=502, text=f"The app behind the gateway is not up: {exc}\n")
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in HOP_BY_HOP:
+                    response.headers.add(name, value)
+            if upstream.headers.get("Content-Length"):
+                response.content_length = int(upstream.headers["Content-Length"])
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    async def proxy_websocket(self, request: web.Request, port: int) -> web.StreamResponse:
+        client = self._ready_client()
+        headers = self.upstream_headers(request)
+        for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
+            headers.pop(name, None)
+        try:
+            upstream = await client.ws_connect(
+                self._upstream_url(request, port).replace("http://", "ws://", 1), headers=headers
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return web.Response(status=502, text=f"The app behind the gateway is not up: {exc}\n")
+        downstream = web.WebSocketResponse()
+        await downstream.prepare(request)
+
+        async def pump(source: Any, sink: Any) -> None:
+            async for message in source:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    await sink.send_str(message.data)
+                elif message.type == aiohttp.WSMsgType.BINARY:
+                    await sink.send_bytes(message.data)
+                else:
+                    break
+
+        tasks = [asyncio.ensure_future(pump(upstream, downstream)),
+                 asyncio.ensure_future(pump(downstream, upstream))]  # fmt: skip
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.close()
+            await downstream.close()
+        return downstream
+
+
+def bind_host(shared_machine: bool, address: str) -> str:
+    """The local cloud shares one machine: listen on the node's (loopback) address only.
+    A cloud head listens on every interface so users reach it from their laptops."""
+    return address if shared_machine else os.environ.get("RAYDECK_GATEWAY_HOST", "0.0.0.0")  # noqa: S104
+
+
+def start_for(config: Any, registration: Any, apps: Mapping[str, int]) -> Gateway | None:
+    """The running gateway of a head node, or None: workers have none, nor do heads
+    registered without an access key or a gateway port (launched before gateways)."""
+    if registration.role != "head":
+        return None
+    port = config.ports.get("gateway")
+    if not port or not registration.access_public_key:
+        logger.warning("no access gateway: the registration has no access key or no port")
+        return None
+    try:
+        policy = AccessPolicy.from_pem(registration.cluster_id, registration.access_public_key)
+        gateway = Gateway(
+            host=bind_host(config.shared_machine, config.address),
+            port=port,
+            policy=policy,
+            upstreams={"dashboard": config.ports["dashboard"], **apps},
+        )
+        gateway.start()
+    except (ValueError, RuntimeError, OSError) as exc:
+        # Ray still runs; users just cannot reach it from outside. Say so in the logs.
+        logger.error("the access gateway did not start: %s", exc)
+        return None
+    return gateway

@@ -1,0 +1,64 @@
+"""Signing the CLI in: the browser hand-off, or a token the person pastes.
+
+The hand-off (accounts/views.py on the server): `POST /cli/handoff` answers a one-time
+`code`, a `poll_token` only this process knows and the `verify_url` page where the
+person, signed in to the console, checks the code and picks the organization. The CLI
+polls `POST /cli/handoff/poll` until the server hands the new token over, once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import ApiError, LoginFailed, WaitTimeout
+from .transport import Transport
+
+
+@dataclass(frozen=True)
+class Handoff:
+    code: str
+    poll_token: str
+    verify_url: str  # absolute
+    expires_in: float
+    interval: float
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str
+    org: str
+
+
+def start_handoff(url: str) -> Handoff:
+    answer = Transport(url).request("POST", "/cli/handoff")
+    return Handoff(
+        code=answer["code"],
+        poll_token=answer["poll_token"],
+        verify_url=url + answer["verify_url"],
+        expires_in=float(answer.get("expires_in") or 600),
+        interval=max(1.0, float(answer.get("interval") or 2)),
+    )
+
+
+def wait_for_handoff(
+    url: str, handoff: Handoff, *, sleep: Callable[[float], None] = time.sleep
+) -> Credentials:
+    """Poll until the person confirms in the browser; LoginFailed if they deny it or
+    it expires, WaitTimeout if the server's own deadline passes first."""
+    transport = Transport(url)
+    deadline = time.monotonic() + handoff.expires_in + 30
+    while time.monotonic() < deadline:
+        try:
+            answer = transport.request(
+                "POST", "/cli/handoff/poll", body={"poll_token": handoff.poll_token}
+            )
+        except ApiError as exc:
+            if exc.status in (404, 410):
+                raise LoginFailed(exc.message) from exc
+            raise
+        if answer and answer.get("token"):
+            return Credentials(token=answer["token"], org=answer["organization"])
+        sleep(handoff.interval)
+    raise WaitTimeout("Nobody confirmed the sign-in in time; run `raydeck login` again.")

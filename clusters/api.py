@@ -1,0 +1,578 @@
+"""JSON API of the clusters app: compute configs, images, clusters and their events,
+nodes and logs. Input is checked by the console's own form (ClusterCreateForm) and
+written by the same services (clusters/services/), scoped by `visible_to`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.urls import reverse
+from ninja import Field, Query, Router, Schema
+from ninja.decorators import decorate_view
+from ninja.responses import Status
+
+from accounts.models import Organization, Project
+from clouds.models import Cloud
+from console.api import context
+from console.api.errors import ApiError, answers, form_invalid, invalid, not_found
+from console.api.idempotency import idempotent
+from console.api.pagination import PageParams, keyset_page, page_of
+from console.api.schema import Out
+
+from . import selectors
+from .access import cluster_address
+from .choices import ClusterState, NodeRole, NodeState
+from .forms import ClusterCreateForm
+from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
+from .services.configs import compute_config_create
+from .services.lifecycle import cluster_create, cluster_terminate
+
+router = Router()
+
+DEFAULT_LOG_LINES = 200
+MAX_LOG_LINES = 5000
+
+
+# --- Schemas -------------------------------------------------------------------------------
+
+
+class HeadSpec(Schema):
+    instance_type: str = Field("", max_length=64)
+    cpus: float = Field(1, gt=0, le=1024)
+    memory_mb: int = Field(2048, gt=0, le=16 * 1024 * 1024)
+
+
+class WorkerGroupSpec(Schema):
+    name: str = Field(min_length=1, max_length=64)
+    instance_type: str = Field("", max_length=64)
+    cpus: float = Field(1, gt=0, le=1024)
+    memory_mb: int = Field(1024, gt=0, le=16 * 1024 * 1024)
+    min: int = Field(0, ge=0, le=1000)
+    max: int = Field(0, ge=0, le=1000)
+    spot: bool = False
+
+
+class ComputeConfigIn(Schema):
+    name: str = Field(min_length=1, max_length=100)
+    project: str | None = Field(None, description="A project's slug; absent: organization-wide.")
+    cloud: str = Field(description="The cloud's id.")
+    region: str = Field("", max_length=64)
+    zone: str = Field("", max_length=64)
+    head: HeadSpec = HeadSpec(instance_type="", cpus=1, memory_mb=2048)
+    worker_groups: list[WorkerGroupSpec] = Field(default_factory=list, max_length=20)
+    idle_timeout_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    max_uptime_minutes: int | None = Field(None, ge=1, le=365 * 24 * 60)
+
+
+class ComputeConfigOut(Out):
+    id: str
+    name: str
+    project: str | None
+    version: int
+    cloud: str
+    region: str
+    zone: str
+    head: HeadSpec
+    worker_groups: list[WorkerGroupSpec]
+    idle_timeout_minutes: int
+    max_uptime_minutes: int | None
+    created_at: datetime
+
+
+class ComputeConfigFilters(PageParams):
+    project: str = Field("", description="Only this project's configs (slug).")
+
+
+class ImageOut(Out):
+    id: str
+    name: str
+    image_uri: str = Field(description="Empty for a Python environment of the local cloud.")
+    ray_version: str
+
+
+class ClusterIn(Schema):
+    name: str = Field(min_length=1, max_length=100)
+    project: str = Field(description="The project's slug.")
+    cloud: str | None = Field(
+        None, description="The cloud's id; absent: the only cloud the project may use."
+    )
+    compute_config: str | None = Field(
+        None, description="A compute config's id (its latest version); absent: the default."
+    )
+    image: str | None = Field(None, description="An image's id; absent: Raydeck's default.")
+
+
+class ClusterOut(Out):
+    id: str
+    name: str
+    project: str
+    cloud: str
+    compute_config: str
+    compute_config_version: int
+    image: str
+    desired_state: str
+    state: str
+    state_reason: str
+    head_address: str
+    created_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    terminated_at: datetime | None
+    url: str
+
+
+class ClusterFilters(PageParams):
+    project: str = Field("", description="A project's slug.")
+    state: ClusterState | None = Field(None, description="One observed state.")
+    cloud: str = Field("", description="A cloud's id.")
+
+
+class EventOut(Out):
+    id: str
+    at: datetime
+    level: str
+    step: str
+    message: str
+    duration_ms: int | None
+    node: str | None
+
+
+class EventFilters(PageParams):
+    after: int | None = Field(
+        None, ge=0, description="Only events after this event id (for following a cluster)."
+    )
+
+
+class NodeOut(Out):
+    id: str
+    role: str
+    group: str
+    state: str
+    state_reason: str
+    instance_type: str
+    cpus: float
+    memory_mb: int
+    private_address: str
+    resources: dict[str, Any]
+    usage: dict[str, Any]
+    last_heartbeat_at: datetime | None
+
+
+class NodeList(Out):
+    items: list[NodeOut]
+    next_cursor: str | None = Field(None, description="Always null: live nodes come first.")
+
+
+class LogParams(Schema):
+    node: str | None = Field(None, description="A node's id; absent: the head node.")
+    lines: int = Field(DEFAULT_LOG_LINES, ge=1, le=MAX_LOG_LINES)
+
+
+class AddressOut(Out):
+    job_address: str = Field(description="For `ray job submit --address`.")
+    dashboard_url: str
+    token: str = Field(description="For the cluster's gateway; at most an hour.")
+    expires_at: datetime
+    headers: dict[str, str] = Field(description="Send these with every request to the cluster.")
+
+
+class LogsOut(Out):
+    node: str
+    lines: list[str]
+
+
+# --- Shapes --------------------------------------------------------------------------------
+
+
+def config_out(config: ComputeConfig, version: ComputeConfigVersion) -> dict[str, Any]:
+    return {
+        "id": str(config.pk),
+        "name": config.name,
+        "project": config.project.slug if config.project_id else None,  # type: ignore[union-attr]
+        "version": version.number,
+        "cloud": str(version.cloud_id),
+        "region": version.region,
+        "zone": version.zone,
+        "head": {
+            "instance_type": version.head_instance_type,
+            "cpus": version.head_cpus,
+            "memory_mb": version.head_memory_mb,
+        },
+        "worker_groups": version.worker_groups,
+        "idle_timeout_minutes": version.idle_timeout_minutes,
+        "max_uptime_minutes": version.max_uptime_minutes,
+        "created_at": config.created_at,
+    }
+
+
+def image_out(image: ContainerImage) -> dict[str, Any]:
+    return {
+        "id": str(image.pk),
+        "name": image.name,
+        "image_uri": image.image_uri,
+        "ray_version": image.ray_version,
+    }
+
+
+def cluster_rows(clusters: QuerySet[Cluster]) -> Any:
+    """Only what `cluster_out` shows, as dicts: lists build no model instances (the list
+    is the API's busiest call)."""
+    return clusters.values(
+        "pk", "uuid", "name", "cloud_id", "image_id", "desired_state", "state",
+        "state_reason", "head_address", "created_at", "started_at", "terminated_at",
+        project_slug=F("project__slug"),
+        config_id=F("compute_config__config_id"),
+        config_number=F("compute_config__number"),
+        creator=F("created_by__email"),
+    )  # fmt: skip
+
+
+class ClusterUrls:
+    """Console links of one organization's clusters, reversed once per request."""
+
+    def __init__(self, org: Organization) -> None:
+        marker = 999_999_999
+        url = context.console_url(reverse("cluster_detail", args=[org.slug, marker]))
+        self.before, self.after = url.split(str(marker))
+
+    def __call__(self, pk: int) -> str:
+        return f"{self.before}{pk}{self.after}"
+
+
+def cluster_out(row: dict[str, Any], urls: ClusterUrls) -> dict[str, Any]:
+    return {
+        "id": str(row["uuid"]),
+        "name": row["name"],
+        "project": row["project_slug"],
+        "cloud": str(row["cloud_id"]),
+        "compute_config": str(row["config_id"]),
+        "compute_config_version": row["config_number"],
+        "image": str(row["image_id"]),
+        "desired_state": row["desired_state"],
+        "state": row["state"],
+        "state_reason": row["state_reason"],
+        "head_address": row["head_address"],
+        "created_by": row["creator"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "terminated_at": row["terminated_at"],
+        "url": urls(row["pk"]),
+    }
+
+
+def one_cluster_out(request: HttpRequest, org: Organization, cluster: Cluster) -> dict[str, Any]:
+    row = cluster_rows(Cluster.objects.filter(pk=cluster.pk)).get()
+    return cluster_out(row, ClusterUrls(org))
+
+
+def _clusters(request: HttpRequest, org: Organization) -> Any:
+    return Cluster.objects.visible_to(context.viewer(request), org).select_related("project")
+
+
+def _cluster(request: HttpRequest, org: Organization, id: str, perm: str) -> Cluster:
+    """The cluster `id` of `org` the token sees (404 otherwise), after checking `perm`."""
+    cluster = _clusters(request, org).filter(uuid=context.uuid_id(id)).first()
+    if cluster is None:
+        raise not_found("cluster")
+    context.require(request, perm, cluster)
+    return cluster
+
+
+def _visible_project(request: HttpRequest, org: Organization, slug: str) -> Project | None:
+    return Project.objects.visible_to(context.viewer(request), org).filter(slug=slug).first()
+
+
+# --- Compute configs and images --------------------------------------------------------------
+
+
+@router.get("/orgs/{org}/compute-configs", response=answers(page_of(ComputeConfigOut)),
+            tags=["compute configs"])  # fmt: skip
+def compute_config_list(
+    request: HttpRequest, org: str, page: Query[ComputeConfigFilters]
+) -> dict[str, Any]:
+    """Compute configs with their latest version inlined (two queries a page)."""
+    organization = context.organization(request, org)
+    context.require(request, "project.list", organization)
+    latest = ComputeConfigVersion.objects.filter(config=OuterRef("pk")).order_by("-number")
+    configs = (
+        ComputeConfig.objects.visible_to(context.viewer(request), organization)
+        .select_related("project")
+        .annotate(latest_id=Subquery(latest.values("pk")[:1]))
+    )
+    if page.project:
+        configs = configs.filter(project__slug=page.project)
+    items, cursor = keyset_page(configs, page, ["name", "pk"])
+    versions = ComputeConfigVersion.objects.in_bulk([c.latest_id for c in items if c.latest_id])
+    return {
+        "items": [config_out(c, versions[c.latest_id]) for c in items if c.latest_id in versions],
+        "next_cursor": cursor,
+    }
+
+
+@router.post("/orgs/{org}/compute-configs", response=answers({201: ComputeConfigOut}),
+             tags=["compute configs"])  # fmt: skip
+@decorate_view(idempotent)
+def compute_config_create_endpoint(request: HttpRequest, org: str, body: ComputeConfigIn) -> Status:
+    organization = context.organization(request, org)
+    project = None
+    if body.project:
+        project = _visible_project(request, organization, body.project)
+        if project is None:
+            raise invalid("project", f"No project “{body.project}” here.")
+    cloud = (
+        Cloud.objects.visible_to(context.viewer(request))
+        .filter(organization=organization, pk=context.int_id(body.cloud))
+        .first()
+    )
+    if cloud is None:
+        raise invalid("cloud", f"No cloud with id “{body.cloud}” here.")
+    context.require(request, "compute_config.manage", project or organization)
+    config = compute_config_create(
+        organization=organization,
+        project=project,
+        actor=context.actor(request),
+        name=body.name,
+        cloud=cloud,
+        region=body.region,
+        zone=body.zone,
+        head_instance_type=body.head.instance_type,
+        head_cpus=body.head.cpus,
+        head_memory_mb=body.head.memory_mb,
+        worker_groups=[g.dict() for g in body.worker_groups],
+        idle_timeout_minutes=body.idle_timeout_minutes,
+        max_uptime_minutes=body.max_uptime_minutes,
+    )
+    return Status(201, config_out(config, config.latest))
+
+
+@router.get("/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut),
+            tags=["compute configs"])  # fmt: skip
+def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    organization = context.organization(request, org)
+    config = (
+        ComputeConfig.objects.visible_to(context.viewer(request), organization)
+        .select_related("project")
+        .filter(pk=context.int_id(id))
+        .first()
+    )
+    version = config.latest if config is not None else None
+    if config is None or version is None:
+        raise not_found("compute config")
+    context.require(request, "project.list", organization)
+    return config_out(config, version)
+
+
+@router.get("/orgs/{org}/images", response=answers(page_of(ImageOut)), tags=["images"])
+def image_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[str, Any]:
+    """The organization's images and Raydeck's built-in ones."""
+    organization = context.organization(request, org)
+    context.require(request, "project.list", organization)
+    images = selectors.images_for_cluster_create(organization=organization)
+    items, cursor = keyset_page(images, page, ["name", "pk"])
+    return {"items": [image_out(i) for i in items], "next_cursor": cursor}
+
+
+# --- Clusters --------------------------------------------------------------------------------
+
+
+@router.get("/orgs/{org}/clusters", response=answers(page_of(ClusterOut)), tags=["clusters"])
+def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) -> dict[str, Any]:
+    """Clusters the token sees, newest first."""
+    organization = context.organization(request, org)
+    context.require(request, "project.list", organization)
+    cloud = 0
+    if page.cloud:
+        cloud = context.int_id(page.cloud)
+        if not cloud:
+            raise invalid("cloud", "A cloud id is a number.")
+    clusters = _clusters(request, organization)
+    if page.project:
+        clusters = clusters.filter(project__slug=page.project)
+    if page.state:
+        clusters = clusters.filter(state=page.state)
+    if cloud:
+        clusters = clusters.filter(cloud_id=cloud)
+    items, cursor = keyset_page(cluster_rows(clusters), page, ["-created_at", "-pk"])
+    urls = ClusterUrls(organization)
+    return {"items": [cluster_out(row, urls) for row in items], "next_cursor": cursor}
+
+
+@router.post("/orgs/{org}/clusters", response=answers({201: ClusterOut}), tags=["clusters"])
+@decorate_view(idempotent)
+def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> Status:
+    """Create a cluster: the request records what is wanted and the reconciler starts
+    the nodes; follow `state` (or the events) until it is running."""
+    organization = context.organization(request, org)
+    project = _visible_project(request, organization, body.project)
+    if project is None:
+        raise invalid("project", f"No project “{body.project}” here.")
+    context.require(request, "cluster.create", project)
+    actor = context.actor(request)
+    data: dict[str, Any] = {"project": project.pk, "name": body.name}
+    if body.cloud is not None:
+        data["cloud"] = context.int_id(body.cloud) or ""
+    else:
+        usable = [
+            c
+            for c in selectors.clouds_for_cluster_create(
+                organization=organization,
+                viewer=actor,
+                projects=Project.objects.filter(pk=project.pk),
+            )
+        ]
+        if len(usable) != 1:
+            raise invalid(
+                "cloud",
+                f"Choose a cloud: {project.name} may use {len(usable)} verified clouds here."
+                if usable
+                else f"{project.name} has no verified cloud to use; add or verify one first.",
+            )
+        data["cloud"] = usable[0].pk
+    if body.compute_config is not None:
+        version = (
+            ComputeConfigVersion.objects.filter(
+                organization=organization, config_id=context.int_id(body.compute_config)
+            )
+            .order_by("-number")
+            .first()
+        )
+        data["compute_config"] = version.pk if version is not None else 0
+    if body.image is not None:
+        data["image"] = context.int_id(body.image) or 0
+    form = ClusterCreateForm(data, organization=organization, viewer=actor)
+    if not form.is_valid():
+        raise form_invalid(form)
+    cluster = cluster_create(
+        project=form.cleaned_data["project"],
+        actor=actor,
+        name=form.cleaned_data["name"],
+        cloud=form.cleaned_data["cloud"],
+        compute_config=form.cleaned_data["compute_config"],
+        image=form.cleaned_data["image"],
+    )
+    return Status(201, one_cluster_out(request, organization, cluster))
+
+
+@router.get("/orgs/{org}/clusters/{id}", response=answers(ClusterOut), tags=["clusters"])
+def cluster_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    organization = context.organization(request, org)
+    cluster = _cluster(request, organization, id, "project.view")
+    return one_cluster_out(request, organization, cluster)
+
+
+@router.post(
+    "/orgs/{org}/clusters/{id}/terminate", response=answers({202: ClusterOut}), tags=["clusters"]
+)
+def cluster_terminate_endpoint(request: HttpRequest, org: str, id: str) -> Status:
+    """Ask for the cluster to be terminated; asking again changes nothing."""
+    organization = context.organization(request, org)
+    cluster = _cluster(request, organization, id, "cluster.update")
+    if not cluster.is_final:
+        cluster_terminate(cluster=cluster, actor=context.actor(request))
+    return Status(202, one_cluster_out(request, organization, cluster))
+
+
+@router.get(
+    "/orgs/{org}/clusters/{id}/events", response=answers(page_of(EventOut)), tags=["clusters"]
+)
+def cluster_event_list(
+    request: HttpRequest, org: str, id: str, page: Query[EventFilters]
+) -> dict[str, Any]:
+    """The cluster's lifecycle steps, oldest first; `after` follows new ones."""
+    organization = context.organization(request, org)
+    cluster = _cluster(request, organization, id, "project.view")
+    events = ClusterEvent.objects.filter(cluster=cluster).annotate(node_uuid=F("node__uuid"))
+    if page.after is not None:
+        events = events.filter(pk__gt=page.after)
+    items, cursor = keyset_page(events, page, ["pk"])
+    return {
+        "items": [
+            {
+                "id": str(e.pk),
+                "at": e.created_at,
+                "level": e.level,
+                "step": e.step,
+                "message": e.message,
+                "duration_ms": e.duration_ms,
+                "node": str(e.node_uuid) if e.node_uuid else None,
+            }
+            for e in items
+        ],
+        "next_cursor": cursor,
+    }
+
+
+@router.get("/orgs/{org}/clusters/{id}/nodes", response=answers(NodeList), tags=["clusters"])
+def cluster_node_list(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    """The cluster's nodes: live ones first (head, then workers by group), then up to
+    200 in all, with the latest heartbeat the control plane heard."""
+    organization = context.organization(request, org)
+    cluster = _cluster(request, organization, id, "project.view")
+    items = []
+    for row in selectors.node_rows(cluster):
+        node = row.node
+        items.append(
+            {
+                "id": str(node.uuid),
+                "role": node.role,
+                "group": node.group,
+                "state": node.state,
+                "state_reason": node.state_reason,
+                "instance_type": node.instance_type,
+                "cpus": node.cpus,
+                "memory_mb": node.memory_mb,
+                "private_address": node.private_address,
+                "resources": node.resources if isinstance(node.resources, dict) else {},
+                "usage": node.usage if isinstance(node.usage, dict) else {},
+                "last_heartbeat_at": row.last_seen,
+            }
+        )
+    return {"items": items, "next_cursor": None}
+
+
+@router.get("/orgs/{org}/clusters/{id}/logs", response=answers(LogsOut, 409), tags=["clusters"])
+def cluster_logs(
+    request: HttpRequest, org: str, id: str, params: Query[LogParams]
+) -> dict[str, Any]:
+    """The last lines a node's agent sent (default: the head node)."""
+    organization = context.organization(request, org)
+    cluster = _cluster(request, organization, id, "project.view")
+    nodes = Node.objects.filter(cluster=cluster).only("uuid", "log_tail", "state", "role")
+    if params.node is not None:
+        node = nodes.filter(uuid=context.uuid_id(params.node)).first()
+        if node is None:
+            raise not_found("node")
+    else:
+        heads = nodes.filter(role=NodeRole.HEAD)
+        node = (
+            heads.exclude(
+                state__in=[NodeState.TERMINATED, NodeState.FAILED, NodeState.LOST]
+            ).first()
+            or heads.order_by("-created_at").first()
+        )
+        if node is None:
+            raise ApiError(409, "This cluster has no head node yet; try again in a moment.",
+                           code="conflict")  # fmt: skip
+    lines = node.log_tail.splitlines()[-params.lines :]
+    return {"node": str(node.uuid), "lines": lines}
+
+
+@router.get("/orgs/{org}/clusters/{id}/address", response=answers(AddressOut, 409),
+            tags=["clusters"])  # fmt: skip
+def cluster_address_endpoint(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    """Where to reach the running cluster with standard Ray tools, and a fresh token for
+    its gateway (audited): `ray job submit --address <job_address> --headers
+    '{"Authorization": "Bearer <token>"}' -- ...`. 409 while it is not running."""
+    organization = context.organization(request, org)
+    cluster = _cluster(request, organization, id, "cluster.access")
+    if cluster.state != ClusterState.RUNNING:
+        raise ApiError(409, f"The cluster is {cluster.state}, not running: it has no address.")
+    try:
+        address = cluster_address(context.actor(request), cluster)
+    except ValidationError as exc:  # running, but its head has not reported a gateway yet
+        raise ApiError(409, " ".join(exc.messages)) from exc
+    return {**address, "headers": {"Authorization": f"Bearer {address['token']}"}}

@@ -1,0 +1,192 @@
+"""One error shape for every error the API answers, its own and Django's or ninja's:
+
+{"error": {"code": "<snake_case>", "message": "<a sentence>", "details": {...}}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import Field as PydanticField
+
+from .schema import Out
+
+logger = logging.getLogger(__name__)
+
+NON_FIELD = "__all__"
+# Where ninja found a bad value: the field is the last part of its location.
+_LOCATIONS = {"body", "query", "path", "header", "cookie", "form", "file", "payload"}
+
+CODE_FOR_STATUS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "server_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success, raised anywhere below an endpoint."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or CODE_FOR_STATUS.get(status, "error")
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def not_found(what: str = "object") -> ApiError:
+    # The same words whether it never existed or belongs to another organization.
+    return ApiError(404, f"No such {what}.")
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "The request is not valid.", details={field: [message]})
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    return json.dumps(
+        {"error": {"code": code, "message": message, "details": details or {}}}
+    ).encode()
+
+
+def error_response(error: ApiError) -> HttpResponse:
+    response = HttpResponse(
+        error_body(error.code, error.message, error.details),
+        status=error.status,
+        content_type="application/json",
+    )
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def validation_details(exc: DjangoValidationError) -> dict[str, list[str]]:
+    """{field: [messages]} of a service's ValidationError; non-field errors under "__all__"."""
+    if hasattr(exc, "error_dict"):
+        return {field: list(messages) for field, messages in exc.message_dict.items()}
+    return {NON_FIELD: list(exc.messages)}
+
+
+def _ninja_details(errors: list[dict[str, Any]]) -> dict[str, list[str]]:
+    details: dict[str, list[str]] = {}
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ()) if str(part) not in _LOCATIONS]
+        field = ".".join(loc) or NON_FIELD
+        details.setdefault(field, []).append(str(error.get("msg", "Invalid value.")))
+    return details
+
+
+def install(api: NinjaAPI) -> None:
+    """Route every exception an endpoint can raise to the one shape."""
+
+    @api.exception_handler(ApiError)
+    def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+        return error_response(exc)
+
+    @api.exception_handler(NinjaValidationError)
+    def _ninja_invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+        details = _ninja_details(exc.errors)
+        return error_response(ApiError(422, "The request is not valid.", details=details))
+
+    @api.exception_handler(DjangoValidationError)
+    def _invalid(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
+        details = validation_details(exc)
+        return error_response(ApiError(422, "The request is not valid.", details=details))
+
+    @api.exception_handler(AuthenticationError)
+    def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+        response = error_response(
+            ApiError(
+                401,
+                "Send a valid API token: Authorization: Bearer <token>. "
+                "It may be missing, mistyped, expired or revoked.",
+            )
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="raydeck"'
+        return response
+
+    @api.exception_handler(PermissionDenied)
+    def _denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+        message = str(exc) or "You do not have permission to do this."
+        return error_response(ApiError(403, message))
+
+    @api.exception_handler(Http404)
+    def _missing(request: HttpRequest, exc: Http404) -> HttpResponse:
+        return error_response(not_found())
+
+    @api.exception_handler(HttpError)
+    def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        if exc.status_code == 400:  # ninja could not parse the body
+            return error_response(
+                ApiError(422, "The request is not valid.",
+                         details={"body": ["Send a JSON object as the body."]})
+            )  # fmt: skip
+        return error_response(ApiError(exc.status_code, str(exc) or "The request failed."))
+
+    @api.exception_handler(Exception)
+    def _crash(request: HttpRequest, exc: Exception) -> HttpResponse:
+        logger.exception("API request failed: %s %s", request.method, request.path)
+        return error_response(ApiError(500, "Something went wrong on our side; try again."))
+
+
+def form_invalid(form: Any) -> ApiError:
+    """A Django form's errors as a validation_error (the API reuses the console's forms,
+    so both check input the same way)."""
+    details = {
+        field: [e["message"] for e in errors]
+        for field, errors in form.errors.get_json_data().items()
+    }
+    return ApiError(422, "The request is not valid.", details=details)
+
+
+class ErrorDetail(Out):
+    code: str = PydanticField(description="What went wrong, in snake_case: see docs/api.md.")
+    message: str = PydanticField(description="A sentence for people.")
+    details: dict[str, Any] = PydanticField(
+        description="For validation_error: {field: [messages]} (`__all__`: the whole request)."
+    )
+
+
+class ErrorOut(Out):
+    error: ErrorDetail
+
+
+# Every endpoint may answer these (the OpenAPI document says so, so clients and
+# schemathesis know the shape).
+ERROR_STATUSES = (401, 403, 404, 422, 429)
+
+
+def answers(ok: Any, *extra_errors: int) -> dict[int, Any]:
+    """The responses of an endpoint: `ok` (a schema for 200, or {status: schema}) and the
+    error shape for every error status it can answer."""
+    responses = dict(ok) if isinstance(ok, dict) else {200: ok}
+    for status in (*ERROR_STATUSES, *extra_errors):
+        responses[status] = ErrorOut
+    return responses

@@ -1,0 +1,80 @@
+"""/api/v1: the routers of the apps under one NinjaAPI, its OpenAPI document and the
+interactive reference page (Swagger UI, vendored under static/vendor/swagger-ui)."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import URLPattern, URLResolver, path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+from ninja import NinjaAPI
+
+from accounts.api import router as accounts_router
+from clouds.api import router as clouds_router
+from clusters.api import router as clusters_router
+
+from . import errors
+from .auth import TokenAuth
+
+api = NinjaAPI(
+    title="Raydeck API",
+    version="1",
+    description=(
+        "Everything the console does, for scripts, the `raydeck` CLI and the SDK. "
+        "Authenticate with an API token: `Authorization: Bearer rdk_…`. Errors are always "
+        '`{"error": {"code", "message", "details"}}`; lists are pages of '
+        '`{"items", "next_cursor"}`; creates accept an `Idempotency-Key` header.'
+    ),
+    auth=TokenAuth(),
+    urls_namespace="api-v1",
+    docs_url=None,  # our own page below: no CDN, and our CSP
+    openapi_url=None,  # our own view below: GET only, built once per process
+)
+errors.install(api)
+api.add_router("", accounts_router)
+api.add_router("", clouds_router)
+api.add_router("", clusters_router)
+
+
+@login_not_required
+@csrf_exempt  # GET only: nothing to forge (so a POST is a plain 405)
+@require_GET
+def docs(request: HttpRequest) -> HttpResponse:
+    return render(request, "api/docs.html")
+
+
+@login_not_required
+@csrf_exempt
+@require_GET
+def openapi_json(request: HttpRequest) -> HttpResponse:
+    """The OpenAPI document, no token needed."""
+    global _openapi_document
+    if _openapi_document is None:
+        _openapi_document = json.dumps(api.get_openapi_schema(path_prefix="/api/v1/")).encode()
+    return HttpResponse(_openapi_document, content_type="application/json")
+
+
+_openapi_document: bytes | None = None
+
+
+def _token_only(patterns: list[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:
+    """The API authenticates by token and never reads the session: Django's
+    LoginRequiredMiddleware and CSRF checks (both about cookies) let its views through,
+    and each operation checks the token itself."""
+    for pattern in patterns:
+        if isinstance(pattern, URLPattern) and pattern.name != "api-root":
+            pattern.callback.login_required = False  # type: ignore[attr-defined]
+            pattern.callback.csrf_exempt = True  # type: ignore[attr-defined]
+    return [p for p in patterns if getattr(p, "name", None) != "api-root"]
+
+
+api_patterns, _app_name, _namespace = api.urls
+urlpatterns = [
+    path("docs", docs, name="api_docs"),
+    path("openapi.json", openapi_json, name="api_openapi"),
+    path("", (_token_only(api_patterns), _app_name, _namespace)),
+]

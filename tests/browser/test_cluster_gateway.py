@@ -1,0 +1,78 @@
+"""A member clicks "Ray Dashboard" on a running cluster's page and lands in the Ray
+Dashboard, served through the cluster's access gateway: real Chromium, real Ray.
+
+The cluster is started by driving the reconciler from the test (as test_end_to_end.py
+does); the click, the audited redirect, the gateway's cookie and the dashboard's own
+pages and API calls are all the browser's.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+from pytest_django.live_server_helper import LiveServer
+
+from accounts.models import AuditEvent
+from clouds.choices import CloudState
+from clouds.models import Cloud
+from clusters import access
+from clusters.choices import ClusterState
+from clusters.services import lifecycle
+from tests.clusters.test_end_to_end import drive
+from tests.conftest import make_tenant
+from tests.factories import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.usefixtures("transactional_db")]
+
+
+def test_ray_dashboard_opens_from_the_cluster_page(
+    live_server: LiveServer, new_page: Callable[[], Page], settings, tmp_path: Path
+) -> None:
+    settings.RAYDECK_AGENT_URL = live_server.url
+    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
+    tenant = make_tenant("dash")
+    Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
+    tenant.cloud.refresh_from_db()
+    cluster = lifecycle.cluster_create(project=tenant.project, actor=tenant.member,
+                                       name="dash", cloud=tenant.cloud)  # fmt: skip
+    try:
+        cluster = drive(cluster, {ClusterState.RUNNING, ClusterState.FAILED},
+                        time.monotonic() + 150)  # fmt: skip
+        assert cluster.state == ClusterState.RUNNING, cluster.state_reason
+        address = access.gateway_address(cluster)
+        assert address is not None
+
+        page = new_page()
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.get_by_label("Email").fill(tenant.member.email)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign In").click()
+        page.goto(f"{live_server.url}/o/{tenant.org.slug}/clusters/{cluster.pk}/")
+        expect(page.locator("#cluster-access")).to_contain_text(address)
+        expect(page.get_by_role("button", name="Jupyter")).to_have_count(0)  # not installed
+
+        with page.context.expect_page() as opened:
+            page.get_by_role("button", name="Ray Dashboard").click()
+        dashboard = opened.value
+        dashboard.wait_for_load_state()
+        # The link's token was swapped for a cookie: the address bar is clean.
+        expect(dashboard).to_have_url(re.compile(re.escape(address) + r"/(#.*)?$"), timeout=30_000)
+        expect(dashboard).to_have_title("Ray Dashboard")
+        # The dashboard's own API calls (with the cookie) work: it lists the head node.
+        dashboard.goto(f"{address}/#/cluster")
+        expect(dashboard.get_by_role("cell", name="ALIVE").first).to_be_visible(timeout=30_000)
+        assert "token=" not in dashboard.url
+        assert AuditEvent.objects.filter(verb="cluster.open", actor=tenant.member).count() == 1
+
+        # Without the cookie (a new browser), the gateway refuses.
+        stranger = new_page()
+        response = stranger.goto(f"{address}/")
+        assert response is not None and response.status == 401
+    finally:
+        lifecycle.cluster_terminate(cluster=cluster, actor=None)
+        drive(cluster, {ClusterState.TERMINATED}, time.monotonic() + 60)
