@@ -160,8 +160,20 @@ SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
 SOCIALACCOUNT_AUTO_SIGNUP = False
 SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
-    "openid_connect": {"OAUTH_PKCE_ENABLED": True},
+    "openid_connect": {
+        "OAUTH_PKCE_ENABLED": True,
+        # Always PKCE S256 and a nonce, whatever an app's settings say (accounts.sso.oidc).
+        "provider_class": "accounts.sso.oidc.RaydeckOidcProvider",
+    },
 }
+# OIDC issuers and their endpoints must be https; plain http is accepted only on the
+# loopback interface when this is on (the embedded default and tests: a local IdP).
+RAYDECK_SSO_ALLOW_HTTP_LOOPBACK = False
+# Where domain-claim TXT records are looked up: "host" or "host:port" nameservers,
+# comma-separated; empty means the system's resolver (/etc/resolv.conf).
+RAYDECK_DNS_NAMESERVERS = [
+    ns.strip() for ns in os.environ.get("RAYDECK_DNS_NAMESERVERS", "").split(",") if ns.strip()
+]
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Raydeck"
 
