@@ -93,7 +93,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         the one query behind role checks, the organization in the URL and the switcher."""
         if "_membership_cache" not in self.__dict__:
             self._membership_cache = list(
-                self.memberships.select_related("organization").order_by("organization__name")
+                self.memberships.select_related(
+                    "organization", "organization__sso_connection"
+                ).order_by("organization__name")
             )
         return self._membership_cache
 

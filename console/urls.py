@@ -3,6 +3,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.sso.urls import allauth_overrides as sso_allauth_overrides
+from accounts.sso.urls import org_urlpatterns as sso_urlpatterns
 from accounts.urls import org_urlpatterns, user_urlpatterns
 from clouds.urls import org_urlpatterns as cloud_urlpatterns
 from clusters.urls import org_urlpatterns as cluster_urlpatterns
@@ -19,9 +21,12 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("agent/v1/", include("clusters.agent_api")),
+    # Before allauth's: Raydeck answers the SAML ACS at allauth's paths.
+    path("accounts/", include(sso_allauth_overrides)),
     path("accounts/", include("allauth.urls")),
     path("", include(user_urlpatterns)),
     path("o/<slug:org_slug>/", include(org_urlpatterns)),
+    path("o/<slug:org_slug>/", include(sso_urlpatterns)),
     path("o/<slug:org_slug>/", include(cloud_urlpatterns)),
     path("o/<slug:org_slug>/", include(cluster_urlpatterns)),
 ]

@@ -18,6 +18,8 @@ answers the same question for the settings page's "test connection" without writ
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,18 +29,20 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from ..audit import audit
-from ..choices import OrgRole, ProjectRole
+from ..audit import audit, changes_between, snapshot
+from ..choices import OrgRole, ProjectRole, SsoProtocol
 from ..models import (
     DomainClaim,
     Membership,
     Organization,
+    Project,
     ProjectMembership,
     SsoConnection,
     SsoGroupMapping,
     SsoIdentity,
     User,
 )
+from ..permissions import require
 from ..services import is_last_owner, membership_delete
 
 # A person in several mapped groups gets the strongest role.
@@ -121,10 +125,11 @@ class SignInResult:
 
 def connection_for_app(app: Any, *, organization_slug: str | None = None) -> SsoConnection:
     """The connection behind allauth's SocialApp `app`: the binding every sign-in checks.
-    Refuses an app no connection owns, a disabled connection, and (given the slug in the
-    URL) a connection of another organization."""
+    Refuses an app no connection owns and (given the slug in the URL) a connection of
+    another organization. A switched-off connection is still returned, for the owners'
+    "test connection": finish_sso_sign_in refuses real sign-ins through it."""
     connection = SsoConnection.objects.for_social_app(app).first()
-    if connection is None or not connection.enabled:
+    if connection is None:
         raise SsoRefused("Single sign-on is not set up for this organization.")
     if organization_slug is not None and connection.organization.slug != organization_slug:
         raise SsoRefused("Single sign-on is not set up for this organization.")
@@ -398,3 +403,214 @@ def _apply_project_roles(organization: Organization, user: User, decision: RoleD
                 organization=organization,
                 changes={"role": [before, role]},
             )
+
+
+# --- Settings (the SSO page; owners only) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamlIdp:
+    """An IdP as the SAML settings form describes it (already validated)."""
+
+    entity_id: str
+    sso_url: str
+    x509cert: str  # base64 DER, one line
+    metadata_url: str = ""
+
+
+SAML_CONNECTION_FIELDS = ["email_attribute", "name_attribute", "groups_attribute"]
+
+
+@transaction.atomic
+def saml_connection_save(
+    *,
+    organization: Organization,
+    actor: User,
+    idp: SamlIdp,
+    email_attribute: str = "",
+    name_attribute: str = "",
+    groups_attribute: str = "groups",
+) -> SsoConnection:
+    """Create the organization's SAML connection (off until an owner switches it on),
+    or change its IdP. An organization with an OIDC connection must remove it first."""
+    from allauth.socialaccount.models import SocialApp
+    from django.contrib.sites.models import Site
+
+    from .saml import SAML_PROVIDER, saml_app_settings
+
+    require(actor, "sso.manage", organization)
+    settings = saml_app_settings(
+        entity_id=idp.entity_id,
+        sso_url=idp.sso_url,
+        x509cert=idp.x509cert,
+        metadata_url=idp.metadata_url,
+    )
+    connection = (
+        SsoConnection.objects.select_for_update()
+        .select_related("social_app")
+        .filter(organization=organization)
+        .first()
+    )
+    if connection is not None and connection.protocol != SsoProtocol.SAML:
+        raise ValidationError("Remove the OpenID Connect connection before adding SAML.")
+    if connection is None:
+        app = SocialApp.objects.create(
+            provider=SAML_PROVIDER,
+            # State stashed for one organization's sign-in is only found by the same one.
+            provider_id=f"saml-{organization.slug}",
+            name=organization.name,
+            client_id=organization.slug,
+            settings=settings,
+        )
+        app.sites.add(Site.objects.get_current())
+        connection = SsoConnection(
+            organization=organization,
+            protocol=SsoProtocol.SAML,
+            social_app=app,
+            created_by=actor,
+        )
+        before: dict[str, Any] = {}
+    else:
+        app = connection.social_app
+        before = {**snapshot(connection, SAML_CONNECTION_FIELDS), **_idp_snapshot(app.settings)}
+        app.settings = settings
+        app.save(update_fields=["settings"])
+    connection.email_attribute = email_attribute.strip()
+    connection.name_attribute = name_attribute.strip()
+    connection.groups_attribute = groups_attribute.strip()
+    connection.full_clean()
+    connection.save()
+    after = {**snapshot(connection, SAML_CONNECTION_FIELDS), **_idp_snapshot(app.settings)}
+    audit(
+        actor=actor,
+        verb="sso.connection_create" if not before else "sso.connection_update",
+        target=connection,
+        changes=changes_between(before, after),
+    )
+    return connection
+
+
+def _idp_snapshot(app_settings: dict) -> dict[str, Any]:
+    idp = app_settings.get("idp", {})
+    return {
+        "idp_entity_id": idp.get("entity_id"),
+        "idp_sso_url": idp.get("sso_url"),
+        "idp_certificate_sha256": cert_fingerprint(idp.get("x509cert", "")),
+        "idp_metadata_url": app_settings.get("raydeck_metadata_url") or None,
+    }
+
+
+def cert_fingerprint(cert_b64: str) -> str | None:
+    if not cert_b64:
+        return None
+    digest = hashlib.sha256(base64.b64decode(cert_b64)).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+ACCESS_FIELDS = ["enabled", "default_role", "enforce_sso", "break_glass_user"]
+
+
+@transaction.atomic
+def sso_connection_set_access(
+    *,
+    connection: SsoConnection,
+    actor: User,
+    enabled: bool,
+    default_role: str,
+    enforce_sso: bool,
+    break_glass_user: User | None,
+    actor_signed_in_through: bool,
+) -> SsoConnection:
+    """Who gets in: on/off, the default role, and whether SSO is required (with the
+    one owner who may still use a password). Requiring SSO from a session that would
+    lose the organization at once is refused: sign in through the IdP first, or name
+    yourself the break-glass owner."""
+    organization = connection.organization
+    require(actor, "sso.manage", organization)
+    connection = SsoConnection.objects.select_for_update().get(pk=connection.pk)
+    if break_glass_user is not None and (
+        Membership.objects.filter(
+            organization=organization, user=break_glass_user, role=OrgRole.OWNER
+        ).first()
+        is None
+    ):
+        raise ValidationError({"break_glass_user": "Choose an owner of this organization."})
+    if enforce_sso and not enabled:
+        raise ValidationError({"enforce_sso": "Switch single sign-on on to require it."})
+    if (
+        enforce_sso
+        and not actor_signed_in_through
+        and (break_glass_user is None or break_glass_user.pk != actor.pk)
+    ):
+        raise ValidationError(
+            {
+                "enforce_sso": "You would lose access yourself: sign in with single sign-on "
+                "first (use “Test connection”, then sign in), or make yourself the "
+                "break-glass owner."
+            }
+        )
+    before = snapshot(connection, ACCESS_FIELDS)
+    connection.enabled = enabled
+    connection.default_role = default_role
+    connection.enforce_sso = enforce_sso
+    connection.break_glass_user = break_glass_user
+    connection.full_clean()
+    connection.save(update_fields=[*ACCESS_FIELDS, "updated_at"])
+    changes = changes_between(before, snapshot(connection, ACCESS_FIELDS))
+    if changes:
+        audit(actor=actor, verb="sso.access_update", target=connection, changes=changes)
+    return connection
+
+
+@transaction.atomic
+def sso_group_mapping_create(
+    *,
+    connection: SsoConnection,
+    actor: User,
+    idp_group: str,
+    org_role: str,
+    project: Project | None = None,
+    project_role: str = "",
+) -> SsoGroupMapping:
+    organization = connection.organization
+    require(actor, "sso.manage", organization)
+    if project is not None and project.organization_id != organization.pk:
+        raise ValidationError({"project": "Choose a project of this organization."})
+    mapping = SsoGroupMapping(
+        organization=organization,
+        connection=connection,
+        idp_group=idp_group.strip(),
+        org_role=org_role,
+        project=project,
+        project_role=project_role if project is not None else "",
+    )
+    if project is not None and not mapping.project_role:
+        mapping.project_role = ProjectRole.WRITER
+    mapping.full_clean()
+    mapping.save()
+    audit(
+        actor=actor,
+        verb="sso.mapping_create",
+        target=mapping,
+        changes={
+            "idp_group": [None, mapping.idp_group],
+            "org_role": [None, mapping.org_role],
+            "project": [None, str(project) if project else None],
+            "project_role": [None, mapping.project_role or None],
+        },
+    )
+    return mapping
+
+
+@transaction.atomic
+def sso_group_mapping_delete(*, mapping: SsoGroupMapping, actor: User) -> None:
+    """Takes effect at each person's next sign-in, like every mapping change."""
+    require(actor, "sso.manage", mapping.organization)
+    audit(
+        actor=actor,
+        verb="sso.mapping_delete",
+        target=mapping,
+        organization=mapping.organization,
+        changes={"idp_group": [mapping.idp_group, None], "org_role": [mapping.org_role, None]},
+    )
+    mapping.delete()

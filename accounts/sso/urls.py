@@ -1,0 +1,30 @@
+"""SSO URLs: the settings pages (under /o/<org_slug>/) and Raydeck's SAML ACS steps,
+mounted under /accounts/ before allauth's URLs so they answer at allauth's paths."""
+
+from django.urls import path
+
+from . import saml, views
+
+org_urlpatterns = [
+    path("sso/", views.SsoSettingsView.as_view(), name="sso_settings"),
+    path("sso/access/", views.SsoAccessView.as_view(), name="sso_access"),
+    path("sso/mappings/new/", views.SsoMappingCreateView.as_view(), name="sso_mapping_create"),
+    path(
+        "sso/mappings/<int:mapping_id>/delete/",
+        views.SsoMappingDeleteView.as_view(),
+        name="sso_mapping_delete",
+    ),
+    path("sso/test/", views.SsoTestView.as_view(), name="sso_test"),
+]
+
+# The same paths as allauth's saml_login, saml_acs and saml_finish_acs (see
+# accounts.sso.saml).
+allauth_overrides = [
+    path("saml/<str:organization_slug>/login/", saml.login, name="raydeck_saml_login"),
+    path("saml/<str:organization_slug>/acs/", saml.acs, name="raydeck_saml_acs"),
+    path(
+        "saml/<str:organization_slug>/acs/finish/",
+        saml.finish_acs,
+        name="raydeck_saml_finish_acs",
+    ),
+]
