@@ -15,6 +15,7 @@ from django.test import Client
 from accounts.choices import OrgRole, ProjectRole
 from accounts.models import (
     ApiToken,
+    DomainClaim,
     Invitation,
     Membership,
     Organization,
@@ -57,6 +58,7 @@ class Tenant:
     node: Node | None = None
     service_account: ServiceAccount | None = None
     token: ApiToken | None = None
+    domain_claim: DomainClaim | None = None
 
     @property
     def owner(self) -> User:
@@ -98,6 +100,8 @@ def make_tenant(slug: str) -> Tenant:
                               log_tail=f"{slug} node log")  # fmt: skip
     tenant.service_account = ServiceAccountFactory(organization=org, name=f"{slug}-ci")
     tenant.token = ApiTokenFactory(organization=org, user=tenant.member, name=f"{slug} laptop")
+    # Claimed, not verified: it routes nobody and links no account.
+    tenant.domain_claim = DomainClaim.objects.create(organization=org, domain=f"{slug}-claim.test")
     return tenant
 
 

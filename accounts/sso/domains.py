@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from ..audit import audit
 from ..models import DomainClaim, Organization, SsoConnection, User
+from ..permissions import require
 from .services import email_domain
 
 DNS_TIMEOUT_SECONDS = 5.0
@@ -84,6 +85,7 @@ def normalize_domain(value: str) -> str:
 
 @transaction.atomic
 def domain_claim_create(*, organization: Organization, domain: str, actor: User) -> DomainClaim:
+    require(actor, "sso.manage", organization)
     domain = normalize_domain(domain)
     claims = DomainClaim.objects.filter(organization=organization)
     if claims.filter(domain=domain).exists():
@@ -103,6 +105,7 @@ def domain_claim_verify(*, claim: DomainClaim, actor: User) -> bool:
     """Look the TXT record up and mark the claim verified when it holds the token.
     Returns whether the claim is verified now; ValidationError when DNS did not answer
     or another organization verified the domain first. Every check is audited."""
+    require(actor, "sso.manage", claim.organization)
     if claim.is_verified:
         return True
     # Outside the transaction: no row lock is held while DNS answers (or does not).
@@ -135,6 +138,7 @@ def domain_claim_verify(*, claim: DomainClaim, actor: User) -> bool:
 
 @transaction.atomic
 def domain_claim_remove(*, claim: DomainClaim, actor: User) -> None:
+    require(actor, "sso.manage", claim.organization)
     audit(
         actor=actor,
         verb="sso.domain_remove",

@@ -148,3 +148,59 @@ class SsoMappingForm(forms.Form):
         assert isinstance(field, forms.ModelChoiceField)  # noqa: S101 (declared above)
         # Only this organization's projects, whatever the POST says.
         field.queryset = Project.objects.filter(organization=organization)
+
+
+class OidcIdpForm(forms.Form):
+    """An OpenID Connect IdP: its issuer (the discovery document is fetched when saved),
+    and Raydeck's client there. The secret is never shown again: empty keeps it."""
+
+    issuer = forms.URLField(
+        label="Issuer URL",
+        max_length=500,
+        assume_scheme="https",
+        help_text="For example https://login.example.com/realms/acme: Raydeck reads "
+        "/.well-known/openid-configuration under it when you save.",
+    )
+    client_id = forms.CharField(label="Client id", max_length=191)
+    client_secret = forms.CharField(
+        label="Client secret",
+        max_length=500,
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+    groups_attribute = forms.CharField(
+        label="Groups claim",
+        required=False,
+        max_length=200,
+        initial="groups",
+        help_text="The ID token or user info claim listing the person's groups, for the "
+        "group mapping.",
+    )
+
+    def __init__(self, *args: Any, secret_is_set: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["client_secret"]
+        if secret_is_set:
+            field.help_text = "Set (hidden). Enter a new one only to replace it."
+        else:
+            field.required = True
+            field.help_text = "Stored encrypted; it cannot be shown again."
+
+
+class DomainClaimForm(forms.Form):
+    domain = forms.CharField(
+        max_length=260,
+        help_text="The part after the @ of your people's email addresses, e.g. example.com.",
+        widget=forms.TextInput(attrs={"placeholder": "example.com", "spellcheck": "false"}),
+    )
+
+
+class SsoStartForm(forms.Form):
+    identifier = forms.CharField(
+        label="Work email or organization URL name",
+        max_length=254,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "email", "autofocus": True, "spellcheck": "false"}
+        ),
+    )

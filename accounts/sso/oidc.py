@@ -56,7 +56,9 @@ from console.crypto import InvalidToken, decrypt, encrypt
 from ..audit import audit
 from ..choices import SsoProtocol
 from ..models import Organization, SsoConnection, User
+from ..permissions import require
 from .flow import finish_sso_sign_in, sso_error
+from .saml import _public_host
 from .services import IdpClaims, SsoRefused, connection_for_app
 
 logger = logging.getLogger(__name__)
@@ -91,21 +93,26 @@ class OidcUnavailable(OidcError):
 
 
 def check_endpoint_url(url: Any, what: str) -> str:
-    """`url` if Raydeck may call it: https, or http on loopback when the installation
+    """`url` if Raydeck may call it: https on a public address (an owner must not make
+    Raydeck read its own network), or http/https on loopback when the installation
     allows it (a local IdP in development and tests)."""
     if not isinstance(url, str) or not url:
         raise OidcUnavailable(f"The identity provider gave no {what}.")
     parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and parts.hostname and settings.RAYDECK_SSO_ALLOW_HTTP_LOOPBACK:
-        host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+    host = parts.hostname or ""
+    if settings.RAYDECK_SSO_ALLOW_HTTP_LOOPBACK and parts.scheme in ("http", "https"):
         try:
-            if ip_address(host).is_loopback:
+            if ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
                 return url
         except ValueError:
             pass
-    raise OidcUnavailable(f"The identity provider's {what} must be an https:// address.")
+    if parts.scheme != "https" or not host:
+        raise OidcUnavailable(f"The identity provider's {what} must be an https:// address.")
+    if not _public_host(host):
+        raise OidcUnavailable(
+            f"The identity provider's {what} is not at a public internet address."
+        )
+    return url
 
 
 def _get_json(url: Any, what: str) -> dict[str, Any]:
@@ -248,6 +255,8 @@ class RaydeckOidcAdapter(OpenIDConnectOAuth2Adapter):
 
 
 class RaydeckOidcProvider(OpenIDConnectProvider):
+    # allauth mounts the URLs of the provider's package: keep allauth's.
+    package = "allauth.socialaccount.providers.openid_connect"
     supports_token_authentication = False  # ID tokens arrive only through `callback`
 
     def openid_config(self) -> dict[str, Any]:
@@ -412,6 +421,7 @@ def oidc_connection_save(
     The issuer is checked by fetching its discovery document first. An empty
     `client_secret` keeps the stored one; the secret is stored encrypted and never
     returned."""
+    require(actor, "sso.manage", organization)
     issuer = issuer.strip()
     try:
         discover(issuer)
@@ -467,7 +477,7 @@ def oidc_connection_save(
                 "client_secret": [None, "set"],
                 "groups_attribute": [None, groups_attribute],
             }
-            audit(actor=actor, verb="sso.oidc_create", target=connection, changes=changes)
+            audit(actor=actor, verb="sso.connection_create", target=connection, changes=changes)
             return connection
         app = connection.social_app
         changes = {}
@@ -487,5 +497,5 @@ def oidc_connection_save(
             connection.full_clean()
             connection.save(update_fields=["groups_attribute", "updated_at"])
         if changes:
-            audit(actor=actor, verb="sso.oidc_update", target=connection, changes=changes)
+            audit(actor=actor, verb="sso.connection_update", target=connection, changes=changes)
         return connection

@@ -3,7 +3,7 @@ mounted under /accounts/ before allauth's URLs so they answer at allauth's paths
 
 from django.urls import path
 
-from . import saml, views
+from . import oidc, pages, saml, views
 
 org_urlpatterns = [
     path("sso/", views.SsoSettingsView.as_view(), name="sso_settings"),
@@ -15,6 +15,23 @@ org_urlpatterns = [
         name="sso_mapping_delete",
     ),
     path("sso/test/", views.SsoTestView.as_view(), name="sso_test"),
+    path("sso/oidc/", pages.OidcSettingsView.as_view(), name="sso_oidc"),
+    path("sso/domains/", pages.DomainListView.as_view(), name="sso_domains"),
+    path(
+        "sso/domains/<int:claim_id>/verify/",
+        pages.DomainVerifyView.as_view(),
+        name="sso_domain_verify",
+    ),
+    path(
+        "sso/domains/<int:claim_id>/remove/",
+        pages.DomainRemoveView.as_view(),
+        name="sso_domain_remove",
+    ),
+]
+
+# "Sign in with SSO", for people not signed in yet.
+public_urlpatterns = [
+    path("sso/", pages.SsoStartView.as_view(), name="sso_start"),
 ]
 
 # The same paths as allauth's saml_login, saml_acs and saml_finish_acs (see
@@ -26,5 +43,11 @@ allauth_overrides = [
         "saml/<str:organization_slug>/acs/finish/",
         saml.finish_acs,
         name="raydeck_saml_finish_acs",
+    ),
+    # allauth's openid_connect_callback (its login view stays: it calls our provider).
+    path(
+        "oidc/<str:provider_id>/login/callback/",
+        oidc.callback,
+        name="raydeck_oidc_callback",
     ),
 ]
