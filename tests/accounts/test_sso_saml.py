@@ -14,11 +14,12 @@ from django.urls import reverse
 from lxml import etree
 
 from accounts.choices import OrgRole
-from accounts.models import AuditEvent, Membership, SsoIdentity, User
+from accounts.models import AuditEvent, Membership, ProjectMembership, SsoIdentity, User
 from accounts.sso import services
-from tests.conftest import Tenant
+from tests.conftest import Tenant, client_for
+from tests.factories import ApiTokenFactory
 
-from .saml_idp import FakeIdp, assertion_of, clone, encode, signing_key
+from .saml_idp import FakeIdp, assertion_of, authn_request_id, clone, encode, signing_key
 from .sso_helpers import (
     browser,
     connect,
@@ -513,3 +514,119 @@ def test_malformed_requests_to_the_acs_get_4xx(tenant_a: Tenant, alpha_sso):
     assert client.get(reverse("saml_finish_acs", args=["alpha"])).status_code == 400
     assert Client().post(reverse("saml_login", args=["alpha"])).status_code == 400
     assert signed_in_user_id(client) is None
+
+
+# --- Group mapping at every sign-in ------------------------------------------------
+
+
+def sign_in_as_alice(*groups: str):
+    client = browser()
+    request_id = start_sign_in(client, "alpha")
+    response = post_to_acs(client, "alpha", alice_answer(request_id, *groups))
+    return client, response
+
+
+def test_a_role_change_at_the_idp_applies_at_the_next_sign_in(tenant_a: Tenant, alpha_sso):
+    project = tenant_a.project
+    services.sso_group_mapping_create(
+        connection=alpha_sso, actor=tenant_a.owner, idp_group="ml-team",
+        org_role=OrgRole.MEMBER, project=project, project_role="writer",
+    )  # fmt: skip
+    _, first = sign_in_as_alice("ml-team")
+    assert first.status_code == 302
+    alice = User.objects.get(email=ALICE)
+    membership = Membership.objects.get(organization=tenant_a.org, user=alice)
+    assert membership.role == OrgRole.MEMBER
+    assert ProjectMembership.objects.get(project=project, user=alice).role == "writer"
+
+    # The IdP adds Alice to the admins group: admin at her next sign-in.
+    sign_in_as_alice("ml-team", "raydeck-admins")
+    membership.refresh_from_db()
+    assert membership.role == OrgRole.ADMIN
+
+    # ... and removes her from both groups: back to the default role, out of the project.
+    _, third = sign_in_as_alice()
+    assert third.status_code == 302
+    membership.refresh_from_db()
+    assert membership.role == OrgRole.MEMBER
+    assert not ProjectMembership.objects.filter(project=project, user=alice).exists()
+    verbs = list(
+        AuditEvent.objects.filter(actor=alice, verb__startswith="sso.").values_list(
+            "verb", flat=True
+        )
+    )
+    assert verbs.count("sso.member_role_change") == 2
+    assert "sso.project_member_add" in verbs
+    assert "sso.project_member_remove" in verbs
+
+
+def test_leaving_the_only_mapped_group_removes_access_when_there_is_no_default_role(
+    tenant_a: Tenant, alpha_sso
+):
+    services.sso_connection_set_access(
+        connection=alpha_sso, actor=tenant_a.owner, enabled=True, default_role="",
+        enforce_sso=False, break_glass_user=None, actor_signed_in_through=True,
+    )  # fmt: skip
+    # No mapped group, no default role: nobody is created.
+    client, response = sign_in_as_alice("everyone")
+    assert response.status_code == 403
+    assert signed_in_user_id(client) is None
+    assert not User.objects.filter(email=ALICE).exists()
+
+    old_session, _ = sign_in_as_alice("raydeck-admins")
+    alice = User.objects.get(email=ALICE)
+    assert Membership.objects.get(organization=tenant_a.org, user=alice).role == OrgRole.ADMIN
+    token = ApiTokenFactory(organization=tenant_a.org, user=alice)
+
+    client, response = sign_in_as_alice("everyone")
+    assert response.status_code == 403
+    assert signed_in_user_id(client) is None
+    assert not Membership.objects.filter(organization=tenant_a.org, user=alice).exists()
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    # Her other, older session lost the organization too.
+    assert old_session.get(reverse("project_list", args=["alpha"])).status_code == 404
+    assert AuditEvent.objects.filter(verb="sso.member_remove", actor=alice).exists()
+
+
+def test_the_test_connection_changes_no_membership(tenant_a: Tenant, alpha_sso):
+    owner = client_for(tenant_a.owner, HTTP_HOST="testserver")
+    response = owner.post(reverse("sso_test", args=["alpha"]))
+    assert response.status_code == 302
+    request_id = authn_request_id(response["Location"])
+    result = post_to_acs(owner, "alpha", alice_answer(request_id, "raydeck-admins"))
+    assert result.status_code == 200
+    assert result.context["preview"].decision.org_role == OrgRole.ADMIN
+    assert b"Nobody was signed in" in result.content
+    # Still the owner in this browser; nobody new.
+    assert signed_in_user_id(owner) == tenant_a.owner.pk
+    assert not User.objects.filter(email=ALICE).exists()
+    assert not SsoIdentity.objects.exists()
+    assert AuditEvent.objects.filter(verb="sso.test", actor=tenant_a.owner).exists()
+
+
+def test_a_test_answer_cannot_be_finished_by_someone_else(tenant_a: Tenant, alpha_sso):
+    """The test state lives in the owner's session: another browser never has it, and a
+    member's session holding it (copied) is refused, not shown the preview."""
+    owner = client_for(tenant_a.owner, HTTP_HOST="testserver")
+    request_id = authn_request_id(owner.post(reverse("sso_test", args=["alpha"]))["Location"])
+    member = _copy_session(owner)
+    member.force_login(tenant_a.member)
+    # force_login starts a new session: put the stashed state back in it.
+    session = member.session
+    session.update({k: v for k, v in owner.session.items() if k.startswith("socialaccount")})
+    session.save()
+    response = post_to_acs(member, "alpha", alice_answer(request_id))
+    assert response.status_code == 403
+    assert not User.objects.filter(email=ALICE).exists()
+
+
+def test_a_switched_off_connection_signs_nobody_in(tenant_a: Tenant, alpha_sso):
+    services.sso_connection_set_access(
+        connection=alpha_sso, actor=tenant_a.owner, enabled=False, default_role="member",
+        enforce_sso=False, break_glass_user=None, actor_signed_in_through=True,
+    )  # fmt: skip
+    client, response = sign_in_as_alice()
+    assert response.status_code == 403
+    assert signed_in_user_id(client) is None
+    assert not User.objects.filter(email=ALICE).exists()
