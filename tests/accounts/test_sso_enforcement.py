@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accounts.models import AuditEvent, CliHandoff, Membership, SsoIdentity
+from accounts.models import AuditEvent, CliHandoff, Membership, SsoConnection, SsoIdentity
 from accounts.sso import services
 from tests.conftest import Tenant, client_for
 from tests.factories import PASSWORD, MembershipFactory
@@ -125,7 +125,7 @@ def test_requiring_sso_from_a_session_that_would_lose_access_is_refused(tenant_a
     )
     assert response.status_code == 200
     assert "You would lose access yourself" in response.content.decode()
-    assert not tenant_a.org.sso_connection.__class__.objects.get().enforce_sso
+    assert not SsoConnection.objects.get(organization=tenant_a.org).enforce_sso
     # Naming yourself the break-glass owner is enough.
     response = owner.post(
         reverse("sso_access", args=["alpha"]),
@@ -147,7 +147,7 @@ def test_the_break_glass_user_must_be_an_owner(tenant_a, tenant_b):
             {"enabled": "on", "default_role": "member", "break_glass_user": outsider.pk},
         )
         assert response.status_code == 200
-        assert tenant_a.org.sso_connection.__class__.objects.get().break_glass_user is None
+        assert SsoConnection.objects.get(organization=tenant_a.org).break_glass_user is None
 
 
 def test_the_cli_hand_off_needs_an_sso_session_too(tenant_a):
