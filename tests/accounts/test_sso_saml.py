@@ -516,6 +516,30 @@ def test_malformed_requests_to_the_acs_get_4xx(tenant_a: Tenant, alpha_sso):
     assert signed_in_user_id(client) is None
 
 
+def test_an_answer_posted_to_one_organizations_acs_cannot_finish_at_another(
+    tenant_a: Tenant, tenant_b: Tenant, alpha_sso
+):
+    connect(tenant_b.owner, tenant_b.org, idp_for("bravo"))
+    client = browser()
+    request_id = start_sign_in(client, "alpha")
+    acs = client.post(
+        reverse("saml_acs", args=["alpha"]), {"SAMLResponse": alice_answer(request_id)}
+    )
+    assert acs.status_code == 302
+    response = client.get(reverse("saml_finish_acs", args=["bravo"]))
+    assert response.status_code == 400
+    assert signed_in_user_id(client) is None
+    assert not User.objects.filter(email=ALICE).exists()
+
+
+def test_single_logout_is_not_offered_and_signs_nobody_out(tenant_a: Tenant, alpha_sso):
+    client = browser()
+    client.force_login(tenant_a.member)
+    for query in ("?SAMLRequest=garbage", "?SAMLResponse=garbage", ""):
+        assert client.get(reverse("saml_sls", args=["alpha"]) + query).status_code == 404
+    assert signed_in_user_id(client) == tenant_a.member.pk
+
+
 # --- Group mapping at every sign-in ------------------------------------------------
 
 
