@@ -1,7 +1,7 @@
 """Shared fixtures. Every test world has two organizations, A and B, each with one
 person of every role, a project, an invitation, a cloud, a (terminated) cluster with
-one node, a service account and an API token of the member, so isolation is always
-tested."""
+one node, a service account and an API token of the member, and a (switched-off) SSO
+connection with a group mapping, so isolation is always tested."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from accounts.models import (
     Project,
     ProjectMembership,
     ServiceAccount,
+    SsoConnection,
+    SsoGroupMapping,
     User,
 )
 from clouds.models import Cloud
@@ -39,6 +41,7 @@ from .factories import (
     ProjectFactory,
     ProjectMembershipFactory,
     ServiceAccountFactory,
+    SsoGroupMappingFactory,
     UserFactory,
 )
 
@@ -59,6 +62,8 @@ class Tenant:
     service_account: ServiceAccount | None = None
     token: ApiToken | None = None
     domain_claim: DomainClaim | None = None
+    sso_connection: SsoConnection | None = None
+    sso_mapping: SsoGroupMapping | None = None
 
     @property
     def owner(self) -> User:
@@ -102,6 +107,11 @@ def make_tenant(slug: str) -> Tenant:
     tenant.token = ApiTokenFactory(organization=org, user=tenant.member, name=f"{slug} laptop")
     # Claimed, not verified: it routes nobody and links no account.
     tenant.domain_claim = DomainClaim.objects.create(organization=org, domain=f"{slug}-claim.test")
+    # Switched off: it changes nothing for other tests, and its pages exist.
+    tenant.sso_mapping = SsoGroupMappingFactory(
+        connection__organization=org, idp_group=f"{slug}-engineers"
+    )
+    tenant.sso_connection = tenant.sso_mapping.connection
     return tenant
 
 

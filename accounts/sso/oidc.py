@@ -441,29 +441,16 @@ def oidc_connection_save(
             .first()
         )
         if connection is not None and connection.protocol != SsoProtocol.OIDC:
-            raise ValidationError(
-                "This organization signs in with SAML. Remove that connection before "
-                "setting up OpenID Connect."
+            return _switch_to_oidc(
+                connection, actor, issuer, client_id, client_secret, groups_attribute
             )
         if connection is None:
             if not client_secret:
                 raise ValidationError({"client_secret": "Enter the client secret."})
-            provider_id = provider_id_for(organization)
-            if SocialApp.objects.filter(provider=OIDC_PROVIDER, provider_id=provider_id).exists():
-                provider_id = f"{provider_id}-{organization.pk}"
-            app = SocialApp.objects.create(
-                provider=OIDC_PROVIDER,
-                provider_id=provider_id,
-                name=organization.name[:40],
-                client_id=client_id,
-                secret=encrypt(client_secret),
-                settings={"server_url": issuer, "oauth_pkce_enabled": True},
-            )
-            app.sites.add(Site.objects.get_current())
             connection = SsoConnection(
                 organization=organization,
                 protocol=SsoProtocol.OIDC,
-                social_app=app,
+                social_app=_new_app(organization, issuer, client_id, client_secret),
                 enabled=False,
                 groups_attribute=groups_attribute,
                 created_by=actor,
@@ -499,3 +486,63 @@ def oidc_connection_save(
         if changes:
             audit(actor=actor, verb="sso.connection_update", target=connection, changes=changes)
         return connection
+
+
+def _new_app(organization: Organization, issuer: str, client_id: str, secret: str) -> SocialApp:
+    provider_id = provider_id_for(organization)
+    if SocialApp.objects.filter(provider=OIDC_PROVIDER, provider_id=provider_id).exists():
+        provider_id = f"{provider_id}-{organization.pk}"
+    app = SocialApp.objects.create(
+        provider=OIDC_PROVIDER,
+        provider_id=provider_id,
+        name=organization.name[:40],
+        client_id=client_id,
+        secret=encrypt(secret),
+        settings={"server_url": issuer, "oauth_pkce_enabled": True},
+    )
+    app.sites.add(Site.objects.get_current())
+    return app
+
+
+def may_switch_to_oidc(connection: SsoConnection) -> bool:
+    return not connection.enabled and not connection.identities.exists()
+
+
+def _switch_to_oidc(
+    connection: SsoConnection,
+    actor: User,
+    issuer: str,
+    client_id: str,
+    client_secret: str,
+    groups_attribute: str,
+) -> SsoConnection:
+    """A SAML connection that is off and nobody ever signed in through becomes OIDC (its
+    access settings and group mapping stay). Identities are keyed by the connection, so
+    one with people would mix SAML NameIDs with OIDC subjects: refused."""
+    if not may_switch_to_oidc(connection):
+        raise ValidationError(
+            "This organization signs in with SAML, and people have used it or it is on. "
+            "Switch single sign-on off and remove the SAML connection first."
+        )
+    if not client_secret:
+        raise ValidationError({"client_secret": "Enter the client secret."})
+    old_app = connection.social_app
+    connection.social_app = _new_app(connection.organization, issuer, client_id, client_secret)
+    connection.protocol = SsoProtocol.OIDC
+    connection.groups_attribute = groups_attribute
+    connection.full_clean()
+    connection.save(update_fields=["social_app", "protocol", "groups_attribute", "updated_at"])
+    old_app.delete()
+    audit(
+        actor=actor,
+        verb="sso.connection_update",
+        target=connection,
+        changes={
+            "protocol": [SsoProtocol.SAML, SsoProtocol.OIDC],
+            "issuer": [None, issuer],
+            "client_id": [None, client_id],
+            "client_secret": [None, "set"],
+            "groups_attribute": [None, groups_attribute],
+        },
+    )
+    return connection

@@ -51,11 +51,15 @@ class OidcSettingsView(SsoView):
                 }
             form = OidcIdpForm(initial=initial, secret_is_set=app is not None)
         provider_id = app.provider_id if app is not None else oidc.provider_id_for(self.organization)
+        replaces_saml = connection is not None and not is_oidc
         return self.render(
             self.oidc_template,
             {
                 "connection": connection,
-                "other_protocol": connection is not None and not is_oidc,
+                "replaces_saml": replaces_saml,
+                "other_protocol": replaces_saml
+                and connection is not None
+                and not oidc.may_switch_to_oidc(connection),
                 "form": form,
                 "redirect_uri": oidc.redirect_uri(self.request, provider_id),
             },

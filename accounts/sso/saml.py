@@ -1,8 +1,9 @@
 """SAML sign-in through allauth's SAML provider (python3-saml), hardened.
 
-allauth serves the AuthnRequest (`saml_login`), the SP metadata and the logout
-endpoint. Raydeck answers the two ACS steps itself, at allauth's own paths (mounted
-first in console/urls.py), because allauth's versions let some cases through:
+allauth serves the AuthnRequest (`saml_login`, behind a Host check) and the SP
+metadata. Raydeck answers the two ACS steps itself, at allauth's own paths (mounted
+first in console/urls.py), because allauth's versions let some cases through
+(and turns allauth's single-logout endpoint off, see `single_logout`):
 
 - `acs` (the IdP's cross-site POST, without the session cookie) screens the raw
   SAMLResponse before anything is stored: size, base64, well-formed XML, no DOCTYPE or
@@ -170,6 +171,15 @@ def login(request: HttpRequest, organization_slug: str) -> HttpResponse:
     return allauth_login(request, organization_slug=organization_slug)
 
 
+@csrf_exempt
+@login_not_required
+def single_logout(request: HttpRequest, organization_slug: str) -> HttpResponse:
+    """Raydeck takes no part in SAML single logout (allauth's endpoint would sign a
+    browser out on an IdP's unsigned request, and answers malformed ones with a 500):
+    signing out of Raydeck is its own button, and sessions end on their own."""
+    return sso_error(request, "Raydeck does not take part in SAML single logout.", 404)
+
+
 @csrf_exempt  # the IdP posts it cross-site; the InResponseTo state binds it (finish)
 @login_not_required
 @never_cache
@@ -212,6 +222,8 @@ def finish_acs(request: HttpRequest, organization_slug: str) -> HttpResponse:
         return sso_error(request, str(exc), 403)
     provider = app.get_provider(request)
     acs_request = httpkit.deserialize_request(stored, HttpRequest())
+    if acs_request.path != reverse("saml_acs", args=[organization_slug]):
+        return sso_error(request, "This answer was sent to another organization.", 400)
     try:
         auth = build_auth(acs_request, provider)
         # InResponseTo is checked below against this browser's stashed state.

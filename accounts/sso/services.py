@@ -462,7 +462,6 @@ def saml_connection_save(
             client_id=organization.slug,
             settings=settings,
         )
-        app.sites.add(Site.objects.get_current())
         connection = SsoConnection(
             organization=organization,
             protocol=SsoProtocol.SAML,
@@ -475,6 +474,8 @@ def saml_connection_save(
         before = {**snapshot(connection, SAML_CONNECTION_FIELDS), **_idp_snapshot(app.settings)}
         app.settings = settings
         app.save(update_fields=["settings"])
+    # allauth finds apps of this site only.
+    app.sites.add(Site.objects.get_current())
     connection.email_attribute = email_attribute.strip()
     connection.name_attribute = name_attribute.strip()
     connection.groups_attribute = groups_attribute.strip()

@@ -34,10 +34,11 @@ public_urlpatterns = [
     path("sso/", pages.SsoStartView.as_view(), name="sso_start"),
 ]
 
-# The same paths as allauth's saml_login, saml_acs and saml_finish_acs (see
+# The same paths as allauth's saml_login, saml_sls, saml_acs and saml_finish_acs (see
 # accounts.sso.saml).
 allauth_overrides = [
     path("saml/<str:organization_slug>/login/", saml.login, name="raydeck_saml_login"),
+    path("saml/<str:organization_slug>/sls/", saml.single_logout, name="raydeck_saml_sls"),
     path("saml/<str:organization_slug>/acs/", saml.acs, name="raydeck_saml_acs"),
     path(
         "saml/<str:organization_slug>/acs/finish/",

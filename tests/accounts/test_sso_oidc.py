@@ -369,6 +369,11 @@ def test_an_owner_connects_an_oidc_idp_and_the_secret_is_never_shown_again(
     connection = SsoConnection.objects.get(organization=tenant_a.org)
     app = connection.social_app
     assert (connection.protocol, connection.enabled) == ("oidc", False)
+    # The tenant's unused SAML connection became this one: its mapping stays, its
+    # SAML app is gone.
+    assert connection.pk == tenant_a.sso_connection.pk
+    assert list(connection.group_mappings.all()) == [tenant_a.sso_mapping]
+    assert not SocialApp.objects.filter(pk=tenant_a.sso_connection.social_app_id).exists()
     assert app.secret != idp.client_secret
     assert decrypt(app.secret) == idp.client_secret
     assert app.settings["server_url"] == idp.issuer
@@ -377,8 +382,9 @@ def test_an_owner_connects_an_oidc_idp_and_the_secret_is_never_shown_again(
         assert idp.client_secret not in content
         assert app.secret not in content
     assert "Set (hidden)" in client.get(url).content.decode()
-    event = AuditEvent.objects.get(verb="sso.connection_create", organization=tenant_a.org)
+    event = AuditEvent.objects.get(verb="sso.connection_update", organization=tenant_a.org)
     assert event.changes["client_secret"] == [None, "set"]
+    assert event.changes["protocol"] == ["saml", "oidc"]
     assert idp.client_secret not in str(event.changes)
 
     # Saving again without a secret keeps it; with one replaces it (audited, not shown).
@@ -393,6 +399,27 @@ def test_an_owner_connects_an_oidc_idp_and_the_secret_is_never_shown_again(
     ).exists()
 
 
+def test_a_saml_connection_in_use_is_not_replaced_by_oidc(
+    tenant_a: Tenant, oidc_idps: Any
+) -> None:
+    idp = oidc_idps()
+    saml = tenant_a.sso_connection
+    saml.enabled = True
+    saml.save(update_fields=["enabled"])
+    client = client_for(tenant_a.owner)
+    url = reverse("sso_oidc", args=["alpha"])
+    assert b"Switch single sign-on off and remove that connection" in client.get(url).content
+
+    response = client.post(
+        url, {"issuer": idp.issuer, "client_id": "c", "client_secret": "s"}
+    )
+
+    assert b"people have used it or it is on" in response.content
+    saml.refresh_from_db()
+    assert saml.protocol == "saml"
+    assert not SocialApp.objects.filter(provider="openid_connect").exists()
+
+
 def test_a_bad_issuer_is_a_form_error_and_saves_nothing(tenant_a: Tenant) -> None:
     client = client_for(tenant_a.owner)
     response = client.post(
@@ -401,8 +428,8 @@ def test_a_bad_issuer_is_a_form_error_and_saves_nothing(tenant_a: Tenant) -> Non
     )
     assert response.status_code == 200
     assert b"could not reach the identity provider" in response.content
-    assert not SsoConnection.objects.exists()
-    assert not SocialApp.objects.exists()
+    assert not SsoConnection.objects.filter(protocol="oidc").exists()
+    assert not SocialApp.objects.filter(provider="openid_connect").exists()
 
 
 @pytest.mark.parametrize("role", [OrgRole.ADMIN, OrgRole.MEMBER, OrgRole.VIEWER])
@@ -413,7 +440,7 @@ def test_only_owners_configure_oidc(tenant_a: Tenant, oidc_idps: Any, role: str)
     assert client.get(url).status_code == 403
     data = {"issuer": idp.issuer, "client_id": "c", "client_secret": "s"}
     assert client.post(url, data).status_code == 403
-    assert not SsoConnection.objects.exists()
+    assert not SsoConnection.objects.filter(protocol="oidc").exists()
     with pytest.raises(PermissionDenied):
         oidc.oidc_connection_save(
             organization=tenant_a.org, actor=tenant_a.users[role], issuer=idp.issuer,

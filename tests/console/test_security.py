@@ -31,6 +31,7 @@ KWARG_FILLERS: dict[str, Any] = {
     "token_id": lambda t: t.token.pk,
     "service_account_id": lambda t: t.service_account.pk,
     "claim_id": lambda t: t.domain_claim.pk,
+    "mapping_id": lambda t: t.sso_mapping.pk,
     "kind": lambda t: "local",  # not an object: a choice in the URL
 }
 NOT_OBJECTS = {"org_slug", "kind"}
