@@ -50,7 +50,9 @@ class OidcSettingsView(SsoView):
                     "groups_attribute": connection.groups_attribute,
                 }
             form = OidcIdpForm(initial=initial, secret_is_set=app is not None)
-        provider_id = app.provider_id if app is not None else oidc.provider_id_for(self.organization)
+        provider_id = (
+            app.provider_id if app is not None else oidc.provider_id_for(self.organization)
+        )
         replaces_saml = connection is not None and not is_oidc
         return self.render(
             self.oidc_template,
@@ -176,7 +178,7 @@ class DomainRemoveView(DomainClaimView):
 
 @method_decorator([login_not_required, never_cache], name="dispatch")
 class SsoStartView(View):
-    """"Sign in with SSO": a work email (routed by a verified domain) or an
+    """ "Sign in with SSO": a work email (routed by a verified domain) or an
     organization's URL name, then straight to that organization's IdP.
 
     What it tells: one message for every miss (no such organization, SSO off, domain

@@ -170,7 +170,8 @@ class FakeOidcIdp:
             self.authorize_requests.append(params)
             code = secrets.token_urlsafe(16)
             self._codes[code] = params
-            target = f"{params['redirect_uri']}?{urlencode({'code': code, 'state': params.get('state', '')})}"
+            query = urlencode({"code": code, "state": params.get("state", "")})
+            target = f"{params['redirect_uri']}?{query}"
             handler.send_response(302)
             handler.send_header("Location", target)
             handler.end_headers()

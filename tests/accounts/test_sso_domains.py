@@ -36,7 +36,10 @@ def claim_page(tenant: Tenant, domain: str) -> tuple[Any, DomainClaim]:
 
 def test_txt_records_come_from_the_configured_resolver(fake_dns: FakeDns) -> None:
     fake_dns.records["example.test"] = ["v=spf1 -all", "raydeck-verification=abc"]
-    assert sorted(domains.txt_records("example.test")) == ["raydeck-verification=abc", "v=spf1 -all"]
+    assert sorted(domains.txt_records("example.test")) == [
+        "raydeck-verification=abc",
+        "v=spf1 -all",
+    ]
     assert domains.txt_records("nothing-here.test") == []
     fake_dns.failing.add("broken.test")
     with pytest.raises(domains.DnsLookupFailed):
@@ -46,7 +49,11 @@ def test_txt_records_come_from_the_configured_resolver(fake_dns: FakeDns) -> Non
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("Example.COM", "example.com"), ("@example.com.", "example.com"), ("bücher.de", "xn--bcher-kva.de")],
+    [
+        ("Example.COM", "example.com"),
+        ("@example.com.", "example.com"),
+        ("bücher.de", "xn--bcher-kva.de"),
+    ],
 )
 def test_domains_are_normalized(given: str, expected: str) -> None:
     assert domains.normalize_domain(given) == expected
@@ -128,7 +135,9 @@ def test_a_domain_verified_by_one_organization_is_not_verified_by_another(
     bravo_claim.delete()
     other = client.post(reverse("sso_domains", args=["bravo"]), {"domain": "SHARED-corp.test"})
     assert b"Another organization has verified this domain." in other.content
-    assert not DomainClaim.objects.filter(organization=tenant_b.org, domain="shared-corp.test").exists()
+    assert not DomainClaim.objects.filter(
+        organization=tenant_b.org, domain="shared-corp.test"
+    ).exists()
 
 
 def test_removing_a_claim_is_audited_and_stops_routing(
@@ -154,7 +163,9 @@ def test_only_owners_manage_domains(tenant_a: Tenant, role: str) -> None:
     client = client_for(tenant_a.users[role])
     claim = tenant_a.domain_claim
     assert client.get(reverse("sso_domains", args=["alpha"])).status_code == 403
-    assert client.post(reverse("sso_domains", args=["alpha"]), {"domain": "x.test"}).status_code == 403
+    assert (
+        client.post(reverse("sso_domains", args=["alpha"]), {"domain": "x.test"}).status_code == 403
+    )
     assert client.post(reverse("sso_domain_verify", args=["alpha", claim.pk])).status_code == 403
     assert client.post(reverse("sso_domain_remove", args=["alpha", claim.pk])).status_code == 403
     assert DomainClaim.objects.filter(organization=tenant_a.org).count() == 1
