@@ -57,6 +57,7 @@ class FakeOidcIdp:
     jwks_status: int = 200
     jwks_body: bytes | None = None
     discovery_overrides: dict[str, Any] = field(default_factory=dict)
+    userinfo_overrides: dict[str, Any] = field(default_factory=dict)
     # What the IdP saw.
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
@@ -178,7 +179,7 @@ class FakeOidcIdp:
         elif path == "/userinfo":
             p = self.person
             claims = {"sub": p.sub, "email": p.email, "name": p.name, "groups": p.groups}
-            self._send(handler, 200, claims)
+            self._send(handler, 200, {**claims, **self.userinfo_overrides})
         else:
             self._send(handler, 404, {"error": "not_found"})
 
