@@ -54,6 +54,15 @@ def finish_sso_sign_in(
     try:
         result = sso_sign_in(connection=connection, claims=claims)
     except SsoRefused as exc:
+        # The organization's own IdP vouched for this person: worth the owners' attention
+        # (forged or malformed answers are only logged: anyone can send those).
+        audit(
+            actor=None,
+            actor_email=claims.email,
+            verb="sso.login_refused",
+            target=connection,
+            changes={"subject": [None, claims.subject], "reason": [None, str(exc)]},
+        )
         return sso_error(request, str(exc), 403)
     if not result.has_access or result.user is None:
         return sso_error(

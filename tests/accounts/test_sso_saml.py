@@ -596,6 +596,8 @@ def test_leaving_the_only_mapped_group_removes_access_when_there_is_no_default_r
     assert response.status_code == 403
     assert signed_in_user_id(client) is None
     assert not User.objects.filter(email=ALICE).exists()
+    refused = AuditEvent.objects.get(verb="sso.login_refused", organization=tenant_a.org)
+    assert refused.actor_email == ALICE
 
     old_session, _ = sign_in_as_alice("raydeck-admins")
     alice = User.objects.get(email=ALICE)
@@ -654,3 +656,13 @@ def test_a_switched_off_connection_signs_nobody_in(tenant_a: Tenant, alpha_sso):
     assert response.status_code == 403
     assert signed_in_user_id(client) is None
     assert not User.objects.filter(email=ALICE).exists()
+
+
+def test_clock_drift_within_five_minutes_is_tolerated_on_conditions(tenant_a, alpha_sso):
+    """The control for the expiry cases: Conditions that ended 200 s ago are still in
+    python3-saml's 300 s of drift, so "expired" above means beyond it."""
+    client = browser()
+    request_id = start_sign_in(client, "alpha")
+    answer = _signed_with(not_on_or_after=_ago(200))(idp_for("alpha"), request_id)
+    assert post_to_acs(client, "alpha", answer).status_code == 302
+    assert signed_in_user_id(client) == User.objects.get(email=ALICE).pk
