@@ -11,6 +11,7 @@ mark that SSO enforcement looks for, see accounts.sso.enforcement).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -114,4 +115,20 @@ def _finish_test(
             "claims": claims,
             "preview": preview,
         },
+    )
+
+
+def leave_for_idp(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """`response`, unless it redirects a form POST to another site (the IdP): the
+    console's CSP (`form-action 'self'`) also covers the redirects that follow a form
+    submission, so a browser would block it. Such a redirect becomes a page that goes
+    to the IdP by itself (meta refresh, which form-action does not cover), with a link."""
+    location = response.get("Location", "") if response.status_code in (301, 302, 303) else ""
+    if request.method != "POST" or not location:
+        return response
+    target = urlsplit(location)
+    if not target.netloc or target.netloc == request.get_host():
+        return response
+    return render(
+        request, "accounts/sso_redirect.html", {"location": location, "idp_host": target.hostname}
     )

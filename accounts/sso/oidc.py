@@ -57,7 +57,7 @@ from ..audit import audit
 from ..choices import SsoProtocol
 from ..models import Organization, SsoConnection, User
 from ..permissions import require
-from .flow import finish_sso_sign_in, sso_error
+from .flow import finish_sso_sign_in, leave_for_idp, sso_error
 from .saml import _public_host
 from .services import IdpClaims, SsoRefused, connection_for_app
 
@@ -299,7 +299,10 @@ class RaydeckOidcProvider(OpenIDConnectProvider):
         auth_params = dict(kwargs.pop("auth_params", None) or self.get_auth_params())
         auth_params["nonce"] = nonce
         kwargs[NONCE_STATE_KEY] = nonce
-        return super().redirect(request, process, next_url, data, auth_params=auth_params, **kwargs)
+        response = super().redirect(
+            request, process, next_url, data, auth_params=auth_params, **kwargs
+        )
+        return leave_for_idp(request, response)
 
 
 # --- The callback ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..forms import add_service_error
 from ..models import DomainClaim
 from ..views import _rate_limited
 from . import domains, oidc
-from .flow import sso_error
+from .flow import leave_for_idp, sso_error
 from .forms import DomainClaimForm, OidcIdpForm, SsoStartForm
 from .views import SsoView
 
@@ -215,9 +215,10 @@ class SsoStartView(View):
         kwargs: dict[str, Any] = {}
         if connection.protocol == SsoProtocol.OIDC and "@" in identifier:
             kwargs["auth_params"] = {**provider.get_auth_params(), "login_hint": identifier}
-        return provider.redirect(
+        response = provider.redirect(
             request, process="login", next_url=self.next_url(request), **kwargs
         )
+        return leave_for_idp(request, response)
 
     def next_url(self, request: HttpRequest) -> str | None:
         next_url = request.POST.get("next") or request.GET.get("next")
