@@ -81,7 +81,9 @@ def sso_required_response(request: HttpRequest, connection: SsoConnection) -> Ht
     if getattr(request, "htmx", False):
         # A partial would land inside the page: reload it whole to show why.
         return HttpResponseClientRedirect(request.get_full_path())
-    return render(
+    from .flow import allow_form_posts_to_idp
+
+    response = render(
         request,
         "accounts/sso_required.html",
         {
@@ -91,6 +93,8 @@ def sso_required_response(request: HttpRequest, connection: SsoConnection) -> Ht
         },
         status=403,
     )
+    allow_form_posts_to_idp(response, connection)
+    return response
 
 
 def password_sign_in_refusal(user: User) -> str | None:

@@ -48,7 +48,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from lxml import etree
 
-from .flow import finish_sso_sign_in, sso_error
+from ..models import SsoConnection
+from .flow import allow_form_posts_to_idp, finish_sso_sign_in, sso_error
 from .services import IdpClaims, SsoRefused, connection_for_app
 
 logger = logging.getLogger(__name__)
@@ -165,10 +166,16 @@ def _has_host(request: HttpRequest) -> bool:
 
 @login_not_required
 def login(request: HttpRequest, organization_slug: str) -> HttpResponse:
-    """allauth's start of a SAML sign-in, minus its 500 on a request without Host."""
+    """allauth's start of a SAML sign-in (a confirmation page, then the redirect to the
+    IdP), minus its 500 on a request without Host."""
     if not _has_host(request):
         return sso_error(request, "The request has no Host header.", 400)
-    return allauth_login(request, organization_slug=organization_slug)
+    response = allauth_login(request, organization_slug=organization_slug)
+    app = _saml_app(organization_slug)
+    connection = SsoConnection.objects.for_social_app(app).first() if app else None
+    if connection is not None:
+        allow_form_posts_to_idp(response, connection)
+    return response
 
 
 @csrf_exempt

@@ -17,7 +17,7 @@ from ..forms import add_service_error
 from ..models import SsoConnection, SsoGroupMapping, SsoIdentity
 from . import services
 from .enforcement import connection_of, signed_in_through
-from .flow import TEST_STATE_KEY
+from .flow import TEST_STATE_KEY, allow_form_posts_to_idp
 from .forms import SamlIdpForm, SsoAccessForm, SsoMappingForm
 from .saml import sp_urls
 
@@ -55,7 +55,10 @@ class SsoView(OrgView):
                 ),
                 metadata_url=connection.social_app.settings.get("raydeck_metadata_url", ""),
             )
-        return self.render(self.template, context)
+        response = self.render(self.template, context)
+        if connection is not None:
+            allow_form_posts_to_idp(response, connection)  # "Test connection"
+        return response
 
     def _idp_initial(self) -> dict[str, Any]:
         if self.connection is None:

@@ -88,6 +88,8 @@ def test_a_person_in_two_organizations_keeps_the_one_without_enforcement(
     assert blocked.status_code == 403
     assert "requires single sign-on" in blocked.content.decode()
     assert blocked.context["login_url"].startswith(reverse("saml_login", args=["alpha"]))
+    # Its button posts to Raydeck, which redirects to the IdP: the CSP allows that hop.
+    assert "form-action 'self' https://idp.alpha.test" in blocked["Content-Security-Policy"]
     # HTMX requests are told to reload the page (which then explains).
     htmx = client.get(reverse("project_list", args=["alpha"]), headers={"HX-Request": "true"})
     assert htmx.headers.get("HX-Redirect")
