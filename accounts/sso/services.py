@@ -615,3 +615,28 @@ def sso_group_mapping_delete(*, mapping: SsoGroupMapping, actor: User) -> None:
         changes={"idp_group": [mapping.idp_group, None], "org_role": [mapping.org_role, None]},
     )
     mapping.delete()
+
+
+@transaction.atomic
+def sso_identities_release(*, user: User, email: str) -> int:
+    """The person just proved they control `email` (a password reset or an email
+    confirmation): identities an IdP attached to their account without its
+    organization having verified the email's domain are dropped, so that IdP can no
+    longer sign in as them. (Otherwise an IdP could create an account for someone
+    else's address before they sign up, and keep a way into it once they adopt it.)"""
+    if email.strip().lower() != user.email.lower():
+        return 0  # another address of theirs proves nothing about this one
+    released = 0
+    for identity in SsoIdentity.objects.select_related("organization").filter(user=user):
+        if domain_verified_by(identity.organization, user.email):
+            continue
+        audit(
+            actor=user,
+            verb="sso.identity_release",
+            target=identity,
+            organization=identity.organization,
+            changes={"subject": [identity.subject, None], "reason": [None, "email_proven"]},
+        )
+        identity.delete()
+        released += 1
+    return released

@@ -135,3 +135,32 @@ def test_a_mapping_to_another_organizations_project_is_refused(tenant_a, tenant_
             connection=alpha, actor=tenant_a.owner, idp_group="g", org_role="member",
             project=tenant_b.project, project_role="writer",
         )  # fmt: skip
+
+
+def test_proving_the_address_releases_identities_on_unverified_domains(tenant_a, both) -> None:
+    """Account pre-hijacking: alpha's IdP makes an account for someone else's address
+    (alpha has not verified gmail.test). Once the real owner of the address proves it
+    (password reset, email confirmation), alpha's IdP can no longer sign in as them."""
+    from allauth.account.signals import password_reset
+
+    alpha, _ = both
+    created = sso_sign_in(connection=alpha, claims=IdpClaims(subject="v", email="vic@gmail.test"))
+    victim = created.user
+    DomainClaim.objects.create(
+        organization=tenant_a.org, domain="alpha-corp.test", verified_at=timezone.now()
+    )
+    kept = sso_sign_in(connection=alpha, claims=IdpClaims(subject="k", email="k@alpha-corp.test"))
+
+    from django.test import RequestFactory
+
+    request = RequestFactory().post("/accounts/password/reset/key/x/")
+    password_reset.send(sender=User, request=request, user=victim)
+    password_reset.send(sender=User, request=request, user=kept.user)
+
+    assert not SsoIdentity.objects.filter(user=victim).exists()
+    assert SsoIdentity.objects.filter(user=kept.user).exists()  # alpha owns that domain
+    with pytest.raises(SsoRefused):
+        sso_sign_in(connection=alpha, claims=IdpClaims(subject="v", email="vic@gmail.test"))
+    from accounts.models import AuditEvent
+
+    assert AuditEvent.objects.filter(verb="sso.identity_release", actor=victim).exists()
