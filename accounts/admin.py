@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.socialaccount.models import SocialAccount, SocialApp, SocialToken
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -19,11 +20,14 @@ from . import services
 from .models import (
     ApiToken,
     AuditEvent,
+    DomainClaim,
     Invitation,
     Membership,
     Organization,
     Project,
     ServiceAccount,
+    SsoConnection,
+    SsoIdentity,
     User,
 )
 
@@ -232,3 +236,73 @@ class ServiceAccountAdmin(SupportAdmin):
         "disabled_at",
     )
     inlines = [ApiTokenInline]
+
+
+# --- Single sign-on -------------------------------------------------------------------
+
+# allauth's own admin for SocialApp (each organization's IdP trust and OIDC client
+# secrets), SocialAccount and SocialToken would let staff read secrets and change an
+# organization's IdP without a service or an audit event: off. The connection below
+# shows what support needs.
+for _model in (SocialApp, SocialAccount, SocialToken):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+@admin.register(SsoConnection)
+class SsoConnectionAdmin(SupportAdmin):
+    list_display = ["organization", "protocol", "enabled", "enforce_sso", "default_role"]
+    list_filter = ["protocol", "enabled", "enforce_sso"]
+    search_fields = ["organization__name", "organization__slug"]
+    list_select_related = ["organization"]
+    fields = readonly_fields = (
+        "organization",
+        "protocol",
+        "enabled",
+        "default_role",
+        "groups_attribute",
+        "enforce_sso",
+        "break_glass_user",
+        "idp_entity",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
+
+    @admin.display(description="IdP")
+    def idp_entity(self, connection: SsoConnection) -> str:
+        # Public values only: the SAML entity id, or the OIDC client id (never a secret).
+        idp = connection.social_app.settings.get("idp", {})
+        return idp.get("entity_id") or connection.social_app.client_id
+
+
+@admin.register(SsoIdentity)
+class SsoIdentityAdmin(SupportAdmin):
+    list_display = ["subject", "user", "organization", "email", "last_login_at"]
+    search_fields = ["subject", "email", "user__email", "organization__name", "organization__slug"]
+    list_select_related = ["user", "organization"]
+    fields = readonly_fields = (
+        "organization",
+        "connection",
+        "subject",
+        "user",
+        "email",
+        "groups",
+        "created_at",
+        "last_login_at",
+    )
+
+
+@admin.register(DomainClaim)
+class DomainClaimAdmin(SupportAdmin):
+    list_display = ["domain", "organization", "verified_at", "last_checked_at"]
+    search_fields = ["domain", "organization__name", "organization__slug"]
+    list_select_related = ["organization"]
+    fields = readonly_fields = (
+        "organization",
+        "domain",
+        "verified_at",
+        "last_checked_at",
+        "created_by",
+        "created_at",
+    )

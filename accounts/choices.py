@@ -35,3 +35,8 @@ class CliHandoffStatus(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     DENIED = "denied", "Denied"
     EXPIRED = "expired", "Expired"
+
+
+class SsoProtocol(models.TextChoices):
+    SAML = "saml", "SAML 2.0"
+    OIDC = "oidc", "OpenID Connect"

@@ -1,5 +1,6 @@
 """Who you are, which tenant you belong to, and what happened: users, organizations,
-memberships, projects, invitations, service accounts and API tokens, and the audit log."""
+memberships, projects, invitations, service accounts and API tokens, single sign-on
+(connections, group mappings, identities, domain claims), and the audit log."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .choices import CliHandoffStatus, InvitationStatus, OrgRole, ProjectRole, TokenStatus
+from .choices import (
+    CliHandoffStatus,
+    InvitationStatus,
+    OrgRole,
+    ProjectRole,
+    SsoProtocol,
+    TokenStatus,
+)
 from .permissions import ORG_WIDE_ROLES, roles_granting
 from .tokens import (
     CLI_HANDOFF_MINUTES,
@@ -85,7 +93,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         the one query behind role checks, the organization in the URL and the switcher."""
         if "_membership_cache" not in self.__dict__:
             self._membership_cache = list(
-                self.memberships.select_related("organization").order_by("organization__name")
+                self.memberships.select_related(
+                    "organization", "organization__sso_connection"
+                ).order_by("organization__name")
             )
         return self._membership_cache
 
@@ -633,3 +643,251 @@ class AccessRevocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} in {self.organization_id} before {self.revoked_at}"
+
+
+# --- Single sign-on -------------------------------------------------------------------
+#
+# How the pieces fit (both protocols):
+#   SsoConnection   one per organization: its IdP, bound to exactly one allauth SocialApp
+#                   (SAML or OIDC), who gets in and with which role, enforcement.
+#   SsoGroupMapping IdP group -> organization role (and optionally a project role),
+#                   applied at every sign-in.
+#   SsoIdentity     (connection, subject) -> User: the only way an IdP reaches a user.
+#   DomainClaim     an email domain the organization proved it owns (DNS TXT): routes
+#                   "Sign in with SSO" and is the only reason an IdP's email may be linked
+#                   to an account that already exists.
+# Protocol views (accounts/sso/saml.py, the OIDC callback) verify the response, then
+# hand (connection, subject, email, name, groups) to accounts.sso.services.sso_sign_in,
+# which does just-in-time membership, group mapping and audit for both.
+
+
+class SsoConnectionQuerySet(OrgOwnedQuerySet):
+    def for_social_app(self, app: Any) -> Self:
+        """The connection bound to allauth's `app` (the check every login makes: an app
+        without a connection, or with a disabled one, lets nobody in)."""
+        return self.filter(social_app=app).select_related("organization", "social_app")
+
+
+class SsoConnection(models.Model):
+    """An organization's identity provider (SAML or OIDC): at most one per organization,
+    bound to exactly one allauth SocialApp, plus who gets in with which role.
+
+    - `social_app` holds the protocol settings in allauth's shape. SAML: provider "saml",
+      client_id = the organization's slug (the /accounts/saml/<slug>/... URLs),
+      provider_id "saml-<slug>", settings {"idp": {...}, "advanced": {...}}. OIDC:
+      provider "openid_connect", provider_id "oidc-<slug>", client_id/secret of the
+      IdP's client. Every login looks the connection up from the app it came through
+      (`SsoConnection.objects.for_social_app(app)`) and refuses when there is none,
+      it is disabled, or it belongs to another organization than the URL says.
+    - `default_role` is the organization role of anyone the IdP lets in who is in no
+      mapped group; empty means such people get no access (and lose it at their next
+      sign-in). Roles are set by the IdP at every sign-in (see SsoGroupMapping).
+    - `groups_attribute`: the SAML attribute / OIDC claim that lists the person's groups.
+    - `enforce_sso`: members may use this organization only from a session signed in
+      through this connection; `break_glass_user` (an owner) may still use a password.
+    """
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="sso_connection"
+    )
+    protocol = models.CharField(max_length=8, choices=SsoProtocol.choices)
+    social_app = models.OneToOneField(
+        "socialaccount.SocialApp", on_delete=models.PROTECT, related_name="raydeck_connection"
+    )
+    enabled = models.BooleanField(
+        default=False, help_text="People can sign in through this identity provider."
+    )
+    default_role = models.CharField(
+        max_length=16,
+        choices=[c for c in OrgRole.choices if c[0] != OrgRole.OWNER],
+        blank=True,
+        default=OrgRole.MEMBER,
+        help_text="The role of people in no mapped group. Empty: they get no access.",
+    )
+    groups_attribute = models.CharField(
+        "groups attribute or claim",
+        max_length=200,
+        blank=True,
+        default="groups",
+        help_text="The SAML attribute or OIDC claim that lists the person's groups.",
+    )
+    email_attribute = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The SAML attribute holding the email (empty: common names, then the "
+        "NameID when it is an email address). OIDC uses the email claim.",
+    )
+    name_attribute = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The SAML attribute holding the display name (empty: common names).",
+    )
+    enforce_sso = models.BooleanField(
+        "require single sign-on",
+        default=False,
+        help_text="Members cannot use a password for this organization.",
+    )
+    break_glass_user = models.ForeignKey(
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="One owner who may still sign in with a password when SSO is required.",
+    )
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SsoConnectionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(enforce_sso=False) | Q(enabled=True),
+                name="sso_enforced_only_when_enabled",
+                violation_error_message="Single sign-on can only be required while it is on.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_protocol_display()} for {self.organization}"
+
+
+class SsoGroupMapping(models.Model):
+    """IdP group -> organization role, and optionally a role in one project.
+
+    Applied at every sign-in through the connection: the person's organization role is
+    the highest `org_role` among their mapped groups (else the connection's default
+    role); in each project named by any mapping of the connection, their project role
+    is the highest mapped one, or none (projects no mapping names are left alone)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    connection = models.ForeignKey(
+        SsoConnection, on_delete=models.CASCADE, related_name="group_mappings"
+    )
+    idp_group = models.CharField("IdP group", max_length=255)
+    org_role = models.CharField(max_length=16, choices=OrgRole.choices, default=OrgRole.MEMBER)
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    project_role = models.CharField(
+        max_length=16, choices=ProjectRole.choices, blank=True, default=""
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["idp_group", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "idp_group", "project"],
+                name="one_mapping_per_group_and_project",
+                nulls_distinct=False,
+                violation_error_message="This group already has a mapping for this project.",
+            ),
+            models.CheckConstraint(
+                condition=Q(project__isnull=True, project_role="")
+                | Q(project__isnull=False) & ~Q(project_role=""),
+                name="sso_mapping_project_role_with_project",
+                violation_error_message="Give a project role together with its project.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = f", {self.project}: {self.project_role}" if self.project_id else ""
+        return f"{self.idp_group} → {self.org_role}{target}"
+
+
+class SsoIdentity(models.Model):
+    """A person as one connection's IdP knows them: (connection, subject) -> user.
+
+    The subject is the SAML NameID (or subject-id attribute) or the OIDC `sub`. The same
+    subject from two organizations' IdPs is two identities, and two users unless a
+    verified domain linked both to one existing account."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    connection = models.ForeignKey(
+        SsoConnection, on_delete=models.CASCADE, related_name="identities"
+    )
+    subject = models.CharField(max_length=512)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="sso_identities")
+    # What the IdP said last time, for the members page and support.
+    email = models.EmailField(blank=True)
+    groups = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-last_login_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "subject"], name="one_identity_per_subject"
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "user"], name="one_identity_per_user_and_connection"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.organization}"
+
+
+def _domain_verification_token() -> str:
+    return f"raydeck-verification={secrets.token_urlsafe(24)}"
+
+
+class DomainClaimQuerySet(OrgOwnedQuerySet):
+    def verified(self) -> Self:
+        return self.exclude(verified_at=None)
+
+
+class DomainClaim(models.Model):
+    """An email domain an organization says it owns, proven by a DNS TXT record holding
+    `verification_token` at the domain. Only a verified claim routes "Sign in with SSO"
+    for the domain, and only a verified claim lets the organization's IdP sign in to
+    an account that already exists with an address at the domain. One organization at
+    most holds a verified claim on a domain."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="domain_claims"
+    )
+    domain = models.CharField(max_length=253)
+    verification_token = models.CharField(
+        max_length=80, default=_domain_verification_token, editable=False
+    )
+    verified_at = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DomainClaimQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["domain"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "domain"], name="one_claim_per_org_and_domain"
+            ),
+            models.UniqueConstraint(
+                fields=["domain"],
+                condition=Q(verified_at__isnull=False),
+                name="one_verified_claim_per_domain",
+                violation_error_message="Another organization has verified this domain.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.domain
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_at is not None

@@ -74,6 +74,7 @@ ORG_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "member.manage_owners",
         "audit.view",
         "cloud.manage",
+        "sso.manage",
     },
 }
 
@@ -110,7 +111,7 @@ READ_PERMISSIONS = frozenset(
 # able to mint itself successors (outliving its expiry or revocation) or make new
 # identities.
 SESSION_ONLY_PERMISSIONS = frozenset(
-    {"token.manage_own", "token.manage_all", "service_account.manage"}
+    {"token.manage_own", "token.manage_all", "service_account.manage", "sso.manage"}
 )
 
 

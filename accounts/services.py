@@ -114,11 +114,18 @@ def _lock_owners(organization: Organization) -> list[Membership]:
     )
 
 
+def is_last_owner(membership: Membership) -> bool:
+    """True when `membership` is its organization's only owner (owners stay locked until
+    the transaction ends, so the answer holds for it)."""
+    if membership.role != OrgRole.OWNER:
+        return False
+    return len(_lock_owners(membership.organization)) <= 1
+
+
 def _ensure_not_last_owner(membership: Membership, *, leaving_role: bool) -> None:
     if membership.role != OrgRole.OWNER or not leaving_role:
         return
-    owners = _lock_owners(membership.organization)
-    if len(owners) <= 1:
+    if is_last_owner(membership):
         raise ValidationError(
             "An organization needs at least one owner. Make someone else an owner first."
         )
@@ -161,22 +168,28 @@ def membership_remove(*, membership: Membership, actor: User) -> None:
             require(actor, "member.manage_owners", organization)
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     _ensure_not_last_owner(membership, leaving_role=True)
+    membership_delete(
+        membership=membership, actor=actor, verb="member.leave" if leaving else "member.remove"
+    )
+
+
+def membership_delete(
+    *, membership: Membership, actor: User, verb: str, changes: dict | None = None
+) -> None:
+    """The removal itself, for callers that already checked who may remove and that the
+    organization keeps an owner (membership_remove, SSO sign-in): project roles go, API
+    tokens of the organization are revoked, and the event is recorded."""
+    organization = membership.organization
     ProjectMembership.objects.filter(organization=organization, user=membership.user).delete()
     revoked = (
         ApiToken.objects.filter(organization=organization, user=membership.user)
         .filter(revoked_at=None)
         .update(revoked_at=timezone.now())
     )
-    changes: dict[str, list] = {"role": [membership.role, None]}
+    changes = {**(changes or {}), "role": [membership.role, None]}
     if revoked:
         changes["unrevoked_api_tokens"] = [revoked, 0]
-    audit(
-        actor=actor,
-        verb="member.leave" if leaving else "member.remove",
-        target=membership,
-        organization=organization,
-        changes=changes,
-    )
+    audit(actor=actor, verb=verb, target=membership, organization=organization, changes=changes)
     membership.delete()
     membership.user.forget_roles()
     access_revoke(user=membership.user, organization=organization)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from allauth.account.signals import password_changed, password_reset
+from allauth.account.signals import email_confirmed, password_changed, password_reset
 from allauth.mfa.signals import authenticator_added, authenticator_removed
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.dispatch import receiver
@@ -54,3 +54,17 @@ def on_mfa_removed(sender: Any, request: Any, user: Any, authenticator: Any, **k
         changes={"authenticator": [authenticator.type, None]},
         origin=origin_of(request),
     )
+
+
+@receiver(password_reset)
+def on_password_reset_release_sso(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    from .sso.services import sso_identities_release
+
+    sso_identities_release(user=user, email=user.email)
+
+
+@receiver(email_confirmed)
+def on_email_confirmed(sender: Any, request: Any, email_address: Any, **kwargs: Any) -> None:
+    from .sso.services import sso_identities_release
+
+    sso_identities_release(user=email_address.user, email=email_address.email)

@@ -59,6 +59,7 @@ from .models import (
     ServiceAccount,
 )
 from .permissions import has_perm, require
+from .sso.enforcement import sso_blocks
 from .tokens import (
     CLI_HANDOFF_MINUTES,
     CLI_HANDOFF_POLL_INTERVAL_SECONDS,
@@ -1002,6 +1003,12 @@ class CliVerifyView(View):
                 messages.success(request, "Sign-in denied. Nothing was created.")
             return redirect("home")
         form = CliConfirmForm(request.POST, user=request.user)
+        if form.is_valid() and sso_blocks(request, form.cleaned_data["organization"]):
+            form.add_error(
+                "organization",
+                f"{form.cleaned_data['organization'].name} requires single sign-on: open one "
+                "of its pages, sign in through its identity provider, then confirm again.",
+            )
         if form.is_valid():
             organization = form.cleaned_data["organization"]
             try:

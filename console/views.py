@@ -20,6 +20,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.models import Membership, Organization
 from accounts.permissions import require
+from accounts.sso.enforcement import sso_blocks, sso_required_response
 from console.types import AuthedRequest
 
 SESSION_CURRENT_ORG = "raydeck_org"
@@ -30,7 +31,9 @@ class OrgView(View):
 
     The organization comes from the URL and is looked up among the organizations the
     user belongs to, so another organization's pages are indistinguishable from
-    missing ones (404). `permission`, when set, is checked against the organization
+    missing ones (404). An organization that requires SSO answers a session not signed
+    in through its IdP with a page that leads there (accounts.sso.enforcement).
+    `permission`, when set, is checked against the organization
     (or `permission_target()`) before the handler runs.
     """
 
@@ -47,6 +50,9 @@ class OrgView(View):
         if membership is None:
             raise Http404("No such organization.")
         self.organization = membership.organization
+        sso_connection = sso_blocks(request, self.organization)
+        if sso_connection is not None:
+            return sso_required_response(request, sso_connection)
         if request.session.get(SESSION_CURRENT_ORG) != self.organization.slug:
             request.session[SESSION_CURRENT_ORG] = self.organization.slug
         self.load_objects(**kwargs)

@@ -1,7 +1,7 @@
 """Shared fixtures. Every test world has two organizations, A and B, each with one
 person of every role, a project, an invitation, a cloud, a (terminated) cluster with
-one node, a service account and an API token of the member, so isolation is always
-tested."""
+one node, a service account and an API token of the member, and a (switched-off) SSO
+connection with a group mapping, so isolation is always tested."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from django.test import Client
 from accounts.choices import OrgRole, ProjectRole
 from accounts.models import (
     ApiToken,
+    DomainClaim,
     Invitation,
     Membership,
     Organization,
     Project,
     ProjectMembership,
     ServiceAccount,
+    SsoConnection,
+    SsoGroupMapping,
     User,
 )
 from clouds.choices import CloudState
@@ -39,6 +42,7 @@ from .factories import (
     ProjectFactory,
     ProjectMembershipFactory,
     ServiceAccountFactory,
+    SsoGroupMappingFactory,
     UserFactory,
 )
 
@@ -58,6 +62,9 @@ class Tenant:
     node: Node | None = None
     service_account: ServiceAccount | None = None
     token: ApiToken | None = None
+    domain_claim: DomainClaim | None = None
+    sso_connection: SsoConnection | None = None
+    sso_mapping: SsoGroupMapping | None = None
 
     @property
     def owner(self) -> User:
@@ -99,6 +106,13 @@ def make_tenant(slug: str) -> Tenant:
                               log_tail=f"{slug} node log")  # fmt: skip
     tenant.service_account = ServiceAccountFactory(organization=org, name=f"{slug}-ci")
     tenant.token = ApiTokenFactory(organization=org, user=tenant.member, name=f"{slug} laptop")
+    # Claimed, not verified: it routes nobody and links no account.
+    tenant.domain_claim = DomainClaim.objects.create(organization=org, domain=f"{slug}-claim.test")
+    # Switched off: it changes nothing for other tests, and its pages exist.
+    tenant.sso_mapping = SsoGroupMappingFactory(
+        connection__organization=org, idp_group=f"{slug}-engineers"
+    )
+    tenant.sso_connection = tenant.sso_mapping.connection
     return tenant
 
 

@@ -18,6 +18,8 @@ from accounts.models import (
     Project,
     ProjectMembership,
     ServiceAccount,
+    SsoConnection,
+    SsoGroupMapping,
     User,
 )
 from accounts.tokens import display_prefix, hash_secret, new_secret
@@ -187,3 +189,59 @@ class NodeFactory(factory.django.DjangoModelFactory):
     organization = factory.SelfAttribute("cluster.organization")
     role = NodeRole.HEAD
     instance_type = "local"
+
+
+class SamlAppFactory(factory.django.DjangoModelFactory):
+    """allauth's SocialApp for an organization's SAML IdP (made up, never reached)."""
+
+    class Meta:
+        model = "socialaccount.SocialApp"
+        skip_postgeneration_save = True
+
+    provider = "saml"
+    provider_id = factory.Sequence(lambda n: f"saml-app-{n}")
+    name = "SAML"
+    client_id = factory.Sequence(lambda n: f"saml-app-{n}")
+    settings = factory.LazyFunction(
+        lambda: {
+            "idp": {
+                "entity_id": "https://idp.example.test/",
+                "sso_url": "https://idp.example.test/sso",
+                "x509cert": "",
+            },
+            "advanced": {"want_assertion_signed": True},
+        }
+    )
+
+    @factory.post_generation
+    def on_this_site(self, create: bool, extracted: object, **kwargs: object) -> None:
+        if create:
+            from django.contrib.sites.models import Site
+
+            self.sites.add(Site.objects.get_current())
+
+
+class SsoConnectionFactory(factory.django.DjangoModelFactory):
+    """A switched-off SAML connection (accounts.sso.services.saml_connection_save makes
+    real ones; tests that sign in use tests/accounts/sso_helpers.connect)."""
+
+    class Meta:
+        model = SsoConnection
+
+    organization = factory.SubFactory(OrganizationFactory)
+    protocol = "saml"
+    social_app = factory.SubFactory(
+        SamlAppFactory,
+        client_id=factory.SelfAttribute("..organization.slug"),
+        provider_id=factory.LazyAttribute(lambda o: f"saml-{o.client_id}"),
+    )
+
+
+class SsoGroupMappingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SsoGroupMapping
+
+    connection = factory.SubFactory(SsoConnectionFactory)
+    organization = factory.SelfAttribute("connection.organization")
+    idp_group = factory.Sequence(lambda n: f"group-{n}")
+    org_role = OrgRole.MEMBER

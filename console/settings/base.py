@@ -32,6 +32,10 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.mfa",
+    # Single sign-on: one SocialApp per organization (accounts.models.SsoConnection).
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.saml",
+    "allauth.socialaccount.providers.openid_connect",
     "accounts",
     "clouds",
     "clusters",
@@ -148,6 +152,29 @@ ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 # allauth's default rate limits stay on (login_failed is 10/m/ip, 5/300s per account);
 # they live in the cache, which is shared between processes in every setting file.
 ACCOUNT_RATE_LIMITS: dict[str, str] = {}
+# Single sign-on goes through accounts/sso/: an IdP's email never signs in to an
+# existing account by itself (accounts.sso.services decides, per verified domain), and
+# allauth's own social sign-up and account connecting stay closed.
+SOCIALACCOUNT_ADAPTER = "accounts.sso.adapter.SocialAccountAdapter"
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
+SOCIALACCOUNT_AUTO_SIGNUP = False
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "openid_connect": {
+        "OAUTH_PKCE_ENABLED": True,
+        # Always PKCE S256 and a nonce, whatever an app's settings say (accounts.sso.oidc).
+        "provider_class": "accounts.sso.oidc.RaydeckOidcProvider",
+    },
+}
+# OIDC issuers and their endpoints must be https; plain http is accepted only on the
+# loopback interface when this is on (the embedded default and tests: a local IdP).
+RAYDECK_SSO_ALLOW_HTTP_LOOPBACK = False
+# Where domain-claim TXT records are looked up: "host" or "host:port" nameservers,
+# comma-separated; empty means the system's resolver (/etc/resolv.conf).
+RAYDECK_DNS_NAMESERVERS = [
+    ns.strip() for ns in os.environ.get("RAYDECK_DNS_NAMESERVERS", "").split(",") if ns.strip()
+]
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Raydeck"
 

@@ -48,3 +48,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "store_processed": False,
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# A local identity provider on this machine may speak plain http (see base.py).
+RAYDECK_SSO_ALLOW_HTTP_LOOPBACK = True

@@ -38,3 +38,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tes
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# A local identity provider on this machine may speak plain http (see base.py).
+RAYDECK_SSO_ALLOW_HTTP_LOOPBACK = True

@@ -95,3 +95,23 @@ def test_deactivate_action_goes_through_the_service(staff_client: Client, tenant
     assert not tenant_a.member.is_active
     event = AuditEvent.objects.get(verb="user.deactivate")
     assert event.actor.email == "support@raydeck.example"
+
+
+def test_sso_is_visible_to_support_and_allauths_social_app_admin_is_off(
+    staff_client: Client, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    response = staff_client.get(reverse("admin:accounts_ssoconnection_changelist"))
+    assert response.status_code == 200
+    assert "Org ALPHA" in response.content.decode() and "Org BRAVO" in response.content.decode()
+    detail = staff_client.get(
+        reverse("admin:accounts_ssoconnection_change", args=[tenant_a.sso_connection.pk])
+    )
+    assert detail.status_code == 200
+    assert "https://idp.example.test/" in detail.content.decode()
+    from allauth.socialaccount.models import SocialApp
+    from django.contrib import admin
+    from django.urls import NoReverseMatch
+
+    assert not admin.site.is_registered(SocialApp)
+    with pytest.raises(NoReverseMatch):
+        reverse("admin:socialaccount_socialapp_changelist")

@@ -46,6 +46,7 @@ ORG_MATRIX: dict[str, set[str]] = {
     "token.manage_own": {O, A, M, V},
     "token.manage_all": {O, A},
     "service_account.manage": {O, A},
+    "sso.manage": {O},
 }
 
 # Permissions checked against a project: which (org role, project role) pairs hold
@@ -114,10 +115,13 @@ def test_reads_are_exactly_the_permissions_that_change_nothing() -> None:
     assert READ_PERMISSIONS <= ALL_PERMISSIONS
 
 
-def test_no_token_manages_tokens_or_service_accounts() -> None:
-    assert {"token.manage_own", "token.manage_all", "service_account.manage"} == set(
-        SESSION_ONLY_PERMISSIONS
-    )
+def test_no_token_manages_tokens_service_accounts_or_sso() -> None:
+    assert {
+        "token.manage_own",
+        "token.manage_all",
+        "service_account.manage",
+        "sso.manage",
+    } == set(SESSION_ONLY_PERMISSIONS)
 
 
 # A service account holds its organization role's row of the same table, and no

@@ -31,6 +31,8 @@ KWARG_FILLERS: dict[str, Any] = {
     "node_id": lambda t: t.node.pk,
     "token_id": lambda t: t.token.pk,
     "service_account_id": lambda t: t.service_account.pk,
+    "claim_id": lambda t: t.domain_claim.pk,
+    "mapping_id": lambda t: t.sso_mapping.pk,
     "kind": lambda t: "local",  # not an object: a choice in the URL
     "app": lambda t: "dashboard",  # not an object: an app behind a cluster's gateway
 }

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0004_access_revocation'),
-        ('clusters', '0001_initial'),
+        ('clusters', '0002_image_machine_images'),
     ]
 
     operations = [
