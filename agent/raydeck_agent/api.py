@@ -138,6 +138,8 @@ class Registration:
     log_location: str | None = None
     # Optional; the agent defaults the object store to 30% of memory_mb.
     object_store_memory_mb: int | None = None
+    # Optional; the dead-man's switch's delay (deadman.py), else RAYDECK_DEADMAN_SECONDS.
+    deadman_seconds: float | None = None
 
     @classmethod
     def from_response(
@@ -171,6 +173,7 @@ class Registration:
                 temp_dir=temp_dir,
                 log_location=str(data["log_location"]) if data.get("log_location") else None,
                 object_store_memory_mb=int(osm) if osm else None,
+                deadman_seconds=seconds_or_none(data.get("deadman_seconds")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PermanentError(f"the register answer is malformed: {exc!r}") from None
@@ -193,3 +196,10 @@ def clamp_interval(value: object, default: float = 5.0) -> float:
     if interval != interval:  # NaN
         return default
     return min(max(interval, 0.5), 300.0)
+
+
+def seconds_or_none(value: object) -> float | None:
+    """A non-negative number of seconds from an answer, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value >= 0 and value == value else None
