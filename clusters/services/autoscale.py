@@ -92,8 +92,8 @@ def _take(free: dict[str, float], shape: dict[str, float]) -> None:
 
 
 def describe(shapes: list[dict[str, float]]) -> str:
-    """ "2 CPU pending", "1 GPU, 8 CPU pending": the sum of what waits."""
-    total: Counter[str] = Counter()
+    """The sum of what waits: "2 CPU pending", "1 GPU, 8 CPU pending"."""
+    total: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
     for shape in shapes:
         for k, v in shape.items():
             if k in ("CPU", "GPU"):

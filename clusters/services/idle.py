@@ -55,10 +55,29 @@ class Idleness:
     warned: bool = False
     can_extend: bool = False
     last_use: str = ""  # "connection through the gateway 7 min ago", when idle
+    idle_timeout: timedelta = timedelta(0)
 
     @property
     def why_not(self) -> str:
         return "; ".join(self.reasons)
+
+    def headline(self, now: datetime) -> str:
+        """What the cluster page says, at this moment."""
+        if not self.applies:
+            return ""
+        if not self.idle:
+            return f"Not idle: {self.why_not}."
+        return f"Idle for {minutes(now - (self.idle_since or now))}."
+
+    def outlook(self, now: datetime) -> str:
+        if not self.applies or self.terminate_at is None:
+            return ""
+        left = minutes(self.terminate_at - now, up=True)
+        if self.cause == "max uptime":
+            return f"Reaches its maximum uptime in {left}: terminated then, whatever runs."
+        last = f" Last use: {self.last_use}." if self.last_use else ""
+        return (f"Raydeck terminates it in {left} unless it is used (idle timeout "
+                f"{minutes(self.idle_timeout)}).{last}")  # fmt: skip
 
 
 def ago(moment: datetime, now: datetime) -> str:
@@ -68,11 +87,13 @@ def ago(moment: datetime, now: datetime) -> str:
     return f"{math.floor(seconds / 60)} min ago"
 
 
-def minutes(delta: timedelta) -> str:
+def minutes(delta: timedelta, *, up: bool = False) -> str:
+    """ "45 s", "7 min": elapsed time rounds down, time left (`up`) rounds up."""
     seconds = max(0.0, delta.total_seconds())
+    whole = math.ceil if up else math.floor
     if seconds < 120:
-        return f"{math.ceil(seconds)} s"
-    return f"{math.ceil(seconds / 60)} min"
+        return f"{whole(seconds)} s"
+    return f"{whole(seconds / 60)} min"
 
 
 def _plural(count: int, one: str, many: str) -> str:
@@ -126,7 +147,7 @@ def evaluate(
     now: datetime,
 ) -> Idleness:
     if state != ClusterState.RUNNING or started_at is None:
-        return Idleness(applies=False)
+        return Idleness(applies=False, idle_timeout=idle_timeout)
     reasons, touches = report_reasons(report, now)
     recent = min(RECENT_MAX, idle_timeout * RECENT_SHARE)
     for label, moment in touches.items():
@@ -163,6 +184,7 @@ def evaluate(
         warned=warned,
         can_extend=warned and cause == "idle" and extended is None,
         last_use=last_use,
+        idle_timeout=idle_timeout,
     )
 
 
@@ -238,7 +260,8 @@ def cluster_idle_check(*, cluster_id: int, now: datetime | None = None) -> bool:
     if not state.warned:
         cluster.idle_warned_at = now
         cluster.save(update_fields=["idle_warned_at", "updated_at"])
-        record_event(cluster, "idle warning", _warning(state, idle_timeout, max_uptime, now),
+        ends = max(state.terminate_at, now + warn_lead(idle_timeout))
+        record_event(cluster, "idle warning", _warning(state, ends, max_uptime, now),
                      level=EventLevel.WARNING)  # fmt: skip
         return False
     if now < state.terminate_at:
@@ -248,9 +271,9 @@ def cluster_idle_check(*, cluster_id: int, now: datetime | None = None) -> bool:
     return True
 
 
-def _warning(state: Idleness, idle_timeout: timedelta, max_uptime: timedelta | None,
+def _warning(state: Idleness, ends: datetime, max_uptime: timedelta | None,
              now: datetime) -> str:  # fmt: skip
-    left = minutes((state.terminate_at or now) - now)
+    left = minutes(ends - now, up=True)
     if state.cause == "max uptime":
         return (f"The cluster reaches its maximum uptime of {minutes(max_uptime or timedelta())}"
                 f": Raydeck terminates it in {left}, whatever runs on it.")  # fmt: skip
