@@ -146,13 +146,18 @@ def test_workers_follow_the_load_and_an_idle_cluster_stops(live_server, settings
         logs = dashboard(cluster, f"/api/jobs/{job_id}/logs")["logs"]
         assert "done" in logs
 
-        # The job ended: after its downscale delay the worker goes, the head stays.
-        def worker_gone(c: Cluster):
-            worker.refresh_from_db()
-            return worker.state == NodeState.TERMINATED
+        # The job ended: after its downscale delay the worker goes, the head stays. (On a
+        # busy machine a worker's Ray may fail to start and another one is added: any
+        # worker the autoscaler took away will do, as long as none is left.)
+        def worker_removed(c: Cluster):
+            removed = c.nodes.filter(role=NodeRole.WORKER, state=NodeState.TERMINATED)
+            return removed.filter(state_reason__startswith="Autoscaler: idle for ").first()
 
-        wait_until(cluster, "the idle worker's removal", worker_gone, 90)
-        assert worker.state_reason.startswith("Autoscaler: idle for ")
+        wait_until(cluster, "the idle worker's removal", worker_removed, 90)
+        live = cluster.nodes.filter(role=NodeRole.WORKER).exclude(
+            state__in=[NodeState.TERMINATED, NodeState.FAILED]
+        )
+        assert not live.exists()
         removed = cluster.events.get(step="autoscaler", message__startswith="Removed")
         assert removed.message == (
             "Removed 1 worker of group cpu: idle for at least 5 s, 0 left (min 0)."
