@@ -81,6 +81,10 @@ class ClusterAdmin(SupportAdmin):
         "updated_at",
         "started_at",
         "terminated_at",
+        "desired_workers",
+        "last_active_at",
+        "idle_warned_at",
+        "idle_extended_at",
     )
     inlines = [NodeInline]
     actions = ["force_terminate"]

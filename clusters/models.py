@@ -63,6 +63,62 @@ def default_worker_groups() -> list[dict[str, Any]]:
     return []
 
 
+DEFAULT_DOWNSCALE_DELAY_SECONDS = 300  # a worker idle this long is removed (down to min)
+DOWNSCALE_DELAY_RANGE = (5, 24 * 60 * 60)
+MAX_WORKERS_PER_GROUP = 1000
+
+
+def downscale_delay(group: dict[str, Any]) -> int:
+    return int(group.get("downscale_delay_seconds", DEFAULT_DOWNSCALE_DELAY_SECONDS))
+
+
+def validate_worker_groups(groups: Any) -> None:
+    """Each group: a unique name, a size (cpus > 0, memory_mb > 0, gpus >= 0), 0 <= min
+    <= max, and an optional downscale delay in seconds."""
+    if not isinstance(groups, list):
+        raise ValidationError("Worker groups must be a list.")
+    errors: list[str] = []
+    names: set[str] = set()
+
+    def number(group: dict[str, Any], key: str, default: Any, low: float) -> float | None:
+        value = group.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            return None
+        return float(value)
+
+    for i, group in enumerate(groups, start=1):
+        if not isinstance(group, dict):
+            errors.append(f"Worker group {i} must be an object.")
+            continue
+        name = str(group.get("name", "")).strip()
+        label = f"Worker group {name or i}"
+        if not name or len(name) > 64:
+            errors.append(f"Worker group {i} needs a name of at most 64 characters.")
+        elif name in names:
+            errors.append(f"Two worker groups are named {name}.")
+        names.add(name)
+        cpus = number(group, "cpus", 1, 0)
+        if cpus is None or cpus <= 0:
+            errors.append(f"{label}: cpus must be a number above 0.")
+        memory = number(group, "memory_mb", 1024, 1)
+        if memory is None:
+            errors.append(f"{label}: memory_mb must be a number above 0.")
+        if number(group, "gpus", 0, 0) is None:
+            errors.append(f"{label}: gpus must be 0 or more.")
+        low, high = group.get("min", 0), group.get("max", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+            errors.append(f"{label}: min and max must be whole numbers.")
+        elif not 0 <= low <= high <= MAX_WORKERS_PER_GROUP:
+            errors.append(f"{label}: needs 0 <= min <= max <= {MAX_WORKERS_PER_GROUP}.")
+        delay = group.get("downscale_delay_seconds", DEFAULT_DOWNSCALE_DELAY_SECONDS)
+        first, last = DOWNSCALE_DELAY_RANGE
+        if isinstance(delay, bool) or not isinstance(delay, int) or not first <= delay <= last:
+            errors.append(f"{label}: downscale_delay_seconds must be a whole number of seconds "
+                          f"from {first} to {last}.")  # fmt: skip
+    if errors:
+        raise ValidationError(errors)
+
+
 class ComputeConfigVersion(models.Model):
     """One saved state of a compute config. Never changed once clusters use it."""
 
@@ -76,8 +132,11 @@ class ComputeConfigVersion(models.Model):
     head_instance_type = models.CharField(max_length=64, blank=True)
     head_cpus = models.FloatField(default=1, validators=[MinValueValidator(0)])
     head_memory_mb = models.PositiveIntegerField(default=2048)
-    # [{"name", "instance_type", "cpus", "memory_mb", "min", "max", "spot"}]
-    worker_groups = models.JSONField(default=default_worker_groups, blank=True)
+    # [{"name", "instance_type", "cpus", "memory_mb", "gpus", "min", "max", "spot",
+    #   "downscale_delay_seconds"}]
+    worker_groups = models.JSONField(
+        default=default_worker_groups, blank=True, validators=[validate_worker_groups]
+    )
     idle_timeout_minutes = models.PositiveIntegerField(
         default=60, validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 60)]
     )
@@ -189,6 +248,13 @@ class Cluster(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)  # last time it became running
     terminated_at = models.DateTimeField(null=True, blank=True)
+    # Autoscaling: how many workers of each group the cluster should have (min if absent).
+    desired_workers = models.JSONField(default=dict, blank=True)
+    # Idle termination (services/idle.py): the latest use seen, the warning before the
+    # termination, and the one extension a user may ask for per run.
+    last_active_at = models.DateTimeField(null=True, blank=True)
+    idle_warned_at = models.DateTimeField(null=True, blank=True)
+    idle_extended_at = models.DateTimeField(null=True, blank=True)
 
     objects = ClusterQuerySet.as_manager()
 

@@ -80,3 +80,11 @@ def sweep_orphans() -> int:
     from .services.reconcile import orphans_sweep
 
     return orphans_sweep()
+
+
+@shared_task(acks_late=True)
+def sweep_idle_clusters() -> int:
+    """Warn about, and terminate, clusters idle past their timeout or maximum uptime."""
+    from .services.idle import idle_sweep
+
+    return idle_sweep()

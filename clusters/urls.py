@@ -14,6 +14,11 @@ org_urlpatterns = [
         name="cluster_terminate",
     ),
     path(
+        "clusters/<int:cluster_id>/keep-running/",
+        views.ClusterKeepRunningView.as_view(),
+        name="cluster_keep_running",
+    ),
+    path(
         "clusters/<int:cluster_id>/restart/",
         views.ClusterRestartView.as_view(),
         name="cluster_restart",

@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
@@ -23,6 +24,7 @@ from . import access, selectors
 from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState
 from .forms import ClusterCreateForm, ClusterFilterForm
 from .models import Cluster, Node
+from .services.idle import cluster_idleness, cluster_keep_running
 from .services.lifecycle import cluster_create, cluster_restart, cluster_terminate
 
 # What to do next, per way a cluster can fail (matched on the reason's words). The
@@ -183,12 +185,17 @@ class ClusterDetailView(ClusterObjectView):
         can_access = has_perm(request.user, "cluster.access", cluster)
         live_access = can_access and not cluster.is_final
         job_address = access.gateway_address(cluster) if live_access else None
+        now = timezone.now()
+        idleness = cluster_idleness(cluster, now)
         context = {
             "can_access": can_access,
             "job_address": job_address,
             "apps": [(name, access.APPS[name].label) for name in access.available_apps(cluster)]
             if job_address
             else [],
+            "idleness": idleness,
+            "idle_headline": idleness.headline(now),
+            "idle_outlook": idleness.outlook(now),
             "nodes": rows,
             "usage": selectors.cluster_usage(rows),
             "events": selectors.cluster_events(cluster),
@@ -224,6 +231,21 @@ class ClusterTerminateView(ClusterObjectView):
             return done(request, url)
         cluster_terminate(cluster=self.cluster, actor=request.user)
         return done(request, url, f"Terminating {self.cluster.name}.")
+
+
+class ClusterKeepRunningView(ClusterObjectView):
+    """The banner's "Keep it running": postpones an idle termination, once per run."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        url = reverse("cluster_detail", args=[org_slug, self.cluster.pk])
+        try:
+            cluster_keep_running(cluster=self.cluster, actor=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return done(request, url)
+        return done(request, url, f"{self.cluster.name} keeps running.")
 
 
 class ClusterRestartView(ClusterObjectView):

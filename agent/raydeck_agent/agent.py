@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, apps, gateway, state
+from .activity import IdleClock, iso
 from .api import (
     ApiError,
     ControlPlane,
@@ -24,8 +25,10 @@ from .api import (
     TransientError,
     Unauthorized,
     clamp_interval,
+    seconds_or_none,
 )
 from .config import PORT_NAMES, Config
+from .deadman import DeadMansSwitch
 from .logs import (
     HEARTBEAT_LINES,
     RAY_START_LOG,
@@ -50,6 +53,8 @@ BACKOFF_MAX = 30.0
 EXIT_OK = 0
 EXIT_REFUSED = 1  # the control plane refused the registration (bad or used token, 4xx)
 EXIT_GAVE_UP = 3  # the control plane could not be reached in time
+
+DEADMAN = "stopped itself"  # the loop's outcome when the dead-man's switch fired
 
 
 class Agent:
@@ -194,6 +199,13 @@ class Node:
         self.gateway: gateway.Gateway | None = None
         self.apps = apps.Apps(self.config.python, registration.app_ports,
                               self.config.node_dir / "work", self.config.node_dir)  # fmt: skip
+        self.idle = IdleClock()
+        self.deadman = DeadMansSwitch(
+            registration.deadman_seconds
+            if registration.deadman_seconds is not None
+            else self.config.deadman_seconds
+        )
+        self.stopped_reason = ""
 
     def run(self) -> None:
         outcome = "crashed"
@@ -216,6 +228,8 @@ class Node:
                 self.message = "Ray stopped; the agent is exiting"
                 self._heartbeat_final()
             self._ship_logs(force=True)
+        if outcome == DEADMAN:
+            self._report_stopped_itself()
 
     # -- the loop -----------------------------------------------------------------
 
@@ -256,14 +270,19 @@ class Node:
 
     def _body(self, *, with_cluster: bool = True) -> dict[str, Any]:
         ray: dict[str, Any] = {}
+        activity = None
         if with_cluster and self.ray.is_head and self.ray.phase == Phase.READY:
             ray = self.ray.dashboard.cluster_info()
+            self.idle.observe(ray)
+            activity = self.idle.report(ray)
         body: dict[str, Any] = {
             "state": self._state(),
             "message": self.message,
             "ray": ray,
             "usage": self.usage.sample(),
         }
+        if activity is not None:
+            body["activity"] = activity
         if self.buffer.seq != self._sent_seq:
             body["log_tail"] = self.buffer.tail(HEARTBEAT_LINES)
         return body
@@ -286,7 +305,7 @@ class Node:
                 logger.warning("heartbeat failed (%s); Ray keeps running, retrying", exc)
             else:
                 logger.debug("heartbeat failed again: %s", exc)
-            return None
+            return DEADMAN if self._deadman_due() else None
         if self._unreachable_since is not None:
             logger.info(
                 "control plane reachable again after %.0f s",
@@ -299,6 +318,9 @@ class Node:
         self.interval = clamp_interval(answer.get("heartbeat_interval"), self.interval)
         if self.gateway is not None:
             self.gateway.policy.update(answer.get("access"))
+        deadman_seconds = seconds_or_none(answer.get("deadman_seconds"))
+        if deadman_seconds is not None:
+            self.deadman.seconds = deadman_seconds
         head_address = answer.get("head_address")
         if isinstance(head_address, str) and head_address and head_address != self.head_address:
             if self.head_address is None:
@@ -317,6 +339,41 @@ class Node:
         if action != "run":
             logger.warning("ignoring unknown heartbeat action %r", action)
         return None
+
+    # -- the dead-man's switch ----------------------------------------------------
+
+    def _deadman_due(self) -> bool:
+        if self._unreachable_since is None:
+            return False
+        unreachable_for = time.monotonic() - self._unreachable_since
+        if self.ray.is_head:
+            idle_for = self.idle.idle_seconds() if self.ray.phase == Phase.READY else 0.0
+        else:  # a worker knows only that its own Ray is gone (it lost the head)
+            gone = self.ray.phase in (Phase.FAILED, Phase.STOPPED, Phase.IDLE)
+            idle_for = unreachable_for if gone else 0.0
+        if not self.deadman.due(unreachable_for=unreachable_for, idle_for=idle_for):
+            return False
+        self.stopped_reason = self.deadman.reason(unreachable_for)
+        logger.warning("dead-man's switch: %s; stopping Ray", self.stopped_reason)
+        return True
+
+    def _report_stopped_itself(self) -> None:
+        """Ray is stopped: say so until the control plane answers, then exit."""
+        at = iso(time.time())
+        self.message = f"stopped itself: {self.stopped_reason}"
+        while not self.stop_requested.is_set():
+            body = self._body(with_cluster=False)
+            body["state"] = "stopped"
+            body["stopped_itself"] = {"reason": self.stopped_reason, "at": at}
+            try:
+                answer = self.client.heartbeat(self.registration.credential, body)
+            except (Unauthorized, NotFound):
+                return
+            except ApiError:
+                self.stop_requested.wait(self.interval)
+                continue
+            logger.info("the control plane heard that this node stopped itself: %s", answer)
+            return
 
     def _heartbeat_final(self) -> None:
         """Best effort, with a short timeout: the node is going away either way."""

@@ -142,6 +142,8 @@ class Registration:
     access_public_key: str | None = None
     # {app: port} of the apps (apps.py) this node reported when it registered.
     app_ports: dict[str, int] = field(default_factory=dict)
+    # Optional; the dead-man's switch's delay (deadman.py), else RAYDECK_DEADMAN_SECONDS.
+    deadman_seconds: float | None = None
 
     @classmethod
     def from_response(
@@ -177,6 +179,7 @@ class Registration:
                 log_location=str(data["log_location"]) if data.get("log_location") else None,
                 object_store_memory_mb=int(osm) if osm else None,
                 access_public_key=str(access["public_key"]) if access.get("public_key") else None,
+                deadman_seconds=seconds_or_none(data.get("deadman_seconds")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PermanentError(f"the register answer is malformed: {exc!r}") from None
@@ -199,3 +202,10 @@ def clamp_interval(value: object, default: float = 5.0) -> float:
     if interval != interval:  # NaN
         return default
     return min(max(interval, 0.5), 300.0)
+
+
+def seconds_or_none(value: object) -> float | None:
+    """A non-negative number of seconds from an answer, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value >= 0 and value == value else None

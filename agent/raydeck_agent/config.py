@@ -47,6 +47,7 @@ DEFAULT_PORTS: dict[str, int] = {
 DEFAULT_REGISTER_TIMEOUT = 600.0  # give up registering after ~10 minutes
 DEFAULT_RAY_START_TIMEOUT = 120.0  # "failed" if Ray is not up by then
 DEFAULT_STOP_TIMEOUT = 10.0  # SIGTERM grace for `ray start --block` before SIGKILL
+DEFAULT_DEADMAN_SECONDS = 3600.0  # the control plane's answer usually sets it
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,7 @@ class Config:
     register_timeout: float = DEFAULT_REGISTER_TIMEOUT
     ray_start_timeout: float = DEFAULT_RAY_START_TIMEOUT
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    deadman_seconds: float = DEFAULT_DEADMAN_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -102,6 +104,7 @@ class Config:
             register_timeout=_number(env, "RAYDECK_REGISTER_TIMEOUT", DEFAULT_REGISTER_TIMEOUT),
             ray_start_timeout=_number(env, "RAYDECK_RAY_START_TIMEOUT", DEFAULT_RAY_START_TIMEOUT),
             stop_timeout=_number(env, "RAYDECK_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT),
+            deadman_seconds=_number(env, "RAYDECK_DEADMAN_SECONDS", DEFAULT_DEADMAN_SECONDS),
         )
 
 

@@ -42,6 +42,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from . import activity
+
 logger = logging.getLogger("raydeck_agent")
 
 ALGORITHMS = ["EdDSA"]  # fixed: never taken from the token's header
@@ -263,6 +265,7 @@ class Gateway:
             identity = self.authenticate(request, now)
         except Refused as exc:
             return self.refuse(str(exc))
+        activity.note_connection()  # someone uses the cluster: it is not idle (activity.py)
         if link_token and request.method in ("GET", "HEAD"):
             # A browser link: keep a session in a cookie, and drop the token from the URL.
             query = [(k, v) for k, v in request.query.items() if k != TOKEN_PARAM]

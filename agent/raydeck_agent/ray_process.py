@@ -293,6 +293,8 @@ def ray_start_command(
         f"--metrics-export-port={ports['metrics']}",
         f"--runtime-env-agent-port={ports['runtime_env_agent']}",
         f"--temp-dir={registration.temp_dir}",
+        # Lets the head tell the control plane which of its nodes are idle (ray_status).
+        f"--node-name={config.node_id}",
         "--disable-usage-stats",
     ]
     if worker_ports is not None:

@@ -14,6 +14,11 @@ Endpoints used (checked against Ray 2.60):
                            Filled in by the autoscaler monitor every few seconds; empty at first.
   GET /api/jobs/           [{"type": "SUBMISSION"|"DRIVER", "status": "RUNNING", ...}]. Drivers
                            of submitted jobs are not listed twice.
+  GET /api/v0/tasks?filter_keys=state&filter_predicates=%3D&filter_values=RUNNING
+  GET /api/v0/actors?...filter_values=ALIVE
+                           state API, {"data": {"result": {"result": [{"node_id": ..}]}}}:
+                           which Ray nodes run something. `node_name` in /api/v0/nodes is
+                           the Raydeck node id (the agent starts Ray with --node-name).
 """
 
 from __future__ import annotations
@@ -79,7 +84,24 @@ class Dashboard:
         if isinstance(jobs, list):
             info["running_jobs"] = count_jobs(jobs, "SUBMISSION")
             info["running_drivers"] = count_jobs(jobs, "DRIVER")
+        if nodes is not None:
+            busy = self.busy_node_ids()
+            if busy is not None:
+                info["node_activity"] = node_activity(nodes, busy)
         return info
+
+    def busy_node_ids(self) -> set[str] | None:
+        """Ray node ids that run a task or host a live actor; None if unknown."""
+        busy: set[str] = set()
+        for kind, state in (("tasks", "RUNNING"), ("actors", "ALIVE")):
+            path = (f"/api/v0/{kind}?limit=10000&detail=false&filter_keys=state"
+                    f"&filter_predicates=%3D&filter_values={state}")  # fmt: skip
+            try:
+                rows = self.get(path)["data"]["result"]["result"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            busy.update(str(r["node_id"]) for r in rows if isinstance(r, dict) and r.get("node_id"))
+        return busy
 
 
 def alive_nodes(payload: Any) -> list[dict[str, Any]] | None:
@@ -157,6 +179,16 @@ def pending_demand(payload: Any) -> list[dict[str, float]] | None:
                     if isinstance(bundle, list) and len(bundle) == 2:
                         add(bundle[0], bundle[1])
     return demand
+
+
+def node_activity(nodes: list[dict[str, Any]], busy: set[str]) -> dict[str, bool]:
+    """{node name: runs something}. Names are Raydeck node ids; nodes started without
+    one are named after their address and are left out."""
+    return {
+        str(n["node_name"]): n.get("node_id") in busy
+        for n in nodes
+        if n.get("node_name") and n.get("node_name") != n.get("node_ip")
+    }
 
 
 def count_jobs(jobs: list[Any], job_type: str) -> int:

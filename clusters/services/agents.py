@@ -43,10 +43,11 @@ from ..access import heartbeat_access, registration_access
 from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from ..models import Cluster, Node
 from .events import record_event
+from .head_reports import note_head_report
 
 PERSIST_EVERY_SECONDS = 60
 LOG_TAIL_LINES = 200
-AGENT_STATES = {"starting", "ready", "failed", "stopping"}
+AGENT_STATES = {"starting", "ready", "failed", "stopping", "stopped"}
 
 
 class AgentAuthError(Exception):
@@ -144,6 +145,7 @@ def registration_answer(registration: Registration) -> dict[str, Any]:
         "node_id": str(node.uuid),
         "role": node.role,
         "heartbeat_interval": settings.RAYDECK_HEARTBEAT_SECONDS,
+        "deadman_seconds": settings.RAYDECK_DEADMAN_SECONDS,
         "log_location": log_location_for(cluster.cloud),
         "ray": {
             "num_cpus": node.cpus,
@@ -440,11 +442,23 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
             node.persisted_at = now
         if "resources" in fields:
             node.resources_total = ray.get("resources_total")
-    stop = node.desired_state == DesiredState.TERMINATED or node.state in STOP_STATES
+    if node.role == NodeRole.HEAD and ray:
+        note_head_report(node.cluster_id, ray, body.get("activity"), now)
+    stopped_itself = body.get("stopped_itself")
+    if isinstance(stopped_itself, dict) and node.role == NodeRole.HEAD:
+        from .idle import cluster_stopped_itself
+
+        cluster_stopped_itself(node_pk=node.pk, report=stopped_itself)
+    stop = (
+        node.desired_state == DesiredState.TERMINATED
+        or node.state in STOP_STATES
+        or state == "stopped"
+    )
     answer: dict[str, Any] = {
         "action": "stop" if stop else "run",
         "head_address": node.head_address if node.role == NodeRole.WORKER else None,
         "heartbeat_interval": settings.RAYDECK_HEARTBEAT_SECONDS,
+        "deadman_seconds": settings.RAYDECK_DEADMAN_SECONDS,
     }
     if node.role == NodeRole.HEAD:
         # Revocations for the gateway: within one heartbeat interval (5 s) of the change.

@@ -104,8 +104,10 @@ def cluster_terminate(*, cluster: Cluster, actor: User | None, reason: str = "")
     cluster.save(update_fields=["desired_state", "updated_at"])
     who = actor.display_name if actor else "Raydeck"
     record_event(cluster, "terminate requested", reason or f"{who} asked to terminate it.")
-    audit(actor=actor, verb="cluster.terminate", target=cluster,
-          changes={"desired_state": ["running", "terminated"]})  # fmt: skip
+    changes: dict[str, list[str | None]] = {"desired_state": ["running", "terminated"]}
+    if reason:
+        changes["reason"] = [None, reason]
+    audit(actor=actor, verb="cluster.terminate", target=cluster, changes=changes)
     enqueue_reconcile(cluster)
     return cluster
 

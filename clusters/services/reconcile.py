@@ -15,6 +15,7 @@ import contextvars
 import logging
 import shlex
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -49,6 +50,7 @@ from ..choices import (
     NodeState,
 )
 from ..models import Cluster, Node
+from .autoscale import cluster_autoscale, group_target, workers_to_stop
 from .events import record_event
 
 logger = logging.getLogger(__name__)
@@ -252,6 +254,11 @@ def _drive_up(cluster: Cluster) -> Outcome:
     failure = _check_timeouts_and_liveness(cluster, provider)
     if failure:
         return _fail(cluster, failure)
+    if cluster.state == ClusterState.RUNNING:
+        cluster_autoscale(cluster)
+    for node in workers_to_stop(cluster):
+        _renew_lease()
+        _terminate_instance(cluster, node, provider, NodeState.TERMINATED, node.state_reason)
     _plan_nodes(cluster)
     requeue: int | None = None
     to_launch = list(cluster.nodes.filter(state__in=[NodeState.PENDING, NodeState.LAUNCHING]))
@@ -297,13 +304,15 @@ def _plan_nodes(cluster: Cluster) -> None:
         cluster.save()
         record_event(cluster, "starting", "Raydeck is starting the cluster's nodes.")
     config = cluster.compute_config
-    live = cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST])
+    live = cluster.nodes.exclude(
+        state__in=[*GONE_NODE_STATES, NodeState.LOST, NodeState.TERMINATING]
+    )
     if not live.filter(role=NodeRole.HEAD).exists():
         _new_node(cluster, NodeRole.HEAD, "", config.head_instance_type,
                   config.head_cpus, config.head_memory_mb)  # fmt: skip
     for group in config.worker_groups:
         have = live.filter(role=NodeRole.WORKER, group=group["name"]).count()
-        for _ in range(max(0, int(group.get("min", 0)) - have)):
+        for _ in range(max(0, group_target(cluster, group) - have)):
             _new_node(cluster, NodeRole.WORKER, group["name"], group.get("instance_type", ""),
                       float(group.get("cpus", 1)), int(group.get("memory_mb", 1024)))  # fmt: skip
 
@@ -432,9 +441,21 @@ def _terminate_instance(cluster: Cluster, node: Node, provider: CloudProvider, f
 @transaction.atomic
 def _update_cluster_state(cluster: Cluster) -> None:
     cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
-    nodes = list(cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST]))
+    nodes = list(cluster.nodes.exclude(
+        state__in=[*GONE_NODE_STATES, NodeState.LOST, NodeState.TERMINATING]
+    ))  # fmt: skip
     head = next((n for n in nodes if n.role == NodeRole.HEAD), None)
-    ready = head is not None and all(n.state == NodeState.READY for n in nodes)
+    # Ready: the head and each group's min. Workers the autoscaler adds join a running
+    # cluster without making it "starting" again.
+    ready_workers = Counter(
+        n.group for n in nodes if n.role == NodeRole.WORKER and n.state == NodeState.READY
+    )
+    ready = (
+        head is not None
+        and head.state == NodeState.READY
+        and all(ready_workers[g["name"]] >= int(g.get("min", 0))
+                for g in cluster.compute_config.worker_groups)
+    )  # fmt: skip
     if ready and cluster.state == ClusterState.STARTING and head is not None:
         cluster.head_address = f"{head.private_address}:{head.ray_ports.get('gcs', '')}"
         cluster.dashboard_port = head.ray_ports.get("dashboard")

@@ -288,5 +288,12 @@ CELERY_BEAT_SCHEDULE.update(
             "schedule": int(os.environ.get("RAYDECK_SWEEP_SECONDS", 30)),
         },
         "clusters-orphans": {"task": "clusters.tasks.sweep_orphans", "schedule": 120},
+        "clusters-idle": {
+            "task": "clusters.tasks.sweep_idle_clusters",
+            "schedule": int(os.environ.get("RAYDECK_IDLE_SWEEP_SECONDS", 30)),
+        },
     }
 )
+# The dead-man's switch (raydeck_agent/deadman.py): a head that cannot reach the control
+# plane for this long, while its cluster is idle for as long, stops Ray by itself.
+RAYDECK_DEADMAN_SECONDS = int(os.environ.get("RAYDECK_DEADMAN_SECONDS", 60 * 60))

@@ -175,7 +175,7 @@ def test_a_heartbeat_answers_and_records_liveness(tenant_a: Tenant, post) -> Non
     status, answer, _ = post(credential)
     assert status == 200
     assert answer == {"action": "run", "head_address": f"{head.private_address}:6379",
-                      "heartbeat_interval": 5}  # fmt: skip
+                      "heartbeat_interval": 5, "deadman_seconds": 3600}  # fmt: skip
     agents.flush_heartbeats()
     assert agents.cached_heartbeat(worker.pk) is not None
     worker.refresh_from_db()

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kombu.pools
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -230,6 +231,9 @@ def celery_broker(url: str) -> Iterator[None]:
             with contextlib.suppress(Exception):
                 app._pool.force_close_all()
         app._pool = None
+        # app.pool comes from kombu's process-wide pools, keyed by broker URL: without
+        # this, later tests would get the closed pool back ("Acquire on closed pool").
+        kombu.pools.reset()
         if "amqp" in app.__dict__:
             app.amqp._producer_pool = None
 
