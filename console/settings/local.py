@@ -46,6 +46,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "data_folder_out": str(_BROKER_DIR / "queue"),
     "processed_folder": str(_BROKER_DIR / "processed"),
     "store_processed": False,
+    # Broadcasts (remote control, pidbox); kombu's default is ./control in the cwd.
+    "control_folder": str(_BROKER_DIR / "control"),
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

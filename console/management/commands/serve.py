@@ -28,7 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, bind: str, web_workers: int, **options: Any) -> None:
         python = sys.executable
-        for folder in ("broker/queue", "broker/processed", "cache"):
+        for folder in ("broker/queue", "broker/processed", "broker/control", "cache"):
             (settings.VAR_DIR / folder).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
         commands = {
