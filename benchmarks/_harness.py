@@ -212,3 +212,37 @@ def drop_database(state: dict[str, Any]) -> None:
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     log(f"dropped database {dbname}")
+
+
+# --- a production-settings server environment ----------------------------------------
+
+
+def production_env(database: str, redis_url: str, var_dir: Path, **extra: str) -> dict[str, str]:
+    """This process's environment minus Raydeck/Django settings, plus production
+    settings on `database` and `redis_url` (and any `extra` variables)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "RAYDECK_")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="console.settings.production",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{database}",
+        REDIS_URL=redis_url,
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        ALLOWED_HOSTS="127.0.0.1",
+        RAYDECK_VAR_DIR=str(var_dir),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def migrate(env: dict[str, str], cwd: Path, groups: list[Group]) -> None:
+    """`manage.py migrate` with `env`, raising with its output when it fails."""
+    t0 = time.monotonic()
+    run = Group("migrate", [PYTHON, "manage.py", "migrate", "--noinput"], env, cwd)
+    groups.append(run)
+    if run.wait(timeout=300) != 0:
+        raise RuntimeError(f"migrate failed:\n{run.tail()}")
+    log(f"migrated in {time.monotonic() - t0:.1f}s")

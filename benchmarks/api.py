@@ -38,7 +38,6 @@ import argparse
 import http.client
 import json
 import os
-import secrets
 import shutil
 import signal
 import statistics
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import migrate, production_env
+
 # The same process, database and Redis helpers as the heartbeat benchmark.
 from heartbeats import (
     PYTHON,
@@ -250,29 +251,15 @@ def main() -> int:
     failed = False
     log(f"temporary directory {tmp}")
     try:
-        dbname = create_database(state)
+        dbname = create_database(state, "raydeck_api")
         redis_db = claim_redis_db(state)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DJANGO_", "RAYDECK_")) and k not in ("DATABASE_URL", "REDIS_URL")
-        }
-        env.update(
-            DJANGO_SETTINGS_MODULE="console.settings.production",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{dbname}",
-            REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
-            ALLOWED_HOSTS="127.0.0.1",
-            RAYDECK_VAR_DIR=str(tmp / "var"),
+        env = production_env(
+            dbname,
+            f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+            tmp / "var",
             RAYDECK_API_RATE_LIMIT="10000000",
-            PYTHONUNBUFFERED="1",
         )
-        t0 = time.monotonic()
-        migrate = Group("migrate", [PYTHON, "manage.py", "migrate", "--noinput"], env, tmp)
-        groups.append(migrate)
-        if migrate.wait(timeout=300) != 0:
-            raise RuntimeError(f"migrate failed:\n{migrate.tail()}")
-        log(f"migrated in {time.monotonic() - t0:.1f}s")
+        migrate(env, tmp, groups)
 
         t0 = time.monotonic()
         tokens = tmp / "tokens.txt"

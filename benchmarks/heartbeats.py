@@ -52,7 +52,6 @@ import argparse
 import contextlib
 import os
 import resource
-import secrets
 import shutil
 import signal
 import sys
@@ -72,6 +71,8 @@ from _harness import (
     failure,
     free_port,
     log,
+    migrate,
+    production_env,
     stop_all,
     wait_healthz,
 )
@@ -436,26 +437,8 @@ def main() -> int:
     try:
         dbname = create_database(state, "raydeck_hb")
         redis_db = claim_redis_db(state)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DJANGO_", "RAYDECK_")) and k not in ("DATABASE_URL", "REDIS_URL")
-        }
-        env.update(
-            DJANGO_SETTINGS_MODULE="console.settings.production",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{dbname}",
-            REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
-            ALLOWED_HOSTS="127.0.0.1",
-            RAYDECK_VAR_DIR=str(tmp / "var"),
-            PYTHONUNBUFFERED="1",
-        )
-        t0 = time.monotonic()
-        migrate = Group("migrate", [PYTHON, "manage.py", "migrate", "--noinput"], env, tmp)
-        groups.append(migrate)
-        if migrate.wait(timeout=300) != 0:
-            raise RuntimeError(f"migrate failed:\n{migrate.tail()}")
-        log(f"migrated in {time.monotonic() - t0:.1f}s")
+        env = production_env(dbname, f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}", tmp / "var")
+        migrate(env, tmp, groups)
 
         t0 = time.monotonic()
         tokens = tmp / "tokens.txt"
