@@ -27,7 +27,16 @@ from . import selectors
 from .access import cluster_address
 from .choices import ClusterState, NodeRole, NodeState
 from .forms import ClusterCreateForm
-from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
+from .models import (
+    DEFAULT_DOWNSCALE_DELAY_SECONDS,
+    DOWNSCALE_DELAY_RANGE,
+    Cluster,
+    ClusterEvent,
+    ComputeConfig,
+    ComputeConfigVersion,
+    ContainerImage,
+    Node,
+)
 from .services.configs import compute_config_create
 from .services.lifecycle import cluster_create, cluster_terminate
 
@@ -53,7 +62,14 @@ class WorkerGroupSpec(Schema):
     memory_mb: int = Field(1024, gt=0, le=16 * 1024 * 1024)
     min: int = Field(0, ge=0, le=1000)
     max: int = Field(0, ge=0, le=1000)
+    gpus: float = Field(0, ge=0, le=64)
     spot: bool = False
+    downscale_delay_seconds: int = Field(
+        DEFAULT_DOWNSCALE_DELAY_SECONDS,
+        ge=DOWNSCALE_DELAY_RANGE[0],
+        le=DOWNSCALE_DELAY_RANGE[1],
+        description="A worker idle this long is removed (down to min).",
+    )
 
 
 class ComputeConfigIn(Schema):

@@ -14,15 +14,21 @@ from accounts.models import Organization, Project, User
 from accounts.permissions import require
 from clouds.models import Cloud
 
-from ..models import ComputeConfig, ComputeConfigVersion
+from ..models import (
+    DEFAULT_DOWNSCALE_DELAY_SECONDS,
+    MAX_WORKERS_PER_GROUP,
+    ComputeConfig,
+    ComputeConfigVersion,
+)
 
-MAX_WORKERS_PER_GROUP = 1000
 MAX_WORKER_GROUPS = 20
 
 
 def clean_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Worker groups as the reconciler reads them: {"name", "instance_type", "cpus",
-    "memory_mb", "min", "max", "spot"}, names unique, 0 <= min <= max."""
+    """Worker groups as the reconciler and autoscaler read them: {"name", "instance_type",
+    "cpus", "memory_mb", "gpus", "min", "max", "spot", "downscale_delay_seconds"}, with
+    errors keyed by the group's position. The model's validate_worker_groups checks the
+    rest when the version is cleaned."""
     if len(groups) > MAX_WORKER_GROUPS:
         raise ValidationError({"worker_groups": f"Use at most {MAX_WORKER_GROUPS} groups."})
     cleaned, names = [], set()
@@ -50,7 +56,11 @@ def clean_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "memory_mb": memory_mb,
                 "min": low,
                 "max": high,
+                "gpus": group.get("gpus", 0),
                 "spot": bool(group.get("spot", False)),
+                "downscale_delay_seconds": group.get(
+                    "downscale_delay_seconds", DEFAULT_DOWNSCALE_DELAY_SECONDS
+                ),
             }
         )
     return cleaned

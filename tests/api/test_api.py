@@ -176,13 +176,22 @@ def test_compute_configs_org_wide_need_an_admin_a_project_s_need_a_writer(alpha:
     assert answer.status == 201, answer.body
     assert answer.body["project"] == alpha.project.slug
     assert answer.body["worker_groups"][0]["max"] == 4
+    # The autoscaler's downscale delay is kept (default when not given), as stored.
+    assert answer.body["worker_groups"][0]["downscale_delay_seconds"] == 300
+    slow = member.post(org_path(alpha, "/compute-configs"), {
+        **body, "name": "slow", "project": alpha.project.slug,
+        "worker_groups": [{"name": "gpu", "max": 2, "downscale_delay_seconds": 900}],
+    })  # fmt: skip
+    assert slow.status == 201, slow.body
+    stored = ComputeConfig.objects.get(pk=slow.body["id"]).latest.worker_groups
+    assert stored[0]["downscale_delay_seconds"] == 900
     assert answer.body["head"] == {"instance_type": "", "cpus": 2.0, "memory_mb": 4096}
     admin = as_role(alpha, OrgRole.ADMIN)
     answer = admin.post(org_path(alpha, "/compute-configs"), {**body, "name": "org-wide"})
     assert answer.status == 201
     got = admin.get(org_path(alpha, f"/compute-configs/{answer.body['id']}"))
     assert got.body == answer.body
-    assert AuditEvent.objects.filter(verb="compute_config.create").count() == 2
+    assert AuditEvent.objects.filter(verb="compute_config.create").count() == 3
     # And a cluster can use it.
     cluster = new_cluster(admin, alpha, "on-gpu", compute_config=answer.body["id"])
     assert cluster.status == 201, cluster.body
