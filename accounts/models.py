@@ -105,10 +105,18 @@ class User(AbstractBaseUser, PermissionsMixin):
         )
 
     def org_role(self, organization: Organization) -> str | None:
+        known: dict[int, str] = self.__dict__.get("_org_role_cache", {})
+        if organization.pk in known:
+            return known[organization.pk]
         return next(
             (m.role for m in self.current_memberships() if m.organization_id == organization.pk),
             None,
         )
+
+    def remember_org_role(self, organization: Organization, role: str) -> None:
+        """Record the role just read with other rows (an API token's lookup), so checks
+        later in the request need no query of their own."""
+        self.__dict__.setdefault("_org_role_cache", {})[organization.pk] = role
 
     def project_role(self, project: Project) -> str | None:
         cache: dict[int, str | None] = self.__dict__.setdefault("_project_role_cache", {})
@@ -123,6 +131,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     def forget_roles(self) -> None:
         """Drop cached roles after a change in the same request."""
         self.__dict__.pop("_membership_cache", None)
+        self.__dict__.pop("_org_role_cache", None)
         self.__dict__.pop("_project_role_cache", None)
 
 

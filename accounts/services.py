@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import models
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
+
+from console.statements import Param, StatementCache
 
 from .audit import audit, changes_between, snapshot
 from .choices import CliHandoffStatus, InvitationStatus, OrgRole, ProjectRole
@@ -673,6 +677,46 @@ def token_revoke(*, token: ApiToken, actor: User, by_support: bool = False) -> A
     return token
 
 
+# What one token lookup loads: the token, its organization, its person or service
+# account (LEFT JOINs: one of the two is empty), under these prefixes of `.values()`.
+_TOKEN_ROW_MODELS: dict[str, type[models.Model]] = {
+    "": ApiToken,
+    "organization__": Organization,
+    "user__": User,
+    "service_account__": ServiceAccount,
+}
+_token_lookups = StatementCache(size=1)
+
+
+def _token_lookup() -> QuerySet:
+    """The token with `token_hash` (unique: no ordering), what it belongs to, and its
+    person's role in its organization: one query instead of select_related plus the
+    membership lookup, compiled once (this runs on every API call)."""
+    role = Membership.objects.filter(
+        user_id=OuterRef("user_id"), organization_id=OuterRef("organization_id")
+    ).values("role")[:1]
+    columns = [
+        prefix + field.attname
+        for prefix, model in _TOKEN_ROW_MODELS.items()
+        for field in model._meta.concrete_fields
+    ]
+    return (
+        ApiToken.objects.filter(token_hash=Param("token_hash"))
+        .order_by()
+        .values(*columns, member_role=Subquery(role))[:1]
+    )
+
+
+def _instances(row: dict[str, Any], db: str) -> dict[str, Any]:
+    """The row's model instances by prefix (None for the empty side of a LEFT JOIN)."""
+    found: dict[str, Any] = {}
+    for prefix, model in _TOKEN_ROW_MODELS.items():
+        names = [f.attname for f in model._meta.concrete_fields]
+        values = [row[prefix + n] for n in names]
+        found[prefix] = None if values[0] is None else model.from_db(db, names, values)
+    return found
+
+
 def authenticate_token(secret: str, *, ip: str | None) -> TokenIdentity | None:
     """The identity an API token secret stands for, or None.
 
@@ -688,24 +732,24 @@ def authenticate_token(secret: str, *, ip: str | None) -> TokenIdentity | None:
     """
     if not looks_like_token(secret):
         return None
-    # token_hash is unique: no ordering to compile or sort (this runs on every API call).
-    token = next(
-        iter(
-            ApiToken.objects.select_related("organization", "user", "service_account")
-            .filter(token_hash=hash_secret(secret))
-            .order_by()[:1]
-        ),
-        None,
-    )
-    if token is None or not token.is_active:
+    lookup = _token_lookups.get("token", _token_lookup)
+    rows = lookup.rows(token_hash=hash_secret(secret))
+    if not rows:
         return None
+    found = _instances(rows[0], lookup.alias)
+    token: ApiToken = found[""]
+    if not token.is_active:
+        return None
+    token.organization = found["organization__"]
     principal: User | ServiceAccount
-    if token.user is not None:
-        principal = token.user
-        if not principal.is_active or principal.org_role(token.organization) is None:
+    if found["user__"] is not None:
+        principal = token.user = found["user__"]
+        role = rows[0]["member_role"]
+        if not principal.is_active or role is None:
             return None
-    elif token.service_account is not None:
-        principal = token.service_account
+        principal.remember_org_role(token.organization, role)
+    elif found["service_account__"] is not None:
+        principal = token.service_account = found["service_account__"]
         if not principal.is_active or principal.organization_id != token.organization_id:
             return None
     else:  # the table's check constraint makes this unreachable

@@ -22,12 +22,15 @@ def identity(request: HttpRequest) -> TokenIdentity:
 
 
 def organization(request: HttpRequest, slug: str) -> Organization:
+    return organization_of(identity(request), slug)
+
+
+def organization_of(token: TokenIdentity, slug: str) -> Organization:
     """The organization of the URL: a token acts in its own organization only, so any
     other slug is a 404, whether it exists or not."""
-    org = identity(request).organization
-    if slug != org.slug:
+    if slug != token.organization.slug:
         raise not_found("organization")
-    return org
+    return token.organization
 
 
 def viewer(request: HttpRequest) -> Any:

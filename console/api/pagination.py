@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import Model, Q, QuerySet
 from ninja import Field, Schema
 from pydantic import create_model
+
+from console.statements import Param, StatementCache
 
 from .errors import invalid
 from .schema import Out
@@ -64,6 +66,30 @@ def _decode(cursor: str, model: type[Model], names: list[str]) -> list[Any]:
         raise invalid("cursor", "This cursor is not one this list gave out.") from None
 
 
+def _after(order: Sequence[str], values: Sequence[Any]) -> Q:
+    """Rows after the row whose sort values are `values`, in `order`."""
+    names = [o.lstrip("-") for o in order]
+    after = Q()
+    for i, name in enumerate(names):
+        op = "lt" if order[i].startswith("-") else "gt"
+        step = Q(**{f"{name}__{op}": values[i]})
+        for prev_name, prev_value in zip(names[:i], values[:i], strict=True):
+            step &= Q(**{prev_name: prev_value})
+        after |= step
+    return after
+
+
+def _cut(items: list[Any], limit: int, names: list[str]) -> tuple[list[Any], str | None]:
+    """The page (items beyond `limit` were fetched only to learn there is a next page)."""
+    if len(items) <= limit:
+        return items, None
+    items = items[:limit]
+    last = items[-1]
+    if isinstance(last, dict):  # a .values() queryset
+        return items, _encode([last[n] for n in names])
+    return items, _encode([getattr(last, n) for n in names])
+
+
 def keyset_page(
     queryset: QuerySet, params: PageParams, order: Sequence[str]
 ) -> tuple[list[Any], str | None]:
@@ -72,20 +98,34 @@ def keyset_page(
     names = [o.lstrip("-") for o in order]
     rows = queryset.order_by(*order)
     if params.cursor:
-        values = _decode(params.cursor, queryset.model, names)
-        after = Q()
-        for i, name in enumerate(names):
-            op = "lt" if order[i].startswith("-") else "gt"
-            step = Q(**{f"{name}__{op}": values[i]})
-            for prev_name, prev_value in zip(names[:i], values[:i], strict=True):
-                step &= Q(**{prev_name: prev_value})
-            after |= step
-        rows = rows.filter(after)
-    items = list(rows[: params.limit + 1])
-    if len(items) <= params.limit:
-        return items, None
-    items = items[: params.limit]
-    last = items[-1]
-    if isinstance(last, dict):  # a .values() queryset
-        return items, _encode([last[n] for n in names])
-    return items, _encode([getattr(last, n) for n in names])
+        rows = rows.filter(_after(order, _decode(params.cursor, queryset.model, names)))
+    return _cut(list(rows[: params.limit + 1]), params.limit, names)
+
+
+def compiled_keyset_page(
+    statements: StatementCache,
+    key: Hashable,
+    build: Callable[[], QuerySet],
+    model: type[Model],
+    params: PageParams,
+    order: Sequence[str],
+    **values: Any,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """keyset_page for a hot list: the `.values()` queryset that `build()` returns (with
+    `Param`s for `values`) is compiled once per `key`, page size and first-or-later
+    page, and run as a Statement (console/statements.py). `key` must hold whatever
+    else `build` reads."""
+    names = [o.lstrip("-") for o in order]
+    after = _decode(params.cursor, model, names) if params.cursor else []
+    slots = [f"after_{name}" for name in names] if after else []
+
+    def page_query() -> QuerySet:
+        rows = build().order_by(*order)
+        if slots:
+            fields = [_field(model, n) for n in names]
+            rows = rows.filter(_after(order, [Param(s, f) for s, f in zip(slots, fields, strict=True)]))
+        return rows[: params.limit + 1]
+
+    statement = statements.get((key, params.limit, bool(slots)), page_query)
+    rows = statement.rows(**values, **dict(zip(slots, after, strict=True)))
+    return _cut(rows, params.limit, names)
