@@ -4,14 +4,12 @@ the user's profile. Views parse input and pick templates; services do the work."
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
+from console.ratelimit import over_limit
 from console.types import AuthedRequest
 from console.views import OrgView, done, paginate
 
@@ -864,20 +863,6 @@ class ServiceAccountDisableView(ServiceAccountObjectView):
 # --- `raydeck login`: the browser hand-off ------------------------------------------------
 
 
-def _rate_limited(request: HttpRequest, scope: str, per_minute: int) -> bool:
-    """A fixed one-minute window per client address, counted in the cache (shared by
-    every web process in each setting file)."""
-    key = f"raydeck:rate:{scope}:{client_ip(request) or '-'}:{int(time.time() // 60)}"
-    if cache.add(key, 1, timeout=90):
-        return False
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=90)
-        return False
-    return count > per_minute
-
-
 def _json_error(http_status: int, code: str, message: str, **extra: Any) -> JsonResponse:
     """One error shape: {"error": {"code", "message"}} (and any `extra` keys)."""
     return JsonResponse({**extra, "error": {"code": code, "message": message}}, status=http_status)
@@ -903,7 +888,7 @@ def cli_handoff_start(request: HttpRequest) -> HttpResponse:
     """POST /cli/handoff: start `raydeck login`. Answers 201 with the one-time `code` to
     show, the `poll_token` to keep, and `verify_url` (a path on this server) for the
     person to open; then poll /cli/handoff/poll every `interval` seconds."""
-    if _rate_limited(request, "cli-handoff", CLI_HANDOFF_STARTS_PER_MINUTE):
+    if over_limit(f"cli-handoff:{client_ip(request)}", CLI_HANDOFF_STARTS_PER_MINUTE):
         return _too_many()
     handoff, poll_token = services.cli_handoff_start(
         ip=client_ip(request), user_agent=request.headers.get("User-Agent", "")
@@ -935,7 +920,7 @@ def cli_handoff_poll(request: HttpRequest) -> HttpResponse:
     """POST /cli/handoff/poll with {"poll_token": ...}: 202 {"status": "pending"} until
     the person confirms, then 200 {"token", "organization"} exactly once; 410 after
     that, after a denial or after expiry; 404 for an unknown poll token."""
-    if _rate_limited(request, "cli-handoff-poll", CLI_HANDOFF_POLLS_PER_MINUTE):
+    if over_limit(f"cli-handoff-poll:{client_ip(request)}", CLI_HANDOFF_POLLS_PER_MINUTE):
         return _too_many()
     if len(request.body) > 4096:
         return _json_error(413, "too_large", "The body is too large.")

@@ -7,20 +7,21 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.handlers.exception import convert_exception_to_response
-from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
-from django.core.signals import request_finished, request_started, setting_changed
+from django.core.handlers.wsgi import WSGIHandler
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import ResolverMatch, path
 from django.utils.html import escape
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
+
+from console.lean import LeanApp
 
 from .agent_package import PROJECT_NAME, agent_wheel
 from .services import agents
@@ -133,15 +134,11 @@ urlpatterns = [
 ]
 
 HEARTBEAT_PATH = "/agent/v1/heartbeat"  # console/urls.py mounts urlpatterns at agent/v1/
-# The middleware that means something to a token-only JSON API: SecurityMiddleware
-# (HTTPS redirect, HSTS, nosniff) and CommonMiddleware (ALLOWED_HOSTS, disallowed user
-# agents). The others handle cookies (sessions, CSRF, login, messages, allauth, session
-# expiry, audit context) or HTML pages (CSP, framing, htmx): the agent API reads no
-# cookie and authenticates every request by its Bearer token.
-AGENT_MIDDLEWARE = (
-    "django.middleware.security.SecurityMiddleware",
-    "django.middleware.common.CommonMiddleware",
-)
+# The middleware that means something to a token-only JSON API (console/lean.py); the
+# others handle cookies (sessions, CSRF, login, messages, allauth, session expiry, audit
+# context) or HTML pages (CSP, framing, htmx): the agent API reads no cookie and
+# authenticates every request by its Bearer token.
+AGENT_MIDDLEWARE = LeanApp.middleware
 
 
 class HeartbeatHandler(WSGIHandler):
@@ -166,73 +163,19 @@ class HeartbeatHandler(WSGIHandler):
         return match
 
 
-class HeartbeatApp:
+class HeartbeatApp(LeanApp):
     """The WSGI application for HEARTBEAT_PATH alone (console/wsgi.py routes that exact
-    path here). A heartbeat that Django would answer with 200 is answered here, with
-    Django's own request object, middleware checks and response headers but without
-    the rest of the request/response machinery (half of the application's time):
-    the method is POST, AGENT_MIDDLEWARE's process_request lets it through (host
-    allowed, HTTPS or no redirect), a Bearer token, a JSON object of at most
-    MAX_BODY_BYTES, a credential that belongs to a live node and a valid state. Any
-    other request, and any error, goes to HeartbeatHandler, which answers exactly as
-    the full stack does (401, 400, 405, 413, redirect, logged 500)."""
+    path here). It answers a heartbeat that Django would answer with 200: a POST with a
+    Bearer token, a JSON object of at most MAX_BODY_BYTES, a credential that belongs to
+    a live node and a valid state. Anything else goes to HeartbeatHandler, which
+    answers exactly as the full stack does (401, 400, 405, 413, redirect, logged 500)."""
 
-    def __init__(self) -> None:
-        self.django = HeartbeatHandler()
-        self._load()
-        setting_changed.connect(self._setting_changed, weak=False)
+    method = "POST"
 
-    def _load(self) -> None:
-        noop: Callable[[HttpRequest], None] = lambda request: None  # noqa: E731
-        self.middleware = [import_string(m)(noop) for m in settings.MIDDLEWARE
-                           if m in AGENT_MIDDLEWARE]  # fmt: skip
-        self.headers: dict[bool, list[tuple[str, str]]] = {}
+    def fallback(self) -> HeartbeatHandler:
+        return HeartbeatHandler()
 
-    def _setting_changed(self, **kwargs: Any) -> None:  # tests change settings
-        self.django = HeartbeatHandler()
-        self._load()
-
-    def _response_headers(self, request: HttpRequest, secure: bool) -> list[tuple[str, str]]:
-        """What the middleware adds to a JSON 200, worked out once per scheme."""
-        if secure not in self.headers:
-            response = HttpResponse(content_type="application/json")
-            for middleware in reversed(self.middleware):
-                if hasattr(middleware, "process_response"):
-                    response = middleware.process_response(request, response)
-            skip = ("content-type", "content-length")
-            self.headers[secure] = [(k, v) for k, v in response.items() if k.lower() not in skip]
-        return self.headers[secure]
-
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        request_started.send(sender=self.__class__, environ=environ)
-        try:
-            answer = self._answer(environ)
-        except Exception:  # Django answers, and logs the error if it happens again
-            logger.debug("The heartbeat fast path failed; Django answers.", exc_info=True)
-            answer = None
-        if answer is None:
-            return self.django(environ, start_response)
-        try:
-            content, headers = answer
-            start_response("200 OK", [("Content-Type", "application/json"),
-                                      ("Content-Length", str(len(content))), *headers])  # fmt: skip
-            return [content]
-        finally:
-            request_finished.send(sender=self.__class__)
-
-    def _answer(self, environ: dict[str, Any]) -> tuple[bytes, list[tuple[str, str]]] | None:
-        """(body, headers) of the 200, or None to let Django answer."""
-        request = WSGIRequest(environ)
-        if request.method != "POST":
-            return None
-        try:
-            for middleware in self.middleware:
-                if middleware.process_request(request) is not None:
-                    return None  # a redirect: Django sends it
-        except Exception:
-            return None  # a host not allowed, say: Django answers and logs it
+    def answer(self, request: HttpRequest) -> bytes | None:
         scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         token = token.strip()
         length = request.META.get("CONTENT_LENGTH") or ""
@@ -241,7 +184,7 @@ class HeartbeatApp:
         if int(length) > MAX_BODY_BYTES:
             return None
         raw = request.body
-        environ["wsgi.input"] = io.BytesIO(raw)  # for Django, should it answer after all
+        request.environ["wsgi.input"] = io.BytesIO(raw)  # for Django, should it answer after all
         try:
             body = json.loads(raw)
         except ValueError:
@@ -252,4 +195,4 @@ class HeartbeatApp:
             answer = agents.node_heartbeat(node=agents.node_for_credential(token), body=body)
         except (agents.AgentAuthError, agents.AgentRequestError):
             return None
-        return json.dumps(answer).encode(), self._response_headers(request, request.is_secure())
+        return json.dumps(answer).encode()

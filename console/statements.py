@@ -19,6 +19,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.db import connections
 from django.db.models import Expression, Field, QuerySet
 
@@ -68,7 +69,7 @@ class Statement:
             p.field.get_db_prep_value(values[p.name], connection) if isinstance(p, _Slot) else p
             for p in self.params
         ]
-        with connection.cursor() as cursor:
+        with _cursor(connection) as cursor:
             cursor.execute(self.sql, params)
             fetched = cursor.fetchall()
         names = self.names
@@ -84,6 +85,23 @@ class Statement:
                 row[position] = value
             out.append(dict(zip(names, row, strict=True)))
         return out
+
+
+def _cursor(connection: Any) -> Any:
+    """Django's cursor (query logging, execute wrappers, error translation) around, on
+    PostgreSQL, a server-side-binding psycopg cursor: with the database's OPTIONS
+    prepare_threshold set (production settings), psycopg prepares a statement it has
+    run that many times on the connection, and PostgreSQL stops planning it anew.
+    Django's own cursors bind client-side and are never prepared."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = psycopg.Cursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(raw)
+    return connection.make_cursor(raw)
 
 
 class StatementCache:

@@ -9,15 +9,20 @@ django_application = get_wsgi_application()
 
 # Imported once the apps are loaded (get_wsgi_application above loads them).
 from clusters.agent_api import HEARTBEAT_PATH, HeartbeatApp  # noqa: E402
+from console.api import fast  # noqa: E402
 
 heartbeat_application = HeartbeatApp()
+api_read_application = fast.ApiReadApp()
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """Every request goes through Django with all the middleware, except agent heartbeats
-    (thousands of nodes, every few seconds): that one exact path goes to a lean handler
-    that calls the same service code with only the security and host checks, and hands
-    anything but a plain 200 back to Django (clusters.agent_api.HeartbeatApp)."""
-    if environ.get("PATH_INFO") == HEARTBEAT_PATH:
+    """Every request goes through Django with all the middleware, except the two that
+    come by the thousand: agent heartbeats and the API's cluster list. Those go to lean
+    handlers (console/lean.py) that call the same service code with only the security
+    and host checks, and hand anything but a plain 200 back to Django."""
+    path = environ.get("PATH_INFO", "")
+    if path == HEARTBEAT_PATH:
         return heartbeat_application(environ, start_response)
+    if fast.handles(path):
+        return api_read_application(environ, start_response)
     return django_application(environ, start_response)

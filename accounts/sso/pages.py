@@ -16,13 +16,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.decorators.cache import never_cache
 
+from console.ratelimit import over_limit
 from console.types import AuthedRequest
 from console.views import done
 
+from ..audit import client_ip
 from ..choices import SsoProtocol
 from ..forms import add_service_error
 from ..models import DomainClaim
-from ..views import _rate_limited
 from . import domains, oidc
 from .flow import leave_for_idp, sso_error
 from .forms import DomainClaimForm, OidcIdpForm, SsoStartForm
@@ -196,7 +197,7 @@ class SsoStartView(View):
         return self.page(request, form)
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        if _rate_limited(request, "sso-start", SSO_STARTS_PER_MINUTE):
+        if over_limit(f"sso-start:{client_ip(request)}", SSO_STARTS_PER_MINUTE):
             form = SsoStartForm(request.POST)
             form.is_valid()
             form.add_error(None, "Too many attempts. Wait a minute and try again.")

@@ -4,17 +4,16 @@ session, so no CSRF). Read-only tokens may only read, and every token has a rate
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from accounts.audit import client_ip
 from accounts.services import authenticate_token
 from accounts.tokens import TokenIdentity
+from console.ratelimit import count_request
 
 from .errors import ApiError
 
@@ -37,23 +36,15 @@ def identity_of(request: HttpRequest) -> TokenIdentity | None:
 
 def check_rate(identity: TokenIdentity) -> None:
     """At most RAYDECK_API_RATE_LIMIT requests per token in each window of
-    RAYDECK_API_RATE_WINDOW seconds, counted in the shared cache (one increment per
-    request), so every web process sees the same count."""
-    window = settings.RAYDECK_API_RATE_WINDOW
-    now = time.time()
-    slot = int(now // window)
-    key = f"api-rate:{identity.token.pk}:{slot}"
-    try:
-        count = cache.incr(key)
-    except ValueError:  # the window's first request
-        cache.add(key, 0, timeout=window + 1)
-        count = cache.incr(key)
-    if count > settings.RAYDECK_API_RATE_LIMIT:
-        retry_after = max(1, math.ceil((slot + 1) * window - now))
+    RAYDECK_API_RATE_WINDOW seconds, shared by every web process."""
+    limit, window = settings.RAYDECK_API_RATE_LIMIT, settings.RAYDECK_API_RATE_WINDOW
+    counted = count_request(f"api:{identity.token.pk}", window)
+    if counted.count > limit:
+        retry_after = max(1, math.ceil(counted.retry_after))
         raise ApiError(
             429,
-            f"This token made more than {settings.RAYDECK_API_RATE_LIMIT} requests in "
-            f"{window} seconds; retry after {retry_after} seconds.",
+            f"This token made more than {limit} requests in {window} seconds; "
+            f"retry after {retry_after} seconds.",
             headers={"Retry-After": str(retry_after)},
         )
 

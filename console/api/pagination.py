@@ -123,7 +123,9 @@ def compiled_keyset_page(
         rows = build().order_by(*order)
         if slots:
             fields = [_field(model, n) for n in names]
-            rows = rows.filter(_after(order, [Param(s, f) for s, f in zip(slots, fields, strict=True)]))
+            rows = rows.filter(
+                _after(order, [Param(s, f) for s, f in zip(slots, fields, strict=True)])
+            )
         return rows[: params.limit + 1]
 
     statement = statements.get((key, params.limit, bool(slots)), page_query)

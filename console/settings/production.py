@@ -32,6 +32,12 @@ DATABASES = {
         _require("DATABASE_URL"), conn_max_age=60, conn_health_checks=True
     )
 }
+# psycopg prepares a statement the fifth time a connection runs it, which spares
+# PostgreSQL planning the hottest reads anew (console/statements.py; Django's own
+# queries use client-side binding and are never prepared). Set
+# RAYDECK_DB_PREPARED_STATEMENTS=0 behind a pooler in transaction mode that cannot keep them.
+if os.environ.get("RAYDECK_DB_PREPARED_STATEMENTS", "1") == "1":
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 REDIS_URL = _require("REDIS_URL")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}

@@ -1,0 +1,76 @@
+"""The API's busiest read, the cluster list (CLIs, scripts and dashboards poll it), on a
+lean WSGI path (console/lean.py): the same token check, rate limit, organization and
+permission checks, query (clusters.api.cluster_page) and JSON rendering as the ninja
+endpoint, without Django's middleware chain, URL resolver and ninja's dispatch.
+
+It answers only a 200 it is sure of; a missing or bad token, another organization,
+invalid parameters, the rate limit and every error go to the full Django application,
+which answers them in the API's error shape as for any other endpoint.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import PermissionDenied
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest
+from pydantic import ValidationError
+
+from accounts.permissions import token_may
+from clusters.api import ClusterFilters, ClusterOut, cluster_page
+from console.lean import LeanApp
+
+from .auth import check_rate, identity_of
+from .context import organization_of
+from .errors import ApiError
+from .pagination import page_of
+from .urls import api
+
+CLUSTER_LIST = re.compile(r"/api/v1/orgs/(?P<org>[^/]+)/clusters")
+_PAGE = page_of(ClusterOut)
+_FILTERS = tuple(ClusterFilters.model_fields)
+
+
+def handles(path: str) -> bool:
+    """A cheap first look for console/wsgi.py; `answer` matches exactly."""
+    return path.startswith("/api/v1/orgs/") and path.endswith("/clusters")
+
+
+class ApiReadApp(LeanApp):
+    # The full stack's headers on a JSON 200 of the API, but Vary: Cookie (no cookie
+    # is read here): HTTPS and host checks, HSTS, nosniff, framing and CSP.
+    middleware = (
+        *LeanApp.middleware,
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "csp.middleware.CSPMiddleware",
+    )
+    content_type = "application/json; charset=utf-8"
+
+    def fallback(self) -> WSGIHandler:
+        return WSGIHandler()
+
+    def answer(self, request: HttpRequest) -> bytes | None:
+        match = CLUSTER_LIST.fullmatch(request.path_info)
+        if match is None:
+            return None
+        identity = identity_of(request)
+        if identity is None:
+            return None
+        try:
+            page = ClusterFilters.model_validate(
+                {name: request.GET[name] for name in _FILTERS if name in request.GET}
+            )
+        except ValidationError:
+            return None
+        org = match["org"]
+        try:
+            # Refusals before the request is counted, so Django counts them once.
+            if not token_may(identity, "project.list", organization_of(identity, org)):
+                return None
+            check_rate(identity)
+            result = cluster_page(identity, org, page)
+        except (ApiError, PermissionDenied):
+            return None
+        data = _PAGE.model_validate(result).model_dump()
+        return api.renderer.render(request, data, response_status=200).encode()

@@ -1,0 +1,48 @@
+"""Fixed-window request counters in the shared cache, so every web process sees the same
+count: the API's per-token limit and the per-address limits of the pages anyone may
+call (the CLI hand-off, SSO starts)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
+
+
+@dataclass(frozen=True)
+class Window:
+    count: int  # requests in this window, this one included
+    retry_after: float  # seconds until the next window starts
+
+
+def count_request(scope: str, window_seconds: int) -> Window:
+    """Count one request of `scope` (who is asking, for what) in the current window of
+    `window_seconds`. On Redis it is one round trip (SET NX with expiry, then INCR, in
+    one pipeline); other caches (the embedded default's files, tests' memory) take two."""
+    now = time.time()
+    slot = int(now // window_seconds)
+    key = f"raydeck:rate:{scope}:{slot}"
+    ttl = window_seconds + 1
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        key = backend.make_and_validate_key(key)
+        client = backend._cache.get_client(key, write=True)
+        pipeline = client.pipeline(transaction=False)
+        pipeline.set(key, 0, ex=ttl, nx=True)
+        pipeline.incr(key)
+        count = int(pipeline.execute()[1])
+    else:
+        cache.add(key, 0, timeout=ttl)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=ttl)
+            count = 1
+    return Window(count=count, retry_after=(slot + 1) * window_seconds - now)
+
+
+def over_limit(scope: str, per_minute: int) -> bool:
+    """Count a request of `scope` and say whether it is more than `per_minute` this minute."""
+    return count_request(scope, 60).count > per_minute
