@@ -741,15 +741,16 @@ def authenticate_token(secret: str, *, ip: str | None) -> TokenIdentity | None:
         return None
     token.organization = found["organization__"]
     principal: User | ServiceAccount
-    if found["user__"] is not None:
-        principal = token.user = found["user__"]
+    user, account = found["user__"], found["service_account__"]
+    if user is not None:
+        principal = token.user = user
         role = rows[0]["member_role"]
-        if not principal.is_active or role is None:
+        if not user.is_active or role is None:
             return None
-        principal.remember_org_role(token.organization, role)
-    elif found["service_account__"] is not None:
-        principal = token.service_account = found["service_account__"]
-        if not principal.is_active or principal.organization_id != token.organization_id:
+        user.remember_org_role(token.organization, role)
+    elif account is not None:
+        principal = token.service_account = account
+        if not account.is_active or account.organization_id != token.organization_id:
             return None
     else:  # the table's check constraint makes this unreachable
         return None

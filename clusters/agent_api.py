@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.handlers.exception import convert_exception_to_response
-from django.core.handlers.wsgi import WSGIHandler
+from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import ResolverMatch, path
 from django.utils.html import escape
@@ -175,7 +175,7 @@ class HeartbeatApp(LeanApp):
     def fallback(self) -> HeartbeatHandler:
         return HeartbeatHandler()
 
-    def answer(self, request: HttpRequest) -> bytes | None:
+    def answer(self, request: WSGIRequest) -> bytes | None:
         scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         token = token.strip()
         length = request.META.get("CONTENT_LENGTH") or ""

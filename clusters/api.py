@@ -416,7 +416,7 @@ def cluster_page(identity: TokenIdentity, org: str, page: ClusterFilters) -> dic
         filters["project"] = page.project
     if page.state:
         filters["state"] = ClusterState(page.state).value
-    principal = identity.principal
+    principal: Any = identity.principal  # a User or a ServiceAccount: visible_to takes both
 
     def build() -> QuerySet:
         clusters = Cluster.objects.visible_to(principal, organization)

@@ -45,7 +45,7 @@ class LeanApp:
         """The Django application that answers whatever this one does not."""
         raise NotImplementedError
 
-    def answer(self, request: HttpRequest) -> bytes | None:
+    def answer(self, request: WSGIRequest) -> bytes | None:
         """The body of the 200, or None to let Django answer."""
         raise NotImplementedError
 

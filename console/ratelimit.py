@@ -28,7 +28,7 @@ def count_request(scope: str, window_seconds: int) -> Window:
     backend = caches["default"]
     if isinstance(backend, RedisCache):
         key = backend.make_and_validate_key(key)
-        client = backend._cache.get_client(key, write=True)
+        client = backend._cache.get_client(key, write=True)  # type: ignore[attr-defined]
         pipeline = client.pipeline(transaction=False)
         pipeline.set(key, 0, ex=ttl, nx=True)
         pipeline.incr(key)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 
 from django.core.exceptions import PermissionDenied
-from django.core.handlers.wsgi import WSGIHandler
-from django.http import HttpRequest
+from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from pydantic import ValidationError
 
 from accounts.permissions import token_may
@@ -50,7 +49,7 @@ class ApiReadApp(LeanApp):
     def fallback(self) -> WSGIHandler:
         return WSGIHandler()
 
-    def answer(self, request: HttpRequest) -> bytes | None:
+    def answer(self, request: WSGIRequest) -> bytes | None:
         match = CLUSTER_LIST.fullmatch(request.path_info)
         if match is None:
             return None

@@ -37,7 +37,7 @@ DATABASES = {
 # queries use client-side binding and are never prepared). Set
 # RAYDECK_DB_PREPARED_STATEMENTS=0 behind a pooler in transaction mode that cannot keep them.
 if os.environ.get("RAYDECK_DB_PREPARED_STATEMENTS", "1") == "1":
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+    DATABASES["default"] = {**DATABASES["default"], "OPTIONS": {"prepare_threshold": 5}}
 REDIS_URL = _require("REDIS_URL")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}

@@ -11,8 +11,12 @@ DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
-    DATABASES["default"]["OPTIONS"] = {"prepare_threshold": 5}  # as in production
+    DATABASES = {
+        "default": {
+            **dj_database_url.parse(os.environ["DATABASE_URL"]),
+            "OPTIONS": {"prepare_threshold": 5},  # as in production
+        }
+    }
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 

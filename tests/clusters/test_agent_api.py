@@ -9,17 +9,13 @@ or move the table's clock and flush the batch themselves.
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.cache import cache
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from django.test import Client
 from django.utils import timezone
 
@@ -29,6 +25,7 @@ from clusters.models import Cluster, Node
 from clusters.services import agents, lifecycle
 from clusters.services.defaults import default_compute_config, default_image
 from tests.conftest import Tenant
+from tests.wsgi import call_wsgi
 
 pytestmark = pytest.mark.django_db
 
@@ -95,37 +92,8 @@ def via_django(body: bytes, headers: dict[str, str], method: str = "POST") -> An
 
 
 def via_wsgi(body: bytes, headers: dict[str, str], method: str = "POST") -> Answer:
-    """Straight into console.wsgi.application, as gunicorn calls it."""
-    from console.wsgi import application
-
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": HEARTBEAT, "SCRIPT_NAME": "",
-        "QUERY_STRING": "", "SERVER_NAME": "testserver", "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "testserver",
-        "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http", "wsgi.multithread": True, "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }  # fmt: skip
-    for name, value in headers.items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    started: dict[str, Any] = {}
-
-    def start_response(status: str, response_headers: list, exc_info: Any = None) -> None:
-        started["status"], started["headers"] = status, dict(response_headers)
-
-    # As Django's test client does: the test's transaction must outlive the request.
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
-        result = application(environ, start_response)
-        content = b"".join(result)
-        if hasattr(result, "close"):  # as a WSGI server does
-            result.close()
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
-    return int(started["status"].split()[0]), _json(content), started["headers"]
+    status, content, response_headers = call_wsgi(method, HEARTBEAT, body, headers)
+    return status, _json(content), response_headers
 
 
 @pytest.fixture(params=[via_django, via_wsgi], ids=["django", "lean"])
