@@ -72,51 +72,78 @@ def downscale_delay(group: dict[str, Any]) -> int:
     return int(group.get("downscale_delay_seconds", DEFAULT_DOWNSCALE_DELAY_SECONDS))
 
 
-def validate_worker_groups(groups: Any) -> None:
-    """Each group: a unique name, a size (cpus > 0, memory_mb > 0, gpus >= 0), 0 <= min
-    <= max, and an optional downscale delay in seconds."""
+MAX_WORKER_GROUPS = 20
+# What a worker group holds, and what a missing key means (clusters/services/configs.py
+# fills them in; the reconciler and autoscaler read them).
+WORKER_GROUP_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "instance_type": "",
+    "cpus": 1.0,
+    "memory_mb": 1024,
+    "gpus": 0,
+    "min": 0,
+    "max": 0,
+    "spot": False,
+    "downscale_delay_seconds": DEFAULT_DOWNSCALE_DELAY_SECONDS,
+}
+
+
+def worker_group_errors(groups: Any) -> dict[str, list[str]]:
+    """The one set of rules for worker groups, as messages keyed "worker_groups" (the
+    list) or "worker_groups.<position>" (from 0): at most MAX_WORKER_GROUPS; each an
+    object with a unique name of 1 to 64 characters, cpus > 0, memory_mb > 0, gpus >= 0,
+    whole numbers 0 <= min <= max <= MAX_WORKERS_PER_GROUP, and a downscale delay in
+    DOWNSCALE_DELAY_RANGE seconds."""
     if not isinstance(groups, list):
-        raise ValidationError("Worker groups must be a list.")
-    errors: list[str] = []
+        return {"worker_groups": ["Worker groups must be a list."]}
+    errors: dict[str, list[str]] = {}
+    if len(groups) > MAX_WORKER_GROUPS:
+        errors["worker_groups"] = [f"Use at most {MAX_WORKER_GROUPS} worker groups."]
     names: set[str] = set()
 
-    def number(group: dict[str, Any], key: str, default: Any, low: float) -> float | None:
-        value = group.get(key, default)
+    def number(group: dict[str, Any], key: str, low: float) -> float | None:
+        value = group.get(key, WORKER_GROUP_DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
             return None
         return float(value)
 
-    for i, group in enumerate(groups, start=1):
+    for i, group in enumerate(groups):
+        found = errors.setdefault(f"worker_groups.{i}", [])
         if not isinstance(group, dict):
-            errors.append(f"Worker group {i} must be an object.")
+            found.append(f"Worker group {i + 1} must be an object.")
             continue
         name = str(group.get("name", "")).strip()
-        label = f"Worker group {name or i}"
+        label = f"Worker group {name or i + 1}"
         if not name or len(name) > 64:
-            errors.append(f"Worker group {i} needs a name of at most 64 characters.")
+            found.append(f"Worker group {i + 1} needs a name of 1 to 64 characters.")
         elif name in names:
-            errors.append(f"Two worker groups are named {name}.")
+            found.append(f"Two worker groups are named {name}.")
         names.add(name)
-        cpus = number(group, "cpus", 1, 0)
+        cpus = number(group, "cpus", 0)
         if cpus is None or cpus <= 0:
-            errors.append(f"{label}: cpus must be a number above 0.")
-        memory = number(group, "memory_mb", 1024, 1)
-        if memory is None:
-            errors.append(f"{label}: memory_mb must be a number above 0.")
-        if number(group, "gpus", 0, 0) is None:
-            errors.append(f"{label}: gpus must be 0 or more.")
+            found.append(f"{label}: cpus must be a number above 0.")
+        if number(group, "memory_mb", 1) is None:
+            found.append(f"{label}: memory_mb must be a number above 0.")
+        if number(group, "gpus", 0) is None:
+            found.append(f"{label}: gpus must be 0 or more.")
         low, high = group.get("min", 0), group.get("max", 0)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
-            errors.append(f"{label}: min and max must be whole numbers.")
+            found.append(f"{label}: min and max must be whole numbers.")
         elif not 0 <= low <= high <= MAX_WORKERS_PER_GROUP:
-            errors.append(f"{label}: needs 0 <= min <= max <= {MAX_WORKERS_PER_GROUP}.")
+            found.append(f"{label}: needs 0 <= min <= max <= {MAX_WORKERS_PER_GROUP}.")
         delay = group.get("downscale_delay_seconds", DEFAULT_DOWNSCALE_DELAY_SECONDS)
         first, last = DOWNSCALE_DELAY_RANGE
         if isinstance(delay, bool) or not isinstance(delay, int) or not first <= delay <= last:
-            errors.append(f"{label}: downscale_delay_seconds must be a whole number of seconds "
-                          f"from {first} to {last}.")  # fmt: skip
+            found.append(f"{label}: downscale_delay_seconds must be a whole number of seconds "
+                         f"from {first} to {last}.")  # fmt: skip
+    return {key: messages for key, messages in errors.items() if messages}
+
+
+def validate_worker_groups(groups: Any) -> None:
+    """The field's validator: worker_group_errors as one list of messages."""
+    errors = worker_group_errors(groups)
     if errors:
-        raise ValidationError(errors)
+        raise ValidationError([m for messages in errors.values() for m in messages])
 
 
 class ComputeConfigVersion(models.Model):
@@ -152,29 +179,6 @@ class ComputeConfigVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.config.name} v{self.number}"
-
-    def clean(self) -> None:
-        groups = self.worker_groups
-        problem = "" if isinstance(groups, list) else "Worker groups must be a list."
-        names: set[str] = set()
-        for group in groups if not problem else []:
-            if not isinstance(group, dict) or not str(group.get("name", "")).strip():
-                problem = "Every worker group needs a name."
-                break
-            low, high = group.get("min", 0), group.get("max", 0)
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                       for v in (low, high)) or low > high:  # fmt: skip
-                problem = (
-                    f"Worker group {group['name']}: min and max must be whole numbers, "
-                    "min no more than max."
-                )
-                break
-            if group["name"] in names:
-                problem = f"Two worker groups are named {group['name']}."
-                break
-            names.add(group["name"])
-        if problem:
-            raise ValidationError({"worker_groups": problem})
 
 
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")

@@ -15,55 +15,27 @@ from accounts.permissions import require
 from clouds.models import Cloud
 
 from ..models import (
-    DEFAULT_DOWNSCALE_DELAY_SECONDS,
-    MAX_WORKERS_PER_GROUP,
+    WORKER_GROUP_DEFAULTS,
     ComputeConfig,
     ComputeConfigVersion,
+    worker_group_errors,
 )
-
-MAX_WORKER_GROUPS = 20
 
 
 def clean_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Worker groups as the reconciler and autoscaler read them: {"name", "instance_type",
-    "cpus", "memory_mb", "gpus", "min", "max", "spot", "downscale_delay_seconds"}, with
-    errors keyed by the group's position. The model's validate_worker_groups checks the
-    rest when the version is cleaned."""
-    if len(groups) > MAX_WORKER_GROUPS:
-        raise ValidationError({"worker_groups": f"Use at most {MAX_WORKER_GROUPS} groups."})
-    cleaned, names = [], set()
-    for i, group in enumerate(groups):
-        name = str(group.get("name", "")).strip()
-        where = f"worker_groups.{i}"
-        if not name or len(name) > 64:
-            raise ValidationError({where: "Give each group a name of 1 to 64 characters."})
-        if name in names:
-            raise ValidationError({where: f"Two groups are named {name}."})
-        names.add(name)
-        low, high = int(group.get("min", 0)), int(group.get("max", 0))
-        if not 0 <= low <= high <= MAX_WORKERS_PER_GROUP:
-            raise ValidationError(
-                {where: f"Need 0 <= min <= max <= {MAX_WORKERS_PER_GROUP} (got {low} and {high})."}
-            )
-        cpus, memory_mb = float(group.get("cpus", 1)), int(group.get("memory_mb", 1024))
-        if cpus <= 0 or memory_mb <= 0:
-            raise ValidationError({where: "CPUs and memory must be more than zero."})
-        cleaned.append(
-            {
-                "name": name,
-                "instance_type": str(group.get("instance_type") or "")[:64],
-                "cpus": cpus,
-                "memory_mb": memory_mb,
-                "min": low,
-                "max": high,
-                "gpus": group.get("gpus", 0),
-                "spot": bool(group.get("spot", False)),
-                "downscale_delay_seconds": group.get(
-                    "downscale_delay_seconds", DEFAULT_DOWNSCALE_DELAY_SECONDS
-                ),
-            }
-        )
-    return cleaned
+    """Worker groups as the reconciler and autoscaler read them: every key of
+    WORKER_GROUP_DEFAULTS (missing ones filled in, others dropped), checked by the
+    model's rules with errors keyed by the group's position."""
+    errors = worker_group_errors(groups)
+    if errors:
+        raise ValidationError(errors)
+    return [
+        {**WORKER_GROUP_DEFAULTS,
+         **{k: v for k, v in group.items() if k in WORKER_GROUP_DEFAULTS},
+         "name": str(group["name"]).strip(),
+         "instance_type": str(group.get("instance_type") or "")[:64]}
+        for group in groups
+    ]  # fmt: skip
 
 
 @transaction.atomic
