@@ -9,6 +9,7 @@ django_application = get_wsgi_application()
 
 # Imported once the apps are loaded (get_wsgi_application above loads them).
 from clusters.agent_api import HEARTBEAT_PATH, HeartbeatApp  # noqa: E402
+from clusters.services.listening import start_ticking  # noqa: E402
 from console.api import fast  # noqa: E402
 
 heartbeat_application = HeartbeatApp()
@@ -20,6 +21,7 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     come by the thousand: agent heartbeats and the API's cluster list. Those go to lean
     handlers (console/lean.py) that call the same service code with only the security
     and host checks, and hand anything but a plain 200 back to Django."""
+    start_ticking()  # the reconciler judges nodes only while we listen (once per process)
     path = environ.get("PATH_INFO", "")
     if path == HEARTBEAT_PATH:
         return heartbeat_application(environ, start_response)

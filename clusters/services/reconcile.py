@@ -52,6 +52,7 @@ from ..choices import (
 from ..models import Cluster, Node
 from .autoscale import cluster_autoscale, group_target, workers_to_stop
 from .events import record_event
+from .listening import listening
 
 logger = logging.getLogger(__name__)
 
@@ -397,6 +398,7 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
     lost_after = timedelta(
         seconds=settings.RAYDECK_HEARTBEAT_SECONDS * settings.RAYDECK_NODE_LOST_AFTER_MISSED
     )
+    heard = listening()  # no node is lost for being silent while the web tier was down
     for node in cluster.nodes.filter(state__in=[*limits, NodeState.READY]):
         if node.state in limits:
             limit, step = limits[node.state]
@@ -406,8 +408,10 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
                 advice = _advice(node.state)
                 _terminate_instance(cluster, node, provider, NodeState.FAILED, reason)
                 return f"{reason} {advice}"
-        elif node.state == NodeState.READY:
+        elif node.state == NodeState.READY and heard.now:
             seen = last_seen(node)
+            if seen is not None and heard.since is not None:
+                seen = max(seen, heard.since)  # silent while nobody listened: not its fault
             if seen is not None and now - seen > lost_after + _row_slack(node):
                 reason = f"No heartbeat for {int((now - seen).total_seconds())} s."
                 record_event(cluster, "node lost", f"The {node.role} node stopped responding. "

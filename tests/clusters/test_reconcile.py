@@ -8,7 +8,10 @@ events rather than on Ray.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,7 @@ from clouds.providers.local import LocalProvider
 from clouds.providers.registry import provider_for
 from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
 from clusters.models import Cluster, ClusterEvent, Node
-from clusters.services import agents, lifecycle, reconcile
+from clusters.services import agents, lifecycle, listening, reconcile
 from tests.conftest import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -224,3 +227,78 @@ def test_unverified_cloud_is_refused(tenant_a: Tenant) -> None:
     with pytest.raises(ValidationError, match="not verified"):
         lifecycle.cluster_create(project=tenant_a.project, actor=tenant_a.member, name="x",
                                  cloud=tenant_a.cloud)  # fmt: skip
+
+
+# --- Silence while the web tier was down (clusters/services/listening.py) ---------------
+
+
+@pytest.fixture
+def ticks() -> Iterator[None]:
+    cache.delete_many([listening.TICK_KEY, listening.SINCE_KEY])
+    yield
+    cache.delete_many([listening.TICK_KEY, listening.SINCE_KEY])
+
+
+def _silent_head(tenant_a: Tenant, local_cloud: Cloud, silent_for: timedelta) -> Node:
+    cluster = new_cluster(tenant_a, local_cloud)
+    reconcile.cluster_reconcile(cluster_id=cluster.pk)
+    head = cluster.nodes.get()
+    seen = timezone.now() - silent_for
+    Node.objects.filter(pk=head.pk).update(state=NodeState.READY, last_heartbeat_at=seen,
+                                           ray_ports={"gcs": 1})  # fmt: skip
+    Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.RUNNING)
+    cache.set(agents._hb_key(head.pk), seen.timestamp())
+    return head
+
+
+def test_no_node_is_lost_while_the_web_tier_is_not_listening(tenant_a, local_cloud, provider,
+                                                               ticks) -> None:  # fmt: skip
+    """The web tier was down for two minutes (a slow deploy): every node went silent with
+    it. Nothing is judged while it is down, and after it is back each node gets the full
+    grace to heartbeat again before it is taken for lost."""
+    head = _silent_head(tenant_a, local_cloud, timedelta(minutes=2))
+    now = time.time()
+    listening.tick(now - 120)  # the last tick before the web tier went down
+    reconcile.cluster_reconcile(cluster_id=head.cluster_id)
+    head.refresh_from_db()
+    assert head.state == NodeState.READY  # nobody listening: silence says nothing
+
+    listening.tick(now - 5)  # back 5 s ago: listening since then
+    assert listening.listening(now).since.timestamp() == pytest.approx(now - 5)
+    reconcile.cluster_reconcile(cluster_id=head.cluster_id)
+    head.refresh_from_db()
+    assert head.state == NodeState.READY  # 5 s of silence while listening: within grace
+
+    cache.set(listening.SINCE_KEY, now - 60)  # a minute of listening, still no heartbeat
+    reconcile.cluster_reconcile(cluster_id=head.cluster_id)
+    head.refresh_from_db()
+    assert head.state == NodeState.LOST
+
+
+def test_listening_without_a_gap_keeps_its_start(ticks) -> None:
+    now = time.time()
+    listening.tick(now - 30)
+    for seconds_ago in (25, 20, 15, 10, 5, 0):
+        listening.tick(now - seconds_ago)
+    assert listening.listening(now) == listening.Listening(
+        now=True, since=datetime.fromtimestamp(now - 30, tz=UTC)
+    )
+    assert not listening.listening(now + 60).now
+    assert listening.listening(now + 60).since is None
+
+
+def test_each_web_process_ticks_once_started(settings, ticks) -> None:
+    settings.RAYDECK_LISTENING_TICKS = True
+    try:
+        for _ in range(3):
+            listening.start_ticking()
+        threads = [t for t in threading.enumerate() if t.name == "raydeck-listening"]
+        assert len(threads) == 1
+        deadline = time.monotonic() + 5
+        while cache.get(listening.TICK_KEY) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listening.listening().now and listening.listening().since is not None
+    finally:
+        listening.stop_ticking()
+        for thread in threads:
+            thread.join(timeout=5)
