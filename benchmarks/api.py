@@ -12,6 +12,10 @@ Run by hand:  .venv/bin/python benchmarks/api.py [--clusters 10000] [--duration 
      2 workers x 4 threads, --preload, --reuse-port; see benchmarks/heartbeats.py for
      why), without the access log. The rate limit stays on (each request counts in
      Redis) with a ceiling the load cannot reach: RAYDECK_API_RATE_LIMIT=10000000.
+     The list is answered by its lean path (console/api/fast.py) with the token lookup
+     and the page query as prepared statements (console/statements.py), as in
+     production; queries_per_request counts them (Django's per-request connection
+     health check, a SELECT 1, comes on top).
   4. Sequential: after 50 warm-up requests, --sequential (300) requests of
      GET /api/v1/orgs/<org>/clusters?limit=50 one after the other on one kept-alive
      connection from this process; p50/p99 of the client-side latency. Every answer must
