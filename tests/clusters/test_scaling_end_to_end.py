@@ -113,7 +113,9 @@ def test_workers_follow_the_load_and_an_idle_cluster_stops(live_server, settings
 
         # A job that needs 2 CPUs on a cluster whose head has 1: a worker must come.
         script = tmp_path / "wide.py"
-        script.write_text(JOB.format(seconds=50))
+        # The task alone outlasts the one-minute idle timeout, however fast the worker
+        # comes (the job's time also holds the wait for it).
+        script.write_text(JOB.format(seconds=62))
         job = dashboard(cluster, "/api/jobs/", {"entrypoint": f"python {script}"})
         job_id = job["submission_id"]
 
