@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import Field as PydanticField
 
+from .rendering import dump_json
 from .schema import Out
 
 logger = logging.getLogger(__name__)
@@ -71,9 +71,7 @@ def invalid(field: str, message: str) -> ApiError:
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
-    return json.dumps(
-        {"error": {"code": code, "message": message, "details": details or {}}}
-    ).encode()
+    return dump_json({"error": {"code": code, "message": message, "details": details or {}}})
 
 
 def error_response(error: ApiError) -> HttpResponse:

@@ -72,4 +72,4 @@ class ApiReadApp(LeanApp):
         except (ApiError, PermissionDenied):
             return None
         data = _PAGE.model_validate(result).model_dump()
-        return api.renderer.render(request, data, response_status=200).encode()
+        return api.renderer.render(request, data, response_status=200)

@@ -19,6 +19,7 @@ from clusters.api import router as clusters_router
 
 from . import errors
 from .auth import TokenAuth
+from .rendering import ApiRenderer
 
 api = NinjaAPI(
     title="Raydeck API",
@@ -30,6 +31,7 @@ api = NinjaAPI(
         '`{"items", "next_cursor"}`; creates accept an `Idempotency-Key` header.'
     ),
     auth=TokenAuth(),
+    renderer=ApiRenderer(),
     urls_namespace="api-v1",
     docs_url=None,  # our own page below: no CDN, and our CSP
     openapi_url=None,  # our own view below: GET only, built once per process
