@@ -14,6 +14,9 @@ from console.api import fast  # noqa: E402
 
 heartbeat_application = HeartbeatApp()
 api_read_application = fast.ApiReadApp()
+# Listening from the start, before any request: gunicorn's master ticks from here (it
+# loads this module before forking), and each worker from its first request on.
+start_ticking()
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
