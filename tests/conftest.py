@@ -126,6 +126,19 @@ def tenant_b(db: None) -> Tenant:
     return make_tenant("bravo")
 
 
+@pytest.fixture(autouse=True)
+def _no_cache_left_from_another_test() -> None:
+    """SQLite gives a rolled-back test's ids to the next test, so entries it left in the
+    in-memory cache (a cluster's head report, a node's heartbeat) would belong to the
+    next test's rows. PostgreSQL never reuses ids, and its runs share Redis with the
+    processes the fault tests start, so that cache is left alone."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
+
+
 def activate(cloud: Cloud) -> Cloud:
     """The cloud, verified (clusters may be created on it)."""
     Cloud.objects.filter(pk=cloud.pk).update(state=CloudState.ACTIVE)
