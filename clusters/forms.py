@@ -256,7 +256,7 @@ class WorkerGroupForm(forms.Form):
     """One row of the worker groups table. It only parses numbers: the rules (names,
     min <= max, ...) are the model's, reported back by the service per row."""
 
-    name = forms.CharField(required=False)
+    name = forms.CharField(required=False, label="Name")
     instance_type = forms.CharField(required=False, label="Instance type")
     cpus = forms.FloatField(required=False, label="CPUs")
     memory_mb = forms.IntegerField(required=False, label="Memory (MB)")
