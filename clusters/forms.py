@@ -8,14 +8,19 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.db import models
 
+from accounts.forms import add_service_error
 from accounts.models import Organization, Project, User
+from accounts.permissions import has_perm
 from clouds.choices import CloudKind
 from clouds.models import Cloud
 
 from . import selectors
 from .choices import ClusterState
-from .models import ComputeConfigVersion, ContainerImage
+from .models import WORKER_GROUP_DEFAULTS, ComputeConfigVersion, ContainerImage
+from .services.configs import VERSIONED_FIELDS
 from .services.defaults import ray_version
 from .services.lifecycle import cloud_usable_by
 
@@ -233,3 +238,158 @@ class ClusterCreateForm(forms.Form):
                     "container image. Choose one, or leave it blank for the default.",
                 )
         return data
+
+
+# --- Compute configs ---------------------------------------------------------------------
+
+# Blank worker group rows the form offers, so a group can be added without JavaScript.
+BLANK_GROUP_ROWS = 4
+
+
+def _version_default(name: str) -> Any:
+    """The model's default for a setting, so a new config's form starts where the API does."""
+    field = cast("models.Field[Any, Any]", ComputeConfigVersion._meta.get_field(name))
+    return field.get_default()
+
+
+class WorkerGroupForm(forms.Form):
+    """One row of the worker groups table. It only parses numbers: the rules (names,
+    min <= max, ...) are the model's, reported back by the service per row."""
+
+    name = forms.CharField(required=False, label="Name")
+    instance_type = forms.CharField(required=False, label="Instance type")
+    cpus = forms.FloatField(required=False, label="CPUs")
+    memory_mb = forms.IntegerField(required=False, label="Memory (MB)")
+    gpus = forms.FloatField(required=False, label="GPUs")
+    min = forms.IntegerField(required=False, label="Min")
+    max = forms.IntegerField(required=False, label="Max")
+    spot = forms.BooleanField(required=False, label="Spot")
+    downscale_delay_seconds = forms.IntegerField(required=False, label="Downscale delay (s)")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The table's cells have no <label>: each input names its column and row.
+        row = int(self.prefix.rsplit("-", 1)[-1]) + 1 if self.prefix else 1
+        # A blank row shows the defaults; left as is, it has not changed and is skipped.
+        for name, field in self.fields.items():
+            field.widget.attrs["aria-label"] = f"Group {row} {field.label or name}"
+            if name in WORKER_GROUP_DEFAULTS:
+                field.initial = WORKER_GROUP_DEFAULTS[name]
+            if isinstance(field, forms.FloatField):
+                field.widget.attrs["step"] = "any"
+        self.fields["name"].widget.attrs["placeholder"] = "e.g. workers"
+
+    def group(self) -> dict[str, Any]:
+        """The row as the service takes it: blank numbers left to the defaults."""
+        return {
+            key: value
+            for key, value in self.cleaned_data.items()
+            if key in WORKER_GROUP_DEFAULTS and (value is not None or key == "name")
+        }
+
+
+class ComputeConfigForm(forms.Form):
+    """A compute config's settings and its worker groups (a formset of rows). Creating
+    also asks for the name and the project; both stay fixed once created. Choices are
+    scoped to the organization and to where the viewer may manage configs."""
+
+    name = forms.CharField(max_length=100, help_text="Unique in the organization.")
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.none(),
+        required=False,
+        help_text="Who may use it: one project, or every project of the organization.",
+    )
+    cloud = forms.ModelChoiceField(queryset=Cloud.objects.none(), help_text="Where the nodes run.")
+    region = forms.CharField(required=False, help_text="Blank: the cloud's region.")
+    zone = forms.CharField(required=False, help_text="Blank: the cloud's first zone.")
+    head_instance_type = forms.CharField(
+        required=False, label="Head instance type", help_text="Blank on the local cloud."
+    )
+    head_cpus = forms.FloatField(label="Head CPUs", widget=forms.NumberInput(attrs={"step": "any"}))
+    head_memory_mb = forms.IntegerField(label="Head memory (MB)")
+    idle_timeout_minutes = forms.IntegerField(
+        label="Idle timeout (minutes)",
+        help_text="A cluster with nothing running this long is terminated.",
+    )
+    max_uptime_minutes = forms.IntegerField(
+        required=False,
+        label="Max uptime (minutes)",
+        help_text="Blank: no limit. A cluster is terminated after running this long.",
+    )
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        organization: Organization,
+        viewer: User,
+        version: ComputeConfigVersion | None = None,
+    ) -> None:
+        """With `version`, the form edits its config (prefilled from it): no name or
+        project. Without, it creates one."""
+        self.editing = version is not None
+        initial: dict[str, Any] = {}
+        groups: list[dict[str, Any]] = []
+        if version is not None:
+            initial = {name: getattr(version, name) for name in VERSIONED_FIELDS}
+            initial["cloud"] = version.cloud_id
+            groups = version.worker_groups
+        else:
+            for name in ("head_cpus", "head_memory_mb", "idle_timeout_minutes"):
+                initial[name] = _version_default(name)
+        super().__init__(data, initial=initial)
+        clouds = Cloud.objects.visible_to(viewer).filter(organization=organization)
+        cast(forms.ModelChoiceField, self.fields["cloud"]).queryset = clouds.order_by("name", "pk")
+        self.may_manage_org_wide = has_perm(viewer, "compute_config.manage", organization)
+        self.projects = selectors.projects_granting(
+            organization=organization, viewer=viewer, perm="compute_config.manage"
+        ).order_by("name", "pk")
+        if self.editing:
+            del self.fields["name"], self.fields["project"]
+            self.fields["region"].help_text = self.fields["zone"].help_text = ""
+        else:
+            project_field = cast(forms.ModelChoiceField, self.fields["project"])
+            project_field.queryset = self.projects
+            project_field.required = not self.may_manage_org_wide
+            project_field.empty_label = (
+                "Organization-wide" if self.may_manage_org_wide else "Choose a project"
+            )
+        blank_rows = max(1, BLANK_GROUP_ROWS - len(groups))
+        formset = forms.formset_factory(
+            WorkerGroupForm, extra=blank_rows, can_delete=True, can_delete_extra=False
+        )
+        self.groups = formset(data, initial=groups, prefix="groups")
+
+    def is_valid(self) -> bool:
+        return all([super().is_valid(), self.groups.is_valid()])
+
+    def _kept_rows(self) -> list[WorkerGroupForm]:
+        """The rows that are groups: neither removed nor left blank."""
+        return [
+            row
+            for row in self.groups.forms
+            if (row.has_changed() or not row.empty_permitted) and not row.cleaned_data.get("DELETE")
+        ]
+
+    def service_fields(self) -> dict[str, Any]:
+        """The cleaned data as keyword arguments of compute_config_create/_update."""
+        fields = dict(self.cleaned_data)
+        fields["worker_groups"] = [row.group() for row in self._kept_rows()]
+        return fields
+
+    def add_service_error(self, error: ValidationError) -> None:
+        """A service's error on the form: "worker_groups.<i>" on the i-th kept row
+        (blank rows are not sent), the rest as add_service_error does."""
+        if hasattr(error, "error_dict"):
+            rows = self._kept_rows()
+            others = {}
+            for key, errors in error.error_dict.items():
+                prefix, _, position = key.partition(".")
+                if prefix == "worker_groups" and position.isdigit() and int(position) < len(rows):
+                    rows[int(position)].add_error(None, errors)
+                else:
+                    others[key] = errors
+            if not others:
+                return
+            error = ValidationError(others)
+        add_service_error(self, error)

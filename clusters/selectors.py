@@ -3,6 +3,7 @@ viewer already reached through `visible_to`) and returns a scoped queryset or li
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from accounts.permissions import (
     ORG_ROLE_PERMISSIONS,
     PROJECT_ROLE_PERMISSIONS,
     READ_ONLY_ORG_ROLES,
+    has_perm,
 )
 from clouds.choices import CloudKind, CloudState, LaunchAccess
 from clouds.models import Cloud
@@ -21,6 +23,7 @@ from clouds.models import Cloud
 from .choices import GONE_NODE_STATES, NodeState
 from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
 from .services.agents import cached_liveness
+from .services.configs import VERSIONED_FIELDS, filled_worker_groups
 
 EVENT_LIMIT = 100
 NODE_LIMIT = 200
@@ -71,17 +74,22 @@ def cluster_filter_choices(
 # --- The create form's choices -----------------------------------------------------------
 
 
-def projects_for_cluster_create(*, organization: Organization, viewer: User) -> QuerySet[Project]:
-    """The projects where the viewer may create clusters: the same rule as
-    `has_perm(viewer, "cluster.create", project)`, as one query instead of one per project."""
+def projects_granting(*, organization: Organization, viewer: User, perm: str) -> QuerySet[Project]:
+    """The projects where the viewer holds the project permission `perm`: the same rule
+    as `has_perm(viewer, perm, project)`, as one query instead of one per project."""
     projects = Project.objects.visible_to(viewer, organization)
     role = viewer.org_role(organization)
     if role is None or role in READ_ONLY_ORG_ROLES:
         return projects.none()
-    if "cluster.create" in ORG_ROLE_PERMISSIONS[role]:
+    if perm in ORG_ROLE_PERMISSIONS[role]:
         return projects
-    roles = [r for r, perms in PROJECT_ROLE_PERMISSIONS.items() if "cluster.create" in perms]
+    roles = [r for r, perms in PROJECT_ROLE_PERMISSIONS.items() if perm in perms]
     return projects.filter(memberships__user=viewer, memberships__role__in=roles).distinct()
+
+
+def projects_for_cluster_create(*, organization: Organization, viewer: User) -> QuerySet[Project]:
+    """The projects where the viewer may create clusters."""
+    return projects_granting(organization=organization, viewer=viewer, perm="cluster.create")
 
 
 def clouds_for_cluster_create(
@@ -272,3 +280,143 @@ def cluster_events(cluster: Cluster, limit: int = EVENT_LIMIT) -> list[ClusterEv
 
 def cluster_event_count(cluster: Cluster) -> int:
     return cluster.events.count()
+
+
+# --- The compute config pages ----------------------------------------------------------------
+
+
+@dataclass
+class ConfigRow:
+    """A compute config as its list shows it: the config and its latest version."""
+
+    config: ComputeConfig
+    latest: ComputeConfigVersion | None
+
+
+def may_manage_compute_configs(*, organization: Organization, viewer: User) -> bool:
+    """Whether the viewer may create a compute config anywhere: organization-wide, or in
+    at least one project."""
+    return has_perm(viewer, "compute_config.manage", organization) or (
+        projects_granting(
+            organization=organization, viewer=viewer, perm="compute_config.manage"
+        ).exists()
+    )
+
+
+def compute_config_list(*, organization: Organization, viewer: User) -> QuerySet[ComputeConfig]:
+    """The compute configs the viewer sees, by name, each with its latest version's id."""
+    latest = ComputeConfigVersion.objects.filter(config=OuterRef("pk")).order_by("-number")
+    return (
+        ComputeConfig.objects.visible_to(viewer, organization)
+        .select_related("project")
+        .annotate(latest_id=Subquery(latest.values("pk")[:1]))
+        .order_by("name", "pk")
+    )
+
+
+def config_rows(configs: Iterable[ComputeConfig]) -> list[ConfigRow]:
+    """A page of `compute_config_list` with the latest versions (one more query)."""
+    configs = list(configs)
+    ids = [c.latest_id for c in configs if c.latest_id]  # type: ignore[attr-defined]
+    versions = ComputeConfigVersion.objects.select_related("cloud").in_bulk(ids)
+    return [ConfigRow(c, versions.get(c.latest_id)) for c in configs]  # type: ignore[attr-defined]
+
+
+def compute_config_versions(config: ComputeConfig) -> QuerySet[ComputeConfigVersion]:
+    return config.versions.select_related("cloud", "created_by").order_by("-number")
+
+
+def clusters_using_config(
+    *, config: ComputeConfig, organization: Organization, viewer: User
+) -> QuerySet[Cluster]:
+    """The clusters the viewer sees that were created from any version of `config`."""
+    return (
+        Cluster.objects.visible_to(viewer, organization)
+        .filter(compute_config__config=config)
+        .select_related("project", "compute_config")
+        .order_by("-created_at", "-pk")
+    )
+
+
+@dataclass
+class VersionRow:
+    """A version as the config's history shows it, with what it changed."""
+
+    version: ComputeConfigVersion
+    changes: list[str]
+
+
+SETTING_LABELS = {
+    "cloud": "Cloud",
+    "region": "Region",
+    "zone": "Zone",
+    "head_instance_type": "Head instance type",
+    "head_cpus": "Head CPUs",
+    "head_memory_mb": "Head memory (MB)",
+    "idle_timeout_minutes": "Idle timeout (minutes)",
+    "max_uptime_minutes": "Max uptime (minutes)",
+}
+GROUP_SETTING_LABELS = {
+    "instance_type": "instance type",
+    "cpus": "CPUs",
+    "memory_mb": "memory (MB)",
+    "gpus": "GPUs",
+    "min": "min",
+    "max": "max",
+    "spot": "spot",
+    "downscale_delay_seconds": "downscale delay (s)",
+}
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def version_changes(before: ComputeConfigVersion, after: ComputeConfigVersion) -> list[str]:
+    """What `after` changed of `before`, one line per setting or worker group."""
+    changes = []
+    for name in VERSIONED_FIELDS:
+        if name == "worker_groups":
+            continue
+        old, new = getattr(before, name), getattr(after, name)
+        if name == "cloud":
+            old, new = (before.cloud.name, after.cloud.name) if old.pk != new.pk else (0, 0)
+        if old != new:
+            changes.append(f"{SETTING_LABELS[name]}: {_shown(old)} → {_shown(new)}")
+    old_groups = {g["name"]: g for g in filled_worker_groups(before.worker_groups)}
+    new_groups = {g["name"]: g for g in filled_worker_groups(after.worker_groups)}
+    for name, group in new_groups.items():
+        if name not in old_groups:
+            changes.append(f"Worker group {name} added")
+            continue
+        diffs = [
+            f"{label} {_shown(old_groups[name][key])} → {_shown(group[key])}"
+            for key, label in GROUP_SETTING_LABELS.items()
+            if old_groups[name][key] != group[key]
+        ]
+        if diffs:
+            changes.append(f"Worker group {name}: {', '.join(diffs)}")
+    changes += [f"Worker group {name} removed" for name in old_groups if name not in new_groups]
+    return changes
+
+
+def version_rows(
+    config: ComputeConfig, versions: Iterable[ComputeConfigVersion]
+) -> list[VersionRow]:
+    """A page of `compute_config_versions`, each with what it changed of the one before
+    (fetched in one query when not on the page too)."""
+    shown = {v.number: v for v in versions}
+    missing = {n - 1 for n in shown} - set(shown) - {0}
+    earlier = config.versions.select_related("cloud").filter(number__in=missing)
+    every = {v.number: v for v in earlier} | shown
+    rows = []
+    for number, version in shown.items():
+        before = every.get(number - 1)
+        rows.append(VersionRow(version, version_changes(before, version) if before else []))
+    return rows

@@ -1,4 +1,4 @@
-"""Cluster pages, mounted under /o/<org_slug>/ by console/urls.py."""
+"""Cluster and compute config pages, mounted under /o/<org_slug>/ by console/urls.py."""
 
 from django.urls import path
 
@@ -42,5 +42,21 @@ org_urlpatterns = [
         "clusters/<int:cluster_id>/nodes/<int:node_id>/log/",
         views.NodeLogView.as_view(),
         name="cluster_node_log",
+    ),
+    path("compute-configs/", views.ComputeConfigListView.as_view(), name="compute_config_list"),
+    path(
+        "compute-configs/new/",
+        views.ComputeConfigCreateView.as_view(),
+        name="compute_config_create",
+    ),
+    path(
+        "compute-configs/<int:config_id>/",
+        views.ComputeConfigDetailView.as_view(),
+        name="compute_config_detail",
+    ),
+    path(
+        "compute-configs/<int:config_id>/edit/",
+        views.ComputeConfigEditView.as_view(),
+        name="compute_config_edit",
     ),
 ]

@@ -1,14 +1,16 @@
 """Cluster pages: the list with filters, the create form, the live cluster page, the
-terminate and restart actions, and each node's log tail. Views parse input and pick
+terminate and restart actions, and each node's log tail; compute config pages: the
+list, create, the config with its versions, and edit (a new version). Views parse input and pick
 templates; selectors read, services write."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
@@ -22,8 +24,9 @@ from console.views import OrgView, done, paginate
 
 from . import access, selectors
 from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState
-from .forms import ClusterCreateForm, ClusterFilterForm
-from .models import Cluster, Node
+from .forms import ClusterCreateForm, ClusterFilterForm, ComputeConfigForm
+from .models import Cluster, ComputeConfig, ComputeConfigVersion, Node
+from .services.configs import compute_config_create, compute_config_update
 from .services.idle import cluster_idleness, cluster_keep_running
 from .services.lifecycle import cluster_create, cluster_restart, cluster_terminate
 
@@ -339,3 +342,151 @@ class ClusterRevokeAccessView(ClusterObjectView):
             reverse("cluster_detail", args=[org_slug, self.cluster.pk]),
             "Every link and token handed out for this cluster so far stops working within seconds.",
         )
+
+
+# --- Compute configs ---------------------------------------------------------------------
+
+
+class ComputeConfigListView(OrgView):
+    permission = "project.list"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        page = paginate(
+            request,
+            selectors.compute_config_list(organization=self.organization, viewer=request.user),
+        )
+        return self.render(
+            "clusters/compute_config_list.html",
+            {
+                "page": page,
+                "rows": selectors.config_rows(page.object_list),
+                "can_create": selectors.may_manage_compute_configs(
+                    organization=self.organization, viewer=request.user
+                ),
+            },
+        )
+
+
+class ComputeConfigCreateView(OrgView):
+    """Only projects where the user may manage configs are offered (and "Organization-
+    wide" only to those who may manage the organization's); with neither, 403."""
+
+    permission = "project.list"
+    template = "clusters/compute_config_form.html"
+
+    def load_objects(self, **kwargs: Any) -> None:
+        if not selectors.may_manage_compute_configs(
+            organization=self.organization, viewer=self.request.user
+        ):
+            raise PermissionDenied("You may not manage compute configs in any project here.")
+
+    def form(self, data: Any = None) -> ComputeConfigForm:
+        return ComputeConfigForm(data, organization=self.organization, viewer=self.request.user)
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        return self.render(self.template, {"form": self.form()})
+
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        form = self.form(request.POST)
+        if form.is_valid():
+            try:
+                config = compute_config_create(
+                    organization=self.organization, actor=request.user, **form.service_fields()
+                )
+            except ValidationError as exc:
+                form.add_service_error(exc)
+            else:
+                return done(
+                    request,
+                    reverse("compute_config_detail", args=[org_slug, config.pk]),
+                    f"Compute config {config.name} created (version 1).",
+                )
+        return self.render(self.template, {"form": form})
+
+
+class ComputeConfigObjectView(OrgView):
+    """A page of one compute config, reached only through `visible_to` inside the
+    organization of the URL (another organization's is a 404)."""
+
+    config: ComputeConfig
+    latest: ComputeConfigVersion
+
+    def load_objects(self, **kwargs: Any) -> None:
+        self.config = get_object_or_404(
+            ComputeConfig.objects.visible_to(self.request.user, self.organization).select_related(
+                "project", "created_by"
+            ),
+            pk=kwargs["config_id"],
+        )
+        latest = selectors.compute_config_versions(self.config).first()
+        if latest is None:  # every config is created with its version 1
+            raise Http404("No such compute config.")
+        self.latest = latest
+
+    def permission_target(self) -> Any:
+        return self.config
+
+    def render(
+        self, template: str, context: dict[str, Any] | None = None, status: int = 200
+    ) -> HttpResponse:
+        base = {"config": self.config, "latest": self.latest}
+        return super().render(template, {**base, **(context or {})}, status)
+
+
+class ComputeConfigDetailView(ComputeConfigObjectView):
+    permission = "project.list"
+
+    def get(self, request: AuthedRequest, org_slug: str, config_id: int) -> HttpResponse:
+        versions = paginate(request, selectors.compute_config_versions(self.config))
+        clusters = selectors.clusters_using_config(
+            config=self.config, organization=self.organization, viewer=request.user
+        )
+        cluster_limit = settings.RAYDECK_PAGE_SIZE
+        return self.render(
+            "clusters/compute_config_detail.html",
+            {
+                "versions": versions,
+                "version_rows": selectors.version_rows(self.config, versions.object_list),
+                "clusters": clusters[:cluster_limit],
+                "cluster_count": clusters.count(),
+                "cluster_limit": cluster_limit,
+                "can_manage": has_perm(request.user, "compute_config.manage", self.config),
+            },
+        )
+
+
+class ComputeConfigEditView(ComputeConfigObjectView):
+    """Saving makes the next version; clusters keep the version they were created with."""
+
+    permission = "compute_config.manage"
+    template = "clusters/compute_config_form.html"
+
+    def form(self, data: Any = None) -> ComputeConfigForm:
+        return ComputeConfigForm(
+            data, organization=self.organization, viewer=self.request.user, version=self.latest
+        )
+
+    def get(self, request: AuthedRequest, org_slug: str, config_id: int) -> HttpResponse:
+        return self.render(self.template, {"form": self.form()})
+
+    def post(self, request: AuthedRequest, org_slug: str, config_id: int) -> HttpResponse:
+        form = self.form(request.POST)
+        if form.is_valid():
+            try:
+                version = compute_config_update(
+                    config=self.config, actor=request.user, **form.service_fields()
+                )
+            except ValidationError as exc:
+                form.add_service_error(exc)
+            else:
+                url = reverse("compute_config_detail", args=[org_slug, self.config.pk])
+                if version.pk == self.latest.pk:
+                    messages.info(request, f"Nothing changed: still version {version.number}.")
+                    return done(request, url)
+                return done(
+                    request,
+                    url,
+                    f"Saved as version {version.number}. Clusters created earlier keep "
+                    "the version they started with.",
+                )
+        return self.render(self.template, {"form": form})

@@ -29,6 +29,12 @@ def clean_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     errors = worker_group_errors(groups)
     if errors:
         raise ValidationError(errors)
+    return filled_worker_groups(groups)
+
+
+def filled_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Valid worker groups with every key of WORKER_GROUP_DEFAULTS, so that two lists
+    that mean the same compare equal (older rows may lack keys added since)."""
     return [
         {**WORKER_GROUP_DEFAULTS,
          **{k: v for k, v in group.items() if k in WORKER_GROUP_DEFAULTS},
@@ -111,11 +117,14 @@ def compute_config_update(
     unknown = set(changes) - set(VERSIONED_FIELDS)
     if unknown:
         raise ValueError(f"Not a compute config setting: {', '.join(sorted(unknown))}")
+    if "worker_groups" in changes:
+        # Errors keyed by the group's position, as on create, and the full shape.
+        changes["worker_groups"] = clean_worker_groups(changes["worker_groups"])
     config = ComputeConfig.objects.select_for_update().get(pk=config.pk)
     latest = config.latest
-    values = {name: getattr(latest, name) for name in VERSIONED_FIELDS}
-    values.update(changes)
-    if values == {name: getattr(latest, name) for name in VERSIONED_FIELDS}:
+    current = {name: getattr(latest, name) for name in VERSIONED_FIELDS}
+    values = {**current, **changes}
+    if _comparable(values) == _comparable(current):
         return latest
     if values["cloud"].organization_id != config.organization_id:
         raise ValidationError({"cloud": "Choose a cloud of this organization."})
@@ -130,3 +139,9 @@ def compute_config_update(
                    **changes_between(snapshot(latest, VERSIONED_FIELDS),
                                      snapshot(version, VERSIONED_FIELDS))})  # fmt: skip
     return version
+
+
+def _comparable(values: dict[str, Any]) -> dict[str, Any]:
+    """A version's settings with its worker groups filled in: a form that sends back
+    every key changes nothing about a version stored with fewer."""
+    return {**values, "worker_groups": filled_worker_groups(values["worker_groups"])}

@@ -12,6 +12,7 @@ from clouds.choices import CloudKind
 from clouds.models import Cloud
 
 from ..models import ComputeConfig, ComputeConfigVersion, ContainerImage
+from .configs import clean_worker_groups
 
 # Per kind: head instance type and one worker group that scales from zero.
 DEFAULT_MACHINES: dict[str, dict] = {
@@ -71,7 +72,9 @@ def default_compute_config(
         head_instance_type=machines["head_instance_type"],
         head_cpus=machines["head_cpus"],
         head_memory_mb=machines["head_memory_mb"],
-        worker_groups=[{"name": "workers", "min": 0, "max": 2, "spot": False, **worker}],
+        worker_groups=clean_worker_groups(
+            [{"name": "workers", "min": 0, "max": 2, "spot": False, **worker}]
+        ),
         idle_timeout_minutes=60,
         created_by=actor,
     )

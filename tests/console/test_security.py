@@ -29,6 +29,7 @@ KWARG_FILLERS: dict[str, Any] = {
     "cloud_id": lambda t: t.cloud.pk,
     "cluster_id": lambda t: t.cluster.pk,
     "node_id": lambda t: t.node.pk,
+    "config_id": lambda t: t.cluster.compute_config.config_id,
     "token_id": lambda t: t.token.pk,
     "service_account_id": lambda t: t.service_account.pk,
     "claim_id": lambda t: t.domain_claim.pk,
