@@ -18,12 +18,18 @@ catch. So:
   signature by a key from the IdP's JWKS chosen by `kid`, an asymmetric algorithm the
   IdP advertises (never `none` or HMAC), issuer, audience (and `azp`), expiry, nonce.
   Every failure is an error page (`OidcError`), never a 500, and signs nobody in.
+- The discovery document (checked) and the JWKS are kept in the shared cache
+  (`cached_discovery`, `IdpKeys`): an hour and ten minutes. A token whose `kid` the
+  cached JWKS lacks fetches the JWKS once more (the IdP may have rotated its keys), at
+  most once per sign-in and once a minute per connection, so made-up kids cannot turn
+  Raydeck into a flood at the IdP.
 - The person is identified by (connection, `sub`) and handed to accounts.sso.flow,
   exactly like SAML: the email links to an existing account only on a verified domain.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -44,6 +50,7 @@ from allauth.socialaccount.providers.openid_connect.views import OpenIDConnectOA
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.sites.models import Site
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -75,6 +82,11 @@ ACCEPTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 REQUIRED_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
+# How long the shared cache keeps an IdP's discovery document and its JWKS.
+DISCOVERY_CACHE_SECONDS = 60 * 60
+JWKS_CACHE_SECONDS = 10 * 60
+# A kid the cached JWKS lacks fetches it again at most this often per connection.
+JWKS_REFETCH_INTERVAL_SECONDS = 60
 
 
 class OidcError(OAuth2Error):
@@ -163,6 +175,83 @@ def discover(issuer: str) -> dict[str, Any]:
     return config
 
 
+def _cache_key(kind: str, app_id: int, url: str) -> str:
+    """Per allauth app (one organization's connection) and per URL, so a changed
+    issuer or jwks_uri never finds the old IdP's documents."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:32]
+    return f"raydeck:oidc:{kind}:{app_id}:{digest}"
+
+
+def cached_discovery(*, app_id: int, issuer: str) -> dict[str, Any]:
+    """`discover(issuer)`, kept in the shared cache for DISCOVERY_CACHE_SECONDS (only a
+    document that passed its checks is kept; failures are not)."""
+    key = _cache_key("discovery", app_id, issuer)
+    config = cache.get(key)
+    if isinstance(config, dict):
+        return config
+    config = discover(issuer)
+    cache.set(key, config, DISCOVERY_CACHE_SECONDS)
+    return config
+
+
+def forget_idp_documents(*, app_id: int, issuer: str) -> None:
+    """Drop the cached discovery document and JWKS of an app (its IdP was saved again
+    or removed), so the next sign-in reads them afresh."""
+    key = _cache_key("discovery", app_id, issuer)
+    config = cache.get(key)
+    keys = [key]
+    if isinstance(config, dict) and isinstance(config.get("jwks_uri"), str):
+        keys.append(_cache_key("jwks", app_id, config["jwks_uri"]))
+    cache.delete_many(keys)
+
+
+class IdpKeys:
+    """An IdP's signing keys (its JWKS) for one sign-in, through the shared cache.
+
+    Fetched when the cache has none, kept JWKS_CACHE_SECONDS. When a token names a kid
+    the cached JWKS lacks, the JWKS is fetched again, since IdPs rotate keys, but only
+    when this sign-in fetched nothing yet and no refetch for this connection happened
+    within JWKS_REFETCH_INTERVAL_SECONDS (a bogus kid is refused with the cached keys)."""
+
+    def __init__(self, *, app_id: int, jwks_uri: Any) -> None:
+        self.app_id = app_id
+        self.jwks_uri = jwks_uri
+        self.fetched = False
+
+    def _key(self, kind: str) -> str:
+        return _cache_key(kind, self.app_id, str(self.jwks_uri))
+
+    def _fetch(self) -> dict[str, Any]:
+        self.fetched = True
+        jwks = _get_json(self.jwks_uri, "signing keys (JWKS)")
+        if not isinstance(jwks.get("keys"), list):
+            raise OidcUnavailable("The identity provider's signing keys (JWKS) list no keys.")
+        cache.set(self._key("jwks"), jwks, JWKS_CACHE_SECONDS)
+        return jwks
+
+    def _may_refetch(self) -> bool:
+        if self.fetched:
+            return False
+        # add() is atomic (SET NX in Redis): one refetch per interval, whoever asks.
+        return bool(cache.add(self._key("jwks-refetch"), True, JWKS_REFETCH_INTERVAL_SECONDS))
+
+    def signing_key(self, kid: str, alg: str) -> Any:
+        jwks = cache.get(self._key("jwks"))
+        if not isinstance(jwks, dict):
+            jwks = self._fetch()
+        elif not _publishes(jwks, kid) and self._may_refetch():
+            logger.info(
+                "OIDC kid %r not in app %s's cached JWKS: refetching", kid[:80], self.app_id
+            )
+            jwks = self._fetch()
+        return _signing_key(jwks, kid, alg)
+
+
+def _publishes(jwks: dict[str, Any], kid: str) -> bool:
+    keys = jwks.get("keys")
+    return isinstance(keys, list) and any(isinstance(k, dict) and k.get("kid") == kid for k in keys)
+
+
 def _signing_key(jwks: dict[str, Any], kid: str, alg: str) -> Any:
     keys = jwks.get("keys")
     if not isinstance(keys, list):
@@ -183,7 +272,7 @@ def _signing_key(jwks: dict[str, Any], kid: str, alg: str) -> Any:
 
 
 def verify_id_token(
-    id_token: Any, *, config: dict[str, Any], client_id: str, nonce: str
+    id_token: Any, *, config: dict[str, Any], client_id: str, nonce: str, keys: IdpKeys
 ) -> dict[str, Any]:
     """The claims of `id_token` once its signature, algorithm, issuer, audience,
     authorized party, expiry and nonce check out; OidcError otherwise."""
@@ -200,7 +289,7 @@ def verify_id_token(
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise OidcError("The ID token does not name its signing key (no kid).")
-    key = _signing_key(_get_json(config["jwks_uri"], "signing keys (JWKS)"), kid, alg)
+    key = keys.signing_key(kid, alg)
     try:
         claims = jwt.decode(
             id_token,
@@ -261,7 +350,9 @@ class RaydeckOidcProvider(OpenIDConnectProvider):
 
     def openid_config(self) -> dict[str, Any]:
         if not hasattr(self, "_raydeck_config"):
-            self._raydeck_config = discover(self.app.settings.get("server_url", ""))
+            self._raydeck_config = cached_discovery(
+                app_id=self.app.pk, issuer=self.app.settings.get("server_url", "")
+            )
         return self._raydeck_config
 
     def client_secret(self) -> str:
@@ -313,7 +404,11 @@ def _claims_from(
 ) -> IdpClaims:
     config = provider.openid_config()
     claims = verify_id_token(
-        token.get("id_token"), config=config, client_id=provider.app.client_id, nonce=nonce
+        token.get("id_token"),
+        config=config,
+        client_id=provider.app.client_id,
+        nonce=nonce,
+        keys=IdpKeys(app_id=provider.app.pk, jwks_uri=config.get("jwks_uri")),
     )
     groups_claim = connection.groups_attribute or "groups"
     missing = "email" not in claims or groups_claim not in claims
@@ -386,7 +481,14 @@ def callback(request: HttpRequest, provider_id: str) -> HttpResponse:
     except OidcError as exc:
         logger.warning("OIDC sign-in through %s refused: %s", provider_id, exc)
         return sso_error(request, str(exc), exc.status)
-    except (OAuth2Error, requests.RequestException) as exc:
+    except requests.RequestException as exc:
+        logger.warning("OIDC token endpoint of %s unreachable: %r", provider_id, exc)
+        return sso_error(
+            request,
+            "Raydeck could not reach the identity provider's token endpoint. Try again later.",
+            OidcUnavailable.status,
+        )
+    except OAuth2Error as exc:
         # allauth's message may quote the IdP's answer: log it, show none of it.
         logger.warning("OIDC token request through %s failed: %r", provider_id, exc)
         return sso_error(
@@ -470,6 +572,9 @@ def oidc_connection_save(
             audit(actor=actor, verb="sso.connection_create", target=connection, changes=changes)
             return connection
         app = connection.social_app
+        # The owner saved the IdP again: read its documents afresh at the next sign-in.
+        app_id = app.pk
+        transaction.on_commit(lambda: forget_idp_documents(app_id=app_id, issuer=issuer))
         changes = {}
         if app.settings.get("server_url") != issuer:
             changes["issuer"] = [app.settings.get("server_url"), issuer]

@@ -59,6 +59,7 @@ class FakeOidcIdp:
     discovery_overrides: dict[str, Any] = field(default_factory=dict)
     userinfo_overrides: dict[str, Any] = field(default_factory=dict)
     # What the IdP saw.
+    get_paths: list[str] = field(default_factory=list)  # every GET, e.g. "/jwks"
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
     token_refusals: list[str] = field(default_factory=list)
@@ -161,6 +162,7 @@ class FakeOidcIdp:
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
         path = url.path.removeprefix("/idp")
+        self.get_paths.append(path)
         if path == "/.well-known/openid-configuration":
             self._send(handler, 200, self.discovery())
         elif path == "/jwks":
