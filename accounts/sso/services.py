@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from allauth.account.models import EmailAddress
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ..audit import audit, changes_between, snapshot
@@ -615,6 +617,109 @@ def sso_group_mapping_delete(*, mapping: SsoGroupMapping, actor: User) -> None:
         changes={"idp_group": [mapping.idp_group, None], "org_role": [mapping.org_role, None]},
     )
     mapping.delete()
+
+
+# --- Removing the connection --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemovalImpact:
+    """What removing an organization's connection changes, for the confirmation page
+    (and the audit event)."""
+
+    identities: int  # SsoIdentity links that go
+    mappings: int  # group mappings that go
+    members_without_password: int  # members who must set a password by email
+    verified_domains: int  # domain claims that stay
+
+
+def members_without_password(organization: Organization) -> QuerySet[User]:
+    """The organization's members who cannot sign in with a password (people the IdP
+    created never had one). They can still set one through "Forgot password"."""
+    return User.objects.filter(memberships__organization=organization, is_active=True).filter(
+        Q(password__startswith=UNUSABLE_PASSWORD_PREFIX) | Q(password="")
+    )
+
+
+def sso_connection_removal_impact(connection: SsoConnection) -> RemovalImpact:
+    organization = connection.organization
+    return RemovalImpact(
+        identities=SsoIdentity.objects.filter(connection=connection).count(),
+        mappings=SsoGroupMapping.objects.filter(connection=connection).count(),
+        members_without_password=members_without_password(organization).count(),
+        verified_domains=DomainClaim.objects.verified().filter(organization=organization).count(),
+    )
+
+
+ENFORCED_REFUSAL = (
+    "Single sign-on is required for this organization. Switch “Require single sign-on” "
+    "off under “Who gets in” first, then remove the connection."
+)
+ACTOR_CANNOT_SIGN_IN = (
+    "You have no password yourself, so you could not sign in once single sign-on is "
+    "gone. Set a password for your account first (Account → Password), then remove "
+    "the connection."
+)
+
+
+@transaction.atomic
+def sso_connection_remove(*, connection: SsoConnection, actor: User) -> RemovalImpact:
+    """Remove the organization's SSO connection: its allauth app, its group mappings
+    and every SsoIdentity link through it. Members keep their accounts, memberships and
+    roles, and sign in with a password (or another method) from now on; verified domain
+    claims stay (they do nothing without a connection, and let a new one link the same
+    accounts at once).
+
+    Refused (ValidationError, nothing changed) while SSO is required: switching that off
+    is its own, deliberate step, because it lets members back in with a password. Also
+    refused when the acting owner has no usable password, so the organization never
+    loses the one owner who is known to be able to sign in after this."""
+    from allauth.socialaccount.models import SocialApp
+
+    organization = connection.organization
+    require(actor, "sso.manage", organization)
+    connection = (
+        SsoConnection.objects.select_for_update()
+        .select_related("social_app", "organization")
+        .get(pk=connection.pk)
+    )
+    if connection.enforce_sso:
+        raise ValidationError(ENFORCED_REFUSAL)
+    actor = User.objects.get(pk=actor.pk)  # the password as it is now, not as the session saw it
+    if not actor.has_usable_password():
+        raise ValidationError(ACTOR_CANNOT_SIGN_IN)
+    impact = sso_connection_removal_impact(connection)
+    app = connection.social_app
+    audit(
+        actor=actor,
+        verb="sso.connection_remove",
+        target=connection,
+        organization=organization,
+        changes={
+            "protocol": [connection.protocol, None],
+            "enabled": [connection.enabled, None],
+            "idp": [_idp_name(app), None],
+            "identities": [impact.identities, 0],
+            "group_mappings": [impact.mappings, 0],
+            "members_without_password": [impact.members_without_password, None],
+            "verified_domains_kept": [impact.verified_domains, impact.verified_domains],
+        },
+    )
+    SsoGroupMapping.objects.filter(connection=connection).delete()
+    SsoIdentity.objects.filter(connection=connection).delete()
+    connection.delete()
+    SocialApp.objects.filter(pk=app.pk).delete()
+    if connection.protocol == SsoProtocol.OIDC:
+        from .oidc import forget_idp_documents
+
+        issuer = app.settings.get("server_url", "")
+        transaction.on_commit(lambda: forget_idp_documents(app_id=app.pk, issuer=issuer))
+    return impact
+
+
+def _idp_name(app: Any) -> str | None:
+    """The IdP as the audit log names it: the SAML entity id or the OIDC issuer."""
+    return app.settings.get("idp", {}).get("entity_id") or app.settings.get("server_url") or None
 
 
 @transaction.atomic

@@ -15,6 +15,7 @@ org_urlpatterns = [
         name="sso_mapping_delete",
     ),
     path("sso/test/", views.SsoTestView.as_view(), name="sso_test"),
+    path("sso/remove/", views.SsoRemoveView.as_view(), name="sso_remove"),
     path("sso/oidc/", pages.OidcSettingsView.as_view(), name="sso_oidc"),
     path("sso/domains/", pages.DomainListView.as_view(), name="sso_domains"),
     path(

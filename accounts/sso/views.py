@@ -180,6 +180,46 @@ class SsoMappingDeleteView(SsoConnectionView):
         )
 
 
+class SsoRemoveView(SsoConnectionView):
+    """ "Remove SSO": a page that says what happens, then the removal itself."""
+
+    remove_template = "accounts/sso_remove.html"
+
+    def confirmation(self, error: str = "") -> HttpResponse:
+        connection = self.existing
+        user = self.request.user
+        impact = services.sso_connection_removal_impact(connection)
+        if not error and connection.enforce_sso:
+            error = services.ENFORCED_REFUSAL
+        elif not error and not user.has_usable_password():
+            error = services.ACTOR_CANNOT_SIGN_IN
+        return self.render(
+            self.remove_template,
+            {
+                "connection": connection,
+                "impact": impact,
+                "error": error,
+                "actor_has_password": user.has_usable_password(),
+            },
+        )
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        return self.confirmation()
+
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        try:
+            impact = services.sso_connection_remove(connection=self.existing, actor=request.user)
+        except ValidationError as exc:
+            return self.confirmation(error=" ".join(exc.messages))
+        message = "Single sign-on removed: members now sign in with a password."
+        if impact.members_without_password:
+            message += (
+                f" {impact.members_without_password} of them have none yet and must set one "
+                "with “Forgot password”."
+            )
+        return done(request, self.settings_url(), message)
+
+
 class SsoTestView(SsoConnectionView):
     """Start a sign-in at the IdP whose answer is only shown here: no one is signed in
     and no membership changes (the state says so; see accounts.sso.flow)."""
