@@ -689,6 +689,7 @@ def sso_connection_remove(*, connection: SsoConnection, actor: User) -> RemovalI
     if not actor.has_usable_password():
         raise ValidationError(ACTOR_CANNOT_SIGN_IN)
     impact = sso_connection_removal_impact(connection)
+    without_password = list(members_without_password(organization).values_list("pk", flat=True))
     app = connection.social_app
     audit(
         actor=actor,
@@ -709,12 +710,34 @@ def sso_connection_remove(*, connection: SsoConnection, actor: User) -> RemovalI
     SsoIdentity.objects.filter(connection=connection).delete()
     connection.delete()
     SocialApp.objects.filter(pk=app.pk).delete()
+    if without_password:
+        from ..tasks import send_sso_removed_emails
+
+        send_sso_removed_emails.delay_on_commit(
+            organization_id=organization.pk, user_ids=without_password
+        )
     if connection.protocol == SsoProtocol.OIDC:
         from .oidc import forget_idp_documents
 
         issuer = app.settings.get("server_url", "")
         transaction.on_commit(lambda: forget_idp_documents(app_id=app.pk, issuer=issuer))
     return impact
+
+
+def sso_removal_notify(*, organization_id: int, user_ids: list[int]) -> int:
+    """Email each of `user_ids` who is still a member of the organization and still has
+    no password how to set one (after `sso_connection_remove`). Returns how many."""
+    organization = Organization.objects.filter(pk=organization_id).first()
+    if organization is None:
+        return 0
+    from ..emails import send_sso_removed_email
+
+    people = members_without_password(organization).filter(pk__in=user_ids).order_by("pk")
+    sent = 0
+    for user in people:
+        send_sso_removed_email(user=user, organization=organization)
+        sent += 1
+    return sent
 
 
 def _idp_name(app: Any) -> str | None:

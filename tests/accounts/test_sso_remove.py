@@ -196,17 +196,77 @@ def test_a_person_without_a_password_sets_one_by_email_and_signs_in(
     tenant_a: Tenant, alpha_sso: SsoConnection, mailoutbox: list[Any]
 ) -> None:
     services.sso_connection_remove(connection=alpha_sso, actor=tenant_a.owner)
+    # As the IdP created it: the address unverified (the domain was not, back then).
     EmailAddress.objects.create(
         user=User.objects.get(email="ann@alpha-corp.test"),
         email="ann@alpha-corp.test",
         primary=True,
-        verified=True,
+        verified=False,
     )
 
     response = browser().post(reverse("account_reset_password"), {"email": "ann@alpha-corp.test"})
 
     assert response.status_code == 302
     assert [m.to for m in mailoutbox] == [["ann@alpha-corp.test"]]
+
+
+def test_members_without_a_password_are_emailed_how_to_set_one(
+    tenant_a: Tenant,
+    alpha_sso: SsoConnection,
+    django_capture_on_commit_callbacks: Any,
+    mailoutbox: list[Any],
+) -> None:
+    with django_capture_on_commit_callbacks() as enqueued:
+        services.sso_connection_remove(connection=alpha_sso, actor=tenant_a.owner)
+    assert len(enqueued) == 1
+    assert mailoutbox == []  # not before the removal commits
+
+    ids = list(User.objects.filter(email__endswith="@alpha-corp.test").values_list("pk", flat=True))
+    sent = services.sso_removal_notify(organization_id=tenant_a.org.pk, user_ids=ids)
+
+    assert sent == 2
+    assert sorted(m.to[0] for m in mailoutbox) == ["ann@alpha-corp.test", "ben@alpha-corp.test"]
+    body = mailoutbox[0].body
+    assert "Org ALPHA no longer signs in to Raydeck through its identity provider" in body
+    assert reverse("account_reset_password") in body
+    # Someone who set a password meanwhile, or another organization's id, gets nothing.
+    ann = User.objects.get(email="ann@alpha-corp.test")
+    ann.set_password("a-long-password-1234")
+    ann.save(update_fields=["password"])
+    assert services.sso_removal_notify(organization_id=tenant_a.org.pk, user_ids=ids) == 1
+    assert services.sso_removal_notify(organization_id=0, user_ids=ids) == 0
+
+
+def test_the_email_task_is_not_enqueued_when_everyone_has_a_password(
+    tenant_a: Tenant, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as enqueued:
+        services.sso_connection_remove(connection=tenant_a.sso_connection, actor=tenant_a.owner)
+    assert enqueued == []
+
+
+def test_removing_an_oidc_connection_forgets_its_cached_idp_documents(
+    tenant_a: Tenant, oidc_idps: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.core.cache import cache
+
+    from accounts.sso import oidc
+
+    from .test_sso_oidc import connect_oidc
+
+    idp = oidc_idps()
+    connection = connect_oidc(tenant_a.owner, tenant_a.org, idp)
+    app = connection.social_app
+    oidc.cached_discovery(app_id=app.pk, issuer=idp.issuer)
+    key = oidc._cache_key("discovery", app.pk, idp.issuer)
+    assert cache.get(key) is not None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.sso_connection_remove(connection=connection, actor=tenant_a.owner)
+
+    assert cache.get(key) is None
+    callback = reverse("openid_connect_callback", kwargs={"provider_id": app.provider_id})
+    assert browser().get(callback, {"state": "x", "code": "y"}).status_code == 404
 
 
 def test_a_new_connection_after_removal_links_the_same_accounts_through_the_kept_domain(
