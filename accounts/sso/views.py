@@ -212,11 +212,11 @@ class SsoRemoveView(SsoConnectionView):
         except ValidationError as exc:
             return self.confirmation(error=" ".join(exc.messages))
         message = "Single sign-on removed: members now sign in with a password."
-        if impact.members_without_password:
-            message += (
-                f" {impact.members_without_password} of them have none yet and must set one "
-                "with “Forgot password”."
-            )
+        count = impact.members_without_password
+        if count == 1:
+            message += " 1 member has no password yet and was emailed how to set one."
+        elif count:
+            message += f" {count} members have no password yet and were emailed how to set one."
         return done(request, self.settings_url(), message)
 
 

@@ -331,7 +331,7 @@ def test_removing_through_the_page(tenant_a: Tenant, alpha_sso: SsoConnection) -
     assert response["Location"] == reverse("sso_settings", args=["alpha"])
     assert not SsoConnection.objects.filter(organization=tenant_a.org).exists()
     page = client.get(response["Location"])
-    assert b"2 of them have none yet" in page.content
+    assert b"2 members have no password yet and were emailed" in page.content
     assert b"Remove SSO" not in page.content
     # Nothing left to remove.
     assert client.get(remove_url()).status_code == 404

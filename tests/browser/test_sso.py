@@ -111,3 +111,14 @@ def test_owner_connects_an_idp_and_a_colleague_signs_in_with_the_mapped_role(
     expect(colleague.locator("details.user-menu summary")).to_have_text("Grace")
     grace = User.objects.get(email=COLLEAGUE)
     assert Membership.objects.get(organization=tenant.org, user=grace).role == "admin"
+
+    # 6. The owner removes single sign-on: the page says who has no password, Grace
+    # keeps her membership and is emailed how to set a password.
+    owner.goto(f"{base}/o/acme/sso/")
+    owner.get_by_role("link", name="Remove SSO").click()
+    expect(owner.get_by_text("1 member has no password")).to_be_visible()
+    owner.get_by_role("button", name="Remove single sign-on").click()
+    expect(owner.get_by_text("1 member has no password yet and was emailed")).to_be_visible()
+    expect(owner.get_by_role("link", name="Remove SSO")).to_have_count(0)
+    assert Membership.objects.get(organization=tenant.org, user=grace).role == "admin"
+    assert not grace.sso_identities.exists()
