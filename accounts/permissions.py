@@ -59,6 +59,7 @@ ORG_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "member.remove",
         "audit.view",
         "cloud.manage",
+        "image.manage",
     },
     OrgRole.OWNER: ORG_READ
     | OWN_TOKENS
@@ -74,6 +75,7 @@ ORG_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "member.manage_owners",
         "audit.view",
         "cloud.manage",
+        "image.manage",
         "sso.manage",
     },
 }

@@ -159,4 +159,5 @@ class ContainerImageAdmin(SupportAdmin):
     search_fields = ["name", "image_uri", "organization__slug"]
     list_select_related = ["organization"]
     fields = readonly_fields = ("name", "organization", "image_uri", "ray_version",
-                                "python_executable", "created_at")  # fmt: skip
+                                "python_executable", "aws_amis", "gcp_image", "created_at",
+                                "deleted_at")  # fmt: skip

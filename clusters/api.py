@@ -41,6 +41,8 @@ from .models import (
     Node,
 )
 from .services.configs import compute_config_create
+from .services.defaults import ray_version
+from .services.images import BUILT_IN, image_create, image_delete, image_update
 from .services.lifecycle import cluster_create, cluster_terminate
 
 router = Router()
@@ -106,11 +108,51 @@ class ComputeConfigFilters(PageParams):
     project: str = Field("", description="Only this project's configs (slug).")
 
 
+AMIS_DESCRIPTION = (
+    'AWS: the AMI nodes boot, per region ({"us-east-1": "ami-…"}); a region without one '
+    "boots the installation's default. Only with an image_uri."
+)
+
+
+class ImageIn(Schema):
+    name: str = Field(min_length=1, max_length=100)
+    image_uri: str = Field(
+        "", max_length=300,
+        description="A container image, for AWS and GCP clusters; empty for a Python "
+        "environment of the local cloud (then give python_executable).",
+    )  # fmt: skip
+    python_executable: str = Field(
+        "", max_length=300, description="Local cloud: the Python's absolute path."
+    )
+    ray_version: str = Field(
+        default_factory=ray_version, min_length=1, max_length=32,
+        description="Absent: the Ray version of Raydeck's built-in images.",
+    )  # fmt: skip
+    aws_amis: dict[str, str] = Field(default_factory=dict, description=AMIS_DESCRIPTION)
+    gcp_image: str = Field("", max_length=300, description="GCP: a boot image or image family URL.")
+
+
+class ImageChanges(Schema):
+    """Only the fields sent change (null is no value: leave a field out to keep it)."""
+
+    name: str | None = Field(None, min_length=1, max_length=100)
+    image_uri: str | None = Field(None, max_length=300)
+    python_executable: str | None = Field(None, max_length=300)
+    ray_version: str | None = Field(None, min_length=1, max_length=32)
+    aws_amis: dict[str, str] | None = Field(None, description=AMIS_DESCRIPTION)
+    gcp_image: str | None = Field(None, max_length=300)
+
+
 class ImageOut(Out):
     id: str
     name: str
+    built_in: bool = Field(description="Raydeck's own, shared by every organization: read-only.")
     image_uri: str = Field(description="Empty for a Python environment of the local cloud.")
+    python_executable: str = Field(description="Empty: Raydeck's own Python (local cloud).")
     ray_version: str
+    aws_amis: dict[str, str]
+    gcp_image: str
+    created_at: datetime
 
 
 class ClusterIn(Schema):
@@ -232,8 +274,13 @@ def image_out(image: ContainerImage) -> dict[str, Any]:
     return {
         "id": str(image.pk),
         "name": image.name,
+        "built_in": image.built_in,
         "image_uri": image.image_uri,
+        "python_executable": image.python_executable,
         "ray_version": image.ray_version,
+        "aws_amis": image.aws_amis if isinstance(image.aws_amis, dict) else {},
+        "gcp_image": image.gcp_image,
+        "created_at": image.created_at,
     }
 
 
@@ -393,6 +440,76 @@ def image_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[
     images = selectors.images_for_cluster_create(organization=organization)
     items, cursor = keyset_page(images, page, ["name", "pk"])
     return {"items": [image_out(i) for i in items], "next_cursor": cursor}
+
+
+def _image(request: HttpRequest, org: Organization, id: str) -> ContainerImage:
+    """The image `id` (the organization's own or a built-in one): 404 otherwise."""
+    image = (
+        ContainerImage.objects.visible_to(context.viewer(request), org)
+        .filter(pk=context.int_id(id))
+        .first()
+    )
+    if image is None:
+        raise not_found("image")
+    return image
+
+
+def _own_image(request: HttpRequest, org: Organization, id: str) -> ContainerImage:
+    """The organization's own image `id`, which the token may manage (403 for a
+    built-in one)."""
+    image = _image(request, org, id)
+    if image.built_in:
+        raise ApiError(403, BUILT_IN)
+    context.require(request, "image.manage", image)
+    return image
+
+
+@router.post("/orgs/{org}/images", response=answers({201: ImageOut}), tags=["images"])
+@decorate_view(idempotent)
+def image_create_endpoint(request: HttpRequest, org: str, body: ImageIn) -> Status:
+    """A container image (image_uri, optionally aws_amis and gcp_image for the machines
+    under it) or a local Python environment (python_executable). Needs image.manage
+    (owners and admins)."""
+    organization = context.organization(request, org)
+    context.require(request, "image.manage", organization)
+    image = image_create(organization=organization, actor=context.actor(request), **body.dict())
+    return Status(201, image_out(image))
+
+
+@router.get("/orgs/{org}/images/{id}", response=answers(ImageOut), tags=["images"])
+def image_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    organization = context.organization(request, org)
+    context.require(request, "project.list", organization)
+    return image_out(_image(request, organization, id))
+
+
+@router.patch("/orgs/{org}/images/{id}", response=answers(ImageOut), tags=["images"])
+def image_update_endpoint(
+    request: HttpRequest, org: str, id: str, body: ImageChanges
+) -> dict[str, Any]:
+    """Change the fields sent. While clusters that are not terminated use the image,
+    only its name may change (422 otherwise)."""
+    organization = context.organization(request, org)
+    image = _own_image(request, organization, id)
+    changes = body.dict(exclude_unset=True)
+    for name, value in changes.items():
+        if value is None:
+            raise invalid(name, "Leave the field out to keep its value; null is not one.")
+    image = image_update(image=image, actor=context.actor(request), **changes)
+    return image_out(image)
+
+
+@router.delete("/orgs/{org}/images/{id}", response=answers({204: None}, 409), tags=["images"])
+def image_delete_endpoint(request: HttpRequest, org: str, id: str) -> Status:
+    """409 conflict while clusters that are not terminated use the image. Ended
+    clusters keep naming it; it is gone from everything else."""
+    organization = context.organization(request, org)
+    image = _own_image(request, organization, id)
+    try:
+        image_delete(image=image, actor=context.actor(request))
+    except ValidationError as exc:
+        raise ApiError(409, " ".join(exc.messages)) from exc
+    return Status(204, None)
 
 
 # --- Clusters --------------------------------------------------------------------------------

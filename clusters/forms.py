@@ -393,3 +393,82 @@ class ComputeConfigForm(forms.Form):
                 return
             error = ValidationError(others)
         add_service_error(self, error)
+
+
+# --- Images --------------------------------------------------------------------------------
+
+AMI_LINE_EXAMPLE = "us-east-1: ami-0123456789abcdef0"
+
+
+def parse_amis(text: str) -> dict[str, str]:
+    """Lines of "region: ami-…" (also "region = ami-…" or "region ami-…") as a dict; blank
+    lines are skipped. Only the shape is checked here: the model checks the values."""
+    amis: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.replace(":", " ").replace("=", " ").split()
+        if len(parts) != 2:
+            raise ValidationError(
+                f"Line {number}: write one region and its AMI, e.g. {AMI_LINE_EXAMPLE}."
+            )
+        region, ami = parts
+        if region in amis:
+            raise ValidationError(f"Line {number}: {region} has an AMI already.")
+        amis[region] = ami
+    return amis
+
+
+def format_amis(amis: dict[str, str]) -> str:
+    return "\n".join(f"{region}: {ami}" for region, ami in sorted(amis.items()))
+
+
+class ImageForm(forms.Form):
+    """An organization's image. Parses the AMI lines; every rule is the model's, shown
+    back on its field by `image_create` / `image_update`."""
+
+    name = forms.CharField(max_length=100)
+    image_uri = forms.CharField(
+        label="Container image URI", max_length=300, required=False,
+        help_text="For clusters on AWS and GCP, e.g. rayproject/ray:2.40.0-py311. Leave it "
+        "blank for a Python environment on the local cloud.",
+    )  # fmt: skip
+    python_executable = forms.CharField(
+        max_length=300, required=False,
+        help_text="Local cloud only: the Python that runs Ray, e.g. /opt/ray/bin/python3.",
+    )  # fmt: skip
+    ray_version = forms.CharField(
+        label="Ray version", max_length=32,
+        help_text="Installed on nodes whose machine image has no Ray.",
+    )  # fmt: skip
+    aws_amis = forms.CharField(
+        label="AWS AMIs", required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": AMI_LINE_EXAMPLE,
+                                     "spellcheck": "false"}),
+        help_text="What AWS nodes boot: one region and AMI per line. A region without one "
+        "boots Raydeck's default.",
+    )  # fmt: skip
+    gcp_image = forms.CharField(
+        label="GCP boot image", max_length=300, required=False,
+        help_text="An image or image family URL, e.g. "
+        "projects/debian-cloud/global/images/family/debian-12. Blank: Raydeck's default.",
+    )  # fmt: skip
+
+    def __init__(self, data: Any = None, *, image: ContainerImage | None = None) -> None:
+        self.editing = image is not None
+        if image is not None:
+            initial = {name: getattr(image, name) for name in self.base_fields}
+            initial["aws_amis"] = format_amis(image.aws_amis or {})
+        else:
+            initial = {"ray_version": ray_version()}
+        super().__init__(data, initial=initial)
+
+    def clean_aws_amis(self) -> dict[str, str]:
+        return parse_amis(self.cleaned_data["aws_amis"])
+
+    def service_fields(self) -> dict[str, Any]:
+        return dict(self.cleaned_data)
+
+    def add_service_error(self, error: ValidationError) -> None:
+        add_service_error(self, error)

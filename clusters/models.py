@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, Self
 
-from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -183,6 +183,22 @@ class ComputeConfigVersion(models.Model):
 
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# PEP 440 as Ray's releases use it: 2.40.0, 2.10.0rc1, 3.0.0.dev0.
+RAY_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
+NO_SPACES = re.compile(r"^\S*$")
+
+
+class ContainerImageQuerySet(models.QuerySet):
+    def available(self) -> Self:
+        """Images not deleted (a deleted image stays only for its ended clusters)."""
+        return self.filter(deleted_at=None)
+
+    def visible_to(self, user: User, organization: Organization) -> Self:
+        """The organization's own images and the built-in ones, to its members; deleted
+        ones never."""
+        if not user.is_authenticated or user.org_role(organization) is None:
+            return self.none()
+        return self.available().filter(Q(organization=organization) | Q(organization=None))
 
 
 class ContainerImage(models.Model):
@@ -193,24 +209,56 @@ class ContainerImage(models.Model):
         Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="images"
     )
     name = models.CharField(max_length=100)
-    image_uri = models.CharField(max_length=300, blank=True)
-    ray_version = models.CharField(max_length=32)
+    # Set: a container image, offered for AWS and GCP clusters; blank: a Python
+    # environment, offered for the local cloud (clusters/selectors.py).
+    image_uri = models.CharField(
+        "image URI", max_length=300, blank=True,
+        validators=[RegexValidator(NO_SPACES, "An image URI has no spaces.")],
+    )  # fmt: skip
+    ray_version = models.CharField(
+        "Ray version", max_length=32,
+        validators=[RegexValidator(RAY_VERSION, "Give a Ray version such as 2.40.0.")],
+    )  # fmt: skip
     # Local cloud: the Python that runs the agent and Ray (blank = Raydeck's own).
     python_executable = models.CharField(max_length=300, blank=True)
     # AWS: the machine image nodes boot, per region ({"us-east-1": "ami-…"}); a region
     # without one boots the installation's default (RAYDECK_AWS_AMI_PARAMETER).
-    aws_amis = models.JSONField(default=dict, blank=True)
+    aws_amis = models.JSONField("AWS AMIs", default=dict, blank=True)
     # GCP: a boot image or image family URL; blank boots RAYDECK_GCP_IMAGE.
-    gcp_image = models.CharField(max_length=300, blank=True)
+    gcp_image = models.CharField(
+        "GCP boot image", max_length=300, blank=True,
+        validators=[RegexValidator(NO_SPACES, "A GCP image URL has no spaces.")],
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when deleted while ended clusters still name it: they keep showing what they
+    # ran; nothing else sees it (clusters/services/images.py).
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ContainerImageQuerySet.as_manager()
 
     class Meta:
         ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"],
+                condition=Q(deleted_at=None),
+                name="image_name_per_org",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def built_in(self) -> bool:
+        return self.organization_id is None
+
     def clean(self) -> None:
+        """A container image (image URI, with AWS AMIs and a GCP image for the machines
+        under it) or a local Python environment (a Python executable): not both, since
+        the cluster form offers images by that difference. An organization's own image
+        must name one of the two (a built-in one may stand for Raydeck's own Python)."""
+        errors: dict[str, str] = {}
         amis = self.aws_amis
         if not isinstance(amis, dict) or not all(
             isinstance(region, str) and AWS_REGION.match(region)
@@ -218,7 +266,35 @@ class ContainerImage(models.Model):
             for region, ami in amis.items()
         ):  # fmt: skip
             example = '{"us-east-1": "ami-0123456789abcdef0"}'
-            raise ValidationError({"aws_amis": f"Give one AMI per region, e.g. {example}."})
+            errors["aws_amis"] = f"Give one AMI per region, e.g. {example}."
+        python = self.python_executable
+        if python and (not python.startswith("/") or any(c in python for c in "\n\r\t\0")):
+            errors["python_executable"] = (
+                "Give the Python's absolute path on the machine, e.g. /opt/ray/bin/python3."
+            )
+        if self.image_uri:
+            if python:
+                errors["python_executable"] = (
+                    "A Python executable is for the local cloud, whose images have no image "
+                    "URI. Clear one of the two."
+                )
+        else:
+            if amis and "aws_amis" not in errors:
+                errors["aws_amis"] = (
+                    "AMIs are for container images on AWS: give an image URI too, or clear them."
+                )
+            if self.gcp_image:
+                errors["gcp_image"] = (
+                    "A GCP boot image is for container images on GCP: give an image URI too, "
+                    "or clear it."
+                )
+            if self.organization_id is not None and not python:
+                errors[NON_FIELD_ERRORS] = (
+                    "Give an image URI (a container image, for AWS and GCP clusters) or a "
+                    "Python executable (for clusters on the local cloud)."
+                )
+        if errors:
+            raise ValidationError(errors)
 
 
 class ClusterQuerySet(ProjectOwnedQuerySet):

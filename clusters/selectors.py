@@ -20,7 +20,7 @@ from accounts.permissions import (
 from clouds.choices import CloudKind, CloudState, LaunchAccess
 from clouds.models import Cloud
 
-from .choices import GONE_NODE_STATES, NodeState
+from .choices import FINAL_CLUSTER_STATES, GONE_NODE_STATES, NodeState
 from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
 from .services.agents import cached_liveness
 from .services.configs import VERSIONED_FIELDS, filled_worker_groups
@@ -126,13 +126,36 @@ def images_for_cluster_create(
 ) -> QuerySet[ContainerImage]:
     """The organization's images and the built-in ones; on a local cloud only Python
     environments, elsewhere only container images."""
-    images = ContainerImage.objects.filter(Q(organization=organization) | Q(organization=None))
+    images = ContainerImage.objects.available().filter(
+        Q(organization=organization) | Q(organization=None)
+    )
     if cloud is not None:
         if cloud.kind == CloudKind.LOCAL:
             images = images.filter(image_uri="")
         else:
             images = images.exclude(image_uri="")
     return images.order_by("name", "pk")
+
+
+# --- The image pages ------------------------------------------------------------------------
+
+
+def image_list(*, organization: Organization, viewer: User) -> QuerySet[ContainerImage]:
+    """The images the viewer may choose: the organization's own, then the built-in ones,
+    each by name, with how many of the organization's clusters that are not terminated
+    or failed use it (never counting another organization's, on a built-in image)."""
+    live = Q(clusters__organization=organization) & ~Q(
+        clusters__state__in=list(FINAL_CLUSTER_STATES)
+    )
+    return (
+        ContainerImage.objects.visible_to(viewer, organization)
+        .annotate(
+            live_clusters=Count("clusters", filter=live),
+            built_in_last=Case(When(organization=None, then=Value(1)), default=Value(0),
+                               output_field=IntegerField()),
+        )
+        .order_by("built_in_last", "name", "pk")
+    )  # fmt: skip
 
 
 # --- The cluster page ----------------------------------------------------------------------

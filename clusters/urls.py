@@ -1,4 +1,4 @@
-"""Cluster and compute config pages, mounted under /o/<org_slug>/ by console/urls.py."""
+"""Cluster, compute config and image pages, mounted under /o/<org_slug>/ by console/urls.py."""
 
 from django.urls import path
 
@@ -59,4 +59,8 @@ org_urlpatterns = [
         views.ComputeConfigEditView.as_view(),
         name="compute_config_edit",
     ),
+    path("images/", views.ImageListView.as_view(), name="image_list"),
+    path("images/new/", views.ImageCreateView.as_view(), name="image_create"),
+    path("images/<int:image_id>/edit/", views.ImageEditView.as_view(), name="image_edit"),
+    path("images/<int:image_id>/delete/", views.ImageDeleteView.as_view(), name="image_delete"),
 ]

@@ -1,6 +1,7 @@
 """Cluster pages: the list with filters, the create form, the live cluster page, the
 terminate and restart actions, and each node's log tail; compute config pages: the
-list, create, the config with its versions, and edit (a new version). Views parse input and pick
+list, create, the config with its versions, and edit (a new version); image pages: the
+list, create, edit and delete. Views parse input and pick
 templates; selectors read, services write."""
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from console.views import OrgView, done, paginate
 
 from . import access, selectors
 from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState
-from .forms import ClusterCreateForm, ClusterFilterForm, ComputeConfigForm
-from .models import Cluster, ComputeConfig, ComputeConfigVersion, Node
+from .forms import ClusterCreateForm, ClusterFilterForm, ComputeConfigForm, ImageForm
+from .models import Cluster, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
 from .services.configs import compute_config_create, compute_config_update
 from .services.idle import cluster_idleness, cluster_keep_running
+from .services.images import image_create, image_delete, image_update, live_clusters_using
 from .services.lifecycle import cluster_create, cluster_restart, cluster_terminate
 
 # What to do next, per way a cluster can fail (matched on the reason's words). The
@@ -490,3 +492,104 @@ class ComputeConfigEditView(ComputeConfigObjectView):
                     "the version they started with.",
                 )
         return self.render(self.template, {"form": form})
+
+
+# --- Images --------------------------------------------------------------------------------
+
+
+class ImageListView(OrgView):
+    """The organization's own images, then the built-in ones."""
+
+    permission = "project.list"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        images = selectors.image_list(organization=self.organization, viewer=request.user)
+        return self.render(
+            "clusters/image_list.html",
+            {
+                "page": paginate(request, images),
+                "can_manage": has_perm(request.user, "image.manage", self.organization),
+            },
+        )
+
+
+class ImageCreateView(OrgView):
+    permission = "image.manage"
+    template = "clusters/image_form.html"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        return self.render(self.template, {"form": ImageForm()})
+
+    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        form = ImageForm(request.POST)
+        if form.is_valid():
+            try:
+                image = image_create(
+                    organization=self.organization, actor=request.user, **form.service_fields()
+                )
+            except ValidationError as exc:
+                form.add_service_error(exc)
+            else:
+                return done(
+                    request, reverse("image_list", args=[org_slug]), f"Image {image.name} created."
+                )
+        return self.render(self.template, {"form": form})
+
+
+class ImageObjectView(OrgView):
+    """One of the organization's own images (a built-in one, or another organization's,
+    is a 404 here: nobody edits or deletes those)."""
+
+    permission = "image.manage"
+    image: ContainerImage
+
+    def load_objects(self, **kwargs: Any) -> None:
+        self.image = get_object_or_404(
+            ContainerImage.objects.visible_to(self.request.user, self.organization).filter(
+                organization=self.organization
+            ),
+            pk=kwargs["image_id"],
+        )
+
+    def permission_target(self) -> Any:
+        return self.image
+
+    def render(
+        self, template: str, context: dict[str, Any] | None = None, status: int = 200
+    ) -> HttpResponse:
+        base = {"image": self.image, "live": live_clusters_using(self.image)}
+        return super().render(template, {**base, **(context or {})}, status)
+
+
+class ImageEditView(ImageObjectView):
+    template = "clusters/image_form.html"
+
+    def get(self, request: AuthedRequest, org_slug: str, image_id: int) -> HttpResponse:
+        return self.render(self.template, {"form": ImageForm(image=self.image)})
+
+    def post(self, request: AuthedRequest, org_slug: str, image_id: int) -> HttpResponse:
+        form = ImageForm(request.POST, image=self.image)
+        if form.is_valid():
+            try:
+                image = image_update(image=self.image, actor=request.user, **form.service_fields())
+            except ValidationError as exc:
+                form.add_service_error(exc)
+            else:
+                return done(request, reverse("image_list", args=[org_slug]), f"{image.name} saved.")
+        return self.render(self.template, {"form": form})
+
+
+class ImageDeleteView(ImageObjectView):
+    template = "clusters/image_delete.html"
+
+    def get(self, request: AuthedRequest, org_slug: str, image_id: int) -> HttpResponse:
+        return self.render(self.template)
+
+    def post(self, request: AuthedRequest, org_slug: str, image_id: int) -> HttpResponse:
+        try:
+            image_delete(image=self.image, actor=request.user)
+        except ValidationError as exc:
+            return self.render(self.template, {"error": " ".join(exc.messages)}, status=409)
+        return done(
+            request, reverse("image_list", args=[org_slug]), f"Image {self.image.name} deleted."
+        )

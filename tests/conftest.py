@@ -1,7 +1,7 @@
 """Shared fixtures. Every test world has two organizations, A and B, each with one
-person of every role, a project, an invitation, a cloud, a (terminated) cluster with
-one node, a service account and an API token of the member, and a (switched-off) SSO
-connection with a group mapping, so isolation is always tested."""
+person of every role, a project, an invitation, a cloud, an image of its own, a
+(terminated) cluster with one node, a service account and an API token of the member,
+and a (switched-off) SSO connection with a group mapping, so isolation is always tested."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from accounts.models import (
 from clouds.choices import CloudState
 from clouds.models import Cloud
 from clusters.choices import ClusterState, DesiredState, NodeState
-from clusters.models import Cluster, Node
+from clusters.models import Cluster, ContainerImage, Node
 
 from .factories import (
     ApiTokenFactory,
@@ -58,6 +58,7 @@ class Tenant:
     project_membership: ProjectMembership | None = None
     invitation: Invitation | None = None
     cloud: Cloud | None = None
+    image: ContainerImage | None = None
     cluster: Cluster | None = None
     node: Node | None = None
     service_account: ServiceAccount | None = None
@@ -97,6 +98,11 @@ def make_tenant(slug: str) -> Tenant:
     ProjectMembershipFactory(project=tenant.project, user=tenant.viewer, role=ProjectRole.READER)
     tenant.invitation = InvitationFactory(organization=org, email=f"new@{slug}.example.com")
     tenant.cloud = CloudFactory(organization=org, name=f"{slug} local")
+    # A Python environment of its own (the cluster below runs a built-in image).
+    tenant.image = ContainerImage.objects.create(
+        organization=org, name=f"{slug} python", ray_version="2.40.0",
+        python_executable="/usr/bin/python3",
+    )  # fmt: skip
     # Terminated, so it counts as nothing live on the cloud; its pages still all work.
     tenant.cluster = ClusterFactory(
         project=tenant.project, cloud=tenant.cloud, name=f"{slug}-cluster",

@@ -67,6 +67,12 @@ def cluster_create(
     image = image or default_image(cloud)
     if image.organization_id not in (None, project.organization_id):
         raise ValidationError({"image": "Choose an image of this organization."})
+    if image.organization_id is not None:
+        # Locked, so image_delete (which locks it too) sees this cluster, or this sees
+        # the image gone.
+        locked = ContainerImage.objects.select_for_update().filter(pk=image.pk).first()
+        if locked is None or locked.deleted_at is not None:
+            raise ValidationError({"image": f"The image {image.name} was deleted. Choose another."})
     cluster = Cluster(
         organization_id=project.organization_id,
         project=project,
@@ -124,6 +130,12 @@ def cluster_restart(*, cluster: Cluster, actor: User) -> Cluster:
     reason = cloud_usable_by(cluster.cloud, cluster.project)
     if reason:
         raise ValidationError(reason)
+    if cluster.image.organization_id is not None:  # locked: see cluster_create
+        image = ContainerImage.objects.select_for_update().get(pk=cluster.image_id)
+        if image.deleted_at is not None:
+            raise ValidationError(
+                f"Its image {image.name} was deleted. Create a new cluster with another image."
+            )
     cluster.desired_state = DesiredState.RUNNING
     cluster.move_to(ClusterState.PENDING)
     cluster.save()

@@ -39,6 +39,8 @@ ORG_MATRIX: dict[str, set[str]] = {
     "member.remove": {O, A},
     "audit.view": {O, A},
     "cloud.manage": {O, A},
+    # The organization's own images (clusters/services/images.py).
+    "image.manage": {O, A},
     "organization.delete": {O},
     "member.manage_owners": {O},
     # Everyone keeps their own API tokens (a viewer's are read-only, see test_tokens);

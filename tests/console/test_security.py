@@ -30,6 +30,7 @@ KWARG_FILLERS: dict[str, Any] = {
     "cluster_id": lambda t: t.cluster.pk,
     "node_id": lambda t: t.node.pk,
     "config_id": lambda t: t.cluster.compute_config.config_id,
+    "image_id": lambda t: t.image.pk,
     "token_id": lambda t: t.token.pk,
     "service_account_id": lambda t: t.service_account.pk,
     "claim_id": lambda t: t.domain_claim.pk,
@@ -54,6 +55,7 @@ API_ID_FILLERS: dict[str, Any] = {
     "clouds": lambda t: t.cloud.pk,
     "clusters": lambda t: t.cluster.uuid,
     "compute-configs": lambda t: t.cluster.compute_config.config_id,
+    "images": lambda t: t.image.pk,
     "tokens": lambda t: t.token.pk,
 }
 API_KWARG_FILLERS: dict[str, Any] = {
@@ -67,6 +69,7 @@ API_BODIES: dict[str, Any] = {
     "projects": lambda t: {"name": "pwned"},
     "compute-configs": lambda t: {"name": "pwned", "cloud": str(t.cloud.pk)},
     "clusters": lambda t: {"name": "pwned", "project": t.project.slug},
+    "images": lambda t: {"name": "pwned", "image_uri": "pwned/ray:2"},
     "tokens": lambda t: {"name": "pwned"},
 }
 
@@ -125,7 +128,7 @@ def _api_methods(route: Route) -> list[str]:
     schema = api.get_openapi_schema(path_prefix="/api/v1/")
     path = "/" + route.pattern.replace("<", "{").replace(">", "}")
     operations = schema["paths"].get(path, {})
-    return [m for m in ("get", "post", "delete") if m in operations]
+    return [m for m in ("get", "post", "patch", "delete") if m in operations]
 
 
 @pytest.mark.parametrize("role", [OrgRole.OWNER, OrgRole.MEMBER])
