@@ -9,14 +9,15 @@ django_application = get_wsgi_application()
 
 # Imported once the apps are loaded (get_wsgi_application above loads them).
 from clusters.agent_api import HEARTBEAT_PATH, HeartbeatApp  # noqa: E402
-from clusters.services.listening import start_ticking  # noqa: E402
+from clusters.services.listening import start_ticking, start_ticking_after_fork  # noqa: E402
 from console.api import fast  # noqa: E402
 
 heartbeat_application = HeartbeatApp()
 api_read_application = fast.ApiReadApp()
-# Listening from the start, before any request: gunicorn's master ticks from here (it
-# loads this module before forking), and each worker from its first request on.
-start_ticking()
+# Each gunicorn worker ticks from its start, before any request. Never from here, in
+# the master: a thread running while the master forks can hand the worker a module
+# it was half-way through importing.
+os.register_at_fork(after_in_child=start_ticking_after_fork)
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -87,6 +87,14 @@ def start_ticking() -> None:
         threading.Thread(target=_tick_forever, name="raydeck-listening", daemon=True).start()
 
 
+def start_ticking_after_fork() -> None:
+    """start_ticking for a child process just forked (os.register_at_fork): the lock
+    may have been held by a thread that the fork did not copy."""
+    global _lock, _started_in
+    _lock, _started_in = threading.Lock(), None
+    start_ticking()
+
+
 def stop_ticking() -> None:
     """Stop this process's ticking thread (tests)."""
     global _started_in
