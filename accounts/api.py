@@ -302,11 +302,9 @@ def token_revoke(request: HttpRequest, org: str, id: str) -> Status:
     """Always refused (403) for API tokens, like creating one; 404 for a token you
     cannot see."""
     organization = context.organization(request, org)
-    found = (
-        ApiToken.objects.visible_to(context.viewer(request), organization)
-        .filter(pk=context.int_id(id))
-        .first()
+    context.one_or_404(
+        ApiToken.objects.visible_to(context.viewer(request), organization),
+        "token",
+        pk=context.int_id(id),
     )
-    if found is None:
-        raise not_found("token")
     raise ApiError(403, SESSION_ONLY)

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from ninja import Query, Router
 
 from console.api import context
-from console.api.errors import answers, not_found
+from console.api.errors import answers
 from console.api.pagination import PageParams, keyset_page, page_of
 from console.api.schema import Out
 
@@ -56,12 +56,11 @@ def cloud_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[
 @router.get("/orgs/{org}/clouds/{id}", response=answers(CloudOut))
 def cloud_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
-    cloud = (
-        Cloud.objects.visible_to(context.viewer(request))
-        .filter(organization=organization, pk=context.int_id(id))
-        .first()
+    cloud = context.one_or_404(
+        Cloud.objects.visible_to(context.viewer(request)),
+        "cloud",
+        organization=organization,
+        pk=context.int_id(id),
     )
-    if cloud is None:
-        raise not_found("cloud")
     context.require(request, "cloud.view", cloud)
     return cloud_out(cloud)

@@ -341,9 +341,7 @@ def _clusters(request: HttpRequest, org: Organization) -> Any:
 
 def _cluster(request: HttpRequest, org: Organization, id: str, perm: str) -> Cluster:
     """The cluster `id` of `org` the token sees (404 otherwise), after checking `perm`."""
-    cluster = _clusters(request, org).filter(uuid=context.uuid_id(id)).first()
-    if cluster is None:
-        raise not_found("cluster")
+    cluster = context.one_or_404(_clusters(request, org), "cluster", uuid=context.uuid_id(id))
     context.require(request, perm, cluster)
     return cluster
 
@@ -444,14 +442,11 @@ def image_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dict[
 
 def _image(request: HttpRequest, org: Organization, id: str) -> ContainerImage:
     """The image `id` (the organization's own or a built-in one): 404 otherwise."""
-    image = (
-        ContainerImage.objects.visible_to(context.viewer(request), org)
-        .filter(pk=context.int_id(id))
-        .first()
+    return context.one_or_404(
+        ContainerImage.objects.visible_to(context.viewer(request), org),
+        "image",
+        pk=context.int_id(id),
     )
-    if image is None:
-        raise not_found("image")
-    return image
 
 
 def _own_image(request: HttpRequest, org: Organization, id: str) -> ContainerImage:

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import Organization, User
@@ -59,6 +60,16 @@ def actor(request: HttpRequest) -> User:
 
 def console_url(path: str) -> str:
     return settings.RAYDECK_BASE_URL.rstrip("/") + path
+
+
+def one_or_404(rows: QuerySet, what: str, **lookup: Any) -> Any:
+    """The row of `rows` (already scoped by `visible_to`) that matches `lookup`, or the
+    API's 404, in the same words whether it never existed or is another
+    organization's."""
+    found = rows.filter(**lookup).first()
+    if found is None:
+        raise not_found(what)
+    return found
 
 
 NO_UUID = "00000000-0000-0000-0000-000000000000"  # never made by uuid4
