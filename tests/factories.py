@@ -4,6 +4,7 @@ verified email, as they would after sign-up."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import factory
 from allauth.account.models import EmailAddress
@@ -152,6 +153,18 @@ class ComputeConfigVersionFactory(factory.django.DjangoModelFactory):
         lambda: [{"name": "workers", "instance_type": "local", "cpus": 1, "memory_mb": 1024,
                   "min": 0, "max": 2, "spot": False}]
     )  # fmt: skip
+
+
+# An organization's container image as a person or a script describes it (the fields of
+# the services, the API and the form), for the image tests.
+AMI = "ami-0123456789abcdef0"
+CONTAINER_IMAGE: dict[str, Any] = {
+    "name": "acme ray",
+    "image_uri": "acme/ray:2.40",
+    "ray_version": "2.40.0",
+    "aws_amis": {"us-east-1": AMI},
+    "gcp_image": "projects/acme/global/images/family/ray-2",
+}
 
 
 class ContainerImageFactory(factory.django.DjangoModelFactory):

@@ -12,20 +12,11 @@ from accounts.models import AuditEvent
 from clusters.choices import ClusterState
 from clusters.models import ContainerImage
 from tests.conftest import Tenant
-from tests.factories import ClusterFactory, ContainerImageFactory
+from tests.factories import CONTAINER_IMAGE, ClusterFactory, ContainerImageFactory
 
 from .conftest import ApiClient, as_role, assert_error
 
 pytestmark = pytest.mark.django_db
-
-AMI = "ami-0123456789abcdef0"
-BODY: dict[str, Any] = {
-    "name": "acme ray",
-    "image_uri": "acme/ray:2.40",
-    "ray_version": "2.40.0",
-    "aws_amis": {"us-east-1": AMI},
-    "gcp_image": "projects/acme/global/images/family/ray-2",
-}
 
 
 def images(tenant: Tenant, rest: str = "") -> str:
@@ -38,10 +29,10 @@ def patch(client: ApiClient, path: str, body: Any) -> Any:
 
 def test_create_get_change_and_delete(alpha: Tenant) -> None:
     client = as_role(alpha, OrgRole.ADMIN)
-    created = client.post(images(alpha), BODY)
+    created = client.post(images(alpha), CONTAINER_IMAGE)
     assert created.status == 201, created.body
     image = created.body
-    assert {k: image[k] for k in BODY} == BODY
+    assert {k: image[k] for k in CONTAINER_IMAGE} == CONTAINER_IMAGE
     assert (image["built_in"], image["python_executable"]) == (False, "")
     assert image["created_at"].endswith("Z")
     one = images(alpha, f"/{image['id']}")
@@ -52,7 +43,7 @@ def test_create_get_change_and_delete(alpha: Tenant) -> None:
     changed = patch(client, one, {"name": "acme ray 2", "aws_amis": {}})
     assert changed.status == 200, changed.body
     assert (changed.body["name"], changed.body["aws_amis"]) == ("acme ray 2", {})
-    assert changed.body["image_uri"] == BODY["image_uri"]  # what was not sent stays
+    assert changed.body["image_uri"] == CONTAINER_IMAGE["image_uri"]  # what was not sent stays
 
     deleted = client.delete(one)
     assert (deleted.status, deleted.body) == (204, None)
@@ -88,7 +79,7 @@ def test_members_and_viewers_tokens_read_but_may_not_change(alpha: Tenant, role:
     client = as_role(alpha, role)
     one = images(alpha, f"/{alpha.image.pk}")
     assert client.get(one).status == 200
-    for refused in (client.post(images(alpha), BODY), patch(client, one, {"name": "x"}),
+    for refused in (client.post(images(alpha), CONTAINER_IMAGE), patch(client, one, {"name": "x"}),
                     client.delete(one)):  # fmt: skip
         assert_error(refused, 403, "permission_denied")
     assert ContainerImage.objects.filter(organization=alpha.org).count() == 1
@@ -97,7 +88,7 @@ def test_members_and_viewers_tokens_read_but_may_not_change(alpha: Tenant, role:
 
 def test_a_read_only_admin_token_may_not_change(alpha: Tenant) -> None:
     client = as_role(alpha, OrgRole.ADMIN, read_only=True)
-    assert_error(client.post(images(alpha), BODY), 403, "permission_denied")
+    assert_error(client.post(images(alpha), CONTAINER_IMAGE), 403, "permission_denied")
     assert_error(client.delete(images(alpha, f"/{alpha.image.pk}")), 403, "permission_denied")
 
 
@@ -107,7 +98,7 @@ def test_another_organizations_images_are_404(alpha: Tenant, bravo: Tenant) -> N
         assert_error(client.get(path), 404, "not_found")
         assert_error(patch(client, path, {"name": "pwned"}), 404, "not_found")
         assert_error(client.delete(path), 404, "not_found")
-    assert_error(client.post(images(alpha), BODY), 404, "not_found")
+    assert_error(client.post(images(alpha), CONTAINER_IMAGE), 404, "not_found")
     assert_error(client.get(images(bravo, "/not-a-number")), 404, "not_found")
     listed = client.get(images(bravo)).body["items"]
     assert "alpha python" not in {i["name"] for i in listed}
@@ -116,10 +107,10 @@ def test_another_organizations_images_are_404(alpha: Tenant, bravo: Tenant) -> N
 
 def test_mistakes_are_validation_errors_on_their_field(alpha: Tenant) -> None:
     client = as_role(alpha, OrgRole.ADMIN)
-    answer = client.post(images(alpha), {**BODY, "aws_amis": {"us-east-1": "ubuntu"}})
+    answer = client.post(images(alpha), {**CONTAINER_IMAGE, "aws_amis": {"us-east-1": "ubuntu"}})
     assert_error(answer, 422, "validation_error")
     assert "Give one AMI per region" in answer.body["error"]["details"]["aws_amis"][0]
-    answer = client.post(images(alpha), {**BODY, "name": "alpha python"})
+    answer = client.post(images(alpha), {**CONTAINER_IMAGE, "name": "alpha python"})
     assert_error(answer, 422, "validation_error")
     assert answer.body["error"]["details"] == {
         "name": ["An image named alpha python already exists in this organization."]
@@ -157,8 +148,8 @@ def test_an_image_live_clusters_use_is_a_conflict_to_delete(alpha: Tenant) -> No
 
 def test_an_idempotency_key_makes_one_image(alpha: Tenant) -> None:
     client = as_role(alpha, OrgRole.ADMIN)
-    first = client.post(images(alpha), BODY, **{"Idempotency-Key": "image-1"})
-    again = client.post(images(alpha), BODY, **{"Idempotency-Key": "image-1"})
+    first = client.post(images(alpha), CONTAINER_IMAGE, **{"Idempotency-Key": "image-1"})
+    again = client.post(images(alpha), CONTAINER_IMAGE, **{"Idempotency-Key": "image-1"})
     assert first.status == again.status == 201
     assert first.body == again.body
     assert again.headers["Idempotent-Replayed"] == "true"

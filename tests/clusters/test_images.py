@@ -19,23 +19,14 @@ from clusters.models import Cluster, ContainerImage
 from clusters.services import lifecycle
 from clusters.services.images import image_create, image_delete, image_update
 from tests.conftest import Tenant, activate, client_for
-from tests.factories import ClusterFactory, ContainerImageFactory
+from tests.factories import AMI, CONTAINER_IMAGE, ClusterFactory, ContainerImageFactory
 
 pytestmark = pytest.mark.django_db
-
-AMI = "ami-0123456789abcdef0"
-CONTAINER: dict[str, Any] = {
-    "name": "acme ray",
-    "image_uri": "acme/ray:2.40",
-    "ray_version": "2.40.0",
-    "aws_amis": {"us-east-1": AMI},
-    "gcp_image": "projects/acme/global/images/family/ray-2",
-}
 
 
 def create(tenant: Tenant, role: str = OrgRole.ADMIN, **fields: Any) -> ContainerImage:
     return image_create(organization=tenant.org, actor=tenant.users[role],
-                        **{**CONTAINER, **fields})  # fmt: skip
+                        **{**CONTAINER_IMAGE, **fields})  # fmt: skip
 
 
 def messages(caught: pytest.ExceptionInfo[ValidationError]) -> str:
@@ -247,7 +238,8 @@ def test_members_and_viewers_see_the_list_but_cannot_change_it(tenant_a: Tenant,
     assert "New image" not in page and "/edit/" not in page and "/delete/" not in page
     assert client.get(url(tenant_a, "image_create")).status_code == 403
     assert (
-        client.post(url(tenant_a, "image_create"), {**CONTAINER, "aws_amis": ""}).status_code == 403
+        client.post(url(tenant_a, "image_create"), {**CONTAINER_IMAGE, "aws_amis": ""}).status_code
+        == 403
     )
     assert client.get(url(tenant_a, "image_edit", tenant_a.image.pk)).status_code == 403
     assert client.post(url(tenant_a, "image_delete", tenant_a.image.pk)).status_code == 403
@@ -265,7 +257,7 @@ def test_an_empty_list_says_what_to_do(tenant_a: Tenant) -> None:
 
 def test_creating_one_with_ami_lines(tenant_a: Tenant) -> None:
     client = client_for(tenant_a.admin)
-    form = {**CONTAINER, "aws_amis": f"us-east-1: {AMI}\neu-west-1: {AMI}"}
+    form = {**CONTAINER_IMAGE, "aws_amis": f"us-east-1: {AMI}\neu-west-1: {AMI}"}
     response = client.post(url(tenant_a, "image_create"), form)
     assert response.status_code == 302 and response["Location"] == url(tenant_a, "image_list")
     image = ContainerImage.objects.get(organization=tenant_a.org, name="acme ray")
@@ -276,7 +268,7 @@ def test_creating_one_with_ami_lines(tenant_a: Tenant) -> None:
 
 def test_mistakes_are_shown_on_the_form(tenant_a: Tenant) -> None:
     client = client_for(tenant_a.admin)
-    form = {**CONTAINER, "name": "alpha python", "aws_amis": "us-east-1: ubuntu"}
+    form = {**CONTAINER_IMAGE, "name": "alpha python", "aws_amis": "us-east-1: ubuntu"}
     page = client.post(url(tenant_a, "image_create"), form).content.decode()
     assert "Give one AMI per region" in page
     page = client.post(
