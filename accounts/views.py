@@ -45,8 +45,8 @@ from .forms import (
     ServiceAccountForm,
     TokenCreateForm,
     TokenFilterForm,
-    add_service_error,
     assignable_roles,
+    service_errors_on,
 )
 from .models import (
     ApiToken,
@@ -92,11 +92,8 @@ class OrganizationCreateView(View):
         if _is_validation_only(request):
             return render(request, "console/_slug_feedback.html", {"form": form, "prefix": "/o/"})
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 org = services.organization_create(actor=request.user, **form.cleaned_data)
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("project_list", args=[org.slug]),
@@ -122,13 +119,10 @@ class OrganizationSettingsView(OrgView):
         require(request.user, "organization.update", self.organization)
         form = OrganizationSettingsForm(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 services.organization_update(
                     organization=self.organization, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request, reverse("organization_settings", args=[org_slug]), "Settings saved."
                 )
@@ -251,13 +245,10 @@ class InvitationCreateView(OrgView):
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = self.form(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 invitation = services.invitation_create(
                     organization=self.organization, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("member_list", args=[org_slug]),
@@ -393,13 +384,10 @@ class ProjectCreateView(OrgView):
                 "console/_slug_feedback.html", {"form": form, "prefix": f"/o/{org_slug}/projects/"}
             )
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 project = services.project_create(
                     organization=self.organization, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("project_detail", args=[org_slug, project.slug]),
@@ -459,13 +447,10 @@ class ProjectDetailView(ProjectObjectView):
         require(request.user, "project.manage_members", self.project)
         form = ProjectMemberAddForm(request.POST, project=self.project)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 services.project_member_add(
                     project=self.project, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     request.path,
@@ -487,13 +472,10 @@ class ProjectEditView(ProjectObjectView):
     def post(self, request: AuthedRequest, org_slug: str, project_slug: str) -> HttpResponse:
         form = ProjectEditForm(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 services.project_update(
                     project=self.project, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("project_detail", args=[org_slug, project_slug]),
@@ -699,16 +681,13 @@ class TokenCreateView(OrgView):
     def post(self, request: AuthedRequest, org_slug: str, **kwargs: Any) -> HttpResponse:
         form = self.form(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 token, secret = services.token_create(
                     organization=self.organization,
                     actor=request.user,
                     service_account=self.service_account,
                     **form.cleaned_data,
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return _secret_page(
                     self.render("accounts/token_created.html", {"token": token, "secret": secret})
                 )
@@ -777,13 +756,10 @@ class ServiceAccountCreateView(OrgView):
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = ServiceAccountForm(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 account = services.service_account_create(
                     organization=self.organization, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("service_account_detail", args=[org_slug, account.pk]),
@@ -996,16 +972,13 @@ class CliVerifyView(View):
             )
         if form.is_valid():
             organization = form.cleaned_data["organization"]
-            try:
+            with service_errors_on(form):
                 services.cli_handoff_confirm(
                     handoff=handoff,
                     organization=organization,
                     actor=request.user,
                     read_only=form.cleaned_data["read_only"],
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("token_list", args=[organization.slug]),

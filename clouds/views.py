@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from accounts.forms import add_service_error
+from accounts.forms import service_errors_on
 from accounts.permissions import has_perm
 from console.types import AuthedRequest
 from console.views import OrgView, done, paginate
@@ -77,16 +77,13 @@ class CloudCreateView(OrgView):
     def post(self, request: AuthedRequest, org_slug: str, kind: str) -> HttpResponse:
         form = self.form(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 cloud = services.cloud_create(
                     organization=self.organization,
                     actor=request.user,
                     kind=self.kind,
                     **form.service_fields(),
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 step = "cloud_detail" if cloud.identity_configured else "cloud_setup"
                 return done(
                     request,
@@ -164,11 +161,8 @@ class CloudSetupView(CloudObjectView):
             return redirect("cloud_detail", org_slug, cloud_id)
         form = IDENTITY_FORMS[self.cloud.kind](request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 services.cloud_update(cloud=self.cloud, actor=request.user, **form.cleaned_data)
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("cloud_detail", args=[org_slug, self.cloud.pk]),
@@ -204,11 +198,8 @@ class CloudEditView(CloudObjectView):
     def post(self, request: AuthedRequest, org_slug: str, cloud_id: int) -> HttpResponse:
         form = self.form(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 services.cloud_update(cloud=self.cloud, actor=request.user, **form.service_fields())
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request, reverse("cloud_detail", args=[org_slug, self.cloud.pk]), "Saved."
                 )

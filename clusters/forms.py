@@ -469,6 +469,3 @@ class ImageForm(forms.Form):
 
     def service_fields(self) -> dict[str, Any]:
         return dict(self.cleaned_data)
-
-    def add_service_error(self, error: ValidationError) -> None:
-        add_service_error(self, error)

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from accounts.forms import add_service_error
+from accounts.forms import service_errors_on
 from accounts.permissions import has_perm
 from console.types import AuthedRequest
 from console.views import OrgView, done, paginate
@@ -128,7 +128,7 @@ class ClusterCreateView(OrgView):
         form = self.form(request.POST)
         if form.is_valid():
             data = form.cleaned_data
-            try:
+            with service_errors_on(form):
                 cluster = cluster_create(
                     project=data["project"],
                     actor=request.user,
@@ -137,9 +137,6 @@ class ClusterCreateView(OrgView):
                     compute_config=data["compute_config"],
                     image=data["image"],
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     reverse("cluster_detail", args=[org_slug, cluster.pk]),
@@ -391,13 +388,10 @@ class ComputeConfigCreateView(OrgView):
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = self.form(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 config = compute_config_create(
                     organization=self.organization, actor=request.user, **form.service_fields()
                 )
-            except ValidationError as exc:
-                form.add_service_error(exc)
-            else:
                 return done(
                     request,
                     reverse("compute_config_detail", args=[org_slug, config.pk]),
@@ -474,13 +468,10 @@ class ComputeConfigEditView(ComputeConfigObjectView):
     def post(self, request: AuthedRequest, org_slug: str, config_id: int) -> HttpResponse:
         form = self.form(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 version = compute_config_update(
                     config=self.config, actor=request.user, **form.service_fields()
                 )
-            except ValidationError as exc:
-                form.add_service_error(exc)
-            else:
                 url = reverse("compute_config_detail", args=[org_slug, self.config.pk])
                 if version.pk == self.latest.pk:
                     messages.info(request, f"Nothing changed: still version {version.number}.")
@@ -523,13 +514,10 @@ class ImageCreateView(OrgView):
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = ImageForm(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 image = image_create(
                     organization=self.organization, actor=request.user, **form.service_fields()
                 )
-            except ValidationError as exc:
-                form.add_service_error(exc)
-            else:
                 return done(
                     request, reverse("image_list", args=[org_slug]), f"Image {image.name} created."
                 )
@@ -570,11 +558,8 @@ class ImageEditView(ImageObjectView):
     def post(self, request: AuthedRequest, org_slug: str, image_id: int) -> HttpResponse:
         form = ImageForm(request.POST, image=self.image)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 image = image_update(image=self.image, actor=request.user, **form.service_fields())
-            except ValidationError as exc:
-                form.add_service_error(exc)
-            else:
                 return done(request, reverse("image_list", args=[org_slug]), f"{image.name} saved.")
         return self.render(self.template, {"form": form})
 

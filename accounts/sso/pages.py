@@ -22,7 +22,7 @@ from console.views import done
 
 from ..audit import client_ip
 from ..choices import SsoProtocol
-from ..forms import add_service_error
+from ..forms import service_errors_on
 from ..models import DomainClaim
 from . import domains, oidc
 from .flow import leave_for_idp, sso_error
@@ -76,13 +76,10 @@ class OidcSettingsView(SsoView):
         secret_is_set = connection is not None and connection.protocol == SsoProtocol.OIDC
         form = OidcIdpForm(request.POST, secret_is_set=secret_is_set)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 oidc.oidc_connection_save(
                     organization=self.organization, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     self.settings_url(),
@@ -108,15 +105,12 @@ class DomainListView(SsoView):
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = DomainClaimForm(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 claim = domains.domain_claim_create(
                     organization=self.organization,
                     domain=form.cleaned_data["domain"],
                     actor=request.user,
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     domains_url(self.organization.slug),

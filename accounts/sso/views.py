@@ -13,7 +13,7 @@ from django.urls import reverse
 from console.types import AuthedRequest
 from console.views import OrgView, done
 
-from ..forms import add_service_error
+from ..forms import service_errors_on
 from ..models import SsoConnection, SsoGroupMapping, SsoIdentity
 from . import services
 from .enforcement import connection_of, signed_in_through
@@ -87,7 +87,7 @@ class SsoSettingsView(SsoView):
         form = SamlIdpForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
-            try:
+            with service_errors_on(form):
                 services.saml_connection_save(
                     organization=self.organization,
                     actor=request.user,
@@ -96,9 +96,6 @@ class SsoSettingsView(SsoView):
                     name_attribute=data["name_attribute"],
                     groups_attribute=data["groups_attribute"],
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(request, self.settings_url(), "Identity provider saved.")
         return self.page(idp_form=form)
 
@@ -123,16 +120,13 @@ class SsoAccessView(SsoConnectionView):
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = SsoAccessForm(request.POST, organization=self.organization)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 services.sso_connection_set_access(
                     connection=self.existing,
                     actor=request.user,
                     actor_signed_in_through=signed_in_through(request, self.existing),
                     **form.cleaned_data,
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(request, self.settings_url(), "Access settings saved.")
         return self.page(access_form=form)
 
@@ -141,13 +135,10 @@ class SsoMappingCreateView(SsoConnectionView):
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = SsoMappingForm(request.POST, organization=self.organization)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 services.sso_group_mapping_create(
                     connection=self.existing, actor=request.user, **form.cleaned_data
                 )
-            except ValidationError as exc:
-                add_service_error(form, exc)
-            else:
                 return done(
                     request,
                     self.settings_url(),
