@@ -23,7 +23,7 @@ from console.api import context
 from console.api.errors import ApiError, answers, form_invalid, invalid, not_found
 from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, compiled_keyset_page, keyset_page, page_of
-from console.api.schema import Out
+from console.api.schema import Changes, Out
 from console.statements import Param, StatementCache
 
 from . import selectors
@@ -40,7 +40,7 @@ from .models import (
     ContainerImage,
     Node,
 )
-from .services.configs import compute_config_create
+from .services.configs import compute_config_create, compute_config_update
 from .services.defaults import ray_version
 from .services.images import BUILT_IN, image_create, image_delete, image_update
 from .services.lifecycle import cluster_create, cluster_terminate
@@ -89,6 +89,21 @@ class ComputeConfigIn(Schema):
     max_uptime_minutes: int | None = Field(None, ge=1, le=365 * 24 * 60)
 
 
+class ComputeConfigChanges(Changes):
+    """Only the fields sent change (`head` and `worker_groups` are replaced whole); a
+    change that changes something saves the next version."""
+
+    cloud: str | None = Field(None, description="The cloud's id.")
+    region: str | None = Field(None, max_length=64)
+    zone: str | None = Field(None, max_length=64)
+    head: HeadSpec | None = None
+    worker_groups: list[WorkerGroupSpec] | None = Field(None, max_length=20)
+    idle_timeout_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
+    max_uptime_minutes: int | None = Field(
+        None, ge=1, le=365 * 24 * 60, description="null: no limit."
+    )
+
+
 class ComputeConfigOut(Out):
     id: str
     name: str
@@ -132,7 +147,7 @@ class ImageIn(Schema):
     gcp_image: str = Field("", max_length=300, description="GCP: a boot image or image family URL.")
 
 
-class ImageChanges(Schema):
+class ImageChanges(Changes):
     """Only the fields sent change (null is no value: leave a field out to keep it)."""
 
     name: str | None = Field(None, min_length=1, max_length=100)
@@ -387,13 +402,7 @@ def compute_config_create_endpoint(request: HttpRequest, org: str, body: Compute
         project = _visible_project(request, organization, body.project)
         if project is None:
             raise invalid("project", f"No project “{body.project}” here.")
-    cloud = (
-        Cloud.objects.visible_to(context.viewer(request))
-        .filter(organization=organization, pk=context.int_id(body.cloud))
-        .first()
-    )
-    if cloud is None:
-        raise invalid("cloud", f"No cloud with id “{body.cloud}” here.")
+    cloud = _org_cloud(request, organization, body.cloud)
     context.require(request, "compute_config.manage", project or organization)
     config = compute_config_create(
         organization=organization,
@@ -413,20 +422,59 @@ def compute_config_create_endpoint(request: HttpRequest, org: str, body: Compute
     return Status(201, config_out(config, config.latest))
 
 
+def _org_cloud(request: HttpRequest, organization: Organization, id: str) -> Cloud:
+    """The cloud a body names, of the organization in the URL (a 422 otherwise)."""
+    cloud = (
+        Cloud.objects.visible_to(context.viewer(request))
+        .filter(organization=organization, pk=context.int_id(id))
+        .first()
+    )
+    if cloud is None:
+        raise invalid("cloud", f"No cloud with id “{id}” here.")
+    return cloud
+
+
+def _config(request: HttpRequest, organization: Organization, id: str) -> ComputeConfig:
+    return context.one_or_404(
+        ComputeConfig.objects.visible_to(context.viewer(request), organization)
+        .select_related("project")
+        .filter(versions__isnull=False)  # every config has its version 1
+        .distinct(),
+        "compute config",
+        pk=context.int_id(id),
+    )
+
+
 @router.get("/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut),
             tags=["compute configs"])  # fmt: skip
 def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
-    config = (
-        ComputeConfig.objects.visible_to(context.viewer(request), organization)
-        .select_related("project")
-        .filter(pk=context.int_id(id))
-        .first()
-    )
-    version = config.latest if config is not None else None
-    if config is None or version is None:
-        raise not_found("compute config")
+    config = _config(request, organization, id)
     context.require(request, "project.list", organization)
+    return config_out(config, config.latest)
+
+
+@router.patch("/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut),
+              tags=["compute configs"])  # fmt: skip
+def compute_config_update_endpoint(
+    request: HttpRequest, org: str, id: str, body: ComputeConfigChanges
+) -> dict[str, Any]:
+    """Save the fields sent as the config's next version (the latest one stays when
+    nothing changes). Clusters already created keep the version they started with."""
+    organization = context.organization(request, org)
+    config = _config(request, organization, id)
+    context.require(request, "compute_config.manage", config)
+    sent = body.dict(exclude_unset=True)
+    for name, value in sent.items():
+        if value is None and name != "max_uptime_minutes":
+            raise invalid(name, "Leave the field out to keep its value; null is not one.")
+    changes = {k: v for k, v in sent.items() if k not in ("cloud", "head")}
+    if "cloud" in sent:
+        changes["cloud"] = _org_cloud(request, organization, sent["cloud"])
+    if body.head is not None:
+        changes.update(head_instance_type=body.head.instance_type, head_cpus=body.head.cpus,
+                       head_memory_mb=body.head.memory_mb)  # fmt: skip
+    version = compute_config_update(config=config, actor=context.actor(request), **changes)
     return config_out(config, version)
 
 

@@ -440,6 +440,47 @@ def cmd_compute_configs_get(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_compute_configs_update(ctx: Context) -> int:
+    changes = load_yaml(ctx.args.file)
+    for fixed in ("name", "project"):  # set when the config is made
+        if fixed in changes:
+            raise UsageError(f"`{fixed}:` cannot change; leave it out of the file.")
+    if changes.get("cloud") is not None:
+        changes["cloud"] = cloud_id(ctx, str(changes["cloud"]))
+    before = ctx.client.get_compute_config(ctx.args.config)
+    after = ctx.client.update_compute_config(ctx.args.config, changes)
+    if after.version == before.version:
+        ctx.note(f"Nothing changed: still version {after.version}.")
+    else:
+        ctx.note(f"Saved as version {after.version}; clusters keep the version they started with.")
+    ctx.show(after)
+    return EXIT_OK
+
+
+def cmd_images_create(ctx: Context) -> int:
+    spec = load_yaml(ctx.args.file)
+    if ctx.args.name is not None:
+        spec["name"] = ctx.args.name
+    ctx.show(ctx.client.create_image(spec, idempotency_key=ctx.args.idempotency_key))
+    return EXIT_OK
+
+
+def cmd_images_get(ctx: Context) -> int:
+    ctx.show(ctx.client.get_image(ctx.args.image))
+    return EXIT_OK
+
+
+def cmd_images_update(ctx: Context) -> int:
+    ctx.show(ctx.client.update_image(ctx.args.image, load_yaml(ctx.args.file)))
+    return EXIT_OK
+
+
+def cmd_images_delete(ctx: Context) -> int:
+    ctx.client.delete_image(ctx.args.image)
+    ctx.note(f"Image {ctx.args.image} deleted.")
+    return EXIT_OK
+
+
 # --- the parser --------------------------------------------------------------------
 
 
@@ -575,6 +616,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="only this project's")
     p = leaf(sub, "get", cmd_compute_configs_get, "show one compute config")
     p.add_argument("config", help="compute config id")
+    p = leaf(sub, "update", cmd_compute_configs_update,
+             "save the settings in a YAML file as the config's next version")  # fmt: skip
+    p.add_argument("config", help="compute config id")
+    p.add_argument("-f", "--file", required=True, help="YAML with only what changes (`-`: stdin)")
+
+    images = subcommands["images"]
+    p = leaf(images, "create", cmd_images_create, "add an image of the organization from YAML")
+    p.add_argument("-f", "--file", required=True, help="YAML file (`-` for stdin)")
+    p.add_argument("--name", help="overrides `name:` in the file")
+    p.add_argument("--idempotency-key", help="resend a create safely (default: a new key)")
+    p = leaf(images, "get", cmd_images_get, "show one image")
+    p.add_argument("image", help="image id")
+    p = leaf(images, "update", cmd_images_update, "change an image (only what the YAML holds)")
+    p.add_argument("image", help="image id")
+    p.add_argument("-f", "--file", required=True, help="YAML with only what changes (`-`: stdin)")
+    p = leaf(images, "delete", cmd_images_delete, "delete an image no live cluster uses")
+    p.add_argument("image", help="image id")
     return parser
 
 

@@ -209,8 +209,40 @@ class Client:
             self._org_path(org, "compute-configs"), ComputeConfig, dict(spec), idempotency_key
         )
 
+    def update_compute_config(
+        self, config_id: str, changes: Mapping[str, Any], *, org: str | None = None
+    ) -> ComputeConfig:
+        """Save `changes` (any of cloud, region, zone, head, worker_groups,
+        idle_timeout_minutes, max_uptime_minutes) as the next version; the latest one
+        comes back unchanged when nothing changed."""
+        path = self._org_path(org, "compute-configs", config_id)
+        return ComputeConfig.from_api(self.request("PATCH", path, body=dict(changes)))
+
     def list_images(self, *, org: str | None = None) -> Iterator[Image]:
         return self.iterate(self._org_path(org, "images"), Image)
+
+    def get_image(self, image_id: str, *, org: str | None = None) -> Image:
+        return Image.from_api(self.request("GET", self._org_path(org, "images", image_id)))
+
+    def create_image(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        org: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Image:
+        """`spec`: name, ray_version, and image_uri (with aws_amis, gcp_image) for a
+        container image, or python_executable for a local Python environment."""
+        return self._create(self._org_path(org, "images"), Image, dict(spec), idempotency_key)
+
+    def update_image(
+        self, image_id: str, changes: Mapping[str, Any], *, org: str | None = None
+    ) -> Image:
+        path = self._org_path(org, "images", image_id)
+        return Image.from_api(self.request("PATCH", path, body=dict(changes)))
+
+    def delete_image(self, image_id: str, *, org: str | None = None) -> None:
+        self.request("DELETE", self._org_path(org, "images", image_id))
 
     # --- clusters ------------------------------------------------------------------
 

@@ -117,8 +117,12 @@ class ComputeConfig(Resource):
 class Image(Resource):
     id: str = ""
     name: str = ""
+    built_in: bool | None = None
     image_uri: str | None = None
+    python_executable: str | None = None
     ray_version: str | None = None
+    aws_amis: dict[str, str] | None = None
+    gcp_image: str | None = None
 
 
 @dataclass(frozen=True)

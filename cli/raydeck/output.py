@@ -62,7 +62,14 @@ COLUMNS: dict[str, list[Column]] = {
         col("PROJECT"),
         Column("WORKERS", _worker_summary),
     ],
-    "images": [col("ID"), col("NAME"), col("RAY", "ray_version"), col("URI", "image_uri")],
+    "images": [
+        col("ID"),
+        col("NAME"),
+        col("RAY", "ray_version"),
+        col("URI", "image_uri"),
+        col("PYTHON", "python_executable"),
+        col("BUILT IN"),
+    ],
     "clusters": [
         col("ID"),
         col("NAME"),

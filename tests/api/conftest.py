@@ -51,6 +51,9 @@ class ApiClient:
     def post(self, path: str, body: Any = None, **headers: str) -> Answer:
         return self.call("post", path, body, **headers)
 
+    def patch(self, path: str, body: Any = None, **headers: str) -> Answer:
+        return self.call("patch", path, body, **headers)
+
     def delete(self, path: str, **headers: str) -> Answer:
         return self.call("delete", path, None, **headers)
 

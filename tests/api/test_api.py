@@ -198,6 +198,43 @@ def test_compute_configs_org_wide_need_an_admin_a_project_s_need_a_writer(alpha:
     assert cluster.body["compute_config"] == answer.body["id"]
 
 
+def test_a_change_to_a_compute_config_is_its_next_version(alpha: Tenant, bravo: Tenant) -> None:
+    member = as_role(alpha, OrgRole.MEMBER)
+    made = member.post(org_path(alpha, "/compute-configs"), {
+        "name": "cpu", "project": alpha.project.slug, "cloud": str(alpha.cloud.pk),
+        "worker_groups": [{"name": "cpu", "max": 2}],
+    })  # fmt: skip
+    path = org_path(alpha, f"/compute-configs/{made.body['id']}")
+    before = new_cluster(member, alpha, "before", compute_config=made.body["id"])
+    assert before.status == 201, before.body
+
+    wider = [{"name": "cpu", "max": 8, "downscale_delay_seconds": 60}]
+    changed = member.patch(path, {"worker_groups": wider, "max_uptime_minutes": 120})
+    assert changed.status == 200, changed.body
+    assert changed.body["version"] == 2 and changed.body["max_uptime_minutes"] == 120
+    assert changed.body["worker_groups"][0]["max"] == 8
+    assert changed.body["head"] == made.body["head"]  # what was not sent stays
+    assert member.get(path).body == changed.body
+    assert member.patch(path, {"worker_groups": wider}).body["version"] == 2  # no change
+    assert member.patch(path, {"max_uptime_minutes": None}).body["version"] == 3  # no limit
+    cluster = member.get(org_path(alpha, f"/clusters/{before.body['id']}")).body
+    assert cluster["compute_config_version"] == 1  # clusters keep their version
+
+    refused = member.patch(path, {"worker_groups": [{"name": "cpu", "min": 3, "max": 1}]})
+    assert_error(refused, 422, "validation_error")
+    assert "worker_groups.0" in refused.body["error"]["details"]
+    assert_error(member.patch(path, {"region": None}), 422, "validation_error")
+    assert_error(member.patch(path, [None, None]), 422, "validation_error")  # not an object
+    assert "cloud" in member.patch(path, {"cloud": "999999"}).body["error"]["details"]
+    assert member.get(path).body["version"] == 3  # refusals saved nothing
+    assert_error(as_role(alpha, OrgRole.VIEWER).patch(path, {"zone": "b"}), 403,
+                 "permission_denied")  # fmt: skip
+    assert_error(as_role(bravo, OrgRole.OWNER).patch(
+        f"/orgs/{bravo.org.slug}/compute-configs/{made.body['id']}", {"zone": "b"}
+    ), 404, "not_found")  # fmt: skip
+    assert AuditEvent.objects.filter(verb="compute_config.update").count() == 2
+
+
 def test_tokens_are_listed_never_made_or_revoked_with_a_token(alpha: Tenant) -> None:
     member = as_role(alpha, OrgRole.MEMBER)
     mine = member.get(org_path(alpha, "/tokens")).body["items"]

@@ -3,8 +3,6 @@ deleted through the API, with the same rules as the console (clusters/services/i
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from accounts.choices import OrgRole
@@ -14,17 +12,13 @@ from clusters.models import ContainerImage
 from tests.conftest import Tenant
 from tests.factories import CONTAINER_IMAGE, ClusterFactory, ContainerImageFactory
 
-from .conftest import ApiClient, as_role, assert_error
+from .conftest import as_role, assert_error
 
 pytestmark = pytest.mark.django_db
 
 
 def images(tenant: Tenant, rest: str = "") -> str:
     return f"/orgs/{tenant.org.slug}/images{rest}"
-
-
-def patch(client: ApiClient, path: str, body: Any) -> Any:
-    return client.call("patch", path, body)
 
 
 def test_create_get_change_and_delete(alpha: Tenant) -> None:
@@ -40,7 +34,7 @@ def test_create_get_change_and_delete(alpha: Tenant) -> None:
     listed = client.get(images(alpha)).body["items"]
     assert image in listed and any(i["name"] == "alpha python" for i in listed)
 
-    changed = patch(client, one, {"name": "acme ray 2", "aws_amis": {}})
+    changed = client.patch(one, {"name": "acme ray 2", "aws_amis": {}})
     assert changed.status == 200, changed.body
     assert (changed.body["name"], changed.body["aws_amis"]) == ("acme ray 2", {})
     assert changed.body["image_uri"] == CONTAINER_IMAGE["image_uri"]  # what was not sent stays
@@ -67,7 +61,7 @@ def test_built_in_images_are_listed_and_read_only(alpha: Tenant) -> None:
     one = images(alpha, f"/{built_in.pk}")
     answer = client.get(one)
     assert answer.status == 200 and answer.body["built_in"] is True
-    for refused in (patch(client, one, {"name": "mine"}), client.delete(one)):
+    for refused in (client.patch(one, {"name": "mine"}), client.delete(one)):
         assert_error(refused, 403, "permission_denied")
         assert "built-in images cannot be changed" in refused.body["error"]["message"]
     built_in.refresh_from_db()
@@ -79,7 +73,7 @@ def test_members_and_viewers_tokens_read_but_may_not_change(alpha: Tenant, role:
     client = as_role(alpha, role)
     one = images(alpha, f"/{alpha.image.pk}")
     assert client.get(one).status == 200
-    for refused in (client.post(images(alpha), CONTAINER_IMAGE), patch(client, one, {"name": "x"}),
+    for refused in (client.post(images(alpha), CONTAINER_IMAGE), client.patch(one, {"name": "x"}),
                     client.delete(one)):  # fmt: skip
         assert_error(refused, 403, "permission_denied")
     assert ContainerImage.objects.filter(organization=alpha.org).count() == 1
@@ -96,7 +90,7 @@ def test_another_organizations_images_are_404(alpha: Tenant, bravo: Tenant) -> N
     client = as_role(bravo, OrgRole.OWNER)
     for path in (images(alpha, f"/{alpha.image.pk}"), images(bravo, f"/{alpha.image.pk}")):
         assert_error(client.get(path), 404, "not_found")
-        assert_error(patch(client, path, {"name": "pwned"}), 404, "not_found")
+        assert_error(client.patch(path, {"name": "pwned"}), 404, "not_found")
         assert_error(client.delete(path), 404, "not_found")
     assert_error(client.post(images(alpha), CONTAINER_IMAGE), 404, "not_found")
     assert_error(client.get(images(bravo, "/not-a-number")), 404, "not_found")
@@ -122,10 +116,10 @@ def test_mistakes_are_validation_errors_on_their_field(alpha: Tenant) -> None:
     assert_error(answer, 422, "validation_error")
     assert "name" in answer.body["error"]["details"]
     one = images(alpha, f"/{alpha.image.pk}")
-    answer = patch(client, one, {"name": None})
+    answer = client.patch(one, {"name": None})
     assert_error(answer, 422, "validation_error")
     assert "name" in answer.body["error"]["details"]
-    answer = patch(client, one, {"ray_version": "latest"})
+    answer = client.patch(one, {"ray_version": "latest"})
     assert answer.body["error"]["details"] == {
         "ray_version": ["Give a Ray version such as 2.40.0."]
     }
@@ -140,10 +134,10 @@ def test_an_image_live_clusters_use_is_a_conflict_to_delete(alpha: Tenant) -> No
     answer = client.delete(one)
     assert_error(answer, 409, "conflict")
     assert "Terminate them first" in answer.body["error"]["message"]
-    answer = patch(client, one, {"python_executable": "/opt/other/python"})
+    answer = client.patch(one, {"python_executable": "/opt/other/python"})
     assert_error(answer, 422, "validation_error")
     assert "cannot change" in answer.body["error"]["details"]["__all__"][0]
-    assert patch(client, one, {"name": "renamed"}).status == 200
+    assert client.patch(one, {"name": "renamed"}).status == 200
 
 
 def test_an_idempotency_key_makes_one_image(alpha: Tenant) -> None:

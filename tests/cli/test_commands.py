@@ -30,9 +30,9 @@ def world() -> tuple[Tenant, Tenant]:
     return make_tenant("alpha"), make_tenant("bravo")
 
 
-def secret_of(tenant: Tenant, *, read_only: bool = False) -> str:
+def secret_of(tenant: Tenant, *, read_only: bool = False, role: str = "member") -> str:
     _, secret = services.token_create(
-        organization=tenant.org, actor=tenant.member, name="cli test", days=30,
+        organization=tenant.org, actor=tenant.users[role], name="cli test", days=30,
         read_only=read_only,
     )  # fmt: skip
     return secret
@@ -185,6 +185,51 @@ def test_compute_config_from_yaml(cli: Cli, world, tmp_path) -> None:
     assert made["name"] == "small" and str(made["cloud"]) == str(alpha.cloud.pk)
     listed = json.loads(cli("compute-configs", "list", "-o", "json", **env).stdout)
     assert made["id"] in [c["id"] for c in listed]
+
+
+def test_a_compute_config_changes_from_yaml_as_its_next_version(cli: Cli, world,
+                                                                 tmp_path) -> None:  # fmt: skip
+    alpha, _ = world
+    env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
+    spec = tmp_path / "config.yaml"
+    spec.write_text(f"name: small\nproject: alpha-project\ncloud: {alpha.cloud.pk}\n")
+    made = json.loads(cli("compute-configs", "create", "-f", str(spec), "-o", "json",
+                          **env).stdout)  # fmt: skip
+    change = tmp_path / "change.yaml"
+    change.write_text("worker_groups:\n  - {name: cpu, max: 4}\nidle_timeout_minutes: 30\n")
+    result = cli("compute-configs", "update", made["id"], "-f", str(change), "-o", "json", **env)
+    assert result.returncode == 0, result.stderr
+    changed = json.loads(result.stdout)
+    assert changed["version"] == 2 and changed["idle_timeout_minutes"] == 30
+    assert changed["worker_groups"][0]["max"] == 4
+    assert "Saved as version 2" in result.stderr
+    again = cli("compute-configs", "update", made["id"], "-f", str(change), **env)
+    assert again.returncode == 0 and "Nothing changed: still version 2" in again.stderr
+    change.write_text("name: renamed\n")
+    result = cli("compute-configs", "update", made["id"], "-f", str(change), **env)
+    assert_readable_failure(result, 2, "`name:` cannot change")
+
+
+def test_an_image_from_yaml_to_deletion(cli: Cli, world, tmp_path) -> None:
+    alpha, _ = world
+    owner = {"RAYDECK_TOKEN": secret_of(alpha, role="owner"), "RAYDECK_ORG": "alpha"}
+    spec = tmp_path / "image.yaml"
+    spec.write_text("name: acme ray\nimage_uri: acme/ray:2.40\nray_version: 2.40.0\n"
+                    "aws_amis: {us-east-1: ami-0123456789abcdef0}\n")  # fmt: skip
+    member = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
+    assert_readable_failure(cli("images", "create", "-f", str(spec), **member), 3, "HTTP 403")
+    result = cli("images", "create", "-f", str(spec), "-o", "json", **owner)
+    assert result.returncode == 0, result.stderr
+    made = json.loads(result.stdout)
+    assert made["aws_amis"] == {"us-east-1": "ami-0123456789abcdef0"} and not made["built_in"]
+    listed = cli("images", "list", **owner).stdout
+    assert "acme ray" in listed and "BUILT IN" in listed
+    spec.write_text("name: acme ray 2\n")
+    result = cli("images", "update", made["id"], "-f", str(spec), "-o", "json", **owner)
+    assert result.returncode == 0 and json.loads(result.stdout)["name"] == "acme ray 2"
+    result = cli("images", "delete", made["id"], **owner)
+    assert result.returncode == 0 and "deleted" in result.stderr
+    assert_readable_failure(cli("images", "get", made["id"], **owner), 4, "HTTP 404")
 
 
 def test_a_retried_create_makes_one_cluster(cli: Cli, world) -> None:
