@@ -684,6 +684,11 @@ _TOKEN_ROW_MODELS: dict[str, type[models.Model]] = {
     "user__": User,
     "service_account__": ServiceAccount,
 }
+# Each model's columns, in the order from_db takes them.
+_TOKEN_ROW_FIELDS = {
+    prefix: [field.attname for field in model._meta.concrete_fields]
+    for prefix, model in _TOKEN_ROW_MODELS.items()
+}
 _token_lookups = StatementCache(size=1)
 
 
@@ -694,11 +699,7 @@ def _token_lookup() -> QuerySet:
     role = Membership.objects.filter(
         user_id=OuterRef("user_id"), organization_id=OuterRef("organization_id")
     ).values("role")[:1]
-    columns = [
-        prefix + field.attname
-        for prefix, model in _TOKEN_ROW_MODELS.items()
-        for field in model._meta.concrete_fields
-    ]
+    columns = [prefix + name for prefix, names in _TOKEN_ROW_FIELDS.items() for name in names]
     return (
         ApiToken.objects.filter(token_hash=Param("token_hash"))
         .order_by()
@@ -710,7 +711,7 @@ def _instances(row: dict[str, Any], db: str) -> dict[str, Any]:
     """The row's model instances by prefix (None for the empty side of a LEFT JOIN)."""
     found: dict[str, Any] = {}
     for prefix, model in _TOKEN_ROW_MODELS.items():
-        names = [f.attname for f in model._meta.concrete_fields]
+        names = _TOKEN_ROW_FIELDS[prefix]
         values = [row[prefix + n] for n in names]
         found[prefix] = None if values[0] is None else model.from_db(db, names, values)
     return found

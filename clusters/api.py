@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema
@@ -376,18 +376,14 @@ def compute_config_list(
     """Compute configs with their latest version inlined (two queries a page)."""
     organization = context.organization(request, org)
     context.require(request, "project.list", organization)
-    latest = ComputeConfigVersion.objects.filter(config=OuterRef("pk")).order_by("-number")
-    configs = (
-        ComputeConfig.objects.visible_to(context.viewer(request), organization)
-        .select_related("project")
-        .annotate(latest_id=Subquery(latest.values("pk")[:1]))
-    )
+    configs = selectors.compute_config_list(organization=organization,
+                                            viewer=context.viewer(request))  # fmt: skip
     if page.project:
         configs = configs.filter(project__slug=page.project)
     items, cursor = keyset_page(configs, page, ["name", "pk"])
-    versions = ComputeConfigVersion.objects.in_bulk([c.latest_id for c in items if c.latest_id])
+    rows = selectors.config_rows(items)
     return {
-        "items": [config_out(c, versions[c.latest_id]) for c in items if c.latest_id in versions],
+        "items": [config_out(r.config, r.latest) for r in rows if r.latest is not None],
         "next_cursor": cursor,
     }
 
