@@ -14,8 +14,8 @@ from django.db import models
 from accounts.forms import add_service_error
 from accounts.models import Organization, Project, User
 from accounts.permissions import has_perm
-from clouds.choices import CloudKind
 from clouds.models import Cloud
+from clouds.providers.registry import traits_for
 
 from . import selectors
 from .choices import ClusterState
@@ -224,19 +224,11 @@ class ClusterCreateForm(forms.Form):
                 )
         image: ContainerImage | None = data.get("image")
         if image is not None:
-            local = cloud.kind == CloudKind.LOCAL
-            if local and image.image_uri:
-                self.add_error(
-                    "image",
-                    f"{cloud.name} runs nodes as local processes, not containers. "
-                    "Choose a Python environment, or leave it blank for the default.",
-                )
-            elif not local and not image.image_uri:
-                self.add_error(
-                    "image",
-                    f"{image.name} is a local Python environment; {cloud.name} needs a "
-                    "container image. Choose one, or leave it blank for the default.",
-                )
+            refusal = traits_for(cloud.kind).image_refusal(
+                image=image.spec(), cloud_name=cloud.name
+            )
+            if refusal:
+                self.add_error("image", refusal)
         return data
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import Organization, Project, ProjectOwnedQuerySet, User
 from clouds.models import Cloud
+from clouds.providers.base import ImageSpec
 
 from .choices import (
     CLUSTER_TRANSITIONS,
@@ -252,6 +253,17 @@ class ContainerImage(models.Model):
     @property
     def built_in(self) -> bool:
         return self.organization_id is None
+
+    def spec(self) -> ImageSpec:
+        """The image as plain values, for the cloud providers (they read what they run)."""
+        return ImageSpec(
+            name=self.name,
+            ray_version=self.ray_version,
+            image_uri=self.image_uri,
+            python_executable=self.python_executable,
+            aws_amis=dict(self.aws_amis) if isinstance(self.aws_amis, dict) else {},
+            gcp_image=self.gcp_image,
+        )
 
     def clean(self) -> None:
         """A container image (image URI, with AWS AMIs and a GCP image for the machines

@@ -17,8 +17,9 @@ from accounts.permissions import (
     READ_ONLY_ORG_ROLES,
     has_perm,
 )
-from clouds.choices import CloudKind, CloudState, LaunchAccess
+from clouds.choices import CloudState, LaunchAccess
 from clouds.models import Cloud
+from clouds.providers.registry import traits_for
 
 from .choices import FINAL_CLUSTER_STATES, GONE_NODE_STATES, NodeState
 from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
@@ -124,16 +125,16 @@ def compute_configs_for_cluster_create(
 def images_for_cluster_create(
     *, organization: Organization, cloud: Cloud | None = None
 ) -> QuerySet[ContainerImage]:
-    """The organization's images and the built-in ones; on a local cloud only Python
-    environments, elsewhere only container images."""
+    """The organization's images and the built-in ones that `cloud` runs: container images,
+    or (the local cloud) Python environments."""
     images = ContainerImage.objects.available().filter(
         Q(organization=organization) | Q(organization=None)
     )
     if cloud is not None:
-        if cloud.kind == CloudKind.LOCAL:
-            images = images.filter(image_uri="")
-        else:
+        if traits_for(cloud.kind).runs_containers:
             images = images.exclude(image_uri="")
+        else:
+            images = images.filter(image_uri="")
     return images.order_by("name", "pk")
 
 

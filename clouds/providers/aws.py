@@ -49,6 +49,7 @@ from .base import (
     TransientCloudError,
     instance_tags,
 )
+from .kinds import AwsTraits
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def _iam_action(service: str, operation: str | None) -> str:
 # --- The driver ------------------------------------------------------------------------
 
 
-class AwsProvider:
+class AwsProvider(AwsTraits):
     """Raydeck's driver for one AWS cloud (one role, one region).
 
     `base_session` is Raydeck's own identity (default: boto3's default chain). Every

@@ -45,6 +45,56 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class BootSpec:
+    """What a node's boot script needs, as plain values the caller (the reconciler) fills
+    in: who the node is, where its agent registers, and where it installs the agent from."""
+
+    node_id: uuid.UUID
+    cluster_id: uuid.UUID
+    control_plane_url: str  # RAYDECK_URL: where the agent registers and heartbeats
+    bootstrap_token: str
+    agent_index_url: str  # a PEP 503 index that serves `agent_package`
+    agent_package: str
+    ray_version: str  # installed at boot where the machine image has no Ray
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """A cluster's image as plain values: each kind of cloud reads the fields it runs."""
+
+    name: str
+    ray_version: str = ""
+    image_uri: str = ""  # a container image (AWS, GCP)
+    python_executable: str = ""  # a Python environment (local); blank: the default
+    aws_amis: dict[str, str] = field(default_factory=dict)  # region -> AMI id
+    gcp_image: str = ""  # a GCE image or image family URL
+
+
+@dataclass(frozen=True)
+class MachineSize:
+    instance_type: str
+    cpus: float
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class DefaultMachines:
+    """What a new organization's default compute config asks for on a kind of cloud: the
+    head, and one worker group that scales from zero."""
+
+    head: MachineSize
+    worker: MachineSize
+
+
+@dataclass(frozen=True)
+class BuiltInImage:
+    """The image every organization gets for a kind of cloud (name and container image)."""
+
+    name: str
+    image_uri: str
+
+
+@dataclass(frozen=True)
 class Instance:
     """One machine (or local process group) as the cloud reports it."""
 
@@ -127,7 +177,12 @@ def idempotency_key(node_id: uuid.UUID, attempt: int = 0) -> str:
 
 
 class CloudProvider(Protocol):
-    """What Raydeck needs from a place where nodes run."""
+    """What Raydeck needs from a place where nodes run.
+
+    Every driver also inherits its kind's `CloudTraits` (kinds.py): the questions that
+    need no credentials (default machines, which images it runs, built-in image), which
+    pages ask through `registry.traits_for(kind)` without building a driver.
+    """
 
     def launch(self, *, node: NodeSpec, boot_script: str, idempotency_key: str) -> Instance:
         """Start the node, or return the instance already started for this node."""
@@ -148,6 +203,17 @@ class CloudProvider(Protocol):
     def default_image(self) -> str:
         """What a node boots when its cluster's image names nothing for this place (an
         AMI id, a GCE image URL, a Python executable). PermanentCloudError if none."""
+        ...
+
+    def machine_image(self, *, image: ImageSpec, region: str) -> str:
+        """What the nodes of a cluster with `image` boot in `region`: the image's own
+        choice for this place, else `default_image()`. A PermanentCloudError says what to
+        set when there is neither."""
+        ...
+
+    def boot_script(self, boot: BootSpec) -> str:
+        """The script a new node runs first: it starts the agent (installing it, and Ray,
+        where the machine needs them)."""
         ...
 
     def verify(self) -> list[CheckResult]:

@@ -37,6 +37,7 @@ from .base import (
     TransientCloudError,
     instance_tags,
 )
+from .kinds import GcpTraits
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +414,7 @@ def _split_instance_id(instance_id: str) -> tuple[str, str]:
 # --- The driver.
 
 
-class GcpProvider:
+class GcpProvider(GcpTraits):
     """Compute Engine in one project, across a few zones of the customer's choosing."""
 
     def __init__(

@@ -55,11 +55,13 @@ from .base import (
     instance_tags,
     ray_temp_dir,
 )
+from .boot import AGENT_PORT_NAMES
+from .kinds import LocalTraits
 
 logger = logging.getLogger(__name__)
 
 INSTANCE_PREFIX = "local-"
-PORT_COUNT = 9  # agent/raydeck_agent/config.py PORT_NAMES
+PORT_COUNT = len(AGENT_PORT_NAMES)  # one loopback port per agent port, in that order
 RECORD_FILE = "instance.json"
 BOOT_SCRIPT_FILE = "boot.sh"
 BOOT_LOG_FILE = "boot.log"
@@ -230,7 +232,7 @@ def _invalid(message: str, exc: BaseException | None = None) -> PermanentCloudEr
 # --- the driver ------------------------------------------------------------------------
 
 
-class LocalProvider:
+class LocalProvider(LocalTraits):
     """Runs nodes as process groups under `root` (this cloud's own folder)."""
 
     def __init__(

@@ -9,6 +9,7 @@ from django.conf import settings
 
 from ..choices import CloudKind
 from .base import CloudProvider
+from .kinds import AwsTraits, CloudTraits, GcpTraits, LocalTraits
 
 if TYPE_CHECKING:
     from ..models import Cloud
@@ -24,6 +25,22 @@ def log_location_for(cloud: Cloud) -> str:
     if cloud.log_location or cloud.kind != CloudKind.LOCAL:
         return cloud.log_location
     return str(local_root(cloud) / "logs")
+
+
+TRAITS: dict[str, type[CloudTraits]] = {
+    CloudKind.AWS: AwsTraits,
+    CloudKind.GCP: GcpTraits,
+    CloudKind.LOCAL: LocalTraits,
+}
+
+
+def traits_for(kind: str) -> type[CloudTraits]:
+    """What a kind of cloud is (default machines, images it runs, how nodes boot), without
+    building a driver or importing its SDK."""
+    try:
+        return TRAITS[kind]
+    except KeyError:
+        raise ValueError(f"Unknown cloud kind {kind!r}") from None
 
 
 def provider_for(cloud: Cloud) -> CloudProvider:

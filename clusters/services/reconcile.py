@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import shlex
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from django.utils.crypto import salted_hmac
 
 from accounts.audit import audit
 from accounts.tokens import hash_secret
-from clouds.choices import CloudKind, CloudState
+from clouds.choices import CloudState
 from clouds.models import Cloud
 from clouds.providers.base import (
+    BootSpec,
     CloudError,
     CloudProvider,
     Instance,
@@ -70,7 +70,7 @@ class Outcome:
     requeue_in: int | None = None
 
 
-# --- Tokens and boot scripts -----------------------------------------------------------
+# --- Tokens, boot specs, machine images ------------------------------------------------
 
 
 def bootstrap_token(node: Node) -> str:
@@ -81,52 +81,8 @@ def bootstrap_token(node: Node) -> str:
     return f"rdb_{digest}"
 
 
-# Where AWS/GCP nodes keep the agent and their own folder (logs, registration state).
-AGENT_INSTALL_DIR = "/opt/raydeck/agent"
-RAY_INSTALL_DIR = "/opt/raydeck/ray"
-NODE_DIR = "/var/lib/raydeck"
-
-
 def agent_url() -> str:
     return (settings.RAYDECK_AGENT_URL or settings.RAYDECK_BASE_URL).rstrip("/")
-
-
-def boot_script(cluster: Cluster, node: Node, token: str) -> str:
-    env = {
-        "RAYDECK_URL": agent_url(),
-        "RAYDECK_BOOTSTRAP_TOKEN": token,
-        "RAYDECK_NODE_ID": str(node.uuid),
-        "RAYDECK_CLUSTER_ID": str(cluster.uuid),
-    }
-    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
-    if cluster.cloud.kind == CloudKind.LOCAL:
-        return (
-            "#!/bin/bash\nset -euo pipefail\n"
-            f"{exports}\nexport RAYDECK_NODE_ADDRESS=127.0.0.1\n"
-            'exec "${RAYDECK_PYTHON:-python3}" -m raydeck_agent\n'
-        )
-    # AWS/GCP: the agent (standard library only) comes from the control plane's package
-    # index, into a folder of its own: --target leaves the image's Python untouched and
-    # is allowed where that Python is externally managed (PEP 668). An image without pip
-    # or Ray (a plain Ubuntu) gets them here; a prepared image skips both steps.
-    ray = shlex.quote(f"ray[default]=={cluster.image.ray_version}")
-    return (
-        "#!/bin/bash\nset -euo pipefail\n"
-        f"{exports}\n"
-        f"export RAYDECK_NODE_DIR={NODE_DIR}\n"
-        'mkdir -p "$RAYDECK_NODE_DIR" && cd "$RAYDECK_NODE_DIR"\n'
-        "if ! python3 -m pip --version >/dev/null 2>&1; then\n"
-        "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-        "python3-pip\nfi\n"
-        f"{agent_install_command()}\n"
-        f'export PYTHONPATH="{AGENT_INSTALL_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
-        'if ! python3 -c "import ray" 2>/dev/null; then\n'
-        f"  python3 -m pip install --quiet --disable-pip-version-check --target {RAY_INSTALL_DIR} "
-        f"{ray}\n"
-        f'  export PYTHONPATH="$PYTHONPATH:{RAY_INSTALL_DIR}" PATH="{RAY_INSTALL_DIR}/bin:$PATH"\n'
-        "fi\n"
-        "exec python3 -m raydeck_agent\n"
-    )
 
 
 def agent_index_url() -> str:
@@ -134,11 +90,16 @@ def agent_index_url() -> str:
     return agent_url() + "/agent/v1/simple/"
 
 
-def agent_install_command() -> str:
-    return (
-        "python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade "
-        f"--target {AGENT_INSTALL_DIR} --index-url {shlex.quote(agent_index_url())} "
-        f"{PROJECT_NAME}"
+def boot_spec(cluster: Cluster, node: Node) -> BootSpec:
+    """What the node's boot script needs (its provider writes the script)."""
+    return BootSpec(
+        node_id=node.uuid,
+        cluster_id=cluster.uuid,
+        control_plane_url=agent_url(),
+        bootstrap_token=bootstrap_token(node),
+        agent_index_url=agent_index_url(),
+        agent_package=PROJECT_NAME,
+        ray_version=cluster.image.ray_version,
     )
 
 
@@ -158,34 +119,9 @@ def node_spec(cluster: Cluster, node: Node, image: str) -> NodeSpec:
 
 
 def machine_image(cluster: Cluster, provider: CloudProvider) -> str:
-    """What the cluster's nodes boot: the image's own choice for this place, else the
-    cloud's default. A PermanentCloudError says what to set when there is neither."""
-    image, kind = cluster.image, cluster.cloud.kind
-    if kind == CloudKind.LOCAL:
-        return image.python_executable or provider.default_image()
-    if kind == CloudKind.AWS:
-        region = cluster.compute_config.region or cluster.cloud.region
-        chosen = (image.aws_amis or {}).get(region) if isinstance(image.aws_amis, dict) else None
-        missing = f"The image {image.name} has no AMI for {region}"
-        todo = (f"Add an AMI id for {region} to the image {image.name}, or ask your Raydeck "
-                f"administrator to set RAYDECK_AWS_AMI_PARAMETER to an SSM parameter that "
-                f"exists in {region}.")  # fmt: skip
-    else:
-        chosen = image.gcp_image
-        missing = f"The image {image.name} names no GCP boot image"
-        todo = (f"Set a GCP boot image (an image or image family URL) on the image "
-                f"{image.name}, or ask your Raydeck administrator to set "
-                "RAYDECK_GCP_IMAGE.")  # fmt: skip
-    if chosen:
-        return str(chosen)
-    try:
-        return provider.default_image()
-    except PermanentCloudError as exc:
-        raise PermanentCloudError(
-            f"{missing} and the default could not be used: {exc.user_message} {todo}",
-            kind=exc.kind,
-            detail=exc.detail,
-        ) from exc
+    """What the cluster's nodes boot (the provider says, from the image and the region)."""
+    region = cluster.compute_config.region or cluster.cloud.region
+    return provider.machine_image(image=cluster.image.spec(), region=region)
 
 
 def _group(cluster: Cluster, name: str) -> dict:
@@ -341,7 +277,7 @@ def _launch(cluster: Cluster, node: Node, provider: CloudProvider, image: str) -
     started = timezone.now()
     instance = provider.launch(
         node=node_spec(cluster, node, image),
-        boot_script=boot_script(cluster, node, bootstrap_token(node)),
+        boot_script=provider.boot_script(boot_spec(cluster, node)),
         idempotency_key=idempotency_key(node.uuid, node.launch_attempt),
     )
     with transaction.atomic():

@@ -18,6 +18,8 @@ import pytest
 from django.test import Client
 
 from clouds.choices import CloudKind
+from clouds.providers import boot
+from clouds.providers.registry import traits_for
 from clusters import agent_package
 from clusters.services import reconcile
 from tests.factories import CloudFactory, ClusterFactory, NodeFactory
@@ -75,14 +77,15 @@ def test_the_aws_and_gcp_boot_script_installs_the_agent_that_way(
     settings.RAYDECK_AGENT_URL = live_server.url
     for kind in (CloudKind.AWS, CloudKind.GCP):
         cluster = ClusterFactory(cloud=CloudFactory(kind=kind, region="us-east-1"))
-        script = reconcile.boot_script(cluster, NodeFactory(cluster=cluster), "rdb_token")
-        command = reconcile.agent_install_command()
+        spec = reconcile.boot_spec(cluster, NodeFactory(cluster=cluster))
+        script = traits_for(kind).boot_script(spec)
+        command = boot.agent_install_command(spec)
         assert f"\n{command}\n" in script
         assert f"--index-url {live_server.url}/agent/v1/simple/ raydeck-agent" in command
     target = tmp_path / "agent"
     runnable = (
-        script.replace(reconcile.AGENT_INSTALL_DIR, str(target))
-        .replace(reconcile.NODE_DIR, str(tmp_path / "node"))
+        script.replace(boot.AGENT_INSTALL_DIR, str(target))
+        .replace(boot.NODE_DIR, str(tmp_path / "node"))
         .replace("exec python3 -m raydeck_agent\n", "exec python3 -m raydeck_agent --help\n")
     )
     path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"  # python3: the bare venv's

@@ -24,6 +24,7 @@ from google.auth.credentials import AnonymousCredentials
 from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
 from clouds.policies import aws_permissions_policy
+from clouds.providers import boot
 from clouds.providers.base import CloudProvider
 from clouds.providers.gcp import GcpProvider
 from clusters.choices import ClusterState, NodeState
@@ -73,9 +74,10 @@ def create(tenant: Tenant, cloud: Cloud, image: ContainerImage | None = None) ->
     return cluster
 
 
-def assert_installs_the_agent_from_the_index(script: str) -> None:
+def assert_installs_the_agent_from_the_index(script: str, cluster: Cluster) -> None:
     assert script.startswith("#!/bin/bash\n")
-    assert f"\n{reconcile.agent_install_command()}\n" in script
+    spec = reconcile.boot_spec(cluster, cluster.nodes.get())
+    assert f"\n{boot.agent_install_command(spec)}\n" in script
     assert f"--index-url {AGENT_URL}/agent/v1/simple/ raydeck-agent" in script
     assert script.endswith("exec python3 -m raydeck_agent\n")
 
@@ -105,7 +107,7 @@ def test_aws_boots_the_regions_default_ami_with_the_agent_boot_script(
     data = boto3.client("ec2", region_name=REGION).describe_instance_attribute(
         InstanceId=instance["InstanceId"], Attribute="userData"
     )["UserData"]["Value"]
-    assert_installs_the_agent_from_the_index(base64.b64decode(data).decode())
+    assert_installs_the_agent_from_the_index(base64.b64decode(data).decode(), cluster)
 
 
 def test_aws_boots_the_images_own_ami_for_the_region(tenant_a: Tenant, moto_aws) -> None:
@@ -185,7 +187,7 @@ def test_gcp_boots_the_default_family_with_the_agent_startup_script(
     assert body["disks"][0]["initializeParams"]["sourceImage"] == GCP_DEFAULT
     assert [a["email"] for a in body["serviceAccounts"]] == [nodes_account]
     [item] = [i for i in body["metadata"]["items"] if i["key"] == "startup-script"]
-    assert_installs_the_agent_from_the_index(item["value"])
+    assert_installs_the_agent_from_the_index(item["value"], cluster)
 
 
 def test_gcp_boots_the_images_own_and_fails_clearly_without_any(

@@ -1,0 +1,87 @@
+"""What a node runs first, for every kind of cloud: the boot scripts and their shared
+parts (the agent's environment, installing the agent), and the agent's port names.
+
+Callers pass a `BootSpec` of plain values; each kind picks its script in kinds.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+# The agent owns the names and the order of its ports (RAYDECK_PORTS); the local cloud
+# hands out one loopback port per name.
+from raydeck_agent.config import PORT_NAMES as AGENT_PORT_NAMES
+
+from .base import BootSpec
+
+__all__ = [
+    "AGENT_INSTALL_DIR",
+    "AGENT_PORT_NAMES",
+    "NODE_DIR",
+    "RAY_INSTALL_DIR",
+    "agent_exports",
+    "agent_install_command",
+    "local_boot_script",
+    "vm_boot_script",
+]
+
+# Where AWS/GCP nodes keep the agent and their own folder (logs, registration state).
+AGENT_INSTALL_DIR = "/opt/raydeck/agent"
+RAY_INSTALL_DIR = "/opt/raydeck/ray"
+NODE_DIR = "/var/lib/raydeck"
+
+
+def agent_exports(boot: BootSpec) -> str:
+    """`export` lines for what the agent reads first: where to register, and as whom."""
+    env = {
+        "RAYDECK_URL": boot.control_plane_url,
+        "RAYDECK_BOOTSTRAP_TOKEN": boot.bootstrap_token,
+        "RAYDECK_NODE_ID": str(boot.node_id),
+        "RAYDECK_CLUSTER_ID": str(boot.cluster_id),
+    }
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def agent_install_command(boot: BootSpec) -> str:
+    """pip installs the agent (standard library only) from the control plane's index into
+    a folder of its own."""
+    return (
+        "python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade "
+        f"--target {AGENT_INSTALL_DIR} --index-url {shlex.quote(boot.agent_index_url)} "
+        f"{boot.agent_package}"
+    )
+
+
+def local_boot_script(boot: BootSpec) -> str:
+    """A local node: the agent is already beside the node's Python (the local driver puts
+    that Python first on PATH and in RAYDECK_PYTHON)."""
+    return (
+        "#!/bin/bash\nset -euo pipefail\n"
+        f"{agent_exports(boot)}\nexport RAYDECK_NODE_ADDRESS=127.0.0.1\n"
+        'exec "${RAYDECK_PYTHON:-python3}" -m raydeck_agent\n'
+    )
+
+
+def vm_boot_script(boot: BootSpec) -> str:
+    """An AWS or GCP machine: the agent comes from the control plane's package index, into
+    a folder of its own: --target leaves the image's Python untouched and is allowed where
+    that Python is externally managed (PEP 668). An image without pip or Ray (a plain
+    Ubuntu) gets them here; a prepared image skips both steps."""
+    ray = shlex.quote(f"ray[default]=={boot.ray_version}")
+    return (
+        "#!/bin/bash\nset -euo pipefail\n"
+        f"{agent_exports(boot)}\n"
+        f"export RAYDECK_NODE_DIR={NODE_DIR}\n"
+        'mkdir -p "$RAYDECK_NODE_DIR" && cd "$RAYDECK_NODE_DIR"\n'
+        "if ! python3 -m pip --version >/dev/null 2>&1; then\n"
+        "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        "python3-pip\nfi\n"
+        f"{agent_install_command(boot)}\n"
+        f'export PYTHONPATH="{AGENT_INSTALL_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+        'if ! python3 -c "import ray" 2>/dev/null; then\n'
+        f"  python3 -m pip install --quiet --disable-pip-version-check --target {RAY_INSTALL_DIR} "
+        f"{ray}\n"
+        f'  export PYTHONPATH="$PYTHONPATH:{RAY_INSTALL_DIR}" PATH="{RAY_INSTALL_DIR}/bin:$PATH"\n'
+        "fi\n"
+        "exec python3 -m raydeck_agent\n"
+    )

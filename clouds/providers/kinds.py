@@ -1,0 +1,171 @@
+"""What each kind of cloud is, as opposed to talking to one: its default machines, the
+images it runs, the image every organization gets for it, how its nodes boot and which
+machine image they boot.
+
+Each driver inherits its kind's traits (`AwsProvider(AwsTraits)`, ...), so a driver
+answers all of it; `registry.traits_for(kind)` answers the questions that need no
+credentials without importing a cloud SDK (pages ask them). Callers never branch on the
+kind: what differs between clouds is a method here.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .base import (
+    BootSpec,
+    BuiltInImage,
+    DefaultMachines,
+    ImageSpec,
+    MachineSize,
+    PermanentCloudError,
+)
+from .boot import local_boot_script, vm_boot_script
+
+
+class CloudTraits:
+    """The part of a cloud provider that is the same for every cloud of its kind."""
+
+    # Nodes run a container image (AWS, GCP), or a Python environment on this machine.
+    runs_containers: ClassVar[bool] = True
+
+    @classmethod
+    def default_machines(cls) -> DefaultMachines:
+        raise NotImplementedError
+
+    @classmethod
+    def built_in_image(cls, *, ray_version: str) -> BuiltInImage:
+        """The image every organization may choose on this kind of cloud."""
+        return BuiltInImage(
+            name=f"Ray {ray_version}", image_uri=f"rayproject/ray:{ray_version}-py311"
+        )
+
+    @classmethod
+    def accepts_image(cls, image: ImageSpec) -> bool:
+        """Whether nodes of this kind can run `image` (a container image or a Python
+        environment)."""
+        return bool(image.image_uri) == cls.runs_containers
+
+    @classmethod
+    def image_refusal(cls, *, image: ImageSpec, cloud_name: str) -> str | None:
+        """Why a cloud of this kind (named `cloud_name`) cannot run `image`, said so the
+        user knows what to choose instead; None when it can."""
+        if cls.accepts_image(image):
+            return None
+        if cls.runs_containers:
+            return (
+                f"{image.name} is a local Python environment; {cloud_name} needs a "
+                "container image. Choose one, or leave it blank for the default."
+            )
+        return (
+            f"{cloud_name} runs nodes as local processes, not containers. "
+            "Choose a Python environment, or leave it blank for the default."
+        )
+
+    @classmethod
+    def boot_script(cls, boot: BootSpec) -> str:
+        return vm_boot_script(boot)
+
+    @classmethod
+    def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:
+        """What `image` names for this kind of cloud in `region` ("" when nothing)."""
+        return ""
+
+    @classmethod
+    def no_machine_image_advice(cls, image: ImageSpec, *, region: str) -> tuple[str, str]:
+        """What is missing when neither the image nor the default gives a machine image,
+        and what to set."""
+        return (
+            f"The image {image.name} names no machine image",
+            "Ask your Raydeck administrator to set a default machine image.",
+        )
+
+    def default_image(self) -> str:
+        raise NotImplementedError  # each driver asks its cloud
+
+    def machine_image(self, *, image: ImageSpec, region: str) -> str:
+        chosen = self.own_machine_image(image, region=region)
+        if chosen:
+            return chosen
+        try:
+            return self.default_image()
+        except PermanentCloudError as exc:
+            missing, todo = self.no_machine_image_advice(image, region=region)
+            raise PermanentCloudError(
+                f"{missing} and the default could not be used: {exc.user_message} {todo}",
+                kind=exc.kind,
+                detail=exc.detail,
+            ) from exc
+
+
+class LocalTraits(CloudTraits):
+    """Nodes are process groups on this machine, running a Python environment."""
+
+    runs_containers = False
+
+    @classmethod
+    def default_machines(cls) -> DefaultMachines:
+        return DefaultMachines(
+            head=MachineSize(instance_type="local", cpus=1, memory_mb=2048),
+            worker=MachineSize(instance_type="local", cpus=1, memory_mb=1024),
+        )
+
+    @classmethod
+    def built_in_image(cls, *, ray_version: str) -> BuiltInImage:
+        return BuiltInImage(name=f"Ray {ray_version} (Raydeck's Python)", image_uri="")
+
+    @classmethod
+    def boot_script(cls, boot: BootSpec) -> str:
+        return local_boot_script(boot)
+
+    @classmethod
+    def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:
+        return image.python_executable
+
+
+class AwsTraits(CloudTraits):
+    """EC2 instances booting an AMI."""
+
+    @classmethod
+    def default_machines(cls) -> DefaultMachines:
+        return DefaultMachines(
+            head=MachineSize(instance_type="m5.large", cpus=2, memory_mb=8192),
+            worker=MachineSize(instance_type="m5.xlarge", cpus=4, memory_mb=16384),
+        )
+
+    @classmethod
+    def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:
+        amis = image.aws_amis if isinstance(image.aws_amis, dict) else {}
+        return str(amis.get(region) or "")
+
+    @classmethod
+    def no_machine_image_advice(cls, image: ImageSpec, *, region: str) -> tuple[str, str]:
+        return (
+            f"The image {image.name} has no AMI for {region}",
+            f"Add an AMI id for {region} to the image {image.name}, or ask your Raydeck "
+            f"administrator to set RAYDECK_AWS_AMI_PARAMETER to an SSM parameter that "
+            f"exists in {region}.",
+        )
+
+
+class GcpTraits(CloudTraits):
+    """Compute Engine instances booting a GCE image."""
+
+    @classmethod
+    def default_machines(cls) -> DefaultMachines:
+        return DefaultMachines(
+            head=MachineSize(instance_type="n2-standard-2", cpus=2, memory_mb=8192),
+            worker=MachineSize(instance_type="n2-standard-4", cpus=4, memory_mb=16384),
+        )
+
+    @classmethod
+    def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:
+        return image.gcp_image
+
+    @classmethod
+    def no_machine_image_advice(cls, image: ImageSpec, *, region: str) -> tuple[str, str]:
+        return (
+            f"The image {image.name} names no GCP boot image",
+            f"Set a GCP boot image (an image or image family URL) on the image "
+            f"{image.name}, or ask your Raydeck administrator to set RAYDECK_GCP_IMAGE.",
+        )
