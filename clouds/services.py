@@ -4,6 +4,8 @@ write, audit and enqueue in one transaction. Cloud calls never run inside one.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -137,11 +139,30 @@ def cloud_update(
     return cloud
 
 
+@dataclass(frozen=True)
+class CloudDependent:
+    """What an app built on clouds keeps on one (the clusters app: clusters and compute
+    configs). The app registers it when Django starts (its AppConfig.ready), so clouds
+    never imports the apps above it."""
+
+    # How many of its clusters on the cloud are not terminated or failed.
+    live_clusters: Callable[[Cloud], int]
+    # Deletes what it keeps on the cloud (called inside cloud_delete's transaction, once
+    # no cluster is live) and returns what the deletion's audit event records.
+    remove: Callable[[Cloud], dict[str, list[Any]]]
+
+
+_dependents: list[CloudDependent] = []
+
+
+def register_dependent(dependent: CloudDependent) -> None:
+    if dependent not in _dependents:
+        _dependents.append(dependent)
+
+
 def live_cluster_count(cloud: Cloud) -> int:
     """Clusters on this cloud that are not terminated or failed."""
-    from clusters.models import Cluster  # clusters builds on clouds, not the reverse
-
-    return Cluster.objects.filter(cloud=cloud).live().count()
+    return sum(dependent.live_clusters(cloud) for dependent in _dependents)
 
 
 @transaction.atomic
@@ -154,16 +175,10 @@ def cloud_delete(*, cloud: Cloud, actor: User) -> None:
             f"{cloud.name} still has {live} cluster(s) that are not terminated. "
             "Terminate them first; then the cloud can be deleted."
         )
-    from clusters.models import Cluster, ComputeConfig, ComputeConfigVersion
-
-    ended = Cluster.objects.filter(cloud=cloud)
-    changes = {"name": [cloud.name, None], "ended_clusters_removed": [ended.count(), 0]}
+    changes: dict[str, list[Any]] = {"name": [cloud.name, None]}
+    for dependent in _dependents:
+        changes |= dependent.remove(cloud)
     audit(actor=actor, verb="cloud.delete", target=cloud, changes=changes)
-    # Ended clusters and the config versions for this cloud go with it; the audit log
-    # keeps their history.
-    ended.delete()
-    ComputeConfigVersion.objects.filter(cloud=cloud).delete()
-    ComputeConfig.objects.filter(organization=cloud.organization, versions=None).delete()
     cloud.delete()
 
 
