@@ -808,7 +808,9 @@ def test_subject_tokens_come_from_the_installation_identity(
 
 
 def test_provider_names_federation_in_messages(settings: Any, tmp_path: Path) -> None:
-    settings.RAYDECK_GCP_SUBJECT_TOKEN_FILE = str(tmp_path / "token")
+    """When the token exchange fails, what the user reads (the verify check, a launch's
+    error) names the service account and the workload identity provider to fix."""
+    settings.RAYDECK_GCP_SUBJECT_TOKEN_FILE = str(tmp_path / "token")  # never written
     wip = "projects/123/locations/global/workloadIdentityPools/raydeck/providers/oidc"
     provider = GcpProvider(
         cloud_id=uuid.uuid4(),
@@ -817,10 +819,27 @@ def test_provider_names_federation_in_messages(settings: Any, tmp_path: Path) ->
         credentials=federated_credentials(
             workload_identity_provider=wip, service_account=SERVICE_ACCOUNT
         ),
-        api_endpoint="http://127.0.0.1:9",  # never called here
+        api_endpoint="http://127.0.0.1:9",  # never reached: the token comes first
     )
     assert provider.service_account == SERVICE_ACCOUNT
     assert provider.workload_identity_provider == wip
+
+    credentials, *skipped = provider.verify()
+    assert credentials.name == "Credentials" and not credentials.passed
+    for words in (
+        f"service account {SERVICE_ACCOUNT}",
+        f"workload identity provider {wip}",
+        f"roles/iam.workloadIdentityUser on {SERVICE_ACCOUNT}",
+    ):
+        assert words in credentials.message
+    assert [c.passed for c in skipped] == [False, False, False]
+    assert all("could not get GCP credentials" in c.message for c in skipped)
+
+    with pytest.raises(PermanentCloudError) as caught:
+        launch(provider, node_spec())
+    assert caught.value.kind == PermanentErrorKind.PERMISSION
+    assert f"service account {SERVICE_ACCOUNT}" in caught.value.user_message
+    assert f"through workload identity provider {wip}" in caught.value.user_message
 
 
 def _assert_keyless(creds: Credentials) -> None:
