@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# The order of RAYDECK_PORTS: the local driver hands out 9 ports in exactly this order.
+# The order of RAYDECK_PORTS: the local driver (clouds/providers/local.py, through
+# clouds/providers/boot.py) hands out one port per name, in exactly this order.
 PORT_NAMES = (
     "gcs",
     "dashboard",
