@@ -45,7 +45,7 @@ from ..models import (
     User,
 )
 from ..permissions import require
-from ..services import is_last_owner, membership_delete
+from ..services.members import is_last_owner, membership_delete
 
 # A person in several mapped groups gets the strongest role.
 ORG_ROLE_RANK: dict[str, int] = {
