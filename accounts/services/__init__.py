@@ -19,7 +19,6 @@ from ..audit import audit, changes_between, snapshot
 from ..choices import CliHandoffStatus, InvitationStatus, OrgRole, ProjectRole
 from ..emails import send_invitation_email
 from ..models import (
-    RESERVED_SLUGS,
     SERVICE_ACCOUNT_ROLES,
     ApiToken,
     CliHandoff,
@@ -46,6 +45,12 @@ from .members import (
     membership_delete,
     membership_remove,
 )
+from .organizations import (
+    ORGANIZATION_SETTINGS,
+    _check_slug,
+    organization_create,
+    organization_update,
+)
 from .tokens import (
     _issue_token,
     authenticate_token,
@@ -54,58 +59,6 @@ from .tokens import (
 )
 
 INVITATION_SALT = "raydeck.invitation"
-
-
-# --- Organizations -------------------------------------------------------------------
-
-
-def _check_slug(slug: str) -> None:
-    if slug in RESERVED_SLUGS:
-        raise ValidationError({"slug": f"“{slug}” is reserved; choose another."})
-
-
-@transaction.atomic
-def organization_create(*, name: str, slug: str, actor: User) -> Organization:
-    _check_slug(slug)
-    organization = Organization(name=name.strip(), slug=slug)
-    organization.full_clean()
-    organization.save()
-    membership = Membership.objects.create(
-        organization=organization, user=actor, role=OrgRole.OWNER
-    )
-    actor.forget_roles()
-    audit(
-        actor=actor,
-        verb="organization.create",
-        target=organization,
-        changes={"name": [None, organization.name], "slug": [None, organization.slug]},
-    )
-    audit(
-        actor=actor, verb="member.add", target=membership, changes={"role": [None, membership.role]}
-    )
-    return organization
-
-
-ORGANIZATION_SETTINGS = ["name", "max_token_days"]
-
-
-@transaction.atomic
-def organization_update(
-    *, organization: Organization, name: str, actor: User, max_token_days: int | None = None
-) -> Organization:
-    """Rename, and set the longest lifetime new API tokens may have (tokens that already
-    exist keep their expiry; revoke them to cut them short)."""
-    require(actor, "organization.update", organization)
-    before = snapshot(organization, ORGANIZATION_SETTINGS)
-    organization.name = name.strip()
-    if max_token_days is not None:
-        organization.max_token_days = max_token_days
-    organization.full_clean()
-    organization.save(update_fields=[*ORGANIZATION_SETTINGS, "updated_at"])
-    changes = changes_between(before, snapshot(organization, ORGANIZATION_SETTINGS))
-    if changes:
-        audit(actor=actor, verb="organization.update", target=organization, changes=changes)
-    return organization
 
 
 # --- Invitations ---------------------------------------------------------------------
@@ -591,11 +544,14 @@ def cli_handoff_poll(*, poll_token: str) -> tuple[CliHandoff | None, str | None]
 
 
 __all__ = [
+    "ORGANIZATION_SETTINGS",
     "authenticate_token",
     "is_last_owner",
     "membership_change_role",
     "membership_delete",
     "membership_remove",
+    "organization_create",
+    "organization_update",
     "token_create",
     "token_revoke",
 ]
