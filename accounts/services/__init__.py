@@ -14,14 +14,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ..audit import audit, changes_between, snapshot
-from ..choices import CliHandoffStatus, OrgRole, ProjectRole
+from ..choices import CliHandoffStatus
 from ..models import (
     SERVICE_ACCOUNT_ROLES,
     ApiToken,
     CliHandoff,
     Organization,
-    Project,
-    ProjectMembership,
     ServiceAccount,
     User,
 )
@@ -54,9 +52,17 @@ from .members import (
 )
 from .organizations import (
     ORGANIZATION_SETTINGS,
-    _check_slug,
     organization_create,
     organization_update,
+)
+from .projects import (
+    PROJECT_FIELDS,
+    project_create,
+    project_delete,
+    project_member_add,
+    project_member_change_role,
+    project_member_remove,
+    project_update,
 )
 from .tokens import (
     _issue_token,
@@ -64,115 +70,6 @@ from .tokens import (
     token_create,
     token_revoke,
 )
-
-# --- Projects ------------------------------------------------------------------------
-
-PROJECT_FIELDS = ["name", "description"]
-
-
-@transaction.atomic
-def project_create(
-    *, organization: Organization, name: str, slug: str, description: str, actor: User
-) -> Project:
-    require(actor, "project.create", organization)
-    _check_slug(slug)
-    project = Project(
-        organization=organization, name=name.strip(), slug=slug, description=description.strip()
-    )
-    project.full_clean()
-    project.save()
-    audit(
-        actor=actor,
-        verb="project.create",
-        target=project,
-        changes={
-            k: [None, v] for k, v in snapshot(project, ["name", "slug", "description"]).items()
-        },
-    )
-    if actor.org_role(organization) not in (OrgRole.OWNER, OrgRole.ADMIN):
-        # Whoever creates a project can manage it, even without an org-wide role.
-        pm = ProjectMembership.objects.create(
-            organization=organization, project=project, user=actor, role=ProjectRole.OWNER
-        )
-        audit(actor=actor, verb="project_member.add", target=pm, changes={"role": [None, pm.role]})
-        actor.forget_roles()
-    return project
-
-
-@transaction.atomic
-def project_update(*, project: Project, name: str, description: str, actor: User) -> Project:
-    require(actor, "project.update", project)
-    before = snapshot(project, PROJECT_FIELDS)
-    project.name = name.strip()
-    project.description = description.strip()
-    project.full_clean()
-    project.save(update_fields=[*PROJECT_FIELDS, "updated_at"])
-    changes = changes_between(before, snapshot(project, PROJECT_FIELDS))
-    if changes:
-        audit(actor=actor, verb="project.update", target=project, changes=changes)
-    return project
-
-
-@transaction.atomic
-def project_delete(*, project: Project, actor: User) -> None:
-    require(actor, "project.delete", project)
-    audit(
-        actor=actor, verb="project.delete", target=project, changes={"name": [project.name, None]}
-    )
-    project.delete()
-
-
-@transaction.atomic
-def project_member_add(
-    *, project: Project, user: User, role: str, actor: User
-) -> ProjectMembership:
-    require(actor, "project.manage_members", project)
-    if role not in ProjectRole.values:
-        raise ValidationError({"role": f"Unknown role “{role}”."})
-    if user.org_role(project.organization) is None:
-        raise ValidationError({"user": "Only members of the organization can join its projects."})
-    if ProjectMembership.objects.filter(project=project, user=user).exists():
-        raise ValidationError({"user": f"{user} is already in this project."})
-    pm = ProjectMembership.objects.create(
-        organization=project.organization, project=project, user=user, role=role
-    )
-    audit(actor=actor, verb="project_member.add", target=pm, changes={"role": [None, role]})
-    return pm
-
-
-@transaction.atomic
-def project_member_change_role(
-    *, project_membership: ProjectMembership, role: str, actor: User
-) -> ProjectMembership:
-    require(actor, "project.manage_members", project_membership.project)
-    if role not in ProjectRole.values:
-        raise ValidationError({"role": f"Unknown role “{role}”."})
-    pm = ProjectMembership.objects.select_for_update().get(pk=project_membership.pk)
-    if pm.role != role:
-        before, pm.role = pm.role, role
-        pm.save(update_fields=["role"])
-        access_revoke(user=pm.user, organization=pm.organization)
-        audit(
-            actor=actor,
-            verb="project_member.role_change",
-            target=pm,
-            changes={"role": [before, role]},
-        )
-    return pm
-
-
-@transaction.atomic
-def project_member_remove(*, project_membership: ProjectMembership, actor: User) -> None:
-    require(actor, "project.manage_members", project_membership.project)
-    audit(
-        actor=actor,
-        verb="project_member.remove",
-        target=project_membership,
-        changes={"role": [project_membership.role, None]},
-    )
-    project_membership.delete()
-    access_revoke(user=project_membership.user, organization=project_membership.organization)
-
 
 # --- Users ---------------------------------------------------------------------------
 
@@ -378,6 +275,7 @@ __all__ = [
     "CLOSED_INVITATION_MESSAGES",
     "INVITATION_SALT",
     "ORGANIZATION_SETTINGS",
+    "PROJECT_FIELDS",
     "InvalidInvitation",
     "authenticate_token",
     "invitation_accept",
@@ -392,6 +290,12 @@ __all__ = [
     "membership_remove",
     "organization_create",
     "organization_update",
+    "project_create",
+    "project_delete",
+    "project_member_add",
+    "project_member_change_role",
+    "project_member_remove",
+    "project_update",
     "token_create",
     "token_revoke",
     "user_has_verified_email",
