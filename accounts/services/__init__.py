@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..audit import audit, changes_between, snapshot
+from ..audit import audit
 from ..choices import CliHandoffStatus
 from ..models import (
     SERVICE_ACCOUNT_ROLES,
@@ -24,7 +24,6 @@ from ..models import (
     User,
 )
 from ..permissions import require
-from ..revocations import access_revoke
 from ..tokens import (
     DEFAULT_TOKEN_DAYS,
     display_prefix,
@@ -70,46 +69,11 @@ from .tokens import (
     token_create,
     token_revoke,
 )
-
-# --- Users ---------------------------------------------------------------------------
-
-
-@transaction.atomic
-def user_update_profile(*, user: User, name: str) -> User:
-    before = snapshot(user, ["name"])
-    user.name = name.strip()
-    user.full_clean(exclude=["password"])
-    user.save(update_fields=["name"])
-    changes = changes_between(before, snapshot(user, ["name"]))
-    if changes:
-        audit(actor=user, verb="user.update", target=user, changes=changes)
-    return user
-
-
-@transaction.atomic
-def user_deactivate(*, user: User, actor: User) -> User:
-    """Support action: the user can no longer sign in, and their sessions end at their
-    next request (Django drops the session of an inactive user)."""
-    if not user.is_active:
-        return user
-    user.is_active = False
-    user.save(update_fields=["is_active"])
-    for membership in user.memberships.select_related("organization"):
-        access_revoke(user=user, organization=membership.organization)
-    audit(actor=actor, verb="user.deactivate", target=user, changes={"is_active": [True, False]})
-    return user
-
-
-@transaction.atomic
-def user_unlock(*, user: User, actor: User, request) -> None:  # type: ignore[no-untyped-def]
-    """Support action: clear the failed-sign-in rate limit of this account."""
-    from allauth.account.adapter import get_adapter
-
-    # allauth keeps its per-account counter under a key of its own making; this is
-    # the call it uses itself after a successful password reset.
-    get_adapter()._delete_login_attempts_cached_email(request, email=user.email)
-    audit(actor=actor, verb="user.unlock", target=user)
-
+from .users import (
+    user_deactivate,
+    user_unlock,
+    user_update_profile,
+)
 
 # --- Service accounts and API tokens -------------------------------------------------
 
@@ -298,5 +262,8 @@ __all__ = [
     "project_update",
     "token_create",
     "token_revoke",
+    "user_deactivate",
     "user_has_verified_email",
+    "user_unlock",
+    "user_update_profile",
 ]
