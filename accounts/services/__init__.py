@@ -16,11 +16,9 @@ from django.utils import timezone
 from ..audit import audit
 from ..choices import CliHandoffStatus
 from ..models import (
-    SERVICE_ACCOUNT_ROLES,
     ApiToken,
     CliHandoff,
     Organization,
-    ServiceAccount,
     User,
 )
 from ..permissions import require
@@ -63,6 +61,10 @@ from .projects import (
     project_member_remove,
     project_update,
 )
+from .service_accounts import (
+    service_account_create,
+    service_account_disable,
+)
 from .tokens import (
     _issue_token,
     authenticate_token,
@@ -74,48 +76,6 @@ from .users import (
     user_unlock,
     user_update_profile,
 )
-
-# --- Service accounts and API tokens -------------------------------------------------
-
-
-@transaction.atomic
-def service_account_create(
-    *, organization: Organization, name: str, role: str, actor: User
-) -> ServiceAccount:
-    require(actor, "service_account.manage", organization)
-    if role not in dict(SERVICE_ACCOUNT_ROLES):
-        raise ValidationError({"role": "A service account can be an admin, a member or a viewer."})
-    account = ServiceAccount(
-        organization=organization, name=name.strip(), role=role, created_by=actor
-    )
-    account.full_clean()
-    account.save()
-    audit(
-        actor=actor,
-        verb="service_account.create",
-        target=account,
-        changes={"name": [None, account.name], "role": [None, role]},
-    )
-    return account
-
-
-@transaction.atomic
-def service_account_disable(*, service_account: ServiceAccount, actor: User) -> ServiceAccount:
-    """Disable for good: its tokens are revoked, and it can no longer get new ones."""
-    require(actor, "service_account.manage", service_account.organization)
-    account = ServiceAccount.objects.select_for_update().get(pk=service_account.pk)
-    if account.disabled_at is not None:
-        raise ValidationError("This service account is already disabled.")
-    now = timezone.now()
-    account.disabled_at = now
-    account.save(update_fields=["disabled_at"])
-    revoked = account.tokens.filter(revoked_at=None).update(revoked_at=now)
-    changes: dict[str, list] = {"disabled": [False, True]}
-    if revoked:
-        changes["unrevoked_api_tokens"] = [revoked, 0]
-    audit(actor=actor, verb="service_account.disable", target=account, changes=changes)
-    return account
-
 
 # --- `raydeck login`: the CLI hand-off -------------------------------------------------
 
@@ -260,6 +220,8 @@ __all__ = [
     "project_member_change_role",
     "project_member_remove",
     "project_update",
+    "service_account_create",
+    "service_account_disable",
     "token_create",
     "token_revoke",
     "user_deactivate",
