@@ -1,37 +1,30 @@
-"""Every change to accounts, tenancy and roles: `<entity>_<verb>` functions.
+"""Every change to accounts, tenancy and roles: `<entity>_<verb>` functions, by topic.
 
 Each one checks permission, validates, writes, and records its audit event in one
-transaction; emails go out only after that transaction commits.
+transaction; emails go out only after that transaction commits. This package's face is
+the list below: callers may write `from accounts import services` and
+`services.token_create(...)`; code inside accounts imports from the topic module
+(`accounts.services.tokens`), which also holds that topic's helpers and constants.
+
+    organizations     create an organization, change its settings
+    members           change a member's role, remove a member (one owner always stays)
+    invitations       invite by email, revoke, resend, accept a signed link
+    projects          projects and their members
+    users             a person's profile; support's deactivate and unlock
+    service_accounts  an organization's non-human members
+    tokens            API tokens: issue, revoke, authenticate a bearer secret
+    cli_handoff       `raydeck login`: the browser confirms, the CLI collects a token
 """
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
-
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.utils import timezone
-
-from ..audit import audit
-from ..choices import CliHandoffStatus
-from ..models import (
-    ApiToken,
-    CliHandoff,
-    Organization,
-    User,
-)
-from ..permissions import require
-from ..tokens import (
-    DEFAULT_TOKEN_DAYS,
-    display_prefix,
-    hash_secret,
-    new_cli_code,
-    secret_for_poll_token,
+from .cli_handoff import (
+    cli_handoff_confirm,
+    cli_handoff_deny,
+    cli_handoff_poll,
+    cli_handoff_start,
 )
 from .invitations import (
-    CLOSED_INVITATION_MESSAGES,
-    INVITATION_SALT,
     InvalidInvitation,
     invitation_accept,
     invitation_create,
@@ -39,21 +32,17 @@ from .invitations import (
     invitation_resend,
     invitation_revoke,
     invitation_token,
-    user_has_verified_email,
 )
 from .members import (
-    is_last_owner,
     membership_change_role,
     membership_delete,
     membership_remove,
 )
 from .organizations import (
-    ORGANIZATION_SETTINGS,
     organization_create,
     organization_update,
 )
 from .projects import (
-    PROJECT_FIELDS,
     project_create,
     project_delete,
     project_member_add,
@@ -66,7 +55,6 @@ from .service_accounts import (
     service_account_disable,
 )
 from .tokens import (
-    _issue_token,
     authenticate_token,
     token_create,
     token_revoke,
@@ -77,138 +65,19 @@ from .users import (
     user_update_profile,
 )
 
-# --- `raydeck login`: the CLI hand-off -------------------------------------------------
-
-
-def cli_handoff_start(*, ip: str | None, user_agent: str) -> tuple[CliHandoff, str]:
-    """Start a CLI sign-in; returns the hand-off (its `code` is for the person) and the
-    poll token (for the CLI only; only its hash is kept)."""
-    now = timezone.now()
-    # Housekeeping: hand-offs are useless once expired; keep a day of them for support.
-    CliHandoff.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
-    poll_token = secrets.token_urlsafe(32)
-    secret = secret_for_poll_token(poll_token)
-    for _ in range(5):
-        try:
-            with transaction.atomic():
-                handoff = CliHandoff.objects.create(
-                    code=new_cli_code(),
-                    poll_token_hash=hash_secret(poll_token),
-                    token_hash=hash_secret(secret),
-                    token_prefix=display_prefix(secret),
-                    requested_ip=ip,
-                    requested_user_agent=user_agent[:300],
-                )
-            return handoff, poll_token
-        except IntegrityError:  # the code is taken (31^8 codes: it happens rarely)
-            continue
-    raise RuntimeError("Could not find a free one-time code.")
-
-
-CLOSED_HANDOFF_MESSAGES = {
-    CliHandoffStatus.CONFIRMED: "This sign-in was already confirmed.",
-    CliHandoffStatus.DELIVERED: "This sign-in is complete: the CLI has its token.",
-    CliHandoffStatus.DENIED: "This sign-in was denied.",
-    CliHandoffStatus.EXPIRED: "This code has expired. Run `raydeck login` again.",
-}
-
-
-def _lock_pending_handoff(handoff: CliHandoff) -> CliHandoff:
-    handoff = CliHandoff.objects.select_for_update().get(pk=handoff.pk)
-    if handoff.status != CliHandoffStatus.PENDING:
-        raise ValidationError(CLOSED_HANDOFF_MESSAGES[handoff.status])
-    return handoff
-
-
-@transaction.atomic
-def cli_handoff_confirm(
-    *, handoff: CliHandoff, organization: Organization, actor: User, read_only: bool = False
-) -> ApiToken:
-    """The person confirms the code: a personal token for `organization` is created now
-    (with the hash made when the hand-off started), for the CLI to collect once."""
-    require(actor, "token.manage_own", organization)
-    handoff = _lock_pending_handoff(handoff)
-    token = _issue_token(
-        organization=organization,
-        actor=actor,
-        name=f"raydeck CLI ({timezone.now():%Y-%m-%d})",
-        days=min(DEFAULT_TOKEN_DAYS, organization.max_token_days),
-        read_only=read_only,
-        token_hash=handoff.token_hash,
-        prefix=handoff.token_prefix,
-        user=actor,
-        via="cli",
-    )
-    handoff.organization, handoff.user, handoff.token = organization, actor, token
-    handoff.confirmed_at = timezone.now()
-    handoff.save(update_fields=["organization", "user", "token", "confirmed_at"])
-    audit(
-        actor=actor,
-        verb="cli_handoff.confirm",
-        target=handoff,
-        changes={"token": [None, str(token)], "requested_ip": [None, handoff.requested_ip]},
-    )
-    return token
-
-
-@transaction.atomic
-def cli_handoff_deny(*, handoff: CliHandoff, actor: User) -> CliHandoff:
-    """The person did not start this sign-in: the CLI is told, and nothing is created."""
-    handoff = _lock_pending_handoff(handoff)
-    handoff.denied_at = timezone.now()
-    handoff.save(update_fields=["denied_at"])
-    audit(
-        actor=actor,
-        verb="cli_handoff.deny",
-        target=handoff,
-        changes={"requested_ip": [None, handoff.requested_ip]},
-    )
-    return handoff
-
-
-@transaction.atomic
-def cli_handoff_poll(*, poll_token: str) -> tuple[CliHandoff | None, str | None]:
-    """What the CLI gets for its poll token: (None, None) for an unknown one; the
-    hand-off and the API token secret the first time after confirmation (only then);
-    otherwise the hand-off, whose `status` says why there is no secret."""
-    handoff = (
-        # Lock only the hand-off row: PostgreSQL refuses FOR UPDATE on the nullable side
-        # of the outer joins that select_related would add.
-        CliHandoff.objects.select_for_update(of=("self",))
-        .select_related("organization", "token")
-        .filter(poll_token_hash=hash_secret(poll_token))
-        .first()
-    )
-    if handoff is None:
-        return None, None
-    status = handoff.status
-    if status == CliHandoffStatus.CONFIRMED:
-        handoff.delivered_at = timezone.now()
-        handoff.save(update_fields=["delivered_at"])
-        return handoff, secret_for_poll_token(poll_token)
-    token = handoff.token
-    if status == CliHandoffStatus.EXPIRED and token is not None and token.revoked_at is None:
-        # Confirmed, never collected: nobody will ever hold this token's secret.
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
-        audit(actor=None, verb="token.revoke", target=token, actor_email="raydeck")
-    return handoff, None
-
-
 __all__ = [
-    "CLOSED_INVITATION_MESSAGES",
-    "INVITATION_SALT",
-    "ORGANIZATION_SETTINGS",
-    "PROJECT_FIELDS",
     "InvalidInvitation",
     "authenticate_token",
+    "cli_handoff_confirm",
+    "cli_handoff_deny",
+    "cli_handoff_poll",
+    "cli_handoff_start",
     "invitation_accept",
     "invitation_create",
     "invitation_from_token",
     "invitation_resend",
     "invitation_revoke",
     "invitation_token",
-    "is_last_owner",
     "membership_change_role",
     "membership_delete",
     "membership_remove",
@@ -225,7 +94,6 @@ __all__ = [
     "token_create",
     "token_revoke",
     "user_deactivate",
-    "user_has_verified_email",
     "user_unlock",
     "user_update_profile",
 ]

@@ -27,10 +27,10 @@ from console.ratelimit import over_limit
 from console.types import AuthedRequest
 from console.views import OrgView, done, paginate
 
-from . import selectors, services
-from .audit import client_ip
-from .choices import CliHandoffStatus, ProjectRole
-from .forms import (
+from .. import selectors, services
+from ..audit import client_ip
+from ..choices import CliHandoffStatus, ProjectRole
+from ..forms import (
     AuditFilterForm,
     CliConfirmForm,
     InvitationForm,
@@ -48,7 +48,7 @@ from .forms import (
     assignable_roles,
     service_errors_on,
 )
-from .models import (
+from ..models import (
     ApiToken,
     CliHandoff,
     Invitation,
@@ -57,20 +57,17 @@ from .models import (
     ProjectMembership,
     ServiceAccount,
 )
-from .permissions import has_perm, require
-from .sso.enforcement import sso_blocks
-from .tokens import (
+from ..permissions import has_perm, require
+from ..sso.enforcement import sso_blocks
+from ..tokens import (
     CLI_HANDOFF_MINUTES,
     CLI_HANDOFF_POLL_INTERVAL_SECONDS,
     CLI_HANDOFF_POLLS_PER_MINUTE,
     CLI_HANDOFF_STARTS_PER_MINUTE,
 )
-
-
-def _is_validation_only(request: AuthedRequest) -> bool:
-    """HTMX live validation posts the form with this flag; nothing is saved."""
-    return bool(request.htmx) and request.POST.get("_validate") == "1"
-
+from .common import (
+    is_validation_only,
+)
 
 # --- Organizations -------------------------------------------------------------------
 
@@ -89,7 +86,7 @@ class OrganizationCreateView(View):
 
     def post(self, request: AuthedRequest) -> HttpResponse:
         form = self.form(request.POST)
-        if _is_validation_only(request):
+        if is_validation_only(request):
             return render(request, "console/_slug_feedback.html", {"form": form, "prefix": "/o/"})
         if form.is_valid():
             with service_errors_on(form):
@@ -379,7 +376,7 @@ class ProjectCreateView(OrgView):
 
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = self.form(request.POST)
-        if _is_validation_only(request):
+        if is_validation_only(request):
             return self.render(
                 "console/_slug_feedback.html", {"form": form, "prefix": f"/o/{org_slug}/projects/"}
             )
