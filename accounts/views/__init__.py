@@ -35,8 +35,6 @@ from ..forms import (
     CliConfirmForm,
     InvitationForm,
     MemberRoleForm,
-    OrganizationCreateForm,
-    OrganizationSettingsForm,
     ProfileForm,
     ProjectCreateForm,
     ProjectEditForm,
@@ -68,63 +66,10 @@ from ..tokens import (
 from .common import (
     is_validation_only,
 )
-
-# --- Organizations -------------------------------------------------------------------
-
-
-@method_decorator(vary_on_headers("HX-Request"), name="dispatch")
-class OrganizationCreateView(View):
-    template = "accounts/organization_create.html"
-
-    def form(self, data: Any = None) -> OrganizationCreateForm:
-        form = OrganizationCreateForm(data)
-        form.live_check(reverse("organization_create"))
-        return form
-
-    def get(self, request: AuthedRequest) -> HttpResponse:
-        return render(request, self.template, {"form": self.form()})
-
-    def post(self, request: AuthedRequest) -> HttpResponse:
-        form = self.form(request.POST)
-        if is_validation_only(request):
-            return render(request, "console/_slug_feedback.html", {"form": form, "prefix": "/o/"})
-        if form.is_valid():
-            with service_errors_on(form):
-                org = services.organization_create(actor=request.user, **form.cleaned_data)
-                return done(
-                    request,
-                    reverse("project_list", args=[org.slug]),
-                    f"Organization {org.name} created.",
-                )
-        return render(request, self.template, {"form": form})
-
-
-class OrganizationSettingsView(OrgView):
-    permission = "organization.view"
-    template = "accounts/organization_settings.html"
-
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = OrganizationSettingsForm(
-            initial={
-                "name": self.organization.name,
-                "max_token_days": self.organization.max_token_days,
-            }
-        )
-        return self.render(self.template, {"form": form})
-
-    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        require(request.user, "organization.update", self.organization)
-        form = OrganizationSettingsForm(request.POST)
-        if form.is_valid():
-            with service_errors_on(form):
-                services.organization_update(
-                    organization=self.organization, actor=request.user, **form.cleaned_data
-                )
-                return done(
-                    request, reverse("organization_settings", args=[org_slug]), "Settings saved."
-                )
-        return self.render(self.template, {"form": form})
-
+from .organizations import (
+    OrganizationCreateView,
+    OrganizationSettingsView,
+)
 
 # --- Members and invitations ---------------------------------------------------------
 
@@ -1014,3 +959,10 @@ class ProfileView(View):
             messages.success(request, "Profile saved.")
             return redirect("profile")
         return self.get(request, form=form)
+
+
+__all__ = [
+    "OrganizationCreateView",
+    "OrganizationSettingsView",
+    "is_validation_only",
+]
