@@ -4,17 +4,15 @@ the user's profile. Views parse input and pick templates; services do the work."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -31,7 +29,6 @@ from .. import selectors, services
 from ..audit import client_ip
 from ..choices import CliHandoffStatus
 from ..forms import (
-    AuditFilterForm,
     CliConfirmForm,
     ProfileForm,
     ServiceAccountForm,
@@ -51,6 +48,10 @@ from ..tokens import (
     CLI_HANDOFF_POLL_INTERVAL_SECONDS,
     CLI_HANDOFF_POLLS_PER_MINUTE,
     CLI_HANDOFF_STARTS_PER_MINUTE,
+)
+from .audit_log import (
+    AuditExportView,
+    AuditLogView,
 )
 from .common import (
     is_validation_only,
@@ -83,56 +84,6 @@ from .projects import (
     ProjectMemberRoleView,
     ProjectObjectView,
 )
-
-# --- Audit log -----------------------------------------------------------------------
-
-
-@method_decorator(vary_on_headers("HX-Request"), name="dispatch")
-class AuditLogView(OrgView):
-    permission = "audit.view"
-    template = "accounts/audit_log.html"
-
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = AuditFilterForm(request.GET or None)
-        filters = form.cleaned_data if form.is_valid() else {}
-        events = selectors.audit_event_list(
-            organization=self.organization, viewer=request.user, filters=filters
-        )
-        query = request.GET.copy()
-        query.pop("page", None)
-        return self.render(
-            self.partial(self.template, "audit-table"),
-            {
-                "form": form,
-                "page": paginate(request, events),
-                "query": query.urlencode(),
-            },
-        )
-
-
-class AuditExportView(OrgView):
-    """The filtered audit log as JSON Lines, streamed so a large log needs no memory."""
-
-    permission = "audit.view"
-
-    def get(self, request: AuthedRequest, org_slug: str) -> StreamingHttpResponse:
-        form = AuditFilterForm(request.GET or None)
-        filters = form.cleaned_data if form.is_valid() else {}
-        events = selectors.audit_event_list(
-            organization=self.organization, viewer=request.user, filters=filters
-        ).select_related("organization")
-
-        def lines() -> Iterator[str]:
-            for event in events.iterator(chunk_size=2000):
-                yield json.dumps(event.as_json(), separators=(",", ":")) + "\n"
-
-        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-        response = StreamingHttpResponse(lines(), content_type="application/jsonl")
-        response["Content-Disposition"] = (
-            f'attachment; filename="raydeck-audit-{org_slug}-{stamp}.jsonl"'
-        )
-        return response
-
 
 # --- API tokens and service accounts ----------------------------------------------------
 
@@ -558,6 +509,8 @@ class ProfileView(View):
 
 
 __all__ = [
+    "AuditExportView",
+    "AuditLogView",
     "InvitationAcceptView",
     "InvitationCreateView",
     "InvitationObjectView",
