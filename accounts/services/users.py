@@ -5,9 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from ..audit import audit, changes_between, snapshot
-from ..models import (
-    User,
-)
+from ..models import User
 from ..revocations import access_revoke
 
 

@@ -14,9 +14,7 @@ from console.types import AuthedRequest
 from console.views import OrgView, paginate
 
 from .. import selectors
-from ..forms import (
-    AuditFilterForm,
-)
+from ..forms import AuditFilterForm
 
 
 @method_decorator(vary_on_headers("HX-Request"), name="dispatch")

@@ -29,9 +29,7 @@ from ..forms import (
     CliConfirmForm,
     service_errors_on,
 )
-from ..models import (
-    CliHandoff,
-)
+from ..models import CliHandoff
 from ..services import cli_handoff as handoffs
 from ..sso.enforcement import sso_blocks
 from ..tokens import (

@@ -21,9 +21,7 @@ from ..forms import (
     InvitationForm,
     service_errors_on,
 )
-from ..models import (
-    Invitation,
-)
+from ..models import Invitation
 from ..services.invitations import (
     InvalidInvitation,
     invitation_accept,

@@ -20,9 +20,7 @@ from ..forms import (
     MemberRoleForm,
     assignable_roles,
 )
-from ..models import (
-    Membership,
-)
+from ..models import Membership
 from ..permissions import has_perm
 from ..services.members import membership_change_role, membership_remove
 

@@ -18,9 +18,7 @@ from ..forms import (
     ServiceAccountForm,
     service_errors_on,
 )
-from ..models import (
-    ServiceAccount,
-)
+from ..models import ServiceAccount
 from ..services.service_accounts import service_account_create, service_account_disable
 from .tokens import TokenCreateView
 
