@@ -64,7 +64,8 @@ from ..audit import audit
 from ..choices import SsoProtocol
 from ..models import Organization, SsoConnection, User
 from ..permissions import require
-from .flow import finish_sso_sign_in, leave_for_idp, sso_error
+from .flow import finish_sso_sign_in, sso_error
+from .idp_redirects import leave_for_idp
 from .saml import _public_host
 from .services import IdpClaims, SsoRefused, connection_for_app
 

@@ -25,8 +25,9 @@ from ..choices import SsoProtocol
 from ..forms import service_errors_on
 from ..models import DomainClaim
 from . import domains, oidc
-from .flow import leave_for_idp, sso_error
+from .flow import sso_error
 from .forms import DomainClaimForm, OidcIdpForm, SsoStartForm
+from .idp_redirects import leave_for_idp
 from .views import SsoView
 
 SSO_STARTS_PER_MINUTE = 20

@@ -49,7 +49,8 @@ from django.views.decorators.http import require_GET, require_POST
 from lxml import etree
 
 from ..models import SsoConnection
-from .flow import allow_form_posts_to_idp, finish_sso_sign_in, sso_error
+from .flow import finish_sso_sign_in, sso_error
+from .idp_redirects import allow_form_posts_to_idp
 from .services import IdpClaims, SsoRefused, connection_for_app
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,9 @@ from ..forms import service_errors_on
 from ..models import SsoConnection, SsoGroupMapping, SsoIdentity
 from . import services
 from .enforcement import connection_of, signed_in_through
-from .flow import TEST_STATE_KEY, allow_form_posts_to_idp
+from .flow import TEST_STATE_KEY
 from .forms import SamlIdpForm, SsoAccessForm, SsoMappingForm
+from .idp_redirects import allow_form_posts_to_idp
 from .saml import sp_urls
 
 

@@ -56,7 +56,7 @@ def connect_oidc(
 def idp_location(response: Any) -> str:
     """Where Raydeck sends the browser at its IdP. After a form POST that is a page that
     goes there by itself (a redirect would break the console's CSP form-action, see
-    accounts.sso.flow.leave_for_idp)."""
+    accounts.sso.idp_redirects.leave_for_idp)."""
     assert response.status_code == 200, response.content[-800:]
     location = response.context["location"]
     assert f'http-equiv="refresh" content="0; url={escape(location)}"' in response.content.decode()
