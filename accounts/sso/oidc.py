@@ -66,7 +66,7 @@ from ..models import Organization, SsoConnection, User
 from ..permissions import require
 from .flow import finish_sso_sign_in, sso_error
 from .idp_redirects import leave_for_idp
-from .saml import _public_host
+from .outbound import public_host
 from .services import IdpClaims, SsoRefused, connection_for_app
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def check_endpoint_url(url: Any, what: str) -> str:
             pass
     if parts.scheme != "https" or not host:
         raise OidcUnavailable(f"The identity provider's {what} must be an https:// address.")
-    if not _public_host(host):
+    if not public_host(host):
         raise OidcUnavailable(
             f"The identity provider's {what} is not at a public internet address."
         )

@@ -46,6 +46,7 @@ from ..models import (
 )
 from ..permissions import require
 from ..services.members import is_last_owner, membership_delete
+from .saml_idp import SAML_PROVIDER, saml_app_settings
 
 # A person in several mapped groups gets the strongest role.
 ORG_ROLE_RANK: dict[str, int] = {
@@ -437,8 +438,6 @@ def saml_connection_save(
     or change its IdP. An organization with an OIDC connection must remove it first."""
     from allauth.socialaccount.models import SocialApp
     from django.contrib.sites.models import Site
-
-    from .saml import SAML_PROVIDER, saml_app_settings
 
     require(actor, "sso.manage", organization)
     settings = saml_app_settings(

@@ -20,7 +20,7 @@ from .enforcement import connection_of, signed_in_through
 from .flow import TEST_STATE_KEY
 from .forms import SamlIdpForm, SsoAccessForm, SsoMappingForm
 from .idp_redirects import allow_form_posts_to_idp
-from .saml import sp_urls
+from .saml_idp import sp_urls
 
 
 class SsoView(OrgView):
