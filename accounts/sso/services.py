@@ -46,6 +46,7 @@ from ..models import (
 )
 from ..permissions import require
 from ..services.members import is_last_owner, membership_delete
+from .oidc.client import forget_idp_documents
 from .saml_idp import SAML_PROVIDER, saml_app_settings
 
 # A person in several mapped groups gets the strongest role.
@@ -716,8 +717,6 @@ def sso_connection_remove(*, connection: SsoConnection, actor: User) -> RemovalI
             organization_id=organization.pk, user_ids=without_password
         )
     if connection.protocol == SsoProtocol.OIDC:
-        from .oidc import forget_idp_documents
-
         issuer = app.settings.get("server_url", "")
         transaction.on_commit(lambda: forget_idp_documents(app_id=app.pk, issuer=issuer))
     return impact
