@@ -16,7 +16,6 @@ from django.http import HttpRequest
 
 from console.types import AuthedRequest
 
-from . import services
 from .models import (
     ApiToken,
     AuditEvent,
@@ -30,6 +29,8 @@ from .models import (
     SsoIdentity,
     User,
 )
+from .services.tokens import token_revoke
+from .services.users import user_deactivate, user_unlock
 
 
 class StaffReadOnly:
@@ -92,13 +93,13 @@ class UserAdmin(SupportAdmin):
             if user.pk == request.user.pk:
                 self.message_user(request, "You cannot deactivate yourself.", messages.ERROR)
                 continue
-            services.user_deactivate(user=user, actor=request.user)
+            user_deactivate(user=user, actor=request.user)
         self.message_user(request, "Done. Each deactivation is in the audit log.")
 
     @admin.action(description="Unlock sign-in after too many failed attempts")
     def unlock_sign_in(self, request: AuthedRequest, queryset: QuerySet[User]) -> None:
         for user in queryset:
-            services.user_unlock(user=user, actor=request.user, request=request)
+            user_unlock(user=user, actor=request.user, request=request)
         self.message_user(request, f"Unlocked {queryset.count()} account(s).")
 
 
@@ -214,7 +215,7 @@ class ApiTokenAdmin(SupportAdmin):
         revoked = 0
         for token in queryset.select_related("organization"):
             try:
-                services.token_revoke(token=token, actor=request.user, by_support=True)
+                token_revoke(token=token, actor=request.user, by_support=True)
             except ValidationError:
                 continue  # already revoked
             revoked += 1

@@ -1,6 +1,6 @@
 """JSON API of the accounts app: who the token is, its organization, members, projects,
 the audit log and API tokens. Same selectors, services and permission table as the
-console pages (accounts/views.py)."""
+console pages (accounts/views/)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, keyset_page, page_of
 from console.api.schema import Out
 
-from . import selectors, services
+from . import selectors
 from .forms import ProjectCreateForm
 from .models import ApiToken, AuditEvent, Membership, Organization, Project, User
+from .services import projects as project_services
 
 router = Router(tags=["organizations"])
 
@@ -240,7 +241,9 @@ def project_create(request: HttpRequest, org: str, body: ProjectIn) -> Status:
     form = ProjectCreateForm(body.dict(), organization=organization)
     if not form.is_valid():
         raise form_invalid(form)
-    project = services.project_create(organization=organization, actor=actor, **form.cleaned_data)
+    project = project_services.project_create(
+        organization=organization, actor=actor, **form.cleaned_data
+    )
     return Status(201, project_out(project, organization))
 
 

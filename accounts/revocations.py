@@ -2,7 +2,7 @@
 of clusters' access gateways, clusters/access.py), in one place.
 
 `access_revoke` is called by every service that takes a membership or a role away or
-changes it (accounts/services.py), inside that service's transaction. The revocations
+changes it (accounts/services/), inside that service's transaction. The revocations
 of the last hour (no token lives longer) are read on the heartbeat path, so they are
 cached; a revocation clears the cache when it commits.
 """

@@ -84,7 +84,7 @@ def normalize_cli_code(code: str) -> str:
 @dataclass(frozen=True)
 class TokenIdentity:
     """Who a valid API token acts as: a person or a service account, always inside the
-    token's one organization. Made by `accounts.services.authenticate_token`; checked
+    token's one organization. Made by `accounts.services.tokens.authenticate_token`; checked
     with `accounts.permissions.token_may`."""
 
     token: ApiToken

@@ -439,7 +439,7 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from accounts.models import Project, User
-    from accounts.services import organization_create
+    from accounts.services.organizations import organization_create
 
     t0 = time.monotonic()
     call_command("migrate", verbosity=0, interactive=False)

@@ -100,7 +100,7 @@ def paginate(request: HttpRequest, items: Any, per_page: int | None = None) -> P
 def home(request: AuthedRequest) -> HttpResponse:
     """Send the user to the organization they last used, or to onboarding."""
     from accounts.selectors import invitations_for
-    from accounts.services import invitation_token
+    from accounts.services.invitations import invitation_token
 
     slug = request.session.get(SESSION_CURRENT_ORG)
     memberships = Membership.objects.filter(user=request.user).select_related("organization")

@@ -27,6 +27,7 @@ from django.shortcuts import render
 from django_htmx.http import HttpResponseClientRedirect
 
 from ..models import Membership, Organization, SsoConnection, User
+from .idp_redirects import allow_form_posts_to_idp
 
 SESSION_SSO = "raydeck_sso"  # {str(organization id): connection id}
 
@@ -81,8 +82,6 @@ def sso_required_response(request: HttpRequest, connection: SsoConnection) -> Ht
     if getattr(request, "htmx", False):
         # A partial would land inside the page: reload it whole to show why.
         return HttpResponseClientRedirect(request.get_full_path())
-    from .flow import allow_form_posts_to_idp
-
     response = render(
         request,
         "accounts/sso_required.html",

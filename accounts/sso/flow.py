@@ -11,12 +11,10 @@ mark that SSO enforcement looks for, see accounts.sso.enforcement).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
 
 from django.conf import settings
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
-from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -29,29 +27,6 @@ from .services import IdpClaims, SsoRefused, sso_sign_in, sso_sign_in_preview
 
 # Put in the allauth state by the "test connection" button (see views.SsoTestView).
 TEST_STATE_KEY = "raydeck_sso_test"
-
-
-def idp_origin(connection: SsoConnection) -> str | None:
-    """Where the browser goes to sign in: the SAML sign-on URL's origin, or the OIDC
-    issuer's."""
-    app_settings = connection.social_app.settings or {}
-    url = app_settings.get("idp", {}).get("sso_url") or app_settings.get("server_url") or ""
-    parts = urlparse(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def allow_form_posts_to_idp(
-    response: HttpResponseBase, connection: SsoConnection
-) -> HttpResponseBase:
-    """A page with a form that starts a sign-in at `connection`'s IdP: the POST is
-    answered with a redirect there, which the CSP's form-action 'self' would block
-    (browsers apply it to redirects too). Allow that one origin, on this page only."""
-    origin = idp_origin(connection)
-    if origin is not None:
-        response._csp_update = {"form-action": [origin]}  # type: ignore[attr-defined]
-    return response
 
 
 def sso_error(request: HttpRequest, message: str, status: int, *, detail: str = "") -> HttpResponse:
@@ -139,23 +114,4 @@ def _finish_test(
             "claims": claims,
             "preview": preview,
         },
-    )
-
-
-def leave_for_idp(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """`response`, unless it redirects a form POST to another site (the IdP): the
-    console's CSP (`form-action 'self'`) also covers the redirects that follow a form
-    submission, so a browser would block it. Such a redirect becomes a page that goes
-    to the IdP by itself (meta refresh, which form-action does not cover), with a link.
-    `allow_form_posts_to_idp` covers pages that know their IdP in advance; this covers
-    "Sign in with SSO" (the IdP is found from what was typed) and OIDC (the authorize
-    endpoint may be on another origin than the issuer)."""
-    location = response.get("Location", "") if response.status_code in (301, 302, 303) else ""
-    if request.method != "POST" or not location:
-        return response
-    target = urlparse(location)
-    if not target.netloc or target.netloc == request.get_host():
-        return response
-    return render(
-        request, "accounts/sso_redirect.html", {"location": location, "idp_host": target.hostname}
     )

@@ -8,7 +8,7 @@ from django import forms
 
 from ..choices import OrgRole, ProjectRole
 from ..models import Organization, Project, SsoConnection, User
-from .saml import (
+from .saml_idp import (
     IdpSettingsError,
     fetch_idp_metadata,
     idp_from_metadata,

@@ -24,9 +24,11 @@ from ..audit import client_ip
 from ..choices import SsoProtocol
 from ..forms import service_errors_on
 from ..models import DomainClaim
-from . import domains, oidc
-from .flow import leave_for_idp, sso_error
+from . import domains
+from .flow import sso_error
 from .forms import DomainClaimForm, OidcIdpForm, SsoStartForm
+from .idp_redirects import leave_for_idp
+from .oidc import connections as oidc_connections
 from .views import SsoView
 
 SSO_STARTS_PER_MINUTE = 20
@@ -52,7 +54,9 @@ class OidcSettingsView(SsoView):
                 }
             form = OidcIdpForm(initial=initial, secret_is_set=app is not None)
         provider_id = (
-            app.provider_id if app is not None else oidc.provider_id_for(self.organization)
+            app.provider_id
+            if app is not None
+            else oidc_connections.provider_id_for(self.organization)
         )
         replaces_saml = connection is not None and not is_oidc
         return self.render(
@@ -62,9 +66,9 @@ class OidcSettingsView(SsoView):
                 "replaces_saml": replaces_saml,
                 "other_protocol": replaces_saml
                 and connection is not None
-                and not oidc.may_switch_to_oidc(connection),
+                and not oidc_connections.may_switch_to_oidc(connection),
                 "form": form,
-                "redirect_uri": oidc.redirect_uri(self.request, provider_id),
+                "redirect_uri": oidc_connections.redirect_uri(self.request, provider_id),
             },
         )
 
@@ -77,7 +81,7 @@ class OidcSettingsView(SsoView):
         form = OidcIdpForm(request.POST, secret_is_set=secret_is_set)
         if form.is_valid():
             with service_errors_on(form):
-                oidc.oidc_connection_save(
+                oidc_connections.oidc_connection_save(
                     organization=self.organization, actor=request.user, **form.cleaned_data
                 )
                 return done(

@@ -45,7 +45,9 @@ from ..models import (
     User,
 )
 from ..permissions import require
-from ..services import is_last_owner, membership_delete
+from ..services.members import is_last_owner, membership_delete
+from .oidc.client import forget_idp_documents
+from .saml_idp import SAML_PROVIDER, saml_app_settings
 
 # A person in several mapped groups gets the strongest role.
 ORG_ROLE_RANK: dict[str, int] = {
@@ -438,8 +440,6 @@ def saml_connection_save(
     from allauth.socialaccount.models import SocialApp
     from django.contrib.sites.models import Site
 
-    from .saml import SAML_PROVIDER, saml_app_settings
-
     require(actor, "sso.manage", organization)
     settings = saml_app_settings(
         entity_id=idp.entity_id,
@@ -717,8 +717,6 @@ def sso_connection_remove(*, connection: SsoConnection, actor: User) -> RemovalI
             organization_id=organization.pk, user_ids=without_password
         )
     if connection.protocol == SsoProtocol.OIDC:
-        from .oidc import forget_idp_documents
-
         issuer = app.settings.get("server_url", "")
         transaction.on_commit(lambda: forget_idp_documents(app_id=app.pk, issuer=issuer))
     return impact

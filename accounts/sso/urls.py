@@ -3,7 +3,8 @@ mounted under /accounts/ before allauth's URLs so they answer at allauth's paths
 
 from django.urls import path
 
-from . import oidc, pages, saml, views
+from . import pages, saml, views
+from .oidc import sign_in as oidc_sign_in
 
 org_urlpatterns = [
     path("sso/", views.SsoSettingsView.as_view(), name="sso_settings"),
@@ -49,7 +50,7 @@ allauth_overrides = [
     # allauth's openid_connect_callback (its login view stays: it calls our provider).
     path(
         "oidc/<str:provider_id>/login/callback/",
-        oidc.callback,
+        oidc_sign_in.callback,
         name="raydeck_oidc_callback",
     ),
 ]

@@ -17,9 +17,10 @@ from ..forms import service_errors_on
 from ..models import SsoConnection, SsoGroupMapping, SsoIdentity
 from . import services
 from .enforcement import connection_of, signed_in_through
-from .flow import TEST_STATE_KEY, allow_form_posts_to_idp
+from .flow import TEST_STATE_KEY
 from .forms import SamlIdpForm, SsoAccessForm, SsoMappingForm
-from .saml import sp_urls
+from .idp_redirects import allow_form_posts_to_idp
+from .saml_idp import sp_urls
 
 
 class SsoView(OrgView):

@@ -1,6 +1,6 @@
 """Signing the CLI in: the browser hand-off, or a token the person pastes.
 
-The hand-off (accounts/views.py on the server): `POST /cli/handoff` answers a one-time
+The hand-off (accounts/views/cli_handoff.py on the server): `POST /cli/handoff` answers a one-time
 `code`, a `poll_token` only this process knows and the `verify_url` page where the
 person, signed in to the console, checks the code and picks the organization. The CLI
 polls `POST /cli/handoff/poll` until the server hands the new token over, once.

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from accounts.audit import client_ip
-from accounts.services import authenticate_token
+from accounts.services.tokens import authenticate_token
 from accounts.tokens import TokenIdentity
 from console.ratelimit import count_request
 
@@ -51,7 +51,7 @@ def check_rate(identity: TokenIdentity) -> None:
 
 class TokenAuth(HttpBearer):
     """ninja's bearer scheme (so the OpenAPI document says how to authenticate), backed
-    by accounts.services.authenticate_token, which records the token's last use."""
+    by accounts.services.tokens.authenticate_token, which records the token's last use."""
 
     def __call__(self, request: HttpRequest) -> Any:
         identity = identity_of(request)

@@ -19,7 +19,9 @@ from django.utils.html import escape
 
 from accounts.choices import OrgRole
 from accounts.models import AuditEvent, DomainClaim, Membership, SsoConnection, SsoIdentity, User
-from accounts.sso import oidc, services
+from accounts.sso import services
+from accounts.sso.oidc import client as oidc_client
+from accounts.sso.oidc import connections as oidc_connections
 from console.crypto import decrypt
 from tests.conftest import Tenant, client_for
 
@@ -34,7 +36,7 @@ ALICE = Person("alice-sub-123", "alice@alpha-corp.test", "Alice Example", ["rayd
 def connect_oidc(
     owner: User, organization: Any, idp: FakeOidcIdp, *, default_role: str = OrgRole.MEMBER
 ) -> SsoConnection:
-    connection = oidc.oidc_connection_save(
+    connection = oidc_connections.oidc_connection_save(
         organization=organization,
         actor=owner,
         issuer=idp.issuer,
@@ -56,7 +58,7 @@ def connect_oidc(
 def idp_location(response: Any) -> str:
     """Where Raydeck sends the browser at its IdP. After a form POST that is a page that
     goes there by itself (a redirect would break the console's CSP form-action, see
-    accounts.sso.flow.leave_for_idp)."""
+    accounts.sso.idp_redirects.leave_for_idp)."""
     assert response.status_code == 200, response.content[-800:]
     location = response.context["location"]
     assert f'http-equiv="refresh" content="0; url={escape(location)}"' in response.content.decode()
@@ -368,7 +370,7 @@ def test_an_idp_whose_discovery_names_another_issuer_is_refused(
     assert response.status_code == 502
     assert b"says its issuer is" in response.content
     with pytest.raises(ValidationError) as error:
-        oidc.oidc_connection_save(
+        oidc_connections.oidc_connection_save(
             organization=tenant_a.org, actor=tenant_a.owner, issuer=idp.issuer,
             client_id="c", client_secret="", groups_attribute="groups",
         )  # fmt: skip
@@ -378,8 +380,8 @@ def test_an_idp_whose_discovery_names_another_issuer_is_refused(
 def test_endpoints_must_be_https_on_a_public_address(settings: Any) -> None:
     settings.RAYDECK_SSO_ALLOW_HTTP_LOOPBACK = False
     for url in ("http://127.0.0.1:8080/idp", "http://idp.example.com/", "https://127.0.0.1/x"):
-        with pytest.raises(oidc.OidcError):
-            oidc.check_endpoint_url(url, "issuer")
+        with pytest.raises(oidc_client.OidcError):
+            oidc_client.check_endpoint_url(url, "issuer")
 
 
 # --- The settings page -------------------------------------------------------------------
@@ -473,7 +475,7 @@ def test_only_owners_configure_oidc(tenant_a: Tenant, oidc_idps: Any, role: str)
     assert client.post(url, data).status_code == 403
     assert not SsoConnection.objects.filter(protocol="oidc").exists()
     with pytest.raises(PermissionDenied):
-        oidc.oidc_connection_save(
+        oidc_connections.oidc_connection_save(
             organization=tenant_a.org, actor=tenant_a.users[role], issuer=idp.issuer,
             client_id="c", client_secret="s", groups_attribute="",
         )  # fmt: skip

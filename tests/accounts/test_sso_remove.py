@@ -250,15 +250,15 @@ def test_removing_an_oidc_connection_forgets_its_cached_idp_documents(
 ) -> None:
     from django.core.cache import cache
 
-    from accounts.sso import oidc
+    from accounts.sso.oidc import client as oidc_client
 
     from .test_sso_oidc import connect_oidc
 
     idp = oidc_idps()
     connection = connect_oidc(tenant_a.owner, tenant_a.org, idp)
     app = connection.social_app
-    oidc.cached_discovery(app_id=app.pk, issuer=idp.issuer)
-    key = oidc._cache_key("discovery", app.pk, idp.issuer)
+    oidc_client.cached_discovery(app_id=app.pk, issuer=idp.issuer)
+    key = oidc_client._cache_key("discovery", app.pk, idp.issuer)
     assert cache.get(key) is not None
 
     with django_capture_on_commit_callbacks(execute=True):

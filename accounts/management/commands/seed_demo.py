@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from accounts import services
 from accounts.models import Organization, User
+from accounts.services.organizations import organization_create
 
 DEMO_EMAIL = "owner@demo.raydeck.local"
 DEMO_ORG_SLUG = "demo"
@@ -38,7 +38,7 @@ class Command(BaseCommand):
                 user=user, email=DEMO_EMAIL, defaults={"verified": True, "primary": True}
             )
             if not Organization.objects.filter(slug=DEMO_ORG_SLUG).exists():
-                services.organization_create(name="Demo", slug=DEMO_ORG_SLUG, actor=user)
+                organization_create(name="Demo", slug=DEMO_ORG_SLUG, actor=user)
         password = password_file.read_text().strip()
         self.stdout.write(
             self.style.SUCCESS(
