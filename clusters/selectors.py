@@ -20,9 +20,9 @@ from accounts.permissions import (
 from clouds.choices import CloudKind, CloudState, LaunchAccess
 from clouds.models import Cloud
 
+from . import live
 from .choices import FINAL_CLUSTER_STATES, GONE_NODE_STATES, NodeState
 from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
-from .services.agents import cached_liveness
 from .services.configs import VERSIONED_FIELDS, filled_worker_groups
 
 EVENT_LIMIT = 100
@@ -243,7 +243,7 @@ def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
         )
         .order_by("is_gone", "role", "group", "-created_at")[:limit]
     )
-    cached = cached_liveness([n.pk for n in nodes])
+    cached = live.liveness([n.pk for n in nodes])
     rows = []
     for node in nodes:
         seen, usage = node.last_heartbeat_at, node.usage if isinstance(node.usage, dict) else {}
@@ -251,14 +251,14 @@ def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
         if moment is not None and (seen is None or moment >= seen):
             seen = moment
             usage = latest_usage if latest_usage is not None else usage
-        live = node.state not in gone
+        alive = node.state not in gone
         rows.append(
             NodeRow(
                 node=node,
                 last_seen=seen,
-                cpu_percent=_percent(usage.get("cpu_percent")) if live else None,
-                memory_percent=_percent(usage.get("memory_percent")) if live else None,
-                gpus=_gpu_percents(usage.get("gpus"), node.resources) if live else [],
+                cpu_percent=_percent(usage.get("cpu_percent")) if alive else None,
+                memory_percent=_percent(usage.get("memory_percent")) if alive else None,
+                gpus=_gpu_percents(usage.get("gpus"), node.resources) if alive else [],
             )
         )
     return rows

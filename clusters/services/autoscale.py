@@ -27,9 +27,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..choices import GONE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeRole, NodeState
+from ..live import head_report
 from ..models import Cluster, Node, downscale_delay
 from .events import record_event
-from .head_reports import head_report
 
 MIB = 1 << 20
 SETTLE_SECONDS = 20  # a report may not yet count a worker that became ready this recently

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -40,6 +39,7 @@ from clouds.providers.base import (
 )
 from clouds.providers.registry import provider_for
 
+from .. import live
 from ..agent_package import PROJECT_NAME
 from ..choices import (
     GONE_NODE_STATES,
@@ -50,13 +50,12 @@ from ..choices import (
     NodeState,
 )
 from ..models import Cluster, Node
+from .agents import PERSIST_EVERY_SECONDS
 from .autoscale import cluster_autoscale, group_target, workers_to_stop
 from .events import record_event
-from .listening import listening
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60
 REQUEUE_STARTING = 2
 REQUEUE_RUNNING = 15
 REQUEUE_BACKOFF_MAX = 60
@@ -203,22 +202,20 @@ def cluster_reconcile(*, cluster_id: int, holder: str | None = None) -> Outcome:
 
     `holder` is the Celery task id: a task redelivered after its worker was killed
     has the same id and takes its own lease back at once, instead of waiting for it
-    to expire. A lease of a run that is really gone expires after LEASE_SECONDS.
+    to expire. A lease of a run that is really gone expires (live.LEASE_SECONDS).
     """
-    lease_key, holder = f"raydeck:reconcile:{cluster_id}", holder or uuid.uuid4().hex
-    if not cache.add(lease_key, holder, LEASE_SECONDS) and cache.get(lease_key) != holder:
+    holder = holder or uuid.uuid4().hex
+    if not live.take_lease(cluster_id, holder):
         return Outcome("another reconcile is running")
-    cache.set(lease_key, holder, LEASE_SECONDS)
-    token = _lease.set((lease_key, holder))
+    token = _lease.set((cluster_id, holder))
     try:
         return _reconcile(cluster_id)
     finally:
         _lease.reset(token)
-        if cache.get(lease_key) == holder:
-            cache.delete(lease_key)
+        live.release_lease(cluster_id, holder)
 
 
-_lease: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+_lease: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
     "raydeck_reconcile_lease", default=None
 )
 
@@ -227,8 +224,8 @@ def _renew_lease() -> None:
     """Called before each slow cloud call: a long pass keeps its lease, so a second
     run cannot start beside it."""
     lease = _lease.get()
-    if lease is not None and cache.get(lease[0]) == lease[1]:
-        cache.set(lease[0], lease[1], LEASE_SECONDS)
+    if lease is not None:
+        live.renew_lease(*lease)
 
 
 def _reconcile(cluster_id: int) -> Outcome:
@@ -365,9 +362,7 @@ def _mark_node(node: Node, state: str, reason: str = "") -> None:
 
 def last_seen(node: Node) -> datetime | None:
     """The latest heartbeat: the cache has it within seconds, the row within a minute."""
-    from .agents import cached_heartbeat
-
-    cached = cached_heartbeat(node.pk)
+    cached = live.last_heartbeat(node.pk)
     if cached and (node.last_heartbeat_at is None or cached > node.last_heartbeat_at):
         return cached
     return node.last_heartbeat_at
@@ -378,9 +373,7 @@ def _row_slack(node: Node) -> timedelta:
     is written about once a minute, and the cache loses every entry when Redis restarts.
     Without this slack, the first reconcile after a restart (the sweep enqueues every
     cluster at once) takes each healthy node that has not heartbeated since for lost."""
-    from .agents import PERSIST_EVERY_SECONDS, cached_heartbeat
-
-    if cached_heartbeat(node.pk) is not None:
+    if live.last_heartbeat(node.pk) is not None:
         return timedelta(0)
     return timedelta(seconds=PERSIST_EVERY_SECONDS + settings.RAYDECK_HEARTBEAT_SECONDS)
 
@@ -398,7 +391,7 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
     lost_after = timedelta(
         seconds=settings.RAYDECK_HEARTBEAT_SECONDS * settings.RAYDECK_NODE_LOST_AFTER_MISSED
     )
-    heard = listening()  # no node is lost for being silent while the web tier was down
+    heard = live.listening()  # no node is lost for being silent while the web tier was down
     for node in cluster.nodes.filter(state__in=[*limits, NodeState.READY]):
         if node.state in limits:
             limit, step = limits[node.state]
