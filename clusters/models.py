@@ -73,8 +73,8 @@ def downscale_delay(group: dict[str, Any]) -> int:
 
 
 MAX_WORKER_GROUPS = 20
-# What a worker group holds, and what a missing key means (clusters/services/configs.py
-# fills them in; the reconciler and autoscaler read them).
+# What a worker group holds, and what a missing key means (filled_worker_groups fills
+# them in; the reconciler and autoscaler read them).
 WORKER_GROUP_DEFAULTS: dict[str, Any] = {
     "name": "",
     "instance_type": "",
@@ -139,11 +139,29 @@ def worker_group_errors(groups: Any) -> dict[str, list[str]]:
     return {key: messages for key, messages in errors.items() if messages}
 
 
+def filled_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Valid worker groups with every key of WORKER_GROUP_DEFAULTS, so that two lists
+    that mean the same compare equal (older rows may lack keys added since)."""
+    return [
+        {**WORKER_GROUP_DEFAULTS,
+         **{k: v for k, v in group.items() if k in WORKER_GROUP_DEFAULTS},
+         "name": str(group["name"]).strip(),
+         "instance_type": str(group.get("instance_type") or "")[:64]}
+        for group in groups
+    ]  # fmt: skip
+
+
 def validate_worker_groups(groups: Any) -> None:
     """The field's validator: worker_group_errors as one list of messages."""
     errors = worker_group_errors(groups)
     if errors:
         raise ValidationError([m for messages in errors.values() for m in messages])
+
+
+# What a version holds (the rest of the row says who made it and when).
+VERSIONED_FIELDS = ("cloud", "region", "zone", "head_instance_type", "head_cpus",
+                    "head_memory_mb", "worker_groups", "idle_timeout_minutes",
+                    "max_uptime_minutes")  # fmt: skip
 
 
 class ComputeConfigVersion(models.Model):

@@ -22,8 +22,16 @@ from clouds.models import Cloud
 
 from . import live
 from .choices import FINAL_CLUSTER_STATES, GONE_NODE_STATES, NodeState
-from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
-from .services.configs import VERSIONED_FIELDS, filled_worker_groups
+from .models import (
+    VERSIONED_FIELDS,
+    Cluster,
+    ClusterEvent,
+    ComputeConfig,
+    ComputeConfigVersion,
+    ContainerImage,
+    Node,
+    filled_worker_groups,
+)
 
 EVENT_LIMIT = 100
 NODE_LIMIT = 200
