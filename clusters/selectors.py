@@ -21,7 +21,7 @@ from clouds.choices import CloudKind, CloudState, LaunchAccess
 from clouds.models import Cloud
 
 from . import live
-from .choices import FINAL_CLUSTER_STATES, GONE_NODE_STATES, NodeState
+from .choices import FINAL_CLUSTER_STATES, LIVE_NODE_STATES
 from .models import (
     VERSIONED_FIELDS,
     Cluster,
@@ -62,10 +62,9 @@ def cluster_list(
         clusters = clusters.filter(cloud_id=cloud)
     if query:
         clusters = clusters.filter(name__icontains=query)
-    live = ~Q(nodes__state__in=[*GONE_NODE_STATES, NodeState.LOST])
     return (
         clusters.select_related("project", "cloud")
-        .annotate(node_count=Count("nodes", filter=live))
+        .annotate(node_count=Count("nodes", filter=Q(nodes__state__in=LIVE_NODE_STATES)))
         .order_by("-created_at", "-pk")
     )
 
@@ -241,12 +240,13 @@ def _gpu_percents(value: Any, resources: dict[str, Any]) -> list[float | None]:
 def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
     """Live nodes first (head, then workers by group), then the latest gone ones. One
     query and one cache read, however many nodes there are."""
-    gone = [*GONE_NODE_STATES, NodeState.LOST]
     nodes = list(
         cluster.nodes.defer(*NODE_PAGE_DEFER)
         .annotate(
             is_gone=Case(
-                When(state__in=gone, then=Value(1)), default=Value(0), output_field=IntegerField()
+                When(state__in=LIVE_NODE_STATES, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
             )
         )
         .order_by("is_gone", "role", "group", "-created_at")[:limit]
@@ -259,7 +259,7 @@ def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
         if moment is not None and (seen is None or moment >= seen):
             seen = moment
             usage = latest_usage if latest_usage is not None else usage
-        alive = node.state not in gone
+        alive = node.state in LIVE_NODE_STATES
         rows.append(
             NodeRow(
                 node=node,
@@ -278,7 +278,7 @@ def cluster_usage(rows: list[NodeRow]) -> Usage:
     gpu_figures: list[float] = []
     for row in rows:
         node = row.node
-        if node.state in (*GONE_NODE_STATES, NodeState.LOST):
+        if node.state not in LIVE_NODE_STATES:
             continue
         usage.nodes += 1
         usage.cpus += node.cpus

@@ -40,7 +40,7 @@ from clouds.providers.registry import log_location_for
 
 from .. import live
 from ..access import heartbeat_access, registration_access
-from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
+from ..choices import LIVE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from ..models import Cluster, Node
 from ..tasks import enqueue_reconcile
 from .events import record_event
@@ -133,7 +133,6 @@ def registration_answer(registration: Registration) -> dict[str, Any]:
 
 # --- Who is heartbeating: the live-node table -------------------------------------------
 
-GONE_STATES = (NodeState.TERMINATED, NodeState.FAILED, NodeState.LOST)
 STOP_STATES = (NodeState.TERMINATING, NodeState.TERMINATED, NodeState.LOST)
 _UNKNOWN: Any = object()  # a row's resources this process has not read yet
 RELOAD_SLICE, RELOAD_PAUSE = 250, 0.0002  # rows, seconds
@@ -160,7 +159,7 @@ def _node_rows(**filters: Any) -> QuerySet[Node, tuple]:
         seen = Cast(Extract("last_heartbeat_at", "epoch"), FloatField())
     return (
         Node.objects.filter(**filters)
-        .exclude(state__in=GONE_STATES)
+        .live()
         .exclude(credential_hash="")
         .order_by()
         .values_list("credential_hash", "pk", "cluster_id", "role", "state",
@@ -259,7 +258,7 @@ def node_for_credential(credential: str) -> HeartbeatNode:
     ttl = settings.RAYDECK_AGENT_CACHE_SECONDS
     if ttl > 0:
         node = _live_nodes.get(digest, ttl)
-        if node is not None and node.state not in GONE_STATES:
+        if node is not None and node.state in LIVE_NODE_STATES:
             return node
     rows = list(_node_rows(credential_hash=digest))
     if not rows:

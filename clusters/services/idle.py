@@ -29,7 +29,7 @@ from accounts.audit import audit
 from accounts.models import User
 from accounts.permissions import require
 
-from ..choices import GONE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeState
+from ..choices import ClusterState, DesiredState, EventLevel
 from ..live import HeadReport, busy_at, head_report, parse_time
 from ..models import Cluster, Node
 from ..tasks import enqueue_reconcile
@@ -336,9 +336,7 @@ def cluster_stopped_itself(*, node_pk: int, report: dict[str, Any]) -> None:
     message = f"Stopped itself: {reason}."
     cluster.desired_state = DesiredState.TERMINATED
     cluster.save(update_fields=["desired_state", "updated_at"])
-    cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST]).update(
-        state_reason=message
-    )
+    cluster.nodes.live().update(state_reason=message)
     record_event(cluster, "stopped itself", message, node=node, level=EventLevel.WARNING)
     changes = {"desired_state": ["running", "terminated"], "reason": [None, reason]}
     audit(actor=None, verb="cluster.stopped_itself", target=cluster, changes=changes)

@@ -42,7 +42,6 @@ from clouds.providers.registry import provider_for
 from .. import live
 from ..agent_package import PROJECT_NAME
 from ..choices import (
-    GONE_NODE_STATES,
     ClusterState,
     DesiredState,
     EventLevel,
@@ -302,9 +301,7 @@ def _plan_nodes(cluster: Cluster) -> None:
         cluster.save()
         record_event(cluster, "starting", "Raydeck is starting the cluster's nodes.")
     config = cluster.compute_config
-    live = cluster.nodes.exclude(
-        state__in=[*GONE_NODE_STATES, NodeState.LOST, NodeState.TERMINATING]
-    )
+    live = cluster.nodes.staying()
     if not live.filter(role=NodeRole.HEAD).exists():
         _new_node(cluster, NodeRole.HEAD, "", config.head_instance_type,
                   config.head_cpus, config.head_memory_mb)  # fmt: skip
@@ -355,7 +352,7 @@ def _launch(cluster: Cluster, node: Node, provider: CloudProvider, image: str) -
 
 def _mark_node(node: Node, state: str, reason: str = "") -> None:
     node.set_state(state, reason)
-    if state in GONE_NODE_STATES:
+    if state in (NodeState.TERMINATED, NodeState.FAILED):
         node.terminated_at = timezone.now()
     node.save(update_fields=["state", "state_reason", "state_changed_at", "terminated_at"])
 
@@ -438,9 +435,7 @@ def _terminate_instance(cluster: Cluster, node: Node, provider: CloudProvider, f
 @transaction.atomic
 def _update_cluster_state(cluster: Cluster) -> None:
     cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
-    nodes = list(cluster.nodes.exclude(
-        state__in=[*GONE_NODE_STATES, NodeState.LOST, NodeState.TERMINATING]
-    ))  # fmt: skip
+    nodes = list(cluster.nodes.staying())
     head = next((n for n in nodes if n.role == NodeRole.HEAD), None)
     # Ready: the head and each group's min. Workers the autoscaler adds join a running
     # cluster without making it "starting" again.
@@ -492,9 +487,9 @@ def _drive_down(cluster: Cluster) -> Outcome:
             record_event(locked, "terminating", "Stopping Ray and terminating the nodes.")
         cluster = locked
     provider = provider_for(cluster.cloud)
-    Node.objects.filter(cluster=cluster).exclude(
-        state__in=[*GONE_NODE_STATES, NodeState.LOST]
-    ).update(state=NodeState.TERMINATING, state_changed_at=timezone.now())
+    Node.objects.filter(cluster=cluster).live().update(
+        state=NodeState.TERMINATING, state_changed_at=timezone.now()
+    )
     try:
         # Ask the cloud, not our rows: an instance whose launch answer was lost has no
         # instance id here, but it carries this cluster's tag.
@@ -562,9 +557,7 @@ def orphans_sweep() -> int:
             logger.warning("Orphan sweep of cloud %s failed: %s", cloud.pk, exc.user_message)
             continue
         claimed = set(
-            Node.objects.filter(cluster__cloud=cloud)
-            .exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST])
-            .values_list("uuid", flat=True)
+            Node.objects.filter(cluster__cloud=cloud).live().values_list("uuid", flat=True)
         )
         for instance in instances:
             if instance.node_id in claimed:

@@ -52,7 +52,7 @@ from clouds.choices import CloudState
 from clouds.models import Cloud
 from clouds.providers.registry import local_root, provider_for
 from clusters import live
-from clusters.choices import GONE_NODE_STATES, ClusterState, NodeRole, NodeState
+from clusters.choices import ClusterState, NodeRole, NodeState
 from clusters.models import Cluster, Node
 from clusters.services import lifecycle, reconcile
 from tests.clusters.test_end_to_end import drive, processes_with
@@ -397,7 +397,7 @@ class Faults:
     def assert_one_instance_per_node(self, cluster: Cluster) -> None:
         """No duplicate instance and no stray one: each live Node is exactly one live
         instance, started exactly once, running exactly one agent."""
-        nodes = list(cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST]))
+        nodes = list(cluster.nodes.live())
         assert [n.role for n in nodes] == [NodeRole.HEAD], "a node was planned twice"
         live = [i for i in provider_for(self.cloud).list_instances(cluster_id=cluster.uuid)
                 if i.is_live]  # fmt: skip
