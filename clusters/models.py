@@ -17,6 +17,7 @@ from clouds.models import Cloud
 
 from .choices import (
     CLUSTER_TRANSITIONS,
+    FINAL_CLUSTER_STATES,
     LIVE_NODE_STATES,
     ClusterState,
     DesiredState,
@@ -318,7 +319,7 @@ class ContainerImage(models.Model):
 
 class ClusterQuerySet(ProjectOwnedQuerySet):
     def live(self) -> ClusterQuerySet:
-        return self.exclude(state__in=[ClusterState.TERMINATED, ClusterState.FAILED])
+        return self.exclude(state__in=FINAL_CLUSTER_STATES)
 
 
 class Cluster(models.Model):
@@ -376,7 +377,7 @@ class Cluster(models.Model):
 
     @property
     def is_final(self) -> bool:
-        return self.state in (ClusterState.TERMINATED, ClusterState.FAILED)
+        return self.state in FINAL_CLUSTER_STATES
 
     def move_to(self, state: str, reason: str = "") -> str:
         """Change the observed state per the transition table; returns the old state.
@@ -389,7 +390,7 @@ class Cluster(models.Model):
         self.state_changed_at = timezone.now()
         if state == ClusterState.RUNNING:
             self.started_at = self.state_changed_at
-        if state in (ClusterState.TERMINATED, ClusterState.FAILED):
+        if state in FINAL_CLUSTER_STATES:
             self.terminated_at = self.state_changed_at
         return old
 

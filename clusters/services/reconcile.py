@@ -531,11 +531,7 @@ def _drive_down(cluster: Cluster) -> Outcome:
 def clusters_needing_reconcile() -> list[int]:
     """Every cluster whose state is not final: the beat sweep re-enqueues them, so work
     lost with a broker or a worker is picked up again."""
-    return list(
-        Cluster.objects.exclude(
-            state__in=[ClusterState.TERMINATED, ClusterState.FAILED]
-        ).values_list("pk", flat=True)
-    ) + list(
+    return list(Cluster.objects.live().values_list("pk", flat=True)) + list(
         Cluster.objects.filter(state=ClusterState.FAILED, terminated_at=None).values_list(
             "pk", flat=True
         )
