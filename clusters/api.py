@@ -28,7 +28,7 @@ from console.statements import Param, StatementCache
 
 from . import selectors
 from .access import cluster_address
-from .choices import ClusterState, NodeRole, NodeState
+from .choices import ClusterState, NodeRole
 from .forms import ClusterCreateForm
 from .models import (
     DEFAULT_DOWNSCALE_DELAY_SECONDS,
@@ -748,12 +748,7 @@ def cluster_logs(
             raise not_found("node")
     else:
         heads = nodes.filter(role=NodeRole.HEAD)
-        node = (
-            heads.exclude(
-                state__in=[NodeState.TERMINATED, NodeState.FAILED, NodeState.LOST]
-            ).first()
-            or heads.order_by("-created_at").first()
-        )
+        node = heads.live().first() or heads.order_by("-created_at").first()
         if node is None:
             raise ApiError(409, "This cluster has no head node yet; try again in a moment.",
                            code="conflict")  # fmt: skip

@@ -51,9 +51,19 @@ class NodeState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-LIVE_NODE_STATES = frozenset({NodeState.PENDING, NodeState.LAUNCHING, NodeState.BOOTING,
-                              NodeState.REGISTERED, NodeState.READY})  # fmt: skip
-GONE_NODE_STATES = frozenset({NodeState.TERMINATED, NodeState.FAILED})
+# A node is live from its row's first write until it is terminated, failed or lost: its
+# cluster has its machine, or is getting it or giving it back. The one spelling of that
+# list: here for Python, Node.objects.live() (and .staying()) for queries.
+LIVE_NODE_STATES = frozenset(
+    {
+        NodeState.PENDING,
+        NodeState.LAUNCHING,
+        NodeState.BOOTING,
+        NodeState.REGISTERED,
+        NodeState.READY,
+        NodeState.TERMINATING,
+    }
+)
 
 
 class EventLevel(models.TextChoices):

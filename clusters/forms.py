@@ -19,8 +19,7 @@ from clouds.providers.registry import traits_for
 
 from . import selectors
 from .choices import ClusterState
-from .models import WORKER_GROUP_DEFAULTS, ComputeConfigVersion, ContainerImage
-from .services.configs import VERSIONED_FIELDS
+from .models import VERSIONED_FIELDS, WORKER_GROUP_DEFAULTS, ComputeConfigVersion, ContainerImage
 from .services.defaults import ray_version
 from .services.lifecycle import cloud_usable_by
 

@@ -21,10 +21,18 @@ from clouds.choices import CloudState, LaunchAccess
 from clouds.models import Cloud
 from clouds.providers.registry import traits_for
 
-from .choices import FINAL_CLUSTER_STATES, GONE_NODE_STATES, NodeState
-from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
-from .services.agents import cached_liveness
-from .services.configs import VERSIONED_FIELDS, filled_worker_groups
+from . import live
+from .choices import FINAL_CLUSTER_STATES, LIVE_NODE_STATES
+from .models import (
+    VERSIONED_FIELDS,
+    Cluster,
+    ClusterEvent,
+    ComputeConfig,
+    ComputeConfigVersion,
+    ContainerImage,
+    Node,
+    filled_worker_groups,
+)
 
 EVENT_LIMIT = 100
 NODE_LIMIT = 200
@@ -55,10 +63,9 @@ def cluster_list(
         clusters = clusters.filter(cloud_id=cloud)
     if query:
         clusters = clusters.filter(name__icontains=query)
-    live = ~Q(nodes__state__in=[*GONE_NODE_STATES, NodeState.LOST])
     return (
         clusters.select_related("project", "cloud")
-        .annotate(node_count=Count("nodes", filter=live))
+        .annotate(node_count=Count("nodes", filter=Q(nodes__state__in=LIVE_NODE_STATES)))
         .order_by("-created_at", "-pk")
     )
 
@@ -234,17 +241,18 @@ def _gpu_percents(value: Any, resources: dict[str, Any]) -> list[float | None]:
 def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
     """Live nodes first (head, then workers by group), then the latest gone ones. One
     query and one cache read, however many nodes there are."""
-    gone = [*GONE_NODE_STATES, NodeState.LOST]
     nodes = list(
         cluster.nodes.defer(*NODE_PAGE_DEFER)
         .annotate(
             is_gone=Case(
-                When(state__in=gone, then=Value(1)), default=Value(0), output_field=IntegerField()
+                When(state__in=LIVE_NODE_STATES, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
             )
         )
         .order_by("is_gone", "role", "group", "-created_at")[:limit]
     )
-    cached = cached_liveness([n.pk for n in nodes])
+    cached = live.liveness([n.pk for n in nodes])
     rows = []
     for node in nodes:
         seen, usage = node.last_heartbeat_at, node.usage if isinstance(node.usage, dict) else {}
@@ -252,14 +260,14 @@ def node_rows(cluster: Cluster, limit: int = NODE_LIMIT) -> list[NodeRow]:
         if moment is not None and (seen is None or moment >= seen):
             seen = moment
             usage = latest_usage if latest_usage is not None else usage
-        live = node.state not in gone
+        alive = node.state in LIVE_NODE_STATES
         rows.append(
             NodeRow(
                 node=node,
                 last_seen=seen,
-                cpu_percent=_percent(usage.get("cpu_percent")) if live else None,
-                memory_percent=_percent(usage.get("memory_percent")) if live else None,
-                gpus=_gpu_percents(usage.get("gpus"), node.resources) if live else [],
+                cpu_percent=_percent(usage.get("cpu_percent")) if alive else None,
+                memory_percent=_percent(usage.get("memory_percent")) if alive else None,
+                gpus=_gpu_percents(usage.get("gpus"), node.resources) if alive else [],
             )
         )
     return rows
@@ -271,7 +279,7 @@ def cluster_usage(rows: list[NodeRow]) -> Usage:
     gpu_figures: list[float] = []
     for row in rows:
         node = row.node
-        if node.state in (*GONE_NODE_STATES, NodeState.LOST):
+        if node.state not in LIVE_NODE_STATES:
             continue
         usage.nodes += 1
         usage.cpus += node.cpus

@@ -1,42 +1,36 @@
-"""Background work of the clusters app: thin tasks, ids in, a service out."""
+"""Background work of the clusters app: thin tasks, ids in, a service out, and the one
+function that enqueues a reconcile.
 
-import time
+Each task imports its service inside its body, so that services may import
+enqueue_reconcile from here: the task boundary is the one place where the clusters
+app's imports point back up (STYLE §7)."""
 
 from celery import shared_task
 from celery.utils import uuid
-from django.core.cache import cache
 
 from clouds.providers.base import TransientCloudError
 
-# At most one follow-up reconcile waits in the queue per cluster: the self-requeues
-# and the periodic sweep go through schedule_reconcile(), which skips a second one.
-# The key holds the waiting task's id and only that task clears it, so a reconcile
-# enqueued directly (a user's request, an agent's report) runs at once without
-# starting a second chain of follow-ups.
-QUEUED_KEY = "raydeck:reconcile-queued:{}"
-QUEUED_SLACK_SECONDS = 30
+from . import live
 
 
-def _waiting(key: str) -> tuple[str, float] | None:
-    """(task id, when due) of the follow-up waiting, if any."""
-    value = cache.get(key)
-    return value if isinstance(value, tuple) and len(value) == 2 else None
+def enqueue_reconcile(
+    cluster_id: int, *, follow_up: bool = False, countdown: int = 0, sooner_wins: bool = False
+) -> bool:
+    """Ask for a reconcile of the cluster: every caller goes through here. True when a
+    task was sent.
 
-
-def schedule_reconcile(cluster_id: int, countdown: int = 0, *, sooner_wins: bool = False) -> bool:
-    """Enqueue a reconcile unless one is already waiting; True when enqueued.
-
-    With `sooner_wins`, one waiting to run more than a second later than `countdown`
-    is taken over: it still runs (once) when due, but no longer continues the chain.
+    By default (a user's request, an agent's report, the idle check) it is sent once the
+    current transaction commits, always, and runs at once. A `follow_up` (the reconciler
+    polling in `countdown` seconds, the beat sweep, pending demand) is sent now, and only
+    if no other follow-up of the cluster waits in the queue (live.claim_follow_up): with
+    `sooner_wins`, one waiting to run more than a second later is taken over.
     """
-    key = QUEUED_KEY.format(cluster_id)
-    task_id, due = uuid(), time.time() + countdown
-    timeout = countdown + QUEUED_SLACK_SECONDS
-    if not cache.add(key, (task_id, due), timeout):
-        waiting = _waiting(key)
-        if not sooner_wins or (waiting is not None and waiting[1] <= due + 1):
-            return False
-        cache.set(key, (task_id, due), timeout)
+    if not follow_up:
+        reconcile_cluster.delay_on_commit(cluster_id=cluster_id)
+        return True
+    task_id = uuid()
+    if not live.claim_follow_up(cluster_id, task_id, countdown, sooner_wins=sooner_wins):
+        return False
     reconcile_cluster.apply_async(
         kwargs={"cluster_id": cluster_id}, countdown=countdown, task_id=task_id
     )
@@ -54,14 +48,13 @@ def schedule_reconcile(cluster_id: int, countdown: int = 0, *, sooner_wins: bool
 def reconcile_cluster(self, *, cluster_id: int) -> str:  # type: ignore[no-untyped-def]
     from .services.reconcile import cluster_reconcile
 
-    queued_key = QUEUED_KEY.format(cluster_id)
-    waiting = _waiting(queued_key)
-    if waiting is not None and waiting[0] == self.request.id:
-        cache.delete(queued_key)  # the waiting follow-up was this one: a new one may queue
+    live.release_follow_up(cluster_id, self.request.id)
     outcome = cluster_reconcile(cluster_id=cluster_id, holder=self.request.id)
     if outcome.requeue_in is not None:
         # A poll, not a sleep: the worker is free in between.
-        schedule_reconcile(cluster_id, countdown=outcome.requeue_in, sooner_wins=True)
+        enqueue_reconcile(
+            cluster_id, follow_up=True, countdown=outcome.requeue_in, sooner_wins=True
+        )
     return outcome.summary
 
 
@@ -72,7 +65,9 @@ def sweep_clusters() -> int:
     skipped; the lease prevents two running at once)."""
     from .services.reconcile import clusters_needing_reconcile
 
-    return sum(schedule_reconcile(cluster_id) for cluster_id in clusters_needing_reconcile())
+    return sum(
+        enqueue_reconcile(cluster_id, follow_up=True) for cluster_id in clusters_needing_reconcile()
+    )
 
 
 @shared_task(acks_late=True)

@@ -9,7 +9,7 @@ django_application = get_wsgi_application()
 
 # Imported once the apps are loaded (get_wsgi_application above loads them).
 from clusters.agent_api import HEARTBEAT_PATH, HeartbeatApp  # noqa: E402
-from clusters.services.listening import start_ticking, start_ticking_after_fork  # noqa: E402
+from clusters.live import start_ticking, start_ticking_after_fork  # noqa: E402
 from console.api import fast  # noqa: E402
 
 heartbeat_application = HeartbeatApp()

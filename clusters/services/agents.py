@@ -9,8 +9,8 @@ costs no SQL at all:
   database, so the credential is still checked on every request; a node that is gone,
   or a cluster being terminated, shows within that many seconds;
 - that it is alive, and how busy it is: one write to the shared cache per batch
-  (cached_heartbeat, read by the reconciler; cached_usage, read by the cluster page,
-  so its CPU / memory / GPU bars are seconds old, not up to a minute);
+  (clusters/live.py: read by the reconciler, and by the cluster page, so its CPU /
+  memory / GPU bars are seconds old, not up to a minute);
 - the row: written only when something changes (state, Ray resources, a log tail) or
   once a minute as a liveness lease. State changes are written at once; the rest is
   batched per process and flushed in one UPDATE every RAYDECK_AGENT_WRITE_BEHIND_SECONDS.
@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import FloatField, QuerySet
 from django.db.models.functions import Cast, Extract
@@ -39,11 +38,13 @@ from accounts.tokens import hash_secret, new_secret
 from clouds.providers.base import ray_temp_dir
 from clouds.providers.registry import log_location_for
 
+from .. import live
 from ..access import heartbeat_access, registration_access
-from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
+from ..choices import LIVE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from ..models import Cluster, Node
+from ..tasks import enqueue_reconcile
 from .events import record_event
-from .head_reports import note_head_report
+from .idle import cluster_stopped_itself
 
 PERSIST_EVERY_SECONDS = 60
 LOG_TAIL_LINES = 200
@@ -56,35 +57,6 @@ class AgentAuthError(Exception):
 
 class AgentRequestError(Exception):
     """The body is not what the agent API expects."""
-
-
-def _hb_key(node_pk: int) -> str:
-    return f"raydeck:hb:{node_pk}"
-
-
-def _usage_key(node_pk: int) -> str:
-    return f"raydeck:usage:{node_pk}"
-
-
-def cached_heartbeat(node_pk: int) -> datetime | None:
-    value = cache.get(_hb_key(node_pk))
-    return datetime.fromtimestamp(value, tz=UTC) if value else None
-
-
-def cached_liveness(node_pks: list[int]) -> dict[int, tuple[datetime | None, dict | None]]:
-    """{node pk: (latest heartbeat, latest usage)} from the shared cache, in one read;
-    None where the cache has nothing (not yet, or it restarted)."""
-    if not node_pks:
-        return {}
-    found = cache.get_many([k for pk in node_pks for k in (_hb_key(pk), _usage_key(pk))])
-    result: dict[int, tuple[datetime | None, dict | None]] = {}
-    for pk in node_pks:
-        stamp, usage = found.get(_hb_key(pk)), found.get(_usage_key(pk))
-        result[pk] = (
-            datetime.fromtimestamp(stamp, tz=UTC) if stamp else None,
-            usage if isinstance(usage, dict) else None,
-        )
-    return result
 
 
 @dataclass(frozen=True)
@@ -161,7 +133,6 @@ def registration_answer(registration: Registration) -> dict[str, Any]:
 
 # --- Who is heartbeating: the live-node table -------------------------------------------
 
-GONE_STATES = (NodeState.TERMINATED, NodeState.FAILED, NodeState.LOST)
 STOP_STATES = (NodeState.TERMINATING, NodeState.TERMINATED, NodeState.LOST)
 _UNKNOWN: Any = object()  # a row's resources this process has not read yet
 RELOAD_SLICE, RELOAD_PAUSE = 250, 0.0002  # rows, seconds
@@ -188,7 +159,7 @@ def _node_rows(**filters: Any) -> QuerySet[Node, tuple]:
         seen = Cast(Extract("last_heartbeat_at", "epoch"), FloatField())
     return (
         Node.objects.filter(**filters)
-        .exclude(state__in=GONE_STATES)
+        .live()
         .exclude(credential_hash="")
         .order_by()
         .values_list("credential_hash", "pk", "cluster_id", "role", "state",
@@ -287,7 +258,7 @@ def node_for_credential(credential: str) -> HeartbeatNode:
     ttl = settings.RAYDECK_AGENT_CACHE_SECONDS
     if ttl > 0:
         node = _live_nodes.get(digest, ttl)
-        if node is not None and node.state not in GONE_STATES:
+        if node is not None and node.state in LIVE_NODE_STATES:
             return node
     rows = list(_node_rows(credential_hash=digest))
     if not rows:
@@ -344,15 +315,6 @@ class Batch:
         return len(batch)
 
 
-def _write_liveness(batch: dict[int, dict[str, Any]]) -> None:
-    values: dict[str, Any] = {}
-    for pk, fields in batch.items():
-        values[_hb_key(pk)] = fields["at"]
-        if fields.get("usage"):
-            values[_usage_key(pk)] = fields["usage"]
-    cache.set_many(values, timeout=3600)
-
-
 def _write_rows(batch: dict[int, dict[str, Any]]) -> None:
     if connection.vendor != "postgresql":
         for pk, fields in batch.items():
@@ -383,7 +345,7 @@ def _write_rows(batch: dict[int, dict[str, Any]]) -> None:
 
 ROW_COLUMNS = ("last_heartbeat_at", "usage", "resources", "log_tail")
 LIVENESS_BATCH_SECONDS = 0.25  # far below RAYDECK_NODE_LOST_AFTER_MISSED heartbeats
-_liveness = Batch(_write_liveness)
+_liveness = Batch(live.note_heartbeats)
 _rows = Batch(_write_rows)
 
 
@@ -442,12 +404,15 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
             node.persisted_at = now
         if "resources" in fields:
             node.resources_total = ray.get("resources_total")
-    if node.role == NodeRole.HEAD and ray:
-        note_head_report(node.cluster_id, ray, body.get("activity"), now)
+    if (
+        node.role == NodeRole.HEAD
+        and ray
+        and live.note_head_report(node.cluster_id, ray, body.get("activity"), now)
+    ):
+        # Demand waits for workers: the autoscaler (in the reconciler) looks now.
+        enqueue_reconcile(node.cluster_id, follow_up=True, sooner_wins=True)
     stopped_itself = body.get("stopped_itself")
     if isinstance(stopped_itself, dict) and node.role == NodeRole.HEAD:
-        from .idle import cluster_stopped_itself
-
         cluster_stopped_itself(node_pk=node.pk, report=stopped_itself)
     stop = (
         node.desired_state == DesiredState.TERMINATED
@@ -491,7 +456,5 @@ def _apply_state(node: HeartbeatNode, reported: str, message: str) -> bool:
                          f"node: {message}", node=locked, level=EventLevel.ERROR)  # fmt: skip
         node.state = locked.state
         if cluster.state in (ClusterState.STARTING, ClusterState.RUNNING):
-            from .lifecycle import enqueue_reconcile
-
-            enqueue_reconcile(cluster)
+            enqueue_reconcile(cluster.pk)
     return True

@@ -26,10 +26,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from ..choices import GONE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeRole, NodeState
+from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
+from ..live import head_report
 from ..models import Cluster, Node, downscale_delay
 from .events import record_event
-from .head_reports import head_report
 
 MIB = 1 << 20
 SETTLE_SECONDS = 20  # a report may not yet count a worker that became ready this recently
@@ -210,11 +210,7 @@ def cluster_autoscale(cluster: Cluster, now: datetime | None = None) -> Plan | N
         locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
         if locked.desired_state != DesiredState.RUNNING or locked.state != ClusterState.RUNNING:
             return None
-        nodes = list(
-            locked.nodes.filter(role=NodeRole.WORKER).exclude(
-                state__in=[*GONE_NODE_STATES, NodeState.LOST, NodeState.TERMINATING]
-            )
-        )
+        nodes = list(locked.nodes.staying().filter(role=NodeRole.WORKER))
         settled = now - timedelta(seconds=SETTLE_SECONDS)
         workers = [
             Worker(

@@ -15,9 +15,10 @@ from accounts.permissions import require
 from clouds.models import Cloud
 
 from ..models import (
-    WORKER_GROUP_DEFAULTS,
+    VERSIONED_FIELDS,
     ComputeConfig,
     ComputeConfigVersion,
+    filled_worker_groups,
     worker_group_errors,
 )
 
@@ -30,18 +31,6 @@ def clean_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if errors:
         raise ValidationError(errors)
     return filled_worker_groups(groups)
-
-
-def filled_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Valid worker groups with every key of WORKER_GROUP_DEFAULTS, so that two lists
-    that mean the same compare equal (older rows may lack keys added since)."""
-    return [
-        {**WORKER_GROUP_DEFAULTS,
-         **{k: v for k, v in group.items() if k in WORKER_GROUP_DEFAULTS},
-         "name": str(group["name"]).strip(),
-         "instance_type": str(group.get("instance_type") or "")[:64]}
-        for group in groups
-    ]  # fmt: skip
 
 
 @transaction.atomic
@@ -99,12 +88,6 @@ def compute_config_create(
     audit(actor=actor, verb="compute_config.create", target=config,
           changes={"name": [None, config.name], "cloud": [None, cloud.name]})  # fmt: skip
     return config
-
-
-# What a version holds (the rest of the row says who made it and when).
-VERSIONED_FIELDS = ("cloud", "region", "zone", "head_instance_type", "head_cpus",
-                    "head_memory_mb", "worker_groups", "idle_timeout_minutes",
-                    "max_uptime_minutes")  # fmt: skip
 
 
 @transaction.atomic

@@ -29,11 +29,12 @@ from accounts.audit import audit
 from accounts.models import User
 from accounts.permissions import require
 
-from ..choices import GONE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeState
+from ..choices import ClusterState, DesiredState, EventLevel
+from ..live import HeadReport, busy_at, head_report, parse_time
 from ..models import Cluster, Node
+from ..tasks import enqueue_reconcile
 from .events import record_event
-from .head_reports import HeadReport, busy_at, head_report, parse_time
-from .lifecycle import cluster_terminate, enqueue_reconcile
+from .lifecycle import cluster_terminate
 
 WARN_MAX = timedelta(minutes=5)
 WARN_SHARE = 0.2
@@ -335,10 +336,8 @@ def cluster_stopped_itself(*, node_pk: int, report: dict[str, Any]) -> None:
     message = f"Stopped itself: {reason}."
     cluster.desired_state = DesiredState.TERMINATED
     cluster.save(update_fields=["desired_state", "updated_at"])
-    cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST]).update(
-        state_reason=message
-    )
+    cluster.nodes.live().update(state_reason=message)
     record_event(cluster, "stopped itself", message, node=node, level=EventLevel.WARNING)
     changes = {"desired_state": ["running", "terminated"], "reason": [None, reason]}
     audit(actor=None, verb="cluster.stopped_itself", target=cluster, changes=changes)
-    enqueue_reconcile(cluster)
+    enqueue_reconcile(cluster.pk)

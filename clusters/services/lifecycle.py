@@ -16,14 +16,9 @@ from clouds.models import Cloud
 from ..access import access_key
 from ..choices import ClusterState, DesiredState, EventLevel
 from ..models import Cluster, ComputeConfigVersion, ContainerImage
+from ..tasks import enqueue_reconcile
 from .defaults import default_compute_config, default_image
 from .events import record_event
-
-
-def enqueue_reconcile(cluster: Cluster) -> None:
-    from ..tasks import reconcile_cluster
-
-    reconcile_cluster.delay_on_commit(cluster_id=cluster.pk)
 
 
 def cloud_usable_by(cloud: Cloud, project: Project) -> str | None:
@@ -94,7 +89,7 @@ def cluster_create(
     record_event(cluster, "queued", f"{actor.display_name} created the cluster.")
     audit(actor=actor, verb="cluster.create", target=cluster,
           changes={"name": [None, cluster.name], "cloud": [None, cloud.name]})  # fmt: skip
-    enqueue_reconcile(cluster)
+    enqueue_reconcile(cluster.pk)
     return cluster
 
 
@@ -114,7 +109,7 @@ def cluster_terminate(*, cluster: Cluster, actor: User | None, reason: str = "")
     if reason:
         changes["reason"] = [None, reason]
     audit(actor=actor, verb="cluster.terminate", target=cluster, changes=changes)
-    enqueue_reconcile(cluster)
+    enqueue_reconcile(cluster.pk)
     return cluster
 
 
@@ -142,5 +137,5 @@ def cluster_restart(*, cluster: Cluster, actor: User) -> Cluster:
     record_event(cluster, "queued", f"{actor.display_name} restarted the cluster.",
                  level=EventLevel.INFO)  # fmt: skip
     audit(actor=actor, verb="cluster.restart", target=cluster)
-    enqueue_reconcile(cluster)
+    enqueue_reconcile(cluster.pk)
     return cluster

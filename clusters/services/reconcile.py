@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -40,9 +39,9 @@ from clouds.providers.base import (
 )
 from clouds.providers.registry import provider_for
 
+from .. import live
 from ..agent_package import PROJECT_NAME
 from ..choices import (
-    GONE_NODE_STATES,
     ClusterState,
     DesiredState,
     EventLevel,
@@ -50,13 +49,12 @@ from ..choices import (
     NodeState,
 )
 from ..models import Cluster, Node
+from .agents import PERSIST_EVERY_SECONDS
 from .autoscale import cluster_autoscale, group_target, workers_to_stop
 from .events import record_event
-from .listening import listening
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60
 REQUEUE_STARTING = 2
 REQUEUE_RUNNING = 15
 REQUEUE_BACKOFF_MAX = 60
@@ -139,22 +137,20 @@ def cluster_reconcile(*, cluster_id: int, holder: str | None = None) -> Outcome:
 
     `holder` is the Celery task id: a task redelivered after its worker was killed
     has the same id and takes its own lease back at once, instead of waiting for it
-    to expire. A lease of a run that is really gone expires after LEASE_SECONDS.
+    to expire. A lease of a run that is really gone expires (live.LEASE_SECONDS).
     """
-    lease_key, holder = f"raydeck:reconcile:{cluster_id}", holder or uuid.uuid4().hex
-    if not cache.add(lease_key, holder, LEASE_SECONDS) and cache.get(lease_key) != holder:
+    holder = holder or uuid.uuid4().hex
+    if not live.take_lease(cluster_id, holder):
         return Outcome("another reconcile is running")
-    cache.set(lease_key, holder, LEASE_SECONDS)
-    token = _lease.set((lease_key, holder))
+    token = _lease.set((cluster_id, holder))
     try:
         return _reconcile(cluster_id)
     finally:
         _lease.reset(token)
-        if cache.get(lease_key) == holder:
-            cache.delete(lease_key)
+        live.release_lease(cluster_id, holder)
 
 
-_lease: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+_lease: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
     "raydeck_reconcile_lease", default=None
 )
 
@@ -163,8 +159,8 @@ def _renew_lease() -> None:
     """Called before each slow cloud call: a long pass keeps its lease, so a second
     run cannot start beside it."""
     lease = _lease.get()
-    if lease is not None and cache.get(lease[0]) == lease[1]:
-        cache.set(lease[0], lease[1], LEASE_SECONDS)
+    if lease is not None:
+        live.renew_lease(*lease)
 
 
 def _reconcile(cluster_id: int) -> Outcome:
@@ -241,9 +237,7 @@ def _plan_nodes(cluster: Cluster) -> None:
         cluster.save()
         record_event(cluster, "starting", "Raydeck is starting the cluster's nodes.")
     config = cluster.compute_config
-    live = cluster.nodes.exclude(
-        state__in=[*GONE_NODE_STATES, NodeState.LOST, NodeState.TERMINATING]
-    )
+    live = cluster.nodes.staying()
     if not live.filter(role=NodeRole.HEAD).exists():
         _new_node(cluster, NodeRole.HEAD, "", config.head_instance_type,
                   config.head_cpus, config.head_memory_mb)  # fmt: skip
@@ -294,16 +288,14 @@ def _launch(cluster: Cluster, node: Node, provider: CloudProvider, image: str) -
 
 def _mark_node(node: Node, state: str, reason: str = "") -> None:
     node.set_state(state, reason)
-    if state in GONE_NODE_STATES:
+    if state in (NodeState.TERMINATED, NodeState.FAILED):
         node.terminated_at = timezone.now()
     node.save(update_fields=["state", "state_reason", "state_changed_at", "terminated_at"])
 
 
 def last_seen(node: Node) -> datetime | None:
     """The latest heartbeat: the cache has it within seconds, the row within a minute."""
-    from .agents import cached_heartbeat
-
-    cached = cached_heartbeat(node.pk)
+    cached = live.last_heartbeat(node.pk)
     if cached and (node.last_heartbeat_at is None or cached > node.last_heartbeat_at):
         return cached
     return node.last_heartbeat_at
@@ -314,9 +306,7 @@ def _row_slack(node: Node) -> timedelta:
     is written about once a minute, and the cache loses every entry when Redis restarts.
     Without this slack, the first reconcile after a restart (the sweep enqueues every
     cluster at once) takes each healthy node that has not heartbeated since for lost."""
-    from .agents import PERSIST_EVERY_SECONDS, cached_heartbeat
-
-    if cached_heartbeat(node.pk) is not None:
+    if live.last_heartbeat(node.pk) is not None:
         return timedelta(0)
     return timedelta(seconds=PERSIST_EVERY_SECONDS + settings.RAYDECK_HEARTBEAT_SECONDS)
 
@@ -334,7 +324,7 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
     lost_after = timedelta(
         seconds=settings.RAYDECK_HEARTBEAT_SECONDS * settings.RAYDECK_NODE_LOST_AFTER_MISSED
     )
-    heard = listening()  # no node is lost for being silent while the web tier was down
+    heard = live.listening()  # no node is lost for being silent while the web tier was down
     for node in cluster.nodes.filter(state__in=[*limits, NodeState.READY]):
         if node.state in limits:
             limit, step = limits[node.state]
@@ -381,9 +371,7 @@ def _terminate_instance(cluster: Cluster, node: Node, provider: CloudProvider, f
 @transaction.atomic
 def _update_cluster_state(cluster: Cluster) -> None:
     cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
-    nodes = list(cluster.nodes.exclude(
-        state__in=[*GONE_NODE_STATES, NodeState.LOST, NodeState.TERMINATING]
-    ))  # fmt: skip
+    nodes = list(cluster.nodes.staying())
     head = next((n for n in nodes if n.role == NodeRole.HEAD), None)
     # Ready: the head and each group's min. Workers the autoscaler adds join a running
     # cluster without making it "starting" again.
@@ -435,9 +423,9 @@ def _drive_down(cluster: Cluster) -> Outcome:
             record_event(locked, "terminating", "Stopping Ray and terminating the nodes.")
         cluster = locked
     provider = provider_for(cluster.cloud)
-    Node.objects.filter(cluster=cluster).exclude(
-        state__in=[*GONE_NODE_STATES, NodeState.LOST]
-    ).update(state=NodeState.TERMINATING, state_changed_at=timezone.now())
+    Node.objects.filter(cluster=cluster).live().update(
+        state=NodeState.TERMINATING, state_changed_at=timezone.now()
+    )
     try:
         # Ask the cloud, not our rows: an instance whose launch answer was lost has no
         # instance id here, but it carries this cluster's tag.
@@ -479,11 +467,7 @@ def _drive_down(cluster: Cluster) -> Outcome:
 def clusters_needing_reconcile() -> list[int]:
     """Every cluster whose state is not final: the beat sweep re-enqueues them, so work
     lost with a broker or a worker is picked up again."""
-    return list(
-        Cluster.objects.exclude(
-            state__in=[ClusterState.TERMINATED, ClusterState.FAILED]
-        ).values_list("pk", flat=True)
-    ) + list(
+    return list(Cluster.objects.live().values_list("pk", flat=True)) + list(
         Cluster.objects.filter(state=ClusterState.FAILED, terminated_at=None).values_list(
             "pk", flat=True
         )
@@ -505,9 +489,7 @@ def orphans_sweep() -> int:
             logger.warning("Orphan sweep of cloud %s failed: %s", cloud.pk, exc.user_message)
             continue
         claimed = set(
-            Node.objects.filter(cluster__cloud=cloud)
-            .exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST])
-            .values_list("uuid", flat=True)
+            Node.objects.filter(cluster__cloud=cloud).live().values_list("uuid", flat=True)
         )
         for instance in instances:
             if instance.node_id in claimed:

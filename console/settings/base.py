@@ -272,7 +272,7 @@ RAYDECK_AGENT_URL = os.environ.get("RAYDECK_AGENT_URL", "")
 RAYDECK_HEARTBEAT_SECONDS = 5
 RAYDECK_NODE_LOST_AFTER_MISSED = 3  # heartbeats
 # Web processes tick the cache so the reconciler judges no node while none is listening
-# (clusters/services/listening.py). Off in tests, which tick by hand.
+# (clusters/live.py). Off in tests, which tick by hand.
 RAYDECK_LISTENING_TICKS = True
 RAYDECK_LAUNCH_TIMEOUT_SECONDS = 10 * 60  # cloud call to instance up
 RAYDECK_REGISTER_TIMEOUT_SECONDS = 5 * 60  # instance up to agent registered

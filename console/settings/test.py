@@ -46,4 +46,4 @@ WHITENOISE_AUTOREFRESH = True
 
 # A local identity provider on this machine may speak plain http (see base.py).
 RAYDECK_SSO_ALLOW_HTTP_LOOPBACK = True
-RAYDECK_LISTENING_TICKS = False  # tests tick by hand (clusters/services/listening.py)
+RAYDECK_LISTENING_TICKS = False  # tests tick by hand (clusters/live.py)

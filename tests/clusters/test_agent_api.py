@@ -20,6 +20,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.tokens import hash_secret, new_secret
+from clusters import live
 from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
 from clusters.models import Cluster, Node
 from clusters.services import agents, lifecycle
@@ -47,7 +48,7 @@ def fresh_tables() -> Iterator[None]:
     agents.flush_heartbeats()
     agents.forget_nodes()
     agents._live_nodes.clock = agents.time.monotonic
-    cache.delete_many([agents._hb_key(pk) for pk in Node.objects.values_list("pk", flat=True)])
+    cache.delete_many([live.heartbeat_key(pk) for pk in Node.objects.values_list("pk", flat=True)])
 
 
 def make_cluster(tenant: Tenant, name: str = "c1") -> Cluster:
@@ -145,7 +146,7 @@ def test_a_heartbeat_answers_and_records_liveness(tenant_a: Tenant, post) -> Non
     assert answer == {"action": "run", "head_address": f"{head.private_address}:6379",
                       "heartbeat_interval": 5, "deadman_seconds": 3600}  # fmt: skip
     agents.flush_heartbeats()
-    assert agents.cached_heartbeat(worker.pk) is not None
+    assert live.last_heartbeat(worker.pk) is not None
     worker.refresh_from_db()
     assert worker.last_heartbeat_at is not None
     assert worker.usage == READY_BODY["usage"]
@@ -169,11 +170,11 @@ def test_heartbeats_only_ever_touch_their_own_node(tenant_a: Tenant, tenant_b: T
     for node in (node_a, sibling):
         node.refresh_from_db()
         assert (node.last_heartbeat_at, node.usage, node.state) == before[node.pk]
-        assert agents.cached_heartbeat(node.pk) is None
+        assert live.last_heartbeat(node.pk) is None
     node_b.refresh_from_db()
     assert node_b.state == NodeState.FAILED
     assert node_b.usage == {"cpu_percent": 99.0}
-    assert agents.cached_heartbeat(node_b.pk) is not None
+    assert live.last_heartbeat(node_b.pk) is not None
 
     # And A's credential touches A alone.
     status, _, _ = post(credential_a)
@@ -181,9 +182,9 @@ def test_heartbeats_only_ever_touch_their_own_node(tenant_a: Tenant, tenant_b: T
     agents.flush_heartbeats()
     node_a.refresh_from_db()
     sibling.refresh_from_db()
-    assert node_a.usage == READY_BODY["usage"] and agents.cached_heartbeat(node_a.pk)
+    assert node_a.usage == READY_BODY["usage"] and live.last_heartbeat(node_a.pk)
     assert (sibling.last_heartbeat_at, sibling.usage) == before[sibling.pk][:2]
-    assert agents.cached_heartbeat(sibling.pk) is None
+    assert live.last_heartbeat(sibling.pk) is None
     # B's credential is dead now that B failed; it reaches nothing.
     assert post(credential_b)[0] == 401
 
@@ -243,7 +244,7 @@ def test_the_row_is_written_on_change_or_once_a_minute(tenant_a: Tenant, post,
     agents.flush_heartbeats()
     node.refresh_from_db()
     assert node.last_heartbeat_at == long_ago  # 30 s: the cache has it, the row waits
-    assert agents.cached_heartbeat(node.pk) > long_ago
+    assert live.last_heartbeat(node.pk) > long_ago
 
     changed = {**READY_BODY, "ray": {"resources_total": {"CPU": 4.0}}}
     assert post(credential, changed)[0] == 200
@@ -291,7 +292,7 @@ def test_unknown_and_missing_tokens_are_refused(tenant_a: Tenant, post) -> None:
     assert post(None)[0] == 401  # no Authorization header at all
     assert post(None, headers={"Authorization": f"Basic {node.credential_hash}"})[0] == 401
     assert post(None, headers={"Authorization": f"Bearer {node.credential_hash}"})[0] == 401
-    assert agents.cached_heartbeat(node.pk) is None
+    assert live.last_heartbeat(node.pk) is None
 
 
 def test_garbage_bodies_are_refused(tenant_a: Tenant, post) -> None:

@@ -10,10 +10,10 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from clusters.choices import ClusterState, NodeRole, NodeState
+from clusters.live import note_head_report
 from clusters.models import ComputeConfigVersion, validate_worker_groups
 from clusters.services import reconcile
 from clusters.services.autoscale import Group, Worker, cluster_autoscale, plan
-from clusters.services.head_reports import note_head_report
 from tests.factories import ClusterFactory, NodeFactory
 
 CPU = {"name": "cpu", "cpus": 2, "memory_mb": 2048, "min": 0, "max": 2,

@@ -21,6 +21,7 @@ from accounts.models import AuditEvent
 from accounts.tokens import hash_secret, new_secret
 from clouds.choices import CloudState, LaunchAccess
 from clouds.models import Cloud
+from clusters import live
 from clusters.choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from clusters.models import Cluster, ClusterEvent, Node
 from clusters.services import agents
@@ -321,7 +322,7 @@ def test_the_page_shows_nodes_usage_heartbeats_and_timed_events(
         usage={"cpu_percent": 42.4, "memory_percent": 75},
         last_heartbeat_at=timezone.now() - timedelta(minutes=1),
     )
-    cache.set(agents._hb_key(head.pk), time.time(), timeout=60)
+    cache.set(live.heartbeat_key(head.pk), time.time(), timeout=60)
     ClusterEvent.objects.create(organization=tenant_a.org, cluster=cluster, node=head,
                                 step="ray started", message="Ray is up on the head node.",
                                 duration_ms=3200)  # fmt: skip
@@ -368,13 +369,13 @@ def test_usage_bars_follow_each_heartbeat_not_the_minutely_row(
         assert 'value="87"' in page and "87%" in page and 'value="64"' in page
         assert "10%" not in page
 
-        cache.delete_many([agents._hb_key(head.pk), agents._usage_key(head.pk)])
+        cache.delete_many([live.heartbeat_key(head.pk), live.usage_key(head.pk)])
         page = text(client_for(tenant_a.member).get(detail_url(cluster)))
         assert 'value="10"' in page  # the cache lost it (a Redis restart): the row's
     finally:
         agents.flush_heartbeats()
         agents.forget_nodes()
-        cache.delete_many([agents._hb_key(head.pk), agents._usage_key(head.pk)])
+        cache.delete_many([live.heartbeat_key(head.pk), live.usage_key(head.pk)])
 
 
 def test_a_failure_says_what_happened_and_what_to_do(tenant_a: Tenant, cloud: Cloud) -> None:

@@ -51,7 +51,8 @@ from django.utils import timezone
 from clouds.choices import CloudState
 from clouds.models import Cloud
 from clouds.providers.registry import local_root, provider_for
-from clusters.choices import GONE_NODE_STATES, ClusterState, NodeRole, NodeState
+from clusters import live
+from clusters.choices import ClusterState, NodeRole, NodeState
 from clusters.models import Cluster, Node
 from clusters.services import lifecycle, reconcile
 from tests.clusters.test_end_to_end import drive, processes_with
@@ -396,7 +397,7 @@ class Faults:
     def assert_one_instance_per_node(self, cluster: Cluster) -> None:
         """No duplicate instance and no stray one: each live Node is exactly one live
         instance, started exactly once, running exactly one agent."""
-        nodes = list(cluster.nodes.exclude(state__in=[*GONE_NODE_STATES, NodeState.LOST]))
+        nodes = list(cluster.nodes.live())
         assert [n.role for n in nodes] == [NodeRole.HEAD], "a node was planned twice"
         live = [i for i in provider_for(self.cloud).list_instances(cluster_id=cluster.uuid)
                 if i.is_live]  # fmt: skip
@@ -609,9 +610,7 @@ def test_killed_worker_mid_provision_is_finished_by_a_new_worker(faults: Faults)
     faults.start_worker("faults-b2")
     # The dead run's message waits out the visibility timeout (10 min); long before,
     # its lease expires and the next sweep's reconcile does the work.
-    faults.wait_state(
-        cluster, ClusterState.RUNNING, reconcile.LEASE_SECONDS + 2 * SWEEP_SECONDS + 30
-    )
+    faults.wait_state(cluster, ClusterState.RUNNING, live.LEASE_SECONDS + 2 * SWEEP_SECONDS + 30)
     recovered = time.monotonic() - killed_at
     faults.say(f"(b) whole worker killed mid-launch: running {recovered:.1f} s later "
                f"(lease had {lease_ttl} s left, sweep every {SWEEP_SECONDS} s)")  # fmt: skip

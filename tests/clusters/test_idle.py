@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from accounts.models import AuditEvent
 from clusters.choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
+from clusters.live import HeadReport, note_head_report
 from clusters.services import agents
-from clusters.services.head_reports import HeadReport, note_head_report
 from clusters.services.idle import cluster_idle_check, cluster_idleness, evaluate
 from tests.conftest import client_for
 from tests.factories import ClusterFactory, NodeFactory

@@ -24,9 +24,10 @@ from clouds.models import Cloud
 from clouds.providers.base import PermanentCloudError, PermanentErrorKind
 from clouds.providers.local import LocalProvider
 from clouds.providers.registry import provider_for
+from clusters import live
 from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
 from clusters.models import Cluster, ClusterEvent, Node
-from clusters.services import agents, lifecycle, listening, reconcile
+from clusters.services import lifecycle, reconcile
 from tests.conftest import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -93,7 +94,7 @@ def test_killed_after_the_row_and_again_after_the_cloud_call(
     with pytest.raises(Crash):
         reconcile.cluster_reconcile(cluster_id=cluster.pk)
     assert cluster.nodes.count() == 2 and not live_instances(provider, cluster)
-    reconcile.cache.clear()  # the dead worker's lease would expire on its own
+    cache.clear()  # the dead worker's lease would expire on its own
 
     def crash_after_cloud(self, **kwargs):
         real_launch(self, **kwargs)
@@ -102,7 +103,7 @@ def test_killed_after_the_row_and_again_after_the_cloud_call(
     monkeypatch.setattr(LocalProvider, "launch", crash_after_cloud)
     with pytest.raises(Crash):
         reconcile.cluster_reconcile(cluster_id=cluster.pk)
-    reconcile.cache.clear()
+    cache.clear()
     monkeypatch.setattr(LocalProvider, "launch", real_launch)
     reconcile.cluster_reconcile(cluster_id=cluster.pk)
     instances = live_instances(provider, cluster)
@@ -176,7 +177,7 @@ def test_a_node_silent_only_in_an_emptied_cache_is_not_lost(tenant_a, local_clou
     Node.objects.filter(pk=head.pk).update(state=NodeState.READY, last_heartbeat_at=written,
                                            ray_ports={"gcs": 1})  # fmt: skip
     Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.RUNNING)
-    key = agents._hb_key(head.pk)
+    key = live.heartbeat_key(head.pk)
     cache.delete(key)
     reconcile.cluster_reconcile(cluster_id=cluster.pk)
     head.refresh_from_db()
@@ -229,14 +230,14 @@ def test_unverified_cloud_is_refused(tenant_a: Tenant) -> None:
                                  cloud=tenant_a.cloud)  # fmt: skip
 
 
-# --- Silence while the web tier was down (clusters/services/listening.py) ---------------
+# --- Silence while the web tier was down (clusters/live.py) --------------------------
 
 
 @pytest.fixture
 def ticks() -> Iterator[None]:
-    cache.delete_many([listening.TICK_KEY, listening.SINCE_KEY])
+    cache.delete_many([live.TICK_KEY, live.SINCE_KEY])
     yield
-    cache.delete_many([listening.TICK_KEY, listening.SINCE_KEY])
+    cache.delete_many([live.TICK_KEY, live.SINCE_KEY])
 
 
 def _silent_head(tenant_a: Tenant, local_cloud: Cloud, silent_for: timedelta) -> Node:
@@ -247,7 +248,7 @@ def _silent_head(tenant_a: Tenant, local_cloud: Cloud, silent_for: timedelta) ->
     Node.objects.filter(pk=head.pk).update(state=NodeState.READY, last_heartbeat_at=seen,
                                            ray_ports={"gcs": 1})  # fmt: skip
     Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.RUNNING)
-    cache.set(agents._hb_key(head.pk), seen.timestamp())
+    cache.set(live.heartbeat_key(head.pk), seen.timestamp())
     return head
 
 
@@ -258,18 +259,18 @@ def test_no_node_is_lost_while_the_web_tier_is_not_listening(tenant_a, local_clo
     grace to heartbeat again before it is taken for lost."""
     head = _silent_head(tenant_a, local_cloud, timedelta(minutes=2))
     now = time.time()
-    listening.tick(now - 120)  # the last tick before the web tier went down
+    live.tick(now - 120)  # the last tick before the web tier went down
     reconcile.cluster_reconcile(cluster_id=head.cluster_id)
     head.refresh_from_db()
     assert head.state == NodeState.READY  # nobody listening: silence says nothing
 
-    listening.tick(now - 5)  # back 5 s ago: listening since then
-    assert listening.listening(now).since.timestamp() == pytest.approx(now - 5)
+    live.tick(now - 5)  # back 5 s ago: listening since then
+    assert live.listening(now).since.timestamp() == pytest.approx(now - 5)
     reconcile.cluster_reconcile(cluster_id=head.cluster_id)
     head.refresh_from_db()
     assert head.state == NodeState.READY  # 5 s of silence while listening: within grace
 
-    cache.set(listening.SINCE_KEY, now - 60)  # a minute of listening, still no heartbeat
+    cache.set(live.SINCE_KEY, now - 60)  # a minute of listening, still no heartbeat
     reconcile.cluster_reconcile(cluster_id=head.cluster_id)
     head.refresh_from_db()
     assert head.state == NodeState.LOST
@@ -277,28 +278,28 @@ def test_no_node_is_lost_while_the_web_tier_is_not_listening(tenant_a, local_clo
 
 def test_listening_without_a_gap_keeps_its_start(ticks) -> None:
     now = time.time()
-    listening.tick(now - 30)
+    live.tick(now - 30)
     for seconds_ago in (25, 20, 15, 10, 5, 0):
-        listening.tick(now - seconds_ago)
-    assert listening.listening(now) == listening.Listening(
+        live.tick(now - seconds_ago)
+    assert live.listening(now) == live.Listening(
         now=True, since=datetime.fromtimestamp(now - 30, tz=UTC)
     )
-    assert not listening.listening(now + 60).now
-    assert listening.listening(now + 60).since is None
+    assert not live.listening(now + 60).now
+    assert live.listening(now + 60).since is None
 
 
 def test_each_web_process_ticks_once_started(settings, ticks) -> None:
     settings.RAYDECK_LISTENING_TICKS = True
     try:
         for _ in range(3):
-            listening.start_ticking()
+            live.start_ticking()
         threads = [t for t in threading.enumerate() if t.name == "raydeck-listening"]
         assert len(threads) == 1
         deadline = time.monotonic() + 5
-        while cache.get(listening.TICK_KEY) is None and time.monotonic() < deadline:
+        while cache.get(live.TICK_KEY) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert listening.listening().now and listening.listening().since is not None
+        assert live.listening().now and live.listening().since is not None
     finally:
-        listening.stop_ticking()
+        live.stop_ticking()
         for thread in threads:
             thread.join(timeout=5)

@@ -9,15 +9,19 @@ from unittest import mock
 import pytest
 from django.core.cache import cache
 
-from clusters import tasks
+from clusters import live, tasks
+from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
+from clusters.services import agents
 from clusters.services.reconcile import Outcome
+from tests.conftest import Tenant
+from tests.factories import ClusterFactory, NodeFactory
 
 
 @pytest.fixture
 def cluster_id() -> Iterator[int]:
     pk = random.randrange(10**9, 2 * 10**9)  # keys of no real cluster; the cache may be shared
     yield pk
-    cache.delete(tasks.QUEUED_KEY.format(pk))
+    cache.delete(live.QUEUED_KEY.format(pk))
 
 
 @pytest.fixture
@@ -37,17 +41,17 @@ def run(cluster_id: int, task_id: str, requeue_in: int | None) -> None:
 
 
 def test_a_reconcile_enqueued_directly_does_not_start_a_second_chain(cluster_id, sent) -> None:
-    assert tasks.schedule_reconcile(cluster_id, countdown=15)
+    assert tasks.enqueue_reconcile(cluster_id, follow_up=True, countdown=15)
     follow_up = sent[0]["task_id"]
     run(cluster_id, "agent-reported-ready", requeue_in=15)  # enqueue_reconcile's task
     assert len(sent) == 1  # the waiting follow-up continues the chain
     run(cluster_id, follow_up, requeue_in=15)
     assert len(sent) == 2 and sent[1]["countdown"] == 15
-    assert tasks.schedule_reconcile(cluster_id) is False  # the sweep: one is waiting
+    assert tasks.enqueue_reconcile(cluster_id, follow_up=True) is False  # the sweep: one is waiting
 
 
 def test_a_sooner_follow_up_takes_over_and_the_later_one_ends(cluster_id, sent) -> None:
-    assert tasks.schedule_reconcile(cluster_id, countdown=15)
+    assert tasks.enqueue_reconcile(cluster_id, follow_up=True, countdown=15)
     later = sent[0]["task_id"]
     run(cluster_id, "user-asked-to-terminate", requeue_in=2)
     assert [m["countdown"] for m in sent] == [15, 2]
@@ -59,8 +63,31 @@ def test_a_sooner_follow_up_takes_over_and_the_later_one_ends(cluster_id, sent) 
 
 
 def test_the_sweep_enqueues_when_nothing_waits(cluster_id, sent) -> None:
-    assert tasks.schedule_reconcile(cluster_id)
-    assert not tasks.schedule_reconcile(cluster_id)
+    assert tasks.enqueue_reconcile(cluster_id, follow_up=True)
+    assert not tasks.enqueue_reconcile(cluster_id, follow_up=True)
     run(cluster_id, sent[0]["task_id"], requeue_in=None)  # done: no follow-up
-    assert tasks.schedule_reconcile(cluster_id)
+    assert tasks.enqueue_reconcile(cluster_id, follow_up=True)
     assert len(sent) == 2
+
+
+def test_pending_demand_asks_the_autoscaler_once_per_kick(tenant_a: Tenant, sent) -> None:
+    """A head heartbeat with pending demand enqueues a reconcile now (the autoscaler looks
+    at once), one per KICK_EVERY_SECONDS however many heartbeats repeat the demand."""
+    cluster = ClusterFactory(project=tenant_a.project, cloud=tenant_a.cloud,
+                             state=ClusterState.RUNNING)  # fmt: skip
+    head = NodeFactory(cluster=cluster, role=NodeRole.HEAD, state=NodeState.READY)
+    node = agents.HeartbeatNode(pk=head.pk, cluster_id=cluster.pk, role=NodeRole.HEAD,
+                                state=NodeState.READY, desired_state=DesiredState.RUNNING,
+                                head_address=None, persisted_at=None)  # fmt: skip
+    demand = {"state": "ready", "ray": {"pending_demand": [{"CPU": 2.0}]}}
+    try:
+        agents.node_heartbeat(node=node, body={"state": "ready", "ray": {"pending_demand": []}})
+        assert sent == []  # no demand: nothing to look at
+        for _ in range(3):
+            agents.node_heartbeat(node=node, body=demand)
+        assert [(m["kwargs"], m["countdown"]) for m in sent] == [({"cluster_id": cluster.pk}, 0)]
+        report = live.head_report(cluster.pk)
+        assert report is not None and report.demand == [{"CPU": 2.0}]
+    finally:
+        agents.flush_heartbeats()
+        cache.delete_many([live.KICK_KEY.format(cluster.pk), live.QUEUED_KEY.format(cluster.pk)])

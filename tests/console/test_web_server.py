@@ -1,6 +1,6 @@
 """The web server as production runs it (gunicorn, --preload, gthread workers) on real
 PostgreSQL and Redis: its workers tell the reconciler they are listening from the
-moment they start (clusters/services/listening.py), and forking them from a loaded
+moment they start (clusters/live.py), and forking them from a loaded
 application leaves them whole."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import redis
 from django.db import connection as db_connection
 
-from clusters.services import listening
+from clusters import live
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,10 +53,10 @@ def test_workers_tick_from_their_start_and_answer(tmp_path: Path, db: None) -> N
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while not store.keys(f"*{listening.TICK_KEY}") and time.monotonic() < deadline:
+        while not store.keys(f"*{live.TICK_KEY}") and time.monotonic() < deadline:
             assert server.poll() is None, server.stdout.read().decode()  # type: ignore[union-attr]
             time.sleep(0.1)
-        assert store.keys(f"*{listening.TICK_KEY}"), "no worker ticked before any request"
+        assert store.keys(f"*{live.TICK_KEY}"), "no worker ticked before any request"
         for _ in range(8):  # both workers, whichever takes each connection
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             connection.request("GET", "/readyz", headers={"X-Forwarded-Proto": "https"})
