@@ -1,6 +1,7 @@
 """JSON API of the clusters app: compute configs, images, clusters and their events,
-nodes and logs. Input is checked by the console's own form (ClusterCreateForm) and
-written by the same services (clusters/services/), scoped by `visible_to`."""
+nodes and logs. Ids in a body are resolved through `visible_to` (another
+organization's object is a missing one); the same services as the console's
+(clusters/services/) check the rules and write."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from accounts.permissions import token_require
 from accounts.tokens import TokenIdentity
 from clouds.models import Cloud
 from console.api import context
-from console.api.errors import ApiError, answers, form_invalid, invalid, not_found
+from console.api.errors import ApiError, answers, invalid, not_found
 from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, compiled_keyset_page, keyset_page, page_of
 from console.api.schema import Changes, Out
@@ -29,7 +30,6 @@ from console.statements import Param, StatementCache
 from . import selectors
 from .access import cluster_address
 from .choices import ClusterState, NodeRole, NodeState
-from .forms import ClusterCreateForm
 from .models import (
     DEFAULT_DOWNSCALE_DELAY_SECONDS,
     DOWNSCALE_DELAY_RANGE,
@@ -612,18 +612,17 @@ def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> 
         raise invalid("project", f"No project “{body.project}” here.")
     context.require(request, "cluster.create", project)
     actor = context.actor(request)
-    data: dict[str, Any] = {"project": project.pk, "name": body.name}
+    viewer = context.viewer(request)
     if body.cloud is not None:
-        data["cloud"] = context.int_id(body.cloud) or ""
+        cloud = _org_cloud(request, organization, body.cloud)
     else:
-        usable = [
-            c
-            for c in selectors.clouds_for_cluster_create(
+        usable = list(
+            selectors.clouds_for_cluster_create(
                 organization=organization,
-                viewer=actor,
+                viewer=viewer,
                 projects=Project.objects.filter(pk=project.pk),
             )
-        ]
+        )
         if len(usable) != 1:
             raise invalid(
                 "cloud",
@@ -631,28 +630,34 @@ def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> 
                 if usable
                 else f"{project.name} has no verified cloud to use; add or verify one first.",
             )
-        data["cloud"] = usable[0].pk
+        cloud = usable[0]
+    version = None
     if body.compute_config is not None:
         version = (
-            ComputeConfigVersion.objects.filter(
-                organization=organization, config_id=context.int_id(body.compute_config)
-            )
-            .order_by("-number")
+            selectors.compute_configs_for_cluster_create(organization=organization, viewer=viewer)
+            .filter(config_id=context.int_id(body.compute_config))
             .first()
         )
-        data["compute_config"] = version.pk if version is not None else 0
+        if version is None:
+            raise invalid(
+                "compute_config", f"No compute config with id “{body.compute_config}” here."
+            )
+    image = None
     if body.image is not None:
-        data["image"] = context.int_id(body.image) or 0
-    form = ClusterCreateForm(data, organization=organization, viewer=actor)
-    if not form.is_valid():
-        raise form_invalid(form)
+        image = (
+            ContainerImage.objects.visible_to(viewer, organization)
+            .filter(pk=context.int_id(body.image))
+            .first()
+        )
+        if image is None:
+            raise invalid("image", f"No image with id “{body.image}” here.")
     cluster = cluster_create(
-        project=form.cleaned_data["project"],
+        project=project,
         actor=actor,
-        name=form.cleaned_data["name"],
-        cloud=form.cleaned_data["cloud"],
-        compute_config=form.cleaned_data["compute_config"],
-        image=form.cleaned_data["image"],
+        name=body.name,
+        cloud=cloud,
+        compute_config=version,
+        image=image,
     )
     return Status(201, one_cluster_out(request, organization, cluster))
 

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from accounts.audit import audit
 from accounts.models import Project, User
 from accounts.permissions import require
-from clouds.choices import LaunchAccess
+from clouds.choices import CloudKind, LaunchAccess
 from clouds.models import Cloud
 
 from ..access import access_key
@@ -40,6 +40,31 @@ def cloud_usable_by(cloud: Cloud, project: Project) -> str | None:
     return None
 
 
+def _deleted_under_lock(image: ContainerImage) -> bool:
+    """Whether the organization's `image` is gone, read under its row lock, so
+    image_delete (which locks it too) sees the cluster being created, or this sees the
+    image gone."""
+    locked = ContainerImage.objects.select_for_update().filter(pk=image.pk).first()
+    return locked is None or locked.deleted_at is not None
+
+
+def image_refusal(*, image: ContainerImage, cloud: Cloud) -> str | None:
+    """Why `cloud` cannot run `image` (a container image, or a Python environment of the
+    local cloud), or None when it can."""
+    local = cloud.kind == CloudKind.LOCAL
+    if local and image.image_uri:
+        return (
+            f"{cloud.name} runs nodes as local processes, not containers. "
+            "Choose a Python environment, or leave it blank for the default."
+        )
+    if not local and not image.image_uri:
+        return (
+            f"{image.name} is a local Python environment; {cloud.name} needs a "
+            "container image. Choose one, or leave it blank for the default."
+        )
+    return None
+
+
 @transaction.atomic
 def cluster_create(
     *,
@@ -50,29 +75,41 @@ def cluster_create(
     compute_config: ComputeConfigVersion | None = None,
     image: ContainerImage | None = None,
 ) -> Cluster:
+    """A cluster of `project` on `cloud`, queued for the reconciler. Every rule of the
+    choice is here, for the console and the API alike, as errors on the fields named
+    like the arguments: the cloud must be usable by the project, the compute config (by
+    default the cloud's own) must run on that cloud and belong to the project or the
+    whole organization, and the cloud must be able to run the image."""
     require(actor, "cluster.create", project)
     reason = cloud_usable_by(cloud, project)
     if reason:
         raise ValidationError({"cloud": reason})
+    errors: dict[str, str] = {}
     if compute_config is None:
         compute_config = default_compute_config(
             cloud=cloud, organization=project.organization, actor=actor
         )
     if compute_config.organization_id != project.organization_id:
-        raise ValidationError({"compute_config": "Choose a compute config of this organization."})
-    if compute_config.cloud_id != cloud.pk:
-        raise ValidationError(
-            {"compute_config": f"This compute config runs on {compute_config.cloud}, not {cloud}."}
+        errors["compute_config"] = "Choose a compute config of this organization."
+    elif compute_config.cloud_id != cloud.pk:
+        errors["compute_config"] = (
+            f"{compute_config.config.name} runs on {compute_config.cloud.name}, not "
+            f"{cloud.name}. Choose a config for {cloud.name}, or leave it blank for the default."
+        )
+    elif compute_config.config.project_id not in (None, project.pk):
+        errors["compute_config"] = (
+            f"{compute_config.config.name} belongs to another project. Choose one of "
+            f"{project.name} or of the whole organization."
         )
     image = image or default_image(cloud)
     if image.organization_id not in (None, project.organization_id):
-        raise ValidationError({"image": "Choose an image of this organization."})
-    if image.organization_id is not None:
-        # Locked, so image_delete (which locks it too) sees this cluster, or this sees
-        # the image gone.
-        locked = ContainerImage.objects.select_for_update().filter(pk=image.pk).first()
-        if locked is None or locked.deleted_at is not None:
-            raise ValidationError({"image": f"The image {image.name} was deleted. Choose another."})
+        errors["image"] = "Choose an image of this organization."
+    elif image.organization_id is not None and _deleted_under_lock(image):
+        errors["image"] = f"The image {image.name} was deleted. Choose another."
+    elif reason := image_refusal(image=image, cloud=cloud):
+        errors["image"] = reason
+    if errors:
+        raise ValidationError(errors)
     cluster = Cluster(
         organization_id=project.organization_id,
         project=project,
@@ -130,7 +167,7 @@ def cluster_restart(*, cluster: Cluster, actor: User) -> Cluster:
     reason = cloud_usable_by(cluster.cloud, cluster.project)
     if reason:
         raise ValidationError(reason)
-    if cluster.image.organization_id is not None:  # locked: see cluster_create
+    if cluster.image.organization_id is not None:  # locked: see _deleted_under_lock
         image = ContainerImage.objects.select_for_update().get(pk=cluster.image_id)
         if image.deleted_at is not None:
             raise ValidationError(
