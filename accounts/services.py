@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
+from django.utils.text import slugify
 
 from console.statements import Param, StatementCache
 
@@ -376,12 +377,25 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
 PROJECT_FIELDS = ["name", "description"]
 
 
+def project_slug_taken(*, organization: Organization, slug: str) -> str | None:
+    """Why `slug` cannot name a new project of `organization`, or None when it can."""
+    if Project.objects.filter(organization=organization, slug=slug).exists():
+        return f"A project with URL name “{slug}” already exists."
+    return None
+
+
 @transaction.atomic
 def project_create(
-    *, organization: Organization, name: str, slug: str, description: str, actor: User
+    *, organization: Organization, name: str, slug: str = "", description: str = "", actor: User
 ) -> Project:
+    """A project; a blank `slug` is derived from the name."""
     require(actor, "project.create", organization)
+    slug = slug.strip() or slugify(name)[:50].strip("-")
+    if not slug:
+        raise ValidationError({"slug": "Choose a short name made of letters, digits and hyphens."})
     _check_slug(slug)
+    if taken := project_slug_taken(organization=organization, slug=slug):
+        raise ValidationError({"slug": taken})
     project = Project(
         organization=organization, name=name.strip(), slug=slug, description=description.strip()
     )
