@@ -86,7 +86,7 @@ def organization_create(*, name: str, slug: str, actor: User) -> Organization:
 ORGANIZATION_SETTINGS = ["name", "max_token_days"]
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def organization_update(
     *, organization: Organization, name: str, actor: User, max_token_days: int | None = None
 ) -> Organization:
@@ -135,7 +135,7 @@ def _ensure_not_last_owner(membership: Membership, *, leaving_role: bool) -> Non
         )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def membership_change_role(*, membership: Membership, role: str, actor: User) -> Membership:
     if role not in OrgRole.values:
         raise ValidationError({"role": f"Unknown role “{role}”."})
@@ -159,7 +159,7 @@ def membership_change_role(*, membership: Membership, role: str, actor: User) ->
     return membership
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def membership_remove(*, membership: Membership, actor: User) -> None:
     """Remove a member, or let a member leave (when `actor` is the member). Their API
     tokens of this organization are revoked: they would not work without the
@@ -238,7 +238,7 @@ def _validate_invitation_project(
     return project_role or ProjectRole.WRITER
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_create(
     *,
     organization: Organization,
@@ -306,7 +306,7 @@ def _lock_unanswered_invitation(invitation: Invitation) -> Invitation:
     return invitation
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
     require(actor, "member.invite", invitation.organization)
     invitation = _lock_unanswered_invitation(invitation)
@@ -316,7 +316,7 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
     return invitation
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_resend(*, invitation: Invitation, actor: User) -> Invitation:
     """Send a fresh link with a new expiry; earlier links stop working."""
     require(actor, "member.invite", invitation.organization)
@@ -336,7 +336,7 @@ def user_has_verified_email(user: User, email: str) -> bool:
     return EmailAddress.objects.filter(user=user, email__iexact=email, verified=True).exists()
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if not invitation.is_open:
@@ -419,7 +419,7 @@ def project_create(
     return project
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_update(*, project: Project, name: str, description: str, actor: User) -> Project:
     require(actor, "project.update", project)
     before = snapshot(project, PROJECT_FIELDS)
@@ -433,7 +433,7 @@ def project_update(*, project: Project, name: str, description: str, actor: User
     return project
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_delete(*, project: Project, actor: User) -> None:
     require(actor, "project.delete", project)
     audit(
@@ -442,7 +442,7 @@ def project_delete(*, project: Project, actor: User) -> None:
     project.delete()
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_member_add(
     *, project: Project, user: User, role: str, actor: User
 ) -> ProjectMembership:
@@ -460,7 +460,7 @@ def project_member_add(
     return pm
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_member_change_role(
     *, project_membership: ProjectMembership, role: str, actor: User
 ) -> ProjectMembership:
@@ -481,7 +481,7 @@ def project_member_change_role(
     return pm
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_member_remove(*, project_membership: ProjectMembership, actor: User) -> None:
     require(actor, "project.manage_members", project_membership.project)
     audit(
@@ -497,7 +497,7 @@ def project_member_remove(*, project_membership: ProjectMembership, actor: User)
 # --- Users ---------------------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def user_update_profile(*, user: User, name: str) -> User:
     before = snapshot(user, ["name"])
     user.name = name.strip()
@@ -509,7 +509,7 @@ def user_update_profile(*, user: User, name: str) -> User:
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def user_deactivate(*, user: User, actor: User) -> User:
     """Support action: the user can no longer sign in, and their sessions end at their
     next request (Django drops the session of an inactive user)."""
@@ -523,7 +523,7 @@ def user_deactivate(*, user: User, actor: User) -> User:
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def user_unlock(*, user: User, actor: User, request) -> None:  # type: ignore[no-untyped-def]
     """Support action: clear the failed-sign-in rate limit of this account."""
     from allauth.account.adapter import get_adapter
@@ -537,7 +537,7 @@ def user_unlock(*, user: User, actor: User, request) -> None:  # type: ignore[no
 # --- Service accounts and API tokens -------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def service_account_create(
     *, organization: Organization, name: str, role: str, actor: User
 ) -> ServiceAccount:
@@ -558,7 +558,7 @@ def service_account_create(
     return account
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def service_account_disable(*, service_account: ServiceAccount, actor: User) -> ServiceAccount:
     """Disable for good: its tokens are revoked, and it can no longer get new ones."""
     require(actor, "service_account.manage", service_account.organization)
@@ -634,7 +634,7 @@ def _issue_token(
     return token
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def token_create(
     *,
     organization: Organization,
@@ -670,7 +670,7 @@ def token_create(
     return token, secret
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def token_revoke(*, token: ApiToken, actor: User, by_support: bool = False) -> ApiToken:
     """Revoke a token: your own (token.manage_own), anyone's in the organization
     (token.manage_all), or, with `by_support`, any token from the support admin."""
@@ -833,7 +833,7 @@ def _lock_pending_handoff(handoff: CliHandoff) -> CliHandoff:
     return handoff
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cli_handoff_confirm(
     *, handoff: CliHandoff, organization: Organization, actor: User, read_only: bool = False
 ) -> ApiToken:
@@ -864,7 +864,7 @@ def cli_handoff_confirm(
     return token
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cli_handoff_deny(*, handoff: CliHandoff, actor: User) -> CliHandoff:
     """The person did not start this sign-in: the CLI is told, and nothing is created."""
     handoff = _lock_pending_handoff(handoff)
@@ -879,7 +879,7 @@ def cli_handoff_deny(*, handoff: CliHandoff, actor: User) -> CliHandoff:
     return handoff
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cli_handoff_poll(*, poll_token: str) -> tuple[CliHandoff | None, str | None]:
     """What the CLI gets for its poll token: (None, None) for an unknown one; the
     hand-off and the API token secret the first time after confirmation (only then);

@@ -44,6 +44,7 @@ def filled_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+# Not durable: the API's Idempotency-Key row commits in the same transaction.
 @transaction.atomic
 def compute_config_create(
     *,
@@ -107,7 +108,7 @@ VERSIONED_FIELDS = ("cloud", "region", "zone", "head_instance_type", "head_cpus"
                     "max_uptime_minutes")  # fmt: skip
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def compute_config_update(
     *, config: ComputeConfig, actor: User, **changes: Any
 ) -> ComputeConfigVersion:

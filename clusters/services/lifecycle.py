@@ -65,6 +65,7 @@ def image_refusal(*, image: ContainerImage, cloud: Cloud) -> str | None:
     return None
 
 
+# Not durable: the API's Idempotency-Key row commits in the same transaction.
 @transaction.atomic
 def cluster_create(
     *,
@@ -135,6 +136,7 @@ def cluster_create(
     return cluster
 
 
+# Not durable: the idle check and the support admin call it inside their transactions.
 @transaction.atomic
 def cluster_terminate(*, cluster: Cluster, actor: User | None, reason: str = "") -> Cluster:
     """Ask for the cluster to be terminated (idempotent)."""
@@ -155,7 +157,7 @@ def cluster_terminate(*, cluster: Cluster, actor: User | None, reason: str = "")
     return cluster
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cluster_restart(*, cluster: Cluster, actor: User) -> Cluster:
     """Start a terminated or failed cluster again with the same config."""
     require(actor, "cluster.update", cluster.project)
