@@ -14,13 +14,12 @@ from ninja.decorators import decorate_view
 from ninja.responses import Status
 
 from console.api import context
-from console.api.errors import ApiError, answers, form_invalid, not_found
+from console.api.errors import ApiError, answers, not_found
 from console.api.idempotency import idempotent
 from console.api.pagination import PageParams, keyset_page, page_of
 from console.api.schema import Out
 
 from . import selectors
-from .forms import ProjectCreateForm
 from .models import ApiToken, AuditEvent, Membership, Organization, Project, User
 from .services import projects as project_services
 
@@ -71,7 +70,7 @@ class ProjectOut(Out):
 
 
 class ProjectIn(Schema):
-    name: str = Field(max_length=100)
+    name: str = Field(min_length=1, max_length=100)
     slug: str | None = Field(None, description="Derived from the name when absent.")
     description: str = Field("", max_length=2000)
 
@@ -105,7 +104,7 @@ class ApiTokenOut(Out):
 
 
 class TokenIn(Schema):
-    name: str = Field(max_length=100)
+    name: str = Field(min_length=1, max_length=100)
     expires_in_days: int = 30
     read_only: bool = False
 
@@ -237,12 +236,12 @@ def project_list(request: HttpRequest, org: str, page: Query[PageParams]) -> dic
 def project_create(request: HttpRequest, org: str, body: ProjectIn) -> Status:
     organization = context.organization(request, org)
     context.require(request, "project.create", organization)
-    actor = context.actor(request)
-    form = ProjectCreateForm(body.dict(), organization=organization)
-    if not form.is_valid():
-        raise form_invalid(form)
     project = project_services.project_create(
-        organization=organization, actor=actor, **form.cleaned_data
+        organization=organization,
+        actor=context.actor(request),
+        name=body.name,
+        slug=body.slug or "",
+        description=body.description,
     )
     return Status(201, project_out(project, organization))
 

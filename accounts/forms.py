@@ -15,6 +15,7 @@ from django.utils.text import slugify
 from .choices import OrgRole, ProjectRole, TokenStatus
 from .models import SERVICE_ACCOUNT_ROLES, Organization, Project, User
 from .permissions import READ_ONLY_ORG_ROLES, has_perm
+from .services.projects import project_slug_taken
 from .tokens import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS_CEILING
 
 
@@ -148,9 +149,10 @@ class ProjectCreateForm(SlugFromNameMixin, forms.Form):
         self.organization = organization
 
     def clean_slug(self) -> str:
+        # Asked here too for the live feedback while typing; project_create decides.
         slug = super().clean_slug()
-        if Project.objects.filter(organization=self.organization, slug=slug).exists():
-            raise ValidationError(f"A project with URL name “{slug}” already exists.")
+        if taken := project_slug_taken(organization=self.organization, slug=slug):
+            raise ValidationError(taken)
         return slug
 
 

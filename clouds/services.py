@@ -66,7 +66,7 @@ def _save_new(cloud: Cloud) -> None:
         raise ValidationError({"name": "A cloud with this name already exists."}) from exc
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cloud_create(
     *,
     organization: Organization,
@@ -107,7 +107,7 @@ def cloud_create(
     return cloud
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cloud_update(
     *, cloud: Cloud, actor: User, projects: list[Project] | None = None, **fields: Any
 ) -> Cloud:
@@ -165,7 +165,7 @@ def live_cluster_count(cloud: Cloud) -> int:
     return sum(dependent.live_clusters(cloud) for dependent in _dependents)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cloud_delete(*, cloud: Cloud, actor: User) -> None:
     require(actor, "cloud.manage", cloud)
     cloud = Cloud.objects.select_for_update().get(pk=cloud.pk)

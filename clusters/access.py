@@ -170,7 +170,7 @@ def available_apps(cluster: Cluster, head: Node | None = None) -> list[str]:
 # --- What users ask for ----------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def open_app(*, user: User, cluster: Cluster, app: str) -> str:
     """The gateway URL that opens `app` with a fresh 5-minute token (the gateway swaps
     it for a session cookie). Every opening is audited."""
@@ -186,7 +186,7 @@ def open_app(*, user: User, cluster: Cluster, app: str) -> str:
     return f"{address}{APPS[app].path}?{urlencode({'token': token.token})}"
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cluster_address(user: User, cluster: Cluster) -> dict[str, Any]:
     """What a laptop needs to use the cluster with standard Ray tools: the job address
     (for `ray job submit --address`), the dashboard's URL and a token of at most an hour
@@ -215,7 +215,7 @@ def submit_command(job_address: str, token: str) -> str:
     )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cluster_access_revoke_all(*, cluster: Cluster, actor: User) -> None:
     """Refuse every token and browser session of this cluster issued until now."""
     require(actor, "cluster.update", cluster)

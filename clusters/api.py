@@ -1,6 +1,7 @@
 """JSON API of the clusters app: compute configs, images, clusters and their events,
-nodes and logs. Input is checked by the console's own form (ClusterCreateForm) and
-written by the same services (clusters/services/), scoped by `visible_to`."""
+nodes and logs. Ids in a body are resolved through `visible_to` (another
+organization's object is a missing one); the same services as the console's
+(clusters/services/) check the rules and write."""
 
 from __future__ import annotations
 
@@ -8,28 +9,23 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import F, QuerySet
+from django.db.models import F
 from django.http import HttpRequest
-from django.urls import reverse
 from ninja import Field, Query, Router, Schema
 from ninja.decorators import decorate_view
 from ninja.responses import Status
 
 from accounts.models import Organization, Project
-from accounts.permissions import token_require
-from accounts.tokens import TokenIdentity
 from clouds.models import Cloud
 from console.api import context
-from console.api.errors import ApiError, answers, form_invalid, invalid, not_found
+from console.api.errors import ApiError, answers, invalid, not_found
 from console.api.idempotency import idempotent
-from console.api.pagination import PageParams, compiled_keyset_page, keyset_page, page_of
+from console.api.pagination import PageParams, keyset_page, page_of
 from console.api.schema import Changes, Out
-from console.statements import Param, StatementCache
 
 from . import selectors
 from .access import cluster_address
 from .choices import ClusterState, NodeRole
-from .forms import ClusterCreateForm
 from .models import (
     DEFAULT_DOWNSCALE_DELAY_SECONDS,
     DOWNSCALE_DELAY_RANGE,
@@ -299,55 +295,9 @@ def image_out(image: ContainerImage) -> dict[str, Any]:
     }
 
 
-def cluster_rows(clusters: QuerySet[Cluster]) -> Any:
-    """Only what `cluster_out` shows, as dicts: lists build no model instances (the list
-    is the API's busiest call)."""
-    return clusters.values(
-        "pk", "uuid", "name", "cloud_id", "image_id", "desired_state", "state",
-        "state_reason", "head_address", "created_at", "started_at", "terminated_at",
-        project_slug=F("project__slug"),
-        config_id=F("compute_config__config_id"),
-        config_number=F("compute_config__number"),
-        creator=F("created_by__email"),
-    )  # fmt: skip
-
-
-class ClusterUrls:
-    """Console links of one organization's clusters, reversed once per request."""
-
-    def __init__(self, org: Organization) -> None:
-        marker = 999_999_999
-        url = context.console_url(reverse("cluster_detail", args=[org.slug, marker]))
-        self.before, self.after = url.split(str(marker))
-
-    def __call__(self, pk: int) -> str:
-        return f"{self.before}{pk}{self.after}"
-
-
-def cluster_out(row: dict[str, Any], urls: ClusterUrls) -> dict[str, Any]:
-    return {
-        "id": str(row["uuid"]),
-        "name": row["name"],
-        "project": row["project_slug"],
-        "cloud": str(row["cloud_id"]),
-        "compute_config": str(row["config_id"]),
-        "compute_config_version": row["config_number"],
-        "image": str(row["image_id"]),
-        "desired_state": row["desired_state"],
-        "state": row["state"],
-        "state_reason": row["state_reason"],
-        "head_address": row["head_address"],
-        "created_by": row["creator"],
-        "created_at": row["created_at"],
-        "started_at": row["started_at"],
-        "terminated_at": row["terminated_at"],
-        "url": urls(row["pk"]),
-    }
-
-
 def one_cluster_out(request: HttpRequest, org: Organization, cluster: Cluster) -> dict[str, Any]:
-    row = cluster_rows(Cluster.objects.filter(pk=cluster.pk)).get()
-    return cluster_out(row, ClusterUrls(org))
+    row = selectors.cluster_rows(Cluster.objects.filter(pk=cluster.pk)).get()
+    return selectors.cluster_out(row, selectors.ClusterUrls(org))
 
 
 def _clusters(request: HttpRequest, org: Organization) -> Any:
@@ -554,51 +504,13 @@ def image_delete_endpoint(request: HttpRequest, org: str, id: str) -> Status:
 # --- Clusters --------------------------------------------------------------------------------
 
 
-_cluster_lists = StatementCache()
-
-
-def cluster_page(identity: TokenIdentity, org: str, page: ClusterFilters) -> dict[str, Any]:
-    """A page of the clusters the token sees, newest first. The API's busiest call: its
-    query is compiled once per principal, role and filters (console/statements.py), and
-    console/api/fast.py serves it without the rest of Django."""
-    organization = context.organization_of(identity, org)
-    token_require(identity, "project.list", organization)
-    filters: dict[str, Any] = {}
-    if page.cloud:
-        filters["cloud"] = context.int_id(page.cloud)
-        if not filters["cloud"]:
-            raise invalid("cloud", "A cloud id is a number.")
-    if page.project:
-        filters["project"] = page.project
-    if page.state:
-        filters["state"] = ClusterState(page.state).value
-    principal: Any = identity.principal  # a User or a ServiceAccount: visible_to takes both
-
-    def build() -> QuerySet:
-        clusters = Cluster.objects.visible_to(principal, organization)
-        if "project" in filters:
-            clusters = clusters.filter(project__slug=Param("project"))
-        if "state" in filters:
-            clusters = clusters.filter(state=Param("state"))
-        if "cloud" in filters:
-            clusters = clusters.filter(cloud_id=Param("cloud"))
-        return cluster_rows(clusters)
-
-    # Everything `build` reads besides the Params: visible_to's shape follows the
-    # principal and its role in the organization.
-    key = (organization.pk, type(principal).__name__, principal.pk,
-           principal.org_role(organization), tuple(sorted(filters)))  # fmt: skip
-    items, cursor = compiled_keyset_page(
-        _cluster_lists, key, build, Cluster, page, ["-created_at", "-pk"], **filters
-    )
-    urls = ClusterUrls(organization)
-    return {"items": [cluster_out(row, urls) for row in items], "next_cursor": cursor}
-
-
 @router.get("/orgs/{org}/clusters", response=answers(page_of(ClusterOut)), tags=["clusters"])
 def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) -> dict[str, Any]:
     """Clusters the token sees, newest first."""
-    return cluster_page(context.identity(request), org, page)
+    identity = context.identity(request)
+    return selectors.cluster_page(
+        identity, org, page, project=page.project, state=page.state, cloud=page.cloud
+    )
 
 
 @router.post("/orgs/{org}/clusters", response=answers({201: ClusterOut}), tags=["clusters"])
@@ -612,18 +524,17 @@ def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> 
         raise invalid("project", f"No project “{body.project}” here.")
     context.require(request, "cluster.create", project)
     actor = context.actor(request)
-    data: dict[str, Any] = {"project": project.pk, "name": body.name}
+    viewer = context.viewer(request)
     if body.cloud is not None:
-        data["cloud"] = context.int_id(body.cloud) or ""
+        cloud = _org_cloud(request, organization, body.cloud)
     else:
-        usable = [
-            c
-            for c in selectors.clouds_for_cluster_create(
+        usable = list(
+            selectors.clouds_for_cluster_create(
                 organization=organization,
-                viewer=actor,
+                viewer=viewer,
                 projects=Project.objects.filter(pk=project.pk),
             )
-        ]
+        )
         if len(usable) != 1:
             raise invalid(
                 "cloud",
@@ -631,28 +542,34 @@ def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> 
                 if usable
                 else f"{project.name} has no verified cloud to use; add or verify one first.",
             )
-        data["cloud"] = usable[0].pk
+        cloud = usable[0]
+    version = None
     if body.compute_config is not None:
         version = (
-            ComputeConfigVersion.objects.filter(
-                organization=organization, config_id=context.int_id(body.compute_config)
-            )
-            .order_by("-number")
+            selectors.compute_configs_for_cluster_create(organization=organization, viewer=viewer)
+            .filter(config_id=context.int_id(body.compute_config))
             .first()
         )
-        data["compute_config"] = version.pk if version is not None else 0
+        if version is None:
+            raise invalid(
+                "compute_config", f"No compute config with id “{body.compute_config}” here."
+            )
+    image = None
     if body.image is not None:
-        data["image"] = context.int_id(body.image) or 0
-    form = ClusterCreateForm(data, organization=organization, viewer=actor)
-    if not form.is_valid():
-        raise form_invalid(form)
+        image = (
+            ContainerImage.objects.visible_to(viewer, organization)
+            .filter(pk=context.int_id(body.image))
+            .first()
+        )
+        if image is None:
+            raise invalid("image", f"No image with id “{body.image}” here.")
     cluster = cluster_create(
-        project=form.cleaned_data["project"],
+        project=project,
         actor=actor,
-        name=form.cleaned_data["name"],
-        cloud=form.cleaned_data["cloud"],
-        compute_config=form.cleaned_data["compute_config"],
-        image=form.cleaned_data["image"],
+        name=body.name,
+        cloud=cloud,
+        compute_config=version,
+        image=image,
     )
     return Status(201, one_cluster_out(request, organization, cluster))
 

@@ -1,5 +1,6 @@
-"""Forms of the cluster pages. Every choice is scoped to the organization in the URL and
-to what the viewer may use; `cluster_create` checks the same again when it writes."""
+"""Forms of the cluster pages. They parse input: every choice is scoped to the
+organization in the URL and to what the viewer may use, and the rules (which cloud,
+config and image go together) are the services', shown back on their fields."""
 
 from __future__ import annotations
 
@@ -15,13 +16,11 @@ from accounts.forms import add_service_error
 from accounts.models import Organization, Project, User
 from accounts.permissions import has_perm
 from clouds.models import Cloud
-from clouds.providers.registry import traits_for
 
 from . import selectors
 from .choices import ClusterState
 from .models import VERSIONED_FIELDS, WORKER_GROUP_DEFAULTS, ComputeConfigVersion, ContainerImage
 from .services.defaults import ray_version
-from .services.lifecycle import cloud_usable_by
 
 _SUFFIX_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
@@ -120,7 +119,7 @@ class ClusterCreateForm(forms.Form):
         _offer(cloud_field, self.clouds, self._cloud_label, "Choose a cloud")
 
         # The config and image lists follow the chosen cloud (the page asks again when
-        # it changes); without one they list everything, and clean() checks the pair.
+        # it changes); without one they list everything, and cluster_create checks the pair.
         self.chosen_cloud = self._chosen_cloud()
         config_field = cast(forms.ModelChoiceField, self.fields["compute_config"])
         config_field.queryset = selectors.compute_configs_for_cluster_create(
@@ -195,40 +194,6 @@ class ClusterCreateForm(forms.Form):
 
     def clean_name(self) -> str:
         return self.cleaned_data["name"].strip()
-
-    def clean(self) -> dict[str, Any]:
-        super().clean()
-        data = self.cleaned_data
-        project: Project | None = data.get("project")
-        cloud: Cloud | None = data.get("cloud")
-        if project is None or cloud is None:
-            return data
-        reason = cloud_usable_by(cloud, project)
-        if reason:
-            self.add_error("cloud", reason)
-            return data
-        version: ComputeConfigVersion | None = data.get("compute_config")
-        if version is not None:
-            if version.cloud_id != cloud.pk:
-                self.add_error(
-                    "compute_config",
-                    f"{version.config.name} runs on {version.cloud.name}, not {cloud.name}. "
-                    f"Choose a config for {cloud.name}, or leave it blank for the default.",
-                )
-            elif version.config.project_id not in (None, project.pk):
-                self.add_error(
-                    "compute_config",
-                    f"{version.config.name} belongs to another project. Choose one of "
-                    f"{project.name} or of the whole organization.",
-                )
-        image: ContainerImage | None = data.get("image")
-        if image is not None:
-            refusal = traits_for(cloud.kind).image_refusal(
-                image=image.spec(), cloud_name=cloud.name
-            )
-            if refusal:
-                self.add_error("image", refusal)
-        return data
 
 
 # --- Compute configs ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Reads of the clusters app for the console: each takes the viewer (or an object the
-viewer already reached through `visible_to`) and returns a scoped queryset or list."""
+"""Reads of the clusters app for the console and the API: each takes the viewer (or an
+object the viewer already reached through `visible_to`, or the API's token) and returns
+a scoped queryset or list, or the API's page of clusters."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Case, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.urls import reverse
 
 from accounts.models import Organization, Project, User
 from accounts.permissions import (
@@ -16,13 +29,19 @@ from accounts.permissions import (
     PROJECT_ROLE_PERMISSIONS,
     READ_ONLY_ORG_ROLES,
     has_perm,
+    token_require,
 )
+from accounts.tokens import TokenIdentity
 from clouds.choices import CloudState, LaunchAccess
 from clouds.models import Cloud
 from clouds.providers.registry import traits_for
+from console.api import context
+from console.api.errors import invalid
+from console.api.pagination import PageParams, compiled_keyset_page
+from console.statements import Param, StatementCache
 
 from . import live
-from .choices import FINAL_CLUSTER_STATES, LIVE_NODE_STATES
+from .choices import FINAL_CLUSTER_STATES, LIVE_NODE_STATES, ClusterState
 from .models import (
     VERSIONED_FIELDS,
     Cluster,
@@ -77,6 +96,106 @@ def cluster_filter_choices(
     projects = list(Project.objects.visible_to(viewer, organization).order_by("name", "pk"))
     clouds = list(Cloud.objects.visible_to(viewer).filter(organization=organization))
     return projects, clouds
+
+
+# --- The API's cluster list -------------------------------------------------------------
+
+
+def cluster_rows(clusters: QuerySet[Cluster]) -> Any:
+    """Only what `cluster_out` shows, as dicts: lists build no model instances (the list
+    is the API's busiest call)."""
+    return clusters.values(
+        "pk", "uuid", "name", "cloud_id", "image_id", "desired_state", "state",
+        "state_reason", "head_address", "created_at", "started_at", "terminated_at",
+        project_slug=F("project__slug"),
+        config_id=F("compute_config__config_id"),
+        config_number=F("compute_config__number"),
+        creator=F("created_by__email"),
+    )  # fmt: skip
+
+
+class ClusterUrls:
+    """Console links of one organization's clusters, reversed once per request."""
+
+    def __init__(self, org: Organization) -> None:
+        marker = 999_999_999
+        url = context.console_url(reverse("cluster_detail", args=[org.slug, marker]))
+        self.before, self.after = url.split(str(marker))
+
+    def __call__(self, pk: int) -> str:
+        return f"{self.before}{pk}{self.after}"
+
+
+def cluster_out(row: dict[str, Any], urls: ClusterUrls) -> dict[str, Any]:
+    return {
+        "id": str(row["uuid"]),
+        "name": row["name"],
+        "project": row["project_slug"],
+        "cloud": str(row["cloud_id"]),
+        "compute_config": str(row["config_id"]),
+        "compute_config_version": row["config_number"],
+        "image": str(row["image_id"]),
+        "desired_state": row["desired_state"],
+        "state": row["state"],
+        "state_reason": row["state_reason"],
+        "head_address": row["head_address"],
+        "created_by": row["creator"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "terminated_at": row["terminated_at"],
+        "url": urls(row["pk"]),
+    }
+
+
+_cluster_lists = StatementCache()
+
+
+def cluster_page(
+    identity: TokenIdentity,
+    org: str,
+    page: PageParams,
+    *,
+    project: str = "",
+    state: str | None = None,
+    cloud: str = "",
+) -> dict[str, Any]:
+    """A page of the clusters the token sees, newest first, as the API shows them
+    (`cluster_out`), filtered by a project's slug, one observed state and a cloud's id.
+    The API's busiest call: its query is compiled once per principal, role and filters
+    (console/statements.py), and console/api/fast.py serves it without the rest of
+    Django; the ninja endpoint calls it too."""
+    organization = context.organization_of(identity, org)
+    token_require(identity, "project.list", organization)
+    filters: dict[str, Any] = {}
+    if cloud:
+        filters["cloud"] = context.int_id(cloud)
+        if not filters["cloud"]:
+            raise invalid("cloud", "A cloud id is a number.")
+    if project:
+        filters["project"] = project
+    if state:
+        filters["state"] = ClusterState(state).value
+    principal: Any = identity.principal  # a User or a ServiceAccount: visible_to takes both
+
+    def build() -> QuerySet:
+        clusters = Cluster.objects.visible_to(principal, organization)
+        if "project" in filters:
+            clusters = clusters.filter(project__slug=Param("project"))
+        if "state" in filters:
+            clusters = clusters.filter(state=Param("state"))
+        if "cloud" in filters:
+            clusters = clusters.filter(cloud_id=Param("cloud"))
+        return cluster_rows(clusters)
+
+    # Everything `build` reads besides the Params: visible_to's shape follows the
+    # principal and its role in the organization.
+    key = (organization.pk, type(principal).__name__, principal.pk,
+           principal.org_role(organization), tuple(sorted(filters)))  # fmt: skip
+    items, cursor = compiled_keyset_page(
+        _cluster_lists, key, build, Cluster, page, ["-created_at", "-pk"], **filters
+    )
+    urls = ClusterUrls(organization)
+    return {"items": [cluster_out(row, urls) for row in items], "next_cursor": cursor}
 
 
 # --- The create form's choices -----------------------------------------------------------

@@ -68,7 +68,7 @@ def _lock_pending_handoff(handoff: CliHandoff) -> CliHandoff:
     return handoff
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cli_handoff_confirm(
     *, handoff: CliHandoff, organization: Organization, actor: User, read_only: bool = False
 ) -> ApiToken:
@@ -99,7 +99,7 @@ def cli_handoff_confirm(
     return token
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cli_handoff_deny(*, handoff: CliHandoff, actor: User) -> CliHandoff:
     """The person did not start this sign-in: the CLI is told, and nothing is created."""
     handoff = _lock_pending_handoff(handoff)
@@ -114,7 +114,7 @@ def cli_handoff_deny(*, handoff: CliHandoff, actor: User) -> CliHandoff:
     return handoff
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cli_handoff_poll(*, poll_token: str) -> tuple[CliHandoff | None, str | None]:
     """What the CLI gets for its poll token: (None, None) for an unknown one; the
     hand-off and the API token secret the first time after confirmation (only then);

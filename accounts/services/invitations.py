@@ -60,7 +60,7 @@ def _validate_invitation_project(
     return project_role or ProjectRole.WRITER
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_create(
     *,
     organization: Organization,
@@ -128,7 +128,7 @@ def _lock_unanswered_invitation(invitation: Invitation) -> Invitation:
     return invitation
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
     require(actor, "member.invite", invitation.organization)
     invitation = _lock_unanswered_invitation(invitation)
@@ -138,7 +138,7 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
     return invitation
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_resend(*, invitation: Invitation, actor: User) -> Invitation:
     """Send a fresh link with a new expiry; earlier links stop working."""
     require(actor, "member.invite", invitation.organization)
@@ -158,7 +158,7 @@ def user_has_verified_email(user: User, email: str) -> bool:
     return EmailAddress.objects.filter(user=user, email__iexact=email, verified=True).exists()
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if not invitation.is_open:

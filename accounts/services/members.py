@@ -46,7 +46,7 @@ def _ensure_not_last_owner(membership: Membership, *, leaving_role: bool) -> Non
         )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def membership_change_role(*, membership: Membership, role: str, actor: User) -> Membership:
     if role not in OrgRole.values:
         raise ValidationError({"role": f"Unknown role “{role}”."})
@@ -70,7 +70,7 @@ def membership_change_role(*, membership: Membership, role: str, actor: User) ->
     return membership
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def membership_remove(*, membership: Membership, actor: User) -> None:
     """Remove a member, or let a member leave (when `actor` is the member). Their API
     tokens of this organization are revoked: they would not work without the

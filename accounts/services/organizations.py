@@ -46,7 +46,7 @@ def organization_create(*, name: str, slug: str, actor: User) -> Organization:
 ORGANIZATION_SETTINGS = ["name", "max_token_days"]
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def organization_update(
     *, organization: Organization, name: str, actor: User, max_token_days: int | None = None
 ) -> Organization:

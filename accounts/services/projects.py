@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.text import slugify
 
 from ..audit import audit, changes_between, snapshot
 from ..choices import OrgRole, ProjectRole
@@ -20,12 +21,25 @@ from .organizations import _check_slug
 PROJECT_FIELDS = ["name", "description"]
 
 
+def project_slug_taken(*, organization: Organization, slug: str) -> str | None:
+    """Why `slug` cannot name a new project of `organization`, or None when it can."""
+    if Project.objects.filter(organization=organization, slug=slug).exists():
+        return f"A project with URL name “{slug}” already exists."
+    return None
+
+
 @transaction.atomic
 def project_create(
-    *, organization: Organization, name: str, slug: str, description: str, actor: User
+    *, organization: Organization, name: str, slug: str = "", description: str = "", actor: User
 ) -> Project:
+    """A project; a blank `slug` is derived from the name."""
     require(actor, "project.create", organization)
+    slug = slug.strip() or slugify(name)[:50].strip("-")
+    if not slug:
+        raise ValidationError({"slug": "Choose a short name made of letters, digits and hyphens."})
     _check_slug(slug)
+    if taken := project_slug_taken(organization=organization, slug=slug):
+        raise ValidationError({"slug": taken})
     project = Project(
         organization=organization, name=name.strip(), slug=slug, description=description.strip()
     )
@@ -49,7 +63,7 @@ def project_create(
     return project
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_update(*, project: Project, name: str, description: str, actor: User) -> Project:
     require(actor, "project.update", project)
     before = snapshot(project, PROJECT_FIELDS)
@@ -63,7 +77,7 @@ def project_update(*, project: Project, name: str, description: str, actor: User
     return project
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_delete(*, project: Project, actor: User) -> None:
     require(actor, "project.delete", project)
     audit(
@@ -72,7 +86,7 @@ def project_delete(*, project: Project, actor: User) -> None:
     project.delete()
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_member_add(
     *, project: Project, user: User, role: str, actor: User
 ) -> ProjectMembership:
@@ -90,7 +104,7 @@ def project_member_add(
     return pm
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_member_change_role(
     *, project_membership: ProjectMembership, role: str, actor: User
 ) -> ProjectMembership:
@@ -111,7 +125,7 @@ def project_member_change_role(
     return pm
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def project_member_remove(*, project_membership: ProjectMembership, actor: User) -> None:
     require(actor, "project.manage_members", project_membership.project)
     audit(

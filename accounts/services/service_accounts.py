@@ -16,7 +16,7 @@ from ..models import (
 from ..permissions import require
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def service_account_create(
     *, organization: Organization, name: str, role: str, actor: User
 ) -> ServiceAccount:
@@ -37,7 +37,7 @@ def service_account_create(
     return account
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def service_account_disable(*, service_account: ServiceAccount, actor: User) -> ServiceAccount:
     """Disable for good: its tokens are revoked, and it can no longer get new ones."""
     require(actor, "service_account.manage", service_account.organization)

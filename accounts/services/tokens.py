@@ -89,7 +89,7 @@ def _issue_token(
     return token
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def token_create(
     *,
     organization: Organization,
@@ -125,7 +125,7 @@ def token_create(
     return token, secret
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def token_revoke(*, token: ApiToken, actor: User, by_support: bool = False) -> ApiToken:
     """Revoke a token: your own (token.manage_own), anyone's in the organization
     (token.manage_all), or, with `by_support`, any token from the support admin."""

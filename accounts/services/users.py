@@ -9,7 +9,7 @@ from ..models import User
 from ..revocations import access_revoke
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def user_update_profile(*, user: User, name: str) -> User:
     before = snapshot(user, ["name"])
     user.name = name.strip()
@@ -21,7 +21,7 @@ def user_update_profile(*, user: User, name: str) -> User:
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def user_deactivate(*, user: User, actor: User) -> User:
     """Support action: the user can no longer sign in, and their sessions end at their
     next request (Django drops the session of an inactive user)."""
@@ -35,7 +35,7 @@ def user_deactivate(*, user: User, actor: User) -> User:
     return user
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def user_unlock(*, user: User, actor: User, request) -> None:  # type: ignore[no-untyped-def]
     """Support action: clear the failed-sign-in rate limit of this account."""
     from allauth.account.adapter import get_adapter

@@ -83,7 +83,7 @@ def normalize_domain(value: str) -> str:
     return domain
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def domain_claim_create(*, organization: Organization, domain: str, actor: User) -> DomainClaim:
     require(actor, "sso.manage", organization)
     domain = normalize_domain(domain)
@@ -136,7 +136,7 @@ def domain_claim_verify(*, claim: DomainClaim, actor: User) -> bool:
     return found
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def domain_claim_remove(*, claim: DomainClaim, actor: User) -> None:
     require(actor, "sso.manage", claim.organization)
     audit(

@@ -230,7 +230,7 @@ def sso_sign_in_preview(*, connection: SsoConnection, claims: IdpClaims) -> Sign
     return SignInResult(user=user, membership=membership, decision=decision, notes=notes)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def sso_sign_in(*, connection: SsoConnection, claims: IdpClaims) -> SignInResult:
     """Find or create the person behind `claims`, apply the group mapping and record it.
 
@@ -425,7 +425,7 @@ class SamlIdp:
 SAML_CONNECTION_FIELDS = ["email_attribute", "name_attribute", "groups_attribute"]
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def saml_connection_save(
     *,
     organization: Organization,
@@ -513,7 +513,7 @@ def cert_fingerprint(cert_b64: str) -> str | None:
 ACCESS_FIELDS = ["enabled", "default_role", "enforce_sso", "break_glass_user"]
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def sso_connection_set_access(
     *,
     connection: SsoConnection,
@@ -565,7 +565,7 @@ def sso_connection_set_access(
     return connection
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def sso_group_mapping_create(
     *,
     connection: SsoConnection,
@@ -605,7 +605,7 @@ def sso_group_mapping_create(
     return mapping
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def sso_group_mapping_delete(*, mapping: SsoGroupMapping, actor: User) -> None:
     """Takes effect at each person's next sign-in, like every mapping change."""
     require(actor, "sso.manage", mapping.organization)
@@ -662,7 +662,7 @@ ACTOR_CANNOT_SIGN_IN = (
 )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def sso_connection_remove(*, connection: SsoConnection, actor: User) -> RemovalImpact:
     """Remove the organization's SSO connection: its allauth app, its group mappings
     and every SsoIdentity link through it. Members keep their accounts, memberships and

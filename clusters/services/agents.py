@@ -73,7 +73,7 @@ def head_address_for(cluster: Cluster) -> str | None:
     return f"{head.private_address}:{head.ray_ports['gcs']}"
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def node_register(*, bootstrap_token: str, body: dict[str, Any]) -> Registration:
     """Exchange the one-time bootstrap token for this node's credential."""
     node = (

@@ -33,6 +33,7 @@ def clean_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return filled_worker_groups(groups)
 
 
+# Not durable: the API's Idempotency-Key row commits in the same transaction.
 @transaction.atomic
 def compute_config_create(
     *,
@@ -90,7 +91,7 @@ def compute_config_create(
     return config
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def compute_config_update(
     *, config: ComputeConfig, actor: User, **changes: Any
 ) -> ComputeConfigVersion:

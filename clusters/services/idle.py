@@ -301,7 +301,7 @@ def _termination_reason(state: Idleness, idle_timeout: timedelta,
 # --- What users and agents do -------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cluster_keep_running(*, cluster: Cluster, actor: User) -> Cluster:
     """Postpone an idle termination once per run: idle time counts again from now."""
     require(actor, "cluster.update", cluster.project)

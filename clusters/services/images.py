@@ -62,6 +62,7 @@ def live_clusters_using(image: ContainerImage) -> int:
     return Cluster.objects.filter(image=image).live().count()
 
 
+# Not durable: the API's Idempotency-Key row commits in the same transaction.
 @transaction.atomic
 def image_create(
     *,
@@ -91,7 +92,7 @@ def image_create(
     return image
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def image_update(*, image: ContainerImage, actor: User, **changes: Any) -> ContainerImage:
     """Change the image's fields in `changes` (any of IMAGE_FIELDS). What nodes boot
     cannot change while a cluster that is not terminated or failed uses the image."""
@@ -124,7 +125,7 @@ def image_update(*, image: ContainerImage, actor: User, **changes: Any) -> Conta
     return image
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def image_delete(*, image: ContainerImage, actor: User) -> None:
     """Delete the image, unless a cluster that is not terminated or failed uses it.
     Ended clusters that used it keep it (hidden from everything else)."""

@@ -12,6 +12,7 @@ from accounts.models import Project, User
 from accounts.permissions import require
 from clouds.choices import LaunchAccess
 from clouds.models import Cloud
+from clouds.providers.registry import traits_for
 
 from ..access import access_key
 from ..choices import ClusterState, DesiredState, EventLevel
@@ -35,6 +36,20 @@ def cloud_usable_by(cloud: Cloud, project: Project) -> str | None:
     return None
 
 
+def _deleted_under_lock(image: ContainerImage) -> bool:
+    """Whether the organization's `image` is gone, read under its row lock, so
+    image_delete (which locks it too) sees the cluster being created, or this sees the
+    image gone."""
+    locked = ContainerImage.objects.select_for_update().filter(pk=image.pk).first()
+    return locked is None or locked.deleted_at is not None
+
+
+def image_refusal(*, image: ContainerImage, cloud: Cloud) -> str | None:
+    """Why `cloud` cannot run `image`, or None when it can (the cloud kind decides)."""
+    return traits_for(cloud.kind).image_refusal(image=image.spec(), cloud_name=cloud.name)
+
+
+# Not durable: the API's Idempotency-Key row commits in the same transaction.
 @transaction.atomic
 def cluster_create(
     *,
@@ -45,29 +60,41 @@ def cluster_create(
     compute_config: ComputeConfigVersion | None = None,
     image: ContainerImage | None = None,
 ) -> Cluster:
+    """A cluster of `project` on `cloud`, queued for the reconciler. Every rule of the
+    choice is here, for the console and the API alike, as errors on the fields named
+    like the arguments: the cloud must be usable by the project, the compute config (by
+    default the cloud's own) must run on that cloud and belong to the project or the
+    whole organization, and the cloud must be able to run the image."""
     require(actor, "cluster.create", project)
     reason = cloud_usable_by(cloud, project)
     if reason:
         raise ValidationError({"cloud": reason})
+    errors: dict[str, str] = {}
     if compute_config is None:
         compute_config = default_compute_config(
             cloud=cloud, organization=project.organization, actor=actor
         )
     if compute_config.organization_id != project.organization_id:
-        raise ValidationError({"compute_config": "Choose a compute config of this organization."})
-    if compute_config.cloud_id != cloud.pk:
-        raise ValidationError(
-            {"compute_config": f"This compute config runs on {compute_config.cloud}, not {cloud}."}
+        errors["compute_config"] = "Choose a compute config of this organization."
+    elif compute_config.cloud_id != cloud.pk:
+        errors["compute_config"] = (
+            f"{compute_config.config.name} runs on {compute_config.cloud.name}, not "
+            f"{cloud.name}. Choose a config for {cloud.name}, or leave it blank for the default."
+        )
+    elif compute_config.config.project_id not in (None, project.pk):
+        errors["compute_config"] = (
+            f"{compute_config.config.name} belongs to another project. Choose one of "
+            f"{project.name} or of the whole organization."
         )
     image = image or default_image(cloud)
     if image.organization_id not in (None, project.organization_id):
-        raise ValidationError({"image": "Choose an image of this organization."})
-    if image.organization_id is not None:
-        # Locked, so image_delete (which locks it too) sees this cluster, or this sees
-        # the image gone.
-        locked = ContainerImage.objects.select_for_update().filter(pk=image.pk).first()
-        if locked is None or locked.deleted_at is not None:
-            raise ValidationError({"image": f"The image {image.name} was deleted. Choose another."})
+        errors["image"] = "Choose an image of this organization."
+    elif image.organization_id is not None and _deleted_under_lock(image):
+        errors["image"] = f"The image {image.name} was deleted. Choose another."
+    elif reason := image_refusal(image=image, cloud=cloud):
+        errors["image"] = reason
+    if errors:
+        raise ValidationError(errors)
     cluster = Cluster(
         organization_id=project.organization_id,
         project=project,
@@ -93,6 +120,7 @@ def cluster_create(
     return cluster
 
 
+# Not durable: the idle check and the support admin call it inside their transactions.
 @transaction.atomic
 def cluster_terminate(*, cluster: Cluster, actor: User | None, reason: str = "") -> Cluster:
     """Ask for the cluster to be terminated (idempotent)."""
@@ -113,7 +141,7 @@ def cluster_terminate(*, cluster: Cluster, actor: User | None, reason: str = "")
     return cluster
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def cluster_restart(*, cluster: Cluster, actor: User) -> Cluster:
     """Start a terminated or failed cluster again with the same config."""
     require(actor, "cluster.update", cluster.project)
@@ -125,7 +153,7 @@ def cluster_restart(*, cluster: Cluster, actor: User) -> Cluster:
     reason = cloud_usable_by(cluster.cloud, cluster.project)
     if reason:
         raise ValidationError(reason)
-    if cluster.image.organization_id is not None:  # locked: see cluster_create
+    if cluster.image.organization_id is not None:  # locked: see _deleted_under_lock
         image = ContainerImage.objects.select_for_update().get(pk=cluster.image_id)
         if image.deleted_at is not None:
             raise ValidationError(

@@ -154,16 +154,6 @@ def install(api: NinjaAPI) -> None:
         return error_response(ApiError(500, "Something went wrong on our side; try again."))
 
 
-def form_invalid(form: Any) -> ApiError:
-    """A Django form's errors as a validation_error (the API reuses the console's forms,
-    so both check input the same way)."""
-    details = {
-        field: [e["message"] for e in errors]
-        for field, errors in form.errors.get_json_data().items()
-    }
-    return ApiError(422, "The request is not valid.", details=details)
-
-
 class ErrorDetail(Out):
     code: str = PydanticField(description="What went wrong, in snake_case: see docs/api.md.")
     message: str = PydanticField(description="A sentence for people.")

@@ -1,6 +1,6 @@
 """The API's busiest read, the cluster list (CLIs, scripts and dashboards poll it), on a
 lean WSGI path (console/lean.py): the same token check, rate limit, organization and
-permission checks, query (clusters.api.cluster_page) and JSON rendering as the ninja
+permission checks, query (clusters.selectors.cluster_page) and JSON rendering as the ninja
 endpoint, without Django's middleware chain, URL resolver and ninja's dispatch.
 
 It answers only a 200 it is sure of; a missing or bad token, another organization,
@@ -17,7 +17,8 @@ from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from pydantic import ValidationError
 
 from accounts.permissions import token_may
-from clusters.api import ClusterFilters, ClusterOut, cluster_page
+from clusters.api import ClusterFilters, ClusterOut
+from clusters.selectors import cluster_page
 from console.lean import LeanApp
 
 from .auth import check_rate, identity_of
@@ -68,7 +69,9 @@ class ApiReadApp(LeanApp):
             if not token_may(identity, "project.list", organization_of(identity, org)):
                 return None
             check_rate(identity)
-            result = cluster_page(identity, org, page)
+            result = cluster_page(
+                identity, org, page, project=page.project, state=page.state, cloud=page.cloud
+            )
         except (ApiError, PermissionDenied):
             return None
         data = _PAGE.model_validate(result).model_dump()

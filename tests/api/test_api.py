@@ -24,6 +24,8 @@ from clusters.models import Cluster, ClusterEvent, ComputeConfig
 from tests.conftest import Tenant, client_for
 from tests.factories import (
     ClusterFactory,
+    ComputeConfigVersionFactory,
+    ContainerImageFactory,
     NodeFactory,
     ProjectFactory,
     ProjectMembershipFactory,
@@ -301,6 +303,38 @@ def test_a_person_in_two_organizations_uses_each_token_in_its_own(
     assert_error(answer, 422, "validation_error")
     answer = client.post(org_path(alpha, "/clusters"), {"name": "x", "project": bravo.project.slug})
     assert_error(answer, 422, "validation_error")
+
+
+def test_the_service_s_rules_come_back_on_their_fields(alpha: Tenant) -> None:
+    """The API resolves ids and calls cluster_create, whose refusals name the field."""
+    elsewhere = ProjectFactory(organization=alpha.org, slug="elsewhere")
+    theirs = ComputeConfigVersionFactory(
+        cloud=alpha.cloud, config__name="Theirs", config__project=elsewhere
+    )
+    boxed = ContainerImageFactory(organization=alpha.org, name="Boxed", image_uri="acme/ray:1")
+    client = as_role(alpha, OrgRole.ADMIN)
+    answer = new_cluster(client, alpha, compute_config=str(theirs.config_id), image=str(boxed.pk))
+    assert_error(answer, 422, "validation_error")
+    details = answer.body["error"]["details"]
+    assert "Theirs belongs to another project" in details["compute_config"][0]
+    assert "not containers" in details["image"][0]
+    answer = new_cluster(client, alpha, compute_config="999999")
+    assert_error(answer, 422, "validation_error")
+    assert "compute_config" in answer.body["error"]["details"]
+    assert not Cluster.objects.filter(name="api-one").exists()
+
+
+def test_a_project_s_url_name_is_derived_and_checked_by_the_service(alpha: Tenant) -> None:
+    client = as_role(alpha, OrgRole.ADMIN)
+    made = client.post(org_path(alpha, "/projects"), {"name": "Data Science"})
+    assert made.status == 201, made.body
+    assert made.body["slug"] == "data-science"
+    again = client.post(org_path(alpha, "/projects"), {"name": "Other", "slug": "data-science"})
+    assert_error(again, 422, "validation_error")
+    assert "already exists" in again.body["error"]["details"]["slug"][0]
+    nameless = client.post(org_path(alpha, "/projects"), {"name": "!!!"})
+    assert_error(nameless, 422, "validation_error")
+    assert "slug" in nameless.body["error"]["details"]
 
 
 # --- Validation errors ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -32,6 +33,7 @@ from tests.factories import (
     CloudFactory,
     ClusterFactory,
     ComputeConfigVersionFactory,
+    ContainerImageFactory,
     NodeFactory,
     ProjectFactory,
     ProjectMembershipFactory,
@@ -163,6 +165,33 @@ def test_a_config_of_another_cloud_is_refused(tenant_a: Tenant, cloud: Cloud) ->
          "compute_config": version.pk},
     )  # fmt: skip
     assert "GPU box runs on Second, not" in text(response)
+    assert not Cluster.objects.filter(name="x").exists()
+
+
+def test_the_rules_of_the_choice_are_the_service_s_on_their_fields(
+    tenant_a: Tenant, cloud: Cloud
+) -> None:
+    """What the form does not check (it only parses), cluster_create refuses, naming the
+    field: the console and the API show it there."""
+    elsewhere = ProjectFactory(organization=tenant_a.org, name="Elsewhere")
+    theirs = ComputeConfigVersionFactory(
+        cloud=cloud, config__name="Theirs", config__project=elsewhere
+    )
+    container = ContainerImageFactory(
+        organization=tenant_a.org, name="Boxed", image_uri="acme/ray:1"
+    )
+    create = {"project": tenant_a.project, "actor": tenant_a.member, "name": "x", "cloud": cloud}
+    with pytest.raises(ValidationError) as refused:
+        cluster_create(**create, compute_config=theirs, image=container)
+    assert "belongs to another project" in refused.value.message_dict["compute_config"][0]
+    assert "not containers" in refused.value.message_dict["image"][0]
+
+    chosen = {"project": tenant_a.project.pk, "name": "x", "cloud": cloud.pk,
+              "compute_config": theirs.pk, "image": container.pk}  # fmt: skip
+    # The owner sees every project's configs, so only the service refuses this one.
+    page = text(client_for(tenant_a.owner).post(create_url(tenant_a), chosen))
+    assert "Theirs belongs to another project" in page
+    assert f"{cloud.name} runs nodes as local processes, not containers" in page
     assert not Cluster.objects.filter(name="x").exists()
 
 
