@@ -15,7 +15,7 @@ from ..models import (
 )
 from ..permissions import require
 from ..revocations import access_revoke
-from .organizations import _check_slug
+from .organizations import check_slug_not_reserved
 
 PROJECT_FIELDS = ["name", "description"]
 
@@ -25,7 +25,7 @@ def project_create(
     *, organization: Organization, name: str, slug: str, description: str, actor: User
 ) -> Project:
     require(actor, "project.create", organization)
-    _check_slug(slug)
+    check_slug_not_reserved(slug)
     project = Project(
         organization=organization, name=name.strip(), slug=slug, description=description.strip()
     )
