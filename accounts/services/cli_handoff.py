@@ -25,7 +25,7 @@ from ..tokens import (
     new_cli_code,
     secret_for_poll_token,
 )
-from .tokens import _issue_token
+from .tokens import issue_token
 
 
 def cli_handoff_start(*, ip: str | None, user_agent: str) -> tuple[CliHandoff, str]:
@@ -76,7 +76,7 @@ def cli_handoff_confirm(
     (with the hash made when the hand-off started), for the CLI to collect once."""
     require(actor, "token.manage_own", organization)
     handoff = _lock_pending_handoff(handoff)
-    token = _issue_token(
+    token = issue_token(
         organization=organization,
         actor=actor,
         name=f"raydeck CLI ({timezone.now():%Y-%m-%d})",

@@ -16,14 +16,14 @@ from ..models import (
 from ..permissions import require
 
 
-def _check_slug(slug: str) -> None:
+def check_slug_not_reserved(slug: str) -> None:
     if slug in RESERVED_SLUGS:
         raise ValidationError({"slug": f"“{slug}” is reserved; choose another."})
 
 
 @transaction.atomic
 def organization_create(*, name: str, slug: str, actor: User) -> Organization:
-    _check_slug(slug)
+    check_slug_not_reserved(slug)
     organization = Organization(name=name.strip(), slug=slug)
     organization.full_clean()
     organization.save()

@@ -16,7 +16,7 @@ from ..models import (
 )
 from ..permissions import require
 from ..revocations import access_revoke
-from .organizations import _check_slug
+from .organizations import check_slug_not_reserved
 
 PROJECT_FIELDS = ["name", "description"]
 
@@ -37,7 +37,7 @@ def project_create(
     slug = slug.strip() or slugify(name)[:50].strip("-")
     if not slug:
         raise ValidationError({"slug": "Choose a short name made of letters, digits and hyphens."})
-    _check_slug(slug)
+    check_slug_not_reserved(slug)
     if taken := project_slug_taken(organization=organization, slug=slug):
         raise ValidationError({"slug": taken})
     project = Project(

@@ -42,7 +42,7 @@ def _check_token_days(organization: Organization, days: int) -> None:
         )
 
 
-def _issue_token(
+def issue_token(
     *,
     organization: Organization,
     actor: User,
@@ -111,7 +111,7 @@ def token_create(
         if service_account.disabled_at is not None:
             raise ValidationError("This service account is disabled: it cannot get new tokens.")
     secret = new_secret()
-    token = _issue_token(
+    token = issue_token(
         organization=organization,
         actor=actor,
         name=name,

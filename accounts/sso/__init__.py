@@ -1,3 +1,13 @@
-"""Single sign-on for organizations: protocol-neutral sign-in (services.py), SAML
-(saml.py), the settings pages (views.py) and enforcement (enforcement.py).
-The models are in accounts.models (SsoConnection and its neighbours)."""
+"""Single sign-on for organizations. The models are in accounts.models (SsoConnection
+and its neighbours). Imports run one way, top to bottom:
+
+    urls, pages, views     the settings pages (views: SAML, access, groups; pages: the
+                           "Sign in with SSO" page, domains, OIDC settings)
+    forms, domains, adapter  the pages' forms, verified domains, allauth's adapter
+    saml, oidc.sign_in     the protocols' sign-in views, ending in flow
+    flow                   the end of every sign-in, SAML or OIDC alike
+    services               protocol-neutral sign-in and the connection's settings
+    enforcement            who must sign in through SSO
+    saml_idp, oidc.client, oidc.connections, idp_redirects, outbound
+                           an IdP's settings and documents; leaving for the IdP
+"""
