@@ -26,7 +26,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy accounts console clouds clusters cli/raydeck
+	$(BIN)/mypy kit accounts console clouds clusters workloads cli/raydeck
 
 clean:
 	rm -rf $(VENV) var

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from console.types import AuthedRequest
+from kit.types import AuthedRequest
 
 from .models import (
     ApiToken,

@@ -13,11 +13,11 @@ from ninja import Field, Query, Router, Schema
 from ninja.decorators import decorate_view
 from ninja.responses import Status
 
-from console.api import context
-from console.api.errors import ApiError, answers, not_found
-from console.api.idempotency import idempotent
-from console.api.pagination import PageParams, keyset_page, page_of
-from console.api.schema import Out
+from accounts import api_context as context
+from accounts.api_idempotency import idempotent
+from kit.api.errors import ApiError, answers, not_found
+from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.schema import Out
 
 from . import selectors
 from .models import ApiToken, AuditEvent, Membership, Organization, Project, User

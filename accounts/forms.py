@@ -3,8 +3,6 @@ the organization in the URL; the services check scope again when they write."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, cast
 
 from django import forms
@@ -17,32 +15,6 @@ from .models import SERVICE_ACCOUNT_ROLES, Organization, Project, User
 from .permissions import READ_ONLY_ORG_ROLES, has_perm
 from .services.projects import project_slug_taken
 from .tokens import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS_CEILING
-
-
-def add_service_error(form: forms.Form, error: ValidationError) -> None:
-    """Show a service's ValidationError on the form: on its field when the form has
-    that field, otherwise at the top."""
-    if hasattr(error, "error_dict"):
-        for field, errors in error.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, error)
-
-
-@contextmanager
-def service_errors_on(form: forms.Form) -> Iterator[None]:
-    """Around a service call a view makes for a submitted form: a ValidationError it
-    raises is shown on the form (by the form's own `add_service_error` when it has one,
-    e.g. for errors of its rows) instead of propagating, and the view goes on past the
-    `with` to show the form again. Nothing after the call inside the block runs."""
-    try:
-        yield
-    except ValidationError as exc:
-        own = getattr(form, "add_service_error", None)
-        if own is not None:
-            own(exc)
-        else:
-            add_service_error(form, exc)
 
 
 class SlugFromNameMixin:

@@ -615,7 +615,7 @@ class AuditEvent(models.Model):
 class IdempotencyKey(models.Model):
     """The first successful answer to a create sent through the JSON API with an
     `Idempotency-Key` header: a retry by the same token with the same key and body gets
-    this answer again instead of creating twice (see console/api/idempotency.py)."""
+    this answer again instead of creating twice (see accounts/api_idempotency.py)."""
 
     token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)

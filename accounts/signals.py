@@ -9,7 +9,7 @@ from allauth.mfa.signals import authenticator_added, authenticator_removed
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.dispatch import receiver
 
-from console.middleware import mark_session_authenticated
+from kit.middleware import mark_session_authenticated
 
 from .audit import audit, origin_of
 

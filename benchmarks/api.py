@@ -13,7 +13,7 @@ Run by hand:  .venv/bin/python benchmarks/api.py [--clusters 10000] [--duration 
      why), without the access log. The rate limit stays on (each request counts in
      Redis) with a ceiling the load cannot reach: RAYDECK_API_RATE_LIMIT=10000000.
      The list is answered by its lean path (console/api/fast.py) with the token lookup
-     and the page query as prepared statements (console/statements.py), as in
+     and the page query as prepared statements (kit/statements.py), as in
      production; queries_per_request counts them (Django's per-request connection
      health check, a SELECT 1, comes on top).
   4. Sequential: after 50 warm-up requests, --sequential (300) requests of

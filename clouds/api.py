@@ -9,10 +9,10 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Query, Router
 
-from console.api import context
-from console.api.errors import answers
-from console.api.pagination import PageParams, keyset_page, page_of
-from console.api.schema import Out
+from accounts import api_context as context
+from kit.api.errors import answers
+from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.schema import Out
 
 from . import selectors
 from .models import Cloud

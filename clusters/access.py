@@ -6,7 +6,7 @@ Raydeck only signs short-lived tokens for them, here and nowhere else:
 
 - one Ed25519 key pair per cluster (ClusterAccessKey), made when the cluster is created
   or, for older clusters, on first use; the private key is kept encrypted
-  (console/crypto.py), the public key goes to the head agent when it registers;
+  (kit/crypto.py), the public key goes to the head agent when it registers;
 - a token is a JWT signed with EdDSA: aud "raydeck-cluster:<cluster uuid>", sub the
   user's id, iat (with milliseconds, so a revocation and a new token in the same second
   are told apart), exp (5 minutes for console links, at most an hour for tools) and jti;
@@ -35,7 +35,7 @@ from accounts.audit import audit
 from accounts.models import User
 from accounts.permissions import require
 from accounts.revocations import recent_revocations
-from console import crypto
+from kit import crypto
 
 from .choices import NodeRole, NodeState
 from .models import Cluster, ClusterAccessKey, Node

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 
 from accounts.admin import ReadOnlyInline, SupportAdmin
 from accounts.audit import audit
-from console.types import AuthedRequest
+from kit.types import AuthedRequest
 
 from .choices import DesiredState
 from .models import Cluster, ClusterEvent, ComputeConfig, ComputeConfigVersion, ContainerImage, Node

@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from console.lean import LeanApp
+from kit.lean import LeanApp
 
 from .agent_package import PROJECT_NAME, agent_wheel
 from .services import agents
@@ -134,7 +134,7 @@ urlpatterns = [
 ]
 
 HEARTBEAT_PATH = "/agent/v1/heartbeat"  # console/urls.py mounts urlpatterns at agent/v1/
-# The middleware that means something to a token-only JSON API (console/lean.py); the
+# The middleware that means something to a token-only JSON API (kit/lean.py); the
 # others handle cookies (sessions, CSRF, login, messages, allauth, session expiry, audit
 # context) or HTML pages (CSP, framing, htmx): the agent API reads no cookie and
 # authenticates every request by its Bearer token.

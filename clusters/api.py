@@ -15,13 +15,13 @@ from ninja import Field, Query, Router, Schema
 from ninja.decorators import decorate_view
 from ninja.responses import Status
 
+from accounts import api_context as context
+from accounts.api_idempotency import idempotent
 from accounts.models import Organization, Project
 from clouds.models import Cloud
-from console.api import context
-from console.api.errors import ApiError, answers, invalid, not_found
-from console.api.idempotency import idempotent
-from console.api.pagination import PageParams, keyset_page, page_of
-from console.api.schema import Changes, Out
+from kit.api.errors import ApiError, answers, invalid, not_found
+from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.schema import Changes, Out
 
 from . import selectors
 from .access import cluster_address

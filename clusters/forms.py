@@ -12,10 +12,10 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from accounts.forms import add_service_error
 from accounts.models import Organization, Project, User
 from accounts.permissions import has_perm
 from clouds.models import Cloud
+from kit.forms import add_service_error
 
 from . import selectors
 from .choices import ClusterState

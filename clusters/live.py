@@ -40,7 +40,7 @@ then the truth, nobody is heard.
 Not here, because they are caches of rows or of remote answers, refilled from their
 source and kept beside it: the clusters' access keys (clusters/access.py), revoked
 tokens (accounts/revocations.py), OIDC discovery and keys (accounts/sso/oidc.py), rate
-limits (console/ratelimit.py); and the autoscaler's "said once per 10 min" marker
+limits (kit/ratelimit.py); and the autoscaler's "said once per 10 min" marker
 (clusters/services/autoscale.py), which only keeps an event from repeating.
 
 This module imports nothing of the clusters app: the heartbeat path, the reconciler,

@@ -501,7 +501,7 @@ class ClusterAccessKey(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     cluster = models.OneToOneField(Cluster, on_delete=models.CASCADE, related_name="access_key")
     public_key = models.TextField()  # PEM, SubjectPublicKeyInfo
-    private_key_encrypted = models.TextField()  # PEM, PKCS8, sealed by console/crypto.py
+    private_key_encrypted = models.TextField()  # PEM, PKCS8, sealed by kit/crypto.py
     # Every token of this cluster issued before this time is refused ("revoke all").
     not_before = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -23,6 +23,7 @@ from django.db.models import (
 )
 from django.urls import reverse
 
+from accounts import api_context as context
 from accounts.models import Organization, Project, User
 from accounts.permissions import (
     ORG_ROLE_PERMISSIONS,
@@ -35,10 +36,9 @@ from accounts.tokens import TokenIdentity
 from clouds.choices import CloudState, LaunchAccess
 from clouds.models import Cloud
 from clouds.providers.registry import traits_for
-from console.api import context
-from console.api.errors import invalid
-from console.api.pagination import PageParams, compiled_keyset_page
-from console.statements import Param, StatementCache
+from kit.api.errors import invalid
+from kit.api.pagination import PageParams, compiled_keyset_page
+from kit.statements import Param, StatementCache
 
 from . import live
 from .choices import FINAL_CLUSTER_STATES, LIVE_NODE_STATES, ClusterState
@@ -162,7 +162,7 @@ def cluster_page(
     """A page of the clusters the token sees, newest first, as the API shows them
     (`cluster_out`), filtered by a project's slug, one observed state and a cloud's id.
     The API's busiest call: its query is compiled once per principal, role and filters
-    (console/statements.py), and console/api/fast.py serves it without the rest of
+    (kit/statements.py), and console/api/fast.py serves it without the rest of
     Django; the ninja endpoint calls it too."""
     organization = context.organization_of(identity, org)
     token_require(identity, "project.list", organization)

@@ -18,10 +18,11 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from accounts.forms import service_errors_on
 from accounts.permissions import has_perm
-from console.types import AuthedRequest
-from console.views import OrgView, done, paginate
+from accounts.views.base import OrgView
+from kit.forms import service_errors_on
+from kit.types import AuthedRequest
+from kit.views import done, paginate
 
 from . import access, selectors
 from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState

@@ -23,7 +23,7 @@ os.register_at_fork(after_in_child=start_ticking_after_fork)
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Every request goes through Django with all the middleware, except the two that
     come by the thousand: agent heartbeats and the API's cluster list. Those go to lean
-    handlers (console/lean.py) that call the same service code with only the security
+    handlers (kit/lean.py) that call the same service code with only the security
     and host checks, and hand anything but a plain 200 back to Django."""
     start_ticking()  # the reconciler judges nodes only while we listen (once per process)
     path = environ.get("PATH_INFO", "")

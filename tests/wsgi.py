@@ -1,5 +1,5 @@
 """Requests straight into console.wsgi.application, as gunicorn calls it: the only way
-to reach the lean paths (console/lean.py), which Django's test client bypasses."""
+to reach the lean paths (kit/lean.py), which Django's test client bypasses."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from django.db import models, transaction
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from console.statements import Param, StatementCache
+from kit.statements import Param, StatementCache
 
 from ..audit import audit
 from ..models import (

@@ -6,7 +6,7 @@ of the person, and each organization decides whether it accepts that session.
 
 - Every session remembers which organizations' IdPs it was signed in through
   (`mark_signed_in_through`, set by accounts.sso.flow after an SSO sign-in).
-- Every page of an organization that requires SSO (console.views.OrgView) and the
+- Every page of an organization that requires SSO (accounts.views.base.OrgView) and the
   CLI hand-off answer a session without that mark with a page that sends the person
   through the organization's IdP (`sso_blocks` / `sso_required_response`); the
   break-glass owner is let through. Sessions opened before SSO was required therefore

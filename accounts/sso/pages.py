@@ -16,13 +16,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.decorators.cache import never_cache
 
-from console.ratelimit import over_limit
-from console.types import AuthedRequest
-from console.views import done
+from kit.forms import service_errors_on
+from kit.ratelimit import over_limit
+from kit.types import AuthedRequest
+from kit.views import done
 
 from ..audit import client_ip
 from ..choices import SsoProtocol
-from ..forms import service_errors_on
 from ..models import DomainClaim
 from . import domains
 from .flow import sso_error

@@ -10,11 +10,12 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 
-from console.types import AuthedRequest
-from console.views import OrgView, done
+from kit.forms import service_errors_on
+from kit.types import AuthedRequest
+from kit.views import done
 
-from ..forms import service_errors_on
 from ..models import SsoConnection, SsoGroupMapping, SsoIdentity
+from ..views.base import OrgView
 from . import services
 from .enforcement import connection_of, signed_in_through
 from .flow import TEST_STATE_KEY

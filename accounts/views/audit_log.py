@@ -10,11 +10,12 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from console.types import AuthedRequest
-from console.views import OrgView, paginate
+from kit.types import AuthedRequest
+from kit.views import paginate
 
 from .. import selectors
 from ..forms import AuditFilterForm
+from .base import OrgView
 
 
 @method_decorator(vary_on_headers("HX-Request"), name="dispatch")

@@ -18,17 +18,15 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from console.ratelimit import over_limit
-from console.types import AuthedRequest
-from console.views import done
+from kit.forms import service_errors_on
+from kit.ratelimit import over_limit
+from kit.types import AuthedRequest
+from kit.views import done
 
 from .. import selectors
 from ..audit import client_ip
 from ..choices import CliHandoffStatus
-from ..forms import (
-    CliConfirmForm,
-    service_errors_on,
-)
+from ..forms import CliConfirmForm
 from ..models import CliHandoff
 from ..services import cli_handoff as handoffs
 from ..sso.enforcement import sso_blocks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from console.types import AuthedRequest
+from kit.types import AuthedRequest
 
 
 def is_validation_only(request: AuthedRequest) -> bool:

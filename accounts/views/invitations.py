@@ -14,13 +14,11 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from console.types import AuthedRequest
-from console.views import OrgView, done
+from kit.forms import service_errors_on
+from kit.types import AuthedRequest
+from kit.views import done
 
-from ..forms import (
-    InvitationForm,
-    service_errors_on,
-)
+from ..forms import InvitationForm
 from ..models import Invitation
 from ..services.invitations import (
     InvalidInvitation,
@@ -30,6 +28,7 @@ from ..services.invitations import (
     invitation_resend,
     invitation_revoke,
 )
+from .base import OrgView
 
 
 class InvitationCreateView(OrgView):

@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from console.types import AuthedRequest
-from console.views import OrgView, done, paginate
+from kit.types import AuthedRequest
+from kit.views import done, paginate
 
 from .. import selectors
 from ..forms import (
@@ -23,6 +23,7 @@ from ..forms import (
 from ..models import Membership
 from ..permissions import has_perm
 from ..services.members import membership_change_role, membership_remove
+from .base import OrgView
 
 
 @method_decorator(vary_on_headers("HX-Request"), name="dispatch")

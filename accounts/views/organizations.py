@@ -11,16 +11,14 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.vary import vary_on_headers
 
-from console.types import AuthedRequest
-from console.views import OrgView, done
+from kit.forms import service_errors_on
+from kit.types import AuthedRequest
+from kit.views import done
 
-from ..forms import (
-    OrganizationCreateForm,
-    OrganizationSettingsForm,
-    service_errors_on,
-)
+from ..forms import OrganizationCreateForm, OrganizationSettingsForm
 from ..permissions import require
 from ..services.organizations import organization_create, organization_update
+from .base import OrgView
 from .common import is_validation_only
 
 

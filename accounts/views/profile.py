@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views import View
 
-from console.types import AuthedRequest
+from kit.types import AuthedRequest
 
 from .. import selectors
 from ..forms import ProfileForm

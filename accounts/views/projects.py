@@ -11,18 +11,13 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from console.types import AuthedRequest
-from console.views import OrgView, done, paginate
+from kit.forms import service_errors_on
+from kit.types import AuthedRequest
+from kit.views import done, paginate
 
 from .. import selectors
 from ..choices import ProjectRole
-from ..forms import (
-    ProjectCreateForm,
-    ProjectEditForm,
-    ProjectMemberAddForm,
-    ProjectMemberRoleForm,
-    service_errors_on,
-)
+from ..forms import ProjectCreateForm, ProjectEditForm, ProjectMemberAddForm, ProjectMemberRoleForm
 from ..models import (
     Project,
     ProjectMembership,
@@ -36,6 +31,7 @@ from ..services.projects import (
     project_member_remove,
     project_update,
 )
+from .base import OrgView
 from .common import is_validation_only
 
 

@@ -10,16 +10,15 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 
-from console.types import AuthedRequest
-from console.views import OrgView, done, paginate
+from kit.forms import service_errors_on
+from kit.types import AuthedRequest
+from kit.views import done, paginate
 
 from .. import selectors
-from ..forms import (
-    ServiceAccountForm,
-    service_errors_on,
-)
+from ..forms import ServiceAccountForm
 from ..models import ServiceAccount
 from ..services.service_accounts import service_account_create, service_account_disable
+from .base import OrgView
 from .tokens import TokenCreateView
 
 

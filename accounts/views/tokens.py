@@ -13,21 +13,19 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from console.types import AuthedRequest
-from console.views import OrgView, done, paginate
+from kit.forms import service_errors_on
+from kit.types import AuthedRequest
+from kit.views import done, paginate
 
 from .. import selectors
-from ..forms import (
-    TokenCreateForm,
-    TokenFilterForm,
-    service_errors_on,
-)
+from ..forms import TokenCreateForm, TokenFilterForm
 from ..models import (
     ApiToken,
     ServiceAccount,
 )
 from ..permissions import has_perm
 from ..services.tokens import token_create, token_revoke
+from .base import OrgView
 
 
 @method_decorator(vary_on_headers("HX-Request"), name="dispatch")

@@ -1,5 +1,5 @@
 """The API's busiest read, the cluster list (CLIs, scripts and dashboards poll it), on a
-lean WSGI path (console/lean.py): the same token check, rate limit, organization and
+lean WSGI path (kit/lean.py): the same token check, rate limit, organization and
 permission checks, query (clusters.selectors.cluster_page) and JSON rendering as the ninja
 endpoint, without Django's middleware chain, URL resolver and ninja's dispatch.
 
@@ -16,15 +16,15 @@ from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from pydantic import ValidationError
 
+from accounts.api_auth import check_rate, identity_of
+from accounts.api_context import organization_of
 from accounts.permissions import token_may
 from clusters.api import ClusterFilters, ClusterOut
 from clusters.selectors import cluster_page
-from console.lean import LeanApp
+from kit.api.errors import ApiError
+from kit.api.pagination import page_of
+from kit.lean import LeanApp
 
-from .auth import check_rate, identity_of
-from .context import organization_of
-from .errors import ApiError
-from .pagination import page_of
 from .urls import api
 
 CLUSTER_LIST = re.compile(r"/api/v1/orgs/(?P<org>[^/]+)/clusters")

@@ -14,12 +14,11 @@ from django.views.decorators.http import require_GET
 from ninja import NinjaAPI
 
 from accounts.api import router as accounts_router
+from accounts.api_auth import TokenAuth
 from clouds.api import router as clouds_router
 from clusters.api import router as clusters_router
-
-from . import errors
-from .auth import TokenAuth
-from .rendering import ApiRenderer
+from kit.api import errors
+from kit.api.rendering import ApiRenderer
 
 api = NinjaAPI(
     title="Raydeck API",

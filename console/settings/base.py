@@ -40,11 +40,12 @@ INSTALLED_APPS = [
     "clouds",
     "clusters",
     "workloads",
+    "kit",
     "console",
 ]
 
 MIDDLEWARE = [
-    "console.api.middleware.ApiErrorShapeMiddleware",
+    "kit.api.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -52,7 +53,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "console.middleware.SessionExpiryMiddleware",
+    "kit.middleware.SessionExpiryMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -73,7 +74,7 @@ TEMPLATES = [
             # {% partialdef %} everywhere without {% load %}; the app wraps the loaders.
             "builtins": [
                 "template_partials.templatetags.partials",
-                "console.templatetags.console",
+                "kit.templatetags.console",
             ],
             "context_processors": [
                 "django.template.context_processors.request",
@@ -125,7 +126,7 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "account_login"
 
 # --- Sessions: 30 minutes idle, 12 hours absolute (ASVS L2), enforced by
-# console.middleware.SessionExpiryMiddleware; the cookie itself lives as long as the cap.
+# kit.middleware.SessionExpiryMiddleware; the cookie itself lives as long as the cap.
 RAYDECK_SESSION_IDLE_SECONDS = int(os.environ.get("RAYDECK_SESSION_IDLE_SECONDS", 30 * 60))
 RAYDECK_SESSION_ABSOLUTE_SECONDS = int(
     os.environ.get("RAYDECK_SESSION_ABSOLUTE_SECONDS", 12 * 60 * 60)

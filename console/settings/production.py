@@ -33,7 +33,7 @@ DATABASES = {
     )
 }
 # psycopg prepares a statement the fifth time a connection runs it, which spares
-# PostgreSQL planning the hottest reads anew (console/statements.py; Django's own
+# PostgreSQL planning the hottest reads anew (kit/statements.py; Django's own
 # queries use client-side binding and are never prepared). Set
 # RAYDECK_DB_PREPARED_STATEMENTS=0 behind a pooler in transaction mode that cannot keep them.
 if os.environ.get("RAYDECK_DB_PREPARED_STATEMENTS", "1") == "1":

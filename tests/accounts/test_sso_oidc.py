@@ -22,7 +22,7 @@ from accounts.models import AuditEvent, DomainClaim, Membership, SsoConnection, 
 from accounts.sso import services
 from accounts.sso.oidc import client as oidc_client
 from accounts.sso.oidc import connections as oidc_connections
-from console.crypto import decrypt
+from kit.crypto import decrypt
 from tests.conftest import Tenant, client_for
 
 from .oidc_idp import DROP, FakeOidcIdp, Person, new_key

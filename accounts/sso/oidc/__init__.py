@@ -2,7 +2,7 @@
 
 One allauth SocialApp per organization (provider "openid_connect", provider_id
 "oidc-<slug>"): `settings["server_url"]` is the issuer, `client_id` the IdP's client id
-and `secret` the client secret encrypted with console.crypto (never shown again).
+and `secret` the client secret encrypted with kit.crypto (never shown again).
 
 allauth alone would: send PKCE only when configured, send and check no nonce, skip the
 ID token's signature in the code flow (it came over TLS), answer a token without `kid`

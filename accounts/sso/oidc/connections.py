@@ -10,7 +10,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.urls import reverse
 
-from console.crypto import encrypt
+from kit.crypto import encrypt
 
 from ...audit import audit
 from ...choices import SsoProtocol

@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from console.crypto import InvalidToken, decrypt
+from kit.crypto import InvalidToken, decrypt
 
 from ...models import SsoConnection
 from ..flow import finish_sso_sign_in, sso_error

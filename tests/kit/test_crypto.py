@@ -1,7 +1,7 @@
 import pytest
 from cryptography.fernet import Fernet
 
-from console import crypto
+from kit import crypto
 
 
 @pytest.fixture(autouse=True)

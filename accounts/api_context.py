@@ -14,8 +14,7 @@ from django.http import HttpRequest
 from accounts.models import Organization, User
 from accounts.permissions import token_require
 from accounts.tokens import TokenIdentity
-
-from .errors import ApiError, not_found
+from kit.api.errors import ApiError, not_found
 
 
 def identity(request: HttpRequest) -> TokenIdentity:

@@ -13,9 +13,8 @@ from ninja.security import HttpBearer
 from accounts.audit import client_ip
 from accounts.services.tokens import authenticate_token
 from accounts.tokens import TokenIdentity
-from console.ratelimit import count_request
-
-from .errors import ApiError
+from kit.api.errors import ApiError
+from kit.ratelimit import count_request
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _IDENTITY = "_raydeck_api_identity"

@@ -14,7 +14,7 @@ from django.db.models import Model, Q, QuerySet
 from ninja import Field, Schema
 from pydantic import create_model
 
-from console.statements import Param, StatementCache
+from kit.statements import Param, StatementCache
 
 from .errors import invalid
 from .schema import Out
@@ -113,7 +113,7 @@ def compiled_keyset_page(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """keyset_page for a hot list: the `.values()` queryset that `build()` returns (with
     `Param`s for `values`) is compiled once per `key`, page size and first-or-later
-    page, and run as a Statement (console/statements.py). `key` must hold whatever
+    page, and run as a Statement (kit/statements.py). `key` must hold whatever
     else `build` reads."""
     names = [o.lstrip("-") for o in order]
     after = _decode(params.cursor, model, names) if params.cursor else []

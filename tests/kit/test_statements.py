@@ -1,4 +1,4 @@
-"""console/statements.py: querysets compiled once and run with new values give what the
+"""kit/statements.py: querysets compiled once and run with new values give what the
 ORM gives, on SQLite and on PostgreSQL (where they end up prepared)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from clusters.models import Cluster
-from console.statements import Param, Statement, StatementCache
+from kit.statements import Param, Statement, StatementCache
 from tests.conftest import Tenant
 from tests.factories import ClusterFactory
 

@@ -20,9 +20,9 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from accounts.models import IdempotencyKey
+from kit.api.errors import ApiError, error_response
 
-from .auth import SAFE_METHODS, identity_of
-from .errors import ApiError, error_response
+from .api_auth import SAFE_METHODS, identity_of
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
