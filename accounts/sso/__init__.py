@@ -4,7 +4,7 @@ and its neighbours). Imports run one way, top to bottom:
     urls, pages, views     the settings pages (views: SAML, access, groups; pages: the
                            "Sign in with SSO" page, domains, OIDC settings)
     forms, domains, adapter  the pages' forms, verified domains, allauth's adapter
-    saml, oidc.sign_in     the protocols' sign-in views, ending in flow
+    saml, oidc_sign_in     the protocols' sign-in views, ending in flow
     flow                   the end of every sign-in, SAML or OIDC alike
     services               protocol-neutral sign-in and the connection's settings
     enforcement            who must sign in through SSO

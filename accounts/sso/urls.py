@@ -3,8 +3,7 @@ mounted under /accounts/ before allauth's URLs so they answer at allauth's paths
 
 from django.urls import path
 
-from . import pages, saml, views
-from .oidc import sign_in as oidc_sign_in
+from . import oidc_sign_in, pages, saml, views
 
 org_urlpatterns = [
     path("sso/", views.SsoSettingsView.as_view(), name="sso_settings"),

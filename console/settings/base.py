@@ -164,8 +164,8 @@ SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
     "openid_connect": {
         "OAUTH_PKCE_ENABLED": True,
-        # Always PKCE S256 and a nonce, whatever an app's settings say (accounts.sso.oidc.sign_in).
-        "provider_class": "accounts.sso.oidc.sign_in.RaydeckOidcProvider",
+        # Always PKCE S256 and a nonce, whatever an app's settings say (accounts.sso.oidc_sign_in).
+        "provider_class": "accounts.sso.oidc_sign_in.RaydeckOidcProvider",
     },
 }
 # OIDC issuers and their endpoints must be https; plain http is accepted only on the

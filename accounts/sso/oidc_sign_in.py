@@ -22,11 +22,10 @@ from django.views.decorators.http import require_GET
 
 from kit.crypto import InvalidToken, decrypt
 
-from ...models import SsoConnection
-from ..flow import finish_sso_sign_in, sso_error
-from ..idp_redirects import leave_for_idp
-from ..services import IdpClaims, SsoRefused, connection_for_app
-from .client import (
+from ..models import SsoConnection
+from .flow import finish_sso_sign_in, sso_error
+from .idp_redirects import leave_for_idp
+from .oidc.client import (
     OIDC_PROVIDER,
     IdpKeys,
     OidcError,
@@ -35,6 +34,7 @@ from .client import (
     fetch_userinfo,
     verify_id_token,
 )
+from .services import IdpClaims, SsoRefused, connection_for_app
 
 logger = logging.getLogger(__name__)
 
