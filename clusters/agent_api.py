@@ -12,15 +12,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import ResolverMatch, path
 from django.utils.html import escape
-from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from kit.django_internals import install_middleware
 from kit.lean import LeanApp
 
 from .agent_package import PROJECT_NAME, agent_wheel
@@ -148,13 +147,7 @@ class HeartbeatHandler(WSGIHandler):
     it does not answer itself."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware: list[Any] = []
-        self._template_response_middleware: list[Any] = []
-        self._exception_middleware: list[Any] = []
-        handler = convert_exception_to_response(self._get_response)  # type: ignore[attr-defined]
-        for dotted in reversed([m for m in settings.MIDDLEWARE if m in AGENT_MIDDLEWARE]):
-            handler = convert_exception_to_response(import_string(dotted)(handler))
-        self._middleware_chain = handler
+        install_middleware(self, [m for m in settings.MIDDLEWARE if m in AGENT_MIDDLEWARE])
 
     def resolve_request(self, request: HttpRequest) -> ResolverMatch:
         match = ResolverMatch(heartbeat, (), {}, url_name="agent_heartbeat",

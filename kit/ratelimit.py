@@ -6,26 +6,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
+
+from .django_internals import redis_client
 
 
 @dataclass(frozen=True)
 class Window:
     count: int  # requests in this window, this one included
     retry_after: float  # seconds until the next window starts
-
-
-def _redis_client(backend: RedisCache) -> Any:
-    """The backend's redis client, made once per backend (Django makes one for every
-    call, a third of a counter's cost; backends are per thread, clients thread-safe)."""
-    cache_client = backend._cache  # type: ignore[attr-defined]
-    client = getattr(cache_client, "_raydeck_client", None)
-    if client is None:
-        client = cache_client._raydeck_client = cache_client.get_client(write=True)
-    return client
 
 
 def count_request(scope: str, window_seconds: int) -> Window:
@@ -39,7 +30,7 @@ def count_request(scope: str, window_seconds: int) -> Window:
     backend = caches["default"]
     if isinstance(backend, RedisCache):
         key = backend.make_and_validate_key(key)
-        pipeline = _redis_client(backend).pipeline(transaction=False)
+        pipeline = redis_client(backend).pipeline(transaction=False)
         pipeline.set(key, 0, ex=ttl, nx=True)
         pipeline.incr(key)
         count = int(pipeline.execute()[1])

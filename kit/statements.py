@@ -19,9 +19,10 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from django.db import connections
 from django.db.models import Expression, Field, QuerySet
+
+from .django_internals import compile_values_queryset, prepared_cursor
 
 
 @dataclass(frozen=True)
@@ -50,16 +51,10 @@ class Statement:
 
     def __init__(self, queryset: QuerySet) -> None:
         self.alias = queryset.db
-        compiler = queryset.query.get_compiler(self.alias)
-        self.sql, params = compiler.as_sql()
-        self.params = tuple(params)
+        compiled = compile_values_queryset(queryset)
+        self.sql, self.params, self.names = compiled.sql, compiled.params, compiled.names
+        self.converters = compiled.converters
         self.slots = frozenset(p.name for p in self.params if isinstance(p, _Slot))
-        fields = [s[0] for s in compiler.select[0 : compiler.col_count]]
-        self.converters = list(compiler.get_converters(fields).items())
-        query = queryset.query
-        self.names = [*query.extra_select, *query.values_select, *query.annotation_select]
-        if len(self.names) != compiler.col_count:
-            raise ValueError("A Statement needs a .values() queryset.")
 
     def rows(self, **values: Any) -> list[dict[str, Any]]:
         if set(values) != self.slots:
@@ -69,7 +64,7 @@ class Statement:
             p.field.get_db_prep_value(values[p.name], connection) if isinstance(p, _Slot) else p
             for p in self.params
         ]
-        with _cursor(connection) as cursor:
+        with prepared_cursor(connection) as cursor:
             cursor.execute(self.sql, params)
             fetched = cursor.fetchall()
         names = self.names
@@ -85,23 +80,6 @@ class Statement:
                 row[position] = value
             out.append(dict(zip(names, row, strict=True)))
         return out
-
-
-def _cursor(connection: Any) -> Any:
-    """Django's cursor (query logging, execute wrappers, error translation) around, on
-    PostgreSQL, a server-side-binding psycopg cursor: with the database's OPTIONS
-    prepare_threshold set (production settings), psycopg prepares a statement it has
-    run that many times on the connection, and PostgreSQL stops planning it anew.
-    Django's own cursors bind client-side and are never prepared."""
-    if connection.vendor != "postgresql":
-        return connection.cursor()
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        raw = psycopg.Cursor(connection.connection)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(raw)
-    return connection.make_cursor(raw)
 
 
 class StatementCache:
