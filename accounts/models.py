@@ -183,10 +183,11 @@ def member_org_ids(user: User, roles: frozenset[str] | None = None) -> models.Qu
 class OrgOwnedQuerySet(models.QuerySet):
     """Rows that carry `organization`: visible to the members of that organization."""
 
-    def visible_to(self, user: User) -> Self:
+    def visible_to(self, user: User, organization: Organization | None = None) -> Self:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(organization_id__in=member_org_ids(user))
+        rows = self.filter(organization_id__in=member_org_ids(user))
+        return rows if organization is None else rows.filter(organization=organization)
 
 
 class Membership(models.Model):

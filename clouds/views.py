@@ -6,17 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
 from accounts.permissions import has_perm
-from accounts.views.base import OrgView
+from accounts.views.base import OrgListView, OrgView
 from kit.forms import service_errors_on
 from kit.types import AuthedRequest
-from kit.views import done, paginate
+from kit.views import done
 
 from . import policies, selectors, services
 from .choices import CloudKind, CloudState, VerificationState
@@ -25,18 +26,13 @@ from .models import Cloud
 from .providers.base import CloudError
 
 
-class CloudListView(OrgView):
+class CloudListView(OrgListView):
     permission = "cloud.view"
+    manage_permission = "cloud.manage"
+    template = "clouds/cloud_list.html"
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        clouds = selectors.cloud_list(organization=self.organization, viewer=request.user)
-        return self.render(
-            "clouds/cloud_list.html",
-            {
-                "page": paginate(request, clouds),
-                "can_manage": has_perm(request.user, "cloud.manage", self.organization),
-            },
-        )
+    def rows(self) -> QuerySet[Cloud]:
+        return selectors.cloud_list(organization=self.organization, viewer=self.request.user)
 
 
 class CloudAddView(OrgView):
@@ -99,10 +95,7 @@ class CloudObjectView(OrgView):
     cloud: Cloud
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.cloud = get_object_or_404(
-            Cloud.objects.visible_to(self.request.user).filter(organization=self.organization),
-            pk=kwargs["cloud_id"],
-        )
+        self.cloud = self.object_or_404(Cloud, pk=kwargs["cloud_id"])
 
     def render(
         self, template: str, context: dict[str, Any] | None = None, status: int = 200

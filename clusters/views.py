@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -19,7 +20,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
 from accounts.permissions import has_perm
-from accounts.views.base import OrgView
+from accounts.views.base import OrgFormView, OrgListView, OrgView
 from kit.forms import service_errors_on
 from kit.types import AuthedRequest
 from kit.views import done, paginate
@@ -154,8 +155,8 @@ class ClusterObjectView(OrgView):
     cluster: Cluster
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.cluster = get_object_or_404(
-            Cluster.objects.visible_to(self.request.user, self.organization).select_related(
+        self.cluster = self.object_or_404(
+            self.scoped(Cluster).select_related(
                 "project__organization",
                 "cloud",
                 "compute_config__config",
@@ -367,7 +368,7 @@ class ComputeConfigListView(OrgView):
         )
 
 
-class ComputeConfigCreateView(OrgView):
+class ComputeConfigCreateView(OrgFormView):
     """Only projects where the user may manage configs are offered (and "Organization-
     wide" only to those who may manage the organization's); with neither, 403."""
 
@@ -383,22 +384,15 @@ class ComputeConfigCreateView(OrgView):
     def form(self, data: Any = None) -> ComputeConfigForm:
         return ComputeConfigForm(data, organization=self.organization, viewer=self.request.user)
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        return self.render(self.template, {"form": self.form()})
-
-    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = self.form(request.POST)
-        if form.is_valid():
-            with service_errors_on(form):
-                config = compute_config_create(
-                    organization=self.organization, actor=request.user, **form.service_fields()
-                )
-                return done(
-                    request,
-                    reverse("compute_config_detail", args=[org_slug, config.pk]),
-                    f"Compute config {config.name} created (version 1).",
-                )
-        return self.render(self.template, {"form": form})
+    def submitted(self, form: ComputeConfigForm) -> HttpResponse:  # type: ignore[override]
+        config = compute_config_create(
+            organization=self.organization, actor=self.request.user, **form.service_fields()
+        )
+        return done(
+            self.request,
+            reverse("compute_config_detail", args=[self.organization.slug, config.pk]),
+            f"Compute config {config.name} created (version 1).",
+        )
 
 
 class ComputeConfigObjectView(OrgView):
@@ -409,10 +403,8 @@ class ComputeConfigObjectView(OrgView):
     latest: ComputeConfigVersion
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.config = get_object_or_404(
-            ComputeConfig.objects.visible_to(self.request.user, self.organization).select_related(
-                "project", "created_by"
-            ),
+        self.config = self.object_or_404(
+            self.scoped(ComputeConfig).select_related("project", "created_by"),
             pk=kwargs["config_id"],
         )
         latest = selectors.compute_config_versions(self.config).first()
@@ -489,40 +481,31 @@ class ComputeConfigEditView(ComputeConfigObjectView):
 # --- Images --------------------------------------------------------------------------------
 
 
-class ImageListView(OrgView):
+class ImageListView(OrgListView):
     """The organization's own images, then the built-in ones."""
 
     permission = "project.list"
+    manage_permission = "image.manage"
+    template = "clusters/image_list.html"
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        images = selectors.image_list(organization=self.organization, viewer=request.user)
-        return self.render(
-            "clusters/image_list.html",
-            {
-                "page": paginate(request, images),
-                "can_manage": has_perm(request.user, "image.manage", self.organization),
-            },
-        )
+    def rows(self) -> QuerySet[ContainerImage]:
+        return selectors.image_list(organization=self.organization, viewer=self.request.user)
 
 
-class ImageCreateView(OrgView):
+class ImageCreateView(OrgFormView):
     permission = "image.manage"
     template = "clusters/image_form.html"
+    form_class = ImageForm
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        return self.render(self.template, {"form": ImageForm()})
-
-    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = ImageForm(request.POST)
-        if form.is_valid():
-            with service_errors_on(form):
-                image = image_create(
-                    organization=self.organization, actor=request.user, **form.service_fields()
-                )
-                return done(
-                    request, reverse("image_list", args=[org_slug]), f"Image {image.name} created."
-                )
-        return self.render(self.template, {"form": form})
+    def submitted(self, form: ImageForm) -> HttpResponse:  # type: ignore[override]
+        image = image_create(
+            organization=self.organization, actor=self.request.user, **form.service_fields()
+        )
+        return done(
+            self.request,
+            reverse("image_list", args=[self.organization.slug]),
+            f"Image {image.name} created.",
+        )
 
 
 class ImageObjectView(OrgView):
@@ -533,10 +516,8 @@ class ImageObjectView(OrgView):
     image: ContainerImage
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.image = get_object_or_404(
-            ContainerImage.objects.visible_to(self.request.user, self.organization).filter(
-                organization=self.organization
-            ),
+        self.image = self.object_or_404(
+            self.scoped(ContainerImage).filter(organization=self.organization),
             pk=kwargs["image_id"],
         )
 

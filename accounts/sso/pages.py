@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -132,12 +132,7 @@ class DomainClaimView(SsoView):
 
     def load_objects(self, **kwargs: Any) -> None:
         super().load_objects(**kwargs)
-        self.claim = get_object_or_404(
-            DomainClaim.objects.visible_to(self.request.user).filter(
-                organization=self.organization
-            ),
-            pk=kwargs["claim_id"],
-        )
+        self.claim = self.object_or_404(DomainClaim, pk=kwargs["claim_id"])
 
     def get(self, request: AuthedRequest, org_slug: str, claim_id: int) -> HttpResponse:
         return redirect(domains_url(org_slug))

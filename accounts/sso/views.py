@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 
 from kit.forms import service_errors_on
@@ -154,12 +154,7 @@ class SsoMappingDeleteView(SsoConnectionView):
 
     def load_objects(self, **kwargs: Any) -> None:
         super().load_objects(**kwargs)
-        self.mapping = get_object_or_404(
-            SsoGroupMapping.objects.visible_to(self.request.user).filter(
-                organization=self.organization
-            ),
-            pk=kwargs["mapping_id"],
-        )
+        self.mapping = self.object_or_404(SsoGroupMapping, pk=kwargs["mapping_id"])
 
     def get(self, request: AuthedRequest, org_slug: str, mapping_id: int) -> HttpResponse:
         return redirect(self.settings_url())

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from kit.forms import service_errors_on
 from kit.types import AuthedRequest
 from kit.views import done
 
@@ -28,32 +28,25 @@ from ..services.invitations import (
     invitation_resend,
     invitation_revoke,
 )
-from .base import OrgView
+from .base import OrgFormView, OrgView
 
 
-class InvitationCreateView(OrgView):
+class InvitationCreateView(OrgFormView):
     permission = "member.invite"
     template = "accounts/invitation_create.html"
 
     def form(self, data: Any = None) -> InvitationForm:
         return InvitationForm(data, actor=self.request.user, organization=self.organization)
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        return self.render(self.template, {"form": self.form()})
-
-    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = self.form(request.POST)
-        if form.is_valid():
-            with service_errors_on(form):
-                invitation = invitation_create(
-                    organization=self.organization, actor=request.user, **form.cleaned_data
-                )
-                return done(
-                    request,
-                    reverse("member_list", args=[org_slug]),
-                    f"Invitation sent to {invitation.email}.",
-                )
-        return self.render(self.template, {"form": form})
+    def submitted(self, form: forms.Form) -> HttpResponse:
+        invitation = invitation_create(
+            organization=self.organization, actor=self.request.user, **form.cleaned_data
+        )
+        return done(
+            self.request,
+            reverse("member_list", args=[self.organization.slug]),
+            f"Invitation sent to {invitation.email}.",
+        )
 
 
 class InvitationObjectView(OrgView):
@@ -61,10 +54,7 @@ class InvitationObjectView(OrgView):
     invitation: Invitation
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.invitation = get_object_or_404(
-            Invitation.objects.visible_to(self.request.user).filter(organization=self.organization),
-            pk=kwargs["invitation_id"],
-        )
+        self.invitation = self.object_or_404(Invitation, pk=kwargs["invitation_id"])
 
 
 class InvitationRevokeView(InvitationObjectView):

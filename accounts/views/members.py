@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
@@ -54,10 +54,8 @@ class MembershipObjectView(OrgView):
     membership: Membership
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.membership = get_object_or_404(
-            Membership.objects.visible_to(self.request.user)
-            .filter(organization=self.organization)
-            .select_related("user", "organization"),
+        self.membership = self.object_or_404(
+            self.scoped(Membership).select_related("user", "organization"),
             pk=kwargs["membership_id"],
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -31,7 +32,7 @@ from ..services.projects import (
     project_member_remove,
     project_update,
 )
-from .base import OrgView
+from .base import OrgFormView, OrgView
 from .common import is_validation_only
 
 
@@ -57,7 +58,7 @@ class ProjectListView(OrgView):
 
 
 @method_decorator(vary_on_headers("HX-Request"), name="dispatch")
-class ProjectCreateView(OrgView):
+class ProjectCreateView(OrgFormView):
     permission = "project.create"
     template = "accounts/project_create.html"
 
@@ -66,26 +67,26 @@ class ProjectCreateView(OrgView):
         form.live_check(self.request.path)
         return form
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        return self.render(self.template, {"form": self.form()})
-
-    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = self.form(request.POST)
+    def post(self, request: AuthedRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if is_validation_only(request):
             return self.render(
-                "console/_slug_feedback.html", {"form": form, "prefix": f"/o/{org_slug}/projects/"}
+                "console/_slug_feedback.html",
+                {
+                    "form": self.form(request.POST),
+                    "prefix": f"/o/{self.organization.slug}/projects/",
+                },
             )
-        if form.is_valid():
-            with service_errors_on(form):
-                project = project_create(
-                    organization=self.organization, actor=request.user, **form.cleaned_data
-                )
-                return done(
-                    request,
-                    reverse("project_detail", args=[org_slug, project.slug]),
-                    f"Project {project.name} created.",
-                )
-        return self.render(self.template, {"form": form})
+        return super().post(request, *args, **kwargs)
+
+    def submitted(self, form: forms.Form) -> HttpResponse:
+        project = project_create(
+            organization=self.organization, actor=self.request.user, **form.cleaned_data
+        )
+        return done(
+            self.request,
+            reverse("project_detail", args=[self.organization.slug, project.slug]),
+            f"Project {project.name} created.",
+        )
 
 
 class ProjectObjectView(OrgView):
@@ -96,10 +97,7 @@ class ProjectObjectView(OrgView):
     project: Project
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.project = get_object_or_404(
-            Project.objects.visible_to(self.request.user, self.organization),
-            slug=kwargs["project_slug"],
-        )
+        self.project = self.object_or_404(Project, slug=kwargs["project_slug"])
 
     def permission_target(self) -> Any:
         return self.project

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 
-from kit.forms import service_errors_on
 from kit.types import AuthedRequest
 from kit.views import done, paginate
 
@@ -18,49 +19,40 @@ from .. import selectors
 from ..forms import ServiceAccountForm
 from ..models import ServiceAccount
 from ..services.service_accounts import service_account_create, service_account_disable
-from .base import OrgView
+from .base import OrgFormView, OrgListView, OrgView
 from .tokens import TokenCreateView
 
 
-class ServiceAccountListView(OrgView):
+class ServiceAccountListView(OrgListView):
     permission = "service_account.manage"
+    manage_permission = "service_account.manage"
     template = "accounts/service_account_list.html"
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        accounts = selectors.service_account_list(
-            organization=self.organization, viewer=request.user
+    def rows(self) -> QuerySet[ServiceAccount]:
+        return selectors.service_account_list(
+            organization=self.organization, viewer=self.request.user
         )
-        return self.render(self.template, {"page": paginate(request, accounts)})
 
 
-class ServiceAccountCreateView(OrgView):
+class ServiceAccountCreateView(OrgFormView):
     permission = "service_account.manage"
     template = "accounts/service_account_create.html"
+    form_class = ServiceAccountForm
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        return self.render(self.template, {"form": ServiceAccountForm()})
-
-    def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = ServiceAccountForm(request.POST)
-        if form.is_valid():
-            with service_errors_on(form):
-                account = service_account_create(
-                    organization=self.organization, actor=request.user, **form.cleaned_data
-                )
-                return done(
-                    request,
-                    reverse("service_account_detail", args=[org_slug, account.pk]),
-                    f"Service account {account.name} created. Create a token for it below.",
-                )
-        return self.render(self.template, {"form": form})
+    def submitted(self, form: forms.Form) -> HttpResponse:
+        account = service_account_create(
+            organization=self.organization, actor=self.request.user, **form.cleaned_data
+        )
+        return done(
+            self.request,
+            reverse("service_account_detail", args=[self.organization.slug, account.pk]),
+            f"Service account {account.name} created. Create a token for it below.",
+        )
 
 
 def _service_account_of(view: OrgView, service_account_id: int) -> ServiceAccount:
-    return get_object_or_404(
-        ServiceAccount.objects.visible_to(view.request.user)
-        .filter(organization=view.organization)
-        .select_related("created_by"),
-        pk=service_account_id,
+    return view.object_or_404(
+        view.scoped(ServiceAccount).select_related("created_by"), pk=service_account_id
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
@@ -131,10 +131,8 @@ class TokenObjectView(OrgView):
     token: ApiToken
 
     def load_objects(self, **kwargs: Any) -> None:
-        self.token = get_object_or_404(
-            ApiToken.objects.visible_to(self.request.user, self.organization).select_related(
-                "organization", "user", "service_account"
-            ),
+        self.token = self.object_or_404(
+            self.scoped(ApiToken).select_related("organization", "user", "service_account"),
             pk=kwargs["token_id"],
         )
 
