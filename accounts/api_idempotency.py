@@ -67,9 +67,12 @@ def idempotent(run: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
             try:
                 with transaction.atomic():
                     record = IdempotencyKey.objects.create(
-                        token=token, key=key, request_hash=request_hash,
-                        status_code=0, response_body="",
-                    )  # fmt: skip
+                        token=token,
+                        key=key,
+                        request_hash=request_hash,
+                        status_code=0,
+                        response_body="",
+                    )
             except IntegrityError:
                 record = IdempotencyKey.objects.get(token=token, key=key)
                 if record.request_hash != request_hash:

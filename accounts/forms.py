@@ -233,7 +233,7 @@ class TokenFilterForm(forms.Form):
         required=False,
         label="Holder",
         choices=[("", "Anyone"), ("personal", "People"), ("service", "Service accounts")],
-    )  # fmt: skip
+    )
 
 
 class ServiceAccountForm(forms.Form):

@@ -27,9 +27,14 @@ PROJECT_READ = frozenset({"project.view"})
 # "cluster.access": open a cluster's Ray Dashboard / Jupyter / Grafana and submit jobs
 # through its gateway (clusters/access.py). That runs code on the cluster: a write.
 PROJECT_WRITE = frozenset(
-    {"project.update", "cluster.create", "cluster.update", "cluster.access",
-     "compute_config.manage"}
-)  # fmt: skip
+    {
+        "project.update",
+        "cluster.create",
+        "cluster.update",
+        "cluster.access",
+        "compute_config.manage",
+    }
+)
 PROJECT_ADMIN = frozenset({"project.delete", "project.manage_members"})
 PROJECT_PERMISSIONS = PROJECT_READ | PROJECT_WRITE | PROJECT_ADMIN
 

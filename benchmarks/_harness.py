@@ -48,9 +48,14 @@ class Group:
         self.log_path = logs / f"{name}.log"
         with self.log_path.open("ab") as out:
             self.popen = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.pid = self.popen.pid
 
     def stop(self, timeout: float = 15, *, sweep: bool = True) -> float:

@@ -142,20 +142,32 @@ def seed(clusters: int, tokens_path: Path) -> None:
             Project.objects.create(organization=org, name=f"Team {i}", slug=f"team-{i}")
             for i in range(2)
         ]
-        cloud = Cloud.objects.create(organization=org, name="bench", kind="aws",
-                                     region="us-east-1", state="active")  # fmt: skip
+        cloud = Cloud.objects.create(
+            organization=org, name="bench", kind="aws", region="us-east-1", state="active"
+        )
         config = ComputeConfig.objects.create(organization=org, name="standard")
-        version = ComputeConfigVersion.objects.create(organization=org, config=config,
-                                                      number=1, cloud=cloud)  # fmt: skip
-        image = ContainerImage.objects.create(name="Ray", image_uri="rayproject/ray:2.60.0",
-                                              ray_version="2.60.0")  # fmt: skip
+        version = ComputeConfigVersion.objects.create(
+            organization=org, config=config, number=1, cloud=cloud
+        )
+        image = ContainerImage.objects.create(
+            name="Ray", image_uri="rayproject/ray:2.60.0", ray_version="2.60.0"
+        )
         Cluster.objects.bulk_create(
-            (Cluster(organization=org, project=projects[i % 2], name=f"c-{i:05d}", cloud=cloud,
-                     compute_config=version, image=image, state=states[i % 3],
-                     created_by=owner)
-             for i in range(clusters)),
+            (
+                Cluster(
+                    organization=org,
+                    project=projects[i % 2],
+                    name=f"c-{i:05d}",
+                    cloud=cloud,
+                    compute_config=version,
+                    image=image,
+                    state=states[i % 3],
+                    created_by=owner,
+                )
+                for i in range(clusters)
+            ),
             batch_size=2000,
-        )  # fmt: skip
+        )
         secrets_ = [
             services.token_create(
                 organization=org, actor=owner, name=f"bench {i}", days=1, read_only=False
@@ -168,20 +180,31 @@ def seed(clusters: int, tokens_path: Path) -> None:
     # The queries one request makes, counted in-process with the same code path.
     from django.test import Client
 
-    client = Client(headers={"Authorization": f"Bearer {secrets_[0]}", "Host": "127.0.0.1",
-                             "X-Forwarded-Proto": "https"})  # fmt: skip
+    client = Client(
+        headers={
+            "Authorization": f"Bearer {secrets_[0]}",
+            "Host": "127.0.0.1",
+            "X-Forwarded-Proto": "https",
+        }
+    )
     url = f"/api/v1/orgs/{ORG}/clusters?limit=50"
     client.get(url)  # the token's last use is written once a minute: not per request
     with CaptureQueriesContext(connection) as queries:
         response = client.get(url)
-    print(f"seeded {clusters} clusters; queries_per_request={len(queries)} "
-          f"status={response.status_code}", flush=True)  # fmt: skip
+    print(
+        f"seeded {clusters} clusters; queries_per_request={len(queries)} "
+        f"status={response.status_code}",
+        flush=True,
+    )
 
 
 def sequential(port: int, secret: str, count: int) -> list[float]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"Authorization": f"Bearer {secret}", "X-Forwarded-Proto": "https",
-               "Host": "127.0.0.1"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "X-Forwarded-Proto": "https",
+        "Host": "127.0.0.1",
+    }
     path = f"/api/v1/orgs/{ORG}/clusters?limit=50"
     timings = []
     for _ in range(count):
@@ -204,13 +227,35 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
-def run_wrk(name: str, port: int, clients: int, seconds: int, tmp: Path, tokens: Path,
-            groups: list[Group], env: dict[str, str]) -> dict[str, float]:  # fmt: skip
+def run_wrk(
+    name: str,
+    port: int,
+    clients: int,
+    seconds: int,
+    tmp: Path,
+    tokens: Path,
+    groups: list[Group],
+    env: dict[str, str],
+) -> dict[str, float]:
     script = tmp / "api.lua"
     script.write_text(WRK_SCRIPT)
-    command = ["wrk", "-t", "1", "-c", str(clients), "-d", f"{seconds}s", "--timeout", "5s",
-               "--latency", "-s", str(script), f"http://127.0.0.1:{port}", "--",
-               str(tokens)]  # fmt: skip
+    command = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(clients),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(tokens),
+    ]
     group = Group(name, command, env, tmp)
     groups.append(group)
     group.wait(timeout=seconds + 60)
@@ -267,8 +312,12 @@ def main() -> int:
 
         t0 = time.monotonic()
         tokens = tmp / "tokens.txt"
-        seeder = Group("seed", [PYTHON, __file__, "--seed", str(tokens),
-                                "--clusters", str(args.clusters)], env, tmp)  # fmt: skip
+        seeder = Group(
+            "seed",
+            [PYTHON, __file__, "--seed", str(tokens), "--clusters", str(args.clusters)],
+            env,
+            tmp,
+        )
         groups.append(seeder)
         if seeder.wait(timeout=600) != 0:
             raise RuntimeError(f"seeding failed:\n{seeder.tail()}")
@@ -277,22 +326,40 @@ def main() -> int:
         queries = int(seeded.split("queries_per_request=")[1].split()[0])
 
         port = free_port()
-        web = [PYTHON, "-m", "gunicorn", "console.wsgi:application",
-               "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
-               "--worker-class", "gthread", "--threads", str(args.threads), "--preload",
-               "--reuse-port", "--graceful-timeout", "5"]  # fmt: skip
+        web = [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "console.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(args.threads),
+            "--preload",
+            "--reuse-port",
+            "--graceful-timeout",
+            "5",
+        ]
         server = Group("gunicorn", web, env, tmp)
         groups.append(server)
         wait_healthz(server, port)
-        log(f"gunicorn up on 127.0.0.1:{port}: {args.workers} gthread workers x "
-            f"{args.threads} threads")  # fmt: skip
+        log(
+            f"gunicorn up on 127.0.0.1:{port}: {args.workers} gthread workers x "
+            f"{args.threads} threads"
+        )
 
         all_tokens = tokens.read_text().split()
         sequential(port, all_tokens[0], 50)  # warm-up: connections, caches, both workers
         timings = sequential(port, all_tokens[0], args.sequential)
         seq_p50, seq_p99 = statistics.median(timings), percentile(timings, 99)
-        log(f"sequential: {len(timings)} requests, p50 {seq_p50:.2f} ms, p99 {seq_p99:.2f} ms, "
-            f"mean {statistics.fmean(timings):.2f} ms")  # fmt: skip
+        log(
+            f"sequential: {len(timings)} requests, p50 {seq_p50:.2f} ms, p99 {seq_p99:.2f} ms, "
+            f"mean {statistics.fmean(timings):.2f} ms"
+        )
 
         clients = tmp / "clients.txt"
         clients.write_text("\n".join(all_tokens[1:]) + "\n")
@@ -304,14 +371,18 @@ def main() -> int:
         run = run_wrk("wrk", port, args.clients, args.duration, tmp, clients, groups, env)
         web_ms = 1000 * (cpu_seconds(web_pids) - web_cpu0) / max(1.0, run["requests"])
         pg_ms = 1000 * (cpu_seconds(pg_pids) - pg_cpu0) / max(1.0, run["requests"])
-        log(f"CPU per request: web {web_ms:.2f} ms, PostgreSQL {pg_ms:.2f} ms; machine load "
-            f"average {load:.1f} on {os.cpu_count()} cores when the run started")  # fmt: skip
+        log(
+            f"CPU per request: web {web_ms:.2f} ms, PostgreSQL {pg_ms:.2f} ms; machine load "
+            f"average {load:.1f} on {os.cpu_count()} cores when the run started"
+        )
         errors = int(run["non200"] + run["socket_errors"])
-        log(f"concurrent: {args.clients} clients for {run['duration_us'] / 1e6:.1f}s: "
+        log(
+            f"concurrent: {args.clients} clients for {run['duration_us'] / 1e6:.1f}s: "
             f"{run['requests']:.0f} requests = {run['rate']:.0f}/s; p50 "
             f"{run['p50_us'] / 1000:.2f} ms, p99 {run['p99_us'] / 1000:.2f} ms, max "
             f"{run['max_us'] / 1000:.1f} ms; non-200 {run['non200']:.0f}, socket errors "
-            f"{run['socket_errors']:.0f}")  # fmt: skip
+            f"{run['socket_errors']:.0f}"
+        )
         figures.update(
             seq_p50_ms=round(seq_p50, 2),
             seq_p99_ms=round(seq_p99, 2),
@@ -353,8 +424,10 @@ def main() -> int:
         log(f"removed {tmp}")
     if figures:
         ok = figures["seq_p50_ms"] <= GOAL_P50_MS and figures["concurrent_rps"] >= GOAL_RPS
-        log(f"Goal: p50 <= {GOAL_P50_MS} ms and >= {GOAL_RPS:.0f} requests/s with no errors: "
-            f"{'PASS' if ok and not figures['errors'] else 'MISS'}")  # fmt: skip
+        log(
+            f"Goal: p50 <= {GOAL_P50_MS} ms and >= {GOAL_RPS:.0f} requests/s with no errors: "
+            f"{'PASS' if ok and not figures['errors'] else 'MISS'}"
+        )
         print(" ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
     return 1 if failed or not figures else 0
 

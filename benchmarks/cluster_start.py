@@ -73,8 +73,16 @@ POLL_S = 0.02
 # The head of the local cloud's default compute config (clusters/services/defaults.py);
 # the driver checks that the node it got has these.
 HEAD_CPUS, HEAD_MEMORY_MB = 1, 2048
-RAY_PORTS = ("gcs", "dashboard", "client_server", "node_manager", "object_manager",
-             "dashboard_agent", "metrics", "runtime_env_agent")  # fmt: skip
+RAY_PORTS = (
+    "gcs",
+    "dashboard",
+    "client_server",
+    "node_manager",
+    "object_manager",
+    "dashboard_agent",
+    "metrics",
+    "runtime_env_agent",
+)
 BENCH_MARKER_ENV = "RAYDECK_CLUSTER_START_BENCH"  # on every process this run starts
 
 
@@ -137,8 +145,21 @@ def start_redis(tmp: Path, env: dict[str, str], groups: list[Group]) -> str:
     import redis
 
     port = free_ports(1)[0]
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(tmp), "--daemonize", "no"]  # fmt: skip
+    command = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp),
+        "--daemonize",
+        "no",
+    ]
     group = Group("redis", command, env, tmp)
     groups.append(group)
     url = f"redis://127.0.0.1:{port}/0"
@@ -171,21 +192,37 @@ def plain_ray_start(run: int, tmp: Path, env: dict[str, str], groups: list[Group
     memory = HEAD_MEMORY_MB << 20
     object_store = max(int(memory * OBJECT_STORE_SHARE), OBJECT_STORE_MIN_BYTES)
     # The agent's command for a head node (agent/raydeck_agent/ray_process.py).
-    command = [PYTHON, "-m", "ray.scripts.scripts", "start", "--block", "--head",
-               f"--port={ports['gcs']}", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={ports['dashboard']}", "--include-dashboard=true",
-               f"--ray-client-server-port={ports['client_server']}",
-               "--node-ip-address=127.0.0.1", f"--num-cpus={ray_cpus(HEAD_CPUS)}",
-               f"--memory={memory}", f"--object-store-memory={object_store}",
-               f"--node-manager-port={ports['node_manager']}",
-               f"--object-manager-port={ports['object_manager']}",
-               f"--dashboard-agent-listen-port={ports['dashboard_agent']}",
-               f"--metrics-export-port={ports['metrics']}",
-               f"--runtime-env-agent-port={ports['runtime_env_agent']}",
-               f"--temp-dir={temp_dir}", "--disable-usage-stats"]  # fmt: skip
+    command = [
+        PYTHON,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--block",
+        "--head",
+        f"--port={ports['gcs']}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={ports['dashboard']}",
+        "--include-dashboard=true",
+        f"--ray-client-server-port={ports['client_server']}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={ray_cpus(HEAD_CPUS)}",
+        f"--memory={memory}",
+        f"--object-store-memory={object_store}",
+        f"--node-manager-port={ports['node_manager']}",
+        f"--object-manager-port={ports['object_manager']}",
+        f"--dashboard-agent-listen-port={ports['dashboard_agent']}",
+        f"--metrics-export-port={ports['metrics']}",
+        f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
     run_marker = f"{env[BENCH_MARKER_ENV]}.ray{run}"
-    ray_env = {**env, DRAIN_ENV: DRAIN_SECONDS, "PYTHONUNBUFFERED": "1",
-               BENCH_MARKER_ENV: run_marker}  # fmt: skip
+    ray_env = {
+        **env,
+        DRAIN_ENV: DRAIN_SECONDS,
+        "PYTHONUNBUFFERED": "1",
+        BENCH_MARKER_ENV: run_marker,
+    }
     base = f"http://127.0.0.1:{ports['dashboard']}"
     t0 = time.monotonic()
     group = Group(f"ray-start-{run}", command, ray_env, tmp)
@@ -193,8 +230,9 @@ def plain_ray_start(run: int, tmp: Path, env: dict[str, str], groups: list[Group
     try:
         while True:
             if group.popen.poll() is not None:
-                raise RuntimeError(f"ray start exited with {group.popen.returncode}:\n"
-                                   f"{group.tail()}")  # fmt: skip
+                raise RuntimeError(
+                    f"ray start exited with {group.popen.returncode}:\n{group.tail()}"
+                )
             if time.monotonic() - t0 > START_TIMEOUT_S:
                 raise RuntimeError(f"ray start not ready in {START_TIMEOUT_S}s:\n{group.tail()}")
             if tcp_open(ports["gcs"]) and http_json(f"{base}/api/version") is not None:
@@ -230,15 +268,16 @@ def drive(name: str) -> None:
     from clusters.models import Cluster
     from clusters.services import lifecycle
 
-    org, _ = Organization.objects.get_or_create(slug="start-bench",
-                                                defaults={"name": "Start bench"})  # fmt: skip
+    org, _ = Organization.objects.get_or_create(
+        slug="start-bench", defaults={"name": "Start bench"}
+    )
     user = User.objects.filter(email="owner@start-bench.example.com").first()
     if user is None:
         user = User.objects.create_user("owner@start-bench.example.com", None)
-    Membership.objects.get_or_create(organization=org, user=user,
-                                     defaults={"role": OrgRole.OWNER})  # fmt: skip
-    project, _ = Project.objects.get_or_create(organization=org, slug="bench",
-                                               defaults={"name": "Bench"})  # fmt: skip
+    Membership.objects.get_or_create(organization=org, user=user, defaults={"role": OrgRole.OWNER})
+    project, _ = Project.objects.get_or_create(
+        organization=org, slug="bench", defaults={"name": "Bench"}
+    )
     cloud, _ = Cloud.objects.get_or_create(
         organization=org, name="local", defaults={"kind": "local", "state": "active"}
     )
@@ -394,15 +433,51 @@ def main() -> int:
         if migrate.wait(timeout=300) != 0:
             raise RuntimeError(f"migrate failed:\n{migrate.tail()}")
         log("migrated")
-        web = Group("gunicorn", [PYTHON, "-m", "gunicorn", "console.wsgi:application",
-                                 "--bind", f"127.0.0.1:{web_port}", "--workers", "2",
-                                 "--worker-class", "gthread", "--threads", "4", "--preload",
-                                 "--graceful-timeout", "5"], env, tmp)  # fmt: skip
+        web = Group(
+            "gunicorn",
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "console.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{web_port}",
+                "--workers",
+                "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--preload",
+                "--graceful-timeout",
+                "5",
+            ],
+            env,
+            tmp,
+        )
         groups.append(web)
-        worker = Group("worker", [PYTHON, "-m", "celery", "-A", "console", "worker", "-B",
-                                  "--schedule", str(tmp / "celerybeat-schedule"),
-                                  "--loglevel", "INFO", "--concurrency", "2",
-                                  "--without-gossip", "--without-mingle"], env, tmp)  # fmt: skip
+        worker = Group(
+            "worker",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "worker",
+                "-B",
+                "--schedule",
+                str(tmp / "celerybeat-schedule"),
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+            tmp,
+        )
         groups.append(worker)
         deadline = time.monotonic() + 60
         while http_json(f"http://127.0.0.1:{web_port}/healthz") is None:
@@ -419,8 +494,10 @@ def main() -> int:
             result = raydeck_start(run, tmp, env, groups)
             raydeck.append(result)
             steps = ", ".join(f"{s} +{o:.2f}s" for s, o, _ in result["events"])
-            log(f"run {run}: Raydeck create -> running in {result['total_s']:.2f}s "
-                f"(terminated in {result['terminate_s']:.1f}s); events: {steps}")  # fmt: skip
+            log(
+                f"run {run}: Raydeck create -> running in {result['total_s']:.2f}s "
+                f"(terminated in {result['terminate_s']:.1f}s); events: {steps}"
+            )
     except (KeyboardInterrupt, Exception) as exc:
         failed = failure(exc)
     finally:
@@ -448,8 +525,10 @@ def main() -> int:
         log(f"  {seconds:5.2f}s  {label}")
     plain_runs = ", ".join(f"{x:.2f}" for x in plain)
     raydeck_runs = ", ".join(f"{r['total_s']:.2f}" for r in raydeck)
-    log(f"plain ray start {plain_runs}s; Raydeck {raydeck_runs}s (the cluster's own "
-        f"created -> ready event: median {server_s:.2f}s)")  # fmt: skip
+    log(
+        f"plain ray start {plain_runs}s; Raydeck {raydeck_runs}s (the cluster's own "
+        f"created -> ready event: median {server_s:.2f}s)"
+    )
     overhead = raydeck_s - ray_s
     # Less noisy than the difference of two medians on a busy machine: the part of each
     # Raydeck run that is not Ray's own start (as the agent timed it).

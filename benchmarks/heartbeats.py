@@ -218,21 +218,42 @@ def seed(nodes: int, per_cluster: int, tokens_path: Path) -> None:
         )
         config = ComputeConfig.objects.create(organization=org, name="fleet")
         version = ComputeConfigVersion.objects.create(
-            organization=org, config=config, number=1, cloud=cloud,
-            head_instance_type="m5.2xlarge", head_cpus=8, head_memory_mb=32768,
-            worker_groups=[{"name": "cpu", "instance_type": "m5.2xlarge", "cpus": 8,
-                            "memory_mb": 32768, "min": per_cluster - 1,
-                            "max": per_cluster - 1, "spot": False}],
-        )  # fmt: skip
-        image = ContainerImage.objects.create(name="Ray", image_uri="rayproject/ray:2.60.0",
-                                              ray_version="2.60.0")  # fmt: skip
+            organization=org,
+            config=config,
+            number=1,
+            cloud=cloud,
+            head_instance_type="m5.2xlarge",
+            head_cpus=8,
+            head_memory_mb=32768,
+            worker_groups=[
+                {
+                    "name": "cpu",
+                    "instance_type": "m5.2xlarge",
+                    "cpus": 8,
+                    "memory_mb": 32768,
+                    "min": per_cluster - 1,
+                    "max": per_cluster - 1,
+                    "spot": False,
+                }
+            ],
+        )
+        image = ContainerImage.objects.create(
+            name="Ray", image_uri="rayproject/ray:2.60.0", ray_version="2.60.0"
+        )
         count = (nodes + per_cluster - 1) // per_cluster
         clusters = Cluster.objects.bulk_create(
-            Cluster(organization=org, project=project, name=f"fleet-{i:05d}", cloud=cloud,
-                    compute_config=version, image=image, state=ClusterState.RUNNING,
-                    started_at=now)
+            Cluster(
+                organization=org,
+                project=project,
+                name=f"fleet-{i:05d}",
+                cloud=cloud,
+                compute_config=version,
+                image=image,
+                state=ClusterState.RUNNING,
+                started_at=now,
+            )
             for i in range(count)
-        )  # fmt: skip
+        )
         credentials: list[str] = []
         rows = []
         for i in range(nodes):
@@ -242,20 +263,29 @@ def seed(nodes: int, per_cluster: int, tokens_path: Path) -> None:
             credentials.append(credential)
             address = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
             rows.append(
-                Node(organization=org, cluster=cluster,
-                     role=NodeRole.HEAD if head else NodeRole.WORKER,
-                     group="" if head else "cpu", instance_type="m5.2xlarge", cpus=8,
-                     memory_mb=32768, instance_id=f"i-{i:017x}", state=NodeState.READY,
-                     private_address=address,
-                     ray_ports={"gcs": 6379, "dashboard": 8265} if head else {},
-                     resources={"resources_total": RESOURCES_TOTAL},
-                     usage={"cpu_percent": 10.0}, credential_hash=hash_secret(credential),
-                     bootstrap_used_at=now - timedelta(hours=1),
-                     registered_at=now - timedelta(hours=1), ready_at=now - timedelta(hours=1),
-                     launched_at=now - timedelta(hours=1),
-                     # A running fleet: persisted heartbeats spread over the last minute.
-                     last_heartbeat_at=now - timedelta(seconds=rng.uniform(0, 60)))
-            )  # fmt: skip
+                Node(
+                    organization=org,
+                    cluster=cluster,
+                    role=NodeRole.HEAD if head else NodeRole.WORKER,
+                    group="" if head else "cpu",
+                    instance_type="m5.2xlarge",
+                    cpus=8,
+                    memory_mb=32768,
+                    instance_id=f"i-{i:017x}",
+                    state=NodeState.READY,
+                    private_address=address,
+                    ray_ports={"gcs": 6379, "dashboard": 8265} if head else {},
+                    resources={"resources_total": RESOURCES_TOTAL},
+                    usage={"cpu_percent": 10.0},
+                    credential_hash=hash_secret(credential),
+                    bootstrap_used_at=now - timedelta(hours=1),
+                    registered_at=now - timedelta(hours=1),
+                    ready_at=now - timedelta(hours=1),
+                    launched_at=now - timedelta(hours=1),
+                    # A running fleet: persisted heartbeats spread over the last minute.
+                    last_heartbeat_at=now - timedelta(seconds=rng.uniform(0, 60)),
+                )
+            )
         Node.objects.bulk_create(rows, batch_size=2000)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # what autovacuum would have done on a live database
@@ -360,10 +390,25 @@ def run_wrk(
 ) -> dict[str, float]:
     script = tmp / "heartbeat.lua"
     script.write_text(WRK_SCRIPT)
-    command = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
-               "-d", f"{seconds}s", "--timeout", "5s", "--latency", "-s", str(script),
-               f"http://127.0.0.1:{port}", "--", str(tmp / "tokens.txt"),
-               str(args.wrk_threads), str(args.log_tail_every)]  # fmt: skip
+    command = [
+        "wrk",
+        "-t",
+        str(args.wrk_threads),
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(tmp / "tokens.txt"),
+        str(args.wrk_threads),
+        str(args.log_tail_every),
+    ]
     group = Group(name, command, env, tmp)
     groups.append(group)
     group.wait(timeout=seconds + 60)
@@ -442,19 +487,44 @@ def main() -> int:
 
         t0 = time.monotonic()
         tokens = tmp / "tokens.txt"
-        seeder = Group("seed", [PYTHON, __file__, "--seed", str(tokens),
-                                "--nodes", str(args.nodes),
-                                "--per-cluster", str(args.per_cluster)], env, tmp)  # fmt: skip
+        seeder = Group(
+            "seed",
+            [
+                PYTHON,
+                __file__,
+                "--seed",
+                str(tokens),
+                "--nodes",
+                str(args.nodes),
+                "--per-cluster",
+                str(args.per_cluster),
+            ],
+            env,
+            tmp,
+        )
         groups.append(seeder)
         if seeder.wait(timeout=600) != 0:
             raise RuntimeError(f"seeding failed:\n{seeder.tail()}")
         log(f"{seeder.tail(1)} in {time.monotonic() - t0:.1f}s")
 
         port = free_port()
-        web = [PYTHON, "-m", "gunicorn", "console.wsgi:application",
-               "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
-               "--worker-class", args.worker_class, "--threads", str(args.threads), "--preload",
-               "--graceful-timeout", "5"]  # fmt: skip
+        web = [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "console.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--worker-class",
+            args.worker_class,
+            "--threads",
+            str(args.threads),
+            "--preload",
+            "--graceful-timeout",
+            "5",
+        ]
         if args.reuse_port:
             web.append("--reuse-port")
         if args.access_log:

@@ -13,10 +13,23 @@ from accounts.models import Organization, Project
 from .choices import CloudKind, LaunchAccess
 
 AWS_REGIONS = [
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "eu-west-1",
-    "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1", "ap-south-1", "ap-northeast-1",
-    "ap-northeast-2", "ap-southeast-1", "ap-southeast-2", "sa-east-1",
-]  # fmt: skip
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "sa-east-1",
+]
 
 
 class CloudForm(forms.Form):
@@ -72,8 +85,7 @@ class AwsCloudForm(CloudForm):
         help_text="What the nodes run as: it must allow s3:PutObject on the log bucket. "
         "Optional; without one, nodes cannot write logs to the bucket.",
     )
-    field_order = ["name", "region", "log_location", "node_identity", "launch_access",
-                   "projects"]  # fmt: skip
+    field_order = ["name", "region", "log_location", "node_identity", "launch_access", "projects"]
 
 
 class GcpCloudForm(CloudForm):
@@ -100,8 +112,16 @@ class GcpCloudForm(CloudForm):
         help_text="What the VMs run as: it must be allowed to create objects in the log "
         "bucket. Optional; without one, nodes cannot write logs to the bucket.",
     )
-    field_order = ["name", "gcp_project_id", "region", "zones", "log_location",
-                   "node_identity", "launch_access", "projects"]  # fmt: skip
+    field_order = [
+        "name",
+        "gcp_project_id",
+        "region",
+        "zones",
+        "log_location",
+        "node_identity",
+        "launch_access",
+        "projects",
+    ]
 
     def clean_zones(self) -> list[str]:
         raw = self.cleaned_data.get("zones") or ""

@@ -126,8 +126,7 @@ class Cloud(models.Model):
             check("local_root", validators.validate_local_root, self.local_root)
         check("log_location", validators.validate_log_location, self.kind, self.log_location)
         if self.node_identity:
-            check("node_identity", validators.validate_node_identity, self.kind,
-                  self.node_identity)  # fmt: skip
+            check("node_identity", validators.validate_node_identity, self.kind, self.node_identity)
         if errors:
             raise ValidationError(errors)
 

@@ -97,8 +97,11 @@ GCP_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]{2,63}@[a-z0-9.-]+\.gserviceaccount
 
 def validate_node_identity(kind: str, value: str) -> None:
     if kind == "aws":
-        _match(AWS_INSTANCE_PROFILE, value,
-               "Give an instance profile name or ARN, such as raydeck-nodes.")  # fmt: skip
+        _match(
+            AWS_INSTANCE_PROFILE,
+            value,
+            "Give an instance profile name or ARN, such as raydeck-nodes.",
+        )
     elif kind == "gcp":
         example = "nodes@my-project.iam.gserviceaccount.com"
         _match(GCP_SERVICE_ACCOUNT, value, f"Give a service account email, such as {example}.")

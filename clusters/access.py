@@ -133,8 +133,9 @@ def mint_token(*, user: User, cluster: Cluster, lifetime: timedelta) -> AccessTo
         "jti": jti,
     }
     token = _sign(access_key(cluster), claims)
-    return AccessToken(token=token, expires_at=datetime.fromtimestamp(int(expires), tz=UTC),
-                       jti=jti)  # fmt: skip
+    return AccessToken(
+        token=token, expires_at=datetime.fromtimestamp(int(expires), tz=UTC), jti=jti
+    )
 
 
 # --- Where the gateway is ------------------------------------------------------------------
@@ -178,11 +179,16 @@ def open_app(*, user: User, cluster: Cluster, app: str) -> str:
     head = _head(cluster)
     address = gateway_address(cluster, head)
     if address is None or app not in available_apps(cluster, head):
-        raise ValidationError(f"{APPS[app].label if app in APPS else app} is not available "
-                              "on this cluster now.")  # fmt: skip
+        raise ValidationError(
+            f"{APPS[app].label if app in APPS else app} is not available on this cluster now."
+        )
     token = mint_token(user=user, cluster=cluster, lifetime=LINK_LIFETIME)
-    audit(actor=user, verb="cluster.open", target=cluster,
-          changes={"app": [None, app], "token_id": [None, token.jti]})  # fmt: skip
+    audit(
+        actor=user,
+        verb="cluster.open",
+        target=cluster,
+        changes={"app": [None, app], "token_id": [None, token.jti]},
+    )
     return f"{address}{APPS[app].path}?{urlencode({'token': token.token})}"
 
 
@@ -196,8 +202,7 @@ def cluster_address(user: User, cluster: Cluster) -> dict[str, Any]:
     if address is None:
         raise ValidationError("The cluster has no address yet: wait until it is running.")
     token = mint_token(user=user, cluster=cluster, lifetime=TOOL_LIFETIME)
-    audit(actor=user, verb="cluster.token", target=cluster,
-          changes={"token_id": [None, token.jti]})  # fmt: skip
+    audit(actor=user, verb="cluster.token", target=cluster, changes={"token_id": [None, token.jti]})
     return {
         "job_address": address,
         "dashboard_url": f"{address}/",

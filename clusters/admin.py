@@ -55,11 +55,25 @@ class NodeInline(ReadOnlyInline):
 
 @admin.register(Cluster)
 class ClusterAdmin(SupportAdmin):
-    list_display = ["name", "organization", "project", "cloud", "state", "desired_state",
-                    "created_at"]  # fmt: skip
+    list_display = [
+        "name",
+        "organization",
+        "project",
+        "cloud",
+        "state",
+        "desired_state",
+        "created_at",
+    ]
     list_filter = ["state", "desired_state", "cloud__kind"]
-    search_fields = ["name", "uuid", "head_address", "organization__name", "organization__slug",
-                     "project__name", "project__slug"]  # fmt: skip
+    search_fields = [
+        "name",
+        "uuid",
+        "head_address",
+        "organization__name",
+        "organization__slug",
+        "project__name",
+        "project__slug",
+    ]
     list_select_related = ["organization", "project", "cloud"]
     date_hierarchy = "created_at"
     fields = readonly_fields = (
@@ -105,8 +119,12 @@ class ClusterAdmin(SupportAdmin):
                     actor=None,
                     reason=f"Raydeck support ({staff.email}) force-terminated the cluster.",
                 )
-                audit(actor=staff, verb="cluster.force_terminate", target=cluster,
-                      changes={"desired_state": [cluster.desired_state, "terminated"]})  # fmt: skip
+                audit(
+                    actor=staff,
+                    verb="cluster.force_terminate",
+                    target=cluster,
+                    changes={"desired_state": [cluster.desired_state, "terminated"]},
+                )
             asked += 1
         message = f"Terminating {asked} cluster(s); each is in its organization's audit log."
         if skipped:
@@ -116,31 +134,67 @@ class ClusterAdmin(SupportAdmin):
 
 @admin.register(Node)
 class NodeAdmin(SupportAdmin):
-    list_display = ["uuid", "cluster", "organization", "role", "state", "instance_id",
-                    "last_heartbeat_at"]  # fmt: skip
+    list_display = [
+        "uuid",
+        "cluster",
+        "organization",
+        "role",
+        "state",
+        "instance_id",
+        "last_heartbeat_at",
+    ]
     list_filter = ["state", "role"]
-    search_fields = ["uuid", "instance_id", "private_address", "cluster__name",
-                     "cluster__uuid", "organization__slug"]  # fmt: skip
+    search_fields = [
+        "uuid",
+        "instance_id",
+        "private_address",
+        "cluster__name",
+        "cluster__uuid",
+        "organization__slug",
+    ]
     list_select_related = ["cluster", "organization"]
     fields = readonly_fields = NODE_FIELDS
 
 
 @admin.register(ClusterEvent)
 class ClusterEventAdmin(SupportAdmin):
-    list_display = ["created_at", "cluster", "organization", "level", "step", "message",
-                    "duration_ms"]  # fmt: skip
+    list_display = [
+        "created_at",
+        "cluster",
+        "organization",
+        "level",
+        "step",
+        "message",
+        "duration_ms",
+    ]
     list_filter = ["level", "step"]
     search_fields = ["cluster__name", "cluster__uuid", "organization__slug", "message"]
     list_select_related = ["cluster", "organization"]
     date_hierarchy = "created_at"
-    fields = readonly_fields = ("cluster", "organization", "node", "level", "step", "message",
-                                "duration_ms", "created_at")  # fmt: skip
+    fields = readonly_fields = (
+        "cluster",
+        "organization",
+        "node",
+        "level",
+        "step",
+        "message",
+        "duration_ms",
+        "created_at",
+    )
 
 
 class ComputeConfigVersionInline(ReadOnlyInline):
     model = ComputeConfigVersion
-    fields = readonly_fields = ("number", "cloud", "region", "zone", "head_instance_type",
-                                "worker_groups", "idle_timeout_minutes", "created_at")  # fmt: skip
+    fields = readonly_fields = (
+        "number",
+        "cloud",
+        "region",
+        "zone",
+        "head_instance_type",
+        "worker_groups",
+        "idle_timeout_minutes",
+        "created_at",
+    )
 
 
 @admin.register(ComputeConfig)
@@ -148,8 +202,14 @@ class ComputeConfigAdmin(SupportAdmin):
     list_display = ["name", "organization", "project", "updated_at"]
     search_fields = ["name", "organization__name", "organization__slug"]
     list_select_related = ["organization", "project"]
-    fields = readonly_fields = ("name", "organization", "project", "created_by", "created_at",
-                                "updated_at")  # fmt: skip
+    fields = readonly_fields = (
+        "name",
+        "organization",
+        "project",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
     inlines = [ComputeConfigVersionInline]
 
 
@@ -158,6 +218,14 @@ class ContainerImageAdmin(SupportAdmin):
     list_display = ["name", "organization", "image_uri", "ray_version", "created_at"]
     search_fields = ["name", "image_uri", "organization__slug"]
     list_select_related = ["organization"]
-    fields = readonly_fields = ("name", "organization", "image_uri", "ray_version",
-                                "python_executable", "aws_amis", "gcp_image", "created_at",
-                                "deleted_at")  # fmt: skip
+    fields = readonly_fields = (
+        "name",
+        "organization",
+        "image_uri",
+        "ray_version",
+        "python_executable",
+        "aws_amis",
+        "gcp_image",
+        "created_at",
+        "deleted_at",
+    )

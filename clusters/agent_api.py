@@ -150,8 +150,9 @@ class HeartbeatHandler(WSGIHandler):
         install_middleware(self, [m for m in settings.MIDDLEWARE if m in AGENT_MIDDLEWARE])
 
     def resolve_request(self, request: HttpRequest) -> ResolverMatch:
-        match = ResolverMatch(heartbeat, (), {}, url_name="agent_heartbeat",
-                              route="agent/v1/heartbeat")  # fmt: skip
+        match = ResolverMatch(
+            heartbeat, (), {}, url_name="agent_heartbeat", route="agent/v1/heartbeat"
+        )
         request.resolver_match = match
         return match
 

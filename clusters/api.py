@@ -128,17 +128,20 @@ AMIS_DESCRIPTION = (
 class ImageIn(Schema):
     name: str = Field(min_length=1, max_length=100)
     image_uri: str = Field(
-        "", max_length=300,
+        "",
+        max_length=300,
         description="A container image, for AWS and GCP clusters; empty for a Python "
         "environment of the local cloud (then give python_executable).",
-    )  # fmt: skip
+    )
     python_executable: str = Field(
         "", max_length=300, description="Local cloud: the Python's absolute path."
     )
     ray_version: str = Field(
-        default_factory=ray_version, min_length=1, max_length=32,
+        default_factory=ray_version,
+        min_length=1,
+        max_length=32,
         description="Absent: the Ray version of Raydeck's built-in images.",
-    )  # fmt: skip
+    )
     aws_amis: dict[str, str] = Field(default_factory=dict, description=AMIS_DESCRIPTION)
     gcp_image: str = Field("", max_length=300, description="GCP: a boot image or image family URL.")
 
@@ -318,16 +321,20 @@ def _visible_project(request: HttpRequest, org: Organization, slug: str) -> Proj
 # --- Compute configs and images --------------------------------------------------------------
 
 
-@router.get("/orgs/{org}/compute-configs", response=answers(page_of(ComputeConfigOut)),
-            tags=["compute configs"])  # fmt: skip
+@router.get(
+    "/orgs/{org}/compute-configs",
+    response=answers(page_of(ComputeConfigOut)),
+    tags=["compute configs"],
+)
 def compute_config_list(
     request: HttpRequest, org: str, page: Query[ComputeConfigFilters]
 ) -> dict[str, Any]:
     """Compute configs with their latest version inlined (two queries a page)."""
     organization = context.organization(request, org)
     context.require(request, "project.list", organization)
-    configs = selectors.compute_config_list(organization=organization,
-                                            viewer=context.viewer(request))  # fmt: skip
+    configs = selectors.compute_config_list(
+        organization=organization, viewer=context.viewer(request)
+    )
     if page.project:
         configs = configs.filter(project__slug=page.project)
     items, cursor = keyset_page(configs, page, ["name", "pk"])
@@ -338,8 +345,11 @@ def compute_config_list(
     }
 
 
-@router.post("/orgs/{org}/compute-configs", response=answers({201: ComputeConfigOut}),
-             tags=["compute configs"])  # fmt: skip
+@router.post(
+    "/orgs/{org}/compute-configs",
+    response=answers({201: ComputeConfigOut}),
+    tags=["compute configs"],
+)
 @decorate_view(idempotent)
 def compute_config_create_endpoint(request: HttpRequest, org: str, body: ComputeConfigIn) -> Status:
     organization = context.organization(request, org)
@@ -391,8 +401,9 @@ def _config(request: HttpRequest, organization: Organization, id: str) -> Comput
     )
 
 
-@router.get("/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut),
-            tags=["compute configs"])  # fmt: skip
+@router.get(
+    "/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut), tags=["compute configs"]
+)
 def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
     config = _config(request, organization, id)
@@ -400,8 +411,9 @@ def compute_config_get(request: HttpRequest, org: str, id: str) -> dict[str, Any
     return config_out(config, config.latest)
 
 
-@router.patch("/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut),
-              tags=["compute configs"])  # fmt: skip
+@router.patch(
+    "/orgs/{org}/compute-configs/{id}", response=answers(ComputeConfigOut), tags=["compute configs"]
+)
 def compute_config_update_endpoint(
     request: HttpRequest, org: str, id: str, body: ComputeConfigChanges
 ) -> dict[str, Any]:
@@ -418,8 +430,11 @@ def compute_config_update_endpoint(
     if "cloud" in sent:
         changes["cloud"] = _org_cloud(request, organization, sent["cloud"])
     if body.head is not None:
-        changes.update(head_instance_type=body.head.instance_type, head_cpus=body.head.cpus,
-                       head_memory_mb=body.head.memory_mb)  # fmt: skip
+        changes.update(
+            head_instance_type=body.head.instance_type,
+            head_cpus=body.head.cpus,
+            head_memory_mb=body.head.memory_mb,
+        )
     version = compute_config_update(config=config, actor=context.actor(request), **changes)
     return config_out(config, version)
 
@@ -667,14 +682,16 @@ def cluster_logs(
         heads = nodes.filter(role=NodeRole.HEAD)
         node = heads.live().first() or heads.order_by("-created_at").first()
         if node is None:
-            raise ApiError(409, "This cluster has no head node yet; try again in a moment.",
-                           code="conflict")  # fmt: skip
+            raise ApiError(
+                409, "This cluster has no head node yet; try again in a moment.", code="conflict"
+            )
     lines = node.log_tail.splitlines()[-params.lines :]
     return {"node": str(node.uuid), "lines": lines}
 
 
-@router.get("/orgs/{org}/clusters/{id}/address", response=answers(AddressOut, 409),
-            tags=["clusters"])  # fmt: skip
+@router.get(
+    "/orgs/{org}/clusters/{id}/address", response=answers(AddressOut, 409), tags=["clusters"]
+)
 def cluster_address_endpoint(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     """Where to reach the running cluster with standard Ray tools, and a fresh token for
     its gateway (audited): `ray job submit --address <job_address> --headers

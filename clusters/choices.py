@@ -21,17 +21,21 @@ FINAL_CLUSTER_STATES = frozenset({ClusterState.TERMINATED, ClusterState.FAILED})
 
 # Which observed state may follow which. Anything not listed is a bug.
 CLUSTER_TRANSITIONS: dict[str, frozenset[str]] = {
-    ClusterState.PENDING: frozenset({ClusterState.STARTING, ClusterState.TERMINATING,
-                                     ClusterState.FAILED}),
-    ClusterState.STARTING: frozenset({ClusterState.RUNNING, ClusterState.TERMINATING,
-                                      ClusterState.FAILED}),
-    ClusterState.RUNNING: frozenset({ClusterState.STARTING, ClusterState.TERMINATING,
-                                     ClusterState.FAILED}),
+    ClusterState.PENDING: frozenset(
+        {ClusterState.STARTING, ClusterState.TERMINATING, ClusterState.FAILED}
+    ),
+    ClusterState.STARTING: frozenset(
+        {ClusterState.RUNNING, ClusterState.TERMINATING, ClusterState.FAILED}
+    ),
+    ClusterState.RUNNING: frozenset(
+        {ClusterState.STARTING, ClusterState.TERMINATING, ClusterState.FAILED}
+    ),
     ClusterState.TERMINATING: frozenset({ClusterState.TERMINATED, ClusterState.FAILED}),
     ClusterState.TERMINATED: frozenset({ClusterState.PENDING}),  # restart
-    ClusterState.FAILED: frozenset({ClusterState.TERMINATING, ClusterState.TERMINATED,
-                                    ClusterState.PENDING}),
-}  # fmt: skip
+    ClusterState.FAILED: frozenset(
+        {ClusterState.TERMINATING, ClusterState.TERMINATED, ClusterState.PENDING}
+    ),
+}
 
 
 class NodeRole(models.TextChoices):

@@ -163,9 +163,13 @@ class ClusterCreateForm(forms.Form):
     def follow_cloud(self, url: str) -> None:
         """Choosing a cloud asks `url` for its compute configs and images."""
         self.fields["cloud"].widget.attrs.update(
-            {"hx-get": url, "hx-trigger": "change", "hx-target": "#cloud-fields",
-             "hx-swap": "outerHTML"}
-        )  # fmt: skip
+            {
+                "hx-get": url,
+                "hx-trigger": "change",
+                "hx-target": "#cloud-fields",
+                "hx-swap": "outerHTML",
+            }
+        )
 
     @property
     def can_create(self) -> bool:
@@ -386,30 +390,38 @@ class ImageForm(forms.Form):
 
     name = forms.CharField(max_length=100)
     image_uri = forms.CharField(
-        label="Container image URI", max_length=300, required=False,
+        label="Container image URI",
+        max_length=300,
+        required=False,
         help_text="For clusters on AWS and GCP, e.g. rayproject/ray:2.40.0-py311. Leave it "
         "blank for a Python environment on the local cloud.",
-    )  # fmt: skip
+    )
     python_executable = forms.CharField(
-        max_length=300, required=False,
+        max_length=300,
+        required=False,
         help_text="Local cloud only: the Python that runs Ray, e.g. /opt/ray/bin/python3.",
-    )  # fmt: skip
+    )
     ray_version = forms.CharField(
-        label="Ray version", max_length=32,
+        label="Ray version",
+        max_length=32,
         help_text="Installed on nodes whose machine image has no Ray.",
-    )  # fmt: skip
+    )
     aws_amis = forms.CharField(
-        label="AWS AMIs", required=False,
-        widget=forms.Textarea(attrs={"rows": 4, "placeholder": AMI_LINE_EXAMPLE,
-                                     "spellcheck": "false"}),
+        label="AWS AMIs",
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 4, "placeholder": AMI_LINE_EXAMPLE, "spellcheck": "false"}
+        ),
         help_text="What AWS nodes boot: one region and AMI per line. A region without one "
         "boots Raydeck's default.",
-    )  # fmt: skip
+    )
     gcp_image = forms.CharField(
-        label="GCP boot image", max_length=300, required=False,
+        label="GCP boot image",
+        max_length=300,
+        required=False,
         help_text="An image or image family URL, e.g. "
         "projects/debian-cloud/global/images/family/debian-12. Blank: Raydeck's default.",
-    )  # fmt: skip
+    )
 
     def __init__(self, data: Any = None, *, image: ContainerImage | None = None) -> None:
         self.editing = image is not None

@@ -137,8 +137,10 @@ def worker_group_errors(groups: Any) -> dict[str, list[str]]:
         delay = group.get("downscale_delay_seconds", DEFAULT_DOWNSCALE_DELAY_SECONDS)
         first, last = DOWNSCALE_DELAY_RANGE
         if isinstance(delay, bool) or not isinstance(delay, int) or not first <= delay <= last:
-            found.append(f"{label}: downscale_delay_seconds must be a whole number of seconds "
-                         f"from {first} to {last}.")  # fmt: skip
+            found.append(
+                f"{label}: downscale_delay_seconds must be a whole number of seconds "
+                f"from {first} to {last}."
+            )
     return {key: messages for key, messages in errors.items() if messages}
 
 
@@ -146,12 +148,14 @@ def filled_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Valid worker groups with every key of WORKER_GROUP_DEFAULTS, so that two lists
     that mean the same compare equal (older rows may lack keys added since)."""
     return [
-        {**WORKER_GROUP_DEFAULTS,
-         **{k: v for k, v in group.items() if k in WORKER_GROUP_DEFAULTS},
-         "name": str(group["name"]).strip(),
-         "instance_type": str(group.get("instance_type") or "")[:64]}
+        {
+            **WORKER_GROUP_DEFAULTS,
+            **{k: v for k, v in group.items() if k in WORKER_GROUP_DEFAULTS},
+            "name": str(group["name"]).strip(),
+            "instance_type": str(group.get("instance_type") or "")[:64],
+        }
         for group in groups
-    ]  # fmt: skip
+    ]
 
 
 def validate_worker_groups(groups: Any) -> None:
@@ -162,9 +166,17 @@ def validate_worker_groups(groups: Any) -> None:
 
 
 # What a version holds (the rest of the row says who made it and when).
-VERSIONED_FIELDS = ("cloud", "region", "zone", "head_instance_type", "head_cpus",
-                    "head_memory_mb", "worker_groups", "idle_timeout_minutes",
-                    "max_uptime_minutes")  # fmt: skip
+VERSIONED_FIELDS = (
+    "cloud",
+    "region",
+    "zone",
+    "head_instance_type",
+    "head_cpus",
+    "head_memory_mb",
+    "worker_groups",
+    "idle_timeout_minutes",
+    "max_uptime_minutes",
+)
 
 
 class ComputeConfigVersion(models.Model):
@@ -233,13 +245,16 @@ class ContainerImage(models.Model):
     # Set: a container image, offered for AWS and GCP clusters; blank: a Python
     # environment, offered for the local cloud (clusters/selectors.py).
     image_uri = models.CharField(
-        "image URI", max_length=300, blank=True,
+        "image URI",
+        max_length=300,
+        blank=True,
         validators=[RegexValidator(NO_SPACES, "An image URI has no spaces.")],
-    )  # fmt: skip
+    )
     ray_version = models.CharField(
-        "Ray version", max_length=32,
+        "Ray version",
+        max_length=32,
         validators=[RegexValidator(RAY_VERSION, "Give a Ray version such as 2.40.0.")],
-    )  # fmt: skip
+    )
     # Local cloud: the Python that runs the agent and Ray (blank = Raydeck's own).
     python_executable = models.CharField(max_length=300, blank=True)
     # AWS: the machine image nodes boot, per region ({"us-east-1": "ami-…"}); a region
@@ -247,9 +262,11 @@ class ContainerImage(models.Model):
     aws_amis = models.JSONField("AWS AMIs", default=dict, blank=True)
     # GCP: a boot image or image family URL; blank boots RAYDECK_GCP_IMAGE.
     gcp_image = models.CharField(
-        "GCP boot image", max_length=300, blank=True,
+        "GCP boot image",
+        max_length=300,
+        blank=True,
         validators=[RegexValidator(NO_SPACES, "A GCP image URL has no spaces.")],
-    )  # fmt: skip
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # Set when deleted while ended clusters still name it: they keep showing what they
     # ran; nothing else sees it (clusters/services/images.py).
@@ -293,10 +310,12 @@ class ContainerImage(models.Model):
         errors: dict[str, str] = {}
         amis = self.aws_amis
         if not isinstance(amis, dict) or not all(
-            isinstance(region, str) and AWS_REGION.match(region)
-            and isinstance(ami, str) and AMI_ID.match(ami)
+            isinstance(region, str)
+            and AWS_REGION.match(region)
+            and isinstance(ami, str)
+            and AMI_ID.match(ami)
             for region, ami in amis.items()
-        ):  # fmt: skip
+        ):
             example = '{"us-east-1": "ami-0123456789abcdef0"}'
             errors["aws_amis"] = f"Give one AMI per region, e.g. {example}."
         python = self.python_executable
@@ -349,8 +368,9 @@ class Cluster(models.Model):
     desired_state = models.CharField(
         max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING
     )
-    state = models.CharField(max_length=16, choices=ClusterState.choices,
-                             default=ClusterState.PENDING, db_index=True)  # fmt: skip
+    state = models.CharField(
+        max_length=16, choices=ClusterState.choices, default=ClusterState.PENDING, db_index=True
+    )
     state_reason = models.CharField(max_length=1000, blank=True)
     state_changed_at = models.DateTimeField(default=timezone.now)
     head_address = models.CharField(max_length=200, blank=True)

@@ -105,13 +105,23 @@ def cluster_rows(clusters: QuerySet[Cluster]) -> Any:
     """Only what `cluster_out` shows, as dicts: lists build no model instances (the list
     is the API's busiest call)."""
     return clusters.values(
-        "pk", "uuid", "name", "cloud_id", "image_id", "desired_state", "state",
-        "state_reason", "head_address", "created_at", "started_at", "terminated_at",
+        "pk",
+        "uuid",
+        "name",
+        "cloud_id",
+        "image_id",
+        "desired_state",
+        "state",
+        "state_reason",
+        "head_address",
+        "created_at",
+        "started_at",
+        "terminated_at",
         project_slug=F("project__slug"),
         config_id=F("compute_config__config_id"),
         config_number=F("compute_config__number"),
         creator=F("created_by__email"),
-    )  # fmt: skip
+    )
 
 
 class ClusterUrls:
@@ -189,8 +199,13 @@ def cluster_page(
 
     # Everything `build` reads besides the Params: visible_to's shape follows the
     # principal and its role in the organization.
-    key = (organization.pk, type(principal).__name__, principal.pk,
-           principal.org_role(organization), tuple(sorted(filters)))  # fmt: skip
+    key = (
+        organization.pk,
+        type(principal).__name__,
+        principal.pk,
+        principal.org_role(organization),
+        tuple(sorted(filters)),
+    )
     items, cursor = compiled_keyset_page(
         _cluster_lists, key, build, Cluster, page, ["-created_at", "-pk"], **filters
     )
@@ -278,11 +293,14 @@ def image_list(*, organization: Organization, viewer: User) -> QuerySet[Containe
         ContainerImage.objects.visible_to(viewer, organization)
         .annotate(
             live_clusters=Count("clusters", filter=live),
-            built_in_last=Case(When(organization=None, then=Value(1)), default=Value(0),
-                               output_field=IntegerField()),
+            built_in_last=Case(
+                When(organization=None, then=Value(1)),
+                default=Value(0),
+                output_field=IntegerField(),
+            ),
         )
         .order_by("built_in_last", "name", "pk")
-    )  # fmt: skip
+    )
 
 
 # --- The cluster page ----------------------------------------------------------------------

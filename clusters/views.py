@@ -37,17 +37,32 @@ from .services.lifecycle import cluster_create, cluster_restart, cluster_termina
 # What to do next, per way a cluster can fail (matched on the reason's words). The
 # reconciler's reason says what went wrong; this says what to do about it here.
 FAILURE_ADVICE = [
-    ("did not get an instance", "Restart later, when the cloud has capacity again, or "
-     "create the cluster with a compute config that uses another zone or instance type."),
-    ("did not register", "Once nodes can reach Raydeck's address, restart the cluster. The "
-     "nodes' logs below show how far their agents got."),
-    ("did not start Ray", "Open the head node's log below to see why Ray did not start; fix "
-     "the image or the compute config, then restart."),
-    ("stopped responding", "Restart the cluster. If it keeps happening, give the head node "
-     "more memory in the compute config."),
-    ("Could not launch", "Open the cloud's page and verify it again (its permissions or "
-     "quotas may have changed), then restart."),
-]  # fmt: skip
+    (
+        "did not get an instance",
+        "Restart later, when the cloud has capacity again, or "
+        "create the cluster with a compute config that uses another zone or instance type.",
+    ),
+    (
+        "did not register",
+        "Once nodes can reach Raydeck's address, restart the cluster. The "
+        "nodes' logs below show how far their agents got.",
+    ),
+    (
+        "did not start Ray",
+        "Open the head node's log below to see why Ray did not start; fix "
+        "the image or the compute config, then restart.",
+    ),
+    (
+        "stopped responding",
+        "Restart the cluster. If it keeps happening, give the head node "
+        "more memory in the compute config.",
+    ),
+    (
+        "Could not launch",
+        "Open the cloud's page and verify it again (its permissions or "
+        "quotas may have changed), then restart.",
+    ),
+]
 DEFAULT_ADVICE = (
     "Read the events below and the nodes' logs. When the cause is fixed, restart the cluster."
 )

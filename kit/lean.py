@@ -51,8 +51,7 @@ class LeanApp:
 
     def _load(self) -> None:
         noop: Callable[[HttpRequest], None] = lambda request: None  # noqa: E731
-        self.checks = [import_string(m)(noop) for m in settings.MIDDLEWARE
-                       if m in self.middleware]  # fmt: skip
+        self.checks = [import_string(m)(noop) for m in settings.MIDDLEWARE if m in self.middleware]
         self.headers: dict[bool, list[tuple[str, str]]] = {}
         self.django = self.fallback()
 
@@ -84,8 +83,14 @@ class LeanApp:
             return self.django(environ, start_response)
         try:
             content, headers = answer
-            start_response("200 OK", [("Content-Type", self.content_type),
-                                      ("Content-Length", str(len(content))), *headers])  # fmt: skip
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", self.content_type),
+                    ("Content-Length", str(len(content))),
+                    *headers,
+                ],
+            )
             return [content]
         finally:
             request_finished.send(sender=self.__class__)

@@ -100,16 +100,22 @@ def make_tenant(slug: str) -> Tenant:
     tenant.cloud = CloudFactory(organization=org, name=f"{slug} local")
     # A Python environment of its own (the cluster below runs a built-in image).
     tenant.image = ContainerImage.objects.create(
-        organization=org, name=f"{slug} python", ray_version="2.40.0",
+        organization=org,
+        name=f"{slug} python",
+        ray_version="2.40.0",
         python_executable="/usr/bin/python3",
-    )  # fmt: skip
+    )
     # Terminated, so it counts as nothing live on the cloud; its pages still all work.
     tenant.cluster = ClusterFactory(
-        project=tenant.project, cloud=tenant.cloud, name=f"{slug}-cluster",
-        state=ClusterState.TERMINATED, desired_state=DesiredState.TERMINATED,
-    )  # fmt: skip
-    tenant.node = NodeFactory(cluster=tenant.cluster, state=NodeState.TERMINATED,
-                              log_tail=f"{slug} node log")  # fmt: skip
+        project=tenant.project,
+        cloud=tenant.cloud,
+        name=f"{slug}-cluster",
+        state=ClusterState.TERMINATED,
+        desired_state=DesiredState.TERMINATED,
+    )
+    tenant.node = NodeFactory(
+        cluster=tenant.cluster, state=NodeState.TERMINATED, log_tail=f"{slug} node log"
+    )
     tenant.service_account = ServiceAccountFactory(organization=org, name=f"{slug}-ci")
     tenant.token = ApiTokenFactory(organization=org, user=tenant.member, name=f"{slug} laptop")
     # Claimed, not verified: it routes nobody and links no account.

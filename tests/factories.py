@@ -150,9 +150,18 @@ class ComputeConfigVersionFactory(factory.django.DjangoModelFactory):
     number = 1
     head_instance_type = "local"
     worker_groups = factory.LazyFunction(
-        lambda: [{"name": "workers", "instance_type": "local", "cpus": 1, "memory_mb": 1024,
-                  "min": 0, "max": 2, "spot": False}]
-    )  # fmt: skip
+        lambda: [
+            {
+                "name": "workers",
+                "instance_type": "local",
+                "cpus": 1,
+                "memory_mb": 1024,
+                "min": 0,
+                "max": 2,
+                "spot": False,
+            }
+        ]
+    )
 
 
 # An organization's container image as a person or a script describes it (the fields of

@@ -11,20 +11,35 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 
-def call_wsgi(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-              query: str = "") -> tuple[int, bytes, dict[str, str]]:  # fmt: skip
+def call_wsgi(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+) -> tuple[int, bytes, dict[str, str]]:
     """(status, body, headers) of one request."""
     from console.wsgi import application
 
     environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "",
-        "QUERY_STRING": query, "SERVER_NAME": "testserver", "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "testserver",
-        "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http", "wsgi.multithread": True, "wsgi.multiprocess": True,
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": query,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "testserver",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
         "wsgi.run_once": False,
-    }  # fmt: skip
+    }
     for name, value in (headers or {}).items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     started: dict[str, Any] = {}

@@ -197,8 +197,12 @@ class Node:
         self._reported: tuple[str, str] | None = None  # (state, message) last heartbeated
         self._unreachable_since: float | None = None
         self.gateway: gateway.Gateway | None = None
-        self.apps = apps.Apps(self.config.python, registration.app_ports,
-                              self.config.node_dir / "work", self.config.node_dir)  # fmt: skip
+        self.apps = apps.Apps(
+            self.config.python,
+            registration.app_ports,
+            self.config.node_dir / "work",
+            self.config.node_dir,
+        )
         self.idle = IdleClock()
         self.deadman = DeadMansSwitch(
             registration.deadman_seconds

@@ -272,8 +272,9 @@ class Gateway:
             clean = request.path + (f"?{urlencode(query)}" if query else "")
             response = web.Response(status=303, headers={"Location": clean})
             value, max_age = self.sessions.make(identity, now)
-            response.set_cookie(self.cookie_name, value, max_age=max_age, path="/",
-                                httponly=True, samesite="Lax")  # fmt: skip
+            response.set_cookie(
+                self.cookie_name, value, max_age=max_age, path="/", httponly=True, samesite="Lax"
+            )
             response.headers["Referrer-Policy"] = "no-referrer"
             response.headers["Cache-Control"] = "no-store"
             return response
@@ -392,8 +393,10 @@ class Gateway:
                 else:
                     break
 
-        tasks = [asyncio.ensure_future(pump(upstream, downstream)),
-                 asyncio.ensure_future(pump(downstream, upstream))]  # fmt: skip
+        tasks = [
+            asyncio.ensure_future(pump(upstream, downstream)),
+            asyncio.ensure_future(pump(downstream, upstream)),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

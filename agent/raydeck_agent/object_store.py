@@ -36,8 +36,13 @@ class StoreError(OSError):
     """An upload (or a credential lookup for it) failed; the shipper tries again later."""
 
 
-def _request(url: str, *, method: str = "GET", data: bytes | None = None,
-             headers: Mapping[str, str] | None = None) -> bytes:  # fmt: skip
+def _request(
+    url: str,
+    *,
+    method: str = "GET",
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
     if not url.startswith(("http://", "https://")):
         raise StoreError(f"not an http(s) URL: {url}")
     request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
@@ -67,9 +72,16 @@ class AwsCredentials:
     expires_at: float = float("inf")
 
 
-def sigv4_headers(*, method: str, url: str, region: str, service: str,
-                  credentials: AwsCredentials, payload: bytes,
-                  now: datetime | None = None) -> dict[str, str]:  # fmt: skip
+def sigv4_headers(
+    *,
+    method: str,
+    url: str,
+    region: str,
+    service: str,
+    credentials: AwsCredentials,
+    payload: bytes,
+    now: datetime | None = None,
+) -> dict[str, str]:
     """The headers that sign one request with AWS Signature Version 4 (no query string;
     `url`'s path already URI-encoded, as S3 wants it signed)."""
     now = now or datetime.now(UTC)
@@ -80,10 +92,16 @@ def sigv4_headers(*, method: str, url: str, region: str, service: str,
     if credentials.session_token:
         headers["x-amz-security-token"] = credentials.session_token
     names = sorted(headers)
-    canonical = "\n".join([
-        method, parts.path or "/", parts.query,
-        "".join(f"{k}:{headers[k].strip()}\n" for k in names), ";".join(names), payload_hash,
-    ])  # fmt: skip
+    canonical = "\n".join(
+        [
+            method,
+            parts.path or "/",
+            parts.query,
+            "".join(f"{k}:{headers[k].strip()}\n" for k in names),
+            ";".join(names),
+            payload_hash,
+        ]
+    )
     scope = f"{day}/{region}/{service}/aws4_request"
     to_sign = "\n".join(
         ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
@@ -107,10 +125,14 @@ class AwsNodeIdentity:
         self._cached: AwsCredentials | None = None
 
     def _imds(self, path: str) -> str:
-        token = _request(f"{IMDS}/latest/api/token", method="PUT",
-                         headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})  # fmt: skip
-        return _request(f"{IMDS}/latest/{path}",
-                        headers={"X-aws-ec2-metadata-token": token.decode()}).decode()  # fmt: skip
+        token = _request(
+            f"{IMDS}/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"},
+        )
+        return _request(
+            f"{IMDS}/latest/{path}", headers={"X-aws-ec2-metadata-token": token.decode()}
+        ).decode()
 
     def region(self) -> str:
         return (
@@ -121,15 +143,21 @@ class AwsNodeIdentity:
 
     def credentials(self) -> AwsCredentials:
         if self.env.get("AWS_ACCESS_KEY_ID") and self.env.get("AWS_SECRET_ACCESS_KEY"):
-            return AwsCredentials(self.env["AWS_ACCESS_KEY_ID"],
-                                  self.env["AWS_SECRET_ACCESS_KEY"],
-                                  self.env.get("AWS_SESSION_TOKEN", ""))  # fmt: skip
+            return AwsCredentials(
+                self.env["AWS_ACCESS_KEY_ID"],
+                self.env["AWS_SECRET_ACCESS_KEY"],
+                self.env.get("AWS_SESSION_TOKEN", ""),
+            )
         if self._cached is None or self._cached.expires_at - time.time() < EXPIRY_MARGIN:
             role = self._imds("meta-data/iam/security-credentials/").split()[0]
             data = json.loads(self._imds(f"meta-data/iam/security-credentials/{role}"))
             expires = datetime.fromisoformat(data["Expiration"].replace("Z", "+00:00"))
-            self._cached = AwsCredentials(data["AccessKeyId"], data["SecretAccessKey"],
-                                          data.get("Token", ""), expires.timestamp())  # fmt: skip
+            self._cached = AwsCredentials(
+                data["AccessKeyId"],
+                data["SecretAccessKey"],
+                data.get("Token", ""),
+                expires.timestamp(),
+            )
         return self._cached
 
 
@@ -153,8 +181,14 @@ class S3Sink:
     def append(self, name: str, data: bytes) -> None:
         self._region = self._region or self.identity.region()
         url = self._url(chunk_key(self.base, name, len(data)))
-        headers = sigv4_headers(method="PUT", url=url, region=self._region, service="s3",
-                                credentials=self.identity.credentials(), payload=data)  # fmt: skip
+        headers = sigv4_headers(
+            method="PUT",
+            url=url,
+            region=self._region,
+            service="s3",
+            credentials=self.identity.credentials(),
+            payload=data,
+        )
         # Without it urllib says form data, and S3 would store that type.
         headers["Content-Type"] = "application/octet-stream"
         _request(url, method="PUT", data=data, headers=headers)
@@ -185,6 +219,8 @@ class GcsSink:
         key = quote(chunk_key(self.base, name, len(data)), safe="")
         bucket = quote(self.bucket, safe="")
         url = f"{root}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={key}"
-        headers = {"Authorization": f"Bearer {self._access_token()}",
-                   "Content-Type": "application/octet-stream"}  # fmt: skip
+        headers = {
+            "Authorization": f"Bearer {self._access_token()}",
+            "Content-Type": "application/octet-stream",
+        }
         _request(url, method="POST", data=data, headers=headers)

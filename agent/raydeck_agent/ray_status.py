@@ -94,8 +94,10 @@ class Dashboard:
         """Ray node ids that run a task or host a live actor; None if unknown."""
         busy: set[str] = set()
         for kind, state in (("tasks", "RUNNING"), ("actors", "ALIVE")):
-            path = (f"/api/v0/{kind}?limit=10000&detail=false&filter_keys=state"
-                    f"&filter_predicates=%3D&filter_values={state}")  # fmt: skip
+            path = (
+                f"/api/v0/{kind}?limit=10000&detail=false&filter_keys=state"
+                f"&filter_predicates=%3D&filter_values={state}"
+            )
             try:
                 rows = self.get(path)["data"]["result"]["result"]
             except (OSError, ValueError, KeyError, TypeError):

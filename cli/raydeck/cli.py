@@ -341,14 +341,18 @@ def cmd_clusters_create(ctx: Context) -> int:
             for event in ctx.client.wait_until_running(cluster.id, timeout=args.timeout):
                 print_event(ctx, event)
         except (WaitTimeout, KeyboardInterrupt):
-            ctx.note(f"Stopped waiting; the cluster is still being started. Follow it with "
-                     f"`raydeck clusters events {cluster.id} --follow`.")  # fmt: skip
+            ctx.note(
+                f"Stopped waiting; the cluster is still being started. Follow it with "
+                f"`raydeck clusters events {cluster.id} --follow`."
+            )
             raise
         cluster = ctx.client.get_cluster(str(cluster.id))
         ctx.note(f"Cluster {cluster.name} is running.")
     elif ctx.args.output == "table":
-        ctx.note(f"Cluster {cluster.name} requested; follow it with `raydeck clusters events "
-                 f"{cluster.id} --follow`.")  # fmt: skip
+        ctx.note(
+            f"Cluster {cluster.name} requested; follow it with `raydeck clusters events "
+            f"{cluster.id} --follow`."
+        )
     ctx.show(cluster)
     return EXIT_OK
 
@@ -616,8 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="only this project's")
     p = leaf(sub, "get", cmd_compute_configs_get, "show one compute config")
     p.add_argument("config", help="compute config id")
-    p = leaf(sub, "update", cmd_compute_configs_update,
-             "save the settings in a YAML file as the config's next version")  # fmt: skip
+    p = leaf(
+        sub,
+        "update",
+        cmd_compute_configs_update,
+        "save the settings in a YAML file as the config's next version",
+    )
     p.add_argument("config", help="compute config id")
     p.add_argument("-f", "--file", required=True, help="YAML with only what changes (`-`: stdin)")
 

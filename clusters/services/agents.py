@@ -103,9 +103,13 @@ def node_register(*, bootstrap_token: str, body: dict[str, Any]) -> Registration
     node.last_heartbeat_at = now
     node.set_state(NodeState.REGISTERED)
     node.save()
-    record_event(node.cluster, "agent registered",
-                 f"The {node.role} node's agent registered from {node.private_address}.",
-                 node=node, since=previous)  # fmt: skip
+    record_event(
+        node.cluster,
+        "agent registered",
+        f"The {node.role} node's agent registered from {node.private_address}.",
+        node=node,
+        since=previous,
+    )
     return Registration(credential=credential, node=node, cluster=node.cluster)
 
 
@@ -162,9 +166,10 @@ def _node_rows(**filters: Any) -> QuerySet[Node, tuple]:
         .live()
         .exclude(credential_hash="")
         .order_by()
-        .values_list("credential_hash", "pk", "cluster_id", "role", "state",
-                     "cluster__desired_state", seen)
-    )  # fmt: skip
+        .values_list(
+            "credential_hash", "pk", "cluster_id", "role", "state", "cluster__desired_state", seen
+        )
+    )
 
 
 def _epoch(value: float | datetime | None) -> float | None:
@@ -189,8 +194,15 @@ def _resources_totals(pks: list[int]) -> dict[int, Any]:
 def _snapshot(row: tuple, heads: dict[int, str]) -> HeartbeatNode:
     _, pk, cid, role, state, desired, seen = row
     head = heads.get(cid) if role == NodeRole.WORKER else None
-    return HeartbeatNode(pk=pk, cluster_id=cid, role=role, state=state, desired_state=desired,
-                         head_address=head, persisted_at=_epoch(seen))  # fmt: skip
+    return HeartbeatNode(
+        pk=pk,
+        cluster_id=cid,
+        role=role,
+        state=state,
+        desired_state=desired,
+        head_address=head,
+        persisted_at=_epoch(seen),
+    )
 
 
 class LiveNodes:
@@ -449,11 +461,21 @@ def _apply_state(node: HeartbeatNode, reported: str, message: str) -> bool:
         locked.save(update_fields=["state", "state_reason", "state_changed_at", "ready_at"])
         cluster = locked.cluster
         if target == NodeState.READY:
-            record_event(cluster, "ray started", f"Ray is up on the {locked.role} node.",
-                         node=locked, since=since)  # fmt: skip
+            record_event(
+                cluster,
+                "ray started",
+                f"Ray is up on the {locked.role} node.",
+                node=locked,
+                since=since,
+            )
         else:
-            record_event(cluster, "ray failed", f"Ray did not start on the {locked.role} "
-                         f"node: {message}", node=locked, level=EventLevel.ERROR)  # fmt: skip
+            record_event(
+                cluster,
+                "ray failed",
+                f"Ray did not start on the {locked.role} node: {message}",
+                node=locked,
+                level=EventLevel.ERROR,
+            )
         node.state = locked.state
         if cluster.state in (ClusterState.STARTING, ClusterState.RUNNING):
             enqueue_reconcile(cluster.pk)

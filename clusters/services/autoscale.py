@@ -53,8 +53,13 @@ class Group:
             "memory": float(group.get("memory_mb", 1024)) * MIB,
         }
         capacity.update({str(k): float(v) for k, v in (group.get("resources") or {}).items()})
-        return cls(name=str(group["name"]), capacity=capacity, min=int(group.get("min", 0)),
-                   max=int(group.get("max", 0)), delay=downscale_delay(group))  # fmt: skip
+        return cls(
+            name=str(group["name"]),
+            capacity=capacity,
+            min=int(group.get("min", 0)),
+            max=int(group.get("max", 0)),
+            delay=downscale_delay(group),
+        )
 
     def fits(self, shape: dict[str, float]) -> bool:
         return _fits(self.capacity, shape)
@@ -154,22 +159,32 @@ def plan(
         )
     notes = []
     if unfit:
-        notes.append(f"No worker group fits {describe(unfit)} (largest request: "
-                     f"{_shape(unfit[0])}); it waits.")  # fmt: skip
+        notes.append(
+            f"No worker group fits {describe(unfit)} (largest request: "
+            f"{_shape(unfit[0])}); it waits."
+        )
     for name, count in at_max.items():
-        notes.append(f"Group {name} is at its maximum of {by_name[name].max} "
-                     f"worker{'s' if by_name[name].max != 1 else ''}; "
-                     f"{count} request{'s' if count != 1 else ''} wait.")  # fmt: skip
+        notes.append(
+            f"Group {name} is at its maximum of {by_name[name].max} "
+            f"worker{'s' if by_name[name].max != 1 else ''}; "
+            f"{count} request{'s' if count != 1 else ''} wait."
+        )
     result.waiting = " ".join(notes)
     if demand:
         return result  # never remove a worker while anything waits
     for group in groups:
         spare = live[group.name] - group.min
         idle = sorted(
-            (w for w in workers if w.group == group.name and w.idle_seconds is not None
-             and not w.arriving and w.idle_seconds >= group.delay),
+            (
+                w
+                for w in workers
+                if w.group == group.name
+                and w.idle_seconds is not None
+                and not w.arriving
+                and w.idle_seconds >= group.delay
+            ),
             key=lambda w: -(w.idle_seconds or 0),
-        )  # fmt: skip
+        )
         for worker in idle[: max(0, spare)]:
             result.remove[worker.pk] = (
                 f"idle for {_seconds(worker.idle_seconds or 0)} "
@@ -220,9 +235,10 @@ def cluster_autoscale(cluster: Cluster, now: datetime | None = None) -> Plan | N
                 idle_seconds=report.node_idle_seconds(str(n.uuid)),
             )
             for n in nodes
-        ]  # fmt: skip
-        result = plan(groups=groups, workers=workers, demand=report.demand,
-                      cluster_cpus=report.cpus)  # fmt: skip
+        ]
+        result = plan(
+            groups=groups, workers=workers, demand=report.demand, cluster_cpus=report.cpus
+        )
         live = Counter(n.group for n in nodes)
         desired = dict(locked.desired_workers or {})
         for name, count in result.add.items():

@@ -59,8 +59,9 @@ def compute_config_create(
         raise ValidationError({"project": "Choose a project of this organization."})
     if cloud.organization_id != organization.pk:
         raise ValidationError({"cloud": "Choose a cloud of this organization."})
-    config = ComputeConfig(organization=organization, project=project, name=name.strip(),
-                           created_by=actor)  # fmt: skip
+    config = ComputeConfig(
+        organization=organization, project=project, name=name.strip(), created_by=actor
+    )
     config.full_clean(exclude=["organization", "project"], validate_constraints=False)
     try:
         with transaction.atomic():
@@ -86,8 +87,12 @@ def compute_config_create(
     )
     version.full_clean(exclude=["organization", "config", "cloud"])
     version.save()
-    audit(actor=actor, verb="compute_config.create", target=config,
-          changes={"name": [None, config.name], "cloud": [None, cloud.name]})  # fmt: skip
+    audit(
+        actor=actor,
+        verb="compute_config.create",
+        target=config,
+        changes={"name": [None, config.name], "cloud": [None, cloud.name]},
+    )
     return config
 
 
@@ -113,15 +118,25 @@ def compute_config_update(
     if values["cloud"].organization_id != config.organization_id:
         raise ValidationError({"cloud": "Choose a cloud of this organization."})
     version = ComputeConfigVersion(
-        organization_id=config.organization_id, config=config, number=latest.number + 1,
-        created_by=actor, **values,
-    )  # fmt: skip
+        organization_id=config.organization_id,
+        config=config,
+        number=latest.number + 1,
+        created_by=actor,
+        **values,
+    )
     version.full_clean()
     version.save()
-    audit(actor=actor, verb="compute_config.update", target=config,
-          changes={"version": [latest.number, version.number],
-                   **changes_between(snapshot(latest, VERSIONED_FIELDS),
-                                     snapshot(version, VERSIONED_FIELDS))})  # fmt: skip
+    audit(
+        actor=actor,
+        verb="compute_config.update",
+        target=config,
+        changes={
+            "version": [latest.number, version.number],
+            **changes_between(
+                snapshot(latest, VERSIONED_FIELDS), snapshot(version, VERSIONED_FIELDS)
+            ),
+        },
+    )
     return version
 
 

@@ -77,8 +77,10 @@ class Idleness:
         if self.cause == "max uptime":
             return f"Reaches its maximum uptime in {left}: terminated then, whatever runs."
         last = f" Last use: {self.last_use}." if self.last_use else ""
-        return (f"Raydeck terminates it in {left} unless it is used (idle timeout "
-                f"{minutes(self.idle_timeout)}).{last}")  # fmt: skip
+        return (
+            f"Raydeck terminates it in {left} unless it is used (idle timeout "
+            f"{minutes(self.idle_timeout)}).{last}"
+        )
 
 
 def ago(moment: datetime, now: datetime) -> str:
@@ -127,8 +129,10 @@ def report_reasons(
     if isinstance(demand, int) and demand:
         reasons.append(f"{_plural(demand, 'resource request', 'resource requests')} pending")
     touches = {}
-    for key, label in (("last_connection_at", "connection through the gateway"),
-                       ("kernel_last_active_at", "Jupyter kernel active")):  # fmt: skip
+    for key, label in (
+        ("last_connection_at", "connection through the gateway"),
+        ("kernel_last_active_at", "Jupyter kernel active"),
+    ):
         moment = parse_time(activity.get(key))
         if moment is not None:
             touches[label] = min(moment, now)
@@ -192,8 +196,10 @@ def evaluate(
 def _timeouts(cluster: Cluster) -> tuple[timedelta, timedelta | None]:
     config = cluster.compute_config
     uptime = config.max_uptime_minutes
-    return (timedelta(minutes=config.idle_timeout_minutes),
-            timedelta(minutes=uptime) if uptime else None)  # fmt: skip
+    return (
+        timedelta(minutes=config.idle_timeout_minutes),
+        timedelta(minutes=uptime) if uptime else None,
+    )
 
 
 def cluster_idleness(cluster: Cluster, now: datetime | None = None) -> Idleness:
@@ -202,10 +208,17 @@ def cluster_idleness(cluster: Cluster, now: datetime | None = None) -> Idleness:
     now = now or timezone.now()
     idle_timeout, max_uptime = _timeouts(cluster)
     last_active = _latest(cluster.last_active_at, busy_at(cluster.pk))
-    return evaluate(state=cluster.state, started_at=cluster.started_at,
-                    last_active_at=last_active, warned_at=cluster.idle_warned_at,
-                    extended_at=cluster.idle_extended_at, idle_timeout=idle_timeout,
-                    max_uptime=max_uptime, report=head_report(cluster.pk), now=now)  # fmt: skip
+    return evaluate(
+        state=cluster.state,
+        started_at=cluster.started_at,
+        last_active_at=last_active,
+        warned_at=cluster.idle_warned_at,
+        extended_at=cluster.idle_extended_at,
+        idle_timeout=idle_timeout,
+        max_uptime=max_uptime,
+        report=head_report(cluster.pk),
+        now=now,
+    )
 
 
 def _latest(*moments: datetime | None) -> datetime | None:
@@ -245,16 +258,24 @@ def cluster_idle_check(*, cluster_id: int, now: datetime | None = None) -> bool:
         cluster.last_active_at = folded
         cluster.save(update_fields=["last_active_at", "updated_at"])
     idle_timeout, max_uptime = _timeouts(cluster)
-    state = evaluate(state=cluster.state, started_at=cluster.started_at,
-                     last_active_at=cluster.last_active_at, warned_at=cluster.idle_warned_at,
-                     extended_at=cluster.idle_extended_at, idle_timeout=idle_timeout,
-                     max_uptime=max_uptime, report=report, now=now)  # fmt: skip
+    state = evaluate(
+        state=cluster.state,
+        started_at=cluster.started_at,
+        last_active_at=cluster.last_active_at,
+        warned_at=cluster.idle_warned_at,
+        extended_at=cluster.idle_extended_at,
+        idle_timeout=idle_timeout,
+        max_uptime=max_uptime,
+        report=report,
+        now=now,
+    )
     in_window = state.warn_at is not None and now >= state.warn_at
     if state.warned and not state.idle and not (state.cause == "max uptime" and in_window):
         cluster.idle_warned_at = None
         cluster.save(update_fields=["idle_warned_at", "updated_at"])
-        record_event(cluster, "in use again", f"No longer idle ({state.why_not}): it keeps "
-                     "running.")  # fmt: skip
+        record_event(
+            cluster, "in use again", f"No longer idle ({state.why_not}): it keeps running."
+        )
         return False
     if state.terminate_at is None or not in_window:
         return False
@@ -262,8 +283,12 @@ def cluster_idle_check(*, cluster_id: int, now: datetime | None = None) -> bool:
         cluster.idle_warned_at = now
         cluster.save(update_fields=["idle_warned_at", "updated_at"])
         ends = max(state.terminate_at, now + warn_lead(idle_timeout))
-        record_event(cluster, "idle warning", _warning(state, ends, max_uptime, now),
-                     level=EventLevel.WARNING)  # fmt: skip
+        record_event(
+            cluster,
+            "idle warning",
+            _warning(state, ends, max_uptime, now),
+            level=EventLevel.WARNING,
+        )
         return False
     if now < state.terminate_at:
         return False
@@ -272,12 +297,13 @@ def cluster_idle_check(*, cluster_id: int, now: datetime | None = None) -> bool:
     return True
 
 
-def _warning(state: Idleness, ends: datetime, max_uptime: timedelta | None,
-             now: datetime) -> str:  # fmt: skip
+def _warning(state: Idleness, ends: datetime, max_uptime: timedelta | None, now: datetime) -> str:
     left = minutes(ends - now, up=True)
     if state.cause == "max uptime":
-        return (f"The cluster reaches its maximum uptime of {minutes(max_uptime or timedelta())}"
-                f": Raydeck terminates it in {left}, whatever runs on it.")  # fmt: skip
+        return (
+            f"The cluster reaches its maximum uptime of {minutes(max_uptime or timedelta())}"
+            f": Raydeck terminates it in {left}, whatever runs on it."
+        )
     idle_for = minutes(now - (state.idle_since or now))
     return (
         f"Idle for {idle_for} (no job, driver, pending demand or connection): Raydeck "
@@ -285,11 +311,14 @@ def _warning(state: Idleness, ends: datetime, max_uptime: timedelta | None,
     )
 
 
-def _termination_reason(state: Idleness, idle_timeout: timedelta,
-                        max_uptime: timedelta | None, now: datetime) -> str:  # fmt: skip
+def _termination_reason(
+    state: Idleness, idle_timeout: timedelta, max_uptime: timedelta | None, now: datetime
+) -> str:
     if state.cause == "max uptime":
-        return (f"Terminated by Raydeck: the cluster reached its maximum uptime of "
-                f"{minutes(max_uptime or timedelta())}.")  # fmt: skip
+        return (
+            f"Terminated by Raydeck: the cluster reached its maximum uptime of "
+            f"{minutes(max_uptime or timedelta())}."
+        )
     idle_for = minutes(now - (state.idle_since or now))
     return (
         f"Terminated by Raydeck: idle for {idle_for} (idle timeout "
@@ -317,10 +346,18 @@ def cluster_keep_running(*, cluster: Cluster, actor: User) -> Cluster:
     cluster.idle_extended_at, cluster.idle_warned_at = now, None
     cluster.save(update_fields=["idle_extended_at", "idle_warned_at", "updated_at"])
     timeout = minutes(timedelta(minutes=cluster.compute_config.idle_timeout_minutes))
-    record_event(cluster, "kept running", f"{actor.display_name} kept the cluster running: "
-                 f"idle time counts from now, for {timeout} more.")  # fmt: skip
-    audit(actor=actor, verb="cluster.keep_running", target=cluster,
-          changes={"idle_extended_at": [None, now.isoformat()]})  # fmt: skip
+    record_event(
+        cluster,
+        "kept running",
+        f"{actor.display_name} kept the cluster running: "
+        f"idle time counts from now, for {timeout} more.",
+    )
+    audit(
+        actor=actor,
+        verb="cluster.keep_running",
+        target=cluster,
+        changes={"idle_extended_at": [None, now.isoformat()]},
+    )
     return cluster
 
 

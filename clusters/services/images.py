@@ -87,8 +87,12 @@ def image_create(
         gcp_image=gcp_image.strip(),
     )
     _save(image)
-    audit(actor=actor, verb="image.create", target=image,
-          changes={k: [None, v] for k, v in _values(image).items() if v})  # fmt: skip
+    audit(
+        actor=actor,
+        verb="image.create",
+        target=image,
+        changes={k: [None, v] for k, v in _values(image).items() if v},
+    )
     return image
 
 
@@ -139,8 +143,7 @@ def image_delete(*, image: ContainerImage, actor: User) -> None:
             f"{live} cluster(s) that are not terminated use {image.name}. Terminate them "
             "first; then the image can be deleted."
         )
-    audit(actor=actor, verb="image.delete", target=image,
-          changes={"name": [image.name, None]})  # fmt: skip
+    audit(actor=actor, verb="image.delete", target=image, changes={"name": [image.name, None]})
     if Cluster.objects.filter(image=image).exists():
         image.deleted_at = timezone.now()
         image.save(update_fields=["deleted_at"])

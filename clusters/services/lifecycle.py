@@ -114,8 +114,12 @@ def cluster_create(
         ) from exc
     access_key(cluster)  # the key pair its gateway's tokens are signed with
     record_event(cluster, "queued", f"{actor.display_name} created the cluster.")
-    audit(actor=actor, verb="cluster.create", target=cluster,
-          changes={"name": [None, cluster.name], "cloud": [None, cloud.name]})  # fmt: skip
+    audit(
+        actor=actor,
+        verb="cluster.create",
+        target=cluster,
+        changes={"name": [None, cluster.name], "cloud": [None, cloud.name]},
+    )
     enqueue_reconcile(cluster.pk)
     return cluster
 
@@ -162,8 +166,9 @@ def cluster_restart(*, cluster: Cluster, actor: User) -> Cluster:
     cluster.desired_state = DesiredState.RUNNING
     cluster.move_to(ClusterState.PENDING)
     cluster.save()
-    record_event(cluster, "queued", f"{actor.display_name} restarted the cluster.",
-                 level=EventLevel.INFO)  # fmt: skip
+    record_event(
+        cluster, "queued", f"{actor.display_name} restarted the cluster.", level=EventLevel.INFO
+    )
     audit(actor=actor, verb="cluster.restart", target=cluster)
     enqueue_reconcile(cluster.pk)
     return cluster

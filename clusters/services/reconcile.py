@@ -200,8 +200,12 @@ def _drive_up(cluster: Cluster) -> Outcome:
         try:
             image = machine_image(cluster, provider)
         except TransientCloudError as exc:
-            record_event(cluster, "cloud call", f"The cloud is busy, retrying: {exc.user_message}",
-                         level=EventLevel.WARNING)  # fmt: skip
+            record_event(
+                cluster,
+                "cloud call",
+                f"The cloud is busy, retrying: {exc.user_message}",
+                level=EventLevel.WARNING,
+            )
             return Outcome("waiting for the cloud", REQUEUE_BACKOFF_MAX // 4)
         except PermanentCloudError as exc:
             return _fail(cluster, f"No machine image to boot: {exc.user_message}")
@@ -210,8 +214,13 @@ def _drive_up(cluster: Cluster) -> Outcome:
         try:
             _launch(cluster, node, provider, image)
         except TransientCloudError as exc:
-            record_event(cluster, "cloud call", f"The cloud is busy, retrying: {exc.user_message}",
-                         node=node, level=EventLevel.WARNING)  # fmt: skip
+            record_event(
+                cluster,
+                "cloud call",
+                f"The cloud is busy, retrying: {exc.user_message}",
+                node=node,
+                level=EventLevel.WARNING,
+            )
             requeue = min(REQUEUE_BACKOFF_MAX, 5 * (node.launch_attempt + 1))
         except PermanentCloudError as exc:
             _mark_node(node, NodeState.FAILED, exc.user_message)
@@ -239,25 +248,47 @@ def _plan_nodes(cluster: Cluster) -> None:
     config = cluster.compute_config
     live = cluster.nodes.staying()
     if not live.filter(role=NodeRole.HEAD).exists():
-        _new_node(cluster, NodeRole.HEAD, "", config.head_instance_type,
-                  config.head_cpus, config.head_memory_mb)  # fmt: skip
+        _new_node(
+            cluster,
+            NodeRole.HEAD,
+            "",
+            config.head_instance_type,
+            config.head_cpus,
+            config.head_memory_mb,
+        )
     for group in config.worker_groups:
         have = live.filter(role=NodeRole.WORKER, group=group["name"]).count()
         for _ in range(max(0, group_target(cluster, group) - have)):
-            _new_node(cluster, NodeRole.WORKER, group["name"], group.get("instance_type", ""),
-                      float(group.get("cpus", 1)), int(group.get("memory_mb", 1024)))  # fmt: skip
+            _new_node(
+                cluster,
+                NodeRole.WORKER,
+                group["name"],
+                group.get("instance_type", ""),
+                float(group.get("cpus", 1)),
+                int(group.get("memory_mb", 1024)),
+            )
 
 
-def _new_node(cluster: Cluster, role: str, group: str, instance_type: str, cpus: float,
-              memory_mb: int) -> Node:  # fmt: skip
+def _new_node(
+    cluster: Cluster, role: str, group: str, instance_type: str, cpus: float, memory_mb: int
+) -> Node:
     node = Node.objects.create(
-        organization_id=cluster.organization_id, cluster=cluster, role=role, group=group,
-        instance_type=instance_type, cpus=cpus, memory_mb=memory_mb,
-    )  # fmt: skip
+        organization_id=cluster.organization_id,
+        cluster=cluster,
+        role=role,
+        group=group,
+        instance_type=instance_type,
+        cpus=cpus,
+        memory_mb=memory_mb,
+    )
     node.bootstrap_token_hash = hash_secret(bootstrap_token(node))
     node.save(update_fields=["bootstrap_token_hash"])
-    record_event(cluster, "node planned", f"A {role} node{f' ({group})' if group else ''} "
-                 "will be launched.", node=node)  # fmt: skip
+    record_event(
+        cluster,
+        "node planned",
+        f"A {role} node{f' ({group})' if group else ''} will be launched.",
+        node=node,
+    )
     return node
 
 
@@ -282,8 +313,13 @@ def _launch(cluster: Cluster, node: Node, provider: CloudProvider, image: str) -
             private_address=instance.private_address or "",
         )
         if updated:
-            record_event(cluster, "instance up", f"Instance {instance.instance_id} is up.",
-                         node=node, since=started)  # fmt: skip
+            record_event(
+                cluster,
+                "instance up",
+                f"Instance {instance.instance_id} is up.",
+                node=node,
+                since=started,
+            )
 
 
 def _mark_node(node: Node, state: str, reason: str = "") -> None:
@@ -317,10 +353,12 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
     now = timezone.now()
     limits: dict[str, tuple[int, str]] = {
         NodeState.LAUNCHING: (settings.RAYDECK_LAUNCH_TIMEOUT_SECONDS, "get an instance"),
-        NodeState.BOOTING: (settings.RAYDECK_REGISTER_TIMEOUT_SECONDS,
-                            "register its agent after the instance started"),
+        NodeState.BOOTING: (
+            settings.RAYDECK_REGISTER_TIMEOUT_SECONDS,
+            "register its agent after the instance started",
+        ),
         NodeState.REGISTERED: (settings.RAYDECK_READY_TIMEOUT_SECONDS, "start Ray"),
-    }  # fmt: skip
+    }
     lost_after = timedelta(
         seconds=settings.RAYDECK_HEARTBEAT_SECONDS * settings.RAYDECK_NODE_LOST_AFTER_MISSED
     )
@@ -340,8 +378,13 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
                 seen = max(seen, heard.since)  # silent while nobody listened: not its fault
             if seen is not None and now - seen > lost_after + _row_slack(node):
                 reason = f"No heartbeat for {int((now - seen).total_seconds())} s."
-                record_event(cluster, "node lost", f"The {node.role} node stopped responding. "
-                             f"{reason}", node=node, level=EventLevel.WARNING)  # fmt: skip
+                record_event(
+                    cluster,
+                    "node lost",
+                    f"The {node.role} node stopped responding. {reason}",
+                    node=node,
+                    level=EventLevel.WARNING,
+                )
                 _terminate_instance(cluster, node, provider, NodeState.LOST, reason)
                 if node.role == NodeRole.HEAD:
                     return "The head node stopped responding; the Ray cluster is gone."
@@ -356,14 +399,20 @@ def _advice(state: str) -> str:
     return "Open the node's log tail to see why Ray did not start."
 
 
-def _terminate_instance(cluster: Cluster, node: Node, provider: CloudProvider, final_state: str,
-                        reason: str) -> None:  # fmt: skip
+def _terminate_instance(
+    cluster: Cluster, node: Node, provider: CloudProvider, final_state: str, reason: str
+) -> None:
     if node.instance_id:
         try:
             provider.terminate(instance_id=node.instance_id)
         except CloudError as exc:
-            record_event(cluster, "cloud call", f"Could not terminate {node.instance_id} yet: "
-                         f"{exc.user_message}", node=node, level=EventLevel.WARNING)  # fmt: skip
+            record_event(
+                cluster,
+                "cloud call",
+                f"Could not terminate {node.instance_id} yet: {exc.user_message}",
+                node=node,
+                level=EventLevel.WARNING,
+            )
             return  # stays in its state; the next pass tries again
     _mark_node(node, final_state, reason)
 
@@ -381,21 +430,28 @@ def _update_cluster_state(cluster: Cluster) -> None:
     ready = (
         head is not None
         and head.state == NodeState.READY
-        and all(ready_workers[g["name"]] >= int(g.get("min", 0))
-                for g in cluster.compute_config.worker_groups)
-    )  # fmt: skip
+        and all(
+            ready_workers[g["name"]] >= int(g.get("min", 0))
+            for g in cluster.compute_config.worker_groups
+        )
+    )
     if ready and cluster.state == ClusterState.STARTING and head is not None:
         cluster.head_address = f"{head.private_address}:{head.ray_ports.get('gcs', '')}"
         cluster.dashboard_port = head.ray_ports.get("dashboard")
         cluster.move_to(ClusterState.RUNNING)
         cluster.save()
-        record_event(cluster, "ready", f"The cluster is running with {len(nodes)} node(s).",
-                     since=cluster.created_at if not cluster.terminated_at else None)  # fmt: skip
+        record_event(
+            cluster,
+            "ready",
+            f"The cluster is running with {len(nodes)} node(s).",
+            since=cluster.created_at if not cluster.terminated_at else None,
+        )
     elif not ready and cluster.state == ClusterState.RUNNING:
         cluster.move_to(ClusterState.STARTING, "Replacing nodes.")
         cluster.save()
-        record_event(cluster, "starting", "Some nodes are being replaced.",
-                     level=EventLevel.WARNING)  # fmt: skip
+        record_event(
+            cluster, "starting", "Some nodes are being replaced.", level=EventLevel.WARNING
+        )
 
 
 def _fail(cluster: Cluster, reason: str) -> Outcome:
@@ -414,8 +470,11 @@ def _fail(cluster: Cluster, reason: str) -> Outcome:
 
 def _drive_down(cluster: Cluster) -> Outcome:
     """Terminate every instance of the cluster; done when the cloud lists none live."""
-    if cluster.state not in (ClusterState.FAILED, ClusterState.TERMINATING,
-                             ClusterState.TERMINATED):  # fmt: skip
+    if cluster.state not in (
+        ClusterState.FAILED,
+        ClusterState.TERMINATING,
+        ClusterState.TERMINATED,
+    ):
         with transaction.atomic():
             locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
             locked.move_to(ClusterState.TERMINATING)
@@ -435,12 +494,20 @@ def _drive_down(cluster: Cluster) -> Outcome:
             provider.terminate(instance_id=instance.instance_id)
         still_live = [i for i in provider.list_instances(cluster_id=cluster.uuid) if i.is_live]
     except TransientCloudError as exc:
-        record_event(cluster, "cloud call", f"Retrying termination: {exc.user_message}",
-                     level=EventLevel.WARNING)  # fmt: skip
+        record_event(
+            cluster,
+            "cloud call",
+            f"Retrying termination: {exc.user_message}",
+            level=EventLevel.WARNING,
+        )
         return Outcome("terminating", REQUEUE_STARTING * 3)
     except PermanentCloudError as exc:
-        record_event(cluster, "cloud call", f"Could not terminate: {exc.user_message}",
-                     level=EventLevel.ERROR)  # fmt: skip
+        record_event(
+            cluster,
+            "cloud call",
+            f"Could not terminate: {exc.user_message}",
+            level=EventLevel.ERROR,
+        )
         return Outcome("terminating", REQUEUE_BACKOFF_MAX)
     if still_live:
         return Outcome("terminating", REQUEUE_STARTING)
@@ -453,8 +520,9 @@ def _drive_down(cluster: Cluster) -> Outcome:
         if locked.state == ClusterState.TERMINATING:
             locked.move_to(ClusterState.TERMINATED)
             locked.save()
-            record_event(locked, "terminated", "Every node is terminated.",
-                         since=locked.state_changed_at)  # fmt: skip
+            record_event(
+                locked, "terminated", "Every node is terminated.", since=locked.state_changed_at
+            )
         elif locked.state == ClusterState.FAILED and not locked.terminated_at:
             locked.terminated_at = now
             locked.save(update_fields=["terminated_at"])
@@ -499,8 +567,9 @@ def orphans_sweep() -> int:
             try:
                 provider.terminate(instance_id=instance.instance_id)
             except CloudError as exc:
-                logger.warning("Could not terminate leaked %s: %s", instance.instance_id,
-                               exc.user_message)  # fmt: skip
+                logger.warning(
+                    "Could not terminate leaked %s: %s", instance.instance_id, exc.user_message
+                )
                 continue
             terminated += 1
             _record_leak(cloud, instance)
@@ -516,14 +585,25 @@ def _record_leak(cloud: Cloud, instance: Instance) -> None:
         if instance.cluster_id
         else None
     )
-    message = (f"Instance {instance.instance_id} was running without a node record and "
-               "was terminated.")  # fmt: skip
+    message = (
+        f"Instance {instance.instance_id} was running without a node record and was terminated."
+    )
     if cluster is not None:
         record_event(cluster, LEAK_STEP, message, level=EventLevel.WARNING)
     else:
-        logger.warning("Leaked instance %s of unknown cluster %s terminated",
-                       instance.instance_id, instance.cluster_id)  # fmt: skip
-    audit(actor=None, actor_email="raydeck", verb="cloud.leaked_instance_terminated",
-          target=cluster or cloud, organization=cloud.organization,
-          changes={"instance_id": [instance.instance_id, None],
-                   "cluster": [str(instance.cluster_id or ""), None]})  # fmt: skip
+        logger.warning(
+            "Leaked instance %s of unknown cluster %s terminated",
+            instance.instance_id,
+            instance.cluster_id,
+        )
+    audit(
+        actor=None,
+        actor_email="raydeck",
+        verb="cloud.leaked_instance_terminated",
+        target=cluster or cloud,
+        organization=cloud.organization,
+        changes={
+            "instance_id": [instance.instance_id, None],
+            "cluster": [str(instance.cluster_id or ""), None],
+        },
+    )

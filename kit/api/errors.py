@@ -143,9 +143,12 @@ def install(api: NinjaAPI) -> None:
     def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         if exc.status_code == 400:  # ninja could not parse the body
             return error_response(
-                ApiError(422, "The request is not valid.",
-                         details={"body": ["Send a JSON object as the body."]})
-            )  # fmt: skip
+                ApiError(
+                    422,
+                    "The request is not valid.",
+                    details={"body": ["Send a JSON object as the body."]},
+                )
+            )
         return error_response(ApiError(exc.status_code, str(exc) or "The request failed."))
 
     @api.exception_handler(Exception)

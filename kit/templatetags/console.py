@@ -11,8 +11,13 @@ from django.utils.safestring import SafeString
 
 register = template.Library()
 
-_UNITS = [(86400 * 365, "year"), (86400 * 30, "month"), (86400, "day"), (3600, "hour"),
-          (60, "minute")]  # fmt: skip
+_UNITS = [
+    (86400 * 365, "year"),
+    (86400 * 30, "month"),
+    (86400, "day"),
+    (3600, "hour"),
+    (60, "minute"),
+]
 
 
 def relative(moment: datetime, now: datetime) -> str:

@@ -37,9 +37,11 @@ def sso_sign_in_as(client: Client, tenant: Tenant, user, subject: str, next_url=
     slug = tenant.org.slug
     request_id = start_saml_sign_in(client, slug, next_url)
     answer = idp_for(slug).signed_response(
-        sp_for(slug), in_response_to=request_id, name_id=subject,
+        sp_for(slug),
+        in_response_to=request_id,
+        name_id=subject,
         attributes={"email": [user.email]},
-    )  # fmt: skip
+    )
     return post_to_acs(client, slug, encode(answer))
 
 
@@ -109,9 +111,14 @@ def test_sessions_opened_before_sso_was_required_lose_the_organization(tenant_a)
     member = client_for(tenant_a.member)
     assert member.get(reverse("project_list", args=["alpha"])).status_code == 200
     services.sso_connection_set_access(
-        connection=connection, actor=tenant_a.owner, enabled=True, default_role="member",
-        enforce_sso=True, break_glass_user=tenant_a.owner, actor_signed_in_through=False,
-    )  # fmt: skip
+        connection=connection,
+        actor=tenant_a.owner,
+        enabled=True,
+        default_role="member",
+        enforce_sso=True,
+        break_glass_user=tenant_a.owner,
+        actor_signed_in_through=False,
+    )
     assert member.get(reverse("project_list", args=["alpha"])).status_code == 403
     assert member.get(reverse("cluster_list", args=["alpha"])).status_code == 403
     assert member.post(reverse("project_create", args=["alpha"]), {"name": "x"}).status_code == 403
@@ -132,10 +139,12 @@ def test_requiring_sso_from_a_session_that_would_lose_access_is_refused(tenant_a
     response = owner.post(
         reverse("sso_access", args=["alpha"]),
         {
-            "enabled": "on", "default_role": "member", "enforce_sso": "on",
+            "enabled": "on",
+            "default_role": "member",
+            "enforce_sso": "on",
             "break_glass_user": tenant_a.owner.pk,
         },
-    )  # fmt: skip
+    )
     assert response.status_code == 302
     assert owner.get(reverse("sso_settings", args=["alpha"])).status_code == 200
 
@@ -168,9 +177,11 @@ def test_a_person_signed_in_through_sso_can_use_an_enforced_organization(tenant_
     require_sso(tenant_a, break_glass_user=tenant_a.owner)
     client = browser()
     SsoIdentity.objects.create(
-        organization=tenant_a.org, connection=tenant_a.org.sso_connection,
-        subject="viewer-1", user=tenant_a.viewer,
-    )  # fmt: skip
+        organization=tenant_a.org,
+        connection=tenant_a.org.sso_connection,
+        subject="viewer-1",
+        user=tenant_a.viewer,
+    )
     assert sso_sign_in_as(client, tenant_a, tenant_a.viewer, "viewer-1").status_code == 302
     assert client.get(reverse("project_list", args=["alpha"])).status_code == 200
     # Roles follow the IdP: the viewer had no mapped group, so the default role applies.

@@ -98,9 +98,11 @@ def alpha(tenant_a: Tenant, oidc_idps: Any) -> tuple[FakeOidcIdp, SsoConnection]
     idp = oidc_idps(person=ALICE)
     connection = connect_oidc(tenant_a.owner, tenant_a.org, idp)
     services.sso_group_mapping_create(
-        connection=connection, actor=tenant_a.owner, idp_group="raydeck-admins",
+        connection=connection,
+        actor=tenant_a.owner,
+        idp_group="raydeck-admins",
         org_role=OrgRole.ADMIN,
-    )  # fmt: skip
+    )
     return idp, connection
 
 
@@ -371,9 +373,13 @@ def test_an_idp_whose_discovery_names_another_issuer_is_refused(
     assert b"says its issuer is" in response.content
     with pytest.raises(ValidationError) as error:
         oidc_connections.oidc_connection_save(
-            organization=tenant_a.org, actor=tenant_a.owner, issuer=idp.issuer,
-            client_id="c", client_secret="", groups_attribute="groups",
-        )  # fmt: skip
+            organization=tenant_a.org,
+            actor=tenant_a.owner,
+            issuer=idp.issuer,
+            client_id="c",
+            client_secret="",
+            groups_attribute="groups",
+        )
     assert "says its issuer is" in str(error.value)
 
 
@@ -398,9 +404,13 @@ def test_an_owner_connects_an_oidc_idp_and_the_secret_is_never_shown_again(
 
     response = client.post(
         url,
-        {"issuer": idp.issuer, "client_id": idp.client_id, "client_secret": idp.client_secret,
-         "groups_attribute": "groups"},
-    )  # fmt: skip
+        {
+            "issuer": idp.issuer,
+            "client_id": idp.client_id,
+            "client_secret": idp.client_secret,
+            "groups_attribute": "groups",
+        },
+    )
 
     assert response.status_code == 302
     connection = SsoConnection.objects.get(organization=tenant_a.org)
@@ -476,9 +486,13 @@ def test_only_owners_configure_oidc(tenant_a: Tenant, oidc_idps: Any, role: str)
     assert not SsoConnection.objects.filter(protocol="oidc").exists()
     with pytest.raises(PermissionDenied):
         oidc_connections.oidc_connection_save(
-            organization=tenant_a.org, actor=tenant_a.users[role], issuer=idp.issuer,
-            client_id="c", client_secret="s", groups_attribute="",
-        )  # fmt: skip
+            organization=tenant_a.org,
+            actor=tenant_a.users[role],
+            issuer=idp.issuer,
+            client_id="c",
+            client_secret="s",
+            groups_attribute="",
+        )
 
 
 def test_test_connection_through_oidc_shows_the_result_and_changes_no_membership(
@@ -504,10 +518,14 @@ def test_an_organization_requiring_sso_is_reached_through_its_oidc_idp(
     and comes back with the organization."""
     idp, connection = alpha
     services.sso_connection_set_access(
-        connection=connection, actor=tenant_a.owner, enabled=True,
-        default_role=OrgRole.MEMBER, enforce_sso=True, break_glass_user=tenant_a.owner,
+        connection=connection,
+        actor=tenant_a.owner,
+        enabled=True,
+        default_role=OrgRole.MEMBER,
+        enforce_sso=True,
+        break_glass_user=tenant_a.owner,
         actor_signed_in_through=False,
-    )  # fmt: skip
+    )
     member = tenant_a.member
     idp.person = Person("member-sub", member.email, "Member", [])
     client = client_for(member, HTTP_HOST="testserver")

@@ -182,9 +182,13 @@ def test_saving_the_idp_again_reads_its_documents_afresh(
     with django_capture_on_commit_callbacks(execute=True):
         response = owner.post(
             reverse("sso_oidc", args=["alpha"]),
-            {"issuer": idp.issuer, "client_id": idp.client_id, "client_secret": "",
-             "groups_attribute": "groups"},
-        )  # fmt: skip
+            {
+                "issuer": idp.issuer,
+                "client_id": idp.client_id,
+                "client_secret": "",
+                "groups_attribute": "groups",
+            },
+        )
     assert response.status_code == 302
     idp.get_paths.clear()
 

@@ -128,9 +128,14 @@ def test_removal_is_refused_while_sso_is_required(
     tenant_a: Tenant, alpha_sso: SsoConnection
 ) -> None:
     services.sso_connection_set_access(
-        connection=alpha_sso, actor=tenant_a.owner, enabled=True, default_role=OrgRole.MEMBER,
-        enforce_sso=True, break_glass_user=tenant_a.owner, actor_signed_in_through=False,
-    )  # fmt: skip
+        connection=alpha_sso,
+        actor=tenant_a.owner,
+        enabled=True,
+        default_role=OrgRole.MEMBER,
+        enforce_sso=True,
+        break_glass_user=tenant_a.owner,
+        actor_signed_in_through=False,
+    )
 
     with pytest.raises(ValidationError) as error:
         services.sso_connection_remove(connection=alpha_sso, actor=tenant_a.owner)

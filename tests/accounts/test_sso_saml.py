@@ -54,9 +54,11 @@ def alice_answer(request_id: str, *groups: str) -> str:
 def alpha_sso(tenant_a: Tenant):
     connection = connect(tenant_a.owner, tenant_a.org, idp_for("alpha"))
     services.sso_group_mapping_create(
-        connection=connection, actor=tenant_a.owner, idp_group="raydeck-admins",
+        connection=connection,
+        actor=tenant_a.owner,
+        idp_group="raydeck-admins",
         org_role=OrgRole.ADMIN,
-    )  # fmt: skip
+    )
     return connection
 
 
@@ -120,9 +122,12 @@ def _assertion_signed(idp, request_id, **kwargs):
     """A response whose assertion alone is signed (allowed), so that the only thing
     between a wrapping attack and success is the wrapping check itself."""
     root = idp.response(
-        sp_for("alpha"), in_response_to=request_id, name_id=ALICE,
-        attributes=alice_attributes(), **kwargs,
-    )  # fmt: skip
+        sp_for("alpha"),
+        in_response_to=request_id,
+        name_id=ALICE,
+        attributes=alice_attributes(),
+        **kwargs,
+    )
     idp.sign(assertion_of(root))
     return root
 
@@ -348,9 +353,11 @@ def test_a_nameid_with_an_xml_comment_is_refused(tenant_a: Tenant, alpha_sso):
     request_id = start_sign_in(client, "alpha")
     signed_name = ALICE + ".evil.test"
     root = idp_for("alpha").signed_response(
-        sp_for("alpha"), in_response_to=request_id, name_id=signed_name,
+        sp_for("alpha"),
+        in_response_to=request_id,
+        name_id=signed_name,
         attributes={"email": [signed_name]},
-    )  # fmt: skip
+    )
     xml = etree.tostring(root).decode()
     injected = xml.replace(signed_name, ALICE + "<!---->.evil.test")
     assert injected != xml
@@ -553,9 +560,13 @@ def sign_in_as_alice(*groups: str):
 def test_a_role_change_at_the_idp_applies_at_the_next_sign_in(tenant_a: Tenant, alpha_sso):
     project = tenant_a.project
     services.sso_group_mapping_create(
-        connection=alpha_sso, actor=tenant_a.owner, idp_group="ml-team",
-        org_role=OrgRole.MEMBER, project=project, project_role="writer",
-    )  # fmt: skip
+        connection=alpha_sso,
+        actor=tenant_a.owner,
+        idp_group="ml-team",
+        org_role=OrgRole.MEMBER,
+        project=project,
+        project_role="writer",
+    )
     _, first = sign_in_as_alice("ml-team")
     assert first.status_code == 302
     alice = User.objects.get(email=ALICE)
@@ -588,9 +599,14 @@ def test_leaving_the_only_mapped_group_removes_access_when_there_is_no_default_r
     tenant_a: Tenant, alpha_sso
 ):
     services.sso_connection_set_access(
-        connection=alpha_sso, actor=tenant_a.owner, enabled=True, default_role="",
-        enforce_sso=False, break_glass_user=None, actor_signed_in_through=True,
-    )  # fmt: skip
+        connection=alpha_sso,
+        actor=tenant_a.owner,
+        enabled=True,
+        default_role="",
+        enforce_sso=False,
+        break_glass_user=None,
+        actor_signed_in_through=True,
+    )
     # No mapped group, no default role: nobody is created.
     client, response = sign_in_as_alice("everyone")
     assert response.status_code == 403
@@ -649,9 +665,14 @@ def test_a_test_answer_cannot_be_finished_by_someone_else(tenant_a: Tenant, alph
 
 def test_a_switched_off_connection_signs_nobody_in(tenant_a: Tenant, alpha_sso):
     services.sso_connection_set_access(
-        connection=alpha_sso, actor=tenant_a.owner, enabled=False, default_role="member",
-        enforce_sso=False, break_glass_user=None, actor_signed_in_through=True,
-    )  # fmt: skip
+        connection=alpha_sso,
+        actor=tenant_a.owner,
+        enabled=False,
+        default_role="member",
+        enforce_sso=False,
+        break_glass_user=None,
+        actor_signed_in_through=True,
+    )
     client, response = sign_in_as_alice()
     assert response.status_code == 403
     assert signed_in_user_id(client) is None

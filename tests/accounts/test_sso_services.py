@@ -112,9 +112,14 @@ def test_the_idp_never_demotes_the_last_owner_or_the_break_glass_owner(tenant_a,
     second = tenant_a.admin
     Membership.objects.filter(organization=tenant_a.org, user=second).update(role=OrgRole.OWNER)
     services.sso_connection_set_access(
-        connection=alpha, actor=owner, enabled=True, default_role="member", enforce_sso=False,
-        break_glass_user=owner, actor_signed_in_through=True,
-    )  # fmt: skip
+        connection=alpha,
+        actor=owner,
+        enabled=True,
+        default_role="member",
+        enforce_sso=False,
+        break_glass_user=owner,
+        actor_signed_in_through=True,
+    )
     alpha.refresh_from_db()
     sso_sign_in(connection=alpha, claims=IdpClaims(subject="owner-1", email=owner.email))
     assert Membership.objects.get(organization=tenant_a.org, user=owner).role == OrgRole.OWNER
@@ -132,9 +137,13 @@ def test_a_mapping_to_another_organizations_project_is_refused(tenant_a, tenant_
 
     with pytest.raises(ValidationError):
         services.sso_group_mapping_create(
-            connection=alpha, actor=tenant_a.owner, idp_group="g", org_role="member",
-            project=tenant_b.project, project_role="writer",
-        )  # fmt: skip
+            connection=alpha,
+            actor=tenant_a.owner,
+            idp_group="g",
+            org_role="member",
+            project=tenant_b.project,
+            project_role="writer",
+        )
 
 
 def test_proving_the_address_releases_identities_on_unverified_domains(tenant_a, both) -> None:

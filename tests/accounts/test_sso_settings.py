@@ -51,8 +51,10 @@ def test_connecting_an_idp_by_metadata_xml(tenant_a: Tenant) -> None:
     app = connection.social_app
     assert (app.provider, app.client_id, app.provider_id) == ("saml", "alpha", "saml-alpha")
     assert app.settings["idp"] == {
-        "entity_id": idp.entity_id, "sso_url": idp.sso_url, "x509cert": idp.key.cert_b64,
-    }  # fmt: skip
+        "entity_id": idp.entity_id,
+        "sso_url": idp.sso_url,
+        "x509cert": idp.key.cert_b64,
+    }
     assert app.settings["advanced"]["want_assertion_signed"] is True
     assert app.settings["advanced"]["reject_idp_initiated_sso"] is True
     assert connection.groups_attribute == "memberOf"
@@ -126,14 +128,20 @@ def test_group_mappings_are_added_and_removed(tenant_a: Tenant, tenant_b: Tenant
     create = reverse("sso_mapping_create", args=["alpha"])
     response = owner.post(
         create,
-        {"idp_group": "ml", "org_role": "admin", "project": tenant_a.project.pk,
-         "project_role": "owner"},
-    )  # fmt: skip
+        {
+            "idp_group": "ml",
+            "org_role": "admin",
+            "project": tenant_a.project.pk,
+            "project_role": "owner",
+        },
+    )
     assert response.status_code == 302
     mapping = SsoGroupMapping.objects.get(idp_group="ml")
     assert (mapping.org_role, mapping.project, mapping.project_role) == (
-        "admin", tenant_a.project, "owner",
-    )  # fmt: skip
+        "admin",
+        tenant_a.project,
+        "owner",
+    )
     # Another organization's project is not a choice.
     response = owner.post(
         create, {"idp_group": "x", "org_role": "member", "project": tenant_b.project.pk}

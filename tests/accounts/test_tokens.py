@@ -94,10 +94,14 @@ def test_only_the_hash_of_any_secret_is_stored(tenant_a: Tenant) -> None:
     secrets_seen.append(make_token(tenant_a)[1])
     secrets_seen.append(
         services.token_create(
-            organization=tenant_a.org, actor=tenant_a.admin, name="ci", days=5,
-            read_only=False, service_account=tenant_a.service_account,
+            organization=tenant_a.org,
+            actor=tenant_a.admin,
+            name="ci",
+            days=5,
+            read_only=False,
+            service_account=tenant_a.service_account,
         )[1]
-    )  # fmt: skip
+    )
     handoff = start_handoff()
     client.post(reverse("cli_verify"), {"code": handoff["code"], "organization": tenant_a.org.pk})
     secrets_seen.append(poll(handoff["poll_token"]).json()["token"])
@@ -219,8 +223,16 @@ def test_no_token_makes_tokens_or_service_accounts(tenant_a: Tenant) -> None:
 
 def test_unknown_and_malformed_secrets_are_refused(tenant_a: Tenant) -> None:
     _, secret = make_token(tenant_a)
-    for junk in ("", "rdk_", secret + "x", secret[:-1], "Bearer " + secret, "x" * 5000,
-                 "rdk_" + "a" * 500, tenant_a.token.token_hash):  # fmt: skip
+    for junk in (
+        "",
+        "rdk_",
+        secret + "x",
+        secret[:-1],
+        "Bearer " + secret,
+        "x" * 5000,
+        "rdk_" + "a" * 500,
+        tenant_a.token.token_hash,
+    ):
         assert services.authenticate_token(junk, ip=None) is None
 
 
@@ -292,9 +304,13 @@ def test_a_service_account_token_acts_with_its_role(
         organization=tenant_a.org, name=f"bot-{role}", role=role, actor=tenant_a.admin
     )
     token, secret = services.token_create(
-        organization=tenant_a.org, actor=tenant_a.admin, name="ci", days=30,
-        read_only=False, service_account=account,
-    )  # fmt: skip
+        organization=tenant_a.org,
+        actor=tenant_a.admin,
+        name="ci",
+        days=30,
+        read_only=False,
+        service_account=account,
+    )
     assert token.user is None and token.service_account == account
     assert token.read_only is (role == OrgRole.VIEWER)
     identity = identity_for(secret)
@@ -319,9 +335,13 @@ def test_only_owners_and_admins_run_service_accounts(tenant_a: Tenant) -> None:
         )
     with pytest.raises(PermissionDenied):
         services.token_create(
-            organization=tenant_a.org, actor=tenant_a.member, name="x", days=1,
-            read_only=False, service_account=tenant_a.service_account,
-        )  # fmt: skip
+            organization=tenant_a.org,
+            actor=tenant_a.member,
+            name="x",
+            days=1,
+            read_only=False,
+            service_account=tenant_a.service_account,
+        )
     client = client_for(tenant_a.member)
     assert client.get(reverse("service_account_list", args=[tenant_a.org.slug])).status_code == 403
 
@@ -329,9 +349,13 @@ def test_only_owners_and_admins_run_service_accounts(tenant_a: Tenant) -> None:
 def test_disabling_a_service_account_revokes_its_tokens(tenant_a: Tenant) -> None:
     account = tenant_a.service_account
     _, secret = services.token_create(
-        organization=tenant_a.org, actor=tenant_a.admin, name="ci", days=30,
-        read_only=False, service_account=account,
-    )  # fmt: skip
+        organization=tenant_a.org,
+        actor=tenant_a.admin,
+        name="ci",
+        days=30,
+        read_only=False,
+        service_account=account,
+    )
     client = client_for(tenant_a.admin)
     url = reverse("service_account_disable", args=[tenant_a.org.slug, account.pk])
     assert "1 active token is revoked" in client.get(url).content.decode()
@@ -346,9 +370,13 @@ def test_disabling_a_service_account_revokes_its_tokens(tenant_a: Tenant) -> Non
     assert client.get(new_token).status_code == 404
     with pytest.raises(ValidationError, match="disabled"):
         services.token_create(
-            organization=tenant_a.org, actor=tenant_a.admin, name="again", days=1,
-            read_only=False, service_account=account,
-        )  # fmt: skip
+            organization=tenant_a.org,
+            actor=tenant_a.admin,
+            name="again",
+            days=1,
+            read_only=False,
+            service_account=account,
+        )
 
 
 def test_service_account_pages_end_to_end(tenant_a: Tenant) -> None:
@@ -467,9 +495,13 @@ def test_members_see_and_revoke_only_their_own_tokens(tenant_a: Tenant) -> None:
 def test_admins_see_filter_and_revoke_every_token(tenant_a: Tenant) -> None:
     slug = tenant_a.org.slug
     services.token_create(
-        organization=tenant_a.org, actor=tenant_a.admin, name="nightly", days=30,
-        read_only=True, service_account=tenant_a.service_account,
-    )  # fmt: skip
+        organization=tenant_a.org,
+        actor=tenant_a.admin,
+        name="nightly",
+        days=30,
+        read_only=True,
+        service_account=tenant_a.service_account,
+    )
     client = client_for(tenant_a.admin)
     url = reverse("token_list", args=[slug])
     mine = client.get(url).content.decode()

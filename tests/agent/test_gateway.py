@@ -57,14 +57,22 @@ class Upstream:
 
     async def answer(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.seen.append({"method": request.method, "path": request.path_qs,
-                          "headers": dict(request.headers), "body": body})  # fmt: skip
-        return web.json_response({"path": request.path_qs, "size": len(body)},
-                                 headers={"X-Upstream": "yes"})  # fmt: skip
+        self.seen.append(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "headers": dict(request.headers),
+                "body": body,
+            }
+        )
+        return web.json_response(
+            {"path": request.path_qs, "size": len(body)}, headers={"X-Upstream": "yes"}
+        )
 
     async def echo(self, request: web.Request) -> web.WebSocketResponse:
-        self.seen.append({"method": "WS", "path": request.path_qs,
-                          "headers": dict(request.headers), "body": b""})  # fmt: skip
+        self.seen.append(
+            {"method": "WS", "path": request.path_qs, "headers": dict(request.headers), "body": b""}
+        )
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         async for message in ws:
@@ -84,8 +92,12 @@ def gateway(key: Ed25519PrivateKey) -> Iterator[tuple[Gateway, Upstream]]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     policy = AccessPolicy.from_pem(CLUSTER, pem.decode())
-    gw = Gateway(host="127.0.0.1", port=free_port(), policy=policy,
-                 upstreams={"dashboard": upstream.port, "grafana": free_port()})  # fmt: skip
+    gw = Gateway(
+        host="127.0.0.1",
+        port=free_port(),
+        policy=policy,
+        upstreams={"dashboard": upstream.port, "grafana": free_port()},
+    )
     gw.start()
     yield gw, upstream
     gw.stop()
@@ -93,8 +105,14 @@ def gateway(key: Ed25519PrivateKey) -> Iterator[tuple[Gateway, Upstream]]:
 
 def token(key: Ed25519PrivateKey, sub: str = "7", **claims: Any) -> str:
     now = time.time()
-    body = {"aud": f"raydeck-cluster:{CLUSTER}", "sub": sub, "iat": round(now, 3),
-            "exp": int(now + 300), "jti": uuid.uuid4().hex, **claims}  # fmt: skip
+    body = {
+        "aud": f"raydeck-cluster:{CLUSTER}",
+        "sub": sub,
+        "iat": round(now, 3),
+        "exp": int(now + 300),
+        "jti": uuid.uuid4().hex,
+        **claims,
+    }
     return jwt.encode(body, key, algorithm="EdDSA")
 
 
@@ -103,8 +121,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def call(gw: Gateway, path: str, headers: dict[str, str] | None = None, *,
-         method: str = "GET", data: bytes | None = None) -> tuple[int, Any, bytes]:  # fmt: skip
+def call(
+    gw: Gateway,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    method: str = "GET",
+    data: bytes | None = None,
+) -> tuple[int, Any, bytes]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{gw.port}{path}", headers=headers or {}, method=method, data=data
     )
@@ -118,8 +142,10 @@ def call(gw: Gateway, path: str, headers: dict[str, str] | None = None, *,
 
 def test_a_valid_token_is_proxied_without_the_gateways_own_credentials(gateway, key) -> None:
     gw, upstream = gateway
-    headers = {"Authorization": f"Bearer {token(key)}",
-               "Cookie": f"app=1; raydeck_gw_{CLUSTER.replace('-', '')}=x"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {token(key)}",
+        "Cookie": f"app=1; raydeck_gw_{CLUSTER.replace('-', '')}=x",
+    }
     big = b"x" * (3 << 20)  # a working_dir package upload, say
     status, answer, body = call(gw, "/api/packages/a?b=c", headers, method="PUT", data=big)
     assert status == 200 and answer["X-Upstream"] == "yes"

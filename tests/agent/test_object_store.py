@@ -27,8 +27,12 @@ from raydeck_agent import logs
 from raydeck_agent.object_store import AwsCredentials, GcsSink, S3Sink, sigv4_headers
 
 CLUSTER, NODE = str(uuid.uuid4()), str(uuid.uuid4())
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
-           "AWS_SESSION_TOKEN": "session", "AWS_REGION": "eu-west-1"}  # fmt: skip
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+    "AWS_SESSION_TOKEN": "session",
+    "AWS_REGION": "eu-west-1",
+}
 
 
 def ship_twice(sink: logs.LogSink, tmp_path: Path) -> bytes:
@@ -51,9 +55,15 @@ def test_sigv4_signature_is_botocores() -> None:
         request
     )
     when = datetime.strptime(request.headers["X-Amz-Date"] + "+0000", "%Y%m%dT%H%M%SZ%z")
-    ours = sigv4_headers(method="PUT", url=url, region="eu-west-1", service="s3",
-                         credentials=AwsCredentials("AKIDEXAMPLE", "secret", "session"),
-                         payload=payload, now=when)  # fmt: skip
+    ours = sigv4_headers(
+        method="PUT",
+        url=url,
+        region="eu-west-1",
+        service="s3",
+        credentials=AwsCredentials("AKIDEXAMPLE", "secret", "session"),
+        payload=payload,
+        now=when,
+    )
     assert ours["Authorization"] == request.headers["Authorization"]
 
 
@@ -73,8 +83,9 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def test_logs_go_to_s3_in_chunks_that_join_to_the_file(moto_s3: str, tmp_path: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="eu-west-1")
-    s3.create_bucket(Bucket="acme-logs",
-                     CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})  # fmt: skip
+    s3.create_bucket(
+        Bucket="acme-logs", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
     sink = logs.sink_for("s3://acme-logs/raydeck", CLUSTER, NODE)
     assert isinstance(sink, S3Sink)
     content = ship_twice(sink, tmp_path)
@@ -92,8 +103,9 @@ def test_a_failed_upload_is_shipped_again_later(moto_s3: str, tmp_path: Path) ->
     shipper = logs.LogShipper(sink, lambda: [("agent.log", source)])
     shipper.ship()  # NoSuchBucket: logged, the offset stays
     s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="eu-west-1")
-    s3.create_bucket(Bucket="missing-bucket",
-                     CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})  # fmt: skip
+    s3.create_bucket(
+        Bucket="missing-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
     shipper.ship()
     [entry] = s3.list_objects_v2(Bucket="missing-bucket")["Contents"]
     assert s3.get_object(Bucket="missing-bucket", Key=entry["Key"])["Body"].read() == b"line\n"
@@ -117,8 +129,10 @@ class FakeGoogle(BaseHTTPRequestHandler):
         self.wfile.write(raw)
 
     def do_GET(self) -> None:
-        if (self.path == "/computeMetadata/v1/instance/service-accounts/default/token"
-                and self.headers.get("Metadata-Flavor") == "Google"):  # fmt: skip
+        if (
+            self.path == "/computeMetadata/v1/instance/service-accounts/default/token"
+            and self.headers.get("Metadata-Flavor") == "Google"
+        ):
             self._answer(200, {"access_token": "ya29.node", "expires_in": 3599})
         else:
             self._answer(404, {"error": "not found"})

@@ -180,10 +180,15 @@ def test_compute_configs_org_wide_need_an_admin_a_project_s_need_a_writer(alpha:
     assert answer.body["worker_groups"][0]["max"] == 4
     # The autoscaler's downscale delay is kept (default when not given), as stored.
     assert answer.body["worker_groups"][0]["downscale_delay_seconds"] == 300
-    slow = member.post(org_path(alpha, "/compute-configs"), {
-        **body, "name": "slow", "project": alpha.project.slug,
-        "worker_groups": [{"name": "gpu", "max": 2, "downscale_delay_seconds": 900}],
-    })  # fmt: skip
+    slow = member.post(
+        org_path(alpha, "/compute-configs"),
+        {
+            **body,
+            "name": "slow",
+            "project": alpha.project.slug,
+            "worker_groups": [{"name": "gpu", "max": 2, "downscale_delay_seconds": 900}],
+        },
+    )
     assert slow.status == 201, slow.body
     stored = ComputeConfig.objects.get(pk=slow.body["id"]).latest.worker_groups
     assert stored[0]["downscale_delay_seconds"] == 900
@@ -202,10 +207,15 @@ def test_compute_configs_org_wide_need_an_admin_a_project_s_need_a_writer(alpha:
 
 def test_a_change_to_a_compute_config_is_its_next_version(alpha: Tenant, bravo: Tenant) -> None:
     member = as_role(alpha, OrgRole.MEMBER)
-    made = member.post(org_path(alpha, "/compute-configs"), {
-        "name": "cpu", "project": alpha.project.slug, "cloud": str(alpha.cloud.pk),
-        "worker_groups": [{"name": "cpu", "max": 2}],
-    })  # fmt: skip
+    made = member.post(
+        org_path(alpha, "/compute-configs"),
+        {
+            "name": "cpu",
+            "project": alpha.project.slug,
+            "cloud": str(alpha.cloud.pk),
+            "worker_groups": [{"name": "cpu", "max": 2}],
+        },
+    )
     path = org_path(alpha, f"/compute-configs/{made.body['id']}")
     before = new_cluster(member, alpha, "before", compute_config=made.body["id"])
     assert before.status == 201, before.body
@@ -229,11 +239,16 @@ def test_a_change_to_a_compute_config_is_its_next_version(alpha: Tenant, bravo: 
     assert_error(member.patch(path, [None, None]), 422, "validation_error")  # not an object
     assert "cloud" in member.patch(path, {"cloud": "999999"}).body["error"]["details"]
     assert member.get(path).body["version"] == 3  # refusals saved nothing
-    assert_error(as_role(alpha, OrgRole.VIEWER).patch(path, {"zone": "b"}), 403,
-                 "permission_denied")  # fmt: skip
-    assert_error(as_role(bravo, OrgRole.OWNER).patch(
-        f"/orgs/{bravo.org.slug}/compute-configs/{made.body['id']}", {"zone": "b"}
-    ), 404, "not_found")  # fmt: skip
+    assert_error(
+        as_role(alpha, OrgRole.VIEWER).patch(path, {"zone": "b"}), 403, "permission_denied"
+    )
+    assert_error(
+        as_role(bravo, OrgRole.OWNER).patch(
+            f"/orgs/{bravo.org.slug}/compute-configs/{made.body['id']}", {"zone": "b"}
+        ),
+        404,
+        "not_found",
+    )
     assert AuditEvent.objects.filter(verb="compute_config.update").count() == 2
 
 

@@ -30,8 +30,9 @@ pytestmark = pytest.mark.django_db
 
 def lean(secret: str | None, org: str, **params: Any) -> tuple[int, bytes, dict[str, str]]:
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    return call_wsgi("GET", f"/api/v1/orgs/{org}/clusters", headers=headers,
-                     query=urlencode(params))  # fmt: skip
+    return call_wsgi(
+        "GET", f"/api/v1/orgs/{org}/clusters", headers=headers, query=urlencode(params)
+    )
 
 
 def full(secret: str | None, org: str, **params: Any) -> tuple[int, bytes, dict[str, str]]:
@@ -79,10 +80,10 @@ def world(tenant_a: Tenant) -> Tenant:
     other = ProjectFactory(organization=tenant_a.org, slug="hidden")
     states = [ClusterState.RUNNING, ClusterState.PENDING, ClusterState.FAILED]
     for i in range(4):
-        ClusterFactory(project=tenant_a.project, cloud=tenant_a.cloud, name=f"mine-{i}",
-                       state=states[i % 3])  # fmt: skip
-        ClusterFactory(project=other, cloud=tenant_a.cloud, name=f"hidden-{i}",
-                       state=states[i % 3])  # fmt: skip
+        ClusterFactory(
+            project=tenant_a.project, cloud=tenant_a.cloud, name=f"mine-{i}", state=states[i % 3]
+        )
+        ClusterFactory(project=other, cloud=tenant_a.cloud, name=f"hidden-{i}", state=states[i % 3])
     return tenant_a
 
 
@@ -91,8 +92,14 @@ def test_the_lean_answer_is_the_full_stacks_byte_for_byte(
     world: Tenant, role: str, lean_answers: list[str]
 ) -> None:
     secret, org = token_secret(world, role), world.org.slug
-    queries = [{}, {"limit": 3}, {"state": "running"}, {"project": "hidden"},
-               {"cloud": str(world.cloud.pk), "limit": 2}, {"limit": 200}]  # fmt: skip
+    queries = [
+        {},
+        {"limit": 3},
+        {"state": "running"},
+        {"project": "hidden"},
+        {"cloud": str(world.cloud.pk), "limit": 2},
+        {"limit": 200},
+    ]
     for params in queries:
         fast, django = lean(secret, org, **params), full(secret, org, **params)
         assert fast[0] == django[0] == 200, (params, fast[1][:200])
@@ -128,14 +135,18 @@ def test_a_member_sees_only_their_projects_and_a_change_of_role_at_once(world: T
     names = {c["name"] for c in json.loads(lean(secret, org, limit=200)[1])["items"]}
     assert {"hidden-0", "mine-0"} <= names
     Membership.objects.filter(user=world.member, organization=world.org).update(role=OrgRole.MEMBER)
-    ProjectMembershipFactory(project=Cluster.objects.get(name="hidden-1").project,
-                             user=world.member, role=ProjectRole.READER)  # fmt: skip
+    ProjectMembershipFactory(
+        project=Cluster.objects.get(name="hidden-1").project,
+        user=world.member,
+        role=ProjectRole.READER,
+    )
     names = {c["name"] for c in json.loads(lean(secret, org, limit=200)[1])["items"]}
     assert "hidden-1" in names
 
 
-def test_everything_but_a_200_is_djangos_answer(world: Tenant, tenant_b: Tenant,
-                                                lean_answers: list[str]) -> None:  # fmt: skip
+def test_everything_but_a_200_is_djangos_answer(
+    world: Tenant, tenant_b: Tenant, lean_answers: list[str]
+) -> None:
     secret, org = token_secret(world, OrgRole.MEMBER), world.org.slug
     cases = [
         (None, org, {}, 401),
@@ -159,8 +170,9 @@ def test_everything_but_a_200_is_djangos_answer(world: Tenant, tenant_b: Tenant,
 
 
 def test_a_revoked_token_stops_at_once(world: Tenant) -> None:
-    token, secret = services.token_create(organization=world.org, actor=world.member,
-                                          name="soon gone", days=1, read_only=True)  # fmt: skip
+    token, secret = services.token_create(
+        organization=world.org, actor=world.member, name="soon gone", days=1, read_only=True
+    )
     assert lean(secret, world.org.slug)[0] == 200
     services.token_revoke(token=token, actor=world.member)
     assert lean(secret, world.org.slug)[0] == 401
@@ -169,14 +181,21 @@ def test_a_revoked_token_stops_at_once(world: Tenant) -> None:
 def test_a_service_accounts_token_lists_like_its_role(world: Tenant) -> None:
     account = world.service_account
     assert account is not None
-    _, secret = services.token_create(organization=world.org, actor=world.owner, name="ci",
-                                      days=1, read_only=True, service_account=account)  # fmt: skip
+    _, secret = services.token_create(
+        organization=world.org,
+        actor=world.owner,
+        name="ci",
+        days=1,
+        read_only=True,
+        service_account=account,
+    )
     fast, django = lean(secret, world.org.slug), full(secret, world.org.slug)
     assert fast[0] == django[0] == 200 and fast[1] == django[1]
 
 
-def test_the_rate_limit_counts_each_request_once(world: Tenant, settings: Any,
-                                                 lean_answers: list[str]) -> None:  # fmt: skip
+def test_the_rate_limit_counts_each_request_once(
+    world: Tenant, settings: Any, lean_answers: list[str]
+) -> None:
     cache.clear()
     settings.RAYDECK_API_RATE_LIMIT = 4
     settings.RAYDECK_API_RATE_WINDOW = 3600

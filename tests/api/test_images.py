@@ -73,8 +73,11 @@ def test_members_and_viewers_tokens_read_but_may_not_change(alpha: Tenant, role:
     client = as_role(alpha, role)
     one = images(alpha, f"/{alpha.image.pk}")
     assert client.get(one).status == 200
-    for refused in (client.post(images(alpha), CONTAINER_IMAGE), client.patch(one, {"name": "x"}),
-                    client.delete(one)):  # fmt: skip
+    for refused in (
+        client.post(images(alpha), CONTAINER_IMAGE),
+        client.patch(one, {"name": "x"}),
+        client.delete(one),
+    ):
         assert_error(refused, 403, "permission_denied")
     assert ContainerImage.objects.filter(organization=alpha.org).count() == 1
     assert ContainerImage.objects.get(pk=alpha.image.pk).name == "alpha python"
@@ -127,8 +130,9 @@ def test_mistakes_are_validation_errors_on_their_field(alpha: Tenant) -> None:
 
 
 def test_an_image_live_clusters_use_is_a_conflict_to_delete(alpha: Tenant) -> None:
-    ClusterFactory(project=alpha.project, cloud=alpha.cloud, image=alpha.image,
-                   state=ClusterState.RUNNING)  # fmt: skip
+    ClusterFactory(
+        project=alpha.project, cloud=alpha.cloud, image=alpha.image, state=ClusterState.RUNNING
+    )
     client = as_role(alpha, OrgRole.OWNER)
     one = images(alpha, f"/{alpha.image.pk}")
     answer = client.delete(one)

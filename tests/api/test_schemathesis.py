@@ -55,25 +55,35 @@ def test_schemathesis_finds_nothing(
     settings.RAYDECK_API_RATE_LIMIT = 1_000_000  # the fuzzer is one busy client
     auth = {
         "auth": [
-            {"name": name, "fixedHeaders": [{"name": "Authorization",
-                                              "value": f"Bearer {token_secret(t, OrgRole.ADMIN)}"}]}
+            {
+                "name": name,
+                "fixedHeaders": [
+                    {"name": "Authorization", "value": f"Bearer {token_secret(t, OrgRole.ADMIN)}"}
+                ],
+            }
             for name, t in (("alice", tenant_a), ("bob", tenant_b))
         ]
-    }  # fmt: skip
+    }
     (tmp_path / "auth.json").write_text(json.dumps(auth))
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG.format(auth=tmp_path / "auth.json"))
     examples = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10")
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
-        "--config-file", str(config),
-        "run", f"{live_server.url}/api/v1/openapi.json",
-        "--checks", "all",
-        "--max-examples", examples,
-        "--seed", "7",
-        "--workers", "1",
+        "--config-file",
+        str(config),
+        "run",
+        f"{live_server.url}/api/v1/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        examples,
+        "--seed",
+        "7",
+        "--workers",
+        "1",
         "--no-color",
-    ]  # fmt: skip
+    ]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=900, cwd=tmp_path, check=False
     )

@@ -38,11 +38,13 @@ def test_ray_dashboard_opens_from_the_cluster_page(
     tenant = make_tenant("dash")
     Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
     tenant.cloud.refresh_from_db()
-    cluster = lifecycle.cluster_create(project=tenant.project, actor=tenant.member,
-                                       name="dash", cloud=tenant.cloud)  # fmt: skip
+    cluster = lifecycle.cluster_create(
+        project=tenant.project, actor=tenant.member, name="dash", cloud=tenant.cloud
+    )
     try:
-        cluster = drive(cluster, {ClusterState.RUNNING, ClusterState.FAILED},
-                        time.monotonic() + 150)  # fmt: skip
+        cluster = drive(
+            cluster, {ClusterState.RUNNING, ClusterState.FAILED}, time.monotonic() + 150
+        )
         assert cluster.state == ClusterState.RUNNING, cluster.state_reason
         address = access.gateway_address(cluster)
         assert address is not None

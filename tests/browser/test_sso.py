@@ -39,10 +39,15 @@ def serve_idp(page: Page, live_server: LiveServer, slug: str, person: dict) -> N
     def answer(route: Route) -> None:
         request_id = authn_request_id(route.request.url)
         signed = idp.signed_response(
-            sp, in_response_to=request_id, name_id=person["email"],
-            attributes={"email": [person["email"]], "displayName": [person["name"]],
-                        "groups": person["groups"]},
-        )  # fmt: skip
+            sp,
+            in_response_to=request_id,
+            name_id=person["email"],
+            attributes={
+                "email": [person["email"]],
+                "displayName": [person["name"]],
+                "groups": person["groups"],
+            },
+        )
         route.fulfill(
             status=200,
             content_type="text/html",
@@ -82,8 +87,9 @@ def test_owner_connects_an_idp_and_a_colleague_signs_in_with_the_mapped_role(
     expect(owner.get_by_text(idp.entity_id, exact=True)).to_be_visible()
 
     # 3. Tests the connection: the IdP's answer is shown, nobody is signed in.
-    serve_idp(owner, live_server, "acme", {"email": COLLEAGUE, "name": "Grace",
-                                           "groups": ["acme-admins"]})  # fmt: skip
+    serve_idp(
+        owner, live_server, "acme", {"email": COLLEAGUE, "name": "Grace", "groups": ["acme-admins"]}
+    )
     owner.get_by_role("button", name="Test connection").click()
     expect(owner.get_by_text("Nobody was signed in")).to_be_visible()
     expect(owner.get_by_role("definition").filter(has_text=COLLEAGUE).first).to_be_visible()
@@ -103,8 +109,12 @@ def test_owner_connects_an_idp_and_a_colleague_signs_in_with_the_mapped_role(
 
     # 5. The colleague signs in through the IdP for the first time.
     colleague = new_page()
-    serve_idp(colleague, live_server, "acme", {"email": COLLEAGUE, "name": "Grace",
-                                               "groups": ["acme-admins"]})  # fmt: skip
+    serve_idp(
+        colleague,
+        live_server,
+        "acme",
+        {"email": COLLEAGUE, "name": "Grace", "groups": ["acme-admins"]},
+    )
     colleague.goto(f"{base}/accounts/saml/acme/login/?process=login")
     colleague.get_by_role("button", name="Continue").click()
     expect(colleague).to_have_url(f"{base}/o/acme/projects/")

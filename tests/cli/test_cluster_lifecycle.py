@@ -77,9 +77,17 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
     deadline = time.monotonic() + DEADLINE_SECONDS
 
     create = cli.start(
-        "clusters", "create", "demo", "--project", "cli-project", "--cloud", "cli local",
-        "--wait", "-o", "json",
-    )  # fmt: skip
+        "clusters",
+        "create",
+        "demo",
+        "--project",
+        "cli-project",
+        "--cloud",
+        "cli local",
+        "--wait",
+        "-o",
+        "json",
+    )
     progress, result = Lines(create.stderr), Lines(create.stdout)
     try:
         cluster = wait_for_row("demo", deadline)
@@ -124,8 +132,11 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         job = subprocess.run(
             [BASH, "-c", exports + '\nexec "$RAY" job submit -- "$PY" -c "print(6 * 7)"'],
             env={**cli.env(), "RAY": str(RAY), "PY": sys.executable},
-            capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert job.returncode == 0, job.stdout + job.stderr
         assert "42" in job.stdout
         follow = cli.start("clusters", "logs", "demo", "--follow")

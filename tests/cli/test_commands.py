@@ -32,9 +32,12 @@ def world() -> tuple[Tenant, Tenant]:
 
 def secret_of(tenant: Tenant, *, read_only: bool = False, role: str = "member") -> str:
     _, secret = services.token_create(
-        organization=tenant.org, actor=tenant.users[role], name="cli test", days=30,
+        organization=tenant.org,
+        actor=tenant.users[role],
+        name="cli test",
+        days=30,
         read_only=read_only,
-    )  # fmt: skip
+    )
     return secret
 
 
@@ -187,14 +190,12 @@ def test_compute_config_from_yaml(cli: Cli, world, tmp_path) -> None:
     assert made["id"] in [c["id"] for c in listed]
 
 
-def test_a_compute_config_changes_from_yaml_as_its_next_version(cli: Cli, world,
-                                                                 tmp_path) -> None:  # fmt: skip
+def test_a_compute_config_changes_from_yaml_as_its_next_version(cli: Cli, world, tmp_path) -> None:
     alpha, _ = world
     env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
     spec = tmp_path / "config.yaml"
     spec.write_text(f"name: small\nproject: alpha-project\ncloud: {alpha.cloud.pk}\n")
-    made = json.loads(cli("compute-configs", "create", "-f", str(spec), "-o", "json",
-                          **env).stdout)  # fmt: skip
+    made = json.loads(cli("compute-configs", "create", "-f", str(spec), "-o", "json", **env).stdout)
     change = tmp_path / "change.yaml"
     change.write_text("worker_groups:\n  - {name: cpu, max: 4}\nidle_timeout_minutes: 30\n")
     result = cli("compute-configs", "update", made["id"], "-f", str(change), "-o", "json", **env)
@@ -214,8 +215,10 @@ def test_an_image_from_yaml_to_deletion(cli: Cli, world, tmp_path) -> None:
     alpha, _ = world
     owner = {"RAYDECK_TOKEN": secret_of(alpha, role="owner"), "RAYDECK_ORG": "alpha"}
     spec = tmp_path / "image.yaml"
-    spec.write_text("name: acme ray\nimage_uri: acme/ray:2.40\nray_version: 2.40.0\n"
-                    "aws_amis: {us-east-1: ami-0123456789abcdef0}\n")  # fmt: skip
+    spec.write_text(
+        "name: acme ray\nimage_uri: acme/ray:2.40\nray_version: 2.40.0\n"
+        "aws_amis: {us-east-1: ami-0123456789abcdef0}\n"
+    )
     member = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
     assert_readable_failure(cli("images", "create", "-f", str(spec), **member), 3, "HTTP 403")
     result = cli("images", "create", "-f", str(spec), "-o", "json", **owner)
@@ -246,8 +249,16 @@ def test_a_retried_create_makes_one_cluster(cli: Cli, world) -> None:
     _, admin_secret = services.token_create(
         organization=alpha.org, actor=alpha.admin, name="audit", days=30, read_only=True
     )
-    audit = cli("audit-events", "list", "--action", "cluster.create", "-o", "json",
-                RAYDECK_TOKEN=admin_secret, RAYDECK_ORG="alpha")  # fmt: skip
+    audit = cli(
+        "audit-events",
+        "list",
+        "--action",
+        "cluster.create",
+        "-o",
+        "json",
+        RAYDECK_TOKEN=admin_secret,
+        RAYDECK_ORG="alpha",
+    )
     assert audit.returncode == 0, audit.stderr
     assert [e["actor"] for e in json.loads(audit.stdout)] == [alpha.member.email]
     # The same key with another body is refused, not silently answered.
@@ -269,9 +280,16 @@ def test_waiting_past_the_timeout_exits_5(cli: Cli, world) -> None:
     env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
     # Nothing reconciles in this test, so the cluster stays pending.
     result = cli(
-        "clusters", "create", "slow", "--project", "alpha-project", "--wait", "--timeout", "1",
+        "clusters",
+        "create",
+        "slow",
+        "--project",
+        "alpha-project",
+        "--wait",
+        "--timeout",
+        "1",
         **env,
-    )  # fmt: skip
+    )
     assert result.returncode == 5, result.stderr
     assert "queued: " in result.stderr  # the progress so far
     assert "error: Cluster slow is still pending after 1 s." in result.stderr

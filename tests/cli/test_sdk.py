@@ -88,9 +88,12 @@ def test_rate_limits_are_waited_out_or_reported(sdk, settings) -> None:
 
 def test_waiting_for_a_cluster_that_fails(sdk, alpha) -> None:
     cluster = ClusterFactory(
-        project=alpha.project, cloud=alpha.cloud, name="doomed",
-        state=ClusterState.STARTING, desired_state=DesiredState.RUNNING,
-    )  # fmt: skip
+        project=alpha.project,
+        cloud=alpha.cloud,
+        name="doomed",
+        state=ClusterState.STARTING,
+        desired_state=DesiredState.RUNNING,
+    )
     record_event(cluster, "queued", "Someone created the cluster.")
     seen: list[str] = []
     failure: list[BaseException] = []

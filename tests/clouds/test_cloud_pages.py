@@ -34,9 +34,13 @@ def _installation(settings, tmp_path: Path) -> None:
 
 def add_aws(tenant: Tenant, name: str = "Prod AWS") -> Cloud:
     return services.cloud_create(
-        organization=tenant.org, actor=tenant.admin, kind=CloudKind.AWS, name=name,
-        region="eu-west-1", log_location="s3://acme-logs/raydeck",
-    )  # fmt: skip
+        organization=tenant.org,
+        actor=tenant.admin,
+        kind=CloudKind.AWS,
+        name=name,
+        region="eu-west-1",
+        log_location="s3://acme-logs/raydeck",
+    )
 
 
 def test_aws_flow_shows_what_to_create_then_takes_the_role_arn(
@@ -46,9 +50,13 @@ def test_aws_flow_shows_what_to_create_then_takes_the_role_arn(
     org = tenant_a.org.slug
     response = client.post(
         reverse("cloud_create", args=[org, "aws"]),
-        {"name": "Prod AWS", "region": "eu-west-1", "log_location": "s3://acme-logs/raydeck",
-         "launch_access": "all"},
-    )  # fmt: skip
+        {
+            "name": "Prod AWS",
+            "region": "eu-west-1",
+            "log_location": "s3://acme-logs/raydeck",
+            "launch_access": "all",
+        },
+    )
     cloud = Cloud.objects.get(name="Prod AWS")
     assert response["Location"] == reverse("cloud_setup", args=[org, cloud.pk])
     assert cloud.state == CloudState.UNVERIFIED and cloud.aws_external_id.startswith("raydeck-")
@@ -68,8 +76,11 @@ def test_aws_flow_shows_what_to_create_then_takes_the_role_arn(
 
 
 def test_each_aws_cloud_gets_its_own_external_id(tenant_a: Tenant, tenant_b: Tenant) -> None:
-    ids = {add_aws(tenant_a, "one").aws_external_id, add_aws(tenant_a, "two").aws_external_id,
-           add_aws(tenant_b, "one").aws_external_id}  # fmt: skip
+    ids = {
+        add_aws(tenant_a, "one").aws_external_id,
+        add_aws(tenant_a, "two").aws_external_id,
+        add_aws(tenant_b, "one").aws_external_id,
+    }
     assert len(ids) == 3
 
 
@@ -95,18 +106,28 @@ def test_gcp_flow_shows_gcloud_commands(tenant_a: Tenant) -> None:
     org = tenant_a.org.slug
     response = client.post(
         reverse("cloud_create", args=[org, "gcp"]),
-        {"name": "GCP", "gcp_project_id": "acme-ml-123", "region": "us-central1",
-         "zones": "us-central1-a, us-central1-b", "launch_access": "all"},
-    )  # fmt: skip
+        {
+            "name": "GCP",
+            "gcp_project_id": "acme-ml-123",
+            "region": "us-central1",
+            "zones": "us-central1-a, us-central1-b",
+            "launch_access": "all",
+        },
+    )
     cloud = Cloud.objects.get(name="GCP")
     assert cloud.zones == ["us-central1-a", "us-central1-b"]
     page = client.get(response["Location"]).content.decode()
     assert "gcloud iam workload-identity-pools create raydeck" in page and "acme-ml-123" in page
     wrong_zone = client.post(
         reverse("cloud_create", args=[org, "gcp"]),
-        {"name": "GCP 2", "gcp_project_id": "acme-ml-123", "region": "us-central1",
-         "zones": "europe-west1-b", "launch_access": "all"},
-    )  # fmt: skip
+        {
+            "name": "GCP 2",
+            "gcp_project_id": "acme-ml-123",
+            "region": "us-central1",
+            "zones": "europe-west1-b",
+            "launch_access": "all",
+        },
+    )
     assert "is not in region us-central1" in wrong_zone.content.decode()
 
 
@@ -126,8 +147,9 @@ def test_local_cloud_is_verified_straight_away(
 def test_installation_can_disable_the_local_cloud(tenant_a: Tenant) -> None:
     with override_settings(RAYDECK_LOCAL_CLOUD_ENABLED=False):
         with pytest.raises(ValidationError, match="does not allow"):
-            services.cloud_create(organization=tenant_a.org, actor=tenant_a.owner,
-                                  kind=CloudKind.LOCAL, name="Nope")  # fmt: skip
+            services.cloud_create(
+                organization=tenant_a.org, actor=tenant_a.owner, kind=CloudKind.LOCAL, name="Nope"
+            )
         page = client_for(tenant_a.owner).get(reverse("cloud_add", args=[tenant_a.org.slug]))
         assert "does not allow clusters on its own machine" in page.content.decode()
 
@@ -162,10 +184,15 @@ def test_recorded_verification_sets_state_and_explains_failures(tenant_a: Tenant
     cloud = add_aws(tenant_a)
     services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=ROLE)
     verification = cloud.verifications.get()
-    services._record_verification(verification_id=verification.pk, results=[
-        CheckResult("Assume role", True, "Raydeck assumed the role."),
-        CheckResult("Log bucket", False, "The bucket acme-logs does not exist in this account."),
-    ])  # fmt: skip
+    services._record_verification(
+        verification_id=verification.pk,
+        results=[
+            CheckResult("Assume role", True, "Raydeck assumed the role."),
+            CheckResult(
+                "Log bucket", False, "The bucket acme-logs does not exist in this account."
+            ),
+        ],
+    )
     cloud.refresh_from_db()
     assert cloud.state == CloudState.ERROR
     assert cloud.state_reason == "Log bucket: The bucket acme-logs does not exist in this account."
@@ -189,8 +216,10 @@ def test_polling_partial_reloads_the_page_once_final(tenant_a: Tenant) -> None:
     running = client.get(url, headers=headers)
     assert 'hx-trigger="every 2s"' in running.content.decode()
     assert "HX-Refresh" not in running
-    services._record_verification(verification_id=cloud.verifications.get().pk,
-                                  results=[CheckResult("Assume role", True, "ok")])  # fmt: skip
+    services._record_verification(
+        verification_id=cloud.verifications.get().pk,
+        results=[CheckResult("Assume role", True, "ok")],
+    )
     final = client.get(url, headers=headers)
     assert final["HX-Refresh"] == "true" and "every 2s" not in final.content.decode()
 
@@ -215,8 +244,10 @@ def test_stuck_verification_is_failed_so_it_can_run_again(tenant_a: Tenant, time
 def test_changing_the_role_reverifies_and_is_audited(tenant_a: Tenant) -> None:
     cloud = add_aws(tenant_a)
     services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=ROLE)
-    services._record_verification(verification_id=cloud.verifications.get().pk,
-                                  results=[CheckResult("Assume role", True, "ok")])  # fmt: skip
+    services._record_verification(
+        verification_id=cloud.verifications.get().pk,
+        results=[CheckResult("Assume role", True, "ok")],
+    )
     other = ROLE.replace("raydeck-control-plane", "other")
     services.cloud_update(cloud=cloud, actor=tenant_a.admin, aws_role_arn=other)
     cloud.refresh_from_db()
@@ -279,8 +310,9 @@ def test_a_cloud_with_live_clusters_cannot_be_deleted(tenant_a: Tenant) -> None:
 
     Cloud.objects.filter(pk=tenant_a.cloud.pk).update(state=CloudState.ACTIVE)
     tenant_a.cloud.refresh_from_db()
-    cluster_create(project=tenant_a.project, actor=tenant_a.member, name="busy",
-                   cloud=tenant_a.cloud)  # fmt: skip
+    cluster_create(
+        project=tenant_a.project, actor=tenant_a.member, name="busy", cloud=tenant_a.cloud
+    )
     client = client_for(tenant_a.owner)
     url = reverse("cloud_delete", args=[tenant_a.org.slug, tenant_a.cloud.pk])
     assert "1 cluster(s) on this cloud are not terminated" in client.get(url).content.decode()

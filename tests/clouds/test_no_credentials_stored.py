@@ -46,8 +46,9 @@ def test_verification_stores_checks_but_never_a_credential(
 
         def keep(parsed, **_):
             creds = parsed.get("Credentials") or {}
-            handed_out.extend(v for k, v in creds.items() if k in ("SecretAccessKey",
-                                                                     "SessionToken"))  # fmt: skip
+            handed_out.extend(
+                v for k, v in creds.items() if k in ("SecretAccessKey", "SessionToken")
+            )
 
         client.meta.events.register("after-call.sts.AssumeRole", keep)
         return client
@@ -66,10 +67,14 @@ def test_verification_stores_checks_but_never_a_credential(
     root.setLevel(logging.DEBUG)
     try:
         cloud = services.cloud_create(
-            organization=tenant_a.org, actor=tenant_a.owner, kind=CloudKind.AWS, name="AWS",
-            region=REGION, log_location="s3://acme-logs/raydeck",
+            organization=tenant_a.org,
+            actor=tenant_a.owner,
+            kind=CloudKind.AWS,
+            name="AWS",
+            region=REGION,
+            log_location="s3://acme-logs/raydeck",
             aws_role_arn=role["Role"]["Arn"],
-        )  # fmt: skip
+        )
         services.cloud_verify_run(verification_id=cloud.verifications.get().pk)
     finally:
         root.removeHandler(handler)

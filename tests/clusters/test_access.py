@@ -65,10 +65,12 @@ def test_a_new_cluster_gets_its_own_key_pair_with_the_private_half_encrypted(
 ) -> None:
     tenant_a.cloud.state = "active"
     tenant_a.cloud.save()
-    one = lifecycle.cluster_create(project=tenant_a.project, actor=tenant_a.member,
-                                   name="k1", cloud=tenant_a.cloud)  # fmt: skip
-    two = lifecycle.cluster_create(project=tenant_a.project, actor=tenant_a.member,
-                                   name="k2", cloud=tenant_a.cloud)  # fmt: skip
+    one = lifecycle.cluster_create(
+        project=tenant_a.project, actor=tenant_a.member, name="k1", cloud=tenant_a.cloud
+    )
+    two = lifecycle.cluster_create(
+        project=tenant_a.project, actor=tenant_a.member, name="k2", cloud=tenant_a.cloud
+    )
     keys = {k.cluster_id: k for k in ClusterAccessKey.objects.all()}
     assert set(keys) == {one.pk, two.pk}
     assert keys[one.pk].public_key != keys[two.pk].public_key
@@ -178,15 +180,21 @@ def test_the_head_registers_with_the_clusters_public_key(tenant_a: Tenant) -> No
 
 
 def heartbeat_access(credential: str) -> dict:
-    return agents.node_heartbeat(node=agents.node_for_credential(credential),
-                                 body={"state": "ready"}).get("access")  # fmt: skip
+    return agents.node_heartbeat(
+        node=agents.node_for_credential(credential), body={"state": "ready"}
+    ).get("access")
 
 
 @pytest.mark.parametrize(
     "change",
-    ["remove member", "change org role", "remove from project", "change project role",
-     "deactivate"],
-)  # fmt: skip
+    [
+        "remove member",
+        "change org role",
+        "remove from project",
+        "change project role",
+        "deactivate",
+    ],
+)
 def test_each_change_that_takes_access_away_reaches_the_heads_heartbeat(
     tenant_a: Tenant, tenant_b: Tenant, settings, change: str, django_capture_on_commit_callbacks
 ) -> None:
@@ -205,14 +213,21 @@ def test_each_change_that_takes_access_away_reaches_the_heads_heartbeat(
         if change == "remove member":
             membership_remove(membership=tenant_a.memberships[OrgRole.MEMBER], actor=tenant_a.owner)
         elif change == "change org role":
-            membership_change_role(membership=tenant_a.memberships[OrgRole.MEMBER],
-                                   role=OrgRole.VIEWER, actor=tenant_a.owner)  # fmt: skip
+            membership_change_role(
+                membership=tenant_a.memberships[OrgRole.MEMBER],
+                role=OrgRole.VIEWER,
+                actor=tenant_a.owner,
+            )
         elif change == "remove from project":
-            project_member_remove(project_membership=tenant_a.project_membership,
-                                  actor=tenant_a.owner)  # fmt: skip
+            project_member_remove(
+                project_membership=tenant_a.project_membership, actor=tenant_a.owner
+            )
         elif change == "change project role":
-            project_member_change_role(project_membership=tenant_a.project_membership,
-                                       role=ProjectRole.READER, actor=tenant_a.owner)  # fmt: skip
+            project_member_change_role(
+                project_membership=tenant_a.project_membership,
+                role=ProjectRole.READER,
+                actor=tenant_a.owner,
+            )
         else:
             user_deactivate(user=member, actor=tenant_a.owner)
     revoked = heartbeat_access(credential)["revoked"]

@@ -54,9 +54,14 @@ def fresh_tables() -> Iterator[None]:
 def make_cluster(tenant: Tenant, name: str = "c1") -> Cluster:
     config = default_compute_config(cloud=tenant.cloud, organization=tenant.org, actor=None)
     return Cluster.objects.create(
-        organization=tenant.org, project=tenant.project, name=name, cloud=tenant.cloud,
-        compute_config=config, image=default_image(tenant.cloud), state=ClusterState.RUNNING,
-    )  # fmt: skip
+        organization=tenant.org,
+        project=tenant.project,
+        name=name,
+        cloud=tenant.cloud,
+        compute_config=config,
+        image=default_image(tenant.cloud),
+        state=ClusterState.RUNNING,
+    )
 
 
 def make_node(
@@ -64,12 +69,15 @@ def make_node(
 ) -> tuple[Node, str]:
     credential = new_secret("rdn")
     node = Node.objects.create(
-        organization_id=cluster.organization_id, cluster=cluster, role=role, state=state,
+        organization_id=cluster.organization_id,
+        cluster=cluster,
+        role=role,
+        state=state,
         credential_hash=hash_secret(credential),
         private_address=f"10.0.0.{Node.objects.count() + 1}",
         ray_ports={"gcs": 6379} if role == NodeRole.HEAD else {},
         resources={"resources_total": {"CPU": 2.0}},
-    )  # fmt: skip
+    )
     return node, credential
 
 
@@ -117,18 +125,27 @@ def test_a_bootstrap_token_registers_once(tenant_a: Tenant) -> None:
     cluster = make_cluster(tenant_a)
     node, _ = make_node(cluster, role=NodeRole.HEAD, state=NodeState.BOOTING)
     token = new_secret("rdb")
-    Node.objects.filter(pk=node.pk).update(bootstrap_token_hash=hash_secret(token),
-                                           credential_hash="")  # fmt: skip
+    Node.objects.filter(pk=node.pk).update(
+        bootstrap_token_hash=hash_secret(token), credential_hash=""
+    )
     body = {"node_id": str(node.uuid), "address": "10.1.2.3", "ports": {"gcs": 6379}}
-    first = Client().post(REGISTER, body, content_type="application/json",
-                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    first = Client().post(
+        REGISTER,
+        body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert first.status_code == 200
     credential = first.json()["credential"]
     node.refresh_from_db()
     assert node.state == NodeState.REGISTERED
     assert node.credential_hash == hash_secret(credential)
-    again = Client().post(REGISTER, body, content_type="application/json",
-                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    again = Client().post(
+        REGISTER,
+        body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert again.status_code == 401
     node.refresh_from_db()
     assert node.credential_hash == hash_secret(credential)  # not replaced
@@ -143,8 +160,12 @@ def test_a_heartbeat_answers_and_records_liveness(tenant_a: Tenant, post) -> Non
     worker, credential = make_node(cluster)
     status, answer, _ = post(credential)
     assert status == 200
-    assert answer == {"action": "run", "head_address": f"{head.private_address}:6379",
-                      "heartbeat_interval": 5, "deadman_seconds": 3600}  # fmt: skip
+    assert answer == {
+        "action": "run",
+        "head_address": f"{head.private_address}:6379",
+        "heartbeat_interval": 5,
+        "deadman_seconds": 3600,
+    }
     agents.flush_heartbeats()
     assert live.last_heartbeat(worker.pk) is not None
     worker.refresh_from_db()
@@ -152,8 +173,9 @@ def test_a_heartbeat_answers_and_records_liveness(tenant_a: Tenant, post) -> Non
     assert worker.usage == READY_BODY["usage"]
 
 
-def test_heartbeats_only_ever_touch_their_own_node(tenant_a: Tenant, tenant_b: Tenant,
-                                                   post) -> None:  # fmt: skip
+def test_heartbeats_only_ever_touch_their_own_node(
+    tenant_a: Tenant, tenant_b: Tenant, post
+) -> None:
     mine = make_cluster(tenant_a)
     node_a, credential_a = make_node(mine)
     theirs = make_cluster(tenant_b)
@@ -162,8 +184,14 @@ def test_heartbeats_only_ever_touch_their_own_node(tenant_a: Tenant, tenant_b: T
     before = {n.pk: (n.last_heartbeat_at, n.usage, n.state) for n in (node_a, node_b, sibling)}
 
     # B's credential, a body that names A: only B is affected, even when it "fails".
-    hostile = {**READY_BODY, "state": "failed", "message": "boom", "node_id": str(node_a.uuid),
-               "cluster_id": str(mine.uuid), "usage": {"cpu_percent": 99.0}}  # fmt: skip
+    hostile = {
+        **READY_BODY,
+        "state": "failed",
+        "message": "boom",
+        "node_id": str(node_a.uuid),
+        "cluster_id": str(mine.uuid),
+        "usage": {"cpu_percent": 99.0},
+    }
     status, _, _ = post(credential_b, hostile)
     assert status == 200
     agents.flush_heartbeats()
@@ -212,8 +240,9 @@ def test_stop_within_the_table_ttl_after_terminate(tenant_a: Tenant, post, setti
     assert post(credential)[1]["action"] == "stop"
 
 
-def test_a_gone_nodes_credential_stops_working_within_the_ttl(tenant_a: Tenant, post,
-                                                               settings) -> None:  # fmt: skip
+def test_a_gone_nodes_credential_stops_working_within_the_ttl(
+    tenant_a: Tenant, post, settings
+) -> None:
     settings.RAYDECK_AGENT_CACHE_SECONDS = 2.0
     now = [1000.0]
     agents._live_nodes.clock = lambda: now[0]
@@ -224,8 +253,9 @@ def test_a_gone_nodes_credential_stops_working_within_the_ttl(tenant_a: Tenant, 
     assert post(credential)[0] == 401
 
 
-def test_a_node_registered_after_the_table_was_loaded_is_found(tenant_a: Tenant, post,
-                                                                settings) -> None:  # fmt: skip
+def test_a_node_registered_after_the_table_was_loaded_is_found(
+    tenant_a: Tenant, post, settings
+) -> None:
     settings.RAYDECK_AGENT_CACHE_SECONDS = 60.0
     cluster = make_cluster(tenant_a)
     _, first = make_node(cluster)
@@ -234,8 +264,7 @@ def test_a_node_registered_after_the_table_was_loaded_is_found(tenant_a: Tenant,
     assert post(second)[0] == 200
 
 
-def test_the_row_is_written_on_change_or_once_a_minute(tenant_a: Tenant, post,
-                                                        settings) -> None:  # fmt: skip
+def test_the_row_is_written_on_change_or_once_a_minute(tenant_a: Tenant, post, settings) -> None:
     settings.RAYDECK_AGENT_CACHE_SECONDS = 0
     node, credential = make_node(make_cluster(tenant_a))
     long_ago = timezone.now() - timedelta(seconds=30)
@@ -297,9 +326,13 @@ def test_unknown_and_missing_tokens_are_refused(tenant_a: Tenant, post) -> None:
 
 def test_garbage_bodies_are_refused(tenant_a: Tenant, post) -> None:
     _, credential = make_node(make_cluster(tenant_a))
-    for body, code in ((b"not json", "invalid_json"), (b"\xff\xfe", "invalid_json"),
-                       (b"[1, 2]", "invalid_body"), (b'"ready"', "invalid_body"),
-                       ({"state": "dancing"}, "invalid_body")):  # fmt: skip
+    for body, code in (
+        (b"not json", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b"[1, 2]", "invalid_body"),
+        (b'"ready"', "invalid_body"),
+        ({"state": "dancing"}, "invalid_body"),
+    ):
         status, answer, _ = post(credential, body)
         assert status == 400, body
         assert answer["error"]["code"] == code
@@ -328,12 +361,16 @@ def test_the_lean_path_is_the_one_serving_heartbeats(tenant_a: Tenant, monkeypat
 
     calls: list[str] = []
     real = console.wsgi.heartbeat_application
-    monkeypatch.setattr(console.wsgi, "heartbeat_application",
-                        lambda environ, start: calls.append(environ["PATH_INFO"])
-                        or real(environ, start))  # fmt: skip
+    monkeypatch.setattr(
+        console.wsgi,
+        "heartbeat_application",
+        lambda environ, start: calls.append(environ["PATH_INFO"]) or real(environ, start),
+    )
     _, credential = make_node(make_cluster(tenant_a))
-    assert via_wsgi(json.dumps(READY_BODY).encode(),
-                    {"Authorization": f"Bearer {credential}"})[0] == 200  # fmt: skip
+    assert (
+        via_wsgi(json.dumps(READY_BODY).encode(), {"Authorization": f"Bearer {credential}"})[0]
+        == 200
+    )
     assert calls == [HEARTBEAT]
 
 
@@ -348,8 +385,9 @@ def test_a_stopping_node_is_told_to_stop(tenant_a: Tenant, post, settings) -> No
     assert post(other)[1]["action"] == "stop"
 
 
-def test_a_stale_table_never_moves_a_node_the_reconciler_moved(tenant_a: Tenant, post,
-                                                                settings) -> None:  # fmt: skip
+def test_a_stale_table_never_moves_a_node_the_reconciler_moved(
+    tenant_a: Tenant, post, settings
+) -> None:
     settings.RAYDECK_AGENT_CACHE_SECONDS = 60.0
     node, credential = make_node(make_cluster(tenant_a), state=NodeState.REGISTERED)
     starting = {**READY_BODY, "state": "starting"}
@@ -386,15 +424,17 @@ def test_the_fast_path_answers_as_django_does(tenant_a: Tenant) -> None:
     assert fast[2] == django[2]
 
 
-def test_the_fast_path_answers_alone_and_hands_errors_to_django(tenant_a: Tenant,
-                                                                monkeypatch) -> None:  # fmt: skip
+def test_the_fast_path_answers_alone_and_hands_errors_to_django(
+    tenant_a: Tenant, monkeypatch
+) -> None:
     import console.wsgi
 
     app = console.wsgi.heartbeat_application
     handed: list[str] = []
     real = app.django
-    monkeypatch.setattr(app, "django", lambda environ, start: handed.append("django")
-                        or real(environ, start))  # fmt: skip
+    monkeypatch.setattr(
+        app, "django", lambda environ, start: handed.append("django") or real(environ, start)
+    )
     _, credential = make_node(make_cluster(tenant_a))
     body = json.dumps(READY_BODY).encode()
     assert via_wsgi(body, {"Authorization": f"Bearer {credential}"})[0] == 200

@@ -41,8 +41,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
     env.update(kwargs.pop("env", {}))
-    return subprocess.run(args, capture_output=True, text=True, timeout=PIP_TIMEOUT, env=env,
-                          **kwargs)  # fmt: skip
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=PIP_TIMEOUT, env=env, **kwargs
+    )
 
 
 def test_pip_installs_the_agent_from_the_control_plane_and_it_runs(
@@ -50,8 +51,18 @@ def test_pip_installs_the_agent_from_the_control_plane_and_it_runs(
 ) -> None:
     index = live_server.url + INDEX
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    downloaded = run([*pip, "download", "--no-deps", "--index-url", index, "--dest",
-                      str(tmp_path / "dl"), "raydeck-agent"])  # fmt: skip
+    downloaded = run(
+        [
+            *pip,
+            "download",
+            "--no-deps",
+            "--index-url",
+            index,
+            "--dest",
+            str(tmp_path / "dl"),
+            "raydeck-agent",
+        ]
+    )
     assert downloaded.returncode == 0, downloaded.stderr
     wheel = agent_package.agent_wheel()
     assert [p.name for p in (tmp_path / "dl").iterdir()] == [wheel.filename]
@@ -109,8 +120,12 @@ def test_the_index_is_pep_503_and_serves_nothing_else() -> None:
     assert href == f"{wheel.filename}#sha256={hashlib.sha256(wheel.data).hexdigest()}"
     served = client.get(INDEX + "raydeck-agent/" + wheel.filename)
     assert served.status_code == 200 and served.content == wheel.data
-    for path in ("raydeck-agent/other-1.0-py3-none-any.whl", "raydeck-agent/../../register",
-                 "ray/", "raydeck-agent/" + wheel.filename.replace(".whl", ".tar.gz")):  # fmt: skip
+    for path in (
+        "raydeck-agent/other-1.0-py3-none-any.whl",
+        "raydeck-agent/../../register",
+        "ray/",
+        "raydeck-agent/" + wheel.filename.replace(".whl", ".tar.gz"),
+    ):
         assert client.get(INDEX + path).status_code == 404, path
     assert client.post(INDEX + "raydeck-agent/").status_code == 405
 

@@ -16,8 +16,14 @@ from clusters.services import reconcile
 from clusters.services.autoscale import Group, Worker, cluster_autoscale, plan
 from tests.factories import ClusterFactory, NodeFactory
 
-CPU = {"name": "cpu", "cpus": 2, "memory_mb": 2048, "min": 0, "max": 2,
-       "downscale_delay_seconds": 30}  # fmt: skip
+CPU = {
+    "name": "cpu",
+    "cpus": 2,
+    "memory_mb": 2048,
+    "min": 0,
+    "max": 2,
+    "downscale_delay_seconds": 30,
+}
 GPU = {"name": "gpu", "cpus": 8, "gpus": 1, "memory_mb": 8192, "min": 0, "max": 1}
 
 
@@ -29,8 +35,9 @@ def test_demand_beyond_the_head_adds_a_worker_of_the_group_that_fits() -> None:
     result = plan(groups=groups(CPU, GPU), workers=[], demand=[{"CPU": 2.0}], cluster_cpus=1)
     assert result.add == {"cpu": 1}
     assert result.messages == ["Added 1 worker of group cpu: 2 CPU pending, the cluster has 1 CPU."]
-    gpu = plan(groups=groups(CPU, GPU), workers=[], demand=[{"GPU": 1.0, "CPU": 1.0}],
-               cluster_cpus=1)  # fmt: skip
+    gpu = plan(
+        groups=groups(CPU, GPU), workers=[], demand=[{"GPU": 1.0, "CPU": 1.0}], cluster_cpus=1
+    )
     assert gpu.add == {"gpu": 1}
 
 
@@ -66,8 +73,9 @@ def test_idle_workers_go_after_the_delay_down_to_min() -> None:
     assert result.messages == [
         "Removed 2 workers of group cpu: idle for at least 30 s, 1 left (min 1)."
     ]
-    at_min = plan(groups=groups({**CPU, "min": 3, "max": 3}), workers=workers, demand=[],
-                  cluster_cpus=7)  # fmt: skip
+    at_min = plan(
+        groups=groups({**CPU, "min": 3, "max": 3}), workers=workers, demand=[], cluster_cpus=7
+    )
     assert at_min.remove == {}
 
 
@@ -100,8 +108,9 @@ def test_worker_groups_are_validated(groups_value: list, message: str) -> None:
 
 
 def _running_cluster(tenant_a):
-    cluster = ClusterFactory(project=tenant_a.project, cloud=tenant_a.cloud, name="scaled",
-                             state=ClusterState.RUNNING)  # fmt: skip
+    cluster = ClusterFactory(
+        project=tenant_a.project, cloud=tenant_a.cloud, name="scaled", state=ClusterState.RUNNING
+    )
     version: ComputeConfigVersion = cluster.compute_config
     version.worker_groups = [CPU]
     version.save()
@@ -111,8 +120,12 @@ def _running_cluster(tenant_a):
 
 def test_cluster_autoscale_writes_desired_counts_and_one_event(tenant_a, db) -> None:
     cluster, _ = _running_cluster(tenant_a)
-    note_head_report(cluster.pk, {"pending_demand": [{"CPU": 2.0}],
-                                  "resources_total": {"CPU": 1.0}}, None, time.time())  # fmt: skip
+    note_head_report(
+        cluster.pk,
+        {"pending_demand": [{"CPU": 2.0}], "resources_total": {"CPU": 1.0}},
+        None,
+        time.time(),
+    )
     cluster_autoscale(cluster)
     cluster.refresh_from_db()
     assert cluster.desired_workers == {"cpu": 1}
@@ -129,15 +142,19 @@ def test_cluster_autoscale_writes_desired_counts_and_one_event(tenant_a, db) -> 
 
 def test_cluster_autoscale_removes_an_idle_worker(tenant_a, db) -> None:
     cluster, _ = _running_cluster(tenant_a)
-    worker = NodeFactory(cluster=cluster, role=NodeRole.WORKER, group="cpu",
-                         state=NodeState.READY)  # fmt: skip
+    worker = NodeFactory(cluster=cluster, role=NodeRole.WORKER, group="cpu", state=NodeState.READY)
     type(worker).objects.filter(pk=worker.pk).update(ready_at=worker.created_at.replace(year=2020))
     cluster.desired_workers = {"cpu": 1}
     cluster.save()
-    activity = {"running_jobs": 0, "drivers": 0, "pending_demand": 0,
-                "nodes_idle_seconds": {str(worker.uuid): 40.0}}  # fmt: skip
-    note_head_report(cluster.pk, {"pending_demand": [], "resources_total": {"CPU": 3.0}},
-                     activity, time.time())  # fmt: skip
+    activity = {
+        "running_jobs": 0,
+        "drivers": 0,
+        "pending_demand": 0,
+        "nodes_idle_seconds": {str(worker.uuid): 40.0},
+    }
+    note_head_report(
+        cluster.pk, {"pending_demand": [], "resources_total": {"CPU": 3.0}}, activity, time.time()
+    )
     cluster_autoscale(cluster)
     cluster.refresh_from_db()
     worker.refresh_from_db()

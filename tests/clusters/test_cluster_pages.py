@@ -125,8 +125,12 @@ def test_only_usable_choices_are_offered(tenant_a: Tenant, cloud: Cloud) -> None
     reader_project = ProjectFactory(organization=tenant_a.org, name="Read only")
     ProjectMembershipFactory(project=reader_project, user=tenant_a.member, role=ProjectRole.READER)
     CloudFactory(organization=tenant_a.org, name="Unverified one")
-    limited = CloudFactory(organization=tenant_a.org, name="Limited one", state=CloudState.ACTIVE,
-                           launch_access=LaunchAccess.PROJECTS)  # fmt: skip
+    limited = CloudFactory(
+        organization=tenant_a.org,
+        name="Limited one",
+        state=CloudState.ACTIVE,
+        launch_access=LaunchAccess.PROJECTS,
+    )
     limited.projects.add(other_project)
     elsewhere = CloudFactory(organization=tenant_a.org, name="Second", state=CloudState.ACTIVE)
     ComputeConfigVersionFactory(cloud=cloud, config__name="Big on local")
@@ -161,9 +165,13 @@ def test_a_config_of_another_cloud_is_refused(tenant_a: Tenant, cloud: Cloud) ->
     version = ComputeConfigVersionFactory(cloud=elsewhere, config__name="GPU box")
     response = client_for(tenant_a.member).post(
         create_url(tenant_a),
-        {"project": tenant_a.project.pk, "name": "x", "cloud": cloud.pk,
-         "compute_config": version.pk},
-    )  # fmt: skip
+        {
+            "project": tenant_a.project.pk,
+            "name": "x",
+            "cloud": cloud.pk,
+            "compute_config": version.pk,
+        },
+    )
     assert "GPU box runs on Second, not" in text(response)
     assert not Cluster.objects.filter(name="x").exists()
 
@@ -186,8 +194,13 @@ def test_the_rules_of_the_choice_are_the_service_s_on_their_fields(
     assert "belongs to another project" in refused.value.message_dict["compute_config"][0]
     assert "not containers" in refused.value.message_dict["image"][0]
 
-    chosen = {"project": tenant_a.project.pk, "name": "x", "cloud": cloud.pk,
-              "compute_config": theirs.pk, "image": container.pk}  # fmt: skip
+    chosen = {
+        "project": tenant_a.project.pk,
+        "name": "x",
+        "cloud": cloud.pk,
+        "compute_config": theirs.pk,
+        "image": container.pk,
+    }
     # The owner sees every project's configs, so only the service refuses this one.
     page = text(client_for(tenant_a.owner).post(create_url(tenant_a), chosen))
     assert "Theirs belongs to another project" in page
@@ -203,9 +216,12 @@ def test_crafted_choices_of_another_organization_are_refused(
     for crafted in (
         {"project": tenant_b.project.pk, "cloud": cloud.pk},
         {"project": tenant_a.project.pk, "cloud": tenant_b.cloud.pk},
-        {"project": tenant_a.project.pk, "cloud": cloud.pk,
-         "compute_config": tenant_b.cluster.compute_config_id},
-    ):  # fmt: skip
+        {
+            "project": tenant_a.project.pk,
+            "cloud": cloud.pk,
+            "compute_config": tenant_b.cluster.compute_config_id,
+        },
+    ):
         response = client.post(create_url(tenant_a), {"name": "pwned", **crafted})
         assert response.status_code == 200
         assert "Select a valid choice" in text(response)
@@ -239,8 +255,13 @@ def test_list_filters(tenant_a: Tenant, cloud: Cloud) -> None:
     second = ProjectFactory(organization=tenant_a.org, name="Second", slug="second")
     other_cloud = CloudFactory(organization=tenant_a.org, name="Other", state=CloudState.ACTIVE)
     new_cluster(tenant_a, cloud, "alpha-run", state=ClusterState.RUNNING)
-    ClusterFactory(project=second, cloud=other_cloud, name="beta-fail", state=ClusterState.FAILED,
-                   state_reason="The head node did not start Ray within 5 min.")  # fmt: skip
+    ClusterFactory(
+        project=second,
+        cloud=other_cloud,
+        name="beta-fail",
+        state=ClusterState.FAILED,
+        state_reason="The head node did not start Ray within 5 min.",
+    )
     client = client_for(tenant_a.owner)
     url = reverse("cluster_list", args=[tenant_a.org.slug])
 
@@ -339,22 +360,38 @@ def test_the_page_polls_while_starting_and_refreshes_once_final(
 def test_the_page_shows_nodes_usage_heartbeats_and_timed_events(
     tenant_a: Tenant, cloud: Cloud
 ) -> None:
-    cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING,
-                          head_address="127.0.0.1:6379")  # fmt: skip
-    head = NodeFactory(cluster=cluster, state=NodeState.READY, instance_id="local-abc",
-                       private_address="127.0.0.1", cpus=2, memory_mb=4096)  # fmt: skip
-    NodeFactory(cluster=cluster, role=NodeRole.WORKER, group="gpu", state=NodeState.BOOTING,
-                usage={"cpu_percent": 5, "memory_percent": 10,
-                       "gpus": [{"utilization_percent": 93}]})  # fmt: skip
+    cluster = new_cluster(
+        tenant_a, cloud, state=ClusterState.RUNNING, head_address="127.0.0.1:6379"
+    )
+    head = NodeFactory(
+        cluster=cluster,
+        state=NodeState.READY,
+        instance_id="local-abc",
+        private_address="127.0.0.1",
+        cpus=2,
+        memory_mb=4096,
+    )
+    NodeFactory(
+        cluster=cluster,
+        role=NodeRole.WORKER,
+        group="gpu",
+        state=NodeState.BOOTING,
+        usage={"cpu_percent": 5, "memory_percent": 10, "gpus": [{"utilization_percent": 93}]},
+    )
     # The latest heartbeat is in the shared cache (the row has it within a minute).
     Node.objects.filter(pk=head.pk).update(
         usage={"cpu_percent": 42.4, "memory_percent": 75},
         last_heartbeat_at=timezone.now() - timedelta(minutes=1),
     )
     cache.set(live.heartbeat_key(head.pk), time.time(), timeout=60)
-    ClusterEvent.objects.create(organization=tenant_a.org, cluster=cluster, node=head,
-                                step="ray started", message="Ray is up on the head node.",
-                                duration_ms=3200)  # fmt: skip
+    ClusterEvent.objects.create(
+        organization=tenant_a.org,
+        cluster=cluster,
+        node=head,
+        step="ray started",
+        message="Ray is up on the head node.",
+        duration_ms=3200,
+    )
     record_event(cluster, "cloud call", "The cloud is busy, retrying.", level=EventLevel.WARNING)
 
     page = text(client_for(tenant_a.member).get(detail_url(cluster)))
@@ -378,9 +415,15 @@ def test_usage_bars_follow_each_heartbeat_not_the_minutely_row(
     cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
     credential = new_secret("rdn")
     written = timezone.now() - timedelta(seconds=10)
-    head = NodeFactory(cluster=cluster, state=NodeState.READY, cpus=2, memory_mb=4096,
-                       credential_hash=hash_secret(credential), last_heartbeat_at=written,
-                       usage={"cpu_percent": 10, "memory_percent": 20})  # fmt: skip
+    head = NodeFactory(
+        cluster=cluster,
+        state=NodeState.READY,
+        cpus=2,
+        memory_mb=4096,
+        credential_hash=hash_secret(credential),
+        last_heartbeat_at=written,
+        usage={"cpu_percent": 10, "memory_percent": 20},
+    )
     agents.forget_nodes()
     try:
         for cpu, memory in ((55, 30), (87, 64)):
@@ -409,10 +452,13 @@ def test_usage_bars_follow_each_heartbeat_not_the_minutely_row(
 
 def test_a_failure_says_what_happened_and_what_to_do(tenant_a: Tenant, cloud: Cloud) -> None:
     cluster = new_cluster(
-        tenant_a, cloud, state=ClusterState.FAILED, desired_state=DesiredState.TERMINATED,
+        tenant_a,
+        cloud,
+        state=ClusterState.FAILED,
+        desired_state=DesiredState.TERMINATED,
         state_reason="The worker node did not register its agent after the instance started "
         "within 5 min. Check that nodes can reach Raydeck's address (RAYDECK_AGENT_URL).",
-    )  # fmt: skip
+    )
     page = text(client_for(tenant_a.member).get(detail_url(cluster)))
     assert 'class="flash flash-error failure"' in page
     assert "What happened:</strong> The worker node did not register" in page
@@ -428,11 +474,21 @@ def test_the_page_query_count_does_not_grow_with_nodes_or_events(
     def queries_with(count: int) -> int:
         cluster = new_cluster(tenant_a, cloud, f"q{count}", state=ClusterState.RUNNING)
         for _ in range(count):
-            node = NodeFactory(cluster=cluster, role=NodeRole.WORKER, state=NodeState.READY,
-                               usage={"cpu_percent": 10}, log_tail="x" * 1000,
-                               last_heartbeat_at=timezone.now())  # fmt: skip
-            record_event(cluster, "ray started", "Ray is up.", node=node,
-                         since=timezone.now() - timedelta(seconds=2))  # fmt: skip
+            node = NodeFactory(
+                cluster=cluster,
+                role=NodeRole.WORKER,
+                state=NodeState.READY,
+                usage={"cpu_percent": 10},
+                log_tail="x" * 1000,
+                last_heartbeat_at=timezone.now(),
+            )
+            record_event(
+                cluster,
+                "ray started",
+                "Ray is up.",
+                node=node,
+                since=timezone.now() - timedelta(seconds=2),
+            )
         url = detail_url(cluster)
         client.get(url)
         with CaptureQueriesContext(connection) as captured:
@@ -447,10 +503,15 @@ def test_only_the_latest_events_are_shown(tenant_a: Tenant, cloud: Cloud) -> Non
     cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
     start = timezone.now() - timedelta(hours=1)
     ClusterEvent.objects.bulk_create(
-        ClusterEvent(organization=tenant_a.org, cluster=cluster, step="step",
-                     message=f"event number {i}.", created_at=start + timedelta(seconds=i))
+        ClusterEvent(
+            organization=tenant_a.org,
+            cluster=cluster,
+            step="step",
+            message=f"event number {i}.",
+            created_at=start + timedelta(seconds=i),
+        )
         for i in range(130)
-    )  # fmt: skip
+    )
     page = text(client_for(tenant_a.member).get(detail_url(cluster)))
     assert "event number 129." in page and "event number 30." in page
     assert "event number 29." not in page and "The latest 100 events." in page
@@ -512,8 +573,9 @@ def test_restart_a_terminated_cluster(
     assert cluster.state == ClusterState.PENDING and cluster.desired_state == DesiredState.RUNNING
     assert len(callbacks) == 1
     # Restarting again while it is live says why not, instead of failing.
-    again = client.post(reverse("cluster_restart", args=[tenant_a.org.slug, cluster.pk]),
-                        follow=True)  # fmt: skip
+    again = client.post(
+        reverse("cluster_restart", args=[tenant_a.org.slug, cluster.pk]), follow=True
+    )
     assert "Only a terminated or failed cluster can be restarted." in text(again)
 
 
@@ -531,8 +593,11 @@ def test_restart_on_a_cloud_no_longer_verified_says_so(tenant_a: Tenant) -> None
 
 def test_node_log_as_a_page_and_as_a_partial(tenant_a: Tenant, cloud: Cloud) -> None:
     cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
-    node = NodeFactory(cluster=cluster, state=NodeState.READY,
-                       log_tail="raylet started\nERROR something <b>odd</b>")  # fmt: skip
+    node = NodeFactory(
+        cluster=cluster,
+        state=NodeState.READY,
+        log_tail="raylet started\nERROR something <b>odd</b>",
+    )
     client = client_for(tenant_a.viewer)
     url = reverse("cluster_node_log", args=[tenant_a.org.slug, cluster.pk, node.pk])
     page = client.get(url).content.decode()
@@ -547,8 +612,13 @@ def test_node_log_as_a_page_and_as_a_partial(tenant_a: Tenant, cloud: Cloud) -> 
 
 def test_node_hashes_never_reach_a_page(tenant_a: Tenant, cloud: Cloud) -> None:
     cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
-    node = NodeFactory(cluster=cluster, state=NodeState.READY, log_tail="ok",
-                       bootstrap_token_hash="b" * 64, credential_hash="c" * 64)  # fmt: skip
+    node = NodeFactory(
+        cluster=cluster,
+        state=NodeState.READY,
+        log_tail="ok",
+        bootstrap_token_hash="b" * 64,
+        credential_hash="c" * 64,
+    )
     client = client_for(tenant_a.owner)
     log_url = reverse("cluster_node_log", args=[tenant_a.org.slug, cluster.pk, node.pk])
     for url in (detail_url(cluster), log_url):
@@ -615,8 +685,9 @@ def test_admin_force_terminate_is_audited_with_the_staff_member(
 def test_admin_is_read_only_and_hides_node_secrets(
     staff_client: Client, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
-    Node.objects.filter(pk=tenant_a.node.pk).update(credential_hash="c" * 64,
-                                                    bootstrap_token_hash="b" * 64)  # fmt: skip
+    Node.objects.filter(pk=tenant_a.node.pk).update(
+        credential_hash="c" * 64, bootstrap_token_hash="b" * 64
+    )
     listing = text(staff_client.get(reverse("admin:clusters_cluster_changelist"), {"q": "cluster"}))
     assert "alpha-cluster" in listing and "bravo-cluster" in listing
     for url in (

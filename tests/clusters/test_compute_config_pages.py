@@ -122,11 +122,25 @@ def test_owner_creates_a_config_with_a_worker_group(tenant_a: Tenant, tenant_b: 
     assert tenant_a.cloud.name in page and tenant_b.cloud.name not in page
 
     response = submit(
-        client, create_url(tenant_a), name="  gpu-training ", cloud=tenant_a.cloud.pk,
-        head_cpus="2", head_memory_mb="4096",
-        **group_row(0, name="gpu", instance_type="g5.xlarge", cpus="4", memory_mb="16384",
-                    gpus="1", min="1", max="3", spot="on", downscale_delay_seconds="600"),
-    )  # fmt: skip
+        client,
+        create_url(tenant_a),
+        name="  gpu-training ",
+        cloud=tenant_a.cloud.pk,
+        head_cpus="2",
+        head_memory_mb="4096",
+        **group_row(
+            0,
+            name="gpu",
+            instance_type="g5.xlarge",
+            cpus="4",
+            memory_mb="16384",
+            gpus="1",
+            min="1",
+            max="3",
+            spot="on",
+            downscale_delay_seconds="600",
+        ),
+    )
 
     config = ComputeConfig.objects.get(name="gpu-training")
     assert response.status_code == 302 and response["Location"] == detail_url(config)
@@ -136,9 +150,18 @@ def test_owner_creates_a_config_with_a_worker_group(tenant_a: Tenant, tenant_b: 
     assert (version.head_cpus, version.head_memory_mb) == (2, 4096)
     # The three rows left as rendered are not groups.
     assert version.worker_groups == [
-        {"name": "gpu", "instance_type": "g5.xlarge", "cpus": 4, "memory_mb": 16384, "gpus": 1,
-         "min": 1, "max": 3, "spot": True, "downscale_delay_seconds": 600}
-    ]  # fmt: skip
+        {
+            "name": "gpu",
+            "instance_type": "g5.xlarge",
+            "cpus": 4,
+            "memory_mb": 16384,
+            "gpus": 1,
+            "min": 1,
+            "max": 3,
+            "spot": True,
+            "downscale_delay_seconds": 600,
+        }
+    ]
     assert AuditEvent.objects.filter(
         verb="compute_config.create", target_id=str(config.pk), actor=tenant_a.owner
     ).exists()
@@ -160,8 +183,13 @@ def test_a_project_writer_creates_only_in_their_projects(tenant_a: Tenant) -> No
 
     refused = submit(client, create_url(tenant_a), name="mine", cloud=tenant_a.cloud.pk)
     assert "This field is required." in text(refused)  # a project must be chosen
-    response = submit(client, create_url(tenant_a), name="mine", cloud=tenant_a.cloud.pk,
-                      project=tenant_a.project.pk)  # fmt: skip
+    response = submit(
+        client,
+        create_url(tenant_a),
+        name="mine",
+        cloud=tenant_a.cloud.pk,
+        project=tenant_a.project.pk,
+    )
     assert response.status_code == 302
     assert ComputeConfig.objects.get(name="mine").project == tenant_a.project
 
@@ -193,8 +221,13 @@ def test_bad_worker_groups_are_shown_on_their_row_and_save_nothing(
 ) -> None:
     before = ComputeConfig.objects.count()
     groups = {k: v for i, fields in enumerate(rows) for k, v in group_row(i, **fields).items()}
-    response = submit(client_for(tenant_a.owner), create_url(tenant_a), name="bad",
-                      cloud=tenant_a.cloud.pk, **groups)  # fmt: skip
+    response = submit(
+        client_for(tenant_a.owner),
+        create_url(tenant_a),
+        name="bad",
+        cloud=tenant_a.cloud.pk,
+        **groups,
+    )
     assert response.status_code == 200
     page = text(response)
     assert message in page
@@ -211,10 +244,12 @@ def test_other_bad_input_is_shown_and_saves_nothing(tenant_a: Tenant) -> None:
     cases = [
         ({"name": "   "}, "This field is required."),
         ({"name": existing}, f"A compute config named {existing} already exists."),
-        ({"name": "n", "idle_timeout_minutes": "0"},
-         "Ensure this value is greater than or equal to 1."),
+        (
+            {"name": "n", "idle_timeout_minutes": "0"},
+            "Ensure this value is greater than or equal to 1.",
+        ),
         ({"name": "n", "cloud": ""}, "This field is required."),
-    ]  # fmt: skip
+    ]
     for changes, message in cases:
         changes.setdefault("cloud", tenant_a.cloud.pk)
         response = submit(client, create_url(tenant_a), **changes)
@@ -224,8 +259,9 @@ def test_other_bad_input_is_shown_and_saves_nothing(tenant_a: Tenant) -> None:
 
 
 def test_another_organizations_cloud_cannot_be_posted(tenant_a: Tenant, tenant_b: Tenant) -> None:
-    response = submit(client_for(tenant_a.owner), create_url(tenant_a), name="sneaky",
-                      cloud=tenant_b.cloud.pk)  # fmt: skip
+    response = submit(
+        client_for(tenant_a.owner), create_url(tenant_a), name="sneaky", cloud=tenant_b.cloud.pk
+    )
     assert response.status_code == 200
     assert "Select a valid choice." in text(response)
     assert not ComputeConfig.objects.filter(name="sneaky").exists()
@@ -239,8 +275,9 @@ def test_the_list_shows_each_config_with_its_latest_version(
 ) -> None:
     settings.RAYDECK_PAGE_SIZE = 3
     for name in ("b-config", "c-config", "d-config"):
-        ComputeConfigVersionFactory(cloud=tenant_a.cloud, config__name=name,
-                                    head_cpus=3, head_memory_mb=6144)  # fmt: skip
+        ComputeConfigVersionFactory(
+            cloud=tenant_a.cloud, config__name=name, head_cpus=3, head_memory_mb=6144
+        )
     ComputeConfigVersionFactory(cloud=tenant_b.cloud, config__name="bravo-secret")
     client = client_for(tenant_a.viewer)
     with django_assert_max_num_queries(12):
@@ -293,9 +330,12 @@ def test_an_edit_is_version_2_and_earlier_clusters_keep_version_1(tenant_a: Tena
     assert 'value="workers"' in form and "Saving makes version 2." in form
 
     response = submit(
-        client, edit_url(config), head_cpus="2",
-        **group_row(0, max="5"), **group_row(1, name="gpu", gpus="1", max="2"),
-    )  # fmt: skip
+        client,
+        edit_url(config),
+        head_cpus="2",
+        **group_row(0, max="5"),
+        **group_row(1, name="gpu", gpus="1", max="2"),
+    )
     assert response.status_code == 302 and response["Location"] == detail_url(config)
     v2 = config.latest
     assert v2.number == 2 and v2.head_cpus == 2
@@ -366,8 +406,9 @@ def test_a_project_writer_cannot_change_an_organization_wide_config(tenant_a: Te
 
 def test_a_project_config_is_hidden_from_those_outside_the_project(tenant_a: Tenant) -> None:
     secret_project = ProjectFactory(organization=tenant_a.org, name="Secret")
-    version = ComputeConfigVersionFactory(cloud=tenant_a.cloud, config__name="secret-config",
-                                          config__project=secret_project)  # fmt: skip
+    version = ComputeConfigVersionFactory(
+        cloud=tenant_a.cloud, config__name="secret-config", config__project=secret_project
+    )
     client = client_for(tenant_a.member)
     assert "secret-config" not in text(client.get(list_url(tenant_a)))
     assert client.get(detail_url(version.config)).status_code == 404
@@ -391,9 +432,13 @@ def test_the_clusters_list_is_capped_at_a_page(tenant_a: Tenant, settings) -> No
     version = tenant_a.cluster.compute_config
     for name in ("second", "third"):
         Cluster.objects.create(
-            organization=tenant_a.org, project=tenant_a.project, cloud=tenant_a.cloud,
-            compute_config=version, image=tenant_a.cluster.image, name=name,
-        )  # fmt: skip
+            organization=tenant_a.org,
+            project=tenant_a.project,
+            cloud=tenant_a.cloud,
+            compute_config=version,
+            image=tenant_a.cluster.image,
+            name=name,
+        )
     page = text(client_for(tenant_a.owner).get(detail_url(version.config)))
     assert "The newest 2 of 3 clusters." in page
     assert "third" in page and tenant_a.cluster.name not in page

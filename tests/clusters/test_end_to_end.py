@@ -72,8 +72,9 @@ def test_create_run_and_terminate_a_two_node_cluster(live_server, settings, tmp_
     tenant = make_tenant("ray")
     Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
     tenant.cloud.refresh_from_db()
-    cluster = lifecycle.cluster_create(project=tenant.project, actor=tenant.member,
-                                       name="e2e", cloud=tenant.cloud)  # fmt: skip
+    cluster = lifecycle.cluster_create(
+        project=tenant.project, actor=tenant.member, name="e2e", cloud=tenant.cloud
+    )
     config = cluster.compute_config
     config.worker_groups = [{**config.worker_groups[0], "min": 1}]
     config.save()

@@ -194,9 +194,21 @@ class RedisServer:
         import redis
 
         self.starts += 1
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                "--daemonize", "no"]  # fmt: skip
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+        ]
         self.proc = Proc(f"redis-{self.starts}", argv, os.environ.copy(), self.workdir)
         deadline = time.monotonic() + 10
         while True:
@@ -259,10 +271,13 @@ class RowLock:
 
         params = connection.settings_dict
         self.conn = psycopg.connect(
-            host=params.get("HOST") or "127.0.0.1", port=params.get("PORT") or 5432,
-            user=params.get("USER") or "postgres", password=params.get("PASSWORD") or None,
-            dbname=dbname, autocommit=False,
-        )  # fmt: skip
+            host=params.get("HOST") or "127.0.0.1",
+            port=params.get("PORT") or 5432,
+            user=params.get("USER") or "postgres",
+            password=params.get("PASSWORD") or None,
+            dbname=dbname,
+            autocommit=False,
+        )
         self.held = False
 
     def hold(self, node: Node) -> None:
@@ -300,8 +315,16 @@ class Faults:
     """One test's world: a tenant with an active local cloud, a Redis, Celery processes,
     and the clusters it created (all cleaned up, whatever happens)."""
 
-    def __init__(self, *, tenant: Tenant, redis: RedisServer, env: dict[str, str],
-                 tmp: Path, dbname: str, say: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        tenant: Tenant,
+        redis: RedisServer,
+        env: dict[str, str],
+        tmp: Path,
+        dbname: str,
+        say: Callable[[str], None],
+    ) -> None:
         self.tenant = tenant
         self.cloud = tenant.cloud
         self.redis = redis
@@ -317,17 +340,43 @@ class Faults:
     # -- processes --------------------------------------------------------------------
 
     def start_worker(self, name: str) -> Proc:
-        argv = [sys.executable, "-m", "celery", "-A", "console", "worker", "--loglevel", "info",
-                "--pool", "prefork", "--concurrency", "1", "--hostname", f"{name}@%h",
-                "--without-mingle", "--without-gossip", "--without-heartbeat"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "--loglevel",
+            "info",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ]
         worker = Proc(name, argv, self.env, self.tmp)
         self.procs.append(worker)
         worker.wait_for_line(" ready.", timeout=60)
         return worker
 
     def start_beat(self) -> Proc:
-        argv = [sys.executable, "-m", "celery", "-A", "console", "beat", "--loglevel", "info",
-                "--schedule", str(self.tmp / "beat-schedule")]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "beat",
+            "--loglevel",
+            "info",
+            "--schedule",
+            str(self.tmp / "beat-schedule"),
+        ]
         beat = Proc("beat", argv, self.env, self.tmp)
         self.procs.append(beat)
         beat.wait_for_line("beat: Starting", timeout=60)
@@ -342,8 +391,9 @@ class Faults:
 
     def create(self, name: str) -> Cluster:
         """cluster_create, which enqueues the first reconcile when it commits."""
-        cluster = lifecycle.cluster_create(project=self.tenant.project, actor=self.tenant.member,
-                                           name=name, cloud=self.cloud)  # fmt: skip
+        cluster = lifecycle.cluster_create(
+            project=self.tenant.project, actor=self.tenant.member, name=name, cloud=self.cloud
+        )
         self.clusters.append(cluster)
         self.all_clusters.append(cluster)
         return cluster
@@ -399,8 +449,9 @@ class Faults:
         instance, started exactly once, running exactly one agent."""
         nodes = list(cluster.nodes.live())
         assert [n.role for n in nodes] == [NodeRole.HEAD], "a node was planned twice"
-        live = [i for i in provider_for(self.cloud).list_instances(cluster_id=cluster.uuid)
-                if i.is_live]  # fmt: skip
+        live = [
+            i for i in provider_for(self.cloud).list_instances(cluster_id=cluster.uuid) if i.is_live
+        ]
         assert sorted(str(i.node_id) for i in live) == sorted(str(n.uuid) for n in nodes)
         root = local_root(self.cloud)
         for node in nodes:
@@ -451,8 +502,9 @@ class Faults:
         for cluster in self.clusters:
             cluster.refresh_from_db()
             parts.append(f"=== {cluster.name}: {cluster.state} {cluster.state_reason}")
-            parts += [f"{e.created_at:%H:%M:%S.%f} {e.step}: {e.message}"
-                      for e in cluster.events.all()]  # fmt: skip
+            parts += [
+                f"{e.created_at:%H:%M:%S.%f} {e.step}: {e.message}" for e in cluster.events.all()
+            ]
             parts += [f"{n.role} {n.state}: {n.log_tail[-1500:]}" for n in cluster.nodes.all()]
         parts += [proc.tail() for proc in self.procs]
         return "\n".join(parts)
@@ -517,9 +569,12 @@ def faults(live_server, settings, tmp_path, capsys) -> Iterator[Faults]:
             "KEY_PREFIX": prefix,
         }
     }
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DJANGO_", "RAYDECK_", "CELERY_"))
-           and k not in ("DATABASE_URL", "REDIS_URL")}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "RAYDECK_", "CELERY_"))
+        and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     params = connection.settings_dict
     env.update(
         DJANGO_SETTINGS_MODULE="console.settings.test",
@@ -545,8 +600,7 @@ def faults(live_server, settings, tmp_path, capsys) -> Iterator[Faults]:
     Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
     tenant.cloud.refresh_from_db()
     with celery_broker(redis.url):
-        harness = Faults(tenant=tenant, redis=redis, env=env, tmp=tmp_path, dbname=dbname,
-                         say=say)  # fmt: skip
+        harness = Faults(tenant=tenant, redis=redis, env=env, tmp=tmp_path, dbname=dbname, say=say)
         try:
             yield harness
         finally:
@@ -612,8 +666,10 @@ def test_killed_worker_mid_provision_is_finished_by_a_new_worker(faults: Faults)
     # its lease expires and the next sweep's reconcile does the work.
     faults.wait_state(cluster, ClusterState.RUNNING, live.LEASE_SECONDS + 2 * SWEEP_SECONDS + 30)
     recovered = time.monotonic() - killed_at
-    faults.say(f"(b) whole worker killed mid-launch: running {recovered:.1f} s later "
-               f"(lease had {lease_ttl} s left, sweep every {SWEEP_SECONDS} s)")  # fmt: skip
+    faults.say(
+        f"(b) whole worker killed mid-launch: running {recovered:.1f} s later "
+        f"(lease had {lease_ttl} s left, sweep every {SWEEP_SECONDS} s)"
+    )
     assert recovered <= lease_ttl + SWEEP_SECONDS + 15
     faults.assert_one_instance_per_node(cluster)
     # The dead run's message still waits out its visibility timeout; when it comes back,

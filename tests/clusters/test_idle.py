@@ -19,17 +19,30 @@ from tests.conftest import client_for
 from tests.factories import ClusterFactory, NodeFactory
 
 HOUR = timedelta(minutes=60)
-IDLE = {"running_jobs": 0, "drivers": 0, "pending_demand": 0,
-        "last_connection_at": None, "kernel_last_active_at": None}  # fmt: skip
+IDLE = {
+    "running_jobs": 0,
+    "drivers": 0,
+    "pending_demand": 0,
+    "last_connection_at": None,
+    "kernel_last_active_at": None,
+}
 
 
 def judge(activity, now, *, started=None, last_active=None, timeout=HOUR, report_age=1):
     report = None
     if activity is not None:
         report = HeadReport(at=now - timedelta(seconds=report_age), ray={}, activity=activity)
-    return evaluate(state=ClusterState.RUNNING, started_at=started or now - 2 * HOUR,
-                    last_active_at=last_active, warned_at=None, extended_at=None,
-                    idle_timeout=timeout, max_uptime=None, report=report, now=now)  # fmt: skip
+    return evaluate(
+        state=ClusterState.RUNNING,
+        started_at=started or now - 2 * HOUR,
+        last_active_at=last_active,
+        warned_at=None,
+        extended_at=None,
+        idle_timeout=timeout,
+        max_uptime=None,
+        report=report,
+        now=now,
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,8 +60,10 @@ def judge(activity, now, *, started=None, last_active=None, timeout=HOUR, report
 def test_why_a_cluster_is_not_idle(activity, why_not) -> None:
     now = timezone.now()
     if activity:
-        activity = {k: (now + timedelta(seconds=int(v))).isoformat()
-                    if isinstance(v, str) else v for k, v in activity.items()}  # fmt: skip
+        activity = {
+            k: (now + timedelta(seconds=int(v))).isoformat() if isinstance(v, str) else v
+            for k, v in activity.items()
+        }
     state = judge(activity, now)
     assert not state.idle
     assert state.why_not == why_not
@@ -83,8 +98,13 @@ def test_idle_counts_from_the_latest_use_and_says_when_it_ends() -> None:
 @pytest.fixture
 def running(tenant_a):
     started = timezone.now() - timedelta(minutes=61)
-    cluster = ClusterFactory(project=tenant_a.project, cloud=tenant_a.cloud, name="idle",
-                             state=ClusterState.RUNNING, started_at=started)  # fmt: skip
+    cluster = ClusterFactory(
+        project=tenant_a.project,
+        cloud=tenant_a.cloud,
+        name="idle",
+        state=ClusterState.RUNNING,
+        started_at=started,
+    )
     NodeFactory(cluster=cluster, role=NodeRole.HEAD, state=NodeState.READY)
     return cluster
 
@@ -101,9 +121,11 @@ def test_an_idle_cluster_is_warned_then_terminated_with_its_reason(running, tena
     assert running.idle_warned_at == now
     warning = running.events.get(step="idle warning")
     assert warning.level == EventLevel.WARNING
-    assert warning.message == ("Idle for 61 min (no job, driver, pending demand or connection): "
-                               "Raydeck terminates it in 5 min unless it is used or someone "
-                               "keeps it running.")  # fmt: skip
+    assert warning.message == (
+        "Idle for 61 min (no job, driver, pending demand or connection): "
+        "Raydeck terminates it in 5 min unless it is used or someone "
+        "keeps it running."
+    )
     # The page shows the banner with the button.
     page = client_for(tenant_a.member).get(
         reverse("cluster_detail", args=[tenant_a.org.slug, running.pk])
@@ -203,9 +225,15 @@ def test_the_page_says_why_not_idle(running, tenant_a) -> None:
 
 def test_a_head_that_stopped_itself_is_reconciled(running) -> None:
     head = running.nodes.get(role=NodeRole.HEAD)
-    node = agents.HeartbeatNode(pk=head.pk, cluster_id=running.pk, role=NodeRole.HEAD,
-                                state=NodeState.READY, desired_state=DesiredState.RUNNING,
-                                head_address=None, persisted_at=None)  # fmt: skip
+    node = agents.HeartbeatNode(
+        pk=head.pk,
+        cluster_id=running.pk,
+        role=NodeRole.HEAD,
+        state=NodeState.READY,
+        desired_state=DesiredState.RUNNING,
+        head_address=None,
+        persisted_at=None,
+    )
     reason = "control plane unreachable for 12 min while idle"
     answer = agents.node_heartbeat(
         node=node, body={"state": "stopped", "stopped_itself": {"reason": reason}}

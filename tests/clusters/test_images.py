@@ -25,8 +25,9 @@ pytestmark = pytest.mark.django_db
 
 
 def create(tenant: Tenant, role: str = OrgRole.ADMIN, **fields: Any) -> ContainerImage:
-    return image_create(organization=tenant.org, actor=tenant.users[role],
-                        **{**CONTAINER_IMAGE, **fields})  # fmt: skip
+    return image_create(
+        organization=tenant.org, actor=tenant.users[role], **{**CONTAINER_IMAGE, **fields}
+    )
 
 
 def messages(caught: pytest.ExceptionInfo[ValidationError]) -> str:
@@ -44,8 +45,9 @@ def test_owners_and_admins_create_change_and_delete_images(tenant_a: Tenant, rol
         {"us-east-1": AMI},
         False,
     )
-    image = image_update(image=image, actor=tenant_a.users[role], name="acme ray 2",
-                         aws_amis={"eu-west-1": AMI})  # fmt: skip
+    image = image_update(
+        image=image, actor=tenant_a.users[role], name="acme ray 2", aws_amis={"eu-west-1": AMI}
+    )
     image.refresh_from_db()
     assert (image.name, image.aws_amis) == ("acme ray 2", {"eu-west-1": AMI})
     image_delete(image=image, actor=tenant_a.users[role])
@@ -72,8 +74,10 @@ def test_another_organizations_owner_may_not(tenant_a: Tenant, tenant_b: Tenant)
 
 def test_built_in_images_are_nobodys_to_change(tenant_a: Tenant) -> None:
     built_in = ContainerImageFactory(name="Ray 2.40.0", image_uri="rayproject/ray:2.40.0")
-    for call in (lambda: image_update(image=built_in, actor=tenant_a.owner, name="mine"),
-                 lambda: image_delete(image=built_in, actor=tenant_a.owner)):  # fmt: skip
+    for call in (
+        lambda: image_update(image=built_in, actor=tenant_a.owner, name="mine"),
+        lambda: image_delete(image=built_in, actor=tenant_a.owner),
+    ):
         with pytest.raises(PermissionDenied, match="built-in images cannot be changed"):
             call()
     built_in.refresh_from_db()
@@ -96,21 +100,31 @@ def test_a_name_is_unique_in_the_organization_only(tenant_a: Tenant, tenant_b: T
 @pytest.mark.parametrize(
     ("fields", "field", "words"),
     [
-        ({"image_uri": "", "aws_amis": {}, "gcp_image": ""}, "__all__",
-         "Give an image URI (a container image, for AWS and GCP clusters) or a Python executable"),
+        (
+            {"image_uri": "", "aws_amis": {}, "gcp_image": ""},
+            "__all__",
+            "Give an image URI (a container image, for AWS and GCP clusters) or a Python "
+            "executable",
+        ),
         ({"python_executable": "/usr/bin/python3"}, "python_executable", "Clear one of the two"),
         ({"image_uri": "", "gcp_image": ""}, "aws_amis", "AMIs are for container images"),
-        ({"image_uri": "", "aws_amis": {}, "python_executable": "/usr/bin/python3"}, "gcp_image",
-         "A GCP boot image is for container images"),
+        (
+            {"image_uri": "", "aws_amis": {}, "python_executable": "/usr/bin/python3"},
+            "gcp_image",
+            "A GCP boot image is for container images",
+        ),
         ({"aws_amis": {"us-east-1": "ubuntu"}}, "aws_amis", "Give one AMI per region"),
         ({"aws_amis": {"Virginia": AMI}}, "aws_amis", "Give one AMI per region"),
         ({"ray_version": "latest"}, "ray_version", "Give a Ray version such as 2.40.0."),
         ({"image_uri": "acme/ray 2"}, "image_uri", "no spaces"),
-        ({"image_uri": "", "aws_amis": {}, "gcp_image": "", "python_executable": "python3"},
-         "python_executable", "absolute path"),
+        (
+            {"image_uri": "", "aws_amis": {}, "gcp_image": "", "python_executable": "python3"},
+            "python_executable",
+            "absolute path",
+        ),
         ({"name": "  "}, "name", "This field cannot be blank."),
     ],
-)  # fmt: skip
+)
 def test_what_is_refused_says_why(
     tenant_a: Tenant, fields: dict[str, Any], field: str, words: str
 ) -> None:
@@ -121,8 +135,9 @@ def test_what_is_refused_says_why(
 
 
 def test_a_python_environment_for_the_local_cloud(tenant_a: Tenant) -> None:
-    image = create(tenant_a, image_uri="", aws_amis={}, gcp_image="",
-                   python_executable="/opt/ray/bin/python3")  # fmt: skip
+    image = create(
+        tenant_a, image_uri="", aws_amis={}, gcp_image="", python_executable="/opt/ray/bin/python3"
+    )
     assert image.python_executable == "/opt/ray/bin/python3"
 
 
@@ -143,8 +158,13 @@ def test_every_change_is_audited(tenant_a: Tenant) -> None:
 
 
 def live_cluster(tenant: Tenant, image: ContainerImage, **fields: Any) -> Any:
-    return ClusterFactory(project=tenant.project, cloud=tenant.cloud, image=image,
-                          state=ClusterState.RUNNING, **fields)  # fmt: skip
+    return ClusterFactory(
+        project=tenant.project,
+        cloud=tenant.cloud,
+        image=image,
+        state=ClusterState.RUNNING,
+        **fields,
+    )
 
 
 def test_an_image_live_clusters_use_keeps_what_it_runs(tenant_a: Tenant) -> None:
@@ -168,22 +188,29 @@ def test_an_image_live_clusters_use_keeps_what_it_runs(tenant_a: Tenant) -> None
 def test_clusters_that_ended_keep_their_image(tenant_a: Tenant) -> None:
     image = create(tenant_a)
     activate(tenant_a.cloud)
-    ended = ClusterFactory(project=tenant_a.project, cloud=tenant_a.cloud, image=image,
-                           state=ClusterState.TERMINATED,
-                           desired_state=DesiredState.TERMINATED)  # fmt: skip
+    ended = ClusterFactory(
+        project=tenant_a.project,
+        cloud=tenant_a.cloud,
+        image=image,
+        state=ClusterState.TERMINATED,
+        desired_state=DesiredState.TERMINATED,
+    )
     image_delete(image=image, actor=tenant_a.admin)
     ended.refresh_from_db()
     assert ended.image.name == "acme ray"  # its page still says what it ran
     assert ended.image.deleted_at is not None
-    assert not ContainerImage.objects.visible_to(tenant_a.owner, tenant_a.org).filter(
-        pk=image.pk
-    )  # fmt: skip
+    assert not ContainerImage.objects.visible_to(tenant_a.owner, tenant_a.org).filter(pk=image.pk)
     assert create(tenant_a).pk != image.pk  # the name is free again
     with pytest.raises(ValidationError, match="was deleted"):
         lifecycle.cluster_restart(cluster=ended, actor=tenant_a.owner)
     with pytest.raises(ValidationError, match="was deleted"):
-        lifecycle.cluster_create(project=tenant_a.project, actor=tenant_a.owner, name="new",
-                                 cloud=tenant_a.cloud, image=ended.image)  # fmt: skip
+        lifecycle.cluster_create(
+            project=tenant_a.project,
+            actor=tenant_a.owner,
+            name="new",
+            cloud=tenant_a.cloud,
+            image=ended.image,
+        )
 
 
 def test_the_cluster_form_offers_the_organizations_own_and_not_deleted_ones(
@@ -192,8 +219,9 @@ def test_the_cluster_form_offers_the_organizations_own_and_not_deleted_ones(
     from clusters.selectors import images_for_cluster_create
 
     gone = create(tenant_a, name="gone")
-    ClusterFactory(project=tenant_a.project, cloud=tenant_a.cloud, image=gone,
-                   state=ClusterState.FAILED)  # fmt: skip
+    ClusterFactory(
+        project=tenant_a.project, cloud=tenant_a.cloud, image=gone, state=ClusterState.FAILED
+    )
     image_delete(image=gone, actor=tenant_a.admin)
     mine = create(tenant_a)
     create(tenant_b, name="theirs")
@@ -204,8 +232,11 @@ def test_the_cluster_form_offers_the_organizations_own_and_not_deleted_ones(
 
 def test_typed_ami_lines_are_parsed() -> None:
     text = f"us-east-1: {AMI}\n\n eu-west-1 = ami-0fedcba987654321f \nus-west-2 ami-01234567"
-    assert parse_amis(text) == {"us-east-1": AMI, "eu-west-1": "ami-0fedcba987654321f",
-                                "us-west-2": "ami-01234567"}  # fmt: skip
+    assert parse_amis(text) == {
+        "us-east-1": AMI,
+        "eu-west-1": "ami-0fedcba987654321f",
+        "us-west-2": "ami-01234567",
+    }
     with pytest.raises(ValidationError, match="Line 1: write one region and its AMI"):
         parse_amis("us-east-1")
     with pytest.raises(ValidationError, match="Line 2: us-east-1 has an AMI already"):

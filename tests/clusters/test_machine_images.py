@@ -61,14 +61,21 @@ def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings) -> Itera
 
 def aws_cloud(tenant: Tenant, **fields: str) -> Cloud:
     role = "arn:aws:iam::123456789012:role/raydeck"
-    return CloudFactory(organization=tenant.org, kind=CloudKind.AWS, region=REGION,
-                        state=CloudState.ACTIVE, aws_role_arn=role,
-                        aws_external_id="raydeck-ext-0123456789abcdef", **fields)  # fmt: skip
+    return CloudFactory(
+        organization=tenant.org,
+        kind=CloudKind.AWS,
+        region=REGION,
+        state=CloudState.ACTIVE,
+        aws_role_arn=role,
+        aws_external_id="raydeck-ext-0123456789abcdef",
+        **fields,
+    )
 
 
 def create(tenant: Tenant, cloud: Cloud, image: ContainerImage | None = None) -> Cluster:
-    cluster = lifecycle.cluster_create(project=tenant.project, actor=tenant.member, name="c1",
-                                       cloud=cloud, image=image)  # fmt: skip
+    cluster = lifecycle.cluster_create(
+        project=tenant.project, actor=tenant.member, name="c1", cloud=cloud, image=image
+    )
     reconcile.cluster_reconcile(cluster_id=cluster.pk)
     cluster.refresh_from_db()
     return cluster
@@ -112,8 +119,13 @@ def test_aws_boots_the_regions_default_ami_with_the_agent_boot_script(
 
 def test_aws_boots_the_images_own_ami_for_the_region(tenant_a: Tenant, moto_aws) -> None:
     amis = {REGION: IMAGE_AMI, "us-east-1": DEFAULT_AMI}
-    image = ContainerImage(organization=tenant_a.org, name="acme ray", ray_version="2.40.0",
-                           image_uri="acme/ray:2.40", aws_amis=amis)  # fmt: skip
+    image = ContainerImage(
+        organization=tenant_a.org,
+        name="acme ray",
+        ray_version="2.40.0",
+        image_uri="acme/ray:2.40",
+        aws_amis=amis,
+    )
     image.full_clean()
     image.save()
     create(tenant_a, aws_cloud(tenant_a), image=image)  # no SSM parameter needed
@@ -125,9 +137,13 @@ def test_aws_without_an_ami_fails_and_says_what_to_set(tenant_a: Tenant, moto_aw
     assert cluster.state == ClusterState.FAILED
     event = cluster.events.get(step="failed")
     assert event.level == "error"
-    for words in (f"has no AMI for {REGION}", AMI_PARAMETER, "does not exist",
-                  f"Add an AMI id for {REGION} to the image",
-                  "RAYDECK_AWS_AMI_PARAMETER"):  # fmt: skip
+    for words in (
+        f"has no AMI for {REGION}",
+        AMI_PARAMETER,
+        "does not exist",
+        f"Add an AMI id for {REGION} to the image",
+        "RAYDECK_AWS_AMI_PARAMETER",
+    ):
         assert words in event.message and words in cluster.state_reason
     assert launched_ec2() == []
 
@@ -139,12 +155,20 @@ def test_an_image_with_a_malformed_ami_is_refused() -> None:
 
 
 def test_a_malformed_node_identity_is_refused(tenant_a: Tenant) -> None:
-    for kind, value, words in ((CloudKind.AWS, "arn:aws:iam::1:role/x", "instance profile"),
-                               (CloudKind.GCP, "nodes", "service account email"),
-                               (CloudKind.LOCAL, "anything", "run as Raydeck")):  # fmt: skip
-        cloud = Cloud(organization=tenant_a.org, name="x", kind=kind, region="us-central1",
-                      zones=["us-central1-a"], gcp_project_id="raydeck-test",
-                      node_identity=value)  # fmt: skip
+    for kind, value, words in (
+        (CloudKind.AWS, "arn:aws:iam::1:role/x", "instance profile"),
+        (CloudKind.GCP, "nodes", "service account email"),
+        (CloudKind.LOCAL, "anything", "run as Raydeck"),
+    ):
+        cloud = Cloud(
+            organization=tenant_a.org,
+            name="x",
+            kind=kind,
+            region="us-central1",
+            zones=["us-central1-a"],
+            gcp_project_id="raydeck-test",
+            node_identity=value,
+        )
         with pytest.raises(ValidationError) as caught:
             cloud.full_clean()
         assert words in str(caught.value.message_dict["node_identity"])
@@ -157,20 +181,31 @@ def gcp(monkeypatch: pytest.MonkeyPatch, settings) -> Iterator[FakeComputeServer
         server.fake.images |= {GCP_DEFAULT, GCP_OWN}
 
         def provider_for(cloud: Cloud) -> CloudProvider:
-            return GcpProvider(cloud_id=cloud.uuid, project_id=cloud.gcp_project_id,
-                               zones=list(cloud.zones), image=settings.RAYDECK_GCP_IMAGE,
-                               node_service_account=cloud.node_identity,
-                               credentials=AnonymousCredentials(), api_endpoint=server.endpoint,
-                               poll_interval=0.01)  # fmt: skip
+            return GcpProvider(
+                cloud_id=cloud.uuid,
+                project_id=cloud.gcp_project_id,
+                zones=list(cloud.zones),
+                image=settings.RAYDECK_GCP_IMAGE,
+                node_service_account=cloud.node_identity,
+                credentials=AnonymousCredentials(),
+                api_endpoint=server.endpoint,
+                poll_interval=0.01,
+            )
 
         monkeypatch.setattr(reconcile, "provider_for", provider_for)
         yield server
 
 
 def gcp_cloud(tenant: Tenant, **fields: str) -> Cloud:
-    return CloudFactory(organization=tenant.org, kind=CloudKind.GCP, region="us-central1",
-                        zones=["us-central1-a"], gcp_project_id="raydeck-test",
-                        state=CloudState.ACTIVE, **fields)  # fmt: skip
+    return CloudFactory(
+        organization=tenant.org,
+        kind=CloudKind.GCP,
+        region="us-central1",
+        zones=["us-central1-a"],
+        gcp_project_id="raydeck-test",
+        state=CloudState.ACTIVE,
+        **fields,
+    )
 
 
 def inserted(server: FakeComputeServer) -> list[dict]:
@@ -193,9 +228,13 @@ def test_gcp_boots_the_default_family_with_the_agent_startup_script(
 def test_gcp_boots_the_images_own_and_fails_clearly_without_any(
     tenant_a: Tenant, gcp: FakeComputeServer, settings
 ) -> None:
-    image = ContainerImage.objects.create(organization=tenant_a.org, name="acme ray",
-                                          ray_version="2.40.0", image_uri="acme/ray:2.40",
-                                          gcp_image=GCP_OWN)  # fmt: skip
+    image = ContainerImage.objects.create(
+        organization=tenant_a.org,
+        name="acme ray",
+        ray_version="2.40.0",
+        image_uri="acme/ray:2.40",
+        gcp_image=GCP_OWN,
+    )
     cloud = gcp_cloud(tenant_a)
     first = create(tenant_a, cloud, image=image)
     assert [b["disks"][0]["initializeParams"]["sourceImage"] for b in inserted(gcp)] == [GCP_OWN]

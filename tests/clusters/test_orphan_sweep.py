@@ -61,24 +61,32 @@ def gcp() -> Iterator[FakeComputeServer]:
 
 
 def active_cloud(tenant: Tenant, kind: str, **fields: object) -> Cloud:
-    return CloudFactory(organization=tenant.org, name=f"{kind} cloud", kind=kind,
-                        state=CloudState.ACTIVE, **fields)  # fmt: skip
+    return CloudFactory(
+        organization=tenant.org, name=f"{kind} cloud", kind=kind, state=CloudState.ACTIVE, **fields
+    )
 
 
 def running_cluster(tenant: Tenant, cloud: Cloud) -> Cluster:
     version = ComputeConfigVersionFactory(cloud=cloud, head_instance_type="m5.large")
-    return ClusterFactory(project=tenant.project, cloud=cloud, compute_config=version,
-                          state=ClusterState.RUNNING, name=f"{cloud.kind}-c")  # fmt: skip
+    return ClusterFactory(
+        project=tenant.project,
+        cloud=cloud,
+        compute_config=version,
+        state=ClusterState.RUNNING,
+        name=f"{cloud.kind}-c",
+    )
 
 
 def spec(cluster_id: uuid.UUID, node_id: uuid.UUID | None = None, **fields: object) -> NodeSpec:
-    return NodeSpec(node_id=node_id or uuid.uuid4(), cluster_id=cluster_id, name="raydeck-node",
-                    **fields)  # type: ignore[arg-type]  # fmt: skip
+    return NodeSpec(
+        node_id=node_id or uuid.uuid4(), cluster_id=cluster_id, name="raydeck-node", **fields
+    )  # type: ignore[arg-type]
 
 
 def launch(provider: CloudProvider, node: NodeSpec) -> str:
-    instance = provider.launch(node=node, boot_script="#!/bin/bash\ntrue\n",
-                               idempotency_key=idempotency_key(node.node_id))  # fmt: skip
+    instance = provider.launch(
+        node=node, boot_script="#!/bin/bash\ntrue\n", idempotency_key=idempotency_key(node.node_id)
+    )
     return instance.instance_id
 
 
@@ -99,9 +107,13 @@ def assert_leak_recorded(cluster: Cluster, instance_id: str) -> None:
 def test_aws_sweep_terminates_only_the_leaked_instance(
     tenant_a: Tenant, moto_aws, settings
 ) -> None:
-    cloud = active_cloud(tenant_a, CloudKind.AWS, region=REGION,
-                         aws_role_arn=f"arn:aws:iam::{ACCOUNT}:role/raydeck",
-                         aws_external_id="raydeck-ext-0123456789abcdef")  # fmt: skip
+    cloud = active_cloud(
+        tenant_a,
+        CloudKind.AWS,
+        region=REGION,
+        aws_role_arn=f"arn:aws:iam::{ACCOUNT}:role/raydeck",
+        aws_external_id="raydeck-ext-0123456789abcdef",
+    )
     cluster = running_cluster(tenant_a, cloud)
     provider = registry.provider_for(cloud)
     image = {"instance_type": "m5.large", "image": "ami-0123456789abcdef0"}
@@ -136,15 +148,21 @@ def test_aws_sweep_terminates_only_the_leaked_instance(
 def test_gcp_sweep_terminates_only_the_leaked_instance(
     tenant_a: Tenant, gcp: FakeComputeServer, settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cloud = active_cloud(tenant_a, CloudKind.GCP, region="us-central1", zones=GCP_ZONES,
-                         gcp_project_id=GCP_PROJECT)  # fmt: skip
+    cloud = active_cloud(
+        tenant_a, CloudKind.GCP, region="us-central1", zones=GCP_ZONES, gcp_project_id=GCP_PROJECT
+    )
     cluster = running_cluster(tenant_a, cloud)
 
     def provider_for(for_cloud: Cloud) -> CloudProvider:
         assert for_cloud.kind == CloudKind.GCP
-        return GcpProvider(cloud_id=for_cloud.uuid, project_id=for_cloud.gcp_project_id,
-                           zones=list(for_cloud.zones), credentials=AnonymousCredentials(),
-                           api_endpoint=gcp.endpoint, poll_interval=0.01)  # fmt: skip
+        return GcpProvider(
+            cloud_id=for_cloud.uuid,
+            project_id=for_cloud.gcp_project_id,
+            zones=list(for_cloud.zones),
+            credentials=AnonymousCredentials(),
+            api_endpoint=gcp.endpoint,
+            poll_interval=0.01,
+        )
 
     monkeypatch.setattr(reconcile, "provider_for", provider_for)
     provider = provider_for(cloud)
@@ -154,9 +172,14 @@ def test_gcp_sweep_terminates_only_the_leaked_instance(
     claimed = launch(provider, spec(cluster.uuid, head.uuid, **machine))
     booting = launch(provider, spec(cluster.uuid, worker.uuid, zone=GCP_ZONES[1], **machine))
     leaked = launch(provider, spec(cluster.uuid, **machine))
-    foreign = GcpProvider(cloud_id=uuid.uuid4(), project_id=GCP_PROJECT, zones=GCP_ZONES,
-                          credentials=AnonymousCredentials(), api_endpoint=gcp.endpoint,
-                          poll_interval=0.01)  # fmt: skip
+    foreign = GcpProvider(
+        cloud_id=uuid.uuid4(),
+        project_id=GCP_PROJECT,
+        zones=GCP_ZONES,
+        credentials=AnonymousCredentials(),
+        api_endpoint=gcp.endpoint,
+        poll_interval=0.01,
+    )
     other = launch(foreign, spec(uuid.uuid4(), **machine))
 
     settings.RAYDECK_ORPHAN_GRACE_SECONDS = 0

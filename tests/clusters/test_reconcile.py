@@ -50,8 +50,9 @@ def provider(local_cloud: Cloud):
 
 
 def new_cluster(tenant: Tenant, cloud: Cloud, workers: int = 0) -> Cluster:
-    cluster = lifecycle.cluster_create(project=tenant.project, actor=tenant.member,
-                                       name="c1", cloud=cloud)  # fmt: skip
+    cluster = lifecycle.cluster_create(
+        project=tenant.project, actor=tenant.member, name="c1", cloud=cloud
+    )
     if workers:
         version = cluster.compute_config
         version.worker_groups = [{**version.worker_groups[0], "min": workers}]
@@ -136,8 +137,10 @@ def test_permanent_cloud_error_fails_with_the_clouds_message(
     cluster = new_cluster(tenant_a, local_cloud)
 
     def no_capacity(self, **kwargs):
-        raise PermanentCloudError("No capacity for m5.large in us-east-1a: try another zone.",
-                                  kind=PermanentErrorKind.CAPACITY)  # fmt: skip
+        raise PermanentCloudError(
+            "No capacity for m5.large in us-east-1a: try another zone.",
+            kind=PermanentErrorKind.CAPACITY,
+        )
 
     monkeypatch.setattr(LocalProvider, "launch", no_capacity)
     reconcile.cluster_reconcile(cluster_id=cluster.pk)
@@ -151,8 +154,9 @@ def test_a_silent_node_is_marked_lost_and_replaced(tenant_a, local_cloud, provid
     cluster = new_cluster(tenant_a, local_cloud, workers=1)
     reconcile.cluster_reconcile(cluster_id=cluster.pk)
     long_ago = timezone.now() - timedelta(minutes=5)
-    Node.objects.filter(cluster=cluster).update(state=NodeState.READY, last_heartbeat_at=long_ago,
-                                                ray_ports={"gcs": 1})  # fmt: skip
+    Node.objects.filter(cluster=cluster).update(
+        state=NodeState.READY, last_heartbeat_at=long_ago, ray_ports={"gcs": 1}
+    )
     Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.RUNNING)
     worker = cluster.nodes.get(role=NodeRole.WORKER)
     Node.objects.filter(pk=cluster.nodes.get(role=NodeRole.HEAD).pk).update(
@@ -166,16 +170,18 @@ def test_a_silent_node_is_marked_lost_and_replaced(tenant_a, local_cloud, provid
     assert cluster.events.filter(step="node lost", node=worker).exists()
 
 
-def test_a_node_silent_only_in_an_emptied_cache_is_not_lost(tenant_a, local_cloud,
-                                                             provider) -> None:  # fmt: skip
+def test_a_node_silent_only_in_an_emptied_cache_is_not_lost(
+    tenant_a, local_cloud, provider
+) -> None:
     """Redis restarted: no heartbeat in the cache, and the row is written about once a
     minute. The node is judged by the row with that slack, not taken for lost at once."""
     cluster = new_cluster(tenant_a, local_cloud)
     reconcile.cluster_reconcile(cluster_id=cluster.pk)
     head = cluster.nodes.get()
     written = timezone.now() - timedelta(seconds=40)
-    Node.objects.filter(pk=head.pk).update(state=NodeState.READY, last_heartbeat_at=written,
-                                           ray_ports={"gcs": 1})  # fmt: skip
+    Node.objects.filter(pk=head.pk).update(
+        state=NodeState.READY, last_heartbeat_at=written, ray_ports={"gcs": 1}
+    )
     Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.RUNNING)
     key = live.heartbeat_key(head.pk)
     cache.delete(key)
@@ -218,16 +224,18 @@ def test_orphan_sweep_terminates_an_instance_no_node_claims(
     assert reconcile.orphans_sweep() == 1
     assert not [i for i in live_instances(provider, cluster) if i.is_live]
     assert ClusterEvent.objects.filter(cluster=cluster, step="leaked instance terminated").exists()
-    assert AuditEvent.objects.filter(verb="cloud.leaked_instance_terminated",
-                                     target_id=str(cluster.pk)).exists()  # fmt: skip
+    assert AuditEvent.objects.filter(
+        verb="cloud.leaked_instance_terminated", target_id=str(cluster.pk)
+    ).exists()
 
 
 def test_unverified_cloud_is_refused(tenant_a: Tenant) -> None:
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError, match="not verified"):
-        lifecycle.cluster_create(project=tenant_a.project, actor=tenant_a.member, name="x",
-                                 cloud=tenant_a.cloud)  # fmt: skip
+        lifecycle.cluster_create(
+            project=tenant_a.project, actor=tenant_a.member, name="x", cloud=tenant_a.cloud
+        )
 
 
 # --- Silence while the web tier was down (clusters/live.py) --------------------------
@@ -245,15 +253,17 @@ def _silent_head(tenant_a: Tenant, local_cloud: Cloud, silent_for: timedelta) ->
     reconcile.cluster_reconcile(cluster_id=cluster.pk)
     head = cluster.nodes.get()
     seen = timezone.now() - silent_for
-    Node.objects.filter(pk=head.pk).update(state=NodeState.READY, last_heartbeat_at=seen,
-                                           ray_ports={"gcs": 1})  # fmt: skip
+    Node.objects.filter(pk=head.pk).update(
+        state=NodeState.READY, last_heartbeat_at=seen, ray_ports={"gcs": 1}
+    )
     Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.RUNNING)
     cache.set(live.heartbeat_key(head.pk), seen.timestamp())
     return head
 
 
-def test_no_node_is_lost_while_the_web_tier_is_not_listening(tenant_a, local_cloud, provider,
-                                                               ticks) -> None:  # fmt: skip
+def test_no_node_is_lost_while_the_web_tier_is_not_listening(
+    tenant_a, local_cloud, provider, ticks
+) -> None:
     """The web tier was down for two minutes (a slow deploy): every node went silent with
     it. Nothing is judged while it is down, and after it is back each node gets the full
     grace to heartbeat again before it is taken for lost."""

@@ -56,8 +56,9 @@ def local_cluster(settings, tmp_path: Path, agent_url: str, **config: object) ->
     tenant = make_tenant("ray")
     Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
     tenant.cloud.refresh_from_db()
-    cluster = lifecycle.cluster_create(project=tenant.project, actor=tenant.member,
-                                       name="lean", cloud=tenant.cloud)  # fmt: skip
+    cluster = lifecycle.cluster_create(
+        project=tenant.project, actor=tenant.member, name="lean", cloud=tenant.cloud
+    )
     version = cluster.compute_config
     for key, value in config.items():
         setattr(version, key, value)
@@ -90,25 +91,42 @@ def wait_until(cluster: Cluster, what: str, check, deadline_seconds: float, *, e
         if result:
             return result
         time.sleep(1)
-    events = "\n".join(f"{e.created_at:%H:%M:%S} {e.step}: {e.message}"
-                       for e in cluster.events.all())  # fmt: skip
+    events = "\n".join(
+        f"{e.created_at:%H:%M:%S} {e.step}: {e.message}" for e in cluster.events.all()
+    )
     logs = "\n".join(f"{n.role} {n.state}: {n.log_tail[-1500:]}" for n in cluster.nodes.all())
     raise AssertionError(f"timed out waiting for {what}\n{events}\n{logs}")
 
 
 def test_workers_follow_the_load_and_an_idle_cluster_stops(live_server, settings, tmp_path):
-    group = {"name": "cpu", "instance_type": "local", "cpus": 2, "memory_mb": 1024,
-             "min": 0, "max": 1, "spot": False, "downscale_delay_seconds": 5}  # fmt: skip
-    cluster = local_cluster(settings, tmp_path, live_server.url, head_cpus=1,
-                            worker_groups=[group], idle_timeout_minutes=1)  # fmt: skip
+    group = {
+        "name": "cpu",
+        "instance_type": "local",
+        "cpus": 2,
+        "memory_mb": 1024,
+        "min": 0,
+        "max": 1,
+        "spot": False,
+        "downscale_delay_seconds": 5,
+    }
+    cluster = local_cluster(
+        settings,
+        tmp_path,
+        live_server.url,
+        head_cpus=1,
+        worker_groups=[group],
+        idle_timeout_minutes=1,
+    )
     try:
-        cluster = drive(cluster, {ClusterState.RUNNING, ClusterState.FAILED},
-                        time.monotonic() + 150)  # fmt: skip
+        cluster = drive(
+            cluster, {ClusterState.RUNNING, ClusterState.FAILED}, time.monotonic() + 150
+        )
         assert cluster.state == ClusterState.RUNNING, cluster.state_reason
         assert not cluster.nodes.filter(role=NodeRole.WORKER).exists()
         # Nothing runs: the page says idle, with the countdown.
-        headline = wait_until(cluster, "an idle report",
-                              lambda c: cluster_idleness(c).headline(_now()), 30)  # fmt: skip
+        headline = wait_until(
+            cluster, "an idle report", lambda c: cluster_idleness(c).headline(_now()), 30
+        )
         assert headline.startswith("Idle for ")
 
         # A job that needs 2 CPUs on a cluster whose head has 1: a worker must come.
@@ -168,12 +186,20 @@ def test_workers_follow_the_load_and_an_idle_cluster_stops(live_server, settings
         assert cluster.nodes.get(role=NodeRole.HEAD).state == NodeState.READY
 
         # Idle for the timeout: a warning first, then the termination, saying why.
-        wait_until(cluster, "the idle warning",
-                   lambda c: c.events.filter(step="idle warning").exists(), 120)  # fmt: skip
+        wait_until(
+            cluster,
+            "the idle warning",
+            lambda c: c.events.filter(step="idle warning").exists(),
+            120,
+        )
         assert cluster.desired_state == DesiredState.RUNNING
         assert cluster_idleness(cluster).warned
-        wait_until(cluster, "the idle termination",
-                   lambda c: c.desired_state == DesiredState.TERMINATED, 60)  # fmt: skip
+        wait_until(
+            cluster,
+            "the idle termination",
+            lambda c: c.desired_state == DesiredState.TERMINATED,
+            60,
+        )
         reason = cluster.events.get(step="terminate requested").message
         assert reason.startswith("Terminated by Raydeck: idle for ")
         assert "(idle timeout 60 s): no running job or driver, no pending demand" in reason
@@ -274,11 +300,11 @@ def test_with_the_control_plane_unreachable_an_idle_cluster_stops_itself(
     relay.open()
     cluster = local_cluster(settings, tmp_path, relay.url)
     try:
-        cluster = drive(cluster, {ClusterState.RUNNING, ClusterState.FAILED},
-                        time.monotonic() + 150)  # fmt: skip
+        cluster = drive(
+            cluster, {ClusterState.RUNNING, ClusterState.FAILED}, time.monotonic() + 150
+        )
         assert cluster.state == ClusterState.RUNNING, cluster.state_reason
-        wait_until(cluster, "an idle report",
-                   lambda c: cluster_idleness(c).idle, 30, each=_refresh)  # fmt: skip
+        wait_until(cluster, "an idle report", lambda c: cluster_idleness(c).idle, 30, each=_refresh)
         head = cluster.nodes.get(role=NodeRole.HEAD)
         ray_marker = f"RAYDECK_RAY_NODE={head.uuid}"
         assert processes_with(ray_marker)
@@ -295,9 +321,13 @@ def test_with_the_control_plane_unreachable_an_idle_cluster_stops_itself(
         assert cluster.desired_state == DesiredState.RUNNING
 
         relay.open()  # back: the head reports what it did, the control plane reconciles
-        wait_until(cluster, "the head's report",
-                   lambda c: c.events.filter(step="stopped itself").first(), 60,
-                   each=_refresh)  # fmt: skip
+        wait_until(
+            cluster,
+            "the head's report",
+            lambda c: c.events.filter(step="stopped itself").first(),
+            60,
+            each=_refresh,
+        )
         cluster = drive(cluster, {ClusterState.TERMINATED}, time.monotonic() + 90)
         event = cluster.events.get(step="stopped itself")
         assert event.message.startswith("Stopped itself: control plane unreachable for ")

@@ -28,8 +28,9 @@ def cluster_id() -> Iterator[int]:
 def sent() -> Iterator[list[dict]]:
     """Every reconcile_cluster message sent (not run)."""
     calls: list[dict] = []
-    with mock.patch.object(tasks.reconcile_cluster, "apply_async",
-                           side_effect=lambda **kw: calls.append(kw)):  # fmt: skip
+    with mock.patch.object(
+        tasks.reconcile_cluster, "apply_async", side_effect=lambda **kw: calls.append(kw)
+    ):
         yield calls
 
 
@@ -73,12 +74,19 @@ def test_the_sweep_enqueues_when_nothing_waits(cluster_id, sent) -> None:
 def test_pending_demand_asks_the_autoscaler_once_per_kick(tenant_a: Tenant, sent) -> None:
     """A head heartbeat with pending demand enqueues a reconcile now (the autoscaler looks
     at once), one per KICK_EVERY_SECONDS however many heartbeats repeat the demand."""
-    cluster = ClusterFactory(project=tenant_a.project, cloud=tenant_a.cloud,
-                             state=ClusterState.RUNNING)  # fmt: skip
+    cluster = ClusterFactory(
+        project=tenant_a.project, cloud=tenant_a.cloud, state=ClusterState.RUNNING
+    )
     head = NodeFactory(cluster=cluster, role=NodeRole.HEAD, state=NodeState.READY)
-    node = agents.HeartbeatNode(pk=head.pk, cluster_id=cluster.pk, role=NodeRole.HEAD,
-                                state=NodeState.READY, desired_state=DesiredState.RUNNING,
-                                head_address=None, persisted_at=None)  # fmt: skip
+    node = agents.HeartbeatNode(
+        pk=head.pk,
+        cluster_id=cluster.pk,
+        role=NodeRole.HEAD,
+        state=NodeState.READY,
+        desired_state=DesiredState.RUNNING,
+        head_address=None,
+        persisted_at=None,
+    )
     demand = {"state": "ready", "ray": {"pending_demand": [{"CPU": 2.0}]}}
     try:
         agents.node_heartbeat(node=node, body={"state": "ready", "ray": {"pending_demand": []}})

@@ -141,9 +141,12 @@ def test_another_organizations_api_objects_are_404(
     from accounts import services
 
     _, secret = services.token_create(
-        organization=tenant_b.org, actor=tenant_b.users[role], name="probe", days=1,
+        organization=tenant_b.org,
+        actor=tenant_b.users[role],
+        name="probe",
+        days=1,
         read_only=False,
-    )  # fmt: skip
+    )
     client = Client(headers={"Authorization": f"Bearer {secret}"})
     leaks, not_found, probed = [], [], 0
     for route in api_routes():

@@ -41,16 +41,35 @@ def test_workers_tick_from_their_start_and_answer(tmp_path: Path, db: None) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RAYDECK_"))}
     name = db_connection.settings_dict["NAME"]
     database = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + name
-    env.update(DJANGO_SETTINGS_MODULE="console.settings.production", REDIS_URL=redis_url,
-               DATABASE_URL=database,
-               DJANGO_SECRET_KEY="ci-only-" + "k3y-" * 16, ALLOWED_HOSTS="127.0.0.1",
-               RAYDECK_VAR_DIR=str(tmp_path))  # fmt: skip
+    env.update(
+        DJANGO_SETTINGS_MODULE="console.settings.production",
+        REDIS_URL=redis_url,
+        DATABASE_URL=database,
+        DJANGO_SECRET_KEY="ci-only-" + "k3y-" * 16,
+        ALLOWED_HOSTS="127.0.0.1",
+        RAYDECK_VAR_DIR=str(tmp_path),
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "console.wsgi:application", "--bind",
-         f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "gthread", "--threads",
-         "4", "--preload"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "console.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "4",
+            "--preload",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while not store.keys(f"*{live.TICK_KEY}") and time.monotonic() < deadline:

@@ -38,14 +38,19 @@ def test_a_statement_answers_what_the_orm_answers(tenant_a: Tenant) -> None:
     for minutes, prefix in [(-1, "s-"), (1, "s-"), (3, "s-"), (0, "x-"), (10, "s-")]:
         after = base + timedelta(minutes=minutes)
         expected = list(
-            Cluster.objects.filter(organization=tenant_a.org, created_at__gt=after,
-                                   name__startswith=prefix)
+            Cluster.objects.filter(
+                organization=tenant_a.org, created_at__gt=after, name__startswith=prefix
+            )
             .order_by("created_at", "pk")
             .values("name", "created_at", project_slug=F("project__slug"))
-        )  # fmt: skip
+        )
         assert statement.rows(after=after, prefix=prefix) == expected
-    assert [r["name"] for r in statement.rows(after=base, prefix="s-")] == ["s-1", "s-2", "s-3",
-                                                                             "s-4"]  # fmt: skip
+    assert [r["name"] for r in statement.rows(after=base, prefix="s-")] == [
+        "s-1",
+        "s-2",
+        "s-3",
+        "s-4",
+    ]
 
 
 def test_a_statement_needs_values_and_all_its_params(tenant_a: Tenant) -> None:

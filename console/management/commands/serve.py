@@ -33,18 +33,46 @@ class Command(BaseCommand):
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
         commands = {
             # --preload: workers fork from a loaded app and share its memory.
-            "web": [python, "-m", "gunicorn", "console.wsgi:application", "--bind", bind,
-                    "--workers", str(web_workers), "--worker-class", "gthread",
-                    "--threads", "4", "--preload", "--reuse-port",
-                    "--access-logfile", "-",
-                    "--graceful-timeout", "5"],
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "console.wsgi:application",
+                "--bind",
+                bind,
+                "--workers",
+                str(web_workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--preload",
+                "--reuse-port",
+                "--access-logfile",
+                "-",
+                "--graceful-timeout",
+                "5",
+            ],
             # -B runs beat inside the worker: one process tree fewer on a single machine.
             # Production runs `celery beat` on its own (README).
-            "worker": [python, "-m", "celery", "-A", "console", "worker", "-B",
-                       "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
-                       "--loglevel", "INFO", "--concurrency", "2",
-                       "--without-gossip", "--without-mingle"],
-        }  # fmt: skip
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "worker",
+                "-B",
+                "--schedule",
+                str(settings.VAR_DIR / "celerybeat-schedule"),
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        }
         spec = {
             "commands": commands,
             "banner": f"Raydeck is running on http://{bind}/  "
