@@ -54,7 +54,32 @@ class StaffReadOnly:
 
 
 class SupportAdmin(StaffReadOnly, admin.ModelAdmin):
-    """The base of every support admin page."""
+    """The base of every support admin page. Lists stay fast on tables of millions of
+    rows: no second count of the unfiltered table, no date drill-down (its SELECT
+    DISTINCT of dates reads every row: list filters by date instead), filters on
+    free-text columns offer recent values only (RecentValuesFilter), uuids are searched
+    exactly, and lists are ordered by an indexed column."""
+
+    show_full_result_count = False
+
+
+def recent_values_filter(field: str, *, recent: int = 1000) -> type[admin.SimpleListFilter]:
+    """A list filter on a free-text column offering the values of its `recent` newest
+    rows, instead of a SELECT DISTINCT over the whole table on every page."""
+
+    class RecentValuesFilter(admin.SimpleListFilter):
+        title = field.replace("_", " ")
+        parameter_name = field
+
+        def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+            newest = model_admin.model.objects.order_by("-pk").values_list(field, flat=True)
+            return [(v, v) for v in sorted(set(newest[:recent])) if v]
+
+        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+            value = self.value()
+            return queryset.filter(**{field: value}) if value else queryset
+
+    return RecentValuesFilter
 
 
 class ReadOnlyInline(StaffReadOnly, admin.TabularInline):
@@ -138,17 +163,18 @@ class InvitationAdmin(SupportAdmin):
 @admin.register(AuditEvent)
 class AuditEventAdmin(SupportAdmin):
     list_display = ["created_at", "organization", "actor_email", "verb", "target_repr", "ip"]
-    list_filter = ["verb"]
+    list_filter = [recent_values_filter("verb"), ("created_at", admin.DateFieldListFilter)]
     search_fields = [
         "actor_email",
         "verb",
         "target_repr",
         "organization__name",
         "organization__slug",
-        "ip",
+        "=ip",
+        "=request_id",
     ]
     list_select_related = ["organization"]
-    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
 
 
 # API tokens: `token_hash` is never listed among the fields, so no page shows it.

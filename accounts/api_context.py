@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.models import Organization, User
+from accounts.models import Organization, ServiceAccount, User
 from accounts.permissions import token_require
 from accounts.tokens import TokenIdentity
 from kit.api.errors import ApiError, not_found
@@ -55,6 +55,13 @@ def actor(request: HttpRequest) -> User:
             "use a personal token to make changes.",
         )
     return principal
+
+
+def writer(request: HttpRequest) -> User | ServiceAccount:
+    """Who a change is made by where a service account may make it too (cluster
+    lifecycle): the token's person or service account, whose role the service checks
+    and whose name the audit log records."""
+    return identity(request).principal
 
 
 def console_url(path: str) -> str:

@@ -15,7 +15,9 @@ from typing import Any
 from django.db import models
 from django.http import HttpRequest, HttpResponse
 
-from .models import AuditEvent, Organization, User
+from kit.logs import current_request_id
+
+from .models import AuditEvent, Organization, ServiceAccount, User
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def changes_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
 
 def audit(
     *,
-    actor: User | None,
+    actor: User | ServiceAccount | None,
     verb: str,
     target: models.Model | None = None,
     organization: Organization | None = None,
@@ -85,10 +87,13 @@ def audit(
     if organization is None and target is not None:
         organization = _organization_of(target)
     origin = origin or _origin.get() or RequestOrigin(ip=None, user_agent="")
+    person = actor if isinstance(actor, User) and actor.is_authenticated else None
+    if isinstance(actor, ServiceAccount):  # a service account's token
+        actor_email = f"service account {actor.name}"
     return AuditEvent.objects.create(
         organization=organization,
-        actor=actor if actor is not None and actor.is_authenticated else None,
-        actor_email=actor.email if actor is not None and actor.is_authenticated else actor_email,
+        actor=person,
+        actor_email=person.email if person is not None else actor_email,
         verb=verb,
         # model_name is only unset on an Options not yet attached to a model.
         target_type=(target._meta.model_name or "") if target is not None else "",
@@ -97,6 +102,7 @@ def audit(
         changes=changes or {},
         ip=origin.ip,
         user_agent=origin.user_agent,
+        request_id=current_request_id(),
     )
 
 

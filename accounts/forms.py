@@ -166,7 +166,12 @@ class ProjectMemberRoleForm(forms.Form):
 
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, label="Actor email")
-    verb = forms.CharField(required=False, help_text="e.g. member. or project.create")
+    # An example as placeholder, not help text: a line under one field would lift its box
+    # above the others in the filter row.
+    verb = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. member. or project.create"}),
+    )
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 

@@ -413,6 +413,11 @@ class ServiceAccount(models.Model):
         return self.name
 
     @property
+    def display_name(self) -> str:
+        """How events and pages name it beside people."""
+        return f"Service account {self.name}"
+
+    @property
     def is_active(self) -> bool:
         return self.disabled_at is None
 
@@ -584,6 +589,8 @@ class AuditEvent(models.Model):
     changes = models.JSONField(default=dict, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
+    # The request (or the task it enqueued) that made the change, as in the logs.
+    request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = OrgOwnedQuerySet.as_manager()

@@ -33,6 +33,14 @@ PROJECT_WRITE = frozenset(
         "cluster.update",
         "cluster.access",
         "compute_config.manage",
+        # Jobs (workloads/jobs): uploading a working directory is part of submitting one.
+        "workdir.upload",
+        "job.submit",
+        "job.stop",
+        "job.schedule",  # create, pause, resume and delete job schedules
+        # Create, start, stop and delete workspaces (workloads/workspaces).
+        "workspace.manage",
+        "service.manage",  # deploy, shift traffic, roll back, terminate a Service
     }
 )
 PROJECT_ADMIN = frozenset({"project.delete", "project.manage_members"})

@@ -48,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -176,9 +177,15 @@ def start_redis(tmp: Path, env: dict[str, str], groups: list[Group]) -> str:
 # --- plain `ray start` ---------------------------------------------------------------
 
 
-def plain_ray_start(run: int, tmp: Path, env: dict[str, str], groups: list[Group]) -> float:
+def plain_ray_start(
+    run: int,
+    tmp: Path,
+    env: dict[str, str],
+    groups: list[Group],
+    and_then: Callable[[str], None] | None = None,
+) -> float:
     """Seconds from spawning `ray start --head --block` until it is ready as the agent
-    defines it; then it is stopped."""
+    defines it (and `and_then(dashboard URL)` returned, if given); then it is stopped."""
     from raydeck_agent.config import ray_cpus
     from raydeck_agent.ray_process import (
         DRAIN_ENV,
@@ -239,6 +246,8 @@ def plain_ray_start(run: int, tmp: Path, env: dict[str, str], groups: list[Group
                 nodes = http_json(f"{base}/api/v0/nodes?limit=10000&detail=false", 2.0)
                 result = ((nodes or {}).get("data") or {}).get("result") or {}
                 if any(n.get("state") == "ALIVE" for n in result.get("result") or []):
+                    if and_then is not None:
+                        and_then(base)
                     return time.monotonic() - t0
             time.sleep(0.05)
     finally:
@@ -254,19 +263,12 @@ def plain_ray_start(run: int, tmp: Path, env: dict[str, str], groups: list[Group
 # --- Raydeck: the driver (a Django process of its own) -------------------------------
 
 
-def drive(name: str) -> None:
-    """Create a cluster, wait until it is running, terminate it; print one RESULT line."""
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+def bench_tenant() -> tuple[Any, Any, Any]:
+    """The owner, project and active local cloud of the benchmark's organization (made
+    once; Django is set up)."""
     from accounts.choices import OrgRole
     from accounts.models import Membership, Organization, Project, User
     from clouds.models import Cloud
-    from clouds.providers.registry import local_root
-    from clusters.choices import ClusterState
-    from clusters.models import Cluster
-    from clusters.services import lifecycle
 
     org, _ = Organization.objects.get_or_create(
         slug="start-bench", defaults={"name": "Start bench"}
@@ -281,6 +283,21 @@ def drive(name: str) -> None:
     cloud, _ = Cloud.objects.get_or_create(
         organization=org, name="local", defaults={"kind": "local", "state": "active"}
     )
+    return user, project, cloud
+
+
+def drive(name: str) -> None:
+    """Create a cluster, wait until it is running, terminate it; print one RESULT line."""
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from clouds.providers.registry import local_root
+    from clusters.choices import ClusterState
+    from clusters.models import Cluster
+    from clusters.services import lifecycle
+
+    user, project, cloud = bench_tenant()
 
     def wait(cluster: Cluster, states: set[str], timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -378,6 +395,131 @@ def breakdown(results: list[dict[str, Any]]) -> dict[str, float]:
 # --- main ----------------------------------------------------------------------------
 
 
+def begin(prefix: str) -> tuple[Path, str] | None:
+    """The run's temp dir and process marker, with SIGTERM turned into KeyboardInterrupt
+    (so the cleanup runs); None when redis-server, which control_plane runs, is missing."""
+    if shutil.which("redis-server") is None:
+        print("redis-server is missing", file=sys.stderr)
+        return None
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    log(f"temporary directory {tmp}")
+    return tmp, secrets.token_hex(8)
+
+
+def tear_down(tmp: Path, marker: str, state: dict[str, Any], groups: list[Group]) -> bool:
+    """Undo control_plane and the run: every process (also a node or Ray daemon left
+    behind), the database, the nodes' Ray temp dirs and `tmp`. True if a step failed."""
+    stop_all(groups, timeout=15)
+    killed = kill_marked(marker, tmp / "nodes")
+    if killed:
+        log(f"killed {killed} leftover processes")
+    failed = clean_up(state, drop_database)
+    # The nodes' Ray temp dirs: /tmp/raydeck/<node id[:8]> (registration_answer).
+    for node_dir in (tmp / "nodes").glob("*/*"):
+        shutil.rmtree(Path("/tmp/raydeck") / node_dir.name[:8], ignore_errors=True)  # noqa: S108
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"removed {tmp}")
+    return failed
+
+
+def control_plane(
+    tmp: Path, marker: str, state: dict[str, Any], groups: list[Group], prefix: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Raydeck as production runs it, on loopback: a temporary database (named in
+    `state`), a redis-server, migrate, gunicorn and `celery worker -B`. Returns the
+    environment of Raydeck's processes and the plain one (without Raydeck's settings)."""
+    (tmp / f"{SETTINGS_MODULE}.py").write_text(SETTINGS_SOURCE)
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "RAYDECK_", "CELERY_", "RAY_"))
+        and k not in ("DATABASE_URL", "REDIS_URL", "PYTHONPATH")
+    }
+    base_env[BENCH_MARKER_ENV] = marker
+    redis_url = start_redis(tmp, base_env, groups)
+    dbname = create_database(state, prefix)
+    web_port = free_ports(1)[0]
+    env = {
+        **base_env,
+        "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}{os.pathsep}{ROOT / 'benchmarks'}",
+        "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{dbname}",
+        "REDIS_URL": redis_url,
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "RAYDECK_VAR_DIR": str(tmp / "var"),
+        "RAYDECK_AGENT_URL": f"http://127.0.0.1:{web_port}",
+        # Loopback only: the agents' plain HTTP never leaves this machine.
+        "RAYDECK_AGENT_ALLOW_HTTP": "1",
+        "RAYDECK_LOCAL_CLOUD_ROOT": str(tmp / "nodes"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    migrate = Group("migrate", [PYTHON, "manage.py", "migrate", "--noinput"], env, tmp)
+    groups.append(migrate)
+    if migrate.wait(timeout=300) != 0:
+        raise RuntimeError(f"migrate failed:\n{migrate.tail()}")
+    log("migrated")
+    web = Group(
+        "gunicorn",
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "console.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{web_port}",
+            "--workers",
+            "2",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "4",
+            "--preload",
+            "--graceful-timeout",
+            "5",
+        ],
+        env,
+        tmp,
+    )
+    groups.append(web)
+    worker = Group(
+        "worker",
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "-B",
+            "--schedule",
+            str(tmp / "celerybeat-schedule"),
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env,
+        tmp,
+    )
+    groups.append(worker)
+    deadline = time.monotonic() + 60
+    while http_json(f"http://127.0.0.1:{web_port}/healthz") is None:
+        if web.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gunicorn did not come up:\n{web.tail()}")
+        time.sleep(0.1)
+    worker.wait_for(" ready.", timeout=60)
+    log(f"gunicorn on 127.0.0.1:{web_port}, Celery worker and beat up")
+    return env, base_env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -386,106 +528,17 @@ def main() -> int:
     if args.drive:
         drive(args.drive)
         return 0
-    for tool in ("redis-server",):
-        if shutil.which(tool) is None:
-            print(f"{tool} is missing", file=sys.stderr)
-            return 2
-
-    def terminate(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, terminate)
-    tmp = Path(tempfile.mkdtemp(prefix="raydeck-start-bench-"))
-    marker = secrets.token_hex(8)
+    begun = begin("raydeck-start-bench-")
+    if begun is None:
+        return 2
+    tmp, marker = begun
     groups: list[Group] = []
     state: dict[str, Any] = {}
     plain: list[float] = []
     raydeck: list[dict[str, Any]] = []
     failed = False
-    log(f"temporary directory {tmp}")
     try:
-        (tmp / f"{SETTINGS_MODULE}.py").write_text(SETTINGS_SOURCE)
-        base_env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DJANGO_", "RAYDECK_", "CELERY_", "RAY_"))
-            and k not in ("DATABASE_URL", "REDIS_URL", "PYTHONPATH")
-        }
-        base_env[BENCH_MARKER_ENV] = marker
-        redis_url = start_redis(tmp, base_env, groups)
-        dbname = create_database(state, "raydeck_start")
-        web_port = free_ports(1)[0]
-        env = {
-            **base_env,
-            "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}",
-            "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{dbname}",
-            "REDIS_URL": redis_url,
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "RAYDECK_VAR_DIR": str(tmp / "var"),
-            "RAYDECK_AGENT_URL": f"http://127.0.0.1:{web_port}",
-            "RAYDECK_LOCAL_CLOUD_ROOT": str(tmp / "nodes"),
-            "PYTHONUNBUFFERED": "1",
-        }
-        migrate = Group("migrate", [PYTHON, "manage.py", "migrate", "--noinput"], env, tmp)
-        groups.append(migrate)
-        if migrate.wait(timeout=300) != 0:
-            raise RuntimeError(f"migrate failed:\n{migrate.tail()}")
-        log("migrated")
-        web = Group(
-            "gunicorn",
-            [
-                PYTHON,
-                "-m",
-                "gunicorn",
-                "console.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{web_port}",
-                "--workers",
-                "2",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-                "--preload",
-                "--graceful-timeout",
-                "5",
-            ],
-            env,
-            tmp,
-        )
-        groups.append(web)
-        worker = Group(
-            "worker",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "console",
-                "worker",
-                "-B",
-                "--schedule",
-                str(tmp / "celerybeat-schedule"),
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            env,
-            tmp,
-        )
-        groups.append(worker)
-        deadline = time.monotonic() + 60
-        while http_json(f"http://127.0.0.1:{web_port}/healthz") is None:
-            if web.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not come up:\n{web.tail()}")
-            time.sleep(0.1)
-        worker.wait_for(" ready.", timeout=60)
-        log(f"gunicorn on 127.0.0.1:{web_port}, Celery worker and beat up")
+        env, base_env = control_plane(tmp, marker, state, groups, "raydeck_start")
 
         for run in range(1, args.runs + 1):
             seconds = plain_ray_start(run, tmp, base_env, groups)
@@ -501,16 +554,7 @@ def main() -> int:
     except (KeyboardInterrupt, Exception) as exc:
         failed = failure(exc)
     finally:
-        stop_all(groups, timeout=15)
-        killed = kill_marked(marker, tmp / "nodes")  # a node or Ray daemon left behind
-        if killed:
-            log(f"killed {killed} leftover processes")
-        failed = clean_up(state, drop_database) or failed
-        # The nodes' Ray temp dirs: /tmp/raydeck/<node id[:8]> (registration_answer).
-        for node_dir in (tmp / "nodes").glob("*/*"):
-            shutil.rmtree(Path("/tmp/raydeck") / node_dir.name[:8], ignore_errors=True)  # noqa: S108
-        shutil.rmtree(tmp, ignore_errors=True)
-        log(f"removed {tmp}")
+        failed = tear_down(tmp, marker, state, groups) or failed
 
     if not plain or not raydeck or len(raydeck) < args.runs:
         print(f"FAILED runs={len(raydeck)}/{args.runs}", flush=True)

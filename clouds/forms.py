@@ -10,7 +10,8 @@ from django.conf import settings
 
 from accounts.models import Organization, Project
 
-from .choices import CloudKind, LaunchAccess
+from .choices import CloudKind, LaunchAccess, NodeAddresses
+from .models import Cloud
 
 AWS_REGIONS = [
     "us-east-1",
@@ -62,7 +63,41 @@ class CloudForm(forms.Form):
         return {"projects": projects, **data}
 
 
-class AwsCloudForm(CloudForm):
+class GatewayAccessFields(forms.Form):
+    """Who may reach the clusters' gateways (the cloud's firewall): CIDR ranges, and the
+    explicit confirmation the whole internet needs. Cloud.clean checks the ranges."""
+
+    gateway_cidrs = forms.CharField(
+        required=False,
+        label="Who may reach the clusters",
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "203.0.113.0/24"}),
+        help_text="CIDR ranges allowed to the gateway port, one per line or comma-separated "
+        "(your office, your VPN). Blank: nothing from outside the cloud's network.",
+    )
+    gateway_open_to_internet = forms.BooleanField(
+        required=False,
+        label="Yes, 0.0.0.0/0 may reach the clusters' gateways (the whole internet)",
+    )
+
+    node_addresses = forms.ChoiceField(
+        choices=NodeAddresses.choices,
+        initial=NodeAddresses.PUBLIC,
+        required=False,  # blank: public, as before the choice existed
+        widget=forms.RadioSelect,
+        label="Node addresses",
+        help_text="The cluster page shows the address users reach: the head's public one "
+        "when it has one, else its private one.",
+    )
+
+    def clean_node_addresses(self) -> str:
+        return self.cleaned_data.get("node_addresses") or NodeAddresses.PUBLIC
+
+    def clean_gateway_cidrs(self) -> list[str]:
+        raw = self.cleaned_data.get("gateway_cidrs") or ""
+        return [c.strip() for c in raw.replace(",", "\n").splitlines() if c.strip()]
+
+
+class AwsCloudForm(GatewayAccessFields, CloudForm):
     kind = CloudKind.AWS
     region = forms.CharField(
         max_length=64,
@@ -85,10 +120,20 @@ class AwsCloudForm(CloudForm):
         help_text="What the nodes run as: it must allow s3:PutObject on the log bucket. "
         "Optional; without one, nodes cannot write logs to the bucket.",
     )
-    field_order = ["name", "region", "log_location", "node_identity", "launch_access", "projects"]
+    field_order = [
+        "name",
+        "region",
+        "log_location",
+        "node_identity",
+        "gateway_cidrs",
+        "gateway_open_to_internet",
+        "node_addresses",
+        "launch_access",
+        "projects",
+    ]
 
 
-class GcpCloudForm(CloudForm):
+class GcpCloudForm(GatewayAccessFields, CloudForm):
     kind = CloudKind.GCP
     gcp_project_id = forms.CharField(max_length=64, label="Project ID")
     region = forms.CharField(max_length=64, initial="us-central1")
@@ -119,6 +164,9 @@ class GcpCloudForm(CloudForm):
         "zones",
         "log_location",
         "node_identity",
+        "gateway_cidrs",
+        "gateway_open_to_internet",
+        "node_addresses",
         "launch_access",
         "projects",
     ]
@@ -187,3 +235,23 @@ IDENTITY_FORMS: dict[str, type[forms.Form]] = {
     CloudKind.AWS: AwsIdentityForm,
     CloudKind.GCP: GcpIdentityForm,
 }
+
+
+class DefaultCloudForm(forms.Form):
+    """The preferred default cloud of an organization or a project: a cloud of the
+    organization in the URL (services.default_cloud_set checks it again)."""
+
+    cloud = forms.ModelChoiceField(
+        queryset=Cloud.objects.none(),
+        required=False,
+        empty_label="No preference",
+        label="Preferred default cloud",
+    )
+
+    def __init__(
+        self, *args: Any, organization: Organization, help_text: str, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        field = cast(forms.ModelChoiceField, self.fields["cloud"])
+        field.queryset = Cloud.objects.filter(organization=organization).order_by("name")
+        field.help_text = help_text

@@ -18,7 +18,7 @@ from django.db import models
 from accounts.models import Organization, OrgOwnedQuerySet, Project, User
 
 from . import validators
-from .choices import CloudKind, CloudState, LaunchAccess, VerificationState
+from .choices import CloudKind, CloudState, LaunchAccess, NodeAddresses, VerificationState
 
 
 def new_external_id() -> str:
@@ -62,8 +62,22 @@ class Cloud(models.Model):
     node_identity = models.CharField(max_length=300, blank=True)
     # Local: where node folders live (empty = the installation's default root).
     local_root = models.CharField(max_length=300, blank=True)
+    # AWS/GCP: the address ranges (CIDR) allowed to reach the clusters' gateway port; the
+    # cloud's firewall lets nothing else in from outside (providers/*_firewall.py).
+    gateway_cidrs = models.JSONField("gateway CIDR ranges", default=list, blank=True)
+    # 0.0.0.0/0 (or ::/0) in gateway_cidrs opens the gateways to the whole internet: only
+    # with this explicit confirmation.
+    gateway_open_to_internet = models.BooleanField(default=False)
+    # AWS/GCP: whether nodes get a public address; the gateway address users reach is the
+    # head's public one when it has one, else its private one (clusters/access.py).
+    node_addresses = models.CharField(
+        max_length=8, choices=NodeAddresses.choices, default=NodeAddresses.PUBLIC
+    )
 
-    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Blank once its creator's account is gone: the cloud stays editable.
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     verified_at = models.DateTimeField(null=True, blank=True)
@@ -82,6 +96,12 @@ class Cloud(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.state == CloudState.ACTIVE
+
+    def open_to(self, project: Project) -> bool:
+        """Whether the cloud's launch access lets `project` launch clusters on it."""
+        return (
+            self.launch_access == LaunchAccess.ALL or self.projects.filter(pk=project.pk).exists()
+        )
 
     @property
     def identity_configured(self) -> bool:
@@ -127,6 +147,12 @@ class Cloud(models.Model):
         check("log_location", validators.validate_log_location, self.kind, self.log_location)
         if self.node_identity:
             check("node_identity", validators.validate_node_identity, self.kind, self.node_identity)
+        check(
+            "gateway_cidrs",
+            validators.validate_gateway_cidrs,
+            self.gateway_cidrs,
+            self.gateway_open_to_internet,
+        )
         if errors:
             raise ValidationError(errors)
 
@@ -176,3 +202,36 @@ class CloudCheck(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {'passed' if self.passed else 'failed'}"
+
+
+class DefaultCloud(models.Model):
+    """An organization's (project blank) or one project's preferred cloud, used when a
+    request names none; the project's preference overrides the organization's."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # Deleting the cloud removes the preference: requests fall back to the next rule.
+    cloud = models.ForeignKey(Cloud, on_delete=models.CASCADE, related_name="+")
+    updated_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = OrgOwnedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization"],
+                condition=models.Q(project__isnull=True),
+                name="one_default_cloud_per_org",
+            ),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=models.Q(project__isnull=False),
+                name="one_default_cloud_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cloud} preferred by {self.project or self.organization}"

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 from django.conf import settings
 
 from .models import Cloud
+from .providers import aws_builds
+from .providers import gcp_build_names as gcp_builds
 from .providers.base import TAG_CLOUD
 
 ROLE_NAME = "raydeck-control-plane"
@@ -28,6 +30,30 @@ EC2_DESCRIBE_ACTIONS = [
 ]
 
 
+# What the GCP driver calls (clouds/providers/gcp.py): create, list, get and delete
+# instances with their disks, metadata, labels and service account, on a subnetwork,
+# from an image; read zones and the project; wait for zone operations.
+GCP_CLUSTER_PERMISSIONS = [
+    "compute.instances.create",
+    "compute.instances.delete",
+    "compute.instances.get",
+    "compute.instances.list",
+    "compute.instances.setMetadata",
+    "compute.instances.setLabels",
+    "compute.instances.setServiceAccount",
+    "compute.instances.setTags",
+    "compute.disks.create",
+    "compute.images.useReadOnly",
+    "compute.images.getFromFamily",
+    "compute.subnetworks.use",
+    "compute.subnetworks.useExternalIp",
+    "compute.zoneOperations.get",
+    "compute.zones.get",
+    "compute.zones.list",
+    "compute.projects.get",
+]
+
+
 def bucket_and_prefix(log_location: str) -> tuple[str, str]:
     parsed = urlparse(log_location)
     return parsed.netloc, parsed.path.lstrip("/")
@@ -37,6 +63,15 @@ def ami_parameter_arn(name: str) -> str:
     """AWS's public parameters (/aws/service/…) belong to no account; others to the role's."""
     account = "" if name.startswith("/aws/service/") else "*"
     return f"arn:aws:ssm:*:{account}:parameter/{name.lstrip('/')}"
+
+
+def aws_node_role_arn(node_identity: str) -> str:
+    """The role inside the nodes' instance profile, by the convention AWS's console and
+    most templates follow: the role has the profile's name (`raydeck-nodes` in an
+    instance profile ARN's account, or any account for a bare name)."""
+    name = node_identity.rsplit("/", 1)[-1]
+    account = node_identity.split(":")[4] if node_identity.startswith("arn:") else "*"
+    return f"arn:aws:iam::{account}:role/{name}"
 
 
 def aws_trust_policy(cloud: Cloud) -> dict[str, Any]:
@@ -106,18 +141,24 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
         },
     ]
     if cloud.node_identity:
-        # Launching nodes with the instance profile hands its role to EC2.
+        # Launching nodes with the instance profile hands its role to EC2: that role
+        # only, and only to EC2.
         statements.append(
             {
                 "Sid": "PassNodeRoleToEc2",
                 "Effect": "Allow",
                 "Action": "iam:PassRole",
-                "Resource": "*",
+                "Resource": aws_node_role_arn(cloud.node_identity),
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             }
         )
+    statements += aws_security_group_statements(cloud)
+    statements += aws_build_statements(cloud)
     bucket, prefix = bucket_and_prefix(cloud.log_location)
     if bucket:
+        # Verification checks that the bucket exists (HeadBucket needs s3:ListBucket);
+        # the nodes ship their logs with their own role, and the control plane never
+        # reads them: no s3:GetObject.
         statements += [
             {
                 "Sid": "LogBucket",
@@ -128,11 +169,195 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
             {
                 "Sid": "LogObjects",
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Action": ["s3:PutObject"],
                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
             },
         ]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def aws_security_group_statements(cloud: Cloud) -> list[dict[str, Any]]:
+    """The cloud's one security group (providers/aws_firewall.py): created only tagged
+    with this cloud, and only that group's rules changed or deleted."""
+    own_group = {f"ec2:ResourceTag/{TAG_CLOUD}": str(cloud.uuid)}
+    return [
+        {
+            "Sid": "CreateTaggedSecurityGroup",
+            "Effect": "Allow",
+            "Action": "ec2:CreateSecurityGroup",
+            "Resource": "arn:aws:ec2:*:*:security-group/*",
+            "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_CLOUD}": str(cloud.uuid)}},
+        },
+        {
+            "Sid": "CreateSecurityGroupInVpc",
+            "Effect": "Allow",
+            "Action": "ec2:CreateSecurityGroup",
+            "Resource": "arn:aws:ec2:*:*:vpc/*",
+        },
+        {
+            "Sid": "TagSecurityGroupOnCreate",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": "arn:aws:ec2:*:*:security-group/*",
+            "Condition": {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}},
+        },
+        {
+            "Sid": "ManageOwnSecurityGroup",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:AuthorizeSecurityGroupIngress",
+                "ec2:RevokeSecurityGroupIngress",
+                "ec2:DeleteSecurityGroup",
+            ],
+            "Resource": "arn:aws:ec2:*:*:security-group/*",
+            "Condition": {"StringEquals": own_group},
+        },
+    ]
+
+
+# What the driver calls for image builds (providers/aws_builds.py), on the cloud's own
+# repository, project and log group only.
+AWS_BUILD_ECR_ACTIONS = [
+    "ecr:CreateRepository",
+    "ecr:DescribeImages",
+    "ecr:DeleteRepository",
+    "ecr:TagResource",
+]
+AWS_BUILD_PROJECT_ACTIONS = [
+    "codebuild:CreateProject",
+    "codebuild:BatchGetProjects",
+    "codebuild:DeleteProject",
+    "codebuild:ListBuildsForProject",
+    "codebuild:StartBuild",
+    "codebuild:BatchGetBuilds",
+    "codebuild:StopBuild",
+]
+AWS_BUILD_LOG_ACTIONS = [
+    "logs:CreateLogGroup",
+    "logs:PutRetentionPolicy",
+    "logs:TagResource",
+    "logs:DeleteLogGroup",
+    "logs:GetLogEvents",
+]
+# What the build itself (CodeBuild, as the build role) does: push to the cloud's
+# repository (pulling its layers back is part of a push), write its log.
+AWS_PUSH_ACTIONS = [
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:PutImage",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+]
+# What a node does to run a built image: log in, pull by digest.
+AWS_PULL_ACTIONS = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+
+
+def _build_arns(cloud: Cloud) -> dict[str, str]:
+    name = aws_builds.resource_name(cloud.uuid)
+    group = aws_builds.log_group(cloud.uuid)
+    return {
+        "repository": f"arn:aws:ecr:*:*:repository/{name}",
+        "project": f"arn:aws:codebuild:*:*:project/{name}",
+        "log_group": f"arn:aws:logs:*:*:log-group:{group}",
+        "log_streams": f"arn:aws:logs:*:*:log-group:{group}:log-stream:*",
+    }
+
+
+def aws_build_statements(cloud: Cloud) -> list[dict[str, Any]]:
+    """Image builds: the cloud's repository, project and log group, and handing the
+    build role to CodeBuild only."""
+    arns = _build_arns(cloud)
+    return [
+        {
+            "Sid": "BuildRepository",
+            "Effect": "Allow",
+            "Action": AWS_BUILD_ECR_ACTIONS,
+            "Resource": arns["repository"],
+        },
+        {
+            "Sid": "BuildProject",
+            "Effect": "Allow",
+            "Action": AWS_BUILD_PROJECT_ACTIONS,
+            "Resource": arns["project"],
+        },
+        {
+            "Sid": "BuildLogs",
+            "Effect": "Allow",
+            "Action": AWS_BUILD_LOG_ACTIONS,
+            "Resource": [arns["log_group"], arns["log_streams"]],
+        },
+        {
+            "Sid": "PassBuildRoleToCodeBuild",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": aws_builds.build_role_arn(cloud.aws_role_arn, cloud.uuid),
+            "Condition": {"StringEquals": {"iam:PassedToService": "codebuild.amazonaws.com"}},
+        },
+    ]
+
+
+def aws_build_trust_policy() -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "codebuild.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def _registry_login() -> dict[str, Any]:
+    # GetAuthorizationToken is account-wide: it cannot be limited to a repository.
+    return {
+        "Sid": "RegistryLogin",
+        "Effect": "Allow",
+        "Action": "ecr:GetAuthorizationToken",
+        "Resource": "*",
+    }
+
+
+def aws_build_role_policy(cloud: Cloud) -> dict[str, Any]:
+    """The build role's permissions: push to the cloud's repository, write its log."""
+    arns = _build_arns(cloud)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _registry_login(),
+            {
+                "Sid": "PushToCloudRepository",
+                "Effect": "Allow",
+                "Action": AWS_PUSH_ACTIONS,
+                "Resource": arns["repository"],
+            },
+            {
+                "Sid": "WriteBuildLog",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [arns["log_group"], arns["log_streams"]],
+            },
+        ],
+    }
+
+
+def aws_node_pull_policy(cloud: Cloud) -> dict[str, Any]:
+    """What the nodes' role needs to pull the cloud's built images by digest."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _registry_login(),
+            {
+                "Sid": "PullFromCloudRepository",
+                "Effect": "Allow",
+                "Action": AWS_PULL_ACTIONS,
+                "Resource": _build_arns(cloud)["repository"],
+            },
+        ],
+    }
 
 
 def _json(document: dict[str, Any]) -> str:
@@ -142,6 +367,8 @@ def _json(document: dict[str, Any]) -> str:
 def aws_cloudformation(cloud: Cloud) -> str:
     trust = _json(aws_trust_policy(cloud)).replace("\n", "\n        ")
     permissions = _json(aws_permissions_policy(cloud)).replace("\n", "\n            ")
+    build_trust = _json(aws_build_trust_policy()).replace("\n", "\n        ")
+    build_permissions = _json(aws_build_role_policy(cloud)).replace("\n", "\n            ")
     return f"""AWSTemplateFormatVersion: "2010-09-09"
 Description: Lets Raydeck manage Ray clusters tagged {TAG_CLOUD}={cloud.uuid}
 Resources:
@@ -155,6 +382,16 @@ Resources:
         - PolicyName: raydeck-clusters
           PolicyDocument:
             {permissions}
+  RaydeckBuildRole:
+    Type: AWS::IAM::Role
+    Properties:
+      RoleName: {aws_builds.build_role_name(cloud.uuid)}
+      AssumeRolePolicyDocument:
+        {build_trust}
+      Policies:
+        - PolicyName: raydeck-builds
+          PolicyDocument:
+            {build_permissions}
 Outputs:
   RoleArn:
     Description: Paste this into Raydeck
@@ -162,23 +399,45 @@ Outputs:
 """
 
 
+def _terraform_role(
+    resource: str, name: str, trust: dict[str, Any], policy_name: str, policy: dict[str, Any]
+) -> str:
+    return f"""resource "aws_iam_role" "{resource}" {{
+  name               = "{name}"
+  assume_role_policy = <<-EOT
+{_json(trust)}
+EOT
+}}
+
+resource "aws_iam_role_policy" "{resource}" {{
+  name   = "{policy_name}"
+  role   = aws_iam_role.{resource}.id
+  policy = <<-EOT
+{_json(policy)}
+EOT
+}}
+"""
+
+
 def aws_terraform(cloud: Cloud) -> str:
     short = str(cloud.uuid)[:8]
-    return f"""resource "aws_iam_role" "raydeck" {{
-  name               = "{ROLE_NAME}-{short}"
-  assume_role_policy = <<-EOT
-{_json(aws_trust_policy(cloud))}
-EOT
-}}
-
-resource "aws_iam_role_policy" "raydeck" {{
-  name   = "raydeck-clusters"
-  role   = aws_iam_role.raydeck.id
-  policy = <<-EOT
-{_json(aws_permissions_policy(cloud))}
-EOT
-}}
-
+    control = _terraform_role(
+        "raydeck",
+        f"{ROLE_NAME}-{short}",
+        aws_trust_policy(cloud),
+        "raydeck-clusters",
+        aws_permissions_policy(cloud),
+    )
+    builds = _terraform_role(
+        "raydeck_builds",
+        aws_builds.build_role_name(cloud.uuid),
+        aws_build_trust_policy(),
+        "raydeck-builds",
+        aws_build_role_policy(cloud),
+    )
+    return f"""{control}
+# Image builds run in CodeBuild as this role (it pushes to the cloud's ECR repository).
+{builds}
 output "raydeck_role_arn" {{
   value = aws_iam_role.raydeck.arn  # paste this into Raydeck
 }}
@@ -191,7 +450,103 @@ def aws_documents(cloud: Cloud) -> dict[str, str]:
         "permissions": _json(aws_permissions_policy(cloud)),
         "cloudformation": aws_cloudformation(cloud),
         "terraform": aws_terraform(cloud),
+        "build_permissions": _json(aws_build_role_policy(cloud)),
+        "node_pull": _json(aws_node_pull_policy(cloud)),
     }
+
+
+# Exactly what the cloud's firewall rules need (providers/gcp_firewall.py).
+GCP_FIREWALL_PERMISSIONS = [
+    "compute.firewalls.create",
+    "compute.firewalls.get",
+    "compute.firewalls.update",
+    "compute.firewalls.delete",
+    "compute.networks.updatePolicy",
+    "compute.globalOperations.get",
+]
+
+
+def gcp_firewall_role_commands(project: str, short: str, sa: str) -> list[str]:
+    """A custom role with GCP_FIREWALL_PERMISSIONS only, for the cloud's service account."""
+    role = f"raydeckFirewall_{short}"
+    return [
+        f"gcloud iam roles create {role} --project {project} \\",
+        f"    --permissions {','.join(GCP_FIREWALL_PERMISSIONS)}",
+        f"gcloud projects add-iam-policy-binding {project} \\",
+        f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
+    ]
+
+
+# What the GCP driver calls for image builds (providers/gcp_builds.py): the cloud's
+# Artifact Registry repository, and Cloud Build's builds (cancel is builds.update).
+GCP_BUILD_PERMISSIONS = [
+    "artifactregistry.repositories.create",
+    "artifactregistry.repositories.delete",
+    "cloudbuild.builds.create",
+    "cloudbuild.builds.get",
+    "cloudbuild.builds.list",
+    "cloudbuild.builds.update",
+]
+# Reading a build's log, granted on the build-log folder of the cloud's bucket only.
+GCP_BUILD_LOG_PERMISSION = "storage.objects.get"
+
+
+def gcp_build_commands(cloud: Cloud, project: str, short: str, sa: str, bucket: str) -> list[str]:
+    """A role with GCP_BUILD_PERMISSIONS for Raydeck's account; the build service account
+    (may push to the cloud's repository only and write build logs), which Raydeck's
+    account may act as; and the nodes' pull of built images."""
+    role = f"raydeckBuilds_{short}"
+    builder = gcp_builds.build_service_account(project, cloud.uuid)
+    region = cloud.region or "<region>"
+    repository = f"projects/{project}/locations/{region}/repositories/"
+    repository += gcp_builds.repository_id(cloud.uuid)
+    only_repository = (
+        f'--condition \'expression=resource.name.startsWith("{repository}"),'
+        "title=raydeck-build-repository'"
+    )
+    lines = [
+        "",
+        "# Image builds: Cloud Build runs as its own service account, which may push to",
+        "#    this cloud's Artifact Registry repository only; Raydeck may act as it",
+        f"gcloud iam roles create {role} --project {project} \\",
+        f"    --permissions {','.join(GCP_BUILD_PERMISSIONS)}",
+        f"gcloud projects add-iam-policy-binding {project} \\",
+        f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
+        f"gcloud iam service-accounts create raydeck-builds-{short} --project {project}",
+        f"gcloud iam service-accounts add-iam-policy-binding {builder} \\",
+        f"    --member serviceAccount:{sa} --role roles/iam.serviceAccountUser",
+        f"gcloud projects add-iam-policy-binding {project} \\",
+        f"    --member serviceAccount:{builder} --role roles/artifactregistry.writer \\",
+        f"    {only_repository}",
+    ]
+    if bucket:
+        # The build writes its log under the cloud's build-log folder; Raydeck reads
+        # objects there only (the image page shows the log), nothing else in the bucket.
+        folder = gcp_builds.log_folder(cloud.log_location, cloud.uuid)
+        logs = f"projects/_/buckets/{bucket}/objects/{folder}/"
+        only_logs = (
+            f'--condition \'expression=resource.name.startsWith("{logs}"),'
+            "title=raydeck-build-logs'"
+        )
+        lines += [
+            f"gcloud storage buckets add-iam-policy-binding gs://{bucket} \\",
+            f"    --member serviceAccount:{builder} --role roles/storage.objectCreator \\",
+            f"    {only_logs}",
+            f"gcloud iam roles create raydeckBuildLogs{short} --project {project} \\",
+            f"    --permissions {GCP_BUILD_LOG_PERMISSION}",
+            f"gcloud storage buckets add-iam-policy-binding gs://{bucket} \\",
+            f"    --member serviceAccount:{sa} \\",
+            f"    --role projects/{project}/roles/raydeckBuildLogs{short} {only_logs}",
+        ]
+    if cloud.node_identity:
+        lines += [
+            "# Nodes pull the cloud's built images by digest",
+            f"gcloud projects add-iam-policy-binding {project} \\",
+            f"    --member serviceAccount:{cloud.node_identity} "
+            "--role roles/artifactregistry.reader \\",
+            f"    {only_repository}",
+        ]
+    return lines
 
 
 def gcp_commands(cloud: Cloud) -> str:
@@ -201,11 +556,17 @@ def gcp_commands(cloud: Cloud) -> str:
     principal = settings.RAYDECK_AWS_PRINCIPAL_ARN or "<raydeck-principal-arn>"
     account = principal.split(":")[4] if principal.count(":") >= 5 else "<raydeck-aws-account>"
     bucket, _ = bucket_and_prefix(cloud.log_location)
+    role = f"raydeckClusters{short}"
     lines = [
-        f"# 1. A service account that Raydeck impersonates, allowed to run VMs in {project}",
+        "# 1. A service account that Raydeck impersonates, allowed only what it does with",
+        f"#    VMs in {project} (a role of its own, narrower than compute.instanceAdmin)",
         f"gcloud iam service-accounts create raydeck-{short} --project {project}",
+        f"gcloud iam roles create {role} --project {project} \\",
+        f'    --title "Raydeck clusters {short}" --permissions {",".join(GCP_CLUSTER_PERMISSIONS)}',
         f"gcloud projects add-iam-policy-binding {project} \\",
-        f"    --member serviceAccount:{sa} --role roles/compute.instanceAdmin.v1",
+        f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
+        *gcp_firewall_role_commands(project, short, sa),
+        *gcp_build_commands(cloud, project, short, sa, bucket),
         "",
         "# 2. A Workload Identity pool and provider that trust Raydeck's identity",
         f"gcloud iam workload-identity-pools create raydeck --location global --project {project}",
@@ -220,12 +581,26 @@ def gcp_commands(cloud: Cloud) -> str:
         '    --member "principalSet://iam.googleapis.com/projects/${PROJECT_NUMBER}'
         '/locations/global/workloadIdentityPools/raydeck/*"',
     ]
-    if bucket:
+    if cloud.node_identity:
         lines += [
             "",
-            "# 4. Cluster logs",
+            "# Nodes run as their own service account: Raydeck may attach that one only",
+            f"gcloud iam service-accounts add-iam-policy-binding {cloud.node_identity} \\",
+            f"    --member serviceAccount:{sa} --role roles/iam.serviceAccountUser",
+        ]
+    if bucket:
+        # The nodes write their logs with their own identity; Raydeck checks that the
+        # bucket exists (storage.buckets.get), may write (uploads), never reads an object
+        # but its image builds' logs (gcp_build_commands).
+        lines += [
+            "",
+            "# 4. Cluster logs: Raydeck checks the bucket and reads no object in it",
+            f"gcloud iam roles create raydeckLogBucket{short} --project {project} \\",
+            f'    --title "Raydeck log bucket {short}" \\',
+            "    --permissions storage.buckets.get,storage.objects.create",
             f"gcloud storage buckets add-iam-policy-binding gs://{bucket} \\",
-            f"    --member serviceAccount:{sa} --role roles/storage.objectAdmin",
+            f"    --member serviceAccount:{sa} \\",
+            f"    --role projects/{project}/roles/raydeckLogBucket{short}",
         ]
     lines += [
         "",

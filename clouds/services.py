@@ -4,6 +4,7 @@ write, audit and enqueue in one transaction. Cloud calls never run inside one.""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from accounts.models import Organization, Project, User
 from accounts.permissions import require
 
 from .choices import CloudKind, CloudState, LaunchAccess, VerificationState
-from .models import Cloud, CloudCheck, CloudVerification, new_external_id
+from .models import Cloud, CloudCheck, CloudVerification, DefaultCloud, new_external_id
 from .providers.base import CheckResult, CloudError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,24 @@ IDENTITY_FIELDS = [
     "log_location",
     "node_identity",
 ]
-EDITABLE_FIELDS = ["name", "launch_access", *IDENTITY_FIELDS]
+# Who may reach the clusters' gateways (the cloud's firewall, providers/*_firewall.py).
+NETWORK_FIELDS = ["gateway_cidrs", "gateway_open_to_internet", "node_addresses"]
+EDITABLE_FIELDS = ["name", "launch_access", *IDENTITY_FIELDS, *NETWORK_FIELDS]
+# What a driver needs to find the cloud's firewall once the row is gone.
+DRIVER_FIELDS = [
+    "uuid",
+    "kind",
+    "region",
+    "zones",
+    "aws_role_arn",
+    "aws_external_id",
+    "gcp_project_id",
+    "gcp_workload_identity_provider",
+    "gcp_service_account",
+    "node_identity",
+    "log_location",
+    "local_root",
+]
 
 
 def kind_available(kind: str) -> str | None:
@@ -66,7 +84,8 @@ def _save_new(cloud: Cloud) -> None:
         raise ValidationError({"name": "A cloud with this name already exists."}) from exc
 
 
-@transaction.atomic(durable=True)
+# Not durable: the API's Idempotency-Key row commits in the same transaction.
+@transaction.atomic
 def cloud_create(
     *,
     organization: Organization,
@@ -102,8 +121,11 @@ def cloud_create(
         target=cloud,
         changes={k: [None, v] for k, v in snapshot(cloud, ["name", "kind", "region"]).items()},
     )
+    for dependent in _dependents:
+        dependent.created(cloud, actor)
     if cloud.identity_configured:
         cloud_verify_request(cloud=cloud, actor=actor)
+        cloud.refresh_from_db()  # now verifying
     return cloud
 
 
@@ -136,6 +158,7 @@ def cloud_update(
         audit(actor=actor, verb="cloud.update", target=cloud, changes=changes)
     if reverify and cloud.identity_configured:
         cloud_verify_request(cloud=cloud, actor=actor)
+        cloud.refresh_from_db()  # now verifying
     return cloud
 
 
@@ -150,12 +173,19 @@ class CloudDependent:
     # Deletes what it keeps on the cloud (called inside cloud_delete's transaction, once
     # no cluster is live) and returns what the deletion's audit event records.
     remove: Callable[[Cloud], dict[str, list[Any]]]
+    # Makes what a new cloud comes with (the default compute configs), inside
+    # cloud_create's transaction.
+    created: Callable[[Cloud, User], None] = lambda cloud, actor: None
+    # What else of it holds the cloud back, for the refusal ("2 workspaces"), or "".
+    holds: Callable[[Cloud], str] = lambda cloud: ""
 
 
 _dependents: list[CloudDependent] = []
 
 
 def register_dependent(dependent: CloudDependent) -> None:
+    """Apps register in INSTALLED_APPS order, so an app registers after those it builds
+    on; removal runs the other way (jobs' rows go before the clusters they point at)."""
     if dependent not in _dependents:
         _dependents.append(dependent)
 
@@ -175,11 +205,85 @@ def cloud_delete(*, cloud: Cloud, actor: User) -> None:
             f"{cloud.name} still has {live} cluster(s) that are not terminated. "
             "Terminate them first; then the cloud can be deleted."
         )
+    if holding := [held for dependent in _dependents if (held := dependent.holds(cloud))]:
+        raise ValidationError(
+            f"{cloud.name} still has {', '.join(holding)}. "
+            "Delete or stop them first; then the cloud can be deleted."
+        )
     changes: dict[str, list[Any]] = {"name": [cloud.name, None]}
-    for dependent in _dependents:
+    for dependent in reversed(_dependents):
         changes |= dependent.remove(cloud)
     audit(actor=actor, verb="cloud.delete", target=cloud, changes=changes)
+    # The firewall goes with the cloud, after the commit (a cloud call holds no lock).
+    driver = {name: getattr(cloud, name) for name in DRIVER_FIELDS}
+    driver["uuid"] = str(driver["uuid"])
+    from .tasks import remove_cloud_firewall
+
+    transaction.on_commit(lambda: remove_cloud_firewall.delay(driver=driver))
     cloud.delete()
+
+
+def cloud_firewall_remove(*, driver: dict[str, Any]) -> None:
+    """Remove what a deleted cloud made in its account: its firewall rules and what its
+    image builds used (a task, retried while the cloud is busy)."""
+    from .providers.registry import provider_for
+
+    provider = provider_for(Cloud(**{**driver, "uuid": uuid.UUID(driver["uuid"])}))
+    provider.remove_firewall()
+    provider.remove_builds()
+
+
+# --- Preferred default cloud ------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def default_cloud_set(
+    *, organization: Organization, project: Project | None, cloud: Cloud | None, actor: User
+) -> DefaultCloud | None:
+    """Prefer `cloud` for the requests of `project` (None: of the whole organization)
+    that name no cloud; `cloud=None` removes the preference. Which preference wins is
+    clusters.selectors.cloud_for_create's rule."""
+    if project is None:
+        require(actor, "organization.update", organization)
+    else:
+        require(actor, "project.update", project)
+        if project.organization_id != organization.pk:
+            raise ValidationError({"project": "Choose a project of this organization."})
+    if cloud is not None:
+        if cloud.organization_id != organization.pk:
+            raise ValidationError({"cloud": "No such cloud here."})  # as if missing
+        if project is not None and not cloud.open_to(project):
+            raise ValidationError(
+                {"cloud": f"The project {project.name} may not launch clusters on {cloud.name}."}
+            )
+    current = (
+        DefaultCloud.objects.select_for_update()
+        .select_related("cloud")
+        .filter(organization=organization, project=project)
+        .first()
+    )
+    before = current.cloud.name if current else None
+    if cloud is None:
+        if current is not None:
+            current.delete()
+        current = None
+    elif current is None:
+        current = DefaultCloud.objects.create(
+            organization=organization, project=project, cloud=cloud, updated_by=actor
+        )
+    else:
+        current.cloud, current.updated_by = cloud, actor
+        current.save(update_fields=["cloud", "updated_by", "updated_at"])
+    after = cloud.name if cloud else None
+    if before != after:
+        audit(
+            actor=actor,
+            verb="project.default_cloud" if project else "organization.default_cloud",
+            target=project or organization,
+            organization=organization,
+            changes={"default_cloud": [before, after]},
+        )
+    return current
 
 
 # --- Verification ----------------------------------------------------------------------

@@ -2,9 +2,24 @@
 
 from django.urls import path
 
-from . import views
+from . import storage_views, views
+
+# Mounted at the root: the local cloud's storage, reached by signed URLs (no session).
+storage_urlpatterns = [
+    path(
+        "storage/local/<uuid:cloud_uuid>/<path:key>",
+        storage_views.local_object,
+        name="local_storage_object",
+    ),
+]
 
 org_urlpatterns = [
+    path("settings/default-cloud/", views.DefaultCloudView.as_view(), name="org_default_cloud"),
+    path(
+        "projects/<slug:project_slug>/default-cloud/",
+        views.ProjectDefaultCloudView.as_view(),
+        name="project_default_cloud",
+    ),
     path("clouds/", views.CloudListView.as_view(), name="cloud_list"),
     path("clouds/new/", views.CloudAddView.as_view(), name="cloud_add"),
     path("clouds/new/<str:kind>/", views.CloudCreateView.as_view(), name="cloud_create"),

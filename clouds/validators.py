@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import PurePosixPath
 
@@ -107,3 +108,28 @@ def validate_node_identity(kind: str, value: str) -> None:
         _match(GCP_SERVICE_ACCOUNT, value, f"Give a service account email, such as {example}.")
     else:
         raise ValidationError("Nodes of the local cloud run as Raydeck itself.")
+
+
+MAX_GATEWAY_CIDRS = 50  # AWS allows 60 rules per security group
+
+
+def validate_gateway_cidrs(cidrs: object, open_to_internet: bool) -> None:
+    """A list of CIDR ranges (IPv4 or IPv6, no host bits set); the whole internet
+    (0.0.0.0/0, ::/0) only with the explicit confirmation."""
+    if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
+        raise ValidationError("Give the CIDR ranges as a list, e.g. 203.0.113.0/24.")
+    if len(cidrs) > MAX_GATEWAY_CIDRS:
+        raise ValidationError(f"Give at most {MAX_GATEWAY_CIDRS} CIDR ranges.")
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=True)
+        except ValueError:
+            raise ValidationError(
+                f"{cidr!r} is not a CIDR range: write it as 203.0.113.0/24 (no host bits "
+                "after the prefix) or 2001:db8::/32."
+            ) from None
+        if network.prefixlen == 0 and not open_to_internet:
+            raise ValidationError(
+                f"{cidr} opens the clusters' gateways to the whole internet. Confirm that "
+                "you want this, or give your network's ranges instead."
+            )

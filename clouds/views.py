@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.vary import vary_on_headers
 
-from accounts.permissions import has_perm
+from accounts.models import Project
+from accounts.permissions import has_perm, require
 from accounts.views.base import OrgListView, OrgView
 from kit.forms import service_errors_on
 from kit.types import AuthedRequest
@@ -21,7 +22,7 @@ from kit.views import done
 
 from . import policies, selectors, services
 from .choices import CloudKind, CloudState, VerificationState
-from .forms import AWS_REGIONS, CLOUD_FORMS, IDENTITY_FORMS, CloudForm
+from .forms import AWS_REGIONS, CLOUD_FORMS, IDENTITY_FORMS, CloudForm, DefaultCloudForm
 from .models import Cloud
 from .providers.base import CloudError
 
@@ -174,6 +175,8 @@ class CloudEditView(CloudObjectView):
         initial = {f: getattr(self.cloud, f) for f in form_class.base_fields if f != "projects"}
         if "zones" in initial:
             initial["zones"] = ", ".join(self.cloud.zones)
+        if "gateway_cidrs" in initial:
+            initial["gateway_cidrs"] = "\n".join(self.cloud.gateway_cidrs)
         initial["projects"] = list(self.cloud.projects.all())
         return form_class(data, initial=initial, organization=self.organization)
 
@@ -252,4 +255,88 @@ class CloudInstancesView(CloudObjectView):
                 error = exc.user_message
         return self.render(
             "clouds/cloud_detail.html#instances", {"instances": instances, "error": error}
+        )
+
+
+class DefaultCloudView(OrgView):
+    """The organization's preferred default cloud: its own page, and a card the
+    organization settings page loads (the `default-cloud` partial). Saving returns to
+    the settings page."""
+
+    permission = "organization.view"
+    change_permission = "organization.update"
+    template = "clouds/default_cloud.html"
+    project: Project | None = None
+
+    def back_url(self) -> str:
+        return reverse("organization_settings", args=[self.organization.slug])
+
+    def help_text(self) -> str:
+        return (
+            "Used when a cluster, job or workspace names no cloud and its project has no "
+            "preference of its own. A compute config's own cloud always wins."
+        )
+
+    def current(self) -> Cloud | None:
+        return selectors.default_cloud(organization=self.organization, project=self.project)
+
+    def form(self, data: Any = None) -> DefaultCloudForm:
+        return DefaultCloudForm(
+            data,
+            organization=self.organization,
+            help_text=self.help_text(),
+            initial={"cloud": self.current()},
+        )
+
+    def show(self, form: DefaultCloudForm) -> HttpResponse:
+        target = self.project or self.organization
+        context = {
+            "form": form,
+            "current": self.current(),
+            "scope": target,
+            "can_change": has_perm(self.request.user, self.change_permission, target),
+            "action": self.request.path,
+            "back_url": self.back_url(),
+        }
+        return self.render(self.partial(self.template, "default-cloud"), context)
+
+    def get(self, request: AuthedRequest, org_slug: str, **kwargs: Any) -> HttpResponse:
+        return self.show(self.form())
+
+    def post(self, request: AuthedRequest, org_slug: str, **kwargs: Any) -> HttpResponse:
+        require(request.user, self.change_permission, self.project or self.organization)
+        form = self.form(request.POST)
+        if form.is_valid():
+            with service_errors_on(form):
+                services.default_cloud_set(
+                    organization=self.organization,
+                    project=self.project,
+                    cloud=form.cleaned_data["cloud"],
+                    actor=request.user,
+                )
+                return done(request, self.back_url(), "Preferred default cloud saved.")
+        return self.show(form)
+
+
+class ProjectDefaultCloudView(DefaultCloudView):
+    """A project's preferred default cloud, loaded into the project's settings page."""
+
+    permission = "project.view"
+    change_permission = "project.update"
+
+    def load_objects(self, **kwargs: Any) -> None:
+        self.project = self.object_or_404(Project, slug=kwargs["project_slug"])
+
+    def permission_target(self) -> Any:
+        return self.project
+
+    project: Project
+
+    def back_url(self) -> str:
+        return reverse("project_edit", args=[self.organization.slug, self.project.slug])
+
+    def help_text(self) -> str:
+        return (
+            "Used when a cluster, job or workspace of this project names no cloud; it "
+            "overrides the organization's preference. A compute config's own cloud wins."
         )

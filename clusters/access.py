@@ -16,6 +16,7 @@ Raydeck only signs short-lived tokens for them, here and nowhere else:
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from accounts.permissions import require
 from accounts.revocations import recent_revocations
 from kit import crypto
 
+from .certificates import cluster_host_name
 from .choices import NodeRole, NodeState
 from .models import Cluster, ClusterAccessKey, Node
 
@@ -58,7 +60,11 @@ APPS: dict[str, App] = {
     "dashboard": App("Ray Dashboard", "/"),
     "jupyter": App("Jupyter", "/jupyter/lab"),
     "grafana": App("Grafana", "/grafana/"),
+    "prometheus": App("Prometheus", "/prometheus/graph"),
 }
+# Prometheus's range queries on the gateway (apps.py on the head): the cluster page's
+# charts read them straight from the browser.
+METRICS_QUERY_PATH = "/prometheus/api/v1/query_range"
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,20 @@ def access_key(cluster: Cluster) -> ClusterAccessKey:
         return ClusterAccessKey.objects.get(cluster=cluster)
 
 
+def ray_token(cluster: Cluster) -> str:
+    """The cluster's secret for Ray's token authentication (RAY_AUTH_MODE=token), made on
+    first use. Only the cluster's agents get it, in their registration answers; it is
+    never shown to a user, put in a URL or logged."""
+    key = access_key(cluster)
+    if not key.ray_token_encrypted:
+        # Racing callers: the first write wins, everyone reads it back.
+        ClusterAccessKey.objects.filter(pk=key.pk, ray_token_encrypted="").update(
+            ray_token_encrypted=crypto.encrypt(secrets.token_hex(32))
+        )
+        key.refresh_from_db(fields=["ray_token_encrypted"])
+    return crypto.decrypt(key.ray_token_encrypted)
+
+
 def _sign(key: ClusterAccessKey, claims: dict[str, Any]) -> str:
     private = serialization.load_pem_private_key(
         crypto.decrypt(key.private_key_encrypted).encode(), password=None
@@ -144,19 +164,24 @@ def mint_token(*, user: User, cluster: Cluster, lifetime: timedelta) -> AccessTo
 def _head(cluster: Cluster) -> Node | None:
     return (
         Node.objects.filter(cluster=cluster, role=NodeRole.HEAD, state=NodeState.READY)
-        .only("private_address", "ray_ports")
+        .only("private_address", "public_address", "ray_ports")
         .order_by("-created_at")
         .first()
     )
 
 
 def gateway_address(cluster: Cluster, head: Node | None = None) -> str | None:
-    """http://host:port of the cluster's gateway, or None until a head with one is up.
-    Also the address of Ray's job API for `ray job submit --address`."""
+    """https://host:port of the cluster's gateway (its host name when the installation
+    has a cluster domain, else the head's public address when its cloud gives one, else
+    its private one), or None until a head with one is up. Also the address of Ray's job
+    API for `ray job submit --address`."""
     head = head or _head(cluster)
     if head is None or not head.ray_ports.get("gateway") or not head.private_address:
         return None
-    return f"http://{head.private_address}:{head.ray_ports['gateway']}"
+    host = cluster_host_name(cluster) or head.public_address or head.private_address
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"https://{host}:{head.ray_ports['gateway']}"
 
 
 def available_apps(cluster: Cluster, head: Node | None = None) -> list[str]:
@@ -208,6 +233,43 @@ def cluster_address(user: User, cluster: Cluster) -> dict[str, Any]:
         "dashboard_url": f"{address}/",
         "token": token.token,
         "expires_at": token.expires_at,
+    }
+
+
+def metrics_unavailable(cluster: Cluster, head: Node | None = None) -> str | None:
+    """Why the cluster page can draw no charts of this cluster, or None when it can."""
+    if cluster.is_final:
+        return f"the cluster is {cluster.get_state_display().lower()}"
+    head = head or _head(cluster)
+    if head is None or gateway_address(cluster, head) is None:
+        return "the head node is not ready yet"
+    if not head.ray_ports.get("prometheus"):
+        return "Prometheus is not in this cluster's image"
+    return None
+
+
+@transaction.atomic(durable=True)
+def metrics_access(*, user: User, cluster: Cluster) -> dict[str, Any]:
+    """What the cluster page's charts need: the URL of Prometheus's range queries on the
+    cluster's gateway and a 5-minute token for it (the browser fetches the data itself;
+    Raydeck only vends the token). Audited, like every token handed out."""
+    require(user, "cluster.access", cluster)
+    head = _head(cluster)
+    reason = metrics_unavailable(cluster, head)
+    address = gateway_address(cluster, head)
+    if reason is not None or address is None:
+        raise ValidationError(f"metrics unavailable: {reason}")
+    token = mint_token(user=user, cluster=cluster, lifetime=LINK_LIFETIME)
+    audit(
+        actor=user,
+        verb="cluster.token",
+        target=cluster,
+        changes={"app": [None, "metrics"], "token_id": [None, token.jti]},
+    )
+    return {
+        "query_url": f"{address}{METRICS_QUERY_PATH}",
+        "token": token.token,
+        "expires_at": token.expires_at.isoformat(),
     }
 
 

@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 
-from accounts.admin import ReadOnlyInline, SupportAdmin
+from accounts.admin import ReadOnlyInline, SupportAdmin, recent_values_filter
 from accounts.audit import audit
 from kit.types import AuthedRequest
 
@@ -64,10 +64,15 @@ class ClusterAdmin(SupportAdmin):
         "desired_state",
         "created_at",
     ]
-    list_filter = ["state", "desired_state", "cloud__kind"]
+    list_filter = [
+        "state",
+        "desired_state",
+        "cloud__kind",
+        ("created_at", admin.DateFieldListFilter),
+    ]
     search_fields = [
         "name",
-        "uuid",
+        "=uuid",
         "head_address",
         "organization__name",
         "organization__slug",
@@ -75,7 +80,7 @@ class ClusterAdmin(SupportAdmin):
         "project__slug",
     ]
     list_select_related = ["organization", "project", "cloud"]
-    date_hierarchy = "created_at"
+    ordering = ["-pk"]
     fields = readonly_fields = (
         "uuid",
         "name",
@@ -145,14 +150,15 @@ class NodeAdmin(SupportAdmin):
     ]
     list_filter = ["state", "role"]
     search_fields = [
-        "uuid",
-        "instance_id",
-        "private_address",
+        "=uuid",
+        "=instance_id",
+        "=private_address",
         "cluster__name",
-        "cluster__uuid",
+        "=cluster__uuid",
         "organization__slug",
     ]
     list_select_related = ["cluster", "organization"]
+    ordering = ["-pk"]
     fields = readonly_fields = NODE_FIELDS
 
 
@@ -167,10 +173,14 @@ class ClusterEventAdmin(SupportAdmin):
         "message",
         "duration_ms",
     ]
-    list_filter = ["level", "step"]
-    search_fields = ["cluster__name", "cluster__uuid", "organization__slug", "message"]
+    list_filter = [
+        "level",
+        recent_values_filter("step"),
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["cluster__name", "=cluster__uuid", "organization__slug", "message"]
     list_select_related = ["cluster", "organization"]
-    date_hierarchy = "created_at"
+    ordering = ["-pk"]
     fields = readonly_fields = (
         "cluster",
         "organization",

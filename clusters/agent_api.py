@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from kit.django_internals import install_middleware
+from kit.jsonbody import BodyError, load_object
 from kit.lean import LeanApp
 
 from .agent_package import PROJECT_NAME, agent_wheel
@@ -41,43 +42,51 @@ def _bearer(request: HttpRequest) -> str:
 
 
 def agent_endpoint(
-    view: Callable[[HttpRequest, str, dict[str, Any]], dict[str, Any]],
-) -> Callable[[HttpRequest], HttpResponse]:
-    """Token in, JSON body in, JSON out; no cookies, so no CSRF and no session."""
+    authenticate: Callable[[str], Any],
+) -> Callable[[Callable[[HttpRequest, Any, dict[str, Any]], dict[str, Any]]], Any]:
+    """Token in, JSON body in, JSON out; no cookies, so no CSRF and no session. The
+    token is checked (`authenticate` returns who it is) before the body is read, and the
+    body is parsed with bounds: nobody without a credential gets the parser's time."""
 
-    @csrf_exempt
-    @login_not_required
-    @require_POST
-    def wrapper(request: HttpRequest) -> HttpResponse:
-        token = _bearer(request)
-        if not token:
-            return _error(401, "unauthenticated", "Send the node token as a Bearer token.")
-        if len(request.body) > MAX_BODY_BYTES:
-            return _error(413, "too_large", "The body is too large.")
-        try:
-            body = json.loads(request.body or b"{}")
-        except ValueError:
-            return _error(400, "invalid_json", "The body is not JSON.")
-        if not isinstance(body, dict):
-            return _error(400, "invalid_body", "The body must be a JSON object.")
-        try:
-            return JsonResponse(view(request, token, body))
-        except agents.AgentAuthError as exc:
-            return _error(401, "unauthenticated", str(exc))
-        except agents.AgentRequestError as exc:
-            return _error(400, "invalid_body", str(exc))
+    def decorate(
+        view: Callable[[HttpRequest, Any, dict[str, Any]], dict[str, Any]],
+    ) -> Callable[[HttpRequest], HttpResponse]:
+        @csrf_exempt
+        @login_not_required
+        @require_POST
+        def wrapper(request: HttpRequest) -> HttpResponse:
+            token = _bearer(request)
+            if not token:
+                return _error(401, "unauthenticated", "Send the node token as a Bearer token.")
+            try:
+                caller = authenticate(token)
+                if len(request.body) > MAX_BODY_BYTES:
+                    return _error(413, "too_large", "The body is too large.")
+                try:
+                    body = load_object(request.body)
+                except BodyError as exc:
+                    return _error(400, exc.code, str(exc))
+                return JsonResponse(view(request, caller, body))
+            except agents.AgentAuthError as exc:
+                return _error(401, "unauthenticated", str(exc))
+            except agents.AgentRequestError as exc:
+                return _error(400, "invalid_body", str(exc))
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
-@agent_endpoint
+@agent_endpoint(agents.bootstrap_token_checked)
 def register(request: HttpRequest, token: str, body: dict[str, Any]) -> dict[str, Any]:
     return agents.registration_answer(agents.node_register(bootstrap_token=token, body=body))
 
 
-@agent_endpoint
-def heartbeat(request: HttpRequest, token: str, body: dict[str, Any]) -> dict[str, Any]:
-    return agents.node_heartbeat(node=agents.node_for_credential(token), body=body)
+@agent_endpoint(agents.node_for_credential)
+def heartbeat(
+    request: HttpRequest, node: agents.HeartbeatNode, body: dict[str, Any]
+) -> dict[str, Any]:
+    return agents.node_heartbeat(node=node, body=body)
 
 
 # --- The agent package: a PEP 503 simple index that AWS/GCP boot scripts install from ---
@@ -180,13 +189,8 @@ class HeartbeatApp(LeanApp):
         raw = request.body
         request.environ["wsgi.input"] = io.BytesIO(raw)  # for Django, should it answer after all
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(body, dict):
-            return None
-        try:
-            answer = agents.node_heartbeat(node=agents.node_for_credential(token), body=body)
-        except (agents.AgentAuthError, agents.AgentRequestError):
+            node = agents.node_for_credential(token)
+            answer = agents.node_heartbeat(node=node, body=load_object(raw))
+        except (agents.AgentAuthError, agents.AgentRequestError, BodyError):
             return None
         return json.dumps(answer).encode()

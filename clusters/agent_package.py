@@ -54,7 +54,10 @@ def _metadata(project: dict, readme: str) -> str:
         f"Version: {project['version']}",
         f"Summary: {project.get('description', '')}",
     ]
-    if licence := project.get("license", {}).get("text"):
+    licence = project.get("license")  # an SPDX string, or the older {text = ...} table
+    if isinstance(licence, dict):
+        licence = licence.get("text")
+    if licence:
         lines.append(f"License: {licence}")
     if requires := project.get("requires-python"):
         lines.append(f"Requires-Python: {requires}")

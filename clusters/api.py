@@ -25,6 +25,7 @@ from kit.api.schema import Changes, Out
 
 from . import selectors
 from .access import cluster_address
+from .certificates import bundle_sha256, trust_bundle_pem
 from .choices import ClusterState, NodeRole
 from .models import (
     DEFAULT_DOWNSCALE_DELAY_SECONDS,
@@ -43,6 +44,11 @@ from .services.lifecycle import cluster_create, cluster_terminate
 
 router = Router()
 
+# How a create body without a cloud gets one (selectors.cloud_for_create).
+CLOUD_WHEN_ABSENT = (
+    "The cloud's id; absent: the compute config's cloud, else the project's preferred "
+    "default cloud, else the organization's, else the only verified cloud it may use."
+)
 DEFAULT_LOG_LINES = 200
 MAX_LOG_LINES = 5000
 
@@ -172,9 +178,7 @@ class ImageOut(Out):
 class ClusterIn(Schema):
     name: str = Field(min_length=1, max_length=100)
     project: str = Field(description="The project's slug.")
-    cloud: str | None = Field(
-        None, description="The cloud's id; absent: the only cloud the project may use."
-    )
+    cloud: str | None = Field(None, description=CLOUD_WHEN_ABSENT)
     compute_config: str | None = Field(
         None, description="A compute config's id (its latest version); absent: the default."
     )
@@ -186,9 +190,12 @@ class ClusterOut(Out):
     name: str
     project: str
     cloud: str
+    cloud_name: str
     compute_config: str
+    compute_config_name: str
     compute_config_version: int
     image: str
+    image_name: str
     desired_state: str
     state: str
     state_reason: str
@@ -232,6 +239,7 @@ class NodeOut(Out):
     cpus: float
     memory_mb: int
     private_address: str
+    public_address: str
     resources: dict[str, Any]
     usage: dict[str, Any]
     last_heartbeat_at: datetime | None
@@ -253,6 +261,15 @@ class AddressOut(Out):
     token: str = Field(description="For the cluster's gateway; at most an hour.")
     expires_at: datetime
     headers: dict[str, str] = Field(description="Send these with every request to the cluster.")
+    ca_sha256: str = Field(
+        description="SHA-256 of the CA bundle (GET /api/v1/ca) the gateway's certificate "
+        "chains to: a pinned copy that differs is stale."
+    )
+
+
+class CertificateAuthorityOut(Out):
+    certificate: str = Field(description="PEM: trust it to reach every cluster's gateway.")
+    sha256: str = Field(description="SHA-256 of `certificate`, hex.")
 
 
 class LogsOut(Out):
@@ -519,6 +536,88 @@ def image_delete_endpoint(request: HttpRequest, org: str, id: str) -> Status:
 # --- Clusters --------------------------------------------------------------------------------
 
 
+def choice_of(
+    request: HttpRequest,
+    organization: Organization,
+    project: Project,
+    *,
+    cloud: str | None,
+    compute_config: str | None,
+    image: str | None,
+) -> tuple[Cloud, ComputeConfigVersion | None, ContainerImage | None]:
+    """The cloud, compute config and image ids of a create body (a cluster's, a job's,
+    a workspace's), resolved through `visible_to` (422 on the field naming a missing
+    one); without a cloud, the one rule of `selectors.cloud_for_create`."""
+    version, chosen_image = config_and_image_of(
+        request, organization, compute_config=compute_config, image=image
+    )
+    return cloud_of(request, organization, project, cloud, version), version, chosen_image
+
+
+def config_and_image_of(
+    request: HttpRequest,
+    organization: Organization,
+    *,
+    compute_config: str | None,
+    image: str | None,
+) -> tuple[ComputeConfigVersion | None, ContainerImage | None]:
+    """The compute config (its latest version) and image a body names, if any, that the
+    viewer sees in the organization (a 422 on the field otherwise)."""
+    viewer = context.viewer(request)
+    version = None
+    if compute_config is not None:
+        version = (
+            selectors.compute_configs_for_cluster_create(organization=organization, viewer=viewer)
+            .filter(config_id=context.int_id(compute_config))
+            .first()
+        )
+        if version is None:
+            raise invalid("compute_config", f"No compute config with id “{compute_config}” here.")
+    chosen_image = None
+    if image is not None:
+        chosen_image = (
+            ContainerImage.objects.visible_to(viewer, organization)
+            .filter(pk=context.int_id(image))
+            .first()
+        )
+        if chosen_image is None:
+            raise invalid("image", f"No image with id “{image}” here.")
+    return version, chosen_image
+
+
+def cloud_of(
+    request: HttpRequest,
+    organization: Organization,
+    project: Project,
+    cloud: str | None,
+    version: ComputeConfigVersion | None,
+) -> Cloud:
+    """The cloud a body names, else the one `selectors.cloud_for_create` picks (a 422
+    that says why when there is none)."""
+    if cloud is not None:
+        return _org_cloud(request, organization, cloud)
+    viewer = context.viewer(request)
+    found = selectors.cloud_for_create(project=project, viewer=viewer, compute_config=version)
+    if found is None:
+        raise invalid("cloud", no_cloud_reason(project, viewer))
+    return found
+
+
+def no_cloud_reason(project: Project, viewer: Any) -> str:
+    """Why a request of `project` that names no cloud has none to default to."""
+    usable = selectors.clouds_for_cluster_create(
+        organization=project.organization,
+        viewer=viewer,
+        projects=Project.objects.filter(pk=project.pk),
+    ).count()
+    if usable:
+        return (
+            f"Choose a cloud: {project.name} may use {usable} verified clouds here and "
+            "has no preferred default cloud."
+        )
+    return f"{project.name} has no verified cloud to use; add or verify one first."
+
+
 @router.get("/orgs/{org}/clusters", response=answers(page_of(ClusterOut)), tags=["clusters"])
 def cluster_list(request: HttpRequest, org: str, page: Query[ClusterFilters]) -> dict[str, Any]:
     """Clusters the token sees, newest first."""
@@ -538,46 +637,15 @@ def cluster_create_endpoint(request: HttpRequest, org: str, body: ClusterIn) -> 
     if project is None:
         raise invalid("project", f"No project “{body.project}” here.")
     context.require(request, "cluster.create", project)
-    actor = context.actor(request)
-    viewer = context.viewer(request)
-    if body.cloud is not None:
-        cloud = _org_cloud(request, organization, body.cloud)
-    else:
-        usable = list(
-            selectors.clouds_for_cluster_create(
-                organization=organization,
-                viewer=viewer,
-                projects=Project.objects.filter(pk=project.pk),
-            )
-        )
-        if len(usable) != 1:
-            raise invalid(
-                "cloud",
-                f"Choose a cloud: {project.name} may use {len(usable)} verified clouds here."
-                if usable
-                else f"{project.name} has no verified cloud to use; add or verify one first.",
-            )
-        cloud = usable[0]
-    version = None
-    if body.compute_config is not None:
-        version = (
-            selectors.compute_configs_for_cluster_create(organization=organization, viewer=viewer)
-            .filter(config_id=context.int_id(body.compute_config))
-            .first()
-        )
-        if version is None:
-            raise invalid(
-                "compute_config", f"No compute config with id “{body.compute_config}” here."
-            )
-    image = None
-    if body.image is not None:
-        image = (
-            ContainerImage.objects.visible_to(viewer, organization)
-            .filter(pk=context.int_id(body.image))
-            .first()
-        )
-        if image is None:
-            raise invalid("image", f"No image with id “{body.image}” here.")
+    actor = context.writer(request)
+    cloud, version, image = choice_of(
+        request,
+        organization,
+        project,
+        cloud=body.cloud,
+        compute_config=body.compute_config,
+        image=body.image,
+    )
     cluster = cluster_create(
         project=project,
         actor=actor,
@@ -604,7 +672,7 @@ def cluster_terminate_endpoint(request: HttpRequest, org: str, id: str) -> Statu
     organization = context.organization(request, org)
     cluster = _cluster(request, organization, id, "cluster.update")
     if not cluster.is_final:
-        cluster_terminate(cluster=cluster, actor=context.actor(request))
+        cluster_terminate(cluster=cluster, actor=context.writer(request))
     return Status(202, one_cluster_out(request, organization, cluster))
 
 
@@ -658,6 +726,7 @@ def cluster_node_list(request: HttpRequest, org: str, id: str) -> dict[str, Any]
                 "cpus": node.cpus,
                 "memory_mb": node.memory_mb,
                 "private_address": node.private_address,
+                "public_address": node.public_address,
                 "resources": node.resources if isinstance(node.resources, dict) else {},
                 "usage": node.usage if isinstance(node.usage, dict) else {},
                 "last_heartbeat_at": row.last_seen,
@@ -704,4 +773,16 @@ def cluster_address_endpoint(request: HttpRequest, org: str, id: str) -> dict[st
         address = cluster_address(context.actor(request), cluster)
     except ValidationError as exc:  # running, but its head has not reported a gateway yet
         raise ApiError(409, " ".join(exc.messages)) from exc
-    return {**address, "headers": {"Authorization": f"Bearer {address['token']}"}}
+    return {
+        **address,
+        "headers": {"Authorization": f"Bearer {address['token']}"},
+        "ca_sha256": bundle_sha256(trust_bundle_pem()),
+    }
+
+
+@router.get("/ca", response=CertificateAuthorityOut, auth=None, tags=["clusters"])
+def certificate_authority(request: HttpRequest) -> dict[str, Any]:
+    """The installation's CA bundle (public, no token needed): the gateways' certificates
+    chain to it. The CLI and SDK fetch it once and pin it per installation."""
+    pem = trust_bundle_pem()
+    return {"certificate": pem, "sha256": bundle_sha256(pem)}

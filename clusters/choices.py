@@ -74,3 +74,16 @@ class EventLevel(models.TextChoices):
     INFO = "info", "Info"
     WARNING = "warning", "Warning"
     ERROR = "error", "Error"
+
+
+class BuildState(models.TextChoices):
+    """An image build's state (clusters.models.ImageBuild)."""
+
+    QUEUED = "queued", "Queued"
+    BUILDING = "building", "Building"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINAL_BUILD_STATES = frozenset({BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED})

@@ -20,7 +20,7 @@ from kit.forms import add_service_error
 from . import selectors
 from .choices import ClusterState
 from .models import VERSIONED_FIELDS, WORKER_GROUP_DEFAULTS, ComputeConfigVersion, ContainerImage
-from .services.defaults import ray_version
+from .services.defaults import default_machines_preview, ray_version
 
 _SUFFIX_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
@@ -41,6 +41,25 @@ def _offer(field: forms.ModelChoiceField, shown: Iterable[Any], label: Any, empt
     (wider, still scoped) queryset, so a choice that stopped fitting gets a message that
     says why instead of "Select a valid choice"."""
     field.choices = [("", empty), *((obj.pk, label(obj)) for obj in shown)]
+
+
+class NodeLogFilterForm(forms.Form):
+    """Which of a node's log lines to show (and download): one file group, a text."""
+
+    source = forms.ChoiceField(
+        required=False,
+        label="File",
+        choices=[("", "All files"), *((k, v[0]) for k, v in selectors.LOG_SOURCES.items())],
+    )
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    dumps = forms.BooleanField(required=False, label="Ray's periodic state dumps")
+
+    def filters(self) -> dict[str, Any]:
+        """The node_log arguments; an invalid filter shows everything."""
+        if not self.is_valid():
+            return {}
+        data = self.cleaned_data
+        return {"source": data["source"], "query": data["q"], "dumps": data["dumps"]}
 
 
 class ClusterFilterForm(forms.Form):
@@ -101,6 +120,8 @@ class ClusterCreateForm(forms.Form):
     ) -> None:
         super().__init__(data, initial=initial)
         self.organization = organization
+        self.viewer = viewer
+        self.default_config: ComputeConfigVersion | None = None
         projects = selectors.projects_for_cluster_create(organization=organization, viewer=viewer)
         self.projects = list(projects)
         project_field = cast(forms.ModelChoiceField, self.fields["project"])
@@ -120,16 +141,33 @@ class ClusterCreateForm(forms.Form):
 
         # The config and image lists follow the chosen cloud (the page asks again when
         # it changes); without one they list everything, and cluster_create checks the pair.
-        self.chosen_cloud = self._chosen_cloud()
         config_field = cast(forms.ModelChoiceField, self.fields["compute_config"])
         config_field.queryset = selectors.compute_configs_for_cluster_create(
             organization=organization, viewer=viewer
         )
-        configs = selectors.compute_configs_for_cluster_create(
-            organization=organization, viewer=viewer, cloud=self.chosen_cloud
+        self.chosen_config = self._chosen_config(config_field.queryset)
+        if not self.is_bound and self.chosen_config and not self.initial.get("cloud"):
+            # A config picked before the cloud brings its cloud along.
+            self.initial["cloud"] = self.chosen_config.cloud_id
+        self.chosen_cloud = self._chosen_cloud()
+        configs = list(
+            selectors.compute_configs_for_cluster_create(
+                organization=organization, viewer=viewer, cloud=self.chosen_cloud
+            )
         )
         if self.chosen_cloud is not None:  # the blank choice already stands for it
-            configs = configs.exclude(config__name=default_config_name(self.chosen_cloud))
+            default_name = default_config_name(self.chosen_cloud)
+            self.default_config = next((v for v in configs if v.config.name == default_name), None)
+            configs = [v for v in configs if v.config.name != default_name]
+        # A chosen config stays chosen when the cloud changes; the page says it does not
+        # fit (and cluster_create refuses the pair) rather than silently picking another.
+        self.config_mismatch = bool(
+            self.chosen_config
+            and self.chosen_cloud
+            and self.chosen_config.cloud_id != self.chosen_cloud.pk
+        )
+        if self.chosen_config and self.config_mismatch and self.chosen_config not in configs:
+            configs.append(self.chosen_config)
         _offer(
             config_field,
             configs,
@@ -155,25 +193,56 @@ class ClusterCreateForm(forms.Form):
         if project is None and len(self.projects) == 1:
             project = self.projects[0]
         self.initial["project"] = project.pk if project else None
-        if not self.initial.get("cloud") and len(self.clouds) == 1:
-            self.initial["cloud"] = self.clouds[0].pk
+        if not self.initial.get("cloud") and not self.initial.get("compute_config"):
+            # The same rule as a request that names no cloud (a config brings its own).
+            cloud = (
+                selectors.cloud_for_create(project=project, viewer=self.viewer)
+                if project
+                else (self.clouds[0] if len(self.clouds) == 1 else None)
+            )
+            if cloud in self.clouds:
+                self.initial["cloud"] = cloud.pk
         if not self.initial.get("name"):
             self.initial["name"] = suggest_name(project)
 
     def follow_cloud(self, url: str) -> None:
-        """Choosing a cloud asks `url` for its compute configs and images."""
-        self.fields["cloud"].widget.attrs.update(
-            {
-                "hx-get": url,
-                "hx-trigger": "change",
-                "hx-target": "#cloud-fields",
-                "hx-swap": "outerHTML",
-            }
-        )
+        """Choosing a cloud or a config asks `url` again with everything chosen so far,
+        for the cloud's compute configs and images and the chosen config's machines."""
+        for name in ("cloud", "compute_config"):
+            self.fields[name].widget.attrs.update(
+                {
+                    "hx-get": url,
+                    "hx-trigger": "change",
+                    "hx-include": "closest form",
+                    # A GET: the CSRF token would land in the URL, and so in access logs.
+                    "hx-params": "not csrfmiddlewaretoken",
+                    "hx-target": "#cloud-fields",
+                    "hx-swap": "outerHTML",
+                }
+            )
+
+    @property
+    def summary_config(self) -> ComputeConfigVersion | None:
+        """The machines the cluster would get: the chosen config, else the cloud's default."""
+        if self.chosen_config or self.default_config:
+            return self.chosen_config or self.default_config
+        return default_machines_preview(self.chosen_cloud) if self.chosen_cloud else None
 
     @property
     def can_create(self) -> bool:
         return bool(self.projects)
+
+    def _chosen_config(
+        self, configs: models.QuerySet[ComputeConfigVersion]
+    ) -> ComputeConfigVersion | None:
+        value = (
+            self.data.get("compute_config") if self.is_bound else self.initial.get("compute_config")
+        )
+        if isinstance(value, ComputeConfigVersion):
+            return value
+        if not str(value or "").isdigit():
+            return None
+        return configs.filter(pk=int(str(value))).first()
 
     def _chosen_cloud(self) -> Cloud | None:
         value = self.data.get("cloud") if self.is_bound else self.initial.get("cloud")
@@ -190,7 +259,8 @@ class ClusterCreateForm(forms.Form):
 
     def _config_label(self, version: ComputeConfigVersion) -> str:
         label = f"{version.config.name} (v{version.number})"
-        return label if self.chosen_cloud else f"{label} · {version.cloud.name}"
+        on_chosen_cloud = self.chosen_cloud and version.cloud_id == self.chosen_cloud.pk
+        return label if on_chosen_cloud else f"{label} · {version.cloud.name}"
 
     @staticmethod
     def _image_label(image: ContainerImage) -> str:
@@ -437,3 +507,82 @@ class ImageForm(forms.Form):
 
     def service_fields(self) -> dict[str, Any]:
         return dict(self.cleaned_data)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class ImageBuildForm(forms.Form):
+    """A build spec in plain fields (one item per line); the rules are image_specs' and
+    the cloud's, shown back on these fields by image_build_start."""
+
+    name = forms.CharField(
+        max_length=100, help_text="A new name makes a new image; an image's name rebuilds it."
+    )
+    cloud = forms.ModelChoiceField(
+        queryset=Cloud.objects.none(), help_text="Its data plane builds and stores the image."
+    )
+    base = forms.CharField(
+        initial="ray",
+        max_length=300,
+        help_text="ray (Raydeck's Ray image) or a full image reference.",
+    )
+    requirements = forms.CharField(
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 5, "placeholder": "humanize==4.9.0", "spellcheck": "false"}
+        ),
+        help_text="pip requirements, one per line.",
+    )
+    debian_packages = forms.CharField(
+        label="Debian packages",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text="One per line (AWS and GCP).",
+    )
+    env = forms.CharField(
+        label="Environment variables",
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 2, "placeholder": "NAME=value", "spellcheck": "false"}
+        ),
+        help_text="NAME=value, one per line.",
+    )
+    post_build = forms.CharField(
+        label="Post-build commands",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text="Shell commands run in the image after the requirements, one per line.",
+    )
+    containerfile = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+        help_text="Instead of the fields above: FROM, RUN, ENV, ARG, LABEL and WORKDIR only.",
+    )
+
+    def __init__(self, *args: Any, organization: Organization, viewer: User, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        field = cast(forms.ModelChoiceField, self.fields["cloud"])
+        field.queryset = selectors.clouds_that_build(organization=organization, viewer=viewer)
+
+    def clean_env(self) -> dict[str, str]:
+        env = {}
+        for line in _lines(self.cleaned_data["env"]):
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise ValidationError(f"Write {line!r} as NAME=value.")
+            env[name.strip()] = value.strip()
+        return env
+
+    def spec(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        if data["containerfile"].strip():
+            return {"containerfile": data["containerfile"]}
+        return {
+            "base": data["base"],
+            "requirements": _lines(data["requirements"]),
+            "debian_packages": _lines(data["debian_packages"]),
+            "env": data["env"],
+            "post_build": _lines(data["post_build"]),
+        }

@@ -23,19 +23,23 @@ reader does when it is missing ("fails open": goes on as if nothing restricted i
   autoscaler to look (note_head_report, an add). Kept 5 s. Missing: one more reconcile.
 - `listening:tick`, `listening:since`: that a web process is listening for heartbeats,
   and since when without a gap. Written by each web process's ticker thread (tick,
-  start_ticking); read by the reconciler (listening). Kept for ever. Fails open: with no
-  tick at all, nodes are judged by their heartbeats alone.
+  start_ticking) while its database answers too; read by the reconciler (listening).
+  Kept for ever. Fails open: with no tick at all, nodes are judged by their heartbeats
+  alone.
 - `reconcile-queued:{cluster}`: the one follow-up reconcile waiting in the queue (task
   id, when due). Claimed by clusters.tasks.enqueue_reconcile (claim_follow_up), released
   by that task as it starts (release_follow_up). Kept its countdown + 30 s. Fails open:
   a second follow-up may wait, which is harmless (the lease runs one at a time).
-- `reconcile:{cluster}`: the lease of the reconcile running now (take_lease,
-  renew_lease, release_lease). Kept 60 s, renewed before each slow cloud call. Fails
-  open: a second run may start (reconciling is idempotent).
+- `reconcile:{cluster}`: the lease of the reconcile running now (holding_lease). Kept
+  LEASE_SECONDS (10 s), renewed by a thread of the holder every few seconds while it
+  works, so a killed holder's lease ends within seconds. Fails open: a second run may
+  start (reconciling is idempotent).
 
 A cache that cannot be reached is an error for every reader and writer here (Django's
 Redis backend raises), except the ticker thread, which logs and stops ticking: which is
-then the truth, nobody is heard.
+then the truth, nobody is heard. None of these fails open on an outage: a request that
+needs one answers 503 with Retry-After (kit/outages.py: agents retry, backing off), and a
+reconcile task fails and is retried by the next sweep.
 
 Not here, because they are caches of rows or of remote answers, refilled from their
 source and kept beside it: the clusters' access keys (clusters/access.py), revoked
@@ -49,16 +53,19 @@ the selectors and the tasks all use it, and it uses only the cache.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 
 logger = logging.getLogger(__name__)
 
@@ -196,28 +203,58 @@ def parse_time(value: Any) -> datetime | None:
 
 # --- Listening: whether the control plane has been able to hear heartbeats ---------------
 # A node is lost when it has been silent while we were listening. When the web tier
-# itself is down (a restart, a slow deploy, a crash), every node goes silent at once,
-# and the reconciler, which runs in the workers, would otherwise take every live node
-# for lost and terminate it. So each web process ticks while it runs (start_ticking,
-# from console/wsgi.py), and the reconciler:
-# - judges no node while the ticks are stale (nobody is listening), and
-# - counts a node's silence from when listening resumed, if that is later than its last
-#   heartbeat (nodes retry with backoff, so their first heartbeat may take a while).
+# itself is down (a restart, a slow deploy, a crash, its database gone), every node goes
+# silent at once, and the reconciler, which runs in the workers, would otherwise take
+# every live node for lost and terminate it. So each web process ticks while it can hear
+# heartbeats (start_ticking, from console/wsgi.py), and the reconciler counts a node's
+# silence only while listening was continuous: from the later of its last heartbeat and
+# when listening last resumed, up to the last tick (never up to "now", which may be
+# seconds into an outage nobody has noticed yet).
+#
+# One setting, RAYDECK_NODE_LOST_AFTER_SECONDS (the grace), and what follows from it:
+# - a gap of more than grace/3 between ticks means listening stopped (gap_seconds); each
+#   web process ticks twice as often (tick_seconds), so one late tick is no gap;
+# - a gap shorter than that may hide lost heartbeats: a node's counted silence then
+#   includes the gap and its next heartbeat, at most gap + one heartbeat interval. The
+#   grace exceeds that by LOST_MARGIN_SECONDS at least (checked by listening_margin, a
+#   system check of the clusters app), so a short outage never makes a node lost.
 
 TICK_KEY = "raydeck:listening:tick"
 SINCE_KEY = "raydeck:listening:since"
-STALE_AFTER_TICKS = 3  # a tick older than this many intervals: nobody is listening
+LOST_MARGIN_SECONDS = 2.0
+
+
+def node_lost_after() -> timedelta:
+    """How long a node may be silent, while the control plane listened, before it is lost."""
+    return timedelta(seconds=settings.RAYDECK_NODE_LOST_AFTER_SECONDS)
+
+
+def gap_seconds() -> float:
+    """No tick for longer than this: nobody is listening (and a tick after it starts a
+    new stretch of listening)."""
+    return float(settings.RAYDECK_NODE_LOST_AFTER_SECONDS) / 3
 
 
 def tick_seconds() -> float:
-    return float(settings.RAYDECK_HEARTBEAT_SECONDS)
+    return gap_seconds() / 2
+
+
+def listening_margin() -> float:
+    """Seconds by which the grace exceeds the longest silence an unnoticed gap can cause
+    a healthy node (the gap, then one heartbeat interval). Must be LOST_MARGIN_SECONDS or
+    more."""
+    return (
+        float(settings.RAYDECK_NODE_LOST_AFTER_SECONDS)
+        - gap_seconds()
+        - float(settings.RAYDECK_HEARTBEAT_SECONDS)
+    )
 
 
 def tick(now: float | None = None) -> None:
     """Say that this web process is listening; after a gap, that listening resumed now."""
     now = time.time() if now is None else now
     previous = cache.get(TICK_KEY)
-    if previous is None or now - float(previous) > tick_seconds() * STALE_AFTER_TICKS:
+    if previous is None or now - float(previous) > gap_seconds():
         cache.set(SINCE_KEY, now, timeout=None)
     cache.set(TICK_KEY, now, timeout=None)
 
@@ -226,19 +263,29 @@ def tick(now: float | None = None) -> None:
 class Listening:
     now: bool  # False: no web process has ticked lately, so no node can be judged
     since: datetime | None  # silence before this says nothing about a node
+    last: datetime | None = None  # the last tick: silence after it says nothing either
+
+    def silence(self, seen: datetime, now: datetime) -> timedelta:
+        """How long a node last heard at `seen` has been silent while we listened."""
+        start = max(seen, self.since) if self.since is not None else seen
+        return (self.last or now) - start
 
 
 def listening(now: float | None = None) -> Listening:
-    """Whether the control plane is listening, and since when without a gap (both
-    unknown, so no restriction, when no tick is recorded)."""
+    """Whether the control plane is listening, since when without a gap, and its last
+    tick (all unknown, so no restriction, when no tick is recorded)."""
     now = time.time() if now is None else now
     found = cache.get_many([TICK_KEY, SINCE_KEY])
     last, since = found.get(TICK_KEY), found.get(SINCE_KEY)
     if last is None:
         return Listening(now=True, since=None)
-    if now - float(last) > tick_seconds() * STALE_AFTER_TICKS:
+    if now - float(last) > gap_seconds():
         return Listening(now=False, since=None)
-    return Listening(now=True, since=datetime.fromtimestamp(float(since or last), tz=UTC))
+    return Listening(
+        now=True,
+        since=datetime.fromtimestamp(float(since or last), tz=UTC),
+        last=datetime.fromtimestamp(float(last), tz=UTC),
+    )
 
 
 _started_in: int | None = None
@@ -279,12 +326,33 @@ def stop_ticking() -> None:
 
 
 def _tick_forever() -> None:
+    deaf = False  # logged once per outage, not every tick
     while not _stop.is_set():
         try:
+            # Heartbeats need the database too (credentials, states): without it nothing
+            # is heard, so nothing is ticked, and nodes are not blamed for the silence.
+            _database_answers()
             tick()
-        except Exception:  # the cache is down: the ticks stop, which is the truth
-            logger.warning("Could not record that the web tier is listening.", exc_info=True)
+            if deaf:
+                logger.warning("The web tier hears heartbeats again.")
+            deaf = False
+        except Exception:  # the ticks stop, which is the truth
+            if not deaf:
+                logger.warning("The web tier cannot hear heartbeats.", exc_info=True)
+            deaf = True
         _stop.wait(tick_seconds())
+
+
+def _database_answers() -> None:
+    """SELECT 1 on this thread's own connection; a broken one is closed (the next tick
+    opens another), and the error raised."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        with contextlib.suppress(Exception):
+            connection.close()
+        raise
 
 
 # --- The reconcile queue: one follow-up waiting per cluster, one run at a time ------------
@@ -297,7 +365,8 @@ def _tick_forever() -> None:
 QUEUED_KEY = "raydeck:reconcile-queued:{}"
 QUEUED_SLACK_SECONDS = 30
 LEASE_KEY = "raydeck:reconcile:{}"
-LEASE_SECONDS = 60
+LEASE_SECONDS = 10  # a dead holder's lease ends within this
+LEASE_RENEW_SECONDS = LEASE_SECONDS / 3  # a live holder's thread renews it this often
 
 
 def _waiting(key: str) -> tuple[str, float] | None:
@@ -353,3 +422,33 @@ def release_lease(cluster_id: int, holder: str) -> None:
     key = LEASE_KEY.format(cluster_id)
     if cache.get(key) == holder:
         cache.delete(key)
+
+
+@contextlib.contextmanager
+def holding_lease(cluster_id: int, holder: str) -> Iterator[bool]:
+    """Hold the cluster's lease for the block (True), or not at all (False: another
+    holds it). A thread renews it every LEASE_RENEW_SECONDS while the block runs, however
+    long a cloud call takes; when the holder dies (kill -9, a lost machine), renewing
+    stops and the lease ends within LEASE_SECONDS, so the next reconcile is not held up."""
+    if not take_lease(cluster_id, holder):
+        yield False
+        return
+    done = threading.Event()
+    keeper = threading.Thread(
+        target=_keep_lease, args=(cluster_id, holder, done), name="raydeck-lease", daemon=True
+    )
+    keeper.start()
+    try:
+        yield True
+    finally:
+        done.set()
+        keeper.join(LEASE_RENEW_SECONDS)
+        release_lease(cluster_id, holder)
+
+
+def _keep_lease(cluster_id: int, holder: str, done: threading.Event) -> None:
+    while not done.wait(LEASE_RENEW_SECONDS):
+        try:
+            renew_lease(cluster_id, holder)
+        except Exception:  # the cache is down: the lease lapses, a rerun is harmless
+            logger.warning("Could not renew the reconcile lease of %s.", cluster_id, exc_info=True)

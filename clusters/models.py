@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from typing import Any, Self
@@ -18,8 +19,10 @@ from clouds.providers.base import ImageSpec
 
 from .choices import (
     CLUSTER_TRANSITIONS,
+    FINAL_BUILD_STATES,
     FINAL_CLUSTER_STATES,
     LIVE_NODE_STATES,
+    BuildState,
     ClusterState,
     DesiredState,
     EventLevel,
@@ -76,6 +79,8 @@ def downscale_delay(group: dict[str, Any]) -> int:
 
 
 MAX_WORKER_GROUPS = 20
+# Ray's head runs the GCS, the dashboard and a raylet: below this it does not start.
+MIN_HEAD_MEMORY_MB = 512
 # What a worker group holds, and what a missing key means (filled_worker_groups fills
 # them in; the reconciler and autoscaler read them).
 WORKER_GROUP_DEFAULTS: dict[str, Any] = {
@@ -213,6 +218,19 @@ class ComputeConfigVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.config.name} v{self.number}"
 
+    def clean(self) -> None:
+        """A head is a machine: it needs some CPU and enough memory for Ray's own
+        processes (GCS, dashboard, raylet), or the cluster never starts."""
+        errors: dict[str, str] = {}
+        if self.head_cpus is not None and self.head_cpus <= 0:
+            errors["head_cpus"] = "A head needs more than 0 CPUs."
+        if self.head_memory_mb is not None and self.head_memory_mb < MIN_HEAD_MEMORY_MB:
+            errors["head_memory_mb"] = (
+                f"A head needs at least {MIN_HEAD_MEMORY_MB} MB of memory for Ray's own processes."
+            )
+        if errors:
+            raise ValidationError(errors)
+
 
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -271,6 +289,19 @@ class ContainerImage(models.Model):
     # Set when deleted while ended clusters still name it: they keep showing what they
     # ran; nothing else sees it (clusters/services/images.py).
     deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A built image: the cloud whose registry holds it (only its clusters may run it), and
+    # the revision new clusters get (clusters keep the one they started with).
+    cloud = models.ForeignKey(
+        Cloud, null=True, blank=True, editable=False, on_delete=models.CASCADE, related_name="+"
+    )
+    build = models.ForeignKey(
+        "ImageBuild",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     objects = ContainerImageQuerySet.as_manager()
 
@@ -281,7 +312,15 @@ class ContainerImage(models.Model):
                 fields=["organization", "name"],
                 condition=Q(deleted_at=None),
                 name="image_name_per_org",
-            )
+            ),
+            # The one above never applies to built-in rows (NULL organization: SQL takes
+            # NULLs for distinct), so two first cluster creates at once made two. A partial
+            # index on the built-in rows alone works on PostgreSQL and SQLite alike.
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=Q(organization=None, deleted_at=None),
+                name="built_in_image_name",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -365,6 +404,11 @@ class Cluster(models.Model):
         ComputeConfigVersion, on_delete=models.PROTECT, related_name="clusters"
     )
     image = models.ForeignKey(ContainerImage, on_delete=models.PROTECT, related_name="clusters")
+    # The revision of a built image the cluster started with: its nodes keep running it
+    # when the image is built again.
+    image_build = models.ForeignKey(
+        "ImageBuild", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     desired_state = models.CharField(
         max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING
     )
@@ -411,6 +455,19 @@ class Cluster(models.Model):
     def is_final(self) -> bool:
         return self.state in FINAL_CLUSTER_STATES
 
+    def image_spec(self) -> ImageSpec:
+        """What its nodes run: the image, at the revision the cluster started with when
+        the image is built (clusters/services/builds.py)."""
+        spec = self.image.spec()
+        build = self.image_build
+        if build is None:
+            return spec
+        return dataclasses.replace(
+            spec,
+            image_uri=spec.image_uri and build.image_uri,
+            python_executable=build.python_executable or spec.python_executable,
+        )
+
     def move_to(self, state: str, reason: str = "") -> str:
         """Change the observed state per the transition table; returns the old state.
         The caller saves (and records the event) in the same transaction."""
@@ -455,6 +512,9 @@ class Node(models.Model):
     state_reason = models.CharField(max_length=1000, blank=True)
     state_changed_at = models.DateTimeField(default=timezone.now)
     private_address = models.CharField(max_length=200, blank=True)
+    # The cloud's public address of the instance (AWS/GCP clouds with public addresses);
+    # blank: none, users reach the node at its private address.
+    public_address = models.CharField(max_length=200, blank=True)
     ray_ports = models.JSONField(default=dict, blank=True)
     resources = models.JSONField(default=dict, blank=True)  # what Ray reports it has
     usage = models.JSONField(default=dict, blank=True)  # latest CPU/memory/GPU use
@@ -524,7 +584,107 @@ class ClusterAccessKey(models.Model):
     private_key_encrypted = models.TextField()  # PEM, PKCS8, sealed by kit/crypto.py
     # Every token of this cluster issued before this time is refused ("revoke all").
     not_before = models.DateTimeField(null=True, blank=True)
+    # The secret Ray's own ports require (RAY_AUTH_MODE=token), sealed by kit/crypto.py:
+    # only the cluster's agents get it (the gateway adds it when it forwards).
+    ray_token_encrypted = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return f"access key of {self.cluster_id}"
+
+
+class CertificateAuthority(models.Model):
+    """The installation's own issuing CA (clusters/certificates.py), made at first use:
+    it signs the head gateways' short-lived certificates. One row; its key is sealed by
+    kit/crypto.py. An operator-supplied intermediate CA (RAYDECK_CA_CERT_FILE) replaces
+    it and is never stored here."""
+
+    name = models.CharField(max_length=32, unique=True, default="installation")
+    certificate_pem = models.TextField()
+    private_key_encrypted = models.TextField()  # PEM, PKCS8, sealed by kit/crypto.py
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"certificate authority {self.name}"
+
+
+class GatewayCertificate(models.Model):
+    """What a head's gateway certificate is made of: the public key of the head's CSR
+    (its private key never leaves the node) and the names it may have; renewals sign the
+    same key and names again. `not_after` is the latest certificate's end."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="gateway_certificate")
+    public_key_pem = models.TextField()
+    names = models.JSONField(default=list)  # DNS names and IP addresses, as signed
+    serial = models.CharField(max_length=64)
+    not_after = models.DateTimeField()
+    renewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"gateway certificate of {self.node_id}"
+
+
+class ImageBuildQuerySet(models.QuerySet):
+    def visible_to(self, user: User, organization: Organization) -> Self:
+        """The organization's builds, to its members."""
+        if not user.is_authenticated or user.org_role(organization) is None:
+            return self.none()
+        return self.filter(organization=organization)
+
+
+class ImageBuild(models.Model):
+    """One build of an image from a spec, in a cloud's data plane; a succeeded build is a
+    revision of its image (clusters/services/builds.py)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    cloud = models.ForeignKey(Cloud, on_delete=models.CASCADE, related_name="+")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # The image it makes: set when it builds a new revision of an existing image, or once
+    # a first build succeeds (nothing half-built is offered to clusters).
+    image = models.ForeignKey(
+        ContainerImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="builds"
+    )
+    name = models.CharField("image name", max_length=100)
+    spec = models.JSONField()  # normalized (clusters/image_specs.py)
+    spec_hash = models.CharField(max_length=64, db_index=True)
+    ray_version = models.CharField(max_length=32)
+    state = models.CharField(
+        max_length=16, choices=BuildState.choices, default=BuildState.QUEUED, db_index=True
+    )
+    step = models.CharField(max_length=300, blank=True)  # the current, or the failed, step
+    error = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)  # the last lines, as of the latest poll
+    log_location = models.CharField(max_length=500, blank=True)  # kept after the build
+    external_id = models.CharField(max_length=300, blank=True)  # the cloud's id for it
+    image_uri = models.CharField(max_length=500, blank=True)  # the result, by digest
+    python_executable = models.CharField(max_length=300, blank=True)  # local: its env
+    revision = models.PositiveIntegerField(null=True, blank=True)
+    reused_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ImageBuildQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["cloud", "spec_hash", "state"], name="build_by_spec")]
+
+    def __str__(self) -> str:
+        return f"{self.name} build {str(self.uuid)[:8]}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_BUILD_STATES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()

@@ -4,9 +4,10 @@ a scoped queryset or list, or the API's page of clusters."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import (
@@ -22,6 +23,7 @@ from django.db.models import (
     When,
 )
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts import api_context as context
 from accounts.models import Organization, Project, User
@@ -33,15 +35,16 @@ from accounts.permissions import (
     token_require,
 )
 from accounts.tokens import TokenIdentity
-from clouds.choices import CloudState, LaunchAccess
+from clouds.choices import CloudKind, CloudState, LaunchAccess
 from clouds.models import Cloud
 from clouds.providers.registry import traits_for
+from clouds.selectors import preferred_cloud
 from kit.api.errors import invalid
 from kit.api.pagination import PageParams, compiled_keyset_page
 from kit.statements import Param, StatementCache
 
 from . import live
-from .choices import FINAL_CLUSTER_STATES, LIVE_NODE_STATES, ClusterState
+from .choices import FINAL_CLUSTER_STATES, LIVE_NODE_STATES, ClusterState, NodeState
 from .models import (
     VERSIONED_FIELDS,
     Cluster,
@@ -49,6 +52,7 @@ from .models import (
     ComputeConfig,
     ComputeConfigVersion,
     ContainerImage,
+    ImageBuild,
     Node,
     filled_worker_groups,
 )
@@ -89,6 +93,38 @@ def cluster_list(
     )
 
 
+def clusters_running_now(
+    *, organization: Organization, viewer: User, limit: int = 10
+) -> list[Cluster]:
+    """The viewer's clusters that are not terminated or failed, newest first: the
+    overview's "running now"."""
+    live = cluster_list(organization=organization, viewer=viewer).exclude(
+        state__in=list(FINAL_CLUSTER_STATES)
+    )
+    return list(live[:limit])
+
+
+def recent_cluster_failures(
+    *, organization: Organization, viewer: User, days: int = 7, limit: int = 5
+) -> list[Cluster]:
+    """The viewer's clusters that failed in the last `days`, latest failure first."""
+    since = timezone.now() - timedelta(days=days)
+    failed = Cluster.objects.visible_to(viewer, organization).filter(
+        state=ClusterState.FAILED, state_changed_at__gte=since
+    )
+    return list(failed.select_related("project").order_by("-state_changed_at")[:limit])
+
+
+def first_steps_done(*, organization: Organization, viewer: User) -> dict[str, bool]:
+    """Which of a new organization's first steps are done: a verified cloud, a project,
+    a cluster (counted over the organization: the steps are the organization's)."""
+    return {
+        "cloud": Cloud.objects.filter(organization=organization, state=CloudState.ACTIVE).exists(),
+        "project": Project.objects.filter(organization=organization).exists(),
+        "cluster": Cluster.objects.filter(organization=organization).exists(),
+    }
+
+
 def cluster_filter_choices(
     *, organization: Organization, viewer: User
 ) -> tuple[list[Project], list[Cloud]]:
@@ -118,6 +154,9 @@ def cluster_rows(clusters: QuerySet[Cluster]) -> Any:
         "started_at",
         "terminated_at",
         project_slug=F("project__slug"),
+        cloud_name=F("cloud__name"),
+        image_name=F("image__name"),
+        config_name=F("compute_config__config__name"),
         config_id=F("compute_config__config_id"),
         config_number=F("compute_config__number"),
         creator=F("created_by__email"),
@@ -142,9 +181,12 @@ def cluster_out(row: dict[str, Any], urls: ClusterUrls) -> dict[str, Any]:
         "name": row["name"],
         "project": row["project_slug"],
         "cloud": str(row["cloud_id"]),
+        "cloud_name": row["cloud_name"],
         "compute_config": str(row["config_id"]),
+        "compute_config_name": row["config_name"],
         "compute_config_version": row["config_number"],
         "image": str(row["image_id"]),
+        "image_name": row["image_name"],
         "desired_state": row["desired_state"],
         "state": row["state"],
         "state_reason": row["state_reason"],
@@ -229,6 +271,14 @@ def projects_granting(*, organization: Organization, viewer: User, perm: str) ->
     return projects.filter(memberships__user=viewer, memberships__role__in=roles).distinct()
 
 
+def first_project_missing(*, organization: Organization, viewer: User) -> bool:
+    """The organization has no project yet and the viewer may create one: what stands
+    between them and a cluster is a project, not their role."""
+    return not Project.objects.filter(organization=organization).exists() and has_perm(
+        viewer, "project.create", organization
+    )
+
+
 def projects_for_cluster_create(*, organization: Organization, viewer: User) -> QuerySet[Project]:
     """The projects where the viewer may create clusters."""
     return projects_granting(organization=organization, viewer=viewer, perm="cluster.create")
@@ -246,6 +296,33 @@ def clouds_for_cluster_create(
         .distinct()
         .order_by("name", "pk")
     )
+
+
+def cloud_for_create(
+    *,
+    project: Project,
+    viewer: User,
+    compute_config: ComputeConfigVersion | None = None,
+) -> Cloud | None:
+    """The one rule for the cloud of a request that names none (a cluster, a job, a
+    workspace, a working directory; console, API, CLI and SDK): the compute config's own
+    cloud wins, then the project's preferred cloud, then the organization's, then the
+    only verified cloud the project may use. None: nothing to choose; the caller asks.
+    The choice is checked like any other (`checked_choice`): an unverified preferred
+    cloud is refused with its reason rather than silently replaced."""
+    if compute_config is not None:
+        return compute_config.cloud
+    preferred = preferred_cloud(project=project)
+    if preferred is not None:
+        return preferred
+    usable = list(
+        clouds_for_cluster_create(
+            organization=project.organization,
+            viewer=viewer,
+            projects=Project.objects.filter(pk=project.pk),
+        )[:2]
+    )
+    return usable[0] if len(usable) == 1 else None
 
 
 def compute_configs_for_cluster_create(
@@ -272,6 +349,7 @@ def images_for_cluster_create(
         Q(organization=organization) | Q(organization=None)
     )
     if cloud is not None:
+        images = images.filter(Q(cloud=None) | Q(cloud=cloud))  # built ones: on their cloud
         if traits_for(cloud.kind).runs_containers:
             images = images.exclude(image_uri="")
         else:
@@ -589,3 +667,90 @@ def version_rows(
         before = every.get(number - 1)
         rows.append(VersionRow(version, version_changes(before, version) if before else []))
     return rows
+
+
+# --- Image builds ----------------------------------------------------------------------------
+
+
+def image_builds(*, organization: Organization, viewer: User) -> QuerySet[ImageBuild]:
+    """The organization's image builds, newest first, to its members."""
+    return (
+        ImageBuild.objects.visible_to(viewer, organization)
+        .select_related("cloud", "image", "created_by")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def clouds_that_build(*, organization: Organization, viewer: User) -> QuerySet[Cloud]:
+    """The organization's clouds whose kind builds images, for the build form."""
+    kinds = [kind for kind in CloudKind.values if traits_for(kind).builds_images]
+    return Cloud.objects.visible_to(viewer).filter(organization=organization, kind__in=kinds)
+
+
+# --- A node's log ----------------------------------------------------------------------------
+
+# The log files a node's agent labels its lines with ("[raylet.out] …", see LogBuffer in
+# agent/raydeck_agent/logs.py), grouped as a person looks for them.
+LOG_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "agent": ("Agent", ("agent",)),
+    "boot": ("Boot (ray start)", ("ray-start",)),
+    "raylet": ("Raylet", ("raylet.out", "raylet.err")),
+    "gcs": ("GCS", ("gcs_server.out", "gcs_server.err")),
+    "dashboard": ("Dashboard", ("dashboard.log", "dashboard.err", "dashboard_agent.log")),
+}
+_LOG_LABEL = re.compile(r"^\[([\w.-]+)\] ")
+# Ray's C++ lines carry a level letter ("[2026-… 12:00:00,123 E 123 456]"), Python's a word.
+_LOG_ERROR = re.compile(r"^\[\S+ \S+ [EFC] \d+ \d+\]|\b(?:ERROR|CRITICAL|FATAL)\b|^Traceback ")
+# Every minute or so Ray's raylet and GCS dump their internal counters: noise to most.
+_STATE_DUMP = "[state-dump]"
+# The raylet's alarm when its agent processes go away. A stop Raydeck asked for ends them
+# too, so after one it is expected, not an out-of-memory kill.
+_AGENT_GONE = re.compile(
+    r"Ray agent failed|fate[ -]shares with|version of `grpcio`|agent failed to start|"
+    r"agent is killed by the OS"
+)
+_STOPPED_ON_PURPOSE = frozenset({NodeState.TERMINATING, NodeState.TERMINATED})
+
+
+@dataclass(frozen=True)
+class LogLine:
+    text: str  # as stored, with its file's label
+    error: bool = False
+    expected: bool = False  # an alarm Ray prints after a stop Raydeck asked for
+
+
+@dataclass
+class NodeLog:
+    lines: list[LogLine]
+    total: int  # before filtering
+    hidden_dumps: int  # state-dump lines left out
+    stop_explained: bool  # the raylet's "agent is killed by the OS" alarm is in, and expected
+
+
+def node_log(node: Node, *, source: str = "", query: str = "", dumps: bool = False) -> NodeLog:
+    """The lines of the node's log tail (as its heartbeats stored them) from the files of
+    LOG_SOURCES[source] (any, when blank) containing `query` (any case); Ray's periodic
+    state dumps only with `dumps`."""
+    files = LOG_SOURCES[source][1] if source in LOG_SOURCES else None
+    stopped = node.state in _STOPPED_ON_PURPOSE
+    needle = query.casefold()
+    all_lines = node.log_tail.splitlines()
+    lines: list[LogLine] = []
+    hidden_dumps = 0
+    stop_explained = False
+    for text in all_lines:
+        label = _LOG_LABEL.match(text)
+        if files is not None and (label is None or label.group(1) not in files):
+            continue
+        if needle and needle not in text.casefold():
+            continue
+        if _STATE_DUMP in text and not dumps:
+            hidden_dumps += 1
+            continue
+        body = text[label.end() :] if label else text
+        if label and label.group(1).startswith("raylet") and _AGENT_GONE.search(body):
+            stop_explained = stop_explained or stopped
+            lines.append(LogLine(text, error=not stopped, expected=stopped))
+        else:
+            lines.append(LogLine(text, error=bool(_LOG_ERROR.search(body))))
+    return NodeLog(lines, len(all_lines), hidden_dumps, stop_explained)

@@ -5,8 +5,12 @@ Each task imports its service inside its body, so that services may import
 enqueue_reconcile from here: the task boundary is the one place where the clusters
 app's imports point back up (STYLE §7)."""
 
+from functools import partial
+
 from celery import shared_task
 from celery.utils import uuid
+from django.conf import settings
+from django.db import transaction
 
 from clouds.providers.base import TransientCloudError
 
@@ -26,7 +30,15 @@ def enqueue_reconcile(
     `sooner_wins`, one waiting to run more than a second later is taken over.
     """
     if not follow_up:
-        reconcile_cluster.delay_on_commit(cluster_id=cluster_id)
+        # Robust: a broker that is down when the request's write commits is logged, not
+        # a failed request (the write stands); the beat sweep enqueues the cluster then.
+        # On the changes queue, ahead of the standing backlog of follow-ups.
+        send = partial(
+            reconcile_cluster.apply_async,
+            kwargs={"cluster_id": cluster_id},
+            queue=settings.CHANGES_QUEUE,
+        )
+        transaction.on_commit(send, robust=True)
         return True
     task_id = uuid()
     if not live.claim_follow_up(cluster_id, task_id, countdown, sooner_wins=sooner_wins):
@@ -83,3 +95,40 @@ def sweep_idle_clusters() -> int:
     from .services.idle import idle_sweep
 
     return idle_sweep()
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(TransientCloudError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=8,
+)
+def advance_image_build(self, *, build_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Start or poll one image build; sent again while it runs (a poll, not a sleep)."""
+    from .services.builds import image_build_advance
+
+    outcome = image_build_advance(build_id=build_id)
+    if outcome.requeue_in is not None:
+        advance_image_build.apply_async(kwargs={"build_id": build_id}, countdown=outcome.requeue_in)
+    return outcome.summary
+
+
+@shared_task(acks_late=True, autoretry_for=(TransientCloudError,), retry_backoff=True)
+def stop_image_build(*, build_id: int) -> None:
+    from .services.builds import image_build_stop
+
+    image_build_stop(build_id=build_id)
+
+
+@shared_task(acks_late=True)
+def sweep_image_builds() -> int:
+    """Send again every build nobody polled lately (its task died with a worker), so no
+    build stays queued or building."""
+    from .services.builds import builds_needing_advance
+
+    stale = builds_needing_advance()
+    for build_id in stale:
+        advance_image_build.delay(build_id=build_id)
+    return len(stale)

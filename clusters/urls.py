@@ -2,11 +2,12 @@
 
 from django.urls import path
 
-from . import views
+from . import views, views_builds
 
 org_urlpatterns = [
     path("clusters/", views.ClusterListView.as_view(), name="cluster_list"),
     path("clusters/new/", views.ClusterCreateView.as_view(), name="cluster_create"),
+    path("clusters/ca/", views.CertificateAuthorityView.as_view(), name="cluster_ca"),
     path("clusters/<int:cluster_id>/", views.ClusterDetailView.as_view(), name="cluster_detail"),
     path(
         "clusters/<int:cluster_id>/terminate/",
@@ -34,6 +35,11 @@ org_urlpatterns = [
         name="cluster_token",
     ),
     path(
+        "clusters/<int:cluster_id>/metrics-token/",
+        views.ClusterMetricsTokenView.as_view(),
+        name="cluster_metrics_token",
+    ),
+    path(
         "clusters/<int:cluster_id>/revoke-access/",
         views.ClusterRevokeAccessView.as_view(),
         name="cluster_revoke_access",
@@ -42,6 +48,11 @@ org_urlpatterns = [
         "clusters/<int:cluster_id>/nodes/<int:node_id>/log/",
         views.NodeLogView.as_view(),
         name="cluster_node_log",
+    ),
+    path(
+        "clusters/<int:cluster_id>/nodes/<int:node_id>/log/download/",
+        views.NodeLogDownloadView.as_view(),
+        name="cluster_node_log_download",
     ),
     path("compute-configs/", views.ComputeConfigListView.as_view(), name="compute_config_list"),
     path(
@@ -63,4 +74,16 @@ org_urlpatterns = [
     path("images/new/", views.ImageCreateView.as_view(), name="image_create"),
     path("images/<int:image_id>/edit/", views.ImageEditView.as_view(), name="image_edit"),
     path("images/<int:image_id>/delete/", views.ImageDeleteView.as_view(), name="image_delete"),
+    path("images/builds/", views_builds.ImageBuildListView.as_view(), name="image_build_list"),
+    path("images/build/", views_builds.ImageBuildCreateView.as_view(), name="image_build_create"),
+    path(
+        "images/builds/<int:build_id>/",
+        views_builds.ImageBuildDetailView.as_view(),
+        name="image_build_detail",
+    ),
+    path(
+        "images/builds/<int:build_id>/cancel/",
+        views_builds.ImageBuildCancelView.as_view(),
+        name="image_build_cancel",
+    ),
 ]

@@ -6,13 +6,14 @@ templates; selectors read, services write."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
@@ -25,9 +26,15 @@ from kit.forms import service_errors_on
 from kit.types import AuthedRequest
 from kit.views import done, paginate
 
-from . import access, selectors
+from . import access, certificates, selectors
 from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState
-from .forms import ClusterCreateForm, ClusterFilterForm, ComputeConfigForm, ImageForm
+from .forms import (
+    ClusterCreateForm,
+    ClusterFilterForm,
+    ComputeConfigForm,
+    ImageForm,
+    NodeLogFilterForm,
+)
 from .models import Cluster, ComputeConfig, ComputeConfigVersion, ContainerImage, Node
 from .services.configs import compute_config_create, compute_config_update
 from .services.idle import cluster_idleness, cluster_keep_running
@@ -68,6 +75,10 @@ DEFAULT_ADVICE = (
 )
 
 
+class ProjectMissing(Exception):
+    """The organization has no project yet; the person may create the first."""
+
+
 def failure_advice(reason: str) -> str:
     for words, advice in FAILURE_ADVICE:
         if words.lower() in reason.lower():
@@ -103,12 +114,36 @@ class ClusterListView(OrgView):
                 "query": query.urlencode(),
                 "filtered": filtered,
                 "can_create": can_create,
+                "needs_project": not can_create
+                and selectors.first_project_missing(
+                    organization=self.organization, viewer=request.user
+                ),
             },
         )
 
 
 @method_decorator(vary_on_headers("HX-Request"), name="dispatch")
-class ClusterCreateView(OrgView):
+class CloudFieldsFormView(OrgView):
+    """A create page whose form follows its cloud (clusters, jobs, workspaces): when the
+    cloud changes, HTMX asks for the #cloud-fields part with that cloud's compute configs
+    and images. Subclasses give `template` and `form()`; `context()` adds to the form."""
+
+    template: str
+
+    def form(self, data: Any = None) -> Any:
+        raise NotImplementedError
+
+    def context(self, form: Any) -> dict[str, Any]:
+        return {"form": form}
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        form = self.form()
+        if request.htmx and request.htmx.target == "cloud-fields":
+            return self.render(f"{self.template}#cloud-fields", self.context(form))
+        return self.render(self.template, self.context(form))
+
+
+class ClusterCreateView(CloudFieldsFormView):
     """The form lists only projects the user may create clusters in and clouds those
     projects may use; with no such project the page is refused (403)."""
 
@@ -124,7 +159,14 @@ class ClusterCreateView(OrgView):
             data, organization=self.organization, viewer=self.request.user, initial=initial
         )
         if not form.can_create:
-            raise PermissionDenied("You may not create clusters in any project here.")
+            if selectors.first_project_missing(
+                organization=self.organization, viewer=self.request.user
+            ):
+                raise ProjectMissing
+            raise PermissionDenied(
+                "Your role lets you look at clusters here, not create them: an owner of a "
+                "project can make you a writer in it."
+            )
         form.follow_cloud(reverse("cluster_create", args=[self.organization.slug]))
         return form
 
@@ -134,12 +176,11 @@ class ClusterCreateView(OrgView):
             "can_manage_clouds": has_perm(self.request.user, "cloud.manage", self.organization),
         }
 
-    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
-        form = self.form()
-        if request.htmx and request.htmx.target == "cloud-fields":
-            # The cloud changed: offer its compute configs and images.
-            return self.render(f"{self.template}#cloud-fields", self.context(form))
-        return self.render(self.template, self.context(form))
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except ProjectMissing:
+            return self.render("clusters/cluster_create.html", {"needs_project": True})
 
     def post(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
         form = self.form(request.POST)
@@ -160,6 +201,18 @@ class ClusterCreateView(OrgView):
                     f"Cluster {cluster.name} is starting.",
                 )
         return self.render(self.template, self.context(form))
+
+
+# Parts of the cluster page that workloads draw (a job queue): each takes the request and
+# the cluster and returns its HTML, or "" when it has nothing to show. Registered from
+# AppConfig.ready, drawn in order after the details.
+ClusterSection = Callable[[AuthedRequest, Cluster], str]
+CLUSTER_SECTIONS: list[ClusterSection] = []
+
+
+def register_cluster_section(section: ClusterSection) -> None:
+    if section not in CLUSTER_SECTIONS:
+        CLUSTER_SECTIONS.append(section)
 
 
 class ClusterObjectView(OrgView):
@@ -206,12 +259,15 @@ class ClusterDetailView(ClusterObjectView):
         job_address = access.gateway_address(cluster) if live_access else None
         now = timezone.now()
         idleness = cluster_idleness(cluster, now)
+        apps = (
+            [(name, access.APPS[name].label) for name in access.available_apps(cluster)]
+            if job_address
+            else []
+        )
         context = {
             "can_access": can_access,
             "job_address": job_address,
-            "apps": [(name, access.APPS[name].label) for name in access.available_apps(cluster)]
-            if job_address
-            else [],
+            "apps": apps,
             "idleness": idleness,
             "idle_headline": idleness.headline(now),
             "idle_outlook": idleness.outlook(now),
@@ -221,9 +277,12 @@ class ClusterDetailView(ClusterObjectView):
             "event_limit": selectors.EVENT_LIMIT,
             "live": not cluster.is_final,
             "stopping": cluster.desired_state == DesiredState.TERMINATED and not cluster.is_final,
+            "sections": [html for fn in CLUSTER_SECTIONS if (html := fn(request, cluster))],
             "advice": failure_advice(cluster.state_reason)
             if cluster.state == ClusterState.FAILED
             else "",
+            "metrics_unavailable": access.metrics_unavailable(cluster) if can_access else None,
+            "apps_available": [name for name, _ in apps],
         }
         if request.htmx and request.htmx.target == "cluster-live":
             response = self.render(f"{self.template}#cluster-live", context)
@@ -232,7 +291,11 @@ class ClusterDetailView(ClusterObjectView):
                 # actions and the last events all show the outcome.
                 response["HX-Refresh"] = "true"
             return response
-        return self.render(self.template, context)
+        response = self.render(self.template, context)
+        if job_address and context["metrics_unavailable"] is None:
+            # The charts fetch Prometheus's data from the gateway itself (its origin).
+            response._csp_update = {"connect-src": [job_address]}  # type: ignore[attr-defined]
+        return response
 
 
 class ClusterTerminateView(ClusterObjectView):
@@ -298,7 +361,30 @@ class NodeLogView(ClusterObjectView):
     def get(
         self, request: AuthedRequest, org_slug: str, cluster_id: int, node_id: int
     ) -> HttpResponse:
-        return self.render(self.partial(self.template, "node-log"), {"node": self.node})
+        form = NodeLogFilterForm(request.GET)
+        log = selectors.node_log(self.node, **form.filters())
+        return self.render(
+            self.partial(self.template, "node-log"),
+            {"node": self.node, "form": form, "log": log, "query": request.GET.urlencode()},
+        )
+
+
+class NodeLogDownloadView(NodeLogView):
+    """The node's log lines as a text file, filtered as the page shows them."""
+
+    def get(
+        self, request: AuthedRequest, org_slug: str, cluster_id: int, node_id: int
+    ) -> HttpResponse:
+        filters = NodeLogFilterForm(request.GET).filters()
+        log = selectors.node_log(self.node, **filters)
+        source = filters.get("source") or "all"
+        response = HttpResponse(
+            "".join(f"{line.text}\n" for line in log.lines),
+            content_type="text/plain; charset=utf-8",
+        )
+        name = f"{self.node.get_role_display().lower()}-{str(self.node.uuid)[:8]}-{source}.log"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
 
 
 class ClusterOpenView(ClusterObjectView):
@@ -341,6 +427,26 @@ class ClusterTokenView(ClusterObjectView):
             return redirect(reverse("cluster_detail", args=[org_slug, self.cluster.pk]))
         command = access.submit_command(address["job_address"], address["token"])
         response = self.render(self.template, {"address": address, "command": command})
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ClusterMetricsTokenView(ClusterObjectView):
+    """The cluster page's charts ask here for a short-lived token and the gateway URL of
+    Prometheus's range queries, then fetch the data from the gateway themselves. A POST
+    (with the page's CSRF token), so no other site can have a token minted."""
+
+    permission = "cluster.access"
+    http_method_names = ["post"]
+
+    def post(self, request: AuthedRequest, org_slug: str, cluster_id: int) -> HttpResponse:
+        try:
+            answer = access.metrics_access(user=request.user, cluster=self.cluster)
+        except ValidationError as exc:
+            answer, status = {"unavailable": " ".join(exc.messages)}, 409
+        else:
+            status = 200
+        response = JsonResponse(answer, status=status)
         response["Cache-Control"] = "no-store"
         return response
 
@@ -575,3 +681,18 @@ class ImageDeleteView(ImageObjectView):
         return done(
             request, reverse("image_list", args=[org_slug]), f"Image {self.image.name} deleted."
         )
+
+
+class CertificateAuthorityView(OrgView):
+    """How to trust the clusters' gateways: the installation's CA, with instructions for
+    browsers and tools; `?download=1` gives the PEM file itself."""
+
+    template = "clusters/certificate_authority.html"
+
+    def get(self, request: AuthedRequest, org_slug: str) -> HttpResponse:
+        pem = certificates.trust_bundle_pem()
+        if request.GET.get("download"):
+            response = HttpResponse(pem, content_type="application/x-pem-file")
+            response["Content-Disposition"] = 'attachment; filename="raydeck-ca.pem"'
+            return response
+        return self.render(self.template, {"pem": pem, "sha256": certificates.bundle_sha256(pem)})

@@ -1,8 +1,14 @@
-"""Run a few commands together; stop them all when one exits or on Ctrl-C / SIGTERM.
+"""Run a few commands together; restart one that exits, with backoff; stop them all on
+Ctrl-C / SIGTERM.
 
 Executed as a plain script (`python console/supervise.py '<json>'`) by `manage.py
 serve`, which replaces itself with it: the supervisor then holds no Django in memory.
 Standard library only.
+
+A child that exits (a crash, the Celery worker ending on a broker error, an OOM kill) is
+started again after RESTART_FIRST_SECONDS, doubling up to RESTART_MAX_SECONDS while it
+keeps failing; one that ran for STABLE_SECONDS starts from the first delay again. The
+others keep running meanwhile: a crashed worker never takes the web server down with it.
 """
 
 from __future__ import annotations
@@ -13,15 +19,56 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 STOP_GRACE_SECONDS = 15
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+STABLE_SECONDS = 60.0
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    delay: float = RESTART_FIRST_SECONDS
+    restart_at: float | None = None  # set while waiting to be started again
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        # Each child in its own session: Ctrl-C reaches only us, and we stop them in order.
+        self.process = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def check(self, now: float) -> None:
+        """Start it again when due; notice that it exited and plan the restart."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                print(f"Starting {self.name} again (restart {self.restarts}).", flush=True)
+                self.start()
+            return
+        if self.process is None or self.process.poll() is None:
+            return
+        if now - self.started_at >= STABLE_SECONDS:
+            self.delay = RESTART_FIRST_SECONDS  # it ran fine for a while: a fresh failure
+        print(
+            f"{self.name} exited with {self.process.returncode}; "
+            f"starting it again in {self.delay:g} s.",
+            flush=True,
+        )
+        self.restart_at = now + self.delay
+        self.delay = min(self.delay * 2, RESTART_MAX_SECONDS)
 
 
 def supervise(commands: dict[str, list[str]], banner: str) -> int:
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    children = [Child(name, command) for name, command in commands.items()]
     stopping = False
-    exit_code = 0
 
     def stop(*_: Any) -> None:
         nonlocal stopping
@@ -29,31 +76,29 @@ def supervise(commands: dict[str, list[str]], banner: str) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for name, command in commands.items():
-        # Each child in its own session: Ctrl-C reaches only us, and we stop them in order.
-        processes[name] = subprocess.Popen(command, start_new_session=True)  # noqa: S603
+    for child in children:
+        child.start()
     print(banner, flush=True)
     try:
         while not stopping:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}; stopping.", flush=True)
-                    exit_code = process.returncode or 1
-                    stopping = True
-            time.sleep(0.5)
+            now = time.monotonic()
+            for child in children:
+                child.check(now)
+            time.sleep(POLL_SECONDS)
     finally:
-        for process in processes.values():
+        running = [c.process for c in children if c.process is not None]
+        for process in running:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in processes.values():
+        for process in running:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         print("Stopped.", flush=True)
-    return exit_code
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from django.core.signals import request_finished, request_started, setting_chang
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
+from . import logs
+
 logger = logging.getLogger(__name__)
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -36,6 +38,9 @@ class LeanApp:
     )
     method = "GET"
     content_type = "application/json"
+    # Answer X-Request-ID as kit.logs.RequestIdMiddleware does, where the full stack
+    # behind this path has it (the API's; not the agent API's own small stack).
+    request_ids = False
 
     def __init__(self) -> None:
         self._load()
@@ -109,4 +114,8 @@ class LeanApp:
         content = self.answer(request)
         if content is None:
             return None
-        return content, self._response_headers(request)
+        headers = self._response_headers(request)
+        if self.request_ids:  # no log line here: this is the hot path
+            given = request.headers.get(logs.HEADER, "")
+            headers = [*headers, (logs.HEADER, logs.request_id_from(given))]
+        return content, headers

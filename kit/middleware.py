@@ -1,4 +1,6 @@
-"""Session lifetime: an idle timeout and an absolute cap on top of Django's sessions."""
+"""Session lifetime: an idle timeout and an absolute cap on top of Django's sessions;
+addresses with a NUL character refused before any view reads them; a live page whose
+session ended reloads instead of drawing the sign-in page inside itself."""
 
 import time
 from collections.abc import Callable
@@ -6,7 +8,11 @@ from collections.abc import Callable
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import resolve_url
+
+from .api.errors import ApiError, error_response
+from .api.middleware import API_PREFIX
 
 SESSION_AUTH_AT = "raydeck_auth_at"
 SESSION_SEEN_AT = "raydeck_seen_at"
@@ -43,3 +49,43 @@ def mark_session_authenticated(request: HttpRequest) -> None:
     now = time.time()
     request.session[SESSION_AUTH_AT] = now
     request.session[SESSION_SEEN_AT] = now
+
+
+class RefuseNulMiddleware:
+    """A NUL character in the query string is never meaningful, and PostgreSQL refuses
+    it in any statement (a 500 wherever a filter reaches a query): 400 before any view.
+    Under /api/v1/ it is a validation error in the API's error shape, naming the field."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        bad = [name for name, values in request.GET.lists() if any("\x00" in v for v in values)]
+        if bad:
+            if request.path.startswith(API_PREFIX):  # a field-named validation error
+                details = {name: ["A NUL character is not allowed here."] for name in bad}
+                return error_response(ApiError(422, "The request is not valid.", details=details))
+            return HttpResponseBadRequest(f"The parameter {bad[0]} contains a NUL character.")
+        return self.get_response(request)
+
+
+class HtmxSignInRedirectMiddleware:
+    """An HTMX request (a live panel's poll, a swap) that would be sent to the sign-in
+    page gets `HX-Refresh` instead: the browser's XHR would follow the redirect and swap
+    the whole sign-in page into the panel. Reloaded, the page itself goes to sign-in
+    and comes back after it. Sits outside LoginRequiredMiddleware and the session expiry."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            request.headers.get("HX-Request") == "true"
+            and response.status_code in (301, 302, 303, 307, 308)
+            and response.get("Location", "").startswith(resolve_url(settings.LOGIN_URL))
+        ):
+            refresh = HttpResponse(status=204)
+            refresh["HX-Refresh"] = "true"
+            return refresh
+        return response

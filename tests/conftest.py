@@ -28,8 +28,13 @@ from accounts.models import (
 )
 from clouds.choices import CloudState
 from clouds.models import Cloud
-from clusters.choices import ClusterState, DesiredState, NodeState
-from clusters.models import Cluster, ContainerImage, Node
+from clusters.choices import BuildState, ClusterState, DesiredState, NodeState
+from clusters.models import Cluster, ContainerImage, ImageBuild, Node
+from workloads.jobs.choices import JobState
+from workloads.jobs.models import Job, JobAttempt, JobSchedule
+from workloads.serve.choices import ServiceState, VersionState
+from workloads.serve.models import Service, ServiceVersion
+from workloads.workspaces.models import SshKey, Workspace
 
 from .factories import (
     ApiTokenFactory,
@@ -59,6 +64,7 @@ class Tenant:
     invitation: Invitation | None = None
     cloud: Cloud | None = None
     image: ContainerImage | None = None
+    build: ImageBuild | None = None
     cluster: Cluster | None = None
     node: Node | None = None
     service_account: ServiceAccount | None = None
@@ -66,6 +72,11 @@ class Tenant:
     domain_claim: DomainClaim | None = None
     sso_connection: SsoConnection | None = None
     sso_mapping: SsoGroupMapping | None = None
+    workspace: Workspace | None = None
+    ssh_key: SshKey | None = None
+    service: Service | None = None
+    job: Job | None = None
+    job_schedule: JobSchedule | None = None
 
     @property
     def owner(self) -> User:
@@ -105,6 +116,18 @@ def make_tenant(slug: str) -> Tenant:
         ray_version="2.40.0",
         python_executable="/usr/bin/python3",
     )
+    # A failed image build: its pages and API exist, and nothing was built.
+    tenant.build = ImageBuild.objects.create(
+        organization=org,
+        cloud=tenant.cloud,
+        name=f"{slug} build",
+        spec={"base": "ray", "requirements": ["humanize"]},
+        spec_hash="0" * 64,
+        ray_version="2.40.0",
+        state=BuildState.FAILED,
+        step="environment: pip install",
+        log_tail=f"{slug} build log",
+    )
     # Terminated, so it counts as nothing live on the cloud; its pages still all work.
     tenant.cluster = ClusterFactory(
         project=tenant.project,
@@ -125,6 +148,75 @@ def make_tenant(slug: str) -> Tenant:
         connection__organization=org, idp_group=f"{slug}-engineers"
     )
     tenant.sso_connection = tenant.sso_mapping.connection
+    # Stopped: no cluster of its own; its pages all work.
+    tenant.workspace = Workspace.objects.create(
+        organization=org,
+        project=tenant.project,
+        name=f"{slug}-workspace",
+        cloud=tenant.cloud,
+        compute_config=tenant.cluster.compute_config,
+        image=tenant.cluster.image,
+        files_location=f"/nonexistent/{slug}/files",
+        created_by=tenant.member,
+    )
+    tenant.ssh_key = SshKey.objects.create(
+        user=tenant.member,
+        name=f"{slug} laptop",
+        public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKb5dSnBqvIGmSIHMFmtTpGRqqhyDQh2"
+        "hlmuR0V3CF7H",
+        fingerprint=f"SHA256:{slug}-fixture",
+    )
+    # A job that ended: its one attempt ran on the terminated cluster above.
+    tenant.job = Job.objects.create(
+        organization=org,
+        project=tenant.project,
+        name=f"{slug}-job",
+        entrypoint="python train.py",
+        cloud=tenant.cloud,
+        state=JobState.SUCCEEDED,
+        created_by=tenant.member,
+    )
+    JobAttempt.objects.create(
+        organization=org,
+        job=tenant.job,
+        number=1,
+        cluster=tenant.cluster,
+        submission_id=f"raydeck-{slug}-1",
+        state=JobState.SUCCEEDED,
+        exit_code=0,
+    )
+    # A paused schedule of that job (paused: no test's beat submits it).
+    tenant.job_schedule = JobSchedule.objects.create(
+        organization=org,
+        project=tenant.project,
+        name=f"{slug}-schedule",
+        cron="0 3 * * *",
+        entrypoint="python train.py",
+        cloud=tenant.cloud,
+        paused=True,
+        created_by=tenant.member,
+    )
+    # A terminated service whose one (stopped) version ran on the terminated cluster above:
+    # final, so no orchestrator (a test's Celery beat) starts a router for it.
+    tenant.service = Service.objects.create(
+        organization=org,
+        project=tenant.project,
+        name=f"{slug}-svc",
+        cloud=tenant.cloud,
+        state=ServiceState.TERMINATED,
+        endpoint_url="http://127.0.0.1:9",
+    )
+    ServiceVersion.objects.create(
+        organization=org,
+        service=tenant.service,
+        number=1,
+        serve_config={"applications": [{"name": "default", "import_path": "app:app"}]},
+        config_hash="0" * 64,
+        compute_config=tenant.cluster.compute_config,
+        image=tenant.cluster.image,
+        cluster=tenant.cluster,
+        state=VersionState.STOPPED,
+    )
     return tenant
 
 

@@ -267,3 +267,16 @@ class SsoGroupMappingFactory(factory.django.DjangoModelFactory):
     organization = factory.SelfAttribute("connection.organization")
     idp_group = factory.Sequence(lambda n: f"group-{n}")
     org_role = OrgRole.MEMBER
+
+
+def remove_workloads() -> None:
+    """Delete every workspace, job, schedule and service: they hold on to the clusters,
+    configs, images and clouds a test wants to delete."""
+    from workloads.jobs.models import Job, JobSchedule
+    from workloads.serve.models import Service
+    from workloads.workspaces.models import Workspace
+
+    Workspace.objects.all().delete()
+    Job.objects.all().delete()
+    JobSchedule.objects.all().delete()
+    Service.objects.all().delete()

@@ -1,7 +1,11 @@
-"""People: edit one's own profile; support deactivates or unlocks an account."""
+"""People: edit one's own profile; support deactivates or unlocks an account; the
+operator makes a support staff account."""
 
 from __future__ import annotations
 
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 
 from ..audit import audit, changes_between, snapshot
@@ -44,3 +48,36 @@ def user_unlock(*, user: User, actor: User, request) -> None:  # type: ignore[no
     # the call it uses itself after a successful password reset.
     get_adapter()._delete_login_attempts_cached_email(request, email=user.email)
     audit(actor=actor, verb="user.unlock", target=user)
+
+
+@transaction.atomic(durable=True)
+def staff_create(*, email: str, password: str, name: str = "") -> tuple[User, bool]:
+    """A support staff account for /admin (staff, not superuser: the admin shows what
+    support may see and act on, never customer secrets). An existing person becomes
+    staff and keeps their password. Returns the user and whether it was created."""
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise ValidationError({"email": "Enter a valid email address."}) from exc
+    user = User.objects.filter(email=email).first()
+    created = user is None
+    if user is None:
+        try:
+            validate_password(password, User(email=email, name=name))
+        except ValidationError as exc:
+            raise ValidationError({"password": exc.messages}) from exc
+        user = User.objects.create_user(email=email, password=password, name=name.strip())
+    was_staff = user.is_staff
+    if not was_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    if created or not was_staff:
+        # The operator at the command line has no account: the event names none.
+        audit(
+            actor=None,
+            verb="user.staff_grant",
+            target=user,
+            changes={"is_staff": [was_staff, True]},
+        )
+    return user, created

@@ -27,6 +27,7 @@ class Activity:
         self._lock = threading.Lock()
         self._last_connection: float | None = None
         self._kernel_active: float | None = None
+        self._other: dict[str, float] = {}  # "terminal", "ssh" -> last active
 
     def note_connection(self) -> None:
         """A request went through the access gateway just now."""
@@ -40,6 +41,16 @@ class Activity:
         with self._lock:
             if self._kernel_active is None or at > self._kernel_active:
                 self._kernel_active = at
+
+    def note_activity(self, kind: str, at: float) -> None:
+        """Someone used a Jupyter terminal ("terminal") or an SSH session ("ssh") at `at`."""
+        with self._lock:
+            if at > self._other.get(kind, 0.0):
+                self._other[kind] = at
+
+    def others(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._other)
 
     @property
     def last_connection_at(self) -> datetime | None:
@@ -62,6 +73,7 @@ class Activity:
         """The latest gateway connection or kernel activity, epoch seconds."""
         with self._lock:
             stamps = [t for t in (self._last_connection, self._kernel_active) if t is not None]
+            stamps += self._other.values()
         return max(stamps) if stamps else None
 
 
@@ -155,6 +167,7 @@ class IdleClock:
             "pending_demand": len(demand) if isinstance(demand, list) else None,
             "last_connection_at": iso(connection),
             "kernel_last_active_at": iso(kernel),
+            **{f"{kind}_last_active_at": iso(at) for kind, at in self.activity.others().items()},
             "idle_seconds": round(self.idle_seconds(), 1),
             "nodes_idle_seconds": self.node_idle_seconds(),
         }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, apps, gateway, state
+from . import workspace as _workspace  # noqa: F401 - registers its order handler
 from .activity import IdleClock, iso
 from .api import (
     ApiError,
@@ -39,7 +40,9 @@ from .logs import (
     node_log_sources,
     sink_for,
 )
+from .orders import HeadContext, Orders
 from .ray_process import Phase, RayProcess, ray_env
+from .tls import NodeTLS
 from .usage import UsageSampler
 
 logger = logging.getLogger("raydeck_agent")
@@ -49,6 +52,7 @@ SHIP_EVERY = 10.0  # seconds between copies of log files to the log location
 FINAL_HEARTBEAT_TIMEOUT = 3.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
+HEARTBEAT_BACKOFF_MAX = 2  # intervals between heartbeats while they fail
 
 EXIT_OK = 0
 EXIT_REFUSED = 1  # the control plane refused the registration (bad or used token, 4xx)
@@ -68,10 +72,11 @@ class Agent:
         client: ControlPlane | None = None,
     ) -> None:
         self.config = config
-        self.client = client or ControlPlane(config.url)
+        self.client = client or ControlPlane(config.url, ca_bundle=config.ca_bundle)
         self.buffer = buffer or LogBuffer()
         self.stop_requested = threading.Event()
         self.app_ports: dict[str, int] = {}
+        self.tls = NodeTLS(config.node_dir)
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_requested.is_set():
@@ -121,7 +126,8 @@ class Agent:
                         exc,
                     )
                     return EXIT_GAVE_UP
-                wait = min(delay * random.uniform(0.8, 1.2), left)  # noqa: S311 - jitter
+                wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+                wait = min(max(wait, exc.retry_after or 0.0), left)  # a 503 says how long
                 logger.warning("registration failed (%s); retrying in %.1f s", exc, wait)
                 if self.stop_requested.wait(wait):
                     return EXIT_OK  # asked to stop before we ever started anything
@@ -138,6 +144,10 @@ class Agent:
                 logger.error("%s", exc)
                 return EXIT_REFUSED
             registration.app_ports = self.app_ports
+            if registration.gateway_certificate and not self.tls.save_certificate(
+                registration.gateway_certificate
+            ):
+                logger.error("the gateway certificate is not for this node's key")
             logger.info(
                 "registered as %s node of cluster %s (heartbeat every %g s)",
                 registration.role,
@@ -157,6 +167,8 @@ class Agent:
 
     def _register_body(self) -> dict[str, Any]:
         return {
+            # For a head's gateway certificate: only the CSR leaves the node, not its key.
+            "csr": self.tls.csr(self.config.address),
             "node_id": self.config.node_id,
             "instance_id": self.config.instance_id,
             "address": self.config.address,
@@ -182,6 +194,7 @@ class Node:
         self.buffer = agent.buffer
         self.stop_requested = agent.stop_requested
         self.registration = registration
+        self.tls = agent.tls
         self.interval = registration.heartbeat_interval
         self.head_address = registration.head_address
         self.message = "registered"
@@ -196,12 +209,15 @@ class Node:
         self._sent_seq = -1  # LogBuffer.seq when a heartbeat last delivered the tail
         self._reported: tuple[str, str] | None = None  # (state, message) last heartbeated
         self._unreachable_since: float | None = None
+        self._failures = 0  # heartbeats failed in a row
+        self._retry_after: float | None = None  # the last failure's Retry-After
         self.gateway: gateway.Gateway | None = None
         self.apps = apps.Apps(
             self.config.python,
             registration.app_ports,
             self.config.node_dir / "work",
             self.config.node_dir,
+            temp_dir,
         )
         self.idle = IdleClock()
         self.deadman = DeadMansSwitch(
@@ -210,15 +226,29 @@ class Node:
             else self.config.deadman_seconds
         )
         self.stopped_reason = ""
+        self.orders: Orders | None = None  # the head's order handlers, once Ray is up
 
     def run(self) -> None:
         outcome = "crashed"
         try:
             if self.ray.is_head:
-                started = self.apps.start(ray_env(self.config, os.environ))
-                self.gateway = gateway.start_for(self.config, self.registration, started)
+                env = self._app_env()
+                started = self.apps.start(env)
+                self.gateway = gateway.start_for(self.config, self.registration, started, self.tls)
+                self.orders = Orders(
+                    HeadContext(
+                        node_dir=self.config.node_dir,
+                        python=self.config.python,
+                        ray_env=env,
+                        dashboard_url=f"http://127.0.0.1:{self.config.ports['dashboard']}",
+                        apps=started,
+                        ports=dict(self.config.ports),
+                    )
+                )
             outcome = self._loop()
         finally:
+            if self.orders is not None:
+                self.orders.stop()
             if self.gateway is not None:
                 self.gateway.stop()
             self.apps.stop()
@@ -234,6 +264,13 @@ class Node:
             self._ship_logs(force=True)
         if outcome == DEADMAN:
             self._report_stopped_itself()
+
+    def _app_env(self) -> dict[str, str]:
+        """The apps' environment: Ray's, plus where this cluster is, so that a notebook's
+        `ray.init()` joins it."""
+        env = ray_env(self.config, os.environ, auth_token=self.registration.ray_auth_token)
+        env["RAY_ADDRESS"] = f"{self.config.address}:{self.config.ports['gcs']}"
+        return env
 
     # -- the loop -----------------------------------------------------------------
 
@@ -260,7 +297,7 @@ class Node:
                 outcome = self._heartbeat()
                 if outcome is not None:
                     return outcome
-                next_heartbeat = time.monotonic() + self.interval
+                next_heartbeat = time.monotonic() + self._next_wait()
             self._ship_logs()
             self.stop_requested.wait(max(0.0, min(TICK, next_heartbeat - time.monotonic())))
         return "stop"
@@ -287,9 +324,24 @@ class Node:
         }
         if activity is not None:
             body["activity"] = activity
+        if with_cluster and self.gateway is not None:
+            body["certificate_expires"] = self.tls.expires_at()  # renewed in the answer
+        if with_cluster and self.orders is not None and (reports := self.orders.reports()):
+            body["reports"] = reports
         if self.buffer.seq != self._sent_seq:
             body["log_tail"] = self.buffer.tail(HEARTBEAT_LINES)
         return body
+
+    def _next_wait(self) -> float:
+        """The interval; after failed heartbeats, longer (doubling, at least what a 503's
+        Retry-After asks), so a struggling control plane is not hammered, but never more
+        than HEARTBEAT_BACKOFF_MAX intervals: silence counts against a node from the
+        moment the control plane listens again (clusters/live.py), so it must be heard
+        well within its grace."""
+        if not self._failures:
+            return self.interval
+        backoff = max(self.interval * 2 ** (self._failures - 1), self._retry_after or 0.0)
+        return min(backoff, self.interval * HEARTBEAT_BACKOFF_MAX)
 
     def _heartbeat(self) -> str | None:
         """One heartbeat; "removed" or "stop" when the agent must stop, else None."""
@@ -304,12 +356,15 @@ class Node:
             return "removed"
         except ApiError as exc:
             # The control plane may be down or restarting: Ray keeps running, we retry.
+            self._failures += 1
+            self._retry_after = exc.retry_after
             if self._unreachable_since is None:
                 self._unreachable_since = time.monotonic()
                 logger.warning("heartbeat failed (%s); Ray keeps running, retrying", exc)
             else:
                 logger.debug("heartbeat failed again: %s", exc)
             return DEADMAN if self._deadman_due() else None
+        self._failures, self._retry_after = 0, None
         if self._unreachable_since is not None:
             logger.info(
                 "control plane reachable again after %.0f s",
@@ -322,6 +377,7 @@ class Node:
         self.interval = clamp_interval(answer.get("heartbeat_interval"), self.interval)
         if self.gateway is not None:
             self.gateway.policy.update(answer.get("access"))
+            self._renew_certificate(answer.get("access"))
         deadman_seconds = seconds_or_none(answer.get("deadman_seconds"))
         if deadman_seconds is not None:
             self.deadman.seconds = deadman_seconds
@@ -336,6 +392,8 @@ class Node:
                     head_address,
                 )
             self.head_address = head_address
+        if self.orders is not None and "orders" in answer:
+            self.orders.handle(answer["orders"])
         action = answer.get("action", "run")
         if action == "stop":
             logger.info("the control plane asked this node to stop")
@@ -343,6 +401,16 @@ class Node:
         if action != "run":
             logger.warning("ignoring unknown heartbeat action %r", action)
         return None
+
+    def _renew_certificate(self, access: Any) -> None:
+        renewed = access.get("certificate") if isinstance(access, dict) else None
+        if self.gateway is None or not isinstance(renewed, str):
+            return
+        if self.tls.save_certificate(renewed):
+            try:
+                self.gateway.reload_certificate()
+            except Exception:  # the old certificate keeps being served; the next renewal retries
+                logger.exception("could not load the renewed gateway certificate")
 
     # -- the dead-man's switch ----------------------------------------------------
 

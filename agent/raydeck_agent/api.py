@@ -9,9 +9,11 @@ Errors are sorted by what the agent should do about them:
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -23,9 +25,12 @@ MAX_RESPONSE_BYTES = 1 << 20
 
 
 class ApiError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds the control plane asked us to wait (503, 429)
 
 
 class Unauthorized(ApiError):
@@ -52,10 +57,19 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 class ControlPlane:
-    def __init__(self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """The agent API. Over https:// the control plane's certificate is always verified:
+    against the system's CAs, or `ca_bundle` (RAYDECK_CA_BUNDLE) when given."""
+
+    def __init__(
+        self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT, ca_bundle: Path | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._opener = urllib.request.build_opener(
+            _NoRedirects, urllib.request.HTTPSHandler(context=context)
+        )
 
     def register(self, bootstrap_token: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._post(REGISTER_PATH, bootstrap_token, body, self.timeout)
@@ -96,6 +110,15 @@ class ControlPlane:
         return data
 
 
+def _retry_after(exc: urllib.error.HTTPError) -> float | None:
+    """Retry-After in seconds (the control plane sends seconds, never a date)."""
+    try:
+        value = float((exc.headers or {}).get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if 0 <= value <= 3600 else None
+
+
 def _http_error(path: str, exc: urllib.error.HTTPError) -> ApiError:
     status = exc.code
     detail = ""
@@ -111,7 +134,7 @@ def _http_error(path: str, exc: urllib.error.HTTPError) -> ApiError:
     if status == 404:
         return NotFound(message, status)
     if status in (408, 429) or status >= 500:
-        return TransientError(message, status)
+        return TransientError(message, status, retry_after=_retry_after(exc))
     if 300 <= status < 400:
         location = exc.headers.get("Location", "?") if exc.headers else "?"
         return PermanentError(
@@ -144,6 +167,11 @@ class Registration:
     app_ports: dict[str, int] = field(default_factory=dict)
     # Optional; the dead-man's switch's delay (deadman.py), else RAYDECK_DEADMAN_SECONDS.
     deadman_seconds: float | None = None
+    # The cluster's secret for Ray's token authentication (ray_process.ray_env).
+    ray_auth_token: str | None = None
+    # Heads: the gateway's certificate (PEM chain) signed from the CSR this node sent;
+    # kept in the node's files (tls.py), which renewals replace.
+    gateway_certificate: str | None = None
 
     @classmethod
     def from_response(
@@ -180,6 +208,10 @@ class Registration:
                 object_store_memory_mb=int(osm) if osm else None,
                 access_public_key=str(access["public_key"]) if access.get("public_key") else None,
                 deadman_seconds=seconds_or_none(data.get("deadman_seconds")),
+                ray_auth_token=str(ray["auth_token"]) if ray.get("auth_token") else None,
+                gateway_certificate=(
+                    str(access["certificate"]) if access.get("certificate") else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PermanentError(f"the register answer is malformed: {exc!r}") from None

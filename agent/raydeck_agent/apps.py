@@ -3,15 +3,25 @@
 JupyterLab: found as `jupyter-lab` next to the node's Python. It listens on loopback
 only, under /jupyter/, without a token of its own (the gateway is its authentication).
 Its port is chosen before registration and reported with the node's ports, so the
-console offers a "Jupyter" link only when it is there. Grafana is not started here
-(the gateway would proxy /grafana/ to a "grafana" port if one were reported).
+console offers a "Jupyter" link only when it is there.
+
+Prometheus: found as `prometheus` on the PATH (Debian's package on the local cloud, the
+image elsewhere). It listens on loopback under /prometheus/, scrapes every node's Ray
+metrics port through the service-discovery file Ray writes on the head (so nodes that
+join or leave are followed), keeps a day, and is reached only through the gateway: the
+cluster page's charts query it there with the user's own short-lived token.
+
+Grafana is not started here (the gateway would proxy /grafana/ to a "grafana" port if
+one were reported); the console says it is not in this image.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,11 +31,36 @@ logger = logging.getLogger("raydeck_agent")
 
 JUPYTER_PORT = 8888  # on a machine of its own; the local cloud picks a free one
 JUPYTER_BASE_URL = "/jupyter/"  # gateway.py APP_PREFIXES
+PROMETHEUS_PORT = 9090  # on a machine of its own
+PROMETHEUS_BASE_URL = "/prometheus/"  # gateway.py APP_PREFIXES
+# Ray (re)writes the list of its nodes' metrics ports here, in the head's temp folder.
+RAY_SERVICE_DISCOVERY = "prom_metrics_service_discovery.json"
+SCRAPE_SECONDS = 10
 
 
 def jupyter_executable(python: str) -> Path | None:
     candidate = Path(python).parent / "jupyter-lab"
     return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+def prometheus_executable() -> Path | None:
+    found = shutil.which("prometheus")
+    return Path(found) if found else None
+
+
+def prometheus_config(service_discovery: Path) -> str:
+    """Prometheus's configuration (YAML is a superset of JSON): Ray's nodes, found
+    through the file Ray keeps up to date on the head."""
+    config = {
+        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s"},
+        "scrape_configs": [
+            {
+                "job_name": "ray",
+                "file_sd_configs": [{"files": [str(service_discovery)], "refresh_interval": "15s"}],
+            }
+        ],
+    }
+    return json.dumps(config, indent=2) + "\n"
 
 
 def _free_port() -> int:
@@ -36,16 +71,27 @@ def _free_port() -> int:
 
 def plan(python: str, shared_machine: bool) -> dict[str, int]:
     """{app: port} of the apps this node could run, reported when registering."""
-    if jupyter_executable(python) is None:
-        return {}
-    return {"jupyter": _free_port() if shared_machine else JUPYTER_PORT}
+    planned: dict[str, int] = {}
+    if jupyter_executable(python) is not None:
+        planned["jupyter"] = _free_port() if shared_machine else JUPYTER_PORT
+    if prometheus_executable() is not None:
+        planned["prometheus"] = _free_port() if shared_machine else PROMETHEUS_PORT
+    return planned
 
 
 class Apps:
     """The app processes of a head node, started once and stopped with the agent."""
 
-    def __init__(self, python: str, ports: dict[str, int], work_dir: Path, log_dir: Path) -> None:
+    def __init__(
+        self,
+        python: str,
+        ports: dict[str, int],
+        work_dir: Path,
+        log_dir: Path,
+        ray_temp_dir: Path | None = None,
+    ) -> None:
         self.python = python
+        self.ray_temp_dir = ray_temp_dir
         self.ports = dict(ports)
         self.work_dir = work_dir
         self.log_dir = log_dir
@@ -72,24 +118,63 @@ class Apps:
                 # Requests arrive through the gateway with the browser's Host header.
                 "--ServerApp.allow_remote_access=True",
             ]
-            try:
-                with open(self.log_dir / "jupyter.log", "ab") as log:
-                    self.children.append(
-                        subprocess.Popen(  # noqa: S603 - our own argv, no shell
-                            command,
-                            cwd=self.work_dir,
-                            env=env,
-                            stdin=subprocess.DEVNULL,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                        )
-                    )
-            except OSError as exc:
-                logger.error("could not start JupyterLab: %s", exc)
-            else:
+            if os.geteuid() == 0:  # cloud boot scripts run the agent as root
+                command.append("--allow-root")
+            if self._spawn("JupyterLab", command, self.work_dir, env, "jupyter.log"):
                 logger.info("started JupyterLab on 127.0.0.1:%d%s", port, JUPYTER_BASE_URL)
                 started["jupyter"] = port
+        port = self.ports.get("prometheus")
+        prometheus = prometheus_executable()
+        if (
+            prometheus is not None
+            and port
+            and self.ray_temp_dir is not None
+            and self._start_prometheus(prometheus, port, env, self.ray_temp_dir)
+        ):
+            started["prometheus"] = port
         return started
+
+    def _start_prometheus(
+        self, executable: Path, port: int, env: dict[str, str], ray_temp_dir: Path
+    ) -> bool:
+        folder = self.log_dir / "prometheus"
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        config = folder / "prometheus.yml"
+        config.write_text(prometheus_config(ray_temp_dir / RAY_SERVICE_DISCOVERY))
+        command = [
+            str(executable),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            "--storage.tsdb.retention.time=1d",
+            f"--web.listen-address=127.0.0.1:{port}",
+            # Served under the gateway's prefix, so its links and API paths match.
+            f"--web.external-url=http://127.0.0.1:{port}{PROMETHEUS_BASE_URL}",
+        ]
+        if not self._spawn("Prometheus", command, folder, env, "prometheus.log"):
+            return False
+        logger.info("started Prometheus on 127.0.0.1:%d%s", port, PROMETHEUS_BASE_URL)
+        return True
+
+    def _spawn(
+        self, name: str, command: list[str], cwd: Path, env: dict[str, str], log_name: str
+    ) -> bool:
+        """Start one app process, its output appended to `log_name` in the node's folder."""
+        try:
+            with open(self.log_dir / log_name, "ab") as log:
+                self.children.append(
+                    subprocess.Popen(  # noqa: S603 - our own argv, no shell
+                        command,
+                        cwd=cwd,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        except OSError as exc:
+            logger.error("could not start %s: %s", name, exc)
+            return False
+        return True
 
     def stop(self, grace: float = 5.0) -> None:
         for child in self.children:

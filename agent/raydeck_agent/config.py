@@ -24,10 +24,34 @@ PORT_NAMES = (
     "runtime_env_agent",
     "client_server",
     "gateway",
+    "serve",
 )
 
+# Ray's own processes' logs, under <temp_dir>/session_latest/logs/, that heartbeats
+# carry (each line labelled with its file's name).
+RAY_LOG_FILES = (
+    "raylet.out",
+    "raylet.err",
+    "gcs_server.out",
+    "gcs_server.err",
+    "dashboard.log",
+    "dashboard.err",
+    "dashboard_agent.log",
+    "runtime_env_agent.log",
+    # Not monitor.log: the autoscaler rewrites its status there every few seconds, which
+    # would make the tail "change" on every heartbeat. Its errors go to monitor.err.
+    "monitor.err",
+    "ray_process_exit.log",
+)
+AGENT_LOG_SOURCE = "agent"  # the agent's own log
+RAY_START_SOURCE = "ray-start"  # stdout+stderr of `ray start --block`
+# Every source a heartbeat's log tail may carry: Raydeck's and Ray's system logs only.
+# What the user's code prints (Ray's worker-*.out/err, job-driver-*.log) is customer
+# data and never leaves the data plane; the server drops any other line too.
+SYSTEM_LOG_SOURCES = frozenset({AGENT_LOG_SOURCE, RAY_START_SOURCE, *RAY_LOG_FILES})
+
 # The last names of PORT_NAMES, which nodes launched before they existed do without.
-OPTIONAL_PORTS = ("gateway",)
+OPTIONAL_PORTS = ("gateway", "serve")
 
 # Without RAYDECK_PORTS (AWS/GCP: one node per machine) every node uses these fixed ports,
 # so the cloud's firewall rules between a cluster's nodes can name them. gcs, dashboard,
@@ -43,10 +67,15 @@ DEFAULT_PORTS: dict[str, int] = {
     "client_server": 10001,
     # The access gateway (gateway.py): the one port users reach, next to the dashboard's.
     "gateway": 8266,
+    # Ray Serve's HTTP proxy on the head (serve.py): what a service's router sends to.
+    "serve": 8000,
 }
 
 DEFAULT_REGISTER_TIMEOUT = 600.0  # give up registering after ~10 minutes
-DEFAULT_RAY_START_TIMEOUT = 120.0  # "failed" if Ray is not up by then
+# "failed" if Ray is not up by then: a head on a busy 2-core machine takes over two
+# minutes, and a replacement starts again from zero. Kept inside the control plane's
+# RAYDECK_READY_TIMEOUT_SECONDS (5 min), after which the whole cluster fails.
+DEFAULT_RAY_START_TIMEOUT = 240.0
 DEFAULT_STOP_TIMEOUT = 10.0  # SIGTERM grace for `ray start --block` before SIGKILL
 DEFAULT_DEADMAN_SECONDS = 3600.0  # the control plane's answer usually sets it
 
@@ -74,6 +103,9 @@ class Config:
     ray_start_timeout: float = DEFAULT_RAY_START_TIMEOUT
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     deadman_seconds: float = DEFAULT_DEADMAN_SECONDS
+    # A PEM file of the CAs that sign RAYDECK_URL's certificate, when the node's system
+    # CAs do not (the boot script writes it); None: the system's.
+    ca_bundle: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -106,6 +138,7 @@ class Config:
             ray_start_timeout=_number(env, "RAYDECK_RAY_START_TIMEOUT", DEFAULT_RAY_START_TIMEOUT),
             stop_timeout=_number(env, "RAYDECK_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT),
             deadman_seconds=_number(env, "RAYDECK_DEADMAN_SECONDS", DEFAULT_DEADMAN_SECONDS),
+            ca_bundle=_ca_bundle(env),
         )
 
 
@@ -163,3 +196,13 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0 or math.isnan(value) or math.isinf(value):
         raise ConfigError(f"{name} must be a non-negative number, not {raw!r}")
     return value
+
+
+def _ca_bundle(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("RAYDECK_CA_BUNDLE", "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"RAYDECK_CA_BUNDLE is not a readable file: {raw!r}")
+    return path

@@ -14,6 +14,14 @@ Revocations come with the heartbeat answers (AccessPolicy.update): tokens (and t
 sessions made from them) issued to a user before that user's revocation time, or to
 anyone before the cluster's own not-before time, are refused from then on.
 
+It speaks HTTPS only (TLS 1.2 minimum, tls.py), with a certificate from the
+installation's CA; a renewed certificate (from a heartbeat answer) is loaded into the
+running server, so new connections get it without a restart.
+
+Ray's own ports require Ray's token (RAY_AUTH_MODE=token): the gateway adds the
+cluster's Ray token to what it forwards to the dashboard (and its job API), so users
+present only their Raydeck token and nothing reaches Ray around the gateway.
+
 Runs its own asyncio loop (aiohttp, which Ray's dashboard brings) in a daemon thread;
 the agent's thread only starts and stops it.
 """
@@ -25,9 +33,11 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import html
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -43,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from . import activity
+from .tls import NodeTLS
 
 logger = logging.getLogger("raydeck_agent")
 
@@ -53,7 +64,17 @@ SESSION_SECONDS = 3600  # a browser session made from a link token
 TOKEN_PARAM = "token"  # noqa: S105 - the name of the query parameter
 COOKIE_PREFIX = "raydeck_gw_"
 # Where each app is reached through the gateway; the dashboard takes everything else.
-APP_PREFIXES = {"jupyter": "/jupyter", "grafana": "/grafana"}
+APP_PREFIXES = {"jupyter": "/jupyter", "grafana": "/grafana", "prometheus": "/prometheus"}
+# Prometheus's query API answers other origins (the console's charts fetch it straight
+# from the browser): only with the token in the Authorization header, never a cookie,
+# so another site can read nothing without a token it cannot have.
+CROSS_ORIGIN_PREFIX = "/prometheus/api/"
+# A job's live driver log as a page that reloads itself until the job ends (the console's
+# "Follow the live log" opens it): /raydeck/jobs/<submission id>/log.
+JOB_LOG_PATH = re.compile(r"/raydeck/jobs/([A-Za-z0-9_.-]{1,100})/log")
+JOB_LOG_TAIL_BYTES = 256 * 1024  # the page shows the end; the whole log is in storage later
+JOB_LOG_REFRESH_SECONDS = 2
+RAY_FINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # Never forwarded either way (RFC 9110 7.6.1), plus what the gateway itself consumes.
 HOP_BY_HOP = frozenset(
     {
@@ -68,6 +89,7 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+RAY_AUTH_HEADER = "x-ray-authorization"  # Ray's fallback header: never from users
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_read=None)
 
 
@@ -188,12 +210,22 @@ class Gateway:
     "grafana") to local ports; `policy` may be replaced or updated at any time."""
 
     def __init__(
-        self, *, host: str, port: int, policy: AccessPolicy, upstreams: dict[str, int]
+        self,
+        *,
+        host: str,
+        port: int,
+        policy: AccessPolicy,
+        upstreams: dict[str, int],
+        tls: NodeTLS,
+        ray_token: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.policy = policy
         self.upstreams = dict(upstreams)
+        self.tls = tls
+        self.ray_token = ray_token  # added to what the dashboard gets (Ray's token auth)
+        self._ssl = tls.server_context()
         self.sessions = Sessions()
         self.cookie_name = COOKIE_PREFIX + policy.cluster_id.replace("-", "")
         self._used_link_tokens: dict[str, float] = {}  # jti -> exp: links work once
@@ -246,8 +278,23 @@ class Gateway:
         self._client = aiohttp.ClientSession(
             timeout=UPSTREAM_TIMEOUT, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self._ssl
+        )
         await site.start()
+
+    def reload_certificate(self, timeout: float = 5.0) -> None:
+        """Serve the certificate now in the node's files (a renewal) from the next
+        handshake on; open connections keep theirs."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def load() -> None:
+            self.tls.load(self._ssl)
+
+        asyncio.run_coroutine_threadsafe(load(), loop).result(timeout)
+        logger.info("access gateway: serving the renewed certificate")
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -259,6 +306,18 @@ class Gateway:
     # -- requests ---------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not request.path.startswith(CROSS_ORIGIN_PREFIX):
+            return await self._handle(request)
+        if request.method == "OPTIONS":  # the browser's preflight carries no token
+            return web.Response(status=204, headers=_cross_origin(preflight=True))
+        if "authorization" not in request.headers:
+            return self.refuse("send a token: Authorization: Bearer <token>", _cross_origin())
+        response = await self._handle(request)
+        if not response.prepared:
+            response.headers.update(_cross_origin())
+        return response
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         now = time.time()
         link_token = request.query.get(TOKEN_PARAM)
         try:
@@ -278,12 +337,16 @@ class Gateway:
             response.headers["Referrer-Policy"] = "no-referrer"
             response.headers["Cache-Control"] = "no-store"
             return response
+        job_log = JOB_LOG_PATH.fullmatch(request.path)
+        if job_log and request.method in ("GET", "HEAD"):
+            return await self.job_log_page(job_log[1])
         app, port = self.route(request.path)
         if port is None:
             return web.Response(status=404, text=f"{app} is not available on this cluster.\n")
+        headers = self.upstream_headers(request, app)
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self.proxy_websocket(request, port)
-        return await self.proxy(request, port)
+            return await self.proxy_websocket(request, port, headers)
+        return await self.proxy(request, port, headers)
 
     def authenticate(self, request: web.Request, now: float) -> Identity:
         scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
@@ -308,10 +371,12 @@ class Gateway:
             raise Refused("this link was already used; open the cluster from Raydeck again")
         self._used_link_tokens[jti] = expires
 
-    def refuse(self, reason: str) -> web.Response:
+    def refuse(self, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
         body = {"error": {"code": "unauthenticated", "message": f"Raydeck gateway: {reason}."}}
         return web.json_response(
-            body, status=401, headers={"WWW-Authenticate": 'Bearer realm="raydeck"'}
+            body,
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="raydeck"', **(headers or {})},
         )
 
     def route(self, path: str) -> tuple[str, int | None]:
@@ -320,9 +385,14 @@ class Gateway:
                 return app, self.upstreams.get(app)
         return "dashboard", self.upstreams.get("dashboard")
 
-    def upstream_headers(self, request: web.Request) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers.pop("Authorization", None)  # the token is for the gateway, not the app
+    def upstream_headers(self, request: web.Request, app: str = "dashboard") -> dict[str, str]:
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() not in ("authorization", RAY_AUTH_HEADER)
+        }  # the user's token is for the gateway, not the app
+        if app == "dashboard" and self.ray_token:
+            headers["Authorization"] = f"Bearer {self.ray_token}"
         cookies = [
             part
             for part in request.headers.get("Cookie", "").split(";")
@@ -344,14 +414,16 @@ class Gateway:
             raise RuntimeError("the gateway is not started")
         return self._client
 
-    async def proxy(self, request: web.Request, port: int) -> web.StreamResponse:
+    async def proxy(
+        self, request: web.Request, port: int, headers: dict[str, str]
+    ) -> web.StreamResponse:
         client = self._ready_client()
         data = request.content if request.can_read_body else None
         try:
             upstream = await client.request(
                 request.method,
                 self._upstream_url(request, port),
-                headers=self.upstream_headers(request),
+                headers=headers,
                 data=data,
                 allow_redirects=False,
             )
@@ -362,6 +434,8 @@ class Gateway:
             for name, value in upstream.headers.items():
                 if name.lower() not in HOP_BY_HOP:
                     response.headers.add(name, value)
+            if request.path.startswith(CROSS_ORIGIN_PREFIX):
+                response.headers.update(_cross_origin())
             if upstream.headers.get("Content-Length"):
                 response.content_length = int(upstream.headers["Content-Length"])
             await response.prepare(request)
@@ -370,9 +444,54 @@ class Gateway:
             await response.write_eof()
             return response
 
-    async def proxy_websocket(self, request: web.Request, port: int) -> web.StreamResponse:
+    async def job_log_page(self, submission_id: str) -> web.Response:
+        """The end of a submission's driver log from Ray's job API on this head, in a page
+        that reloads itself every few seconds until the job has ended."""
+        port = self.upstreams.get("dashboard")
+        if port is None:
+            return web.Response(status=404, text="Ray's dashboard is not available.\n")
+        headers = {"Authorization": f"Bearer {self.ray_token}"} if self.ray_token else {}
+        base = f"http://127.0.0.1:{port}/api/jobs/{submission_id}"
         client = self._ready_client()
-        headers = self.upstream_headers(request)
+        try:
+            async with client.get(base, headers=headers) as answer:
+                if answer.status == 404:
+                    return web.Response(status=404, text="No such job on this cluster.\n")
+                info = await answer.json(content_type=None)
+            async with client.get(f"{base}/logs", headers=headers) as answer:
+                logs = str((await answer.json(content_type=None) or {}).get("logs", ""))
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return web.Response(status=502, text=f"Ray's job API did not answer: {exc}\n")
+        status = str((info or {}).get("status", ""))
+        cut = len(logs) > JOB_LOG_TAIL_BYTES
+        text = logs[-JOB_LOG_TAIL_BYTES:]
+        refresh = (
+            ""
+            if status in RAY_FINAL
+            else f'<meta http-equiv="refresh" content="{JOB_LOG_REFRESH_SECONDS}">'
+        )
+        note = "(the end of the log; the whole log is stored when the job ends)\n" if cut else ""
+        page = (
+            f'<!doctype html><html><head><meta charset="utf-8">{refresh}'
+            f"<title>{html.escape(submission_id)} · driver log</title></head><body>"
+            f'<p>Job <code>{html.escape(submission_id)}</code>: <strong id="status">'
+            f"{html.escape(status)}</strong></p>"
+            f'<pre id="log">{html.escape(note + text)}</pre></body></html>'
+        )
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'none'",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
+    async def proxy_websocket(
+        self, request: web.Request, port: int, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        client = self._ready_client()
         for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
             headers.pop(name, None)
         try:
@@ -407,20 +526,32 @@ class Gateway:
         return downstream
 
 
+def _cross_origin(*, preflight: bool = False) -> dict[str, str]:
+    headers = {"Access-Control-Allow-Origin": "*"}
+    if preflight:
+        headers["Access-Control-Allow-Methods"] = "GET, POST"
+        headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        headers["Access-Control-Max-Age"] = "600"
+    return headers
+
+
 def bind_host(shared_machine: bool, address: str) -> str:
     """The local cloud shares one machine: listen on the node's (loopback) address only.
     A cloud head listens on every interface so users reach it from their laptops."""
     return address if shared_machine else os.environ.get("RAYDECK_GATEWAY_HOST", "0.0.0.0")  # noqa: S104
 
 
-def start_for(config: Any, registration: Any, apps: Mapping[str, int]) -> Gateway | None:
+def start_for(
+    config: Any, registration: Any, apps: Mapping[str, int], tls: NodeTLS
+) -> Gateway | None:
     """The running gateway of a head node, or None: workers have none, nor do heads
-    registered without an access key or a gateway port (launched before gateways)."""
+    registered without an access key, a certificate or a gateway port (it never speaks
+    plain HTTP)."""
     if registration.role != "head":
         return None
     port = config.ports.get("gateway")
-    if not port or not registration.access_public_key:
-        logger.warning("no access gateway: the registration has no access key or no port")
+    if not port or not registration.access_public_key or not tls.has_certificate():
+        logger.warning("no access gateway: the registration has no access key, certificate or port")
         return None
     try:
         policy = AccessPolicy.from_pem(registration.cluster_id, registration.access_public_key)
@@ -429,6 +560,8 @@ def start_for(config: Any, registration: Any, apps: Mapping[str, int]) -> Gatewa
             port=port,
             policy=policy,
             upstreams={"dashboard": config.ports["dashboard"], **apps},
+            tls=tls,
+            ray_token=registration.ray_auth_token,
         )
         gateway.start()
     except (ValueError, RuntimeError, OSError) as exc:

@@ -14,35 +14,20 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from .config import AGENT_LOG_SOURCE, RAY_LOG_FILES, RAY_START_SOURCE
+
 AGENT_LOG = "agent.log"
 RAY_START_LOG = "ray-start.log"  # stdout+stderr of `ray start --block`
 KEEP_LINES = 200
 HEARTBEAT_LINES = 50
 MAX_LINE_CHARS = 1000
 MAX_READ_BYTES = 256 * 1024  # per file per poll: only the tail matters for heartbeats
-MAX_WORKER_LOGS = 32  # worker-*.out/err followed at once (the newest)
 
-# Ray's own processes, under <temp_dir>/session_latest/logs/.
-RAY_LOG_FILES = (
-    "raylet.out",
-    "raylet.err",
-    "gcs_server.out",
-    "gcs_server.err",
-    "dashboard.log",
-    "dashboard.err",
-    "dashboard_agent.log",
-    "runtime_env_agent.log",
-    # Not monitor.log: the autoscaler rewrites its status there every few seconds, which
-    # would make the tail "change" on every heartbeat. Its errors go to monitor.err.
-    "monitor.err",
-    "ray_process_exit.log",
-)
 # The dashboard's access log: our own status polling would show up there on every
 # heartbeat and make the tail "change" every time.
 _ACCESS_LOG_LINE = re.compile(r"\bweb_log\.py:\d+ -- ")
 # Files Ray rewrites in place rather than appends to: not worth copying.
 _NOT_SHIPPED = re.compile(r"^debug_state.*\.txt$")
-_WORKER_LOG = re.compile(r"^(?:python-core-)?worker-.*\.(?:out|err)$")
 _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 logger = logging.getLogger("raydeck_agent")
@@ -80,7 +65,7 @@ class BufferHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.buffer.add("agent", self.format(record))
+            self.buffer.add(AGENT_LOG_SOURCE, self.format(record))
         except Exception:  # logging must never raise
             self.handleError(record)
 
@@ -161,7 +146,7 @@ class RayLogWatcher:
         self.buffer = buffer
         self.logs_dir = temp_dir / "session_latest" / "logs"
         self._followers: dict[Path, FileFollower] = {}
-        self._follow(node_dir / RAY_START_LOG, "ray-start")
+        self._follow(node_dir / RAY_START_LOG, RAY_START_SOURCE)
 
     def poll(self) -> None:
         self._discover()
@@ -181,23 +166,8 @@ class RayLogWatcher:
             if name in names:
                 skip = _ACCESS_LOG_LINE if name == "dashboard.log" else None
                 self._follow(self.logs_dir / name, name, skip)
-        workers = [n for n in names if _WORKER_LOG.match(n)]
-        if len(workers) > MAX_WORKER_LOGS:
-            workers = sorted(workers, key=self._mtime)[-MAX_WORKER_LOGS:]
-        for name in workers:
-            self._follow(self.logs_dir / name, worker_label(name))
-
-    def _mtime(self, name: str) -> float:
-        try:
-            return (self.logs_dir / name).stat().st_mtime
-        except OSError:
-            return 0.0
-
-
-def worker_label(name: str) -> str:
-    """worker-<worker id>-<job id>-<pid>.out is long; worker-<pid>.out says enough."""
-    stem, _, suffix = name.rpartition(".")
-    return f"worker-{stem.rsplit('-', 1)[-1]}.{suffix}"
+        # Only Ray's own files: worker-*.out/err and job-driver-*.log hold what the
+        # user's code prints, which stays in the data plane (see SYSTEM_LOG_SOURCES).
 
 
 # --- shipping log files to the cluster's log location ----------------------------------

@@ -224,3 +224,64 @@ class GcsSink:
             "Content-Type": "application/octet-stream",
         }
         _request(url, method="POST", data=data, headers=headers)
+
+
+# --- one whole object (a job attempt's archived driver log) -----------------------------
+
+
+def put_object(uri: str, data: bytes, env: Mapping[str, str] | None = None) -> None:
+    """Store `data` as the object `uri` names (s3://bucket/key, gs://bucket/key, or
+    file:///path on the local cloud, whose nodes share the machine's folder), with the
+    node's own identity, as text. StoreError when it could not be stored."""
+    parts = urlsplit(uri)
+    key = parts.path.lstrip("/")
+    if parts.scheme == "file":
+        _put_file(parts.path, data)
+        return
+    if parts.scheme not in ("s3", "gs") or not parts.netloc or not key:
+        raise StoreError(f"not an object URI: {uri}")
+    if parts.scheme == "s3":
+        sink = S3Sink(parts.netloc, "", AwsNodeIdentity(env))
+        sink._region = sink._region or sink.identity.region()
+        url = sink._url(key)
+        headers = sigv4_headers(
+            method="PUT",
+            url=url,
+            region=sink._region,
+            service="s3",
+            credentials=sink.identity.credentials(),
+            payload=data,
+        )
+        headers["Content-Type"] = TEXT
+        _request(url, method="PUT", data=data, headers=headers)
+        return
+    gcs = GcsSink(parts.netloc, "", env)
+    emulator = gcs.env.get("STORAGE_EMULATOR_HOST", "").rstrip("/")
+    root = emulator or "https://storage.googleapis.com"
+    url = (
+        f"{root}/upload/storage/v1/b/{quote(parts.netloc, safe='')}/o"
+        f"?uploadType=media&name={quote(key, safe='')}"
+    )
+    headers = {"Authorization": f"Bearer {gcs._access_token()}", "Content-Type": TEXT}
+    _request(url, method="POST", data=data, headers=headers)
+
+
+TEXT = "text/plain; charset=utf-8"
+
+
+def _put_file(path: str, data: bytes) -> None:
+    """Written aside and renamed into place: a reader never sees half a log."""
+    if not path.startswith("/"):
+        raise StoreError(f"not an absolute path: {path}")
+    folder = os.path.dirname(path)
+    temp = f"{path}.part-{os.getpid()}"
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise StoreError(f"writing {path}: {exc}") from None
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)

@@ -16,6 +16,7 @@ import ctypes
 import enum
 import fcntl
 import logging
+import math
 import os
 import shlex
 import signal
@@ -36,9 +37,21 @@ logger = logging.getLogger("raydeck_agent")
 MARKER_ENV = "RAYDECK_RAY_NODE"
 # Never handed to Ray: user code runs there.
 SECRET_ENV = ("RAYDECK_BOOTSTRAP_TOKEN",)
+# Ray's token authentication (Ray 2.52+): the mode and the cluster's token. Whatever the
+# agent's own environment says about them is replaced (AUTH_ENV), never inherited.
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"  # noqa: S105 - a variable name
+AUTH_ENV = (AUTH_MODE_ENV, AUTH_TOKEN_ENV, "RAY_AUTH_TOKEN_PATH")
 # Ray 2.60 drains a node for up to 30 s on SIGTERM; keep that inside our stop grace.
 DRAIN_ENV = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 DRAIN_SECONDS = "5"
+# Ray's own waits at start: `ray start` for its dashboard (60 s, then it gives up), the
+# raylet for its agents to register (30 s, then it kills and restarts them). On a loaded
+# machine both run out before our RAYDECK_RAY_START_TIMEOUT, and the node is replaced for
+# being slow, not broken: they get our timeout instead. (The raylet's wait for its agents'
+# port files, 15 s, is fixed in Ray: START_ATTEMPTS below covers it.)
+DASHBOARD_WAIT_ENV = "RAY_DASHBOARD_STARTUP_TIMEOUT_S"
+AGENTS_WAIT_ENV = "RAY_agent_register_timeout_ms"
 OBJECT_STORE_SHARE = 0.3  # of memory_mb, like Ray's own default share of the machine
 OBJECT_STORE_MIN_BYTES = 80 << 20  # Ray refuses less than 75 MiB
 MIB = 1 << 20
@@ -52,6 +65,13 @@ WORKER_PORTS_SPAN = 100
 WORKER_PORTS_LOCKS = ".worker-ports"
 
 READY_CHECK_EVERY = 0.5
+# `ray start` gives up when its raylet has not registered 30 s after it started (also
+# when the raylet crashed waiting for its agents' port files; both limits are fixed in
+# Ray): on a busy machine that is slowness, not a broken node. The agent runs it again,
+# within RAYDECK_RAY_START_TIMEOUT of the first start, rather than have the whole node
+# replaced (which starts from zero).
+RAY_GAVE_UP = "timed out during startup"
+START_ATTEMPTS = 3
 LEFTOVER_GRACE = 2.0  # after `ray start` exited, before SIGKILL of what it left behind
 
 
@@ -69,20 +89,22 @@ class RayProcess:
         self.registration = registration
         self.log_path = log_path
         self.is_head = registration.role == "head"
-        self.dashboard = Dashboard(config.ports["dashboard"])
+        self.dashboard = Dashboard(config.ports["dashboard"], token=registration.ray_auth_token)
         self.phase = Phase.IDLE
         self.message = ""
         self.head_address: str | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
         self._log: IO[bytes] | None = None
-        self._started_at = 0.0
+        self._started_at = 0.0  # of the first attempt: the start timeout counts from there
+        self.attempts = 0
         self._last_check = 0.0
         self._port_lock: int | None = None
 
     # -- start --------------------------------------------------------------------
 
     def start(self, head_address: str | None = None) -> None:
+        self.attempts += 1
         worker_ports = None
         if self.config.shared_machine:
             locks = Path(self.registration.temp_dir).parent / WORKER_PORTS_LOCKS
@@ -101,7 +123,7 @@ class RayProcess:
             self.child = subprocess.Popen(  # noqa: S603 - our own argv, no shell
                 command,
                 cwd=self.config.node_dir,
-                env=ray_env(self.config, os.environ),
+                env=ray_env(self.config, os.environ, auth_token=self.registration.ray_auth_token),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
@@ -113,7 +135,8 @@ class RayProcess:
             self.message = f"could not run {self.config.python}: {exc}"
             logger.error("%s", self.message)
             return
-        self._started_at = time.monotonic()
+        if self.attempts == 1:
+            self._started_at = time.monotonic()
         self.phase = Phase.STARTING
         self.message = (
             f"starting Ray head (GCS port {self.config.ports['gcs']})"
@@ -128,6 +151,8 @@ class RayProcess:
         before = (self.phase, self.message)
         if self.child is not None and self.exit_code is None and self.phase != Phase.STOPPED:
             code = self.child.poll()
+            if code is not None and self._start_again():
+                return (self.phase, self.message) != before
             if code is not None:
                 self.exit_code = code
                 when = "before Ray was ready" if self.phase == Phase.STARTING else "unexpectedly"
@@ -139,6 +164,29 @@ class RayProcess:
             elif code is None and self.phase != Phase.READY:
                 self._check_ready()
         return (self.phase, self.message) != before
+
+    def _start_again(self) -> bool:
+        """After `ray start` exited before Ray was ready because Ray's own wait for its
+        raylet ran out: start it again while attempts and the start timeout allow. True
+        when it was started again."""
+        elapsed = time.monotonic() - self._started_at
+        if (
+            self.phase != Phase.STARTING
+            or self.attempts >= START_ATTEMPTS
+            or elapsed >= self.config.ray_start_timeout
+            or not any(RAY_GAVE_UP in line for line in last_lines(self.log_path, 5))
+        ):
+            return False
+        logger.warning(
+            "ray start gave up on its raylet after %.0f s (attempt %d); starting it again",
+            elapsed,
+            self.attempts,
+        )
+        self.close()
+        # It SIGTERMed what it started; their ports are free once they have exited.
+        time.sleep(LEFTOVER_GRACE)
+        self.start(self.head_address)
+        return True
 
     def _check_ready(self) -> None:
         now = time.monotonic()
@@ -302,11 +350,25 @@ def ray_start_command(
     return command
 
 
-def ray_env(config: Config, base: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+def ray_env(
+    config: Config, base: Mapping[str, str], *, auth_token: str | None = None
+) -> dict[str, str]:
+    """The environment of Ray and of everything that talks to this cluster's Ray. With
+    the cluster's token (the registration's `ray_auth_token`), Ray's ports require it:
+    RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (AUTH_TOKEN_ENV), which Ray's own clients
+    (ray.init, the job SDK) read; an HTTP call to the dashboard sends it as
+    `Authorization: Bearer <RAY_AUTH_TOKEN>`."""
+    env = {k: v for k, v in base.items() if k not in SECRET_ENV and k not in AUTH_ENV}
     env[MARKER_ENV] = config.node_id
+    if auth_token:
+        env[AUTH_MODE_ENV] = "token"
+        env[AUTH_TOKEN_ENV] = auth_token
     if DRAIN_ENV not in env:
         env[DRAIN_ENV] = DRAIN_SECONDS
+    if DASHBOARD_WAIT_ENV not in env:
+        env[DASHBOARD_WAIT_ENV] = str(math.ceil(config.ray_start_timeout))
+    if AGENTS_WAIT_ENV not in env:
+        env[AGENTS_WAIT_ENV] = str(math.ceil(config.ray_start_timeout * 1000))
     env["PYTHONUNBUFFERED"] = "1"
     # Job entrypoints say `python ...`: it must be the node's Python, the one with Ray.
     bin_dir = os.path.dirname(config.python)

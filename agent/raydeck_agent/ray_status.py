@@ -31,15 +31,20 @@ DEMAND_LIMIT = 1000  # entries of pending_demand, to bound the heartbeat's size
 
 
 class Dashboard:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> None:
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 2.0, token: str | None = None
+    ) -> None:
         self.base = f"http://{host}:{port}"
         self.timeout = timeout
+        self.headers = {"Accept": "application/json"}
+        if token:  # Ray's token authentication (ray_process.ray_env)
+            self.headers["Authorization"] = f"Bearer {token}"
         # Never through an HTTP(S)_PROXY from the environment: the dashboard is local.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def get(self, path: str, timeout: float | None = None) -> Any:
         """The JSON at path; raises OSError or ValueError on any failure."""
-        request = urllib.request.Request(self.base + path, headers={"Accept": "application/json"})  # noqa: S310 - fixed http URL
+        request = urllib.request.Request(self.base + path, headers=self.headers)  # noqa: S310 - fixed http URL
         with self._opener.open(request, timeout=timeout or self.timeout) as response:
             return json.loads(response.read())
 

@@ -22,6 +22,7 @@ from .errors import (
     ValidationFailed,
     WaitTimeout,
 )
+from .jobs_sdk import Job, Jobs
 from .models import (
     Address,
     AuditEvent,
@@ -38,6 +39,8 @@ from .models import (
     Project,
     Token,
 )
+from .services_sdk import Deployed, Service, Services, ServiceVersion
+from .workspaces_sdk import Workspace, Workspaces
 
 __all__ = [
     "Address",
@@ -53,8 +56,11 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConnectionFailed",
+    "Deployed",
     "IdempotencyConflict",
     "Image",
+    "Job",
+    "Jobs",
     "LoginFailed",
     "Logs",
     "Me",
@@ -69,9 +75,14 @@ __all__ = [
     "RateLimited",
     "RaydeckError",
     "ServerError",
+    "Service",
+    "ServiceVersion",
+    "Services",
     "Token",
     "Unauthenticated",
     "ValidationFailed",
     "WaitTimeout",
+    "Workspace",
+    "Workspaces",
     "__version__",
 ]

@@ -31,7 +31,19 @@ from typing import Any, TextIO
 
 import yaml
 
-from . import __version__, config, login, output
+from . import (
+    __version__,
+    builds,
+    clouds,
+    config,
+    jobs,
+    login,
+    output,
+    schedules,
+    services,
+    trust,
+    workspaces,
+)
 from .client import Client
 from .errors import (
     ApiError,
@@ -239,8 +251,11 @@ def cmd_login(ctx: Context) -> int:
         if not args.no_browser and has_display():
             with contextlib.suppress(webbrowser.Error):
                 webbrowser.open(handoff.verify_url)
-        ctx.note("Waiting for you to confirm in the browser (Ctrl-C to stop)...")
-        credentials = login.wait_for_handoff(url, handoff)
+        else:  # nothing opens here: the page may still be opened on another device
+            ctx.note("No browser here: open the page on any device where you use the console.")
+            ctx.note(login.NO_BROWSER_HINT.format(url=url))
+        ctx.note(f"Waiting up to {args.timeout:.0f} s for you to confirm (Ctrl-C to stop)...")
+        credentials = login.wait_for_handoff(url, handoff, timeout=args.timeout)
         token, org = credentials.token, credentials.org
     client = Client(url, token, org=org)
     me = client.me()  # proves the token works before it is stored
@@ -364,10 +379,12 @@ def cmd_clusters_get(ctx: Context) -> int:
 
 def cmd_clusters_terminate(ctx: Context) -> int:
     ident = cluster_id(ctx, ctx.args.cluster)
+    # Only what happens from now on is news to the person waiting, not the history.
+    mark = ctx.client.latest_event_id(ident) if ctx.args.wait else None
     cluster = ctx.client.terminate_cluster(ident)
     if ctx.args.wait:
         ctx.note(f"Terminating {cluster.name}...")
-        for event in ctx.client.wait_until_terminated(ident, timeout=ctx.args.timeout):
+        for event in ctx.client.wait_until_terminated(ident, timeout=ctx.args.timeout, after=mark):
             print_event(ctx, event)
         cluster = ctx.client.get_cluster(ident)
         ctx.note(f"Cluster {cluster.name} is terminated.")
@@ -420,6 +437,10 @@ def cmd_clusters_address(ctx: Context) -> int:
         print(f"export RAY_ADDRESS={shlex.quote(address.job_address or '')}", file=ctx.out)
         headers = json.dumps(address.auth_headers)
         print(f"export RAY_JOB_HEADERS={shlex.quote(headers)}", file=ctx.out)
+        # The gateway's certificate comes from the installation's CA (raydeck/trust.py).
+        if address.ca_bundle:
+            for name, value in trust.ray_env(Path(address.ca_bundle)).items():
+                print(f"export {name}={shlex.quote(value)}", file=ctx.out)
         return EXIT_OK
     ctx.show(address)
     return EXIT_OK
@@ -529,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(groups, "login", cmd_login, "sign in (in the browser, or with --token)")
     p.add_argument("--token", help="an API token (`-` reads it from stdin) instead of the browser")
     p.add_argument("--no-browser", action="store_true", help="print the sign-in URL only")
+    p.add_argument(
+        "--timeout", type=float, default=300, help="seconds to wait for the browser (300)"
+    )
     leaf(groups, "logout", cmd_logout, "forget the stored token of the organization")
     leaf(groups, "whoami", cmd_whoami, "who the token belongs to")
 
@@ -597,7 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--lines", type=int, help="how many of the latest lines")
             p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
         if name == "address":
-            p.add_argument("--env", action="store_true", help="print RAY_ADDRESS/RAY_JOB_HEADERS")
+            p.add_argument(
+                "--env",
+                action="store_true",
+                help="print RAY_ADDRESS, RAY_JOB_HEADERS and the CA bundle for Ray's tools",
+            )
 
     group = groups.add_parser("compute-configs", help="compute configs (node shapes)")
     sub = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -641,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", required=True, help="YAML with only what changes (`-`: stdin)")
     p = leaf(images, "delete", cmd_images_delete, "delete an image no live cluster uses")
     p.add_argument("image", help="image id")
+    clouds.add_commands(subcommands["clouds"], leaf)
+    workspaces.add_commands(groups, leaf)
+    jobs.add_commands(groups, leaf)
+    schedules.add_commands(groups, leaf)
+    services.register(groups, leaf)
+    builds.add_commands(images, leaf)
     return parser
 
 

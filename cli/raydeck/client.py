@@ -11,6 +11,8 @@ send an Idempotency-Key (a fresh one unless you pass yours), kept across retries
 
 from __future__ import annotations
 
+import dataclasses
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -19,8 +21,11 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from . import config
+from . import config, trust
+from .clouds_sdk import Clouds
 from .errors import ClusterFailed, ConfigError, Conflict, WaitTimeout
+from .image_builds import ImageBuildMethods
+from .jobs_sdk import Jobs
 from .models import (
     FINAL_CLUSTER_STATES,
     Address,
@@ -39,6 +44,8 @@ from .models import (
     Resource,
     Token,
 )
+from .schedules_sdk import Schedules
+from .services_sdk import Services
 from .transport import Transport
 
 R = TypeVar("R", bound=Resource)
@@ -59,7 +66,7 @@ def _segment(value: str) -> str:
     return quote(str(value), safe="")
 
 
-class Client:
+class Client(ImageBuildMethods):
     def __init__(
         self,
         url: str | None = None,
@@ -77,6 +84,26 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client(url={self.url!r}, org={self.org!r})"
+
+    @property
+    def clouds(self) -> Clouds:
+        """Clouds: create, update, verify, delete; the preferred default (clouds_sdk.py)."""
+        return Clouds(self)
+
+    @property
+    def jobs(self) -> Jobs:
+        """Jobs: submit, follow, stop (jobs_sdk.py)."""
+        return Jobs(self)
+
+    @property
+    def schedules(self) -> Schedules:
+        """Job schedules: a job submitted at cron times (schedules_sdk.py)."""
+        return Schedules(self)
+
+    @property
+    def services(self) -> Services:
+        """Services: deploy, roll out, roll back (services_sdk.py)."""
+        return Services(self)
 
     # --- plumbing ------------------------------------------------------------------
 
@@ -304,6 +331,14 @@ class Client:
             params={"after": after},
         )
 
+    def latest_event_id(self, cluster_id: str, *, org: str | None = None) -> str | None:
+        """The id of the cluster's latest event (None without any): pass it as `after`
+        to follow only what happens next."""
+        latest = None
+        for event in self.cluster_events(cluster_id, org=org):
+            latest = event.id
+        return latest
+
     def cluster_nodes(self, cluster_id: str, *, org: str | None = None) -> Iterator[Node]:
         return self.iterate(self._org_path(org, "clusters", cluster_id, "nodes"), Node)
 
@@ -323,7 +358,14 @@ class Client:
         """Where `ray job submit` reaches the cluster, with a short-lived token.
         Raises Conflict while the cluster is not running."""
         path = self._org_path(org, "clusters", cluster_id, "address")
-        return Address.from_api(self.request("GET", path))
+        address = Address.from_api(self.request("GET", path))
+        pinned = trust.installation_ca(self.transport, address.ca_sha256)
+        return dataclasses.replace(address, ca_bundle=str(pinned))
+
+    def gateway_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts this installation's cluster gateways (its CA
+        is fetched once and pinned: raydeck/trust.py)."""
+        return trust.ssl_context(trust.installation_ca(self.transport))
 
     def follow_cluster(
         self,
@@ -333,12 +375,13 @@ class Client:
         timeout: float = 900.0,
         poll_interval: float = 2.0,
         org: str | None = None,
+        after: str | None = None,
     ) -> Iterator[ClusterEvent]:
-        """Yield the cluster's events as they are recorded, until `until(cluster)` holds.
-        The state is read before the events each round, so every event that led to the
-        final state has been yielded when the iterator ends."""
+        """Yield the cluster's events as they are recorded (those after the event id
+        `after`, if given), until `until(cluster)` holds. The state is read before the
+        events each round, so every event that led to the final state has been yielded
+        when the iterator ends."""
         deadline = time.monotonic() + timeout
-        after: str | None = None
         while True:
             cluster = self.get_cluster(cluster_id, org=org)
             for event in self.cluster_events(cluster_id, after=after, org=org):
@@ -389,8 +432,10 @@ class Client:
         timeout: float = 600.0,
         poll_interval: float = 2.0,
         org: str | None = None,
+        after: str | None = None,
     ) -> Iterator[ClusterEvent]:
-        """Yield events until the cluster is terminated; ClusterFailed if it failed."""
+        """Yield events (after the event id `after`, if given; see `latest_event_id`)
+        until the cluster is terminated; ClusterFailed if it failed."""
 
         def gone(cluster: Cluster) -> bool:
             if cluster.state == "failed":
@@ -401,7 +446,12 @@ class Client:
             return cluster.state == "terminated"
 
         return self.follow_cluster(
-            cluster_id, until=gone, timeout=timeout, poll_interval=poll_interval, org=org
+            cluster_id,
+            until=gone,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            org=org,
+            after=after,
         )
 
     def follow_logs(

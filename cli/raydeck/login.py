@@ -42,13 +42,25 @@ def start_handoff(url: str) -> Handoff:
     )
 
 
+NO_BROWSER_HINT = (
+    "No browser at hand (an SSH session, CI)? Create a token in the console (API tokens) "
+    "and run `raydeck login --url {url} --token -` with the token on stdin."
+)
+
+
 def wait_for_handoff(
-    url: str, handoff: Handoff, *, sleep: Callable[[float], None] = time.sleep
+    url: str,
+    handoff: Handoff,
+    *,
+    timeout: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Credentials:
     """Poll until the person confirms in the browser; LoginFailed if they deny it or
-    it expires, WaitTimeout if the server's own deadline passes first."""
+    it expires, WaitTimeout (with the token route as a hint) after `timeout` seconds or
+    once the server's own deadline has passed."""
     transport = Transport(url)
-    deadline = time.monotonic() + handoff.expires_in + 30
+    limit = handoff.expires_in + 30 if timeout is None else min(timeout, handoff.expires_in + 30)
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
             answer = transport.request(
@@ -61,4 +73,7 @@ def wait_for_handoff(
         if answer and answer.get("token"):
             return Credentials(token=answer["token"], org=answer["organization"])
         sleep(handoff.interval)
-    raise WaitTimeout("Nobody confirmed the sign-in in time; run `raydeck login` again.")
+    raise WaitTimeout(
+        f"Nobody confirmed the sign-in within {limit:.0f} s; run `raydeck login` again. "
+        + NO_BROWSER_HINT.format(url=url)
+    )

@@ -95,6 +95,13 @@ class Cloud(Resource):
     name: str = ""
     kind: str | None = None
     status: str | None = None
+    status_reason: str | None = None
+    region: str | None = None
+    launch_access: str | None = None
+    aws_external_id: str | None = None
+    identity_configured: bool | None = None
+    # The latest verification: {"state", "checks": [{"name", "passed", "message"}]}.
+    verification: dict[str, Any] | None = None
     created_at: str | None = None
 
 
@@ -131,9 +138,12 @@ class Cluster(Resource):
     name: str = ""
     project: str | None = None
     cloud: str | None = None
+    cloud_name: str | None = None
     compute_config: str | None = None
+    compute_config_name: str | None = None
     compute_config_version: int | None = None
     image: str | None = None
+    image_name: str | None = None
     desired_state: str | None = None
     state: str = ""
     state_reason: str | None = None
@@ -167,6 +177,7 @@ class Node(Resource):
     group: str | None = None
     state: str | None = None
     private_address: str | None = None
+    public_address: str | None = None
     resources: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     last_heartbeat_at: str | None = None
@@ -185,6 +196,9 @@ class Address(Resource):
     token: str | None = None
     expires_at: str | None = None
     headers: dict[str, str] | None = None
+    ca_sha256: str | None = None
+    # Set by Client.cluster_address: the pinned CA the gateway's certificate chains to.
+    ca_bundle: str | None = None
 
     @property
     def auth_headers(self) -> dict[str, str]:

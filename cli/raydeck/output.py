@@ -75,7 +75,8 @@ COLUMNS: dict[str, list[Column]] = {
         col("NAME"),
         col("PROJECT"),
         col("STATE"),
-        col("CLOUD"),
+        Column("CLOUD", lambda r: r.get("cloud_name") or r.get("cloud")),
+        Column("CONFIG", lambda r: r.get("compute_config_name") or r.get("compute_config")),
         col("CREATED", "created_at"),
     ],
     "events": [
@@ -91,6 +92,7 @@ COLUMNS: dict[str, list[Column]] = {
         col("GROUP"),
         col("STATE"),
         col("ADDRESS", "private_address"),
+        col("PUBLIC", "public_address"),
         col("HEARTBEAT", "last_heartbeat_at"),
     ],
     "tokens": [
@@ -147,7 +149,20 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def named(raw: dict[str, Any]) -> dict[str, Any]:
+    """A reference and its name as one field for people: `cloud: prod (12)` rather
+    than `cloud: 12` and a `cloud_name` line."""
+    shown = {}
+    for key, value in raw.items():
+        name = raw.get(f"{key}_name")
+        if key.endswith("_name") and key.removesuffix("_name") in raw:
+            continue
+        shown[key] = f"{name} ({value})" if name else value
+    return shown
+
+
 def fields(raw: dict[str, Any]) -> str:
+    raw = named(raw)
     width = max((len(k) for k in raw), default=0)
     lines = []
     for key, value in raw.items():

@@ -10,6 +10,7 @@ This is the only module that imports boto3/botocore (tests aside).
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -35,20 +36,30 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from . import aws_builds, aws_firewall
 from .base import (
+    STORAGE_FOLDER,
     TAG_CLOUD,
     TAG_CLUSTER,
     TAG_NODE,
     CheckResult,
     CloudError,
+    FirewallSpec,
     Instance,
     InstanceState,
     NodeSpec,
     PermanentCloudError,
     PermanentErrorKind,
+    ServiceRouter,
+    SignedUrl,
+    StoredObject,
     TransientCloudError,
+    check_storage_key,
     instance_tags,
+    no_storage_error,
+    split_bucket_location,
 )
+from .builds import BuildRequest, BuildStatus
 from .kinds import AwsTraits
 
 logger = logging.getLogger(__name__)
@@ -70,6 +81,8 @@ CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
     user_agent_appid="raydeck",
 )
+
+S3_CLIENT_CONFIG = CLIENT_CONFIG.merge(Config(signature_version="s3v4"))
 
 CHECK_ASSUME_ROLE = "Assume role"
 CHECK_REGIONS = "Describe regions"
@@ -317,7 +330,14 @@ class AwsProvider(AwsTraits):
         ami_parameter: str = "",
         instance_profile: str = "",
         base_session: boto3.session.Session | None = None,
+        firewall: FirewallSpec | None = None,
+        public_addresses: bool = True,
     ) -> None:
+        self.firewall = firewall  # the cloud's security group (aws_firewall.py)
+        # Whether instances get a public IPv4 address, whatever the subnet's default.
+        self.public_addresses = public_addresses
+        self._security_group: str | None = None
+        self._builds_ready = False  # the cloud's repository and project (aws_builds.py)
         self.cloud_id = cloud_id
         self.region = region
         self.role_arn = role_arn
@@ -442,7 +462,8 @@ class AwsProvider(AwsTraits):
         return self._translate(exc, service="sts")
 
     def _client(self, service: str) -> Client:
-        """A client for one operation, signed with the assumed role's credentials."""
+        """A client for one operation, signed with the assumed role's credentials (S3's
+        with Signature Version 4, which presigned URLs need to sign a checksum header)."""
         credentials = self._credentials()
         session = self._base_session()
         with _SESSION_LOCK:
@@ -452,7 +473,7 @@ class AwsProvider(AwsTraits):
                 aws_access_key_id=credentials.access_key_id,
                 aws_secret_access_key=credentials.secret_access_key,
                 aws_session_token=credentials.session_token,
-                config=CLIENT_CONFIG,
+                config=S3_CLIENT_CONFIG if service == "s3" else CLIENT_CONFIG,
             )
 
     # -- error mapping --
@@ -658,6 +679,14 @@ class AwsProvider(AwsTraits):
             if self.instance_profile:
                 key = "Arn" if self.instance_profile.startswith("arn:") else "Name"
                 params["IamInstanceProfile"] = {key: self.instance_profile}
+            # The address choice lives on the primary interface, and so do its groups.
+            interface: dict[str, Any] = {
+                "DeviceIndex": 0,
+                "AssociatePublicIpAddress": self.public_addresses,
+            }
+            if self.firewall is not None:
+                interface["Groups"] = [self._ensure_security_group(ec2)]
+            params["NetworkInterfaces"] = [interface]
             response = ec2.run_instances(**params)
         instance = _to_instance(response["Instances"][0])
         logger.info(
@@ -694,6 +723,52 @@ class AwsProvider(AwsTraits):
                 return  # gone between the two calls
         logger.info("Terminated %s in cloud %s", instance_id, self.cloud_id)
 
+    def _ensure_security_group(self, ec2: Client) -> str:
+        if self._security_group is None and self.firewall is not None:
+            self._security_group = aws_firewall.ensure(ec2, self.cloud_id, self.firewall)
+        return str(self._security_group)
+
+    def ensure_firewall(self) -> None:
+        if self.firewall is None:
+            return
+        self._security_group = None
+        with self._errors("ec2"):
+            self._ensure_security_group(self._client("ec2"))
+
+    def remove_firewall(self) -> None:
+        with self._errors("ec2"):
+            if aws_firewall.remove(self._client("ec2"), self.cloud_id):
+                logger.info("Removed the security group of cloud %s", self.cloud_id)
+        self._security_group = None
+
+    # -- image builds (aws_builds.py) --
+
+    def _repository_uri(self) -> str:
+        return aws_builds.repository_uri(self.role_arn, self.region, self.cloud_id)
+
+    def start_build(self, *, build: BuildRequest) -> str:
+        with self._errors("codebuild"):
+            if not self._builds_ready:
+                aws_builds.ensure(self._client, self.cloud_id, self.role_arn)
+                self._builds_ready = True
+            return aws_builds.start(self._client, self.cloud_id, self._repository_uri(), build)
+
+    def poll_build(self, *, external_id: str) -> BuildStatus:
+        with self._errors("codebuild"):
+            return aws_builds.poll(self._client, self.cloud_id, self._repository_uri(), external_id)
+
+    def cancel_build(self, *, external_id: str) -> None:
+        with self._errors("codebuild"):
+            aws_builds.cancel(self._client, external_id)
+
+    def build_log(self, *, external_id: str) -> str:
+        with self._errors("logs"):
+            return aws_builds.log(self._client, self.cloud_id, external_id)
+
+    def remove_builds(self) -> None:
+        with self._errors("codebuild"):
+            aws_builds.remove(self._client, self.cloud_id)
+
     def list_instances(self, *, cluster_id: uuid.UUID | None = None) -> list[Instance]:
         filters = [self._cloud_filter()]
         if cluster_id is not None:
@@ -701,6 +776,13 @@ class AwsProvider(AwsTraits):
         with self._errors("ec2"):
             found = self._describe(self._client("ec2"), filters)
         return [_to_instance(d) for d in found]
+
+    def router(self) -> ServiceRouter:
+        raise PermanentCloudError(
+            "Services on this kind of cloud (behind an Application Load Balancer) are not "
+            "available yet; deploy them on a local cloud.",
+            kind=PermanentErrorKind.INVALID_REQUEST,
+        )
 
     def default_image(self) -> str:
         """The region's AMI id, read from the SSM parameter the installation names (AWS
@@ -829,3 +911,72 @@ class AwsProvider(AwsTraits):
                 f"{self.region}: logs will cross regions)."
             )
         return f"Raydeck can reach log bucket {bucket}."
+
+    # -- object storage (the log location's bucket) --
+
+    def _storage_root(self) -> tuple[str, str]:
+        """(bucket, S3 key prefix ending in /) of this cloud's storage."""
+        bucket, prefix = split_bucket_location(self.log_location, "s3://")
+        if not bucket:
+            raise no_storage_error("s3://my-bucket/raydeck")
+        return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
+
+    def _object(self, key: str) -> tuple[str, str]:
+        bucket, root = self._storage_root()
+        return bucket, root + check_storage_key(key)
+
+    def _signed(self, method: str, operation: str, key: str, expires_in: int, **params: Any) -> str:
+        bucket, s3_key = self._object(key)
+        with self._errors("s3"):
+            url = self._client("s3").generate_presigned_url(
+                operation,
+                Params={"Bucket": bucket, "Key": s3_key, **params},
+                ExpiresIn=expires_in,
+                HttpMethod=method,
+            )
+        return str(url)
+
+    def upload_url(self, *, key: str, size: int, sha256: str, expires_in: int) -> SignedUrl:
+        # S3 checks the body against the signed checksum header: another body is refused.
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        url = self._signed(
+            "PUT", "put_object", key, expires_in, ChecksumSHA256=checksum, ContentLength=size
+        )
+        return SignedUrl(
+            method="PUT",
+            url=url,
+            expires_at=_now() + timedelta(seconds=expires_in),
+            headers={"x-amz-checksum-sha256": checksum, "Content-Length": str(size)},
+        )
+
+    def download_url(self, *, key: str, expires_in: int) -> SignedUrl:
+        url = self._signed("GET", "get_object", key, expires_in)
+        return SignedUrl(method="GET", url=url, expires_at=_now() + timedelta(seconds=expires_in))
+
+    def object_size(self, *, key: str) -> int | None:
+        bucket, s3_key = self._object(key)
+        try:
+            with self._errors("s3"):
+                return int(
+                    self._client("s3").head_object(Bucket=bucket, Key=s3_key)["ContentLength"]
+                )
+        except PermanentCloudError as exc:
+            if exc.kind == PermanentErrorKind.NOT_FOUND or "NoSuchKey" in exc.detail:
+                return None
+            raise
+
+    def list_objects(self, *, prefix: str) -> list[StoredObject]:
+        bucket, root = self._storage_root()
+        found: list[StoredObject] = []
+        with self._errors("s3"):
+            pages = self._client("s3").get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=bucket, Prefix=root + prefix):
+                found.extend(
+                    StoredObject(key=item["Key"][len(root) :], size=int(item["Size"]))
+                    for item in page.get("Contents", [])
+                )
+        return sorted(found, key=lambda o: o.key)
+
+    def object_uri(self, *, key: str) -> str:
+        bucket, s3_key = self._object(key)
+        return f"s3://{bucket}/{s3_key}"

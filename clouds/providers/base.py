@@ -7,10 +7,11 @@ their own; `clouds.providers.registry.provider_for(cloud)` builds the right one.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 # Tags (AWS) / labels (GCP) / metadata (local) on every instance Raydeck launches.
 TAG_CLOUD = "raydeck-cloud"
@@ -56,6 +57,19 @@ class BootSpec:
     agent_index_url: str  # a PEP 503 index that serves `agent_package`
     agent_package: str
     ray_version: str  # installed at boot where the machine image has no Ray
+    # PEM: the CAs the agent verifies control_plane_url's certificate with; blank: the
+    # node's system CAs.
+    control_plane_ca: str = ""
+
+
+@dataclass(frozen=True)
+class FirewallSpec:
+    """What a cloud's firewall lets through (aws_firewall.py, gcp_firewall.py): every
+    port between the cloud's own nodes, and from outside only `gateway_port` (TCP, the
+    head's access gateway) from `gateway_cidrs`."""
+
+    gateway_port: int
+    gateway_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class MachineSize:
     instance_type: str
     cpus: float
     memory_mb: int
+    gpus: float = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,12 @@ class Instance:
     @property
     def is_live(self) -> bool:
         return self.state in (InstanceState.PENDING, InstanceState.RUNNING)
+
+    @property
+    def is_gone(self) -> bool:
+        """Nothing of it is left to release: only then is a terminate done. A stopped
+        instance (its agent exited on its own) still holds a disk, a local folder, ports."""
+        return self.state == InstanceState.TERMINATED
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,54 @@ class PermanentCloudError(CloudError):
         self.kind = kind
 
 
+# --- Object storage: working directories and archived logs in the cloud's own bucket.
+
+STORAGE_FOLDER = "raydeck-storage"  # under the cloud's log location: <location>/<folder>/<key>
+STORAGE_URL_SECONDS = 15 * 60  # how long a signed upload or download URL is good for
+_STORAGE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    """Lets whoever holds it do one thing (`method`) to one object until `expires_at`,
+    without credentials. The request must carry `headers` (they are part of the
+    signature)."""
+
+    method: str
+    url: str
+    expires_at: datetime
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str  # relative to the cloud's storage, as passed to the provider
+    size: int
+
+
+def check_storage_key(key: str) -> str:
+    """`key` if it is a plain relative path (no `..`, no leading `/`, no odd
+    characters), else ValueError: keys come from Raydeck, never straight from a user."""
+    if len(key) > 512 or not _STORAGE_KEY.fullmatch(key) or ".." in key.split("/"):
+        raise ValueError(f"Not a storage key: {key!r}")
+    return key
+
+
+def split_bucket_location(location: str, scheme: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` (or gs://) → (bucket, prefix without slashes)."""
+    rest = location.strip()[len(scheme) :] if location.startswith(scheme) else ""
+    bucket, _, prefix = rest.partition("/")
+    return bucket, prefix.strip("/")
+
+
+def no_storage_error(example: str) -> PermanentCloudError:
+    return PermanentCloudError(
+        "This cloud has no log location, and Raydeck keeps working "
+        f"directories and job logs there: set it (such as {example}) on the cloud's page.",
+        kind=PermanentErrorKind.INVALID_REQUEST,
+    )
+
+
 def instance_tags(*, cloud_id: uuid.UUID, node: NodeSpec) -> dict[str, str]:
     """The user's labels, then Raydeck's ownership tags, which no label can override."""
     return {
@@ -184,6 +253,10 @@ class CloudProvider(Protocol):
     pages ask through `registry.traits_for(kind)` without building a driver.
     """
 
+    # Whether its nodes get a public address (the cloud's node_addresses setting); the
+    # reconciler asks `describe` for one a launch did not answer yet.
+    public_addresses: bool
+
     def launch(self, *, node: NodeSpec, boot_script: str, idempotency_key: str) -> Instance:
         """Start the node, or return the instance already started for this node."""
         ...
@@ -193,7 +266,9 @@ class CloudProvider(Protocol):
         ...
 
     def list_instances(self, *, cluster_id: uuid.UUID | None = None) -> list[Instance]:
-        """Live and recently ended instances tagged for this cloud (and cluster)."""
+        """Live and recently ended instances tagged for this cloud (and cluster); any
+        that still holds something (a stopped VM's disk, a local node's folder) is not
+        `is_gone` until a terminate has released it."""
         ...
 
     def describe(self, *, instance_id: str) -> Instance | None:
@@ -218,4 +293,98 @@ class CloudProvider(Protocol):
 
     def verify(self) -> list[CheckResult]:
         """Read-only checks that this cloud is usable, each with a message to act on."""
+        ...
+
+    def ensure_firewall(self) -> None:
+        """Create the cloud's firewall rules (FirewallSpec), or bring them in line;
+        idempotent. Launches call it; a cloud without a firewall of its own does nothing."""
+        ...
+
+    def remove_firewall(self) -> None:
+        """Remove the cloud's firewall rules (the cloud is deleted); none is not an error."""
+        ...
+
+    def remove_builds(self) -> None:
+        """Remove what the cloud's image builds keep per cloud (the cloud is deleted: on
+        AWS its CodeBuild project, ECR repository and build log group); none is fine."""
+        ...
+
+    # Object storage (keys pass `check_storage_key`; a cloud without a place for them
+    # raises PermanentCloudError saying what to set).
+
+    def upload_url(self, *, key: str, size: int, sha256: str, expires_in: int) -> SignedUrl:
+        """A PUT of exactly `size` bytes to `key`; where the cloud can check it, only a
+        body whose SHA-256 (hex) is `sha256` is accepted."""
+        ...
+
+    def download_url(self, *, key: str, expires_in: int) -> SignedUrl:
+        """A GET of the object at `key`."""
+        ...
+
+    def object_size(self, *, key: str) -> int | None:
+        """The object's size in bytes, or None when there is none at `key`."""
+        ...
+
+    def list_objects(self, *, prefix: str) -> list[StoredObject]:
+        """The objects whose keys start with `prefix`, in key order."""
+        ...
+
+    def object_uri(self, *, key: str) -> str:
+        """How the cloud's own nodes read the object (a Ray runtime_env URI: s3://, gs://,
+        file://), with the nodes' own identity rather than a signed URL that expires."""
+        ...
+
+    def router(self) -> ServiceRouter:
+        """The load balancer kind this cloud puts in front of services."""
+        ...
+
+
+# --- service routers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One version of a service at its router: where its Serve proxy listens and its share
+    of new requests (0-100). A draining backend takes no new requests; those in flight
+    finish."""
+
+    name: str  # stable for the version, e.g. "v3"
+    address: str
+    port: int
+    weight: int
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A service's stable address, and what the router needs to find it again (stored
+    by the caller, handed back on every call)."""
+
+    url: str
+    ref: dict[str, Any]
+
+
+class ServiceRouter(Protocol):
+    """The load balancer in front of a service's versions, in the data plane (HAProxy on
+    the local cloud, an ALB on AWS, a URL map on GCP). It checks the service's query
+    tokens itself. Every call is idempotent: it states the whole desired state."""
+
+    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
+        """Create the endpoint, or find (and if need be restart) the one `ref` names."""
+        ...
+
+    def set_backends(self, *, ref: dict[str, Any], backends: list[Backend]) -> None:
+        """Route to exactly these backends with these weights; others are removed."""
+        ...
+
+    def set_token_hashes(self, *, ref: dict[str, Any], token_hashes: list[str]) -> None:
+        """Admit requests whose bearer token's SHA-256 (hex) is one of these, only."""
+        ...
+
+    def in_flight(self, *, ref: dict[str, Any], backend: str) -> int:
+        """Requests the backend is still serving (0 when unknown or gone)."""
+        ...
+
+    def remove(self, *, ref: dict[str, Any]) -> None:
+        """Delete the endpoint and everything made for it; missing is not an error."""
         ...

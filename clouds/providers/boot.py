@@ -21,6 +21,7 @@ __all__ = [
     "RAY_INSTALL_DIR",
     "agent_exports",
     "agent_install_command",
+    "control_plane_ca_lines",
     "local_boot_script",
     "vm_boot_script",
 ]
@@ -42,12 +43,26 @@ def agent_exports(boot: BootSpec) -> str:
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
 
 
+def control_plane_ca_lines(boot: BootSpec) -> str:
+    """Lines that keep the control plane's CA bundle (if any) in the node's folder and
+    point the agent at it (RAYDECK_CA_BUNDLE); run in that folder."""
+    if not boot.control_plane_ca:
+        return ""
+    pem = boot.control_plane_ca.strip()
+    return (
+        "cat > control-plane-ca.pem <<'RAYDECK_CA_EOF'\n"
+        f"{pem}\nRAYDECK_CA_EOF\n"
+        'export RAYDECK_CA_BUNDLE="$PWD/control-plane-ca.pem"\n'
+    )
+
+
 def agent_install_command(boot: BootSpec) -> str:
     """pip installs the agent (standard library only) from the control plane's index into
     a folder of its own."""
+    cert = '--cert "$RAYDECK_CA_BUNDLE" ' if boot.control_plane_ca else ""
     return (
         "python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade "
-        f"--target {AGENT_INSTALL_DIR} --index-url {shlex.quote(boot.agent_index_url)} "
+        f"--target {AGENT_INSTALL_DIR} {cert}--index-url {shlex.quote(boot.agent_index_url)} "
         f"{boot.agent_package}"
     )
 
@@ -58,6 +73,7 @@ def local_boot_script(boot: BootSpec) -> str:
     return (
         "#!/bin/bash\nset -euo pipefail\n"
         f"{agent_exports(boot)}\nexport RAYDECK_NODE_ADDRESS=127.0.0.1\n"
+        f"{control_plane_ca_lines(boot)}"
         'exec "${RAYDECK_PYTHON:-python3}" -m raydeck_agent\n'
     )
 
@@ -73,6 +89,7 @@ def vm_boot_script(boot: BootSpec) -> str:
         f"{agent_exports(boot)}\n"
         f"export RAYDECK_NODE_DIR={NODE_DIR}\n"
         'mkdir -p "$RAYDECK_NODE_DIR" && cd "$RAYDECK_NODE_DIR"\n'
+        f"{control_plane_ca_lines(boot)}"
         "if ! python3 -m pip --version >/dev/null 2>&1; then\n"
         "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
         "python3-pip\nfi\n"

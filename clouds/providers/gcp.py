@@ -7,13 +7,16 @@ so the rest of Raydeck sees only the `CloudProvider` interface and `CloudError`s
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 import requests
 from google.api_core import exceptions as gexc
@@ -21,22 +24,33 @@ from google.auth import aws, identity_pool
 from google.auth import exceptions as auth_exc
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.transport.requests import AuthorizedSession, Request
-from google.cloud import compute_v1
+from google.cloud import artifactregistry_v1, compute_v1
+from google.cloud.devtools import cloudbuild_v1
 
+from . import gcp_builds, gcp_firewall
 from .base import (
+    STORAGE_FOLDER,
     TAG_CLOUD,
     TAG_CLUSTER,
     TAG_NODE,
     CheckResult,
     CloudError,
+    FirewallSpec,
     Instance,
     InstanceState,
     NodeSpec,
     PermanentCloudError,
     PermanentErrorKind,
+    ServiceRouter,
+    SignedUrl,
+    StoredObject,
     TransientCloudError,
+    check_storage_key,
     instance_tags,
+    no_storage_error,
+    split_bucket_location,
 )
+from .builds import BuildRequest, BuildStatus
 from .kinds import GcpTraits
 
 logger = logging.getLogger(__name__)
@@ -52,6 +66,8 @@ IAM_AUDIENCE_PREFIX = "//iam.googleapis.com/"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
 AWS_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"  # noqa: S105
 STORAGE_ENDPOINT = "https://storage.googleapis.com"
+SIGN_BLOB_URL = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{}:signBlob"
+V4_ALGORITHM = "GOOG4-RSA-SHA256"
 
 # GCE instance statuses → ours. TERMINATED is GCE's word for "stopped" (the instance and
 # its disk still exist); deleted instances simply disappear from list/get.
@@ -324,6 +340,57 @@ def map_google_error(
     )
 
 
+def v4_signed_url(
+    *,
+    method: str,
+    endpoint: str,
+    bucket: str,
+    key: str,
+    service_account: str,
+    sign: Callable[[bytes], bytes],
+    expires_in: int,
+    headers: dict[str, str] | None = None,
+    now: datetime | None = None,
+) -> str:
+    """A Cloud Storage V4 signed URL (path style): the canonical request (method, path,
+    the X-Goog-* query, the signed headers, UNSIGNED-PAYLOAD) is hashed into the string
+    to sign, which `sign` signs as `service_account` (RSA-SHA256)."""
+    now = now or datetime.now(UTC)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    scope = f"{day}/auto/storage/goog4_request"
+    host = urlsplit(endpoint).netloc
+    base_path = urlsplit(endpoint).path.rstrip("/")
+    path = f"{base_path}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
+    signed_headers = {"host": host, **{k.lower(): v for k, v in (headers or {}).items()}}
+    names = ";".join(sorted(signed_headers))
+    query = {
+        "X-Goog-Algorithm": V4_ALGORITHM,
+        "X-Goog-Credential": f"{service_account}/{scope}",
+        "X-Goog-Date": stamp,
+        "X-Goog-Expires": str(expires_in),
+        "X-Goog-SignedHeaders": names,
+    }
+    canonical_query = "&".join(
+        f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(query.items())
+    )
+    canonical_request = "\n".join(
+        [
+            method,
+            path,
+            canonical_query,
+            "".join(f"{k}:{signed_headers[k].strip()}\n" for k in sorted(signed_headers)),
+            names,
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    to_sign = "\n".join(
+        [V4_ALGORITHM, stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+    signature = sign(to_sign.encode()).hex()
+    origin = endpoint.rstrip("/")[: len(endpoint.rstrip("/")) - len(base_path)]
+    return f"{origin}{path}?{canonical_query}&X-Goog-Signature={signature}"
+
+
 def _credentials_advice(service_account: str, provider: str) -> str:
     sa = service_account or "the configured service account"
     via = f" through workload identity provider {provider}" if provider else ""
@@ -429,14 +496,18 @@ class GcpProvider(GcpTraits):
         node_service_account: str = "",
         api_endpoint: str | None = None,
         storage_endpoint: str | None = None,
+        signer: Callable[[bytes], bytes] | None = None,
         network: str = "global/networks/default",
         subnetwork: str = "",
-        assign_public_ip: bool = False,
+        public_addresses: bool = False,
         disk_size_gb: int = 50,
         operation_timeout: float = 120.0,
         call_timeout: float = 30.0,
         poll_interval: float = 2.0,
+        firewall: FirewallSpec | None = None,
     ) -> None:
+        self.firewall = firewall  # the cloud's firewall rules (gcp_firewall.py)
+        self._firewall_ready = False
         if not zones:
             raise ValueError("GcpProvider needs at least one zone")
         self.cloud_id = cloud_id
@@ -447,13 +518,16 @@ class GcpProvider(GcpTraits):
         self.node_service_account = node_service_account  # what the VMs run as
         self.network = network
         self.subnetwork = subnetwork
-        self.assign_public_ip = assign_public_ip
+        self.public_addresses = public_addresses  # an external NAT address per VM
         self.disk_size_gb = disk_size_gb
         self.operation_timeout = operation_timeout
         self.call_timeout = call_timeout
         self.poll_interval = poll_interval
         self._credentials = credentials
         self._storage_endpoint = (storage_endpoint or STORAGE_ENDPOINT).rstrip("/")
+        # Signs storage URLs as the impersonated service account (IAM signBlob), since
+        # federated credentials hold no private key; tests pass a local key's signer.
+        self._signer = signer or self._sign_blob
         options = {"api_endpoint": api_endpoint} if api_endpoint else None
         kwargs: dict[str, Any] = {
             "credentials": credentials,
@@ -464,6 +538,23 @@ class GcpProvider(GcpTraits):
         self._operations = compute_v1.ZoneOperationsClient(**kwargs)
         self._zones_client = compute_v1.ZonesClient(**kwargs)
         self._projects = compute_v1.ProjectsClient(**kwargs)
+        self._builds = gcp_builds.GcpBuilds(
+            cloud_id=cloud_id,
+            project_id=project_id,
+            region=self.zones[0].rsplit("-", 1)[0],
+            log_location=log_location,
+            builds=cloudbuild_v1.CloudBuildClient(**kwargs),
+            registry=artifactregistry_v1.ArtifactRegistryClient(**kwargs),
+            call=self._call,
+            read_text=self._stored_text,
+        )
+        self._builds_ready = False  # the cloud's build repository exists
+        self._firewalls = gcp_firewall.Firewalls(
+            compute_v1.FirewallsClient(**kwargs),
+            compute_v1.GlobalOperationsClient(**kwargs),
+            project_id,
+            call_timeout,
+        )
 
     # Who we act as, for messages; never the token itself.
     @property
@@ -622,6 +713,8 @@ class GcpProvider(GcpTraits):
                 "projects/debian-cloud/global/images/family/debian-12.",
                 kind=PermanentErrorKind.INVALID_IMAGE,
             )
+        if self.firewall is not None and not self._firewall_ready:
+            self.ensure_firewall()
         logger.info("Creating GCE instance %s in %s/%s", name, self.project_id, zone)
         try:
             operation = self._instances.insert_unary(
@@ -679,7 +772,7 @@ class GcpProvider(GcpTraits):
         nic = compute_v1.NetworkInterface(network=self.network)
         if self.subnetwork:
             nic.subnetwork = self.subnetwork
-        if self.assign_public_ip:
+        if self.public_addresses:
             nic.access_configs = [
                 compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")
             ]
@@ -696,6 +789,8 @@ class GcpProvider(GcpTraits):
         return compute_v1.Instance(
             name=name,
             machine_type=f"zones/{zone}/machineTypes/{node.instance_type}",
+            # The cloud's firewall rules (gcp_firewall.py) apply by this tag.
+            tags=compute_v1.Tags(items=[gcp_firewall.network_tag(self.cloud_id)]),
             labels=gce_labels(cloud_id=self.cloud_id, node=node),
             metadata=compute_v1.Metadata(
                 items=[compute_v1.Items(key="startup-script", value=boot_script)]
@@ -755,6 +850,27 @@ class GcpProvider(GcpTraits):
         ):
             raise error
 
+    def ensure_firewall(self) -> None:
+        if self.firewall is None:
+            return
+        try:
+            self._firewalls.ensure(self.cloud_id, self.network, self.firewall)
+        except GOOGLE_ERRORS as exc:
+            raise self._mapped(
+                exc, action="create firewall rules", permission="compute.firewalls.create"
+            ) from exc
+        self._firewall_ready = True
+
+    def remove_firewall(self) -> None:
+        try:
+            removed = self._firewalls.remove(self.cloud_id)
+        except GOOGLE_ERRORS as exc:
+            raise self._mapped(
+                exc, action="delete firewall rules", permission="compute.firewalls.delete"
+            ) from exc
+        logger.info("Removed %d firewall rules of cloud %s", removed, self.cloud_id)
+        self._firewall_ready = False
+
     def list_instances(self, *, cluster_id: uuid.UUID | None = None) -> list[Instance]:
         labels = {TAG_CLOUD: str(self.cloud_id)}
         if cluster_id is not None:
@@ -763,6 +879,13 @@ class GcpProvider(GcpTraits):
         for zone in self.zones:
             found.extend(self._list(zone, labels, action="list instances"))
         return found
+
+    def router(self) -> ServiceRouter:
+        raise PermanentCloudError(
+            "Services on this kind of cloud (behind a URL map) are not "
+            "yet; deploy them on a local cloud.",
+            kind=PermanentErrorKind.INVALID_REQUEST,
+        )
 
     def default_image(self) -> str:
         if not self.image:
@@ -918,11 +1041,137 @@ class GcpProvider(GcpTraits):
             return CheckResult(
                 name,
                 False,
-                f"{who} may not read bucket {bucket} (storage.buckets.get). Grant it "
-                "roles/storage.objectAdmin plus roles/storage.legacyBucketReader on the bucket.",
+                f"{who} may not see bucket {bucket} (storage.buckets.get). Grant it the "
+                "log bucket role from the setup commands on the bucket.",
             )
         return CheckResult(
             name,
             False,
             f"Checking bucket {bucket} failed with HTTP {response.status_code}; try again.",
         )
+
+    # -- object storage (the log location's bucket) --
+
+    def _storage_root(self) -> tuple[str, str]:
+        """(bucket, object name prefix ending in /) of this cloud's storage."""
+        bucket, prefix = split_bucket_location(self.log_location, "gs://")
+        if not bucket:
+            raise no_storage_error("gs://my-bucket/raydeck")
+        return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
+
+    def _object(self, key: str) -> tuple[str, str]:
+        bucket, root = self._storage_root()
+        return bucket, root + check_storage_key(key)
+
+    def _sign_blob(self, payload: bytes) -> bytes:
+        url = SIGN_BLOB_URL.format(self.service_account)
+        body = {"payload": base64.b64encode(payload).decode()}
+        try:
+            with AuthorizedSession(self._credentials) as session:
+                response = session.post(url, json=body, timeout=self.call_timeout)
+                response.raise_for_status()
+        except GOOGLE_ERRORS as exc:
+            raise self._mapped(
+                exc, action="sign a storage URL", permission="iam.serviceAccounts.signBlob"
+            ) from exc
+        return base64.b64decode(response.json()["signedBlob"])
+
+    def _signed(
+        self, method: str, key: str, expires_in: int, headers: dict[str, str] | None = None
+    ) -> SignedUrl:
+        bucket, name = self._object(key)
+        url = v4_signed_url(
+            method=method,
+            endpoint=self._storage_endpoint,
+            bucket=bucket,
+            key=name,
+            service_account=self.service_account,
+            sign=self._signer,
+            expires_in=expires_in,
+            headers=headers,
+        )
+        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
+        return SignedUrl(method=method, url=url, expires_at=expires_at, headers=headers or {})
+
+    def upload_url(self, *, key: str, size: int, sha256: str, expires_in: int) -> SignedUrl:
+        # Cloud Storage refuses a body outside the signed length range. (It cannot check
+        # a SHA-256; the control plane checks the size before it uses the object.)
+        return self._signed(
+            "PUT", key, expires_in, {"x-goog-content-length-range": f"{size},{size}"}
+        )
+
+    def download_url(self, *, key: str, expires_in: int) -> SignedUrl:
+        return self._signed("GET", key, expires_in)
+
+    # -- image builds (gcp_builds.py) --
+
+    def start_build(self, *, build: BuildRequest) -> str:
+        if not self._builds_ready:
+            self._builds.ensure()
+            self._builds_ready = True
+        return self._builds.start(build)
+
+    def poll_build(self, *, external_id: str) -> BuildStatus:
+        return self._builds.poll(external_id)
+
+    def cancel_build(self, *, external_id: str) -> None:
+        self._builds.cancel(external_id)
+
+    def build_log(self, *, external_id: str) -> str:
+        return self._builds.log(external_id)
+
+    def remove_builds(self) -> None:
+        self._builds.remove()
+
+    def _stored_text(self, bucket: str, name: str) -> str | None:
+        """An object's content as text (a build's log), None when there is none."""
+        path = f"b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
+        found = self._storage_get(path, {"alt": "media"}, "read a build log", text=True)
+        return None if found is None else str(found)
+
+    def _storage_get(
+        self, path: str, params: dict[str, str], action: str, *, text: bool = False
+    ) -> Any:
+        try:
+            with AuthorizedSession(self._credentials) as session:
+                response = session.get(
+                    f"{self._storage_endpoint}/storage/v1/{path}",
+                    params=params,
+                    timeout=self.call_timeout,
+                )
+        except GOOGLE_ERRORS as exc:
+            raise self._mapped(exc, action=action, permission="storage.objects.get") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            error = gexc.from_http_response(response)
+            raise self._mapped(error, action=action, permission="storage.objects.get")
+        return response.text if text else response.json()
+
+    def object_size(self, *, key: str) -> int | None:
+        bucket, name = self._object(key)
+        found = self._storage_get(
+            f"b/{quote(bucket, safe='')}/o/{quote(name, safe='')}", {}, "read a stored object"
+        )
+        return None if found is None else int(found["size"])
+
+    def list_objects(self, *, prefix: str) -> list[StoredObject]:
+        bucket, root = self._storage_root()
+        found: list[StoredObject] = []
+        params = {"prefix": root + prefix}
+        while True:
+            page = (
+                self._storage_get(f"b/{quote(bucket, safe='')}/o", params, "list stored objects")
+                or {}
+            )
+            found.extend(
+                StoredObject(key=item["name"][len(root) :], size=int(item["size"]))
+                for item in page.get("items", [])
+            )
+            if not page.get("nextPageToken"):
+                return sorted(found, key=lambda o: o.key)
+            params["pageToken"] = page["nextPageToken"]
+
+    def object_uri(self, *, key: str) -> str:
+        bucket, name = self._object(key)
+        return f"gs://{bucket}/{name}"

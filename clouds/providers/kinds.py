@@ -21,9 +21,10 @@ from .base import (
     PermanentCloudError,
 )
 from .boot import local_boot_script, vm_boot_script
+from .builds import BuildTraits, ContainerBuildTraits, LocalBuildTraits
 
 
-class CloudTraits:
+class CloudTraits(BuildTraits):
     """The part of a cloud provider that is the same for every cloud of its kind."""
 
     # Nodes run a container image (AWS, GCP), or a Python environment on this machine.
@@ -32,6 +33,12 @@ class CloudTraits:
     @classmethod
     def default_machines(cls) -> DefaultMachines:
         raise NotImplementedError
+
+    @classmethod
+    def default_gpu_worker(cls) -> MachineSize | None:
+        """The worker of the default GPU compute config, or None where this kind of
+        cloud has no GPU machine to offer (the local cloud: this machine as it is)."""
+        return None
 
     @classmethod
     def built_in_image(cls, *, ray_version: str) -> BuiltInImage:
@@ -83,6 +90,16 @@ class CloudTraits:
     def default_image(self) -> str:
         raise NotImplementedError  # each driver asks its cloud
 
+    def ensure_firewall(self) -> None:
+        """Nothing to do where nodes need no firewall of ours (the local cloud)."""
+
+    def remove_firewall(self) -> None:
+        """Nothing to do where nodes need no firewall of ours (the local cloud)."""
+
+    def remove_builds(self) -> None:
+        """Nothing to do where builds leave nothing per cloud (the local cloud's go with
+        its folder)."""
+
     def machine_image(self, *, image: ImageSpec, region: str) -> str:
         chosen = self.own_machine_image(image, region=region)
         if chosen:
@@ -98,7 +115,7 @@ class CloudTraits:
             ) from exc
 
 
-class LocalTraits(CloudTraits):
+class LocalTraits(LocalBuildTraits, CloudTraits):
     """Nodes are process groups on this machine, running a Python environment."""
 
     runs_containers = False
@@ -123,8 +140,8 @@ class LocalTraits(CloudTraits):
         return image.python_executable
 
 
-class AwsTraits(CloudTraits):
-    """EC2 instances booting an AMI."""
+class AwsTraits(ContainerBuildTraits, CloudTraits):
+    """EC2 instances booting an AMI; images built with CodeBuild into ECR."""
 
     @classmethod
     def default_machines(cls) -> DefaultMachines:
@@ -132,6 +149,10 @@ class AwsTraits(CloudTraits):
             head=MachineSize(instance_type="m5.large", cpus=2, memory_mb=8192),
             worker=MachineSize(instance_type="m5.xlarge", cpus=4, memory_mb=16384),
         )
+
+    @classmethod
+    def default_gpu_worker(cls) -> MachineSize | None:
+        return MachineSize(instance_type="g5.xlarge", cpus=4, memory_mb=16384, gpus=1)
 
     @classmethod
     def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:
@@ -148,8 +169,9 @@ class AwsTraits(CloudTraits):
         )
 
 
-class GcpTraits(CloudTraits):
-    """Compute Engine instances booting a GCE image."""
+class GcpTraits(ContainerBuildTraits, CloudTraits):
+    """Compute Engine instances booting a GCE image; images built with Cloud Build into
+    Artifact Registry."""
 
     @classmethod
     def default_machines(cls) -> DefaultMachines:
@@ -157,6 +179,11 @@ class GcpTraits(CloudTraits):
             head=MachineSize(instance_type="n2-standard-2", cpus=2, memory_mb=8192),
             worker=MachineSize(instance_type="n2-standard-4", cpus=4, memory_mb=16384),
         )
+
+    @classmethod
+    def default_gpu_worker(cls) -> MachineSize | None:
+        # G2 machine types come with their NVIDIA L4 attached: no accelerator to add.
+        return MachineSize(instance_type="g2-standard-4", cpus=4, memory_mb=16384, gpus=1)
 
     @classmethod
     def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:

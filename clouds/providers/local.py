@@ -12,7 +12,11 @@ Each node lives in its own folder `root/<node_id>/`:
 Terminate stops the node, then cleans up: boot.log is appended to the cloud's log folder
 (`log_dir/<cluster_id>/<node_id>/boot.log`, where the agent also ships its and Ray's
 logs), and the node's folder and its Ray temp folder are removed. A terminated node is
-then unknown here (describe: None), as a terminated VM eventually is to its cloud.
+then unknown here (describe: None), as a terminated VM eventually is to its cloud. Until
+its folder is gone a node is never reported `terminated`: a node whose agent stopped on
+its own is `stopped`, one whose terminate did not finish is `stopping`, so the
+reconciler and the orphan sweep terminate it (again) and its folder, Ray temp folder and
+ports are released.
 
 Nothing that matters is held in memory: a new LocalProvider (after a Raydeck restart)
 rediscovers every node from the folders and /proc. A pid is only taken to be our node
@@ -30,7 +34,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,18 +59,22 @@ from .base import (
     ray_temp_dir,
 )
 from .boot import AGENT_PORT_NAMES
+from .haproxy import HaproxyRouter
 from .kinds import LocalTraits
+from .local_builds import LocalBuilder
+from .local_storage import STORAGE_DIR, LocalObjectStore
+from .loopback import LOOPBACK, free_ports
 
 logger = logging.getLogger(__name__)
 
 INSTANCE_PREFIX = "local-"
 PORT_COUNT = len(AGENT_PORT_NAMES)  # one loopback port per agent port, in that order
 RECORD_FILE = "instance.json"
+ROUTERS_FOLDER = "routers"  # services' HAProxy endpoints (haproxy.py), beside the nodes
 BOOT_SCRIPT_FILE = "boot.sh"
 BOOT_LOG_FILE = "boot.log"
 LOCK_FILE = ".lock"
 TRASH_PREFIX = ".trash-"  # a node folder being removed (renamed first: one atomic step)
-LOOPBACK = "127.0.0.1"
 GIB = 1 << 30
 MIN_FREE_BYTES = GIB
 _BASH = "/bin/bash"
@@ -232,8 +239,13 @@ def _invalid(message: str, exc: BaseException | None = None) -> PermanentCloudEr
 # --- the driver ------------------------------------------------------------------------
 
 
-class LocalProvider(LocalTraits):
-    """Runs nodes as process groups under `root` (this cloud's own folder)."""
+class LocalProvider(LocalBuilder, LocalTraits, LocalObjectStore):
+    """Runs nodes as process groups under `root` (this cloud's own folder); its object
+    storage is the folder `root/storage`, served by the control plane at `storage_url`
+    through URLs signed with `storage_secret` (local_storage.py); it builds images with
+    Buildah (local_builds.py)."""
+
+    public_addresses = False  # nodes listen on loopback
 
     def __init__(
         self,
@@ -243,9 +255,14 @@ class LocalProvider(LocalTraits):
         log_dir: Path | str | None = None,
         stop_timeout: float = 12.0,
         min_free_bytes: int = MIN_FREE_BYTES,
+        storage_url: str = "http://127.0.0.1:8000",
+        storage_secret: bytes = b"",
     ) -> None:
         self.cloud_id = cloud_id
         self.root = Path(root)
+        self.storage_dir = self.root / STORAGE_DIR
+        self.storage_url = storage_url
+        self.storage_secret = storage_secret
         self.log_dir = Path(log_dir) if log_dir else self.root / "logs"
         self.stop_timeout = stop_timeout  # SIGTERM grace before SIGKILL
         self.min_free_bytes = min_free_bytes
@@ -281,7 +298,10 @@ class LocalProvider(LocalTraits):
         with _filesystem_errors(node_dir), self._node_lock(node_dir):
             record = self._read(node_dir)
             if record is None:
-                return  # a folder without a record never got as far as spawning
+                # It never got as far as spawning (the record is written first): only
+                # the folder is left. Removed under its lock, so no launch is under way.
+                shutil.rmtree(node_dir, ignore_errors=True)
+                return
             if not record.started:
                 self._adopt(record, node_dir)
             if record.started:
@@ -363,6 +383,9 @@ class LocalProvider(LocalTraits):
 
     def default_image(self) -> str:
         return sys.executable  # Raydeck's own Python, which has Ray
+
+    def router(self) -> HaproxyRouter:
+        return HaproxyRouter(root=self.root / ROUTERS_FOLDER)
 
     # -- launch ---------------------------------------------------------------------
 
@@ -461,26 +484,9 @@ class LocalProvider(LocalTraits):
         return env
 
     def _allocate_ports(self) -> list[int]:
-        """Ports the kernel reports free now, skipping ports recorded for other nodes here
-        (several Ray nodes on one machine must not collide). Each socket stays bound until
-        all are chosen, so the kernel cannot hand out the same port twice."""
-        taken = self._ports_in_use()
-        sockets: list[socket.socket] = []
-        ports: list[int] = []
-        try:
-            for _ in range(PORT_COUNT * 8):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind((LOOPBACK, 0))
-                port = sock.getsockname()[1]
-                if port not in taken:
-                    ports.append(port)
-                    if len(ports) == PORT_COUNT:
-                        return ports
-            raise OSError(0, "no free ports left after skipping those of other nodes")
-        finally:
-            for sock in sockets:
-                sock.close()
+        """Free loopback ports, skipping those recorded for other nodes here (several Ray
+        nodes on one machine must not collide, also before they have bound them)."""
+        return free_ports(PORT_COUNT, skip=self._ports_in_use())
 
     def _ports_in_use(self) -> set[int]:
         ports: set[int] = set()
@@ -596,11 +602,12 @@ class LocalProvider(LocalTraits):
     ) -> Instance:
         if state is None:
             terminated = record.state == InstanceState.TERMINATED
-            if leader is not None or members:
-                # Alive though marked terminated: a terminate did not finish killing it.
+            if leader is not None or members or terminated:
+                # Marked terminated and still listed: its folder is still here, so a
+                # terminate did not finish (killing it, or cleaning up). Not gone yet.
                 state = InstanceState.STOPPING if terminated else InstanceState.RUNNING
             else:
-                state = InstanceState.TERMINATED if terminated else InstanceState.STOPPED
+                state = InstanceState.STOPPED
         return Instance(
             instance_id=record.instance_id,
             state=state,
@@ -614,11 +621,17 @@ class LocalProvider(LocalTraits):
 
     def _unknown(self, node_id: uuid.UUID) -> Instance:
         # A folder whose instance.json is missing or unreadable: show it, do not guess.
+        # Its age is the folder's, so the orphan sweep leaves a launch under way alone.
+        try:
+            made = datetime.fromtimestamp(self._node_dir(node_id).stat().st_mtime, tz=UTC)
+        except OSError:
+            made = None
         return Instance(
             instance_id=instance_id_for(node_id),
             state=InstanceState.UNKNOWN,
             node_id=node_id,
             cluster_id=None,
+            launched_at=made,
         )
 
     # -- files ----------------------------------------------------------------------

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
+from django.utils.module_loading import import_string
+from raydeck_agent.config import DEFAULT_PORTS as AGENT_DEFAULT_PORTS
 
-from ..choices import CloudKind
-from .base import CloudProvider
+from kit.metrics import CLOUD_CALLS, CLOUD_ERRORS, CLOUD_LATENCY
+
+from ..choices import CloudKind, NodeAddresses
+from .base import CloudProvider, FirewallSpec, PermanentCloudError, TransientCloudError
 from .kinds import AwsTraits, CloudTraits, GcpTraits, LocalTraits
 
 if TYPE_CHECKING:
     from ..models import Cloud
+
+T = TypeVar("T")
 
 
 def local_root(cloud: Cloud) -> Path:
@@ -25,6 +35,19 @@ def log_location_for(cloud: Cloud) -> str:
     if cloud.log_location or cloud.kind != CloudKind.LOCAL:
         return cloud.log_location
     return str(local_root(cloud) / "logs")
+
+
+def files_location_for(cloud: Cloud, key: str) -> str:
+    """Where files kept between a workload's runs go (a workspace's working directory):
+    on the local cloud a `files/<key>` folder beside its nodes' folders (kept when the
+    nodes go), elsewhere `files/<key>` in the bucket of the cloud's log location; "" when
+    the cloud has no place for them."""
+    if cloud.kind == CloudKind.LOCAL:
+        return str(local_root(cloud) / "files" / key)
+    if not cloud.log_location:
+        return ""
+    scheme, _, rest = cloud.log_location.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}/raydeck-files/{key}"
 
 
 TRAITS: dict[str, type[CloudTraits]] = {
@@ -43,7 +66,29 @@ def traits_for(kind: str) -> type[CloudTraits]:
         raise ValueError(f"Unknown cloud kind {kind!r}") from None
 
 
+def firewall_spec(cloud: Cloud) -> FirewallSpec:
+    """What the cloud's firewall lets in: the gateway port from its CIDR ranges."""
+    return FirewallSpec(
+        gateway_port=AGENT_DEFAULT_PORTS["gateway"],
+        gateway_cidrs=tuple(str(c).strip() for c in cloud.gateway_cidrs or ()),
+    )
+
+
+def local_storage_secret() -> bytes:
+    """The key the local cloud's storage URLs are signed with (from SECRET_KEY)."""
+    return salted_hmac("raydeck.local-storage", "v1").digest()
+
+
 def provider_for(cloud: Cloud) -> CloudProvider:
+    """The driver for `cloud`, wrapped so every call to its API is counted, timed and its
+    errors counted by provider and call (kit/metrics.py): the one place they all pass."""
+    return MeteredProvider(_driver_for(cloud), provider=cloud.kind)
+
+
+def _driver_for(cloud: Cloud) -> CloudProvider:
+    if settings.RAYDECK_TEST_CLOUD_DRIVER:
+        # Scale tests and benchmarks: a stand-in for every cloud (console/settings/test.py).
+        return import_string(settings.RAYDECK_TEST_CLOUD_DRIVER)(cloud)
     if cloud.kind == CloudKind.AWS:
         from .aws import AwsProvider
 
@@ -55,6 +100,8 @@ def provider_for(cloud: Cloud) -> CloudProvider:
             log_location=cloud.log_location,
             ami_parameter=settings.RAYDECK_AWS_AMI_PARAMETER,
             instance_profile=cloud.node_identity,
+            firewall=firewall_spec(cloud),
+            public_addresses=cloud.node_addresses == NodeAddresses.PUBLIC,
         )
     if cloud.kind == CloudKind.GCP:
         from .gcp import GcpProvider, federated_credentials
@@ -66,6 +113,8 @@ def provider_for(cloud: Cloud) -> CloudProvider:
             log_location=cloud.log_location,
             image=settings.RAYDECK_GCP_IMAGE,
             node_service_account=cloud.node_identity,
+            firewall=firewall_spec(cloud),
+            public_addresses=cloud.node_addresses == NodeAddresses.PUBLIC,
             credentials=federated_credentials(
                 workload_identity_provider=cloud.gcp_workload_identity_provider,
                 service_account=cloud.gcp_service_account,
@@ -75,6 +124,71 @@ def provider_for(cloud: Cloud) -> CloudProvider:
         from .local import LocalProvider
 
         return LocalProvider(
-            cloud_id=cloud.uuid, root=local_root(cloud), log_dir=log_location_for(cloud)
+            cloud_id=cloud.uuid,
+            root=local_root(cloud),
+            log_dir=log_location_for(cloud),
+            storage_url=settings.RAYDECK_BASE_URL,
+            storage_secret=local_storage_secret(),
         )
     raise ValueError(f"Unknown cloud kind {cloud.kind!r}")
+
+
+# The driver calls that reach the cloud's API (the rest is computed locally).
+METERED_CALLS = frozenset(
+    {
+        "launch",
+        "terminate",
+        "list_instances",
+        "describe",
+        "default_image",
+        "machine_image",
+        "verify",
+        "upload_url",
+        "download_url",
+        "object_size",
+        "list_objects",
+        "ensure_firewall",
+        "remove_firewall",
+        "start_build",
+        "poll_build",
+        "cancel_build",
+        "build_log",
+        "remove_builds",
+    }
+)
+
+
+class MeteredProvider:
+    """A driver, with each call in METERED_CALLS counted, timed and its errors counted.
+    Anything else (traits, boot scripts, the driver's own attributes) is the driver's."""
+
+    def __init__(self, driver: CloudProvider, *, provider: str) -> None:
+        self.driver = driver
+        self.provider = provider
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance() sees the driver, as with Django's lazy objects
+        return type(self.driver)
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.driver, name)
+        if name in METERED_CALLS and callable(found):
+            return functools.partial(self._call, name, found)
+        return found
+
+    def _call(self, call: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        CLOUD_CALLS.labels(self.provider, call).inc()
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        except TransientCloudError:
+            CLOUD_ERRORS.labels(self.provider, call, "transient").inc()
+            raise
+        except PermanentCloudError:
+            CLOUD_ERRORS.labels(self.provider, call, "permanent").inc()
+            raise
+        except Exception:
+            CLOUD_ERRORS.labels(self.provider, call, "other").inc()
+            raise
+        finally:
+            CLOUD_LATENCY.labels(self.provider, call).observe(time.perf_counter() - started)

@@ -33,13 +33,16 @@ from django.db import connection, transaction
 from django.db.models import FloatField, QuerySet
 from django.db.models.functions import Cast, Extract
 from django.utils import timezone
+from raydeck_agent.config import SYSTEM_LOG_SOURCES
 
 from accounts.tokens import hash_secret, new_secret
 from clouds.providers.base import ray_temp_dir
 from clouds.providers.registry import log_location_for
+from kit.metrics import HEARTBEATS
 
-from .. import live
-from ..access import heartbeat_access, registration_access
+from .. import head_orders, live
+from ..access import heartbeat_access, ray_token, registration_access
+from ..certificates import CertificateRefused, head_certificate, renewal_for
 from ..choices import LIVE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from ..models import Cluster, Node
 from ..tasks import enqueue_reconcile
@@ -48,6 +51,22 @@ from .idle import cluster_stopped_itself
 
 PERSIST_EVERY_SECONDS = 60
 LOG_TAIL_LINES = 200
+
+
+def system_lines(tail: list[Any]) -> list[str]:
+    """The lines of a heartbeat's log tail that come from Raydeck's or Ray's own logs
+    ("[source] text" with a source of SYSTEM_LOG_SOURCES). The agent sends nothing else;
+    this guards against an older or altered one, since what the user's code prints must
+    never reach the control plane's database."""
+    kept = []
+    for line in tail:
+        text = str(line)
+        source, sep, _ = text[1:].partition("] ")
+        if text.startswith("[") and sep and source in SYSTEM_LOG_SOURCES:
+            kept.append(text)
+    return kept
+
+
 AGENT_STATES = {"starting", "ready", "failed", "stopping", "stopped"}
 
 
@@ -64,6 +83,7 @@ class Registration:
     credential: str
     node: Node
     cluster: Cluster
+    certificate: str | None = None  # a head's gateway certificate (PEM chain), if it sent a CSR
 
 
 def head_address_for(cluster: Cluster) -> str | None:
@@ -71,6 +91,17 @@ def head_address_for(cluster: Cluster) -> str | None:
     if head is None or not head.ray_ports.get("gcs"):
         return None
     return f"{head.private_address}:{head.ray_ports['gcs']}"
+
+
+def bootstrap_token_checked(token: str) -> str:
+    """`token`, if it is a bootstrap token not used yet (node_register checks it again
+    under a lock); AgentAuthError otherwise, before anything reads the body."""
+    unused = Node.objects.filter(
+        bootstrap_token_hash=hash_secret(token), bootstrap_used_at__isnull=True
+    )
+    if not unused.exists():
+        raise AgentAuthError("This bootstrap token is unknown or was already used.")
+    return token
 
 
 @transaction.atomic(durable=True)
@@ -103,6 +134,15 @@ def node_register(*, bootstrap_token: str, body: dict[str, Any]) -> Registration
     node.last_heartbeat_at = now
     node.set_state(NodeState.REGISTERED)
     node.save()
+    certificate = None
+    csr = body.get("csr")
+    if node.role == NodeRole.HEAD and csr is not None:
+        if not isinstance(csr, str):
+            raise AgentRequestError("csr must be a PEM certificate signing request.")
+        try:  # refused: the whole registration rolls back and the token stays unused
+            certificate = head_certificate(node=node, csr_pem=csr)
+        except CertificateRefused as exc:
+            raise AgentRequestError(str(exc)) from None
     record_event(
         node.cluster,
         "agent registered",
@@ -110,7 +150,9 @@ def node_register(*, bootstrap_token: str, body: dict[str, Any]) -> Registration
         node=node,
         since=previous,
     )
-    return Registration(credential=credential, node=node, cluster=node.cluster)
+    return Registration(
+        credential=credential, node=node, cluster=node.cluster, certificate=certificate
+    )
 
 
 def registration_answer(registration: Registration) -> dict[str, Any]:
@@ -128,10 +170,14 @@ def registration_answer(registration: Registration) -> dict[str, Any]:
             "memory_mb": node.memory_mb,
             "head_address": None if node.role == NodeRole.HEAD else head_address_for(cluster),
             "temp_dir": ray_temp_dir(node.uuid),  # on the node, not here
+            # Every node's Ray runs with RAY_AUTH_MODE=token and this secret.
+            "auth_token": ray_token(cluster),
         },
     }
     if node.role == NodeRole.HEAD:
         answer["access"] = registration_access(cluster)  # the gateway's key
+        if registration.certificate is not None:
+            answer["access"]["certificate"] = registration.certificate
     return answer
 
 
@@ -356,7 +402,7 @@ def _write_rows(batch: dict[int, dict[str, Any]]) -> None:
 
 
 ROW_COLUMNS = ("last_heartbeat_at", "usage", "resources", "log_tail")
-LIVENESS_BATCH_SECONDS = 0.25  # far below RAYDECK_NODE_LOST_AFTER_MISSED heartbeats
+LIVENESS_BATCH_SECONDS = 0.25  # far below RAYDECK_NODE_LOST_AFTER_SECONDS
 _liveness = Batch(live.note_heartbeats)
 _rows = Batch(_write_rows)
 
@@ -390,8 +436,9 @@ def _persist(node: HeartbeatNode, fields: dict[str, Any], *, now: bool) -> None:
 def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, Any]:
     """Record one heartbeat; answer with what the node should do."""
     state = body.get("state", "starting")
-    if state not in AGENT_STATES:
+    if not isinstance(state, str) or state not in AGENT_STATES:  # a list is unhashable
         raise AgentRequestError(f"state must be one of {sorted(AGENT_STATES)}.")
+    HEARTBEATS.inc()  # the heartbeat path's one metric (kit/metrics.py)
     now = time.time()
     ray: dict[str, Any] = body["ray"] if isinstance(body.get("ray"), dict) else {}
     usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
@@ -403,7 +450,8 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
     )
     fields: dict[str, Any] = {}
     if isinstance(tail, list):
-        fields["log_tail"] = "\n".join(str(line)[:500] for line in tail[-LOG_TAIL_LINES:])
+        kept = system_lines(tail[-LOG_TAIL_LINES:])
+        fields["log_tail"] = "\n".join(line[:500] for line in kept)
     if ray and (changed or ray.get("resources_total") != node.resources_total):
         fields["resources"] = ray
     if persist:
@@ -423,6 +471,8 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
     ):
         # Demand waits for workers: the autoscaler (in the reconciler) looks now.
         enqueue_reconcile(node.cluster_id, follow_up=True, sooner_wins=True)
+    if node.role == NodeRole.HEAD and "reports" in body:
+        head_orders.deliver_reports(node.cluster_id, body["reports"])
     stopped_itself = body.get("stopped_itself")
     if isinstance(stopped_itself, dict) and node.role == NodeRole.HEAD:
         cluster_stopped_itself(node_pk=node.pk, report=stopped_itself)
@@ -440,6 +490,11 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
     if node.role == NodeRole.HEAD:
         # Revocations for the gateway: within one heartbeat interval (5 s) of the change.
         answer["access"] = heartbeat_access(node.cluster_id)
+        renewed = renewal_for(node.pk, body.get("certificate_expires"))
+        if renewed is not None:
+            answer["access"] = {**answer["access"], "certificate": renewed}
+        if not stop and (orders := head_orders.collect_orders(node.cluster_id)):
+            answer["orders"] = orders
     return answer
 
 

@@ -10,6 +10,7 @@ from clouds.models import Cloud
 from clouds.services import CloudDependent
 
 from ..models import Cluster, ComputeConfig, ComputeConfigVersion
+from .defaults import default_compute_configs
 
 
 def live_clusters_on(cloud: Cloud) -> int:
@@ -29,4 +30,6 @@ def cloud_rows_delete(cloud: Cloud) -> dict[str, list[Any]]:
     return changes
 
 
-CLUSTERS_ON_CLOUDS = CloudDependent(live_clusters=live_clusters_on, remove=cloud_rows_delete)
+CLUSTERS_ON_CLOUDS = CloudDependent(
+    live_clusters=live_clusters_on, remove=cloud_rows_delete, created=default_compute_configs
+)

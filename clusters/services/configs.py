@@ -4,6 +4,7 @@ clusters keep the version they were created with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -59,17 +60,26 @@ def compute_config_create(
         raise ValidationError({"project": "Choose a project of this organization."})
     if cloud.organization_id != organization.pk:
         raise ValidationError({"cloud": "Choose a cloud of this organization."})
+    # Every problem in one answer: the name, the head, the settings and each worker
+    # group, so a person fixes the form once.
+    errors: dict[str, list[Any]] = {}
     config = ComputeConfig(
         organization=organization, project=project, name=name.strip(), created_by=actor
     )
-    config.full_clean(exclude=["organization", "project"], validate_constraints=False)
-    try:
-        with transaction.atomic():
-            config.save()
-    except IntegrityError as exc:
-        raise ValidationError(
-            {"name": f"A compute config named {config.name} already exists."}
-        ) from exc
+    _collect(
+        errors,
+        lambda: config.full_clean(exclude=["organization", "project"], validate_constraints=False),
+    )
+    if (
+        config.name
+        and ComputeConfig.objects.filter(organization=organization, name=config.name).exists()
+    ):
+        errors.setdefault("name", []).append(
+            f"A compute config named {config.name} already exists."
+        )
+    groups = worker_groups or []
+    group_errors = {k: v for k, v in worker_group_errors(groups).items() if v}
+    errors.update(group_errors)
     version = ComputeConfigVersion(
         organization=organization,
         config=config,
@@ -80,12 +90,22 @@ def compute_config_create(
         head_instance_type=head_instance_type,
         head_cpus=head_cpus,
         head_memory_mb=head_memory_mb,
-        worker_groups=clean_worker_groups(worker_groups or []),
+        worker_groups=[] if group_errors else filled_worker_groups(groups),
         idle_timeout_minutes=idle_timeout_minutes,
         max_uptime_minutes=max_uptime_minutes,
         created_by=actor,
     )
-    version.full_clean(exclude=["organization", "config", "cloud"])
+    _collect(errors, lambda: version.full_clean(exclude=["organization", "config", "cloud"]))
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            config.save()
+    except IntegrityError as exc:  # created by another request since the check
+        raise ValidationError(
+            {"name": f"A compute config named {config.name} already exists."}
+        ) from exc
+    version.config = config
     version.save()
     audit(
         actor=actor,
@@ -106,17 +126,23 @@ def compute_config_update(
     unknown = set(changes) - set(VERSIONED_FIELDS)
     if unknown:
         raise ValueError(f"Not a compute config setting: {', '.join(sorted(unknown))}")
+    errors: dict[str, list[Any]] = {}
     if "worker_groups" in changes:
         # Errors keyed by the group's position, as on create, and the full shape.
-        changes["worker_groups"] = clean_worker_groups(changes["worker_groups"])
+        group_errors = {k: v for k, v in worker_group_errors(changes["worker_groups"]).items() if v}
+        errors.update(group_errors)
+        if not group_errors:
+            changes["worker_groups"] = filled_worker_groups(changes["worker_groups"])
     config = ComputeConfig.objects.select_for_update().get(pk=config.pk)
     latest = config.latest
     current = {name: getattr(latest, name) for name in VERSIONED_FIELDS}
     values = {**current, **changes}
-    if _comparable(values) == _comparable(current):
+    if not errors and _comparable(values) == _comparable(current):
         return latest
     if values["cloud"].organization_id != config.organization_id:
-        raise ValidationError({"cloud": "Choose a cloud of this organization."})
+        errors.setdefault("cloud", []).append("Choose a cloud of this organization.")
+    if errors:
+        values["worker_groups"] = []  # checked above; the rest is checked below
     version = ComputeConfigVersion(
         organization_id=config.organization_id,
         config=config,
@@ -124,7 +150,9 @@ def compute_config_update(
         created_by=actor,
         **values,
     )
-    version.full_clean()
+    _collect(errors, version.full_clean)
+    if errors:
+        raise ValidationError(errors)
     version.save()
     audit(
         actor=actor,
@@ -138,6 +166,14 @@ def compute_config_update(
         },
     )
     return version
+
+
+def _collect(errors: dict[str, list[Any]], check: Callable[[], None]) -> None:
+    """Run a check, adding its field errors to `errors` instead of stopping at them."""
+    try:
+        check()
+    except ValidationError as exc:
+        exc.update_error_dict(errors)
 
 
 def _comparable(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Idle termination: a running cluster that nobody uses stops on its own, and says why.
 
-Idle means: no running Ray job or driver, no pending resource demand, and no Jupyter
+Idle means: no running Ray job or driver, no job of Raydeck's running or queued on it
+(the workloads say, `register_in_use_reasons`), no pending resource demand, and no Jupyter
 kernel activity or connection through the access gateway in the last few minutes
 (RECENT_SHARE of the idle timeout, at most RECENT_MAX), as the head last reported.
 A cluster whose head has not reported recently is never idle: Raydeck does not
@@ -17,6 +18,7 @@ may keep it running once per run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +31,7 @@ from accounts.audit import audit
 from accounts.models import User
 from accounts.permissions import require
 
-from ..choices import ClusterState, DesiredState, EventLevel
+from ..choices import ClusterState, DesiredState, EventLevel, NodeState
 from ..live import HeadReport, busy_at, head_report, parse_time
 from ..models import Cluster, Node
 from ..tasks import enqueue_reconcile
@@ -40,6 +42,36 @@ WARN_MAX = timedelta(minutes=5)
 WARN_SHARE = 0.2
 RECENT_MAX = timedelta(minutes=5)
 RECENT_SHARE = 0.5
+
+# Owners of clusters that stop them their own way when idle (a workspace saves its files
+# first): each returns True when it took the cluster over. Registered from AppConfig.ready.
+IdleStopper = Callable[[Cluster, str], bool]
+_idle_stoppers: list[IdleStopper] = []
+
+
+def register_idle_stopper(stopper: IdleStopper) -> None:
+    if stopper not in _idle_stoppers:
+        _idle_stoppers.append(stopper)
+
+
+def any_idle_stopper_took(cluster: Cluster, reason: str) -> bool:
+    return any(stop(cluster, reason) for stop in _idle_stoppers)
+
+
+# Workloads whose own records keep a cluster in use (a job handed to the head counts
+# before Ray reports it, and while it waits in the cluster's queue): each returns why
+# the cluster is busy, or nothing. Registered from AppConfig.ready.
+InUseReasons = Callable[[Cluster], list[str]]
+_in_use_reasons: list[InUseReasons] = []
+
+
+def register_in_use_reasons(reasons: InUseReasons) -> None:
+    if reasons not in _in_use_reasons:
+        _in_use_reasons.append(reasons)
+
+
+def workload_reasons(cluster: Cluster) -> list[str]:
+    return [reason for reasons in _in_use_reasons for reason in reasons(cluster)]
 
 
 @dataclass(frozen=True)
@@ -132,6 +164,8 @@ def report_reasons(
     for key, label in (
         ("last_connection_at", "connection through the gateway"),
         ("kernel_last_active_at", "Jupyter kernel active"),
+        ("terminal_last_active_at", "Jupyter terminal used"),
+        ("ssh_last_active_at", "SSH session active"),
     ):
         moment = parse_time(activity.get(key))
         if moment is not None:
@@ -150,10 +184,12 @@ def evaluate(
     max_uptime: timedelta | None,
     report: HeadReport | None,
     now: datetime,
+    in_use: Sequence[str] = (),
 ) -> Idleness:
     if state != ClusterState.RUNNING or started_at is None:
         return Idleness(applies=False, idle_timeout=idle_timeout)
     reasons, touches = report_reasons(report, now)
+    reasons += in_use
     recent = min(RECENT_MAX, idle_timeout * RECENT_SHARE)
     for label, moment in touches.items():
         if now - moment < recent:
@@ -218,6 +254,7 @@ def cluster_idleness(cluster: Cluster, now: datetime | None = None) -> Idleness:
         max_uptime=max_uptime,
         report=head_report(cluster.pk),
         now=now,
+        in_use=workload_reasons(cluster),
     )
 
 
@@ -268,6 +305,7 @@ def cluster_idle_check(*, cluster_id: int, now: datetime | None = None) -> bool:
         max_uptime=max_uptime,
         report=report,
         now=now,
+        in_use=workload_reasons(cluster),
     )
     in_window = state.warn_at is not None and now >= state.warn_at
     if state.warned and not state.idle and not (state.cause == "max uptime" and in_window):
@@ -293,7 +331,8 @@ def cluster_idle_check(*, cluster_id: int, now: datetime | None = None) -> bool:
     if now < state.terminate_at:
         return False
     reason = _termination_reason(state, idle_timeout, max_uptime, now)
-    cluster_terminate(cluster=cluster, actor=None, reason=reason)
+    if not any_idle_stopper_took(cluster, reason):
+        cluster_terminate(cluster=cluster, actor=None, reason=reason)
     return True
 
 
@@ -373,7 +412,11 @@ def cluster_stopped_itself(*, node_pk: int, report: dict[str, Any]) -> None:
     message = f"Stopped itself: {reason}."
     cluster.desired_state = DesiredState.TERMINATED
     cluster.save(update_fields=["desired_state", "updated_at"])
-    cluster.nodes.live().update(state_reason=message)
+    # Ray is stopped on them: they are on their way out, and say why (_drive_down keeps
+    # the reason of a node already terminating).
+    cluster.nodes.live().update(
+        state=NodeState.TERMINATING, state_reason=message, state_changed_at=timezone.now()
+    )
     record_event(cluster, "stopped itself", message, node=node, level=EventLevel.WARNING)
     changes = {"desired_state": ["running", "terminated"], "reason": [None, reason]}
     audit(actor=None, verb="cluster.stopped_itself", target=cluster, changes=changes)

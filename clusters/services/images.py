@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from accounts.audit import audit, changes_between
@@ -132,7 +133,8 @@ def image_update(*, image: ContainerImage, actor: User, **changes: Any) -> Conta
 @transaction.atomic(durable=True)
 def image_delete(*, image: ContainerImage, actor: User) -> None:
     """Delete the image, unless a cluster that is not terminated or failed uses it.
-    Ended clusters that used it keep it (hidden from everything else)."""
+    Ended clusters, and the workloads that name it, keep it (hidden from everything
+    else)."""
     _require_own(image, actor)
     image = ContainerImage.objects.select_for_update().get(pk=image.pk)
     if image.deleted_at is not None:
@@ -144,8 +146,12 @@ def image_delete(*, image: ContainerImage, actor: User) -> None:
             "first; then the image can be deleted."
         )
     audit(actor=actor, verb="image.delete", target=image, changes={"name": [image.name, None]})
-    if Cluster.objects.filter(image=image).exists():
-        image.deleted_at = timezone.now()
-        image.save(update_fields=["deleted_at"])
-    else:
-        image.delete()
+    if not Cluster.objects.filter(image=image).exists():
+        try:
+            with transaction.atomic():
+                image.delete()
+            return
+        except ProtectedError:  # a job, schedule, workspace or service names it
+            pass
+    image.deleted_at = timezone.now()
+    image.save(update_fields=["deleted_at"])

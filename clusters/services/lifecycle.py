@@ -8,9 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from accounts.audit import audit
-from accounts.models import Project, User
+from accounts.models import Project, ServiceAccount, User
 from accounts.permissions import require
-from clouds.choices import LaunchAccess
 from clouds.models import Cloud
 from clouds.providers.registry import traits_for
 
@@ -28,10 +27,7 @@ def cloud_usable_by(cloud: Cloud, project: Project) -> str | None:
         return "Choose a cloud of this organization."
     if not cloud.is_usable:
         return f"The cloud {cloud.name} is not verified. Verify it first."
-    if (
-        cloud.launch_access == LaunchAccess.PROJECTS
-        and not cloud.projects.filter(pk=project.pk).exists()
-    ):
+    if not cloud.open_to(project):
         return f"The project {project.name} may not launch clusters on {cloud.name}."
     return None
 
@@ -45,34 +41,35 @@ def _deleted_under_lock(image: ContainerImage) -> bool:
 
 
 def image_refusal(*, image: ContainerImage, cloud: Cloud) -> str | None:
-    """Why `cloud` cannot run `image`, or None when it can (the cloud kind decides)."""
+    """Why `cloud` cannot run `image`, or None when it can (the cloud kind decides; an
+    image built in a cloud's registry runs on that cloud only)."""
+    if image.cloud_id not in (None, cloud.pk):
+        return f"{image.name} was built on another cloud; build it on {cloud.name} first."
     return traits_for(cloud.kind).image_refusal(image=image.spec(), cloud_name=cloud.name)
 
 
-# Not durable: the API's Idempotency-Key row commits in the same transaction.
-@transaction.atomic
-def cluster_create(
+def checked_choice(
     *,
     project: Project,
-    actor: User,
-    name: str,
+    actor: User | ServiceAccount,
     cloud: Cloud,
     compute_config: ComputeConfigVersion | None = None,
     image: ContainerImage | None = None,
-) -> Cluster:
-    """A cluster of `project` on `cloud`, queued for the reconciler. Every rule of the
-    choice is here, for the console and the API alike, as errors on the fields named
-    like the arguments: the cloud must be usable by the project, the compute config (by
-    default the cloud's own) must run on that cloud and belong to the project or the
-    whole organization, and the cloud must be able to run the image."""
-    require(actor, "cluster.create", project)
+) -> tuple[ComputeConfigVersion, ContainerImage]:
+    """The compute config and image a cluster of `project` on `cloud` runs with (the
+    cloud's defaults for those not given), or a ValidationError on the fields named like
+    the arguments: the cloud must be usable by the project, the compute config must run
+    on that cloud and belong to the project or the whole organization, and the cloud
+    must be able to run the image. Workspaces check their choice with it too."""
     reason = cloud_usable_by(cloud, project)
     if reason:
         raise ValidationError({"cloud": reason})
     errors: dict[str, str] = {}
     if compute_config is None:
         compute_config = default_compute_config(
-            cloud=cloud, organization=project.organization, actor=actor
+            cloud=cloud,
+            organization=project.organization,
+            actor=actor if isinstance(actor, User) else None,
         )
     if compute_config.organization_id != project.organization_id:
         errors["compute_config"] = "Choose a compute config of this organization."
@@ -95,6 +92,27 @@ def cluster_create(
         errors["image"] = reason
     if errors:
         raise ValidationError(errors)
+    return compute_config, image
+
+
+# Not durable: the API's Idempotency-Key row commits in the same transaction (and a
+# workspace's start creates its cluster inside its own).
+@transaction.atomic
+def cluster_create(
+    *,
+    project: Project,
+    actor: User | ServiceAccount,
+    name: str,
+    cloud: Cloud,
+    compute_config: ComputeConfigVersion | None = None,
+    image: ContainerImage | None = None,
+) -> Cluster:
+    """A cluster of `project` on `cloud`, queued for the reconciler. Every rule of the
+    choice is in `checked_choice`, for the console, the API and workspaces alike."""
+    require(actor, "cluster.create", project)
+    compute_config, image = checked_choice(
+        project=project, actor=actor, cloud=cloud, compute_config=compute_config, image=image
+    )
     cluster = Cluster(
         organization_id=project.organization_id,
         project=project,
@@ -102,9 +120,14 @@ def cluster_create(
         cloud=cloud,
         compute_config=compute_config,
         image=image,
-        created_by=actor,
+        # A built image's current revision (read now: a build may have moved it), kept.
+        image_build_id=ContainerImage.objects.filter(pk=image.pk)
+        .values_list("build_id", flat=True)
+        .first(),
+        created_by=actor if isinstance(actor, User) else None,
     )
-    cluster.full_clean(exclude=["compute_config", "image", "cloud", "project"])
+    # created_by is null for a service account's cluster (the audit log names it).
+    cluster.full_clean(exclude=["compute_config", "image", "cloud", "project", "created_by"])
     try:
         with transaction.atomic():
             cluster.save()
@@ -126,7 +149,9 @@ def cluster_create(
 
 # Not durable: the idle check and the support admin call it inside their transactions.
 @transaction.atomic
-def cluster_terminate(*, cluster: Cluster, actor: User | None, reason: str = "") -> Cluster:
+def cluster_terminate(
+    *, cluster: Cluster, actor: User | ServiceAccount | None, reason: str = ""
+) -> Cluster:
     """Ask for the cluster to be terminated (idempotent)."""
     if actor is not None:
         require(actor, "cluster.update", cluster.project)

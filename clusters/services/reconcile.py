@@ -5,18 +5,19 @@ Rules that keep it safe to run twice or be killed at any line:
   keys the launch (EC2 ClientToken, GCE request_id, local folder), so a repeated launch
   returns the same instance;
 - no row lock is held across a cloud call; one reconcile per cluster at a time is
-  ensured by a lease in the shared cache, which expires if a worker dies;
+  ensured by a lease in the shared cache, renewed while the run works and ending
+  within seconds when its worker dies;
 - long waits are not sleeps: the task re-enqueues itself with a countdown.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -83,6 +84,12 @@ def agent_url() -> str:
     return (settings.RAYDECK_AGENT_URL or settings.RAYDECK_BASE_URL).rstrip("/")
 
 
+def agent_ca_bundle() -> str:
+    """The PEM agents verify the control plane with (RAYDECK_AGENT_CA_BUNDLE), or ''."""
+    path = settings.RAYDECK_AGENT_CA_BUNDLE
+    return Path(path).read_text() if path else ""
+
+
 def agent_index_url() -> str:
     """The simple package index (PEP 503) the control plane serves the agent from."""
     return agent_url() + "/agent/v1/simple/"
@@ -94,6 +101,7 @@ def boot_spec(cluster: Cluster, node: Node) -> BootSpec:
         node_id=node.uuid,
         cluster_id=cluster.uuid,
         control_plane_url=agent_url(),
+        control_plane_ca=agent_ca_bundle(),
         bootstrap_token=bootstrap_token(node),
         agent_index_url=agent_index_url(),
         agent_package=PROJECT_NAME,
@@ -119,7 +127,7 @@ def node_spec(cluster: Cluster, node: Node, image: str) -> NodeSpec:
 def machine_image(cluster: Cluster, provider: CloudProvider) -> str:
     """What the cluster's nodes boot (the provider says, from the image and the region)."""
     region = cluster.compute_config.region or cluster.cloud.region
-    return provider.machine_image(image=cluster.image.spec(), region=region)
+    return provider.machine_image(image=cluster.image_spec(), region=region)
 
 
 def _group(cluster: Cluster, name: str) -> dict:
@@ -137,30 +145,13 @@ def cluster_reconcile(*, cluster_id: int, holder: str | None = None) -> Outcome:
 
     `holder` is the Celery task id: a task redelivered after its worker was killed
     has the same id and takes its own lease back at once, instead of waiting for it
-    to expire. A lease of a run that is really gone expires (live.LEASE_SECONDS).
+    to expire. The lease is renewed while the pass runs and ends within seconds of its
+    holder's death (live.holding_lease).
     """
-    holder = holder or uuid.uuid4().hex
-    if not live.take_lease(cluster_id, holder):
-        return Outcome("another reconcile is running")
-    token = _lease.set((cluster_id, holder))
-    try:
+    with live.holding_lease(cluster_id, holder or uuid.uuid4().hex) as held:
+        if not held:
+            return Outcome("another reconcile is running")
         return _reconcile(cluster_id)
-    finally:
-        _lease.reset(token)
-        live.release_lease(cluster_id, holder)
-
-
-_lease: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
-    "raydeck_reconcile_lease", default=None
-)
-
-
-def _renew_lease() -> None:
-    """Called before each slow cloud call: a long pass keeps its lease, so a second
-    run cannot start beside it."""
-    lease = _lease.get()
-    if lease is not None:
-        live.renew_lease(*lease)
 
 
 def _reconcile(cluster_id: int) -> Outcome:
@@ -190,7 +181,6 @@ def _drive_up(cluster: Cluster) -> Outcome:
     if cluster.state == ClusterState.RUNNING:
         cluster_autoscale(cluster)
     for node in workers_to_stop(cluster):
-        _renew_lease()
         _terminate_instance(cluster, node, provider, NodeState.TERMINATED, node.state_reason)
     _plan_nodes(cluster)
     requeue: int | None = None
@@ -210,7 +200,6 @@ def _drive_up(cluster: Cluster) -> Outcome:
         except PermanentCloudError as exc:
             return _fail(cluster, f"No machine image to boot: {exc.user_message}")
     for node in to_launch:
-        _renew_lease()
         try:
             _launch(cluster, node, provider, image)
         except TransientCloudError as exc:
@@ -225,6 +214,7 @@ def _drive_up(cluster: Cluster) -> Outcome:
         except PermanentCloudError as exc:
             _mark_node(node, NodeState.FAILED, exc.user_message)
             return _fail(cluster, f"Could not launch the {node.role} node: {exc.user_message}")
+    _learn_head_address(cluster, provider)
     _update_cluster_state(cluster)
     if requeue is not None:
         return Outcome("waiting for the cloud", requeue)
@@ -311,6 +301,7 @@ def _launch(cluster: Cluster, node: Node, provider: CloudProvider, image: str) -
             state=NodeState.BOOTING,
             state_changed_at=timezone.now(),
             private_address=instance.private_address or "",
+            public_address=instance.public_address or "",
         )
         if updated:
             record_event(
@@ -322,6 +313,28 @@ def _launch(cluster: Cluster, node: Node, provider: CloudProvider, image: str) -
             )
 
 
+def _learn_head_address(cluster: Cluster, provider: CloudProvider) -> None:
+    """The head's public address, where its cloud gives one: a launch often answers
+    before the cloud has assigned it, so ask again until it shows (it is what users
+    reach, and what the gateway's certificate names)."""
+    if not provider.public_addresses:
+        return
+    head = (
+        cluster.nodes.filter(role=NodeRole.HEAD, public_address="")
+        .exclude(instance_id="")
+        .filter(state__in=[NodeState.BOOTING, NodeState.REGISTERED, NodeState.READY])
+        .first()
+    )
+    if head is None:
+        return
+    try:
+        instance = provider.describe(instance_id=head.instance_id)
+    except TransientCloudError:
+        return  # the next pass asks again
+    if instance is not None and instance.public_address:
+        Node.objects.filter(pk=head.pk).update(public_address=instance.public_address)
+
+
 def _mark_node(node: Node, state: str, reason: str = "") -> None:
     node.set_state(state, reason)
     if state in (NodeState.TERMINATED, NodeState.FAILED):
@@ -329,20 +342,20 @@ def _mark_node(node: Node, state: str, reason: str = "") -> None:
     node.save(update_fields=["state", "state_reason", "state_changed_at", "terminated_at"])
 
 
-def last_seen(node: Node) -> datetime | None:
-    """The latest heartbeat: the cache has it within seconds, the row within a minute."""
-    cached = live.last_heartbeat(node.pk)
+def last_seen(node: Node, cached: datetime | None) -> datetime | None:
+    """The latest heartbeat: the cache has it within seconds (`cached`, read for all the
+    cluster's nodes at once), the row within a minute."""
     if cached and (node.last_heartbeat_at is None or cached > node.last_heartbeat_at):
         return cached
     return node.last_heartbeat_at
 
 
-def _row_slack(node: Node) -> timedelta:
+def _row_slack(cached: datetime | None) -> timedelta:
     """How far the row's heartbeat may lag when the cache has none for the node: the row
     is written about once a minute, and the cache loses every entry when Redis restarts.
     Without this slack, the first reconcile after a restart (the sweep enqueues every
     cluster at once) takes each healthy node that has not heartbeated since for lost."""
-    if live.last_heartbeat(node.pk) is not None:
+    if cached is not None:
         return timedelta(0)
     return timedelta(seconds=PERSIST_EVERY_SECONDS + settings.RAYDECK_HEARTBEAT_SECONDS)
 
@@ -359,11 +372,12 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
         ),
         NodeState.REGISTERED: (settings.RAYDECK_READY_TIMEOUT_SECONDS, "start Ray"),
     }
-    lost_after = timedelta(
-        seconds=settings.RAYDECK_HEARTBEAT_SECONDS * settings.RAYDECK_NODE_LOST_AFTER_MISSED
-    )
+    lost_after = live.node_lost_after()
     heard = live.listening()  # no node is lost for being silent while the web tier was down
-    for node in cluster.nodes.filter(state__in=[*limits, NodeState.READY]):
+    nodes = list(cluster.nodes.filter(state__in=[*limits, NodeState.READY]))
+    # One read of the cache for every ready node's heartbeat, not one per node.
+    beats = live.liveness([n.pk for n in nodes if n.state == NodeState.READY])
+    for node in nodes:
         if node.state in limits:
             limit, step = limits[node.state]
             if (now - node.state_changed_at).total_seconds() > limit:
@@ -373,10 +387,11 @@ def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> s
                 _terminate_instance(cluster, node, provider, NodeState.FAILED, reason)
                 return f"{reason} {advice}"
         elif node.state == NodeState.READY and heard.now:
-            seen = last_seen(node)
-            if seen is not None and heard.since is not None:
-                seen = max(seen, heard.since)  # silent while nobody listened: not its fault
-            if seen is not None and now - seen > lost_after + _row_slack(node):
+            cached = beats[node.pk][0]
+            seen = last_seen(node, cached)
+            # Silence counts only while we listened: not before listening resumed, not
+            # after the last tick (the web tier may have died since).
+            if seen is not None and heard.silence(seen, now) > lost_after + _row_slack(cached):
                 reason = f"No heartbeat for {int((now - seen).total_seconds())} s."
                 record_event(
                     cluster,
@@ -469,7 +484,7 @@ def _fail(cluster: Cluster, reason: str) -> Outcome:
 
 
 def _drive_down(cluster: Cluster) -> Outcome:
-    """Terminate every instance of the cluster; done when the cloud lists none live."""
+    """Terminate every instance of the cluster; done when the cloud reports nothing left."""
     if cluster.state not in (
         ClusterState.FAILED,
         ClusterState.TERMINATING,
@@ -482,17 +497,21 @@ def _drive_down(cluster: Cluster) -> Outcome:
             record_event(locked, "terminating", "Stopping Ray and terminating the nodes.")
         cluster = locked
     provider = provider_for(cluster.cloud)
-    Node.objects.filter(cluster=cluster).live().update(
-        state=NodeState.TERMINATING, state_changed_at=timezone.now()
+    # What the agent last said ("Ray head is up: …") is over: it must not linger
+    # beside a terminated node. A node already terminating keeps the reason it was
+    # given (e.g. the head stopped itself).
+    Node.objects.filter(cluster=cluster).live().exclude(state=NodeState.TERMINATING).update(
+        state=NodeState.TERMINATING, state_reason="", state_changed_at=timezone.now()
     )
     try:
         # Ask the cloud, not our rows: an instance whose launch answer was lost has no
-        # instance id here, but it carries this cluster's tag.
-        instances = [i for i in provider.list_instances(cluster_id=cluster.uuid) if i.is_live]
-        for instance in instances:
-            _renew_lease()
+        # instance id here, but it carries this cluster's tag. And every instance not
+        # gone, not only live ones: one whose agent stopped on its own still holds a
+        # disk (a folder, a Ray temp dir and ports on the local cloud).
+        left = [i for i in provider.list_instances(cluster_id=cluster.uuid) if not i.is_gone]
+        for instance in left:
             provider.terminate(instance_id=instance.instance_id)
-        still_live = [i for i in provider.list_instances(cluster_id=cluster.uuid) if i.is_live]
+        still_left = [i for i in provider.list_instances(cluster_id=cluster.uuid) if not i.is_gone]
     except TransientCloudError as exc:
         record_event(
             cluster,
@@ -509,7 +528,7 @@ def _drive_down(cluster: Cluster) -> Outcome:
             level=EventLevel.ERROR,
         )
         return Outcome("terminating", REQUEUE_BACKOFF_MAX)
-    if still_live:
+    if still_left:
         return Outcome("terminating", REQUEUE_STARTING)
     with transaction.atomic():
         locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
@@ -518,11 +537,10 @@ def _drive_down(cluster: Cluster) -> Outcome:
             state=NodeState.TERMINATED, terminated_at=now, state_changed_at=now
         )
         if locked.state == ClusterState.TERMINATING:
+            terminating_since = locked.state_changed_at  # move_to resets it
             locked.move_to(ClusterState.TERMINATED)
             locked.save()
-            record_event(
-                locked, "terminated", "Every node is terminated.", since=locked.state_changed_at
-            )
+            record_event(locked, "terminated", "Every node is terminated.", since=terminating_since)
         elif locked.state == ClusterState.FAILED and not locked.terminated_at:
             locked.terminated_at = now
             locked.save(update_fields=["terminated_at"])
@@ -546,13 +564,14 @@ LEAK_STEP = "leaked instance terminated"
 
 
 def orphans_sweep() -> int:
-    """Terminate instances tagged for an active cloud that no live Node claims."""
+    """Terminate instances tagged for an active cloud that no live Node claims, live or
+    not (a stopped one still holds what a terminate releases)."""
     terminated = 0
     grace = timedelta(seconds=settings.RAYDECK_ORPHAN_GRACE_SECONDS)
     for cloud in Cloud.objects.filter(state=CloudState.ACTIVE):
         provider = provider_for(cloud)
         try:
-            instances = [i for i in provider.list_instances() if i.is_live]
+            instances = [i for i in provider.list_instances() if not i.is_gone]
         except CloudError as exc:
             logger.warning("Orphan sweep of cloud %s failed: %s", cloud.pk, exc.user_message)
             continue

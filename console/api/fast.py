@@ -46,6 +46,7 @@ class ApiReadApp(LeanApp):
         "csp.middleware.CSPMiddleware",
     )
     content_type = "application/json; charset=utf-8"
+    request_ids = True
 
     def fallback(self) -> WSGIHandler:
         return WSGIHandler()

@@ -17,8 +17,13 @@ from accounts.api import router as accounts_router
 from accounts.api_auth import TokenAuth
 from clouds.api import router as clouds_router
 from clusters.api import router as clusters_router
+from clusters.api_builds import router as image_builds_router
 from kit.api import errors
 from kit.api.rendering import ApiRenderer
+from workloads.api import router as workloads_router
+from workloads.jobs.api import router as jobs_router
+from workloads.serve.api import router as services_router
+from workloads.workspaces.api import router as workspaces_router
 
 api = NinjaAPI(
     title="Raydeck API",
@@ -39,6 +44,11 @@ errors.install(api)
 api.add_router("", accounts_router)
 api.add_router("", clouds_router)
 api.add_router("", clusters_router)
+api.add_router("", workloads_router)
+api.add_router("", jobs_router)
+api.add_router("", workspaces_router)
+api.add_router("", services_router)
+api.add_router("", image_builds_router)
 
 
 @login_not_required

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from csp.constants import NONE, SELF
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("RAYDECK_VAR_DIR", BASE_DIR / "var"))
@@ -40,12 +41,18 @@ INSTALLED_APPS = [
     "clouds",
     "clusters",
     "workloads",
+    "workloads.jobs",
+    "workloads.workspaces",
+    "workloads.serve",
     "kit",
     "console",
 ]
 
 MIDDLEWARE = [
+    "kit.metrics.RequestMetricsMiddleware",
+    "kit.logs.RequestIdMiddleware",
     "kit.api.middleware.ApiErrorShapeMiddleware",
+    "kit.middleware.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -53,6 +60,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "kit.middleware.HtmxSignInRedirectMiddleware",
     "kit.middleware.SessionExpiryMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -93,6 +101,15 @@ DATABASES: dict[str, Mapping[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "raydeck.sqlite3",
+        # The embedded default runs web, worker and beat processes on one file: WAL lets
+        # readers work beside a writer; a transaction takes the write lock when it begins
+        # (a deferred one that reads and then writes fails at once on a busy database,
+        # whatever the timeout); a writer waits up to 20 s for another instead of failing.
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -215,6 +232,22 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Two queues. "asap" carries reconciles of changes someone just asked for (a create, a
+# terminate, an agent's report: clusters.tasks.enqueue_reconcile); "celery" everything
+# else, including the periodic follow-ups of every running cluster, which at 1,000
+# clusters are a standing backlog a change must not wait behind (docs/operations.md).
+# Workers consume both, and on Redis they poll them in name order ("sorted"), so a
+# waiting change is always taken first: "asap" is named to sort before "celery".
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CHANGES_QUEUE = "asap"
+CELERY_TASK_QUEUES = [Queue(CHANGES_QUEUE), Queue(CELERY_TASK_DEFAULT_QUEUE)]
+# What the settings that broker through Redis pass as CELERY_BROKER_TRANSPORT_OPTIONS.
+REDIS_BROKER_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "queue_order_strategy": "sorted",
+}
+# A second beat started by mistake stands by instead of sending twice (console/beat.py).
+CELERY_BEAT_SCHEDULER = "console.beat:SingleBeatScheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "clouds-reverify-daily": {
         "task": "clouds.tasks.reverify_clouds",
@@ -230,18 +263,53 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
 RAYDECK_API_RATE_LIMIT = int(os.environ.get("RAYDECK_API_RATE_LIMIT", 1200))
 RAYDECK_API_RATE_WINDOW = int(os.environ.get("RAYDECK_API_RATE_WINDOW", 60))
 
+# --- Metrics (kit/metrics.py). /metrics answers only `Authorization: Bearer <token>` with
+# this token, and is a 404 while it is empty. A Celery worker serves its own series on
+# this port (0: off) and address, for a worker pod with a metrics directory of its own.
+RAYDECK_METRICS_TOKEN = os.environ.get("RAYDECK_METRICS_TOKEN", "")
+RAYDECK_WORKER_METRICS_PORT = int(os.environ.get("RAYDECK_WORKER_METRICS_PORT", "0"))
+RAYDECK_WORKER_METRICS_ADDR = os.environ.get("RAYDECK_WORKER_METRICS_ADDR", "127.0.0.1")
+
 # --- Console behaviour.
 RAYDECK_INVITATION_DAYS = 7
 RAYDECK_PAGE_SIZE = 50
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# Logs (kit/logs.py): JSON lines (RAYDECK_LOG_FORMAT=json, production's default) or plain,
+# the same for web, worker and beat (Celery leaves the root logger to this), each line
+# with the request id it serves.
+RAYDECK_LOG_FORMAT = os.environ.get("RAYDECK_LOG_FORMAT", "plain")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+
+def logging_config(log_format: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request_id": {"()": "kit.logs.RequestIdFilter"},
+            # A 403 or 404 is the client's doing: one line, no traceback.
+            "client_errors": {"()": "kit.logs.ClientErrorsWithoutTraceback"},
+        },
+        "formatters": {
+            "plain": {
+                "()": "kit.logs.PlainFormatter",
+                "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+            },
+            "json": {"()": "kit.logs.JsonFormatter"},
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json" if log_format == "json" else "plain",
+                "filters": ["request_id", "client_errors"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": "INFO"},
+        "loggers": {"django.db.backends": {"level": "INFO"}},
+    }
+
+
+LOGGING = logging_config(RAYDECK_LOG_FORMAT)
 
 # Where this installation is reached, for links in emails.
 RAYDECK_BASE_URL = os.environ.get("RAYDECK_BASE_URL", "http://127.0.0.1:8000")
@@ -266,12 +334,21 @@ RAYDECK_GCP_IMAGE = os.environ.get(
 # The local cloud runs nodes as processes on this machine.
 RAYDECK_LOCAL_CLOUD_ENABLED = os.environ.get("RAYDECK_LOCAL_CLOUD_ENABLED", "1") == "1"
 RAYDECK_LOCAL_CLOUD_ROOT = Path(os.environ.get("RAYDECK_LOCAL_CLOUD_ROOT", VAR_DIR / "local-cloud"))
+# A dotted path to a factory (cloud -> driver) that stands in for every cloud: only the
+# test settings read it from the environment (scale tests, benchmarks/reconcile.py).
+RAYDECK_TEST_CLOUD_DRIVER = ""
 
 # --- Clusters.
 # Where node agents reach the control plane (defaults to the console's address).
 RAYDECK_AGENT_URL = os.environ.get("RAYDECK_AGENT_URL", "")
+# A PEM file of the CAs node agents verify RAYDECK_AGENT_URL's certificate with, when
+# it is not signed by a CA the nodes' systems trust (boot scripts carry it to the nodes).
+RAYDECK_AGENT_CA_BUNDLE = os.environ.get("RAYDECK_AGENT_CA_BUNDLE", "")
 RAYDECK_HEARTBEAT_SECONDS = 5
-RAYDECK_NODE_LOST_AFTER_MISSED = 3  # heartbeats
+# A node silent this long while the control plane listened is lost (and replaced). How
+# long a gap in listening may go unnoticed follows from it (clusters/live.py); it must
+# exceed that gap plus one heartbeat interval by a margin (a system check says so).
+RAYDECK_NODE_LOST_AFTER_SECONDS = 3 * RAYDECK_HEARTBEAT_SECONDS
 # Web processes tick the cache so the reconciler judges no node while none is listening
 # (clusters/live.py). Off in tests, which tick by hand.
 RAYDECK_LISTENING_TICKS = True
@@ -285,6 +362,15 @@ RAYDECK_ORPHAN_GRACE_SECONDS = 120
 # batched and written this often.
 RAYDECK_AGENT_CACHE_SECONDS = 2.0
 RAYDECK_AGENT_WRITE_BEHIND_SECONDS = 1.0
+# TLS for the clusters' gateways (clusters/certificates.py): the installation's own CA, or
+# an operator-supplied intermediate CA (its certificate and chain, and its key, as PEM
+# files); certificates for heads live this long and are renewed in heartbeat answers.
+RAYDECK_CA_CERT_FILE = os.environ.get("RAYDECK_CA_CERT_FILE", "")
+RAYDECK_CA_KEY_FILE = os.environ.get("RAYDECK_CA_KEY_FILE", "")
+RAYDECK_GATEWAY_CERT_SECONDS = int(os.environ.get("RAYDECK_GATEWAY_CERT_SECONDS", 7 * 24 * 3600))
+# Optional: each cluster's gateway is also `c-<cluster uuid hex>.<domain>` (a wildcard DNS
+# record of the operator's points there); without it users reach heads by address.
+RAYDECK_CLUSTER_DOMAIN = os.environ.get("RAYDECK_CLUSTER_DOMAIN", "")
 CELERY_BEAT_SCHEDULE.update(
     {
         "clusters-sweep": {
@@ -292,12 +378,47 @@ CELERY_BEAT_SCHEDULE.update(
             "schedule": int(os.environ.get("RAYDECK_SWEEP_SECONDS", 30)),
         },
         "clusters-orphans": {"task": "clusters.tasks.sweep_orphans", "schedule": 120},
+        "image-builds-sweep": {
+            "task": "clusters.tasks.sweep_image_builds",
+            "schedule": int(os.environ.get("RAYDECK_BUILD_SWEEP_SECONDS", 15)),
+        },
         "clusters-idle": {
             "task": "clusters.tasks.sweep_idle_clusters",
             "schedule": int(os.environ.get("RAYDECK_IDLE_SWEEP_SECONDS", 30)),
         },
+        # Services' orchestrator resumes from rows (workloads/serve/tasks.py).
+        "services-sweep": {"task": "workloads.serve.tasks.sweep_services", "schedule": 10},
     }
 )
+# An image build nobody polled for this long (its worker died) is polled again by the sweep.
+RAYDECK_BUILD_STALE_SECONDS = int(os.environ.get("RAYDECK_BUILD_STALE_SECONDS", 30))
 # The dead-man's switch (raydeck_agent/deadman.py): a head that cannot reach the control
 # plane for this long, while its cluster is idle for as long, stops Ray by itself.
 RAYDECK_DEADMAN_SECONDS = int(os.environ.get("RAYDECK_DEADMAN_SECONDS", 60 * 60))
+
+# Working directories (workloads/storage.py): the largest zipped tree a job may upload.
+RAYDECK_WORKDIR_MAX_BYTES = int(os.environ.get("RAYDECK_WORKDIR_MAX_BYTES", 100 * 1024 * 1024))
+# Jobs (workloads/jobs): re-enqueue every unfinished job, so a worker killed mid-way or a
+# lost message delays a job by this much at most.
+CELERY_BEAT_SCHEDULE["jobs-sweep"] = {
+    "task": "workloads.jobs.tasks.sweep_jobs",
+    "schedule": int(os.environ.get("RAYDECK_JOBS_SWEEP_SECONDS", 10)),
+}
+# Job schedules (workloads/jobs/schedules.py): submit the runs that are due. A cron
+# names minutes, so a run starts at most this late.
+CELERY_BEAT_SCHEDULE["job-schedules"] = {
+    "task": "workloads.jobs.tasks.run_due_schedules",
+    "schedule": 15,
+}
+# --- Workspaces (workloads/workspaces): what of a head's working directory is kept
+# between runs, and how often it is saved while running. Shown on the workspace page.
+RAYDECK_WORKSPACE_FILES = {
+    "save_every_seconds": int(os.environ.get("RAYDECK_WORKSPACE_SAVE_SECONDS", 180)),
+    "max_file_bytes": 100 * 1024 * 1024,
+    "max_total_bytes": 2 * 1024 * 1024 * 1024,
+    "excludes": [".ipynb_checkpoints", "__pycache__", ".cache", ".venv", "node_modules", "*.pyc"],
+}
+CELERY_BEAT_SCHEDULE["workspaces-sweep"] = {
+    "task": "workloads.workspaces.tasks.sweep_workspaces",
+    "schedule": int(os.environ.get("RAYDECK_WORKSPACE_SWEEP_SECONDS", 15)),
+}

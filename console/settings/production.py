@@ -26,6 +26,21 @@ ALLOWED_HOSTS = [h.strip() for h in _require("ALLOWED_HOSTS").split(",") if h.st
 CSRF_TRUSTED_ORIGINS = [f"https://{h.lstrip('.')}" for h in ALLOWED_HOSTS if h != "*"]
 # Links in emails: the first allowed host over HTTPS unless said otherwise.
 RAYDECK_BASE_URL = os.environ.get("RAYDECK_BASE_URL") or f"https://{ALLOWED_HOSTS[0].lstrip('.')}"
+# Node agents send their credentials to this URL: HTTPS only. RAYDECK_AGENT_ALLOW_HTTP=1
+# lets a plain http:// RAYDECK_AGENT_URL through, for nodes that reach Raydeck over a
+# private network the operator trusts to carry them (README, "Security").
+RAYDECK_AGENT_URL = os.environ.get("RAYDECK_AGENT_URL", "")
+if (RAYDECK_AGENT_URL or RAYDECK_BASE_URL).startswith("http://") and os.environ.get(
+    "RAYDECK_AGENT_ALLOW_HTTP", ""
+) != "1":
+    raise ImproperlyConfigured(
+        "RAYDECK_AGENT_URL must be an https:// URL for production settings: agents send "
+        "their credentials there. On a trusted private network only, set "
+        "RAYDECK_AGENT_ALLOW_HTTP=1."
+    )
+
+# JSON lines unless told otherwise (kit/logs.py).
+LOGGING = logging_config(os.environ.get("RAYDECK_LOG_FORMAT", "json"))  # noqa: F405
 
 DATABASES = {
     "default": dj_database_url.parse(
@@ -43,13 +58,13 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
 }
 CELERY_BROKER_URL = REDIS_URL
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}  # noqa: F405
+CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_BROKER_OPTIONS  # noqa: F405
 
 # HTTPS only, behind a proxy that sets X-Forwarded-Proto (and strips the client's).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = True
 # Load balancers probe over plain HTTP inside the private network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = 365 * 24 * 60 * 60
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True

@@ -37,7 +37,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "memory://"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}  # noqa: F405
+CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_BROKER_OPTIONS  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests only
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -46,4 +46,8 @@ WHITENOISE_AUTOREFRESH = True
 
 # A local identity provider on this machine may speak plain http (see base.py).
 RAYDECK_SSO_ALLOW_HTTP_LOOPBACK = True
-RAYDECK_LISTENING_TICKS = False  # tests tick by hand (clusters/live.py)
+# Tests tick by hand (clusters/live.py); the soak test's web processes tick for real.
+RAYDECK_LISTENING_TICKS = os.environ.get("RAYDECK_LISTENING_TICKS") == "1"
+# Scale tests and benchmarks start processes that use a stand-in cloud driver
+# (tests/standin_cloud.py): the test that starts them says so in their environment.
+RAYDECK_TEST_CLOUD_DRIVER = os.environ.get("RAYDECK_TEST_CLOUD_DRIVER", "")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -151,8 +152,22 @@ def install(api: NinjaAPI) -> None:
             )
         return error_response(ApiError(exc.status_code, str(exc) or "The request failed."))
 
+    @api.exception_handler(RequestDataTooBig)
+    def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
+        message = f"The body is too large: at most {limit} KB."
+        return error_response(ApiError(413, message))
+
+    @api.exception_handler(SuspiciousOperation)
+    def _malformed(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+        return error_response(ApiError(400, "The request is malformed."))
+
     @api.exception_handler(Exception)
     def _crash(request: HttpRequest, exc: Exception) -> HttpResponse:
+        from ..outages import dependency_down, outage_response
+
+        if dependency := dependency_down(exc):
+            return outage_response(request, dependency)
         logger.exception("API request failed: %s %s", request.method, request.path)
         return error_response(ApiError(500, "Something went wrong on our side; try again."))
 
@@ -170,8 +185,9 @@ class ErrorOut(Out):
 
 
 # Every endpoint may answer these (the OpenAPI document says so, so clients and
-# schemathesis know the shape).
-ERROR_STATUSES = (401, 403, 404, 422, 429)
+# schemathesis know the shape): 400 for a body that is not JSON, 413 for one over the
+# size limit, both before the endpoint runs.
+ERROR_STATUSES = (400, 401, 403, 404, 413, 422, 429, 503)
 
 
 def answers(ok: Any, *extra_errors: int) -> dict[int, Any]:

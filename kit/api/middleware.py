@@ -11,6 +11,7 @@ from .errors import CODE_FOR_STATUS, error_body
 
 API_PREFIX = "/api/v1/"
 MESSAGES = {
+    400: "The request is malformed.",
     404: "There is no such endpoint; see /api/v1/docs.",
     405: "This endpoint does not take this method.",
     500: "Something went wrong on our side; try again.",

@@ -24,6 +24,22 @@
     });
   });
 
+  // A page of a stored log: <pre data-log-url data-log-headers='{"Range": ...}'> reads its
+  // byte range straight from the cloud's storage (a signed URL), never the whole log.
+  document.querySelectorAll("pre[data-log-url]").forEach(function (pre) {
+    var headers = JSON.parse(pre.getAttribute("data-log-headers") || "{}");
+    fetch(pre.getAttribute("data-log-url"), { headers: headers, credentials: "omit" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("the storage answered " + response.status);
+        return response.text();
+      })
+      .then(function (text) { pre.textContent = text; })
+      .catch(function (error) {
+        pre.textContent = "Could not read this page of the log (" + error.message + "). " +
+          "Reload the page for a fresh link, or download the whole log.";
+      });
+  });
+
   // Close open menus when clicking elsewhere.
   document.addEventListener("click", function (event) {
     document.querySelectorAll("details.menu[open]").forEach(function (menu) {

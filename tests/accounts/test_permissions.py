@@ -67,12 +67,19 @@ PROJECT_MATRIX["project.view"] = _org_wide | {
 # cluster.access runs code on the cluster (dashboard, jobs): writers and up, like a write.
 # compute_config.manage on a project: its writers; on the organization (org-wide
 # configs): owners and admins, through the project permissions their role holds.
+# Jobs, workspaces and services run code in the project: writers and up too.
 for perm in (
     "project.update",
     "cluster.create",
     "cluster.update",
     "cluster.access",
     "compute_config.manage",
+    "workdir.upload",
+    "job.submit",
+    "job.stop",
+    "job.schedule",
+    "workspace.manage",
+    "service.manage",
 ):
     PROJECT_MATRIX[perm] = _org_wide | {(M, "owner"), (M, "writer")}
 for perm in ("project.delete", "project.manage_members"):

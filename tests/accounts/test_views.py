@@ -328,9 +328,9 @@ def test_switcher_lists_my_organizations_and_home_remembers_the_last(
     client = client_for(user)
     page = client.get(reverse("project_list", args=[tenant_b.org.slug])).content.decode()
     assert tenant_a.org.name in page and tenant_b.org.name in page  # both in the switcher
-    assert client.get("/")["Location"] == reverse("project_list", args=[tenant_b.org.slug])
+    assert client.get("/")["Location"] == reverse("org_overview", args=[tenant_b.org.slug])
     client.get(reverse("member_list", args=[tenant_a.org.slug]))
-    assert client.get("/")["Location"] == reverse("project_list", args=[tenant_a.org.slug])
+    assert client.get("/")["Location"] == reverse("org_overview", args=[tenant_a.org.slug])
 
 
 def test_new_user_without_organizations_gets_onboarding() -> None:

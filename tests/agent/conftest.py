@@ -28,6 +28,8 @@ AGENT_SRC = Path(__file__).resolve().parents[2] / "agent"
 if str(AGENT_SRC) not in sys.path:
     sys.path.insert(0, str(AGENT_SRC))
 
+from raydeck_agent.apps import prometheus_executable  # noqa: E402
+
 from .fake_control_plane import FakeControlPlane, FakeNode  # noqa: E402
 
 PYTHON = sys.executable
@@ -196,3 +198,8 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., AgentRun]]:
             run.proc.wait(5)
         if run.temp_dir.startswith(RAY_TEMP_ROOT):
             shutil.rmtree(run.temp_dir, ignore_errors=True)
+
+
+# The apps a head starts besides Ray on this machine (its "image"): JupyterLab always
+# (this project's Python has it), Prometheus where Debian's package is installed.
+IMAGE_APPS = {"jupyter"} | ({"prometheus"} if prometheus_executable() else set())

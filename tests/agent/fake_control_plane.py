@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ class FakeNode:
 
 
 class FakeControlPlane:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # a server context: HTTPS, as production's control plane speaks
         self.lock = threading.Lock()
         self.requests: list[Request] = []
         self.nodes: list[FakeNode] = []
@@ -63,7 +65,7 @@ class FakeControlPlane:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def add_node(self, **kwargs: Any) -> FakeNode:
         kwargs.setdefault("token", "rdb_" + secrets.token_urlsafe(16))
@@ -84,6 +86,8 @@ class FakeControlPlane:
         # Same port again after stop(): agents keep the URL they were given.
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True

@@ -7,7 +7,14 @@ import signal
 import time
 from pathlib import Path
 
-from .conftest import AgentRun, group_members, marked_processes, short_temp_dir, wait_for
+from .conftest import (
+    IMAGE_APPS,
+    AgentRun,
+    group_members,
+    marked_processes,
+    short_temp_dir,
+    wait_for,
+)
 from .fake_control_plane import FakeControlPlane, FakeNode
 
 PORT_NAMES = [
@@ -63,7 +70,11 @@ def test_retries_until_registered_then_never_resends_the_token(control_plane, sp
     assert body["address"] == "127.0.0.1"
     assert body["agent_version"] == "0.1.0"
     assert body["hostname"]
-    assert body["ports"] == dict(zip(PORT_NAMES, run.ports, strict=True))
+    # Ray's and the gateway's ports as given, plus those of the image's apps.
+    assert {name: body["ports"][name] for name in PORT_NAMES} == dict(
+        zip(PORT_NAMES, run.ports, strict=True)
+    )
+    assert set(body["ports"]) - set(PORT_NAMES) <= IMAGE_APPS
 
     # A worker without a head address waits, "starting", and starts no Ray.
     beats = list(node.heartbeats)
@@ -168,6 +179,38 @@ def test_ray_start_exiting_reports_failed_with_its_output(control_plane, spawn, 
     assert "ray start exited with code 1 before Ray was ready" in failed["message"]
     assert "No module named ray" in failed["message"]
     assert run.proc.poll() is None  # the agent stays, reporting, until told to stop
+    assert ray_starts(run) == 1  # a failure of its own is not retried
+
+    node.action = "stop"
+    assert exit_code(run) == 0, run.output()
+
+
+def ray_starts(run: AgentRun) -> int:
+    log = (run.node_dir / "ray-start.log").read_text()
+    return log.count("=== raydeck-agent: ")
+
+
+# What `ray start` says when its raylet did not register within Ray's fixed 30 s.
+RAY_GAVE_UP = """\
+echo 'Exception: The current node timed out during startup. This could happen because'
+exit 1
+"""
+
+
+def test_ray_giving_up_on_a_slow_raylet_is_started_again_before_failing(
+    control_plane, spawn, tmp_path
+):
+    """On a busy machine Ray's own wait for its raylet runs out: the agent starts Ray
+    again (three attempts in all) instead of having the node replaced at once."""
+    python = fake_python(tmp_path, RAY_GAVE_UP)
+    node = control_plane.add_node(role="head", num_cpus=1, memory_mb=512, temp_dir=short_temp_dir())
+    run = spawn(control_plane, node, extra_env={"RAYDECK_PYTHON": python})
+
+    wait_for(lambda: "failed" in node.states(), 30, "a failed heartbeat")
+    failed = next(hb for hb in node.heartbeats if hb["state"] == "failed")
+    assert "timed out during startup" in failed["message"]
+    assert ray_starts(run) == 3
+    assert run.output().count("starting it again") == 2
 
     node.action = "stop"
     assert exit_code(run) == 0, run.output()
@@ -201,8 +244,10 @@ def test_ray_not_up_in_time_reports_what_is_missing(control_plane, spawn, tmp_pa
     assert message.startswith("Ray did not start within 2 s: ")
     assert f"the GCS is not listening on port {run.ports[0]}" in message
     assert f"the dashboard does not answer on 127.0.0.1:{run.ports[1]}" in message
-    assert len(group_members(run.pgid)) == 3  # the agent, `ray start` and its sleep
-    assert len(marked_processes(run.node_id)) == 3  # those two and the one elsewhere
+    # The agent, `ray start` and its sleep (and Prometheus where the image has it).
+    assert len(group_members(run.pgid)) == 3 + ("prometheus" in IMAGE_APPS)
+    # `ray start`, its sleep and the one elsewhere (and Prometheus, which has Ray's env).
+    assert len(marked_processes(run.node_id)) == 3 + ("prometheus" in IMAGE_APPS)
 
     node.action = "stop"
     assert exit_code(run) == 0, run.output()

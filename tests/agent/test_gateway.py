@@ -1,28 +1,39 @@
 """The agent's access gateway (agent/raydeck_agent/gateway.py) in front of a small
 aiohttp app that records what reaches it, so the tests see exactly what is proxied.
-The same gateway in front of real Ray is tested in tests/clusters/test_gateway.py."""
+It speaks HTTPS with a certificate for the node's own key, signed by a throwaway CA
+(tls_ca.py) that the clients here trust. The same gateway in front of real Ray is
+tested in tests/clusters/test_gateway.py."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from raydeck_agent import apps
 from raydeck_agent.gateway import AccessPolicy, Gateway
+from raydeck_agent.tls import NodeTLS
+
+from .tls_ca import TestCA
 
 CLUSTER = str(uuid.uuid4())
 
@@ -85,8 +96,27 @@ def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
+RAY_TOKEN = "ray-secret-of-this-cluster"
+_client_tls: ssl.SSLContext | None = None  # trusts the CA of the running gateway
+
+
 @pytest.fixture
-def gateway(key: Ed25519PrivateKey) -> Iterator[tuple[Gateway, Upstream]]:
+def ca(tmp_path) -> TestCA:
+    return TestCA(tmp_path)
+
+
+@pytest.fixture
+def node_tls(tmp_path, ca: TestCA) -> NodeTLS:
+    tls = NodeTLS(tmp_path / "node")
+    assert tls.save_certificate(ca.sign(tls.csr("127.0.0.1"), ["127.0.0.1", "c-a.example"]))
+    return tls
+
+
+@pytest.fixture
+def gateway(
+    key: Ed25519PrivateKey, ca: TestCA, node_tls: NodeTLS
+) -> Iterator[tuple[Gateway, Upstream]]:
+    global _client_tls
     upstream = Upstream()
     pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -96,9 +126,12 @@ def gateway(key: Ed25519PrivateKey) -> Iterator[tuple[Gateway, Upstream]]:
         host="127.0.0.1",
         port=free_port(),
         policy=policy,
-        upstreams={"dashboard": upstream.port, "grafana": free_port()},
+        upstreams={"dashboard": upstream.port, "grafana": free_port(), "prometheus": upstream.port},
+        tls=node_tls,
+        ray_token=RAY_TOKEN,
     )
     gw.start()
+    _client_tls = ca.client_context()
     yield gw, upstream
     gw.stop()
 
@@ -130,10 +163,13 @@ def call(
     data: bytes | None = None,
 ) -> tuple[int, Any, bytes]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{gw.port}{path}", headers=headers or {}, method=method, data=data
+        f"https://127.0.0.1:{gw.port}{path}", headers=headers or {}, method=method, data=data
+    )
+    opener = urllib.request.build_opener(
+        _NoRedirect, urllib.request.HTTPSHandler(context=_client_tls)
     )
     try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=10) as response:
+        with opener.open(request, timeout=10) as response:
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
         with exc:
@@ -151,7 +187,8 @@ def test_a_valid_token_is_proxied_without_the_gateways_own_credentials(gateway, 
     assert status == 200 and answer["X-Upstream"] == "yes"
     assert json.loads(body) == {"path": "/api/packages/a?b=c", "size": len(big)}
     got = upstream.seen[-1]["headers"]
-    assert "Authorization" not in got  # the token is for the gateway only
+    # The user's token is for the gateway only; the dashboard gets the cluster's Ray token.
+    assert got["Authorization"] == f"Bearer {RAY_TOKEN}"
     assert got["Cookie"] == "app=1"
 
 
@@ -219,19 +256,19 @@ def test_websockets_are_proxied(gateway, key) -> None:
     async def talk() -> str:
         async with (
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {token(key)}"}) as session,
-            session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as ws,
+            session.ws_connect(f"wss://127.0.0.1:{gw.port}/ws", ssl=_client_tls) as ws,
         ):
             await ws.send_str("hello")
             message = await ws.receive(timeout=5)
             return str(message.data)
 
     assert asyncio.run(talk()) == "echo: hello"
-    assert "Authorization" not in upstream.seen[-1]["headers"]
+    assert upstream.seen[-1]["headers"]["Authorization"] == f"Bearer {RAY_TOKEN}"
 
     async def refused() -> int:
         async with aiohttp.ClientSession() as session:
             try:
-                await session.ws_connect(f"http://127.0.0.1:{gw.port}/ws")
+                await session.ws_connect(f"wss://127.0.0.1:{gw.port}/ws", ssl=_client_tls)
             except aiohttp.WSServerHandshakeError as exc:
                 return exc.status
         return 0
@@ -247,7 +284,8 @@ def test_apps_that_are_absent_or_down(gateway, key) -> None:
     assert call(gw, "/grafana/", bearer)[0] == 502  # configured, but nothing listens
 
 
-def test_jupyter_is_planned_only_when_the_image_has_it(tmp_path) -> None:
+def test_jupyter_is_planned_only_when_the_image_has_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(apps, "prometheus_executable", lambda: None)
     python = tmp_path / "bin" / "python"
     python.parent.mkdir()
     python.touch()
@@ -257,3 +295,162 @@ def test_jupyter_is_planned_only_when_the_image_has_it(tmp_path) -> None:
     jupyter.chmod(0o755)
     assert apps.plan(str(python), shared_machine=False) == {"jupyter": apps.JUPYTER_PORT}
     assert set(apps.plan(str(python), shared_machine=True)) == {"jupyter"}
+
+
+def test_prometheus_is_planned_only_where_the_image_has_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    python = tmp_path / "python"
+    python.touch()
+    assert apps.plan(str(python), shared_machine=False) == {}
+    prometheus = tmp_path / "prometheus"
+    prometheus.write_text("#!/bin/sh\n")
+    prometheus.chmod(0o755)
+    assert apps.plan(str(python), shared_machine=False) == {"prometheus": apps.PROMETHEUS_PORT}
+    # It scrapes what Ray lists in its service-discovery file on the head.
+    config = json.loads(apps.prometheus_config(tmp_path / apps.RAY_SERVICE_DISCOVERY))
+    [job] = config["scrape_configs"]
+    assert job["file_sd_configs"][0]["files"] == [str(tmp_path / apps.RAY_SERVICE_DISCOVERY)]
+
+
+def test_prometheus_queries_answer_other_origins_only_with_a_token(gateway, key) -> None:
+    """The console's charts read Prometheus from the browser: another origin may ask,
+    but only with a token in the header; a cookie session is not enough."""
+    gw, upstream = gateway
+    path = "/prometheus/api/v1/query_range?query=up&start=1&end=2&step=1"
+    origin = {"Origin": "https://console.example"}
+    status, headers, _ = call(gw, path, origin, method="OPTIONS")
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == "*"
+    assert "Authorization" in headers["Access-Control-Allow-Headers"]
+    status, headers, body = call(gw, path, origin)
+    assert status == 401 and headers["Access-Control-Allow-Origin"] == "*"
+    assert b"send a token" in body
+    # A browser session (the cookie a link leaves) does not reach it.
+    _, link_headers, _ = call(gw, f"/?token={token(key)}")
+    cookie = link_headers["Set-Cookie"].split(";")[0]
+    assert call(gw, path, {**origin, "Cookie": cookie})[0] == 401
+    assert upstream.seen == []
+
+    status, headers, _ = call(gw, path, {**origin, "Authorization": f"Bearer {token(key)}"})
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+    [seen] = upstream.seen
+    assert seen["path"] == path
+    assert "Authorization" not in seen["headers"]  # neither the user's token nor Ray's
+    # Everything else stays same-origin only.
+    bearer = {**origin, "Authorization": f"Bearer {token(key)}"}
+    assert "Access-Control-Allow-Origin" not in call(gw, "/api/jobs/", bearer)[1]
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+def _handshake(port: int, context: ssl.SSLContext, name: str = "127.0.0.1") -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        return context.wrap_socket(raw, server_hostname=name)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _tls11_client() -> ssl.SSLContext:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.1 is: that is the point
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers("ALL:@SECLEVEL=0")
+    return context
+
+
+def _permissive_server(tls: NodeTLS) -> int:
+    """A server that still speaks TLS 1.1, to show the old client really can."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.set_ciphers("ALL:@SECLEVEL=0")
+    tls.load(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def test_https_only_with_tls_1_2_or_newer(gateway, node_tls) -> None:
+    gw, upstream = gateway
+    # Plain HTTP gets no answer from behind the gateway.
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(f"http://127.0.0.1:{gw.port}/api/version", timeout=5)
+    # A client that stops at TLS 1.1 (and can speak it: see the permissive server) is refused.
+    old = _tls11_client()
+    with _handshake(_permissive_server(node_tls), old) as sock:
+        assert sock.version() == "TLSv1.1"
+    with pytest.raises(ssl.SSLError):
+        _handshake(gw.port, old).close()
+    # TLS 1.2 still works; a modern client gets TLS 1.3.
+    client = ssl.create_default_context(cafile=str(_ca_path(gw)))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    with _handshake(gw.port, client) as sock:
+        assert sock.version() == "TLSv1.2"
+        assert sock.cipher()[0].startswith("ECDHE-")  # forward secret
+    with _handshake(gw.port, ssl.create_default_context(cafile=str(_ca_path(gw)))) as sock:
+        assert sock.version() == "TLSv1.3"
+    assert upstream.seen == []
+
+
+def _ca_path(gw: Gateway) -> Path:
+    return gw.tls.dir.parent.parent / "ca.pem"
+
+
+def test_the_certificate_is_for_this_clusters_names_only(gateway) -> None:
+    gw, _ = gateway
+    trusting = ssl.create_default_context(cafile=str(_ca_path(gw)))
+    for name in ("127.0.0.1", "c-a.example"):
+        _handshake(gw.port, trusting, name).close()
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        _handshake(gw.port, trusting, "c-b.example").close()
+    # A client that does not trust the installation's CA is refused too.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(gw.port, ssl.create_default_context()).close()
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(gateway, ca, node_tls) -> None:
+    gw, _ = gateway
+    trusting = ssl.create_default_context(cafile=str(_ca_path(gw)))
+
+    def served_serial() -> int:
+        with _handshake(gw.port, trusting) as sock:
+            der = sock.getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+
+    first = served_serial()
+    assert node_tls.save_certificate(ca.sign(node_tls.csr("127.0.0.1"), ["127.0.0.1"], 7200))
+    assert served_serial() == first  # saved, not yet loaded
+    gw.reload_certificate()
+    renewed = served_serial()
+    assert renewed != first
+    assert node_tls.expires_at() is not None
+    # A certificate for another key is never taken.
+    stranger = NodeTLS(node_tls.dir.parent.parent / "stranger")
+    assert not node_tls.save_certificate(ca.sign(stranger.csr("127.0.0.1"), ["127.0.0.1"]))
+    assert served_serial() == renewed
+
+
+def test_only_the_dashboard_gets_the_ray_token(gateway, key) -> None:
+    gw, upstream = gateway
+    bearer = {"Authorization": f"Bearer {token(key)}", "X-Ray-Authorization": "Bearer mine"}
+    assert call(gw, "/api/jobs/", bearer)[0] == 200
+    got = upstream.seen[-1]["headers"]
+    assert got["Authorization"] == f"Bearer {RAY_TOKEN}" and "X-Ray-Authorization" not in got
+    gw.upstreams["grafana"] = upstream.port  # Grafana, say, on the same little app
+    assert call(gw, "/grafana/api/health", bearer)[0] == 200
+    got = upstream.seen[-1]["headers"]
+    assert "Authorization" not in got and "X-Ray-Authorization" not in got

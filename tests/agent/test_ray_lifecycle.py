@@ -12,7 +12,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .conftest import group_members, listening, marked_processes, short_temp_dir, wait_for
+from .conftest import (
+    IMAGE_APPS,
+    group_members,
+    listening,
+    marked_processes,
+    short_temp_dir,
+    wait_for,
+)
 
 PORT_NAMES = [
     "gcs",
@@ -67,7 +74,9 @@ def test_head_and_worker_from_registration_to_exit(control_plane, spawn, tmp_pat
         "the head to be ready",
     )
     assert head_run.proc.poll() is None, head_run.output()
-    assert head.registrations[0]["ports"] == ports
+    registered = head.registrations[0]["ports"]
+    assert {name: registered[name] for name in PORT_NAMES} == ports
+    assert set(registered) - set(PORT_NAMES) <= IMAGE_APPS
     states = head.states()
     assert states[0] == "starting"
     assert "failed" not in states

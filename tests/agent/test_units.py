@@ -158,6 +158,9 @@ def test_worker_command_and_env():
     assert child_env[ray_process.MARKER_ENV] == NODE_ID
     assert child_env["PATH"] == "/opt/venv/bin:/usr/bin"  # job entrypoints' `python`
     assert child_env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "5"
+    # Ray waits for its dashboard and its agents as long as the agent waits for Ray.
+    assert child_env["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] == str(int(config.ray_start_timeout))
+    assert child_env["RAY_agent_register_timeout_ms"] == str(int(config.ray_start_timeout * 1000))
 
 
 def test_sizes_fall_back_to_the_environment_and_zero_memory_is_ray_default():
@@ -349,7 +352,7 @@ def test_file_follower_handles_partial_lines_and_rotation(tmp_path):
     assert buffer.tail()[-1] == "[raylet.out] after rotation"
 
 
-def test_ray_log_watcher_follows_ray_files_and_skips_noise(tmp_path):
+def test_ray_log_watcher_follows_ray_system_files_only(tmp_path):
     node_dir, temp_dir = tmp_path / "node", tmp_path / "ray"
     logs_dir = temp_dir / "session_2026" / "logs"
     logs_dir.mkdir(parents=True)
@@ -363,13 +366,14 @@ def test_ray_log_watcher_follows_ray_files_and_skips_noise(tmp_path):
         "INFO web_log.py:229 -- 127.0.0.1 'GET /api/jobs/ HTTP/1.1' 200\nINFO head.py:1 -- up\n"
     )
     (logs_dir / "monitor.log").write_text("Autoscaler status\n")
+    # What the user's code prints stays on the node: never in a heartbeat.
     (logs_dir / "worker-0a1b-01000000-4242.err").write_text("Traceback\n")
+    (logs_dir / "job-driver-raydeck-1.log").write_text("my output\n")
     watcher.poll()
     assert sorted(buffer.tail()) == [
         "[dashboard.log] INFO head.py:1 -- up",
         "[gcs_server.out] gcs up",
         "[ray-start] Ray runtime started.",
-        "[worker-4242.err] Traceback",
     ]
 
 
@@ -513,6 +517,32 @@ def test_client_sorts_errors(status, headers, error):
     assert type(caught.value) is error
 
 
+def test_a_503_is_transient_and_says_how_long_to_wait():
+    answer = (503, {"error": {"code": "unavailable"}}, {"Retry-After": "7"})
+    with (
+        serve({"/agent/v1/heartbeat": answer}) as port,
+        pytest.raises(api.TransientError) as caught,
+    ):
+        api.ControlPlane(f"http://127.0.0.1:{port}").heartbeat("rdn_x", {})
+    assert caught.value.retry_after == 7
+
+
+def test_heartbeats_back_off_while_they_fail_but_stay_within_the_grace():
+    """Doubling from the interval, at least a 503's Retry-After, at most two intervals:
+    a node is judged from when the control plane listens again (15 s of grace)."""
+    from types import SimpleNamespace
+
+    from raydeck_agent.agent import Node
+
+    def wait(failures: int, retry_after: float | None = None) -> float:
+        node = SimpleNamespace(interval=5.0, _failures=failures, _retry_after=retry_after)
+        return Node._next_wait(node)  # type: ignore[arg-type]
+
+    assert [wait(n) for n in range(5)] == [5.0, 5.0, 10.0, 10.0, 10.0]
+    assert wait(1, retry_after=7) == 7.0
+    assert wait(1, retry_after=600) == 10.0
+
+
 def test_client_transient_on_network_errors_and_garbage():
     client = api.ControlPlane(f"http://127.0.0.1:{free_ports(1)[0]}", timeout=1)
     with pytest.raises(api.TransientError):
@@ -524,3 +554,50 @@ def test_client_transient_on_network_errors_and_garbage():
         assert api.ControlPlane(f"http://127.0.0.1:{port}/").register("rdb_x", {}) == {
             "credential": "rdn_1"
         }
+
+
+def test_orders_reach_their_handler_and_a_broken_handler_stops_nothing(tmp_path, monkeypatch):
+    from raydeck_agent import orders as orders_module
+
+    class Echo:
+        topic = "echo"
+
+        def __init__(self):
+            self.seen = []
+
+        def handle(self, payload):
+            self.seen.append(payload)
+
+        def report(self):
+            return {"seen": len(self.seen)}
+
+        def stop(self):
+            self.seen.append("stopped")
+
+    class Broken:
+        topic = "broken"
+
+        def handle(self, payload):
+            raise RuntimeError("bug")
+
+        def report(self):
+            raise RuntimeError("bug")
+
+        def stop(self):
+            raise RuntimeError("bug")
+
+    echo = Echo()
+    monkeypatch.setattr(
+        orders_module,
+        "HANDLER_FACTORIES",
+        [lambda ctx: echo, lambda ctx: Broken(), lambda ctx: None],
+    )
+    context = orders_module.HeadContext(
+        node_dir=tmp_path, python="python3", ray_env={}, dashboard_url="http://127.0.0.1:1"
+    )
+    head = orders_module.Orders(context)
+    head.handle({"broken": 1, "echo": {"a": 1}, "unknown": 2})
+    head.handle("not a dict")
+    assert head.reports() == {"echo": {"seen": 1}}
+    head.stop()
+    assert echo.seen == [{"a": 1}, "stopped"]

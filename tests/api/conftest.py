@@ -54,6 +54,9 @@ class ApiClient:
     def patch(self, path: str, body: Any = None, **headers: str) -> Answer:
         return self.call("patch", path, body, **headers)
 
+    def put(self, path: str, body: Any = None, **headers: str) -> Answer:
+        return self.call("put", path, body, **headers)
+
     def delete(self, path: str, **headers: str) -> Answer:
         return self.call("delete", path, None, **headers)
 

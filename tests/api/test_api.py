@@ -267,7 +267,7 @@ def test_tokens_are_listed_never_made_or_revoked_with_a_token(alpha: Tenant) -> 
     assert ApiToken.objects.get(pk=own_id).revoked_at is None
 
 
-def test_a_service_account_token_reads_with_its_role_and_cannot_write(alpha: Tenant) -> None:
+def test_a_service_account_token_reads_and_writes_within_its_role(alpha: Tenant) -> None:
     account = ServiceAccountFactory(organization=alpha.org, name="ci", role=OrgRole.ADMIN)
     _, secret = services.token_create(
         organization=alpha.org,
@@ -283,8 +283,26 @@ def test_a_service_account_token_reads_with_its_role_and_cannot_write(alpha: Ten
     listed = client.get(org_path(alpha, "/clusters")).body["items"]
     assert [c["id"] for c in listed] == [str(alpha.cluster.uuid)]
     assert {t["name"] for t in client.get(org_path(alpha, "/tokens")).body["items"]} >= {"ci"}
-    assert_error(new_cluster(client, alpha), 403, "permission_denied")
-    # A member service account joins no project: it sees none of them.
+    # An admin service account creates and terminates clusters, as an admin may.
+    created = new_cluster(client, alpha, name="from-ci")
+    assert created.status == 201, created.body
+    cluster = Cluster.objects.get(uuid=created.body["id"])
+    assert cluster.created_by is None
+    event = AuditEvent.objects.get(verb="cluster.create", target_id=str(cluster.pk))
+    assert event.actor is None and event.actor_email == "service account ci"
+    stopped = client.post(org_path(alpha, f"/clusters/{created.body['id']}/terminate"))
+    assert stopped.status == 202, stopped.body
+    # A read-only token of the same account cannot.
+    _, read_only = services.token_create(
+        organization=alpha.org,
+        actor=alpha.owner,
+        name="ci-ro",
+        days=5,
+        read_only=True,
+        service_account=account,
+    )
+    assert_error(new_cluster(ApiClient(read_only), alpha, name="ro"), 403, "permission_denied")
+    # A member service account joins no project: it sees none of them, creates in none.
     robot = ServiceAccountFactory(organization=alpha.org, name="robot", role=OrgRole.MEMBER)
     _, secret = services.token_create(
         organization=alpha.org,
@@ -295,6 +313,7 @@ def test_a_service_account_token_reads_with_its_role_and_cannot_write(alpha: Ten
         service_account=robot,
     )
     assert ApiClient(secret).get(org_path(alpha, "/clusters")).body["items"] == []
+    assert new_cluster(ApiClient(secret), alpha, name="robot-one").status in (403, 404, 422)
 
 
 # --- Tenant isolation (the URL walk in tests/console covers every route) ------------------
@@ -750,8 +769,8 @@ def test_the_address_of_a_running_cluster_for_ray_job_submit(alpha: Tenant) -> N
     answer = as_role(alpha, OrgRole.MEMBER).get(url)
     assert answer.status == 200, answer.body
     body = answer.body
-    assert body["job_address"] == "http://10.1.2.3:8266"
-    assert body["dashboard_url"] == "http://10.1.2.3:8266/"
+    assert body["job_address"] == "https://10.1.2.3:8266"
+    assert body["dashboard_url"] == "https://10.1.2.3:8266/"
     assert body["headers"] == {"Authorization": f"Bearer {body['token']}"}
     key = load_pem_public_key(access.access_key(cluster).public_key.encode())
     claims = jwt.decode(

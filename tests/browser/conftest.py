@@ -43,7 +43,13 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def chromium_extra_args() -> list[str]:
+    """More Chromium flags; a test module overrides this (e.g. to trust a CA)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_extra_args: list[str]) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
         if os.environ.get("RAYDECK_REQUIRE_BROWSER") == "1":
@@ -57,7 +63,7 @@ def browser() -> Iterator[Browser]:
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS + chromium_extra_args
         )
         yield browser
         browser.close()

@@ -1,9 +1,13 @@
 """A member clicks "Ray Dashboard" on a running cluster's page and lands in the Ray
-Dashboard, served through the cluster's access gateway: real Chromium, real Ray.
+Dashboard, served through the cluster's access gateway: real Chromium, real Ray. On the
+same cluster start, the page draws the last hour's charts with data the browser read
+from the head's Prometheus (Debian's, started by the agent, scraping Ray's metrics
+ports) through the gateway with a token the console vended.
 
 The cluster is started by driving the reconciler from the test (as test_end_to_end.py
 does); the click, the audited redirect, the gateway's cookie and the dashboard's own
-pages and API calls are all the browser's.
+pages and API calls are all the browser's, over HTTPS: the gateway's certificate chains
+to an operator-supplied CA that this Chromium trusts (as a company's browsers would).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from clouds.models import Cloud
 from clusters import access
 from clusters.choices import ClusterState
 from clusters.services import lifecycle
+from tests.agent.tls_ca import TestCA
+from tests.browser.gateway_ca import chromium_extra_args, gateway_ca, operator_ca  # noqa: F401
 from tests.clusters.test_end_to_end import drive
 from tests.conftest import make_tenant
 from tests.factories import PASSWORD
@@ -31,7 +37,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.usefixtures("tra
 
 
 def test_ray_dashboard_opens_from_the_cluster_page(
-    live_server: LiveServer, new_page: Callable[[], Page], settings, tmp_path: Path
+    live_server: LiveServer,
+    new_page: Callable[[], Page],
+    settings,
+    tmp_path: Path,
+    gateway_ca: TestCA,  # noqa: F811 - the fixture imported above
 ) -> None:
     settings.RAYDECK_AGENT_URL = live_server.url
     settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
@@ -56,7 +66,17 @@ def test_ray_dashboard_opens_from_the_cluster_page(
         page.get_by_role("button", name="Sign In").click()
         page.goto(f"{live_server.url}/o/{tenant.org.slug}/clusters/{cluster.pk}/")
         expect(page.locator("#cluster-access")).to_contain_text(address)
-        expect(page.get_by_role("button", name="Jupyter")).to_have_count(0)  # not installed
+        # The local cloud's built-in image (this project's Python) has JupyterLab.
+        expect(page.get_by_role("button", name="Jupyter")).to_have_count(1)
+
+        # The charts: Prometheus scraped Ray (every 10 s) and the browser drew its data.
+        metrics = page.locator("#cluster-metrics")
+        cpu = metrics.locator('.chart[data-title="CPU (%)"]')
+        expect(cpu).to_have_attribute("data-points", re.compile(r"^[1-9]\d*$"), timeout=120_000)
+        expect(cpu.locator("canvas")).to_have_count(1)
+        expect(metrics.locator(".metrics-status")).not_to_contain_text("unavailable")
+        tokens = AuditEvent.objects.filter(verb="cluster.token", actor=tenant.member)
+        assert tokens.filter(changes__app=[None, "metrics"]).exists()
 
         with page.context.expect_page() as opened:
             page.get_by_role("button", name="Ray Dashboard").click()
@@ -64,7 +84,8 @@ def test_ray_dashboard_opens_from_the_cluster_page(
         dashboard.wait_for_load_state()
         # The link's token was swapped for a cookie: the address bar is clean.
         expect(dashboard).to_have_url(re.compile(re.escape(address) + r"/(#.*)?$"), timeout=30_000)
-        expect(dashboard).to_have_title("Ray Dashboard")
+        # "Ray Dashboard", then "<page> | Ray Dashboard" once its overview has loaded.
+        expect(dashboard).to_have_title(re.compile(r"Ray Dashboard$"))
         # The dashboard's own API calls (with the cookie) work: it lists the head node.
         dashboard.goto(f"{address}/#/cluster")
         expect(dashboard.get_by_role("cell", name="ALIVE").first).to_be_visible(timeout=30_000)

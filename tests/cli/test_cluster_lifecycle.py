@@ -127,8 +127,12 @@ def test_cluster_from_create_to_terminate(cli: Cli, live_server, settings, tmp_p
         address = cli("clusters", "address", "demo", "-o", "json")
         assert address.returncode == 0, address.stderr
         job_address = json.loads(address.stdout)["job_address"]
-        assert job_address.startswith("http")
+        assert job_address.startswith("https://")
         exports = cli("clusters", "address", "demo", "--env").stdout
+        # The gateway speaks HTTPS with the installation's CA, which the CLI pinned: Ray's
+        # CLI verifies with it (no --verify false anywhere).
+        assert "export REQUESTS_CA_BUNDLE=" in exports and "export SSL_CERT_FILE=" in exports
+        assert "verify" not in exports
         job = subprocess.run(
             [BASH, "-c", exports + '\nexec "$RAY" job submit -- "$PY" -c "print(6 * 7)"'],
             env={**cli.env(), "RAY": str(RAY), "PY": sys.executable},

@@ -85,6 +85,14 @@ def test_not_signed_in_and_no_server_say_what_to_do(cli: Cli, world) -> None:
     assert_readable_failure(cli("clusters", "list", RAYDECK_URL=""), 2, "raydeck login --url")
 
 
+def test_login_without_a_browser_gives_up_with_the_token_route(cli: Cli, world) -> None:
+    result = cli("login", "--no-browser", "--timeout", "2")
+    assert result.returncode == 5, result.stderr
+    assert "/cli/verify?code=" in result.stderr  # the page to open on another device
+    assert "within 2 s" in result.stderr
+    assert "--token -" in result.stderr
+
+
 def test_browser_hand_off_signs_the_cli_in(cli: Cli, world) -> None:
     alpha, _ = world
     login = cli.start("login", "--no-browser")
@@ -118,13 +126,21 @@ def test_lists_in_every_output_format(cli: Cli, world) -> None:
     assert [c["name"] for c in clusters] == ["alpha-cluster"]
     assert yaml.safe_load(cli("clusters", "list", "-o", "yaml", **env).stdout) == clusters
     table = cli("clusters", "list", **env).stdout.splitlines()
-    assert table[0].split() == ["ID", "NAME", "PROJECT", "STATE", "CLOUD", "CREATED"]
+    assert table[0].split() == ["ID", "NAME", "PROJECT", "STATE", "CLOUD", "CONFIG", "CREATED"]
     assert table[1].split()[:4] == [
         clusters[0]["id"],
         "alpha-cluster",
         "alpha-project",
         "terminated",
     ]
+    # Names where people read them, not the ids of the cloud and the config.
+    cluster = Cluster.objects.get(name="alpha-cluster")
+    assert "alpha local" in table[1]
+    assert cluster.compute_config.config.name in table[1]
+    shown = cli("clusters", "get", "alpha-cluster", **env).stdout
+    assert re.search(rf"^cloud\s+alpha local \({cluster.cloud_id}\)$", shown, re.M), shown
+    assert re.search(rf"^image\s+{re.escape(cluster.image.name)} \(", shown, re.M), shown
+    assert "cloud_name" not in shown
 
     projects = json.loads(cli("projects", "list", "-o", "json", **env).stdout)
     assert [p["slug"] for p in projects] == ["alpha-project"]
@@ -317,3 +333,37 @@ def test_cluster_from_yaml_with_its_compute_config_inline(cli: Cli, world, tmp_p
     # A name on the command line wins over the file's.
     result = cli("clusters", "create", "other", "-f", str(spec), "-o", "json", **env)
     assert json.loads(result.stdout)["name"] == "other"
+
+
+def test_terminate_wait_shows_what_happens_from_now_not_the_history(cli: Cli, world) -> None:
+    """The real reconciler (in this process) terminates the cluster on the local cloud."""
+    from clusters.choices import ClusterState, DesiredState
+    from clusters.services.events import record_event
+    from clusters.services.reconcile import cluster_reconcile
+
+    alpha, _ = world
+    Cluster.objects.filter(pk=alpha.cluster.pk).update(
+        state=ClusterState.RUNNING, desired_state=DesiredState.RUNNING
+    )
+    for step in range(3):
+        record_event(alpha.cluster, "old news", f"an event from before, number {step}")
+    env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
+    terminate = cli.start(
+        "clusters", "terminate", "alpha-cluster", "--wait", "--timeout", "60", **env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            cluster = Cluster.objects.get(pk=alpha.cluster.pk)
+            if cluster.desired_state == DesiredState.TERMINATED:
+                cluster_reconcile(cluster_id=cluster.pk)
+                if Cluster.objects.get(pk=cluster.pk).state == ClusterState.TERMINATED:
+                    break
+            time.sleep(0.2)
+        _, err = terminate.communicate(timeout=60)
+    finally:
+        terminate.kill()
+    assert terminate.returncode == 0, err
+    assert "is terminated" in err
+    assert "terminated: Every node is terminated." in err
+    assert "old news" not in err

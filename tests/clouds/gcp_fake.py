@@ -3,7 +3,11 @@
 It implements only the paths the real `google-cloud-compute` REST client calls for the
 GCP driver, with GCE's JSON shapes and error bodies, so the driver is tested through
 the real client library rather than mocks. It is deliberately small: one project's
-instances, zone operations, projects/zones get, and `GET /storage/v1/b/{bucket}`.
+instances, zone operations, projects/zones get, firewall rules (global; their operations
+are done at once), `GET /storage/v1/b/{bucket}` and objects (`alt=media` reads the
+`texts` a test stored), Cloud Build's builds (create, get, list by tag, cancel: they
+stay queued until a test finishes them with `finish_build`, as Cloud Build would) and
+Artifact Registry's repositories (create, delete; operations done at once).
 
 Knobs for tests:
 - `fail_next(...)`: answer the next matching request with an HTTP error (GCE body shape).
@@ -26,9 +30,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 _ZONE_PATH = r"/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)"
+_GLOBAL_PATH = r"/compute/v1/projects/(?P<project>[^/]+)/global"
+_LOCATION = r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+_BUILD = _LOCATION + r"/builds/(?P<build>[^/:]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_ZONE_PATH + r"/instances"), "insert"),
     ("GET", re.compile(_ZONE_PATH + r"/instances"), "list"),
@@ -37,8 +44,23 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(_ZONE_PATH + r"/operations/(?P<op>[^/]+)"), "operation_get"),
     ("POST", re.compile(_ZONE_PATH + r"/operations/(?P<op>[^/]+)/wait"), "operation_wait"),
     ("GET", re.compile(_ZONE_PATH), "zone_get"),
+    ("POST", re.compile(_GLOBAL_PATH + r"/firewalls"), "firewall_insert"),
+    ("GET", re.compile(_GLOBAL_PATH + r"/firewalls/(?P<name>[^/]+)"), "firewall_get"),
+    ("PATCH", re.compile(_GLOBAL_PATH + r"/firewalls/(?P<name>[^/]+)"), "firewall_patch"),
+    ("DELETE", re.compile(_GLOBAL_PATH + r"/firewalls/(?P<name>[^/]+)"), "firewall_delete"),
+    ("GET", re.compile(_GLOBAL_PATH + r"/operations/(?P<op>[^/]+)"), "global_operation"),
+    ("POST", re.compile(_GLOBAL_PATH + r"/operations/(?P<op>[^/]+)/wait"), "global_operation"),
     ("GET", re.compile(r"/compute/v1/projects/(?P<project>[^/]+)"), "project_get"),
     ("GET", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)"), "bucket_get"),
+    ("GET", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)/o"), "object_list"),
+    ("GET", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)"), "object_get"),
+    # Cloud Build (v1, regional) and Artifact Registry (v1).
+    ("POST", re.compile(_LOCATION + r"/builds"), "build_create"),
+    ("GET", re.compile(_LOCATION + r"/builds"), "build_list"),
+    ("GET", re.compile(_BUILD), "build_get"),
+    ("POST", re.compile(_BUILD + r":cancel"), "build_cancel"),
+    ("POST", re.compile(_LOCATION + r"/repositories"), "repository_create"),
+    ("DELETE", re.compile(_LOCATION + r"/repositories/(?P<repo>[^/]+)"), "repository_delete"),
 ]
 
 # The label-equality filter syntax the driver sends, e.g.
@@ -102,6 +124,8 @@ class FakeCompute:
     projects: set[str] = field(default_factory=lambda: {"raydeck-test"})
     zones: set[str] = field(default_factory=lambda: {"us-central1-a", "us-central1-b"})
     buckets: set[str] = field(default_factory=set)
+    # Stored objects' sizes by (bucket, name): what objects.get and objects.list report.
+    objects: dict[tuple[str, str], int] = field(default_factory=dict)
     images: set[str] = field(
         default_factory=lambda: {"projects/debian-cloud/global/images/family/debian-12"}
     )
@@ -110,7 +134,14 @@ class FakeCompute:
     base_url: str = ""
     instances: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     operations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # Firewall rules by (project, name), as GCE's JSON; their operations finish at once.
+    firewalls: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Objects' contents by (bucket, name), for `alt=media` reads (build logs).
+    texts: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Cloud Build's builds by id, as its JSON; Artifact Registry's repositories by name.
+    cloud_builds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repositories: dict[str, dict[str, Any]] = field(default_factory=dict)
     _request_ids: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _op_failures: list[_OperationFailure] = field(default_factory=list)
@@ -352,11 +383,189 @@ class FakeCompute:
             return _error(404, "notFound", f"The resource 'projects/{project}' was not found")
         return 200, {"kind": "compute#project", "name": project, "id": "4242"}
 
+    # --- Firewall rules (global resources; their operations are DONE when returned).
+    def _global_op(self, project: str, kind: str, name: str) -> tuple[int, dict[str, Any]]:
+        op_name = f"operation-{next(self._counter)}"
+        base = f"{self.base_url}/compute/v1/projects/{project}/global"
+        op = {
+            "kind": "compute#operation",
+            "name": op_name,
+            "operationType": kind,
+            "targetLink": f"{base}/firewalls/{name}",
+            "status": "DONE",
+            "progress": 100,
+            "selfLink": f"{base}/operations/{op_name}",
+        }
+        self.operations[(project, "global", op_name)] = op
+        return 200, op
+
+    def _firewall_missing(self, project: str, name: str) -> tuple[int, dict[str, Any]]:
+        return _error(
+            404,
+            "notFound",
+            f"The resource 'projects/{project}/global/firewalls/{name}' was not found",
+        )
+
+    def _firewall_insert(self, *, project: str, body: Any, **_: Any) -> Any:
+        body = copy.deepcopy(body or {})
+        name = body.get("name", "")
+        if (project, name) in self.firewalls:
+            return _error(409, "alreadyExists", f"The resource '{name}' already exists")
+        if not body.get("sourceRanges") and not body.get("sourceTags"):
+            body["sourceRanges"] = ["0.0.0.0/0"]  # GCE's default for an ingress rule
+        self.firewalls[(project, name)] = {**body, "kind": "compute#firewall"}
+        return self._global_op(project, "insert", name)
+
+    def _firewall_get(self, *, project: str, name: str, **_: Any) -> Any:
+        rule = self.firewalls.get((project, name))
+        return (200, rule) if rule is not None else self._firewall_missing(project, name)
+
+    def _firewall_patch(self, *, project: str, name: str, body: Any, **_: Any) -> Any:
+        if (project, name) not in self.firewalls:
+            return self._firewall_missing(project, name)
+        # PATCH replaces the lists it is given (GCE's semantics for repeated fields).
+        self.firewalls[(project, name)].update(copy.deepcopy(body or {}))
+        return self._global_op(project, "patch", name)
+
+    def _firewall_delete(self, *, project: str, name: str, **_: Any) -> Any:
+        if self.firewalls.pop((project, name), None) is None:
+            return self._firewall_missing(project, name)
+        return self._global_op(project, "delete", name)
+
+    def _global_operation(self, *, project: str, op: str, **_: Any) -> Any:
+        found = self.operations.get((project, "global", op))
+        if found is None:
+            return _error(404, "notFound", f"The resource '{op}' was not found")
+        return 200, found
+
     # --- Storage.
     def _bucket_get(self, *, bucket: str, **_: Any) -> tuple[int, dict[str, Any]]:
         if bucket not in self.buckets:
             return _error(404, "notFound", "The specified bucket does not exist.")
         return 200, {"kind": "storage#bucket", "name": bucket, "id": bucket}
+
+    def _object_resource(self, bucket: str, name: str) -> dict[str, Any]:
+        size = self.objects[(bucket, name)]
+        return {"kind": "storage#object", "bucket": bucket, "name": name, "size": str(size)}
+
+    def _object_get(self, *, bucket: str, name: str, query: dict[str, str], **_: Any) -> Any:
+        name = unquote(name)
+        if query.get("alt") == "media":
+            if (bucket, name) not in self.texts:
+                return _error(404, "notFound", f"No such object: {bucket}/{name}")
+            return 200, self.texts[(bucket, name)]
+        if (bucket, name) not in self.objects:
+            return _error(404, "notFound", f"No such object: {bucket}/{name}")
+        return 200, self._object_resource(bucket, name)
+
+    def _object_list(self, *, bucket: str, query: dict[str, str], **_: Any) -> Any:
+        """objects.list with `prefix`, two items a page (so paging is exercised)."""
+        names = sorted(
+            n for b, n in self.objects if b == bucket and n.startswith(query.get("prefix", ""))
+        )
+        start = int(query.get("pageToken") or 0)
+        page = {
+            "kind": "storage#objects",
+            "items": [self._object_resource(bucket, n) for n in names[start : start + 2]],
+        }
+        if start + 2 < len(names):
+            page["nextPageToken"] = str(start + 2)
+        return 200, page
+
+    # --- Cloud Build and Artifact Registry.
+    def finish_build(
+        self,
+        build_id: str,
+        status: str,
+        *,
+        digest: str = "",
+        failed_step: int | None = None,
+        detail: str = "",
+    ) -> None:
+        """Play Cloud Build: end the build with `status`; SUCCESS pushes its image with
+        `digest`; FAILURE marks step `failed_step` failed with `detail`."""
+        with self.lock:
+            build = self.cloud_builds[build_id]
+            build["status"] = status
+            for number, step in enumerate(build.get("steps", [])):
+                if failed_step is not None and number == failed_step:
+                    step["status"] = "FAILURE"
+                elif failed_step is None or number < failed_step:
+                    step["status"] = "SUCCESS"
+            if status == "SUCCESS":
+                build["results"] = {
+                    "images": [{"name": name, "digest": digest} for name in build["images"]]
+                }
+            if detail:
+                build["failureInfo"] = {"type": "USER_BUILD_STEP", "detail": detail}
+
+    def _build_create(self, *, project: str, location: str, body: Any, **_: Any) -> Any:
+        build_id = f"b{next(self._counter):04d}-0000-4000-8000-000000000000"
+        build = {
+            **copy.deepcopy(body),
+            "id": build_id,
+            "projectId": project,
+            "status": "QUEUED",
+            "name": f"projects/{project}/locations/{location}/builds/{build_id}",
+            "createTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        self.cloud_builds[build_id] = build
+        return 200, {
+            "name": f"projects/{project}/locations/{location}/operations/{build_id}",
+            "metadata": {
+                "@type": "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata",
+                "build": build,
+            },
+        }
+
+    def _build_list(self, *, query: dict[str, str], **_: Any) -> Any:
+        match = re.fullmatch(r'tags="([^"]+)"', query.get("filter", ""))
+        if not match:
+            return _error(400, "invalid", f"Unsupported filter {query.get('filter')!r}")
+        found = [b for b in self.cloud_builds.values() if match[1] in b.get("tags", [])]
+        return 200, {"builds": found}
+
+    def _build_get(self, *, build: str, **_: Any) -> Any:
+        if build not in self.cloud_builds:
+            return _error(404, "notFound", f"Build {build} not found")
+        return 200, self.cloud_builds[build]
+
+    def _build_cancel(self, *, build: str, **_: Any) -> Any:
+        found = self.cloud_builds.get(build)
+        if found is None:
+            return _error(404, "notFound", f"Build {build} not found")
+        if found["status"] not in ("QUEUED", "PENDING", "WORKING"):
+            return _error(400, "failedPrecondition", f"Build {build} is already final")
+        found["status"] = "CANCELLED"
+        return 200, found
+
+    def _repository_create(
+        self, *, project: str, location: str, query: dict[str, str], body: Any, **_: Any
+    ) -> Any:
+        repo_id = query["repositoryId"]
+        name = f"projects/{project}/locations/{location}/repositories/{repo_id}"
+        if name in self.repositories:
+            return _error(409, "alreadyExists", f"Repository {name} already exists")
+        self.repositories[name] = {**copy.deepcopy(body), "name": name}
+        operation = f"projects/{project}/locations/{location}/operations/repo-{repo_id}"
+        return 200, {
+            "name": operation,
+            "done": True,
+            "response": {
+                "@type": "type.googleapis.com/google.devtools.artifactregistry.v1.Repository",
+                **self.repositories[name],
+            },
+        }
+
+    def _repository_delete(self, *, project: str, location: str, repo: str, **_: Any) -> Any:
+        name = f"projects/{project}/locations/{location}/repositories/{repo}"
+        if self.repositories.pop(name, None) is None:
+            return _error(404, "notFound", f"Repository {name} not found")
+        return 200, {
+            "name": f"projects/{project}/locations/{location}/operations/delete-{repo}",
+            "done": True,
+            "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
+        }
 
 
 def _error(status: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
@@ -383,14 +592,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # "lost" response: the work is done, no answer
             return
         status, payload = result
-        data = json.dumps(payload).encode()
+        text = isinstance(payload, str)  # an object's content (alt=media)
+        data = payload.encode() if text else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        kind = "text/plain" if text else "application/json"
+        self.send_header("Content-Type", f"{kind}; charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_DELETE = _serve
+    do_GET = do_POST = do_DELETE = do_PATCH = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output (and any Authorization header) out of stderr
@@ -423,3 +634,25 @@ class FakeComputeServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def fake_provider(server: FakeComputeServer, cloud: Any, **overrides: Any) -> Any:
+    """The real GCP driver for `cloud` (a Cloud row), pointed at `server` for Compute,
+    Cloud Build, Artifact Registry and Cloud Storage, with anonymous credentials instead
+    of Workload Identity Federation (which would call Google)."""
+    from google.auth.credentials import AnonymousCredentials
+
+    from clouds.providers.gcp import GcpProvider
+
+    fields: dict[str, Any] = {
+        "cloud_id": cloud.uuid,
+        "project_id": cloud.gcp_project_id,
+        "zones": list(cloud.zones),
+        "log_location": cloud.log_location,
+        "node_service_account": cloud.node_identity,
+        "credentials": AnonymousCredentials(),
+        "api_endpoint": server.endpoint,
+        "storage_endpoint": server.endpoint,
+        "poll_interval": 0.01,
+    }
+    return GcpProvider(**(fields | overrides))

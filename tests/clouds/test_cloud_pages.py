@@ -19,7 +19,9 @@ from clouds import policies, services
 from clouds.choices import CloudKind, CloudState, VerificationState
 from clouds.models import Cloud
 from clouds.providers.base import CheckResult
+from clusters.models import ComputeConfig
 from tests.conftest import Tenant, client_for
+from tests.factories import remove_workloads
 
 pytestmark = pytest.mark.django_db
 PRINCIPAL = "arn:aws:iam::111122223333:role/raydeck-installation"
@@ -292,7 +294,8 @@ def test_cloud_list_empty_state_and_query_count(
 ) -> None:
     from clusters.models import Cluster, ComputeConfig
 
-    # The tenants' (terminated) clusters and their configs hold on to the clouds.
+    # The tenants' workloads, (terminated) clusters and configs hold on to the clouds.
+    remove_workloads()
     Cluster.objects.all().delete()
     ComputeConfig.objects.all().delete()
     Cloud.objects.all().delete()
@@ -323,17 +326,122 @@ def test_a_cloud_with_live_clusters_cannot_be_deleted(tenant_a: Tenant) -> None:
 
 
 def test_a_cloud_with_only_ended_clusters_can_be_deleted(tenant_a: Tenant) -> None:
-    """The tenant's cluster on this cloud is terminated (tests/conftest.py)."""
+    """The tenant's cluster, job and service on this cloud have ended and its schedule is
+    paused (tests/conftest.py); its stopped workspace keeps files in the cloud's storage,
+    so it holds the cloud until it is deleted, as an active schedule does until paused."""
     from clusters.models import Cluster
+    from workloads.jobs.models import Job, JobSchedule
+    from workloads.serve.models import Service
 
     ended = Cluster.objects.filter(cloud=tenant_a.cloud).count()
     assert ended
-    response = client_for(tenant_a.owner).post(
-        reverse("cloud_delete", args=[tenant_a.org.slug, tenant_a.cloud.pk])
-    )
+    JobSchedule.objects.filter(pk=tenant_a.job_schedule.pk).update(paused=False)
+    delete_url = reverse("cloud_delete", args=[tenant_a.org.slug, tenant_a.cloud.pk])
+    owner = client_for(tenant_a.owner)
+    refused = html.unescape(owner.post(delete_url, follow=True).content.decode())
+    assert "still has 1 workspace, 1 active schedule" in refused
+    assert Cloud.objects.filter(pk=tenant_a.cloud.pk).exists()
+    tenant_a.workspace.delete()
+    JobSchedule.objects.filter(pk=tenant_a.job_schedule.pk).update(paused=True)
+    response = owner.post(delete_url)
     assert response.status_code == 302
+    assert not Job.objects.filter(organization=tenant_a.org).exists()
+    assert not Service.objects.filter(organization=tenant_a.org).exists()
+    assert not JobSchedule.objects.filter(organization=tenant_a.org).exists()
     assert not Cloud.objects.filter(pk=tenant_a.cloud.pk).exists()
     assert not Cluster.objects.filter(organization=tenant_a.org).exists()
     # The clusters app removed them (clouds imports nothing of it); the audit says how many.
     event = AuditEvent.objects.get(verb="cloud.delete", target_id=str(tenant_a.cloud.pk))
     assert event.changes["ended_clusters_removed"] == [ended, 0]
+
+
+def test_least_privilege_pass_role_and_log_bucket(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)
+    cloud.node_identity = "arn:aws:iam::123456789012:instance-profile/raydeck-nodes"
+    statements = {s["Sid"]: s for s in policies.aws_permissions_policy(cloud)["Statement"]}
+    # iam:PassRole for the nodes' role only, never "*".
+    assert statements["PassNodeRoleToEc2"]["Resource"] == (
+        "arn:aws:iam::123456789012:role/raydeck-nodes"
+    )
+    # The control plane never reads the customer's logs.
+    actions = [a for s in statements.values() for a in [s["Action"]] if isinstance(a, list)]
+    assert not any("s3:GetObject" in a for a in actions)
+    assert "s3:GetObject" not in json.dumps(statements)
+
+
+def test_gcp_grants_a_narrow_role_and_no_read_on_the_log_bucket(tenant_a: Tenant) -> None:
+    cloud = add_aws(tenant_a)  # the commands are derived from the row alone
+    cloud.gcp_project_id = "acme-ml"
+    cloud.log_location = "gs://acme-logs/raydeck"
+    cloud.node_identity = "nodes@acme-ml.iam.gserviceaccount.com"
+    commands = policies.gcp_commands(cloud)
+    for broad in ("roles/compute.instanceAdmin", "roles/storage.objectAdmin", "roles/editor"):
+        assert broad not in commands
+    assert "storage.objects.list" not in commands
+    # Objects are read only under the image builds' log folder (their logs).
+    folder = f"acme-logs/objects/raydeck/raydeck-builds/{cloud.uuid}/"
+    for line in commands.splitlines():
+        if "storage.objects.get" in line:
+            assert line.strip() == "--permissions storage.objects.get"
+    reads = [c for c in commands.split("\ngcloud ") if "roles/raydeckBuildLogs" in c]
+    assert reads and all(folder in c for c in reads if "add-iam-policy-binding" in c)
+    assert "--permissions compute.instances.create," in commands
+    # The service account user role on the nodes' account only, not the project.
+    assert (
+        "add-iam-policy-binding nodes@acme-ml.iam.gserviceaccount.com \\\n"
+        in commands.replace("    ", "")
+        or "service-accounts add-iam-policy-binding nodes@acme-ml.iam.gserviceaccount.com"
+        in commands
+    )
+    assert "projects add-iam-policy-binding acme-ml \\\n    --member serviceAccount:" in commands
+    assert "roles/iam.serviceAccountUser" in commands
+
+
+def test_a_new_cloud_comes_with_default_cpu_and_gpu_compute_configs(tenant_a: Tenant) -> None:
+    aws = add_aws(tenant_a, "gpu-land")
+    configs = {
+        c.name: c.latest
+        for c in ComputeConfig.objects.filter(organization=tenant_a.org, versions__cloud=aws)
+    }
+    assert set(configs) == {"Default for gpu-land", "GPU default for gpu-land"}
+    [gpu_group] = configs["GPU default for gpu-land"].worker_groups
+    assert gpu_group["gpus"] == 1 and gpu_group["instance_type"] == "g5.xlarge"
+    assert gpu_group["min"] == 0
+    assert configs["Default for gpu-land"].worker_groups[0]["gpus"] == 0
+    # The local cloud has no GPU machine to offer: its CPU default only.
+    local = services.cloud_create(
+        organization=tenant_a.org, actor=tenant_a.owner, kind="local", name="here"
+    )
+    names = set(ComputeConfig.objects.filter(versions__cloud=local).values_list("name", flat=True))
+    assert names == {"Default for here"}
+
+
+def test_gateway_ranges_on_the_aws_form(tenant_a: Tenant) -> None:
+    """Who may reach the clusters: CIDR ranges, a clear error on the field for a bad one
+    or for the whole internet without the confirmation (nothing saved), kept otherwise."""
+    client = client_for(tenant_a.admin)
+    url = reverse("cloud_create", args=[tenant_a.org.slug, "aws"])
+    form = {"name": "Edge AWS", "region": "eu-west-1", "launch_access": "all"}
+    for cidrs, expected in [
+        ("203.0.113.5/24", "is not a CIDR range"),
+        ("0.0.0.0/0", "whole internet"),
+    ]:
+        response = client.post(url, {**form, "gateway_cidrs": cidrs})
+        assert response.status_code == 200
+        assert expected in html.unescape(response.content.decode())
+        assert not Cloud.objects.filter(name="Edge AWS").exists()
+    client.post(url, {**form, "gateway_cidrs": "203.0.113.0/24,\n198.51.100.7/32"})
+    cloud = Cloud.objects.get(name="Edge AWS")
+    assert cloud.gateway_cidrs == ["203.0.113.0/24", "198.51.100.7/32"]
+    edit = client.get(reverse("cloud_edit", args=[tenant_a.org.slug, cloud.pk]))
+    assert "203.0.113.0/24\n198.51.100.7/32" in html.unescape(edit.content.decode())
+    client.post(
+        url,
+        {
+            **form,
+            "name": "Open AWS",
+            "gateway_cidrs": "0.0.0.0/0",
+            "gateway_open_to_internet": "on",
+        },
+    )
+    assert Cloud.objects.get(name="Open AWS").gateway_open_to_internet

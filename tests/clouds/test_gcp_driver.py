@@ -198,7 +198,7 @@ def test_launch_inserts_labelled_instance_and_waits(
 def test_spot_public_ip_zone_and_extra_labels(
     gcp: FakeComputeServer, make_provider: Any, cloud_id: uuid.UUID
 ) -> None:
-    provider = make_provider(assign_public_ip=True)
+    provider = make_provider(public_addresses=True)
     node = node_spec(
         zone="us-central1-b",
         spot=True,

@@ -195,6 +195,9 @@ def test_two_nodes_launch_list_terminate_and_rediscover(cloud: Cloud, monkeypatc
     assert ports_a == rec_a["ports"]
     assert len(set(ports_a)) == PORT_COUNT
     assert not set(ports_a) & set(rec_b["ports"])
+    # Below the kernel's ephemeral range: no outgoing connection takes one before Ray binds it.
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(port < ephemeral_low for port in ports_a + rec_b["ports"])
 
     # Both listed, and the cluster filter picks one.
     listed = {i.instance_id: i for i in cloud.provider.list_instances()}
@@ -343,8 +346,12 @@ def test_spawn_failure_is_a_permanent_error(cloud: Cloud, monkeypatch):
         cloud.launch(SLEEPER)
     assert caught.value.kind == PermanentErrorKind.INVALID_REQUEST
     assert "/nonexistent/bash" in caught.value.user_message
+    # Its folder is left (the boot script, the record): not gone until a terminate.
     [instance] = cloud.provider.list_instances()
-    assert instance.state == InstanceState.TERMINATED
+    assert instance.state == InstanceState.STOPPING and not instance.is_gone
+    cloud.provider.terminate(instance_id=instance.instance_id)
+    assert cloud.provider.list_instances() == []
+    assert not (cloud.root / str(instance.node_id)).exists()
 
 
 def checks(provider: LocalProvider) -> dict[str, tuple[bool, str]]:

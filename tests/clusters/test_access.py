@@ -122,8 +122,8 @@ def test_token_claims(tenant_a: Tenant) -> None:
     tool = access.cluster_address(tenant_a.member, cluster)
     claims = decode(tool["token"], cluster)
     assert 3599 <= claims["exp"] - claims["iat"] <= 3600
-    assert tool["job_address"] == "http://10.1.2.3:8266"
-    assert tool["dashboard_url"] == "http://10.1.2.3:8266/"
+    assert tool["job_address"] == "https://10.1.2.3:8266"
+    assert tool["dashboard_url"] == "https://10.1.2.3:8266/"
     with pytest.raises(ValueError):
         access.mint_token(user=tenant_a.member, cluster=cluster, lifetime=timedelta(hours=2))
 
@@ -142,12 +142,12 @@ def test_open_buttons(tenant_a: Tenant, tenant_b: Tenant) -> None:
     page = reverse("cluster_detail", args=[tenant_a.org.slug, cluster.pk])
     member = client_for(tenant_a.member)
     content = member.get(page).content.decode()
-    assert "Ray Dashboard" in content and "http://10.1.2.3:8266" in content
+    assert "Ray Dashboard" in content and "https://10.1.2.3:8266" in content
     assert "Jupyter" not in content and "Grafana" not in content
     url = reverse("cluster_open", args=[tenant_a.org.slug, cluster.pk, "dashboard"])
     response = member.post(url)
     assert response.status_code == 200
-    assert 'content="0;url=http://10.1.2.3:8266/?token=' in response.content.decode()
+    assert 'content="0;url=https://10.1.2.3:8266/?token=' in response.content.decode()
     assert AuditEvent.objects.filter(verb="cluster.open", actor=tenant_a.member).count() == 1
     # An app the head did not report is not offered, and asking for it opens nothing.
     jupyter = reverse("cluster_open", args=[tenant_a.org.slug, cluster.pk, "jupyter"])
@@ -267,5 +267,42 @@ def test_tool_token_page_shows_the_command(tenant_a: Tenant) -> None:
     )
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     text = response.content.decode()
-    assert "ray job submit --address http://10.1.2.3:8266 --headers" in text
+    assert "ray job submit --address https://10.1.2.3:8266 --headers" in text
     assert "Authorization&quot;: &quot;Bearer ey" in text
+
+
+def test_the_charts_get_a_token_for_prometheus_on_the_gateway_or_say_why_not(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    cluster = running(tenant_a)
+    page = reverse("cluster_detail", args=[tenant_a.org.slug, cluster.pk])
+    url = reverse("cluster_metrics_token", args=[tenant_a.org.slug, cluster.pk])
+    member = client_for(tenant_a.member)
+    # No Prometheus on the head: the page and the token request say so.
+    assert "metrics unavailable: Prometheus is not in this cluster" in member.get(page).text
+    answer = member.post(url)
+    assert answer.status_code == 409
+    assert answer.json() == {
+        "unavailable": "metrics unavailable: Prometheus is not in this cluster's image"
+    }
+    assert not AuditEvent.objects.filter(verb="cluster.token").exists()
+
+    head = cluster.nodes.get(role=NodeRole.HEAD)
+    head.ray_ports = {**head.ray_ports, "prometheus": 9090}
+    head.save(update_fields=["ray_ports"])
+    response = member.get(page)
+    # The page may reach the gateway (the charts fetch from it), and says what is absent.
+    assert "https://10.1.2.3:8266" in response["Content-Security-Policy"]
+    assert 'id="cluster-metrics"' in response.text and "Grafana: not in this image" in response.text
+    answer = member.post(url)
+    assert answer.status_code == 200 and answer["Cache-Control"] == "no-store"
+    body = answer.json()
+    assert body["query_url"] == "https://10.1.2.3:8266/prometheus/api/v1/query_range"
+    claims = decode(body["token"], cluster)
+    assert claims["exp"] - claims["iat"] <= 300  # a link's lifetime: minutes
+    [event] = AuditEvent.objects.filter(verb="cluster.token", actor=tenant_a.member)
+    assert event.changes["app"] == [None, "metrics"]
+    # Readers may not, other organizations see nothing, and a GET mints nothing.
+    assert client_for(tenant_a.viewer).post(url).status_code == 403
+    assert client_for(tenant_b.owner).post(url).status_code == 404
+    assert member.get(url).status_code == 405

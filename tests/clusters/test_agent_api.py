@@ -293,7 +293,9 @@ def test_batched_writes_land_in_one_flush(tenant_a: Tenant, post, settings) -> N
     cluster = make_cluster(tenant_a)
     nodes = [make_node(cluster) for _ in range(3)]
     agents._rows.written_at = agents.time.monotonic()  # as if it had just written
-    tail = {**READY_BODY, "log_tail": ["one", "two"]}
+    # What a job printed (a worker's stdout) is dropped even if an agent sends it.
+    lines = ["[agent] one", "[worker-4242.out] SECRET-OUTPUT", "[raylet.out] two", "loose"]
+    tail = {**READY_BODY, "log_tail": lines}
     for _, credential in nodes:
         assert post(credential, tail)[0] == 200
     assert Node.objects.filter(last_heartbeat_at__isnull=False).count() == 0
@@ -301,7 +303,9 @@ def test_batched_writes_land_in_one_flush(tenant_a: Tenant, post, settings) -> N
     for node, _ in nodes:
         node.refresh_from_db()
         assert node.last_heartbeat_at is not None
-        assert node.usage == READY_BODY["usage"] and node.log_tail == "one\ntwo"
+        assert (
+            node.usage == READY_BODY["usage"] and node.log_tail == "[agent] one\n[raylet.out] two"
+        )
         assert node.resources == READY_BODY["ray"]
 
 
@@ -454,3 +458,93 @@ def test_https_redirect_and_hsts_on_the_lean_path(tenant_a: Tenant, settings) ->
     assert status == 301 and headers["Location"] == f"https://testserver{HEARTBEAT}"
     status, _, headers = via_wsgi(body, {**auth, "X-Forwarded-Proto": "https"})
     assert status == 200 and headers["Strict-Transport-Security"] == "max-age=3600"
+
+
+# --- orders for the head (clusters/head_orders.py) -------------------------------------
+
+
+class Recorder:
+    """A participant as workloads register one: orders for one cluster, reports kept."""
+
+    topic = "test-topic"
+
+    def __init__(self, cluster_id: int) -> None:
+        self.cluster_id = cluster_id
+        self.received: list[tuple[int, Any]] = []
+
+    def orders(self, cluster_id: int) -> Any | None:
+        return {"submit": ["job-1"]} if cluster_id == self.cluster_id else None
+
+    def receive(self, cluster_id: int, report: Any) -> None:
+        self.received.append((cluster_id, report))
+
+
+@pytest.fixture
+def recorder(tenant_a: Tenant) -> Iterator[tuple[Cluster, Recorder]]:
+    from clusters import head_orders
+
+    cluster = make_cluster(tenant_a)
+    participant = Recorder(cluster.pk)
+    head_orders.register(participant)
+    yield cluster, participant
+    head_orders._participants.pop(participant.topic)
+
+
+def test_a_head_gets_its_orders_and_its_reports_reach_the_participant(
+    tenant_a: Tenant, post, recorder
+) -> None:
+    cluster, participant = recorder
+    _, head_credential = make_node(cluster, role=NodeRole.HEAD)
+    body = {**READY_BODY, "reports": {"test-topic": {"job-1": "running"}, "newer": 1}}
+    status, answer, _ = post(head_credential, body)
+    assert status == 200
+    assert answer["orders"] == {"test-topic": {"submit": ["job-1"]}}
+    assert participant.received == [(cluster.pk, {"job-1": "running"})]
+
+
+def test_workers_and_other_clusters_heads_get_no_orders(tenant_a: Tenant, post, recorder) -> None:
+    cluster, participant = recorder
+    _, worker_credential = make_node(cluster)
+    other = make_cluster(tenant_a, name="c2")
+    _, other_head = make_node(other, role=NodeRole.HEAD)
+    for credential in (worker_credential, other_head):
+        status, answer, _ = post(credential, {**READY_BODY, "reports": {"test-topic": 1}})
+        assert status == 200
+        assert "orders" not in answer
+    assert participant.received == [(other.pk, 1)]
+
+
+def test_deeply_nested_bodies_are_refused_after_the_token_not_crashed_on(
+    tenant_a: Tenant, post
+) -> None:
+    _, credential = make_node(make_cluster(tenant_a))
+    nested = b"[" * 50_000 + b"]" * 50_000
+    status, answer, _ = post(credential, nested)
+    assert status == 400 and answer["error"]["code"] == "invalid_body"
+    assert "nested" in answer["error"]["message"]
+    # Without a valid credential the body is never parsed: the answer is 401.
+    status, answer, _ = post(new_secret("rdn"), nested)
+    assert status == 401
+    # A deep value inside a string is not nesting.
+    assert post(credential, {**READY_BODY, "message": "[" * 5000})[0] == 200
+
+
+def test_registration_checks_the_token_before_the_body(tenant_a: Tenant) -> None:
+    nested = b'{"a":' * 20_000 + b"1" + b"}" * 20_000
+    unknown = Client().post(
+        REGISTER,
+        nested,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {new_secret('rdb')}"},
+    )
+    assert unknown.status_code == 401
+    node, _ = make_node(make_cluster(tenant_a), role=NodeRole.HEAD, state=NodeState.BOOTING)
+    token = new_secret("rdb")
+    Node.objects.filter(pk=node.pk).update(bootstrap_token_hash=hash_secret(token))
+    deep = Client().post(
+        REGISTER,
+        nested,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "invalid_body"

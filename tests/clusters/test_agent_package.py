@@ -141,6 +141,8 @@ def test_the_wheel_is_the_same_bytes_in_every_process_and_records_every_file() -
         recorded = {line.split(",")[0] for line in record}
         assert recorded == names
         assert "raydeck_agent/__main__.py" in names
+        metadata = archive.read("raydeck_agent-0.1.0.dist-info/METADATA").decode()
+        assert "License: Apache-2.0" in metadata  # pyproject's SPDX string
         assert (
             "raydeck-agent = raydeck_agent.__main__:main"
             in archive.read("raydeck_agent-0.1.0.dist-info/entry_points.txt").decode()

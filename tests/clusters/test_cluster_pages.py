@@ -16,6 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from raydeck_agent.logs import LogBuffer
 
 from accounts.choices import ProjectRole
 from accounts.models import AuditEvent
@@ -28,7 +29,7 @@ from clusters.models import Cluster, ClusterEvent, Node
 from clusters.services import agents
 from clusters.services.events import record_event
 from clusters.services.lifecycle import cluster_create
-from tests.conftest import Tenant, activate, client_for
+from tests.conftest import Tenant, activate, client_for, make_tenant
 from tests.factories import (
     CloudFactory,
     ClusterFactory,
@@ -395,7 +396,9 @@ def test_the_page_shows_nodes_usage_heartbeats_and_timed_events(
     record_event(cluster, "cloud call", "The cloud is busy, retrying.", level=EventLevel.WARNING)
 
     page = text(client_for(tenant_a.member).get(detail_url(cluster)))
-    assert "<code>127.0.0.1:6379</code>" in page and "<code>local-abc</code>" in page
+    assert '<code title="local-abc">local-abc</code>' in page  # the full id on hover
+    # Ray's raw ports are not for users: the page shows only the gateway's address.
+    assert "127.0.0.1:6379" not in page
     assert 'value="42"' in page and "42%" in page  # the head's CPU bar
     assert 'value="75"' in page  # the head's memory bar
     assert "3.1 GB of 5 GB" in page  # the cluster's: 75% of 4 GB and 10% of 1 GB
@@ -608,6 +611,131 @@ def test_node_log_as_a_page_and_as_a_partial(tenant_a: Tenant, cloud: Cloud) -> 
     # A node is only reached through its own cluster.
     other = reverse("cluster_node_log", args=[tenant_a.org.slug, cluster.pk, tenant_a.node.pk])
     assert client.get(other).status_code == 404
+
+
+def stored_tail(*lines: tuple[str, str]) -> str:
+    """(file label, line) pairs as a node's heartbeats store them: labelled by the agent's
+    own buffer, joined one a line."""
+    buffer = LogBuffer()
+    for label, line in lines:
+        buffer.add(label, line)
+    return "\n".join(buffer.tail(len(lines)))
+
+
+def ray_line(level: str, process: str, message: str) -> str:
+    """A line as Ray's C++ processes write it, with its level letter."""
+    return f"[2026-12-07 03:00:02,100 {level} 41 41] ({process}) {message}"
+
+
+# What a head node's tail looks like: the agent, Ray's start, the raylet (and its
+# periodic state dump), the GCS, the dashboard.
+HEAD_TAIL = stored_tail(
+    ("agent", "2026-12-07 03:00:01 INFO registered as head"),
+    ("ray-start", "Local node IP: 10.0.0.5"),
+    ("raylet.out", ray_line("I", "raylet", "main.cc:225: Raylet started")),
+    ("raylet.out", ray_line("I", "raylet", "node_manager.cc:1: [state-dump] NodeManager:")),
+    ("raylet.out", ray_line("I", "raylet", "node_manager.cc:1: [state-dump] Event stats:")),
+    ("gcs_server.out", ray_line("I", "gcs_server", "gcs_server.cc:60: GCS started")),
+    ("gcs_server.err", ray_line("E", "gcs_server", "gcs_node_manager.cc:9: node lost")),
+    ("dashboard.log", "2026-12-07 03:00:03,000 INFO head.py:1 -- Dashboard head started"),
+)
+# What the raylet prints when its agent processes end, Raydeck's stop included.
+AGENT_GONE = stored_tail(
+    (
+        "raylet.out",
+        ray_line(
+            "E",
+            "raylet",
+            "agent_manager.cc:83: The raylet exited immediately because one Ray agent "
+            "failed, agent_name = runtime_env_agent.",
+        ),
+    ),
+    ("raylet.out", "The raylet fate shares with the agent. This can happen because"),
+    ("raylet.out", "- The agent is killed by the OS (e.g., out of memory)."),
+)
+
+
+def log_lines(page: str) -> list[str]:
+    """The lines in the page's log box, without their markup."""
+    box = page.split("<pre>", 1)[1].split("</pre>", 1)[0]
+    return [html.unescape(re.sub(r"<[^>]+>", "", line)) for line in box.splitlines() if line]
+
+
+def test_the_node_log_filters_by_file_and_text_and_hides_state_dumps(
+    tenant_a: Tenant, cloud: Cloud
+) -> None:
+    cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
+    node = NodeFactory(cluster=cluster, state=NodeState.READY, log_tail=HEAD_TAIL)
+    client = client_for(tenant_a.viewer)
+    url = reverse("cluster_node_log", args=[tenant_a.org.slug, cluster.pk, node.pk])
+
+    every = log_lines(client.get(url).content.decode())
+    assert len(every) == 6 and not any("[state-dump]" in line for line in every)
+    assert "2 lines of Ray's periodic state dumps hidden" in text(client.get(url))
+    with_dumps = log_lines(client.get(url, {"dumps": "on"}).content.decode())
+    assert len(with_dumps) == 8
+
+    for source, label in [
+        ("agent", "[agent]"),
+        ("boot", "[ray-start]"),
+        ("raylet", "[raylet.out]"),
+        ("dashboard", "[dashboard.log]"),
+    ]:
+        shown = log_lines(client.get(url, {"source": source}).content.decode())
+        assert shown and all(line.startswith(label) for line in shown), source
+    gcs = log_lines(client.get(url, {"source": "gcs"}).content.decode())
+    assert [line.split("]", 1)[0] for line in gcs] == ["[gcs_server.out", "[gcs_server.err"]
+
+    # Search: any case, within the chosen file; an error line is marked as one.
+    page = client.get(url, {"source": "gcs", "q": "NODE LOST"}).content.decode()
+    assert log_lines(page) == [gcs[1]]
+    assert '<span class="log-error">[gcs_server.err]' in page
+    nothing = text(client.get(url, {"source": "agent", "q": "node lost"}))
+    assert "No line of the last 8 matches." in nothing
+    # A filter that is no filter (an unknown file) shows everything rather than failing.
+    assert len(log_lines(client.get(url, {"source": "nope"}).content.decode())) == 6
+
+
+def test_the_node_log_downloads_as_filtered(tenant_a: Tenant, cloud: Cloud) -> None:
+    cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
+    node = NodeFactory(cluster=cluster, state=NodeState.READY, log_tail=HEAD_TAIL)
+    client = client_for(tenant_a.viewer)
+    url = reverse("cluster_node_log_download", args=[tenant_a.org.slug, cluster.pk, node.pk])
+
+    response = client.get(url, {"source": "raylet", "dumps": "on"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response["Content-Disposition"].startswith("attachment; filename=")
+    assert response["Content-Disposition"].endswith('-raylet.log"')
+    body = response.content.decode()
+    assert body.splitlines() == [line for line in HEAD_TAIL.splitlines() if "[raylet.out]" in line]
+    assert len(client.get(url).content.decode().splitlines()) == 6  # state dumps left out
+    # Another organization's member finds nothing there.
+    other = client_for(make_tenant("delta").owner)
+    assert other.get(url).status_code == 404
+
+
+def test_the_agent_killed_alarm_after_a_stop_is_explained_not_an_error(
+    tenant_a: Tenant, cloud: Cloud
+) -> None:
+    cluster = new_cluster(tenant_a, cloud, state=ClusterState.TERMINATED)
+    stopped = NodeFactory(
+        cluster=cluster, state=NodeState.TERMINATED, log_tail=f"{HEAD_TAIL}\n{AGENT_GONE}"
+    )
+    client = client_for(tenant_a.viewer)
+    url = reverse("cluster_node_log", args=[tenant_a.org.slug, cluster.pk, stopped.pk])
+    page = client.get(url).content.decode()
+    assert "is expected: Raydeck stopped this node" in html.unescape(page)
+    assert page.count('class="log-expected"') == 3
+    assert "agent is killed by the OS" in page and 'log-error">[raylet.out]' not in page
+
+    # On a node Raydeck did not stop, the same lines are an error, with no excuse.
+    running = new_cluster(tenant_a, cloud, name="c2", state=ClusterState.RUNNING)
+    crashed = NodeFactory(cluster=running, state=NodeState.READY, log_tail=AGENT_GONE)
+    url = reverse("cluster_node_log", args=[tenant_a.org.slug, running.pk, crashed.pk])
+    page = client.get(url).content.decode()
+    assert "Raydeck stopped this node" not in page
+    assert page.count('class="log-error"') == 3
 
 
 def test_node_hashes_never_reach_a_page(tenant_a: Tenant, cloud: Cloud) -> None:

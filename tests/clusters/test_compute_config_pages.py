@@ -19,6 +19,7 @@ from clusters.models import Cluster, ComputeConfig
 from tests.conftest import Tenant, client_for
 from tests.factories import (
     CloudFactory,
+    ComputeConfigFactory,
     ComputeConfigVersionFactory,
     MembershipFactory,
     OrganizationFactory,
@@ -451,3 +452,28 @@ def test_a_config_on_a_second_cloud_shows_the_change_of_cloud(tenant_a: Tenant) 
     response = submit(client, edit_url(config), cloud=second.pk)
     assert config.latest.cloud == second
     assert f"Cloud: {tenant_a.cloud.name} → Second cloud" in text(client.get(response["Location"]))
+
+
+def test_every_problem_comes_back_at_once_and_an_impossible_head_is_refused(
+    tenant_a: Tenant,
+) -> None:
+    ComputeConfigFactory(organization=tenant_a.org, name="taken")
+    client = client_for(tenant_a.owner)
+    response = submit(
+        client,
+        create_url(tenant_a),
+        name="taken",
+        cloud=tenant_a.cloud.pk,
+        head_cpus="0",
+        head_memory_mb="0",
+        **group_row(0, name="workers", min="5", max="2"),
+    )
+    assert response.status_code == 200
+    page = html.unescape(response.content.decode())
+    summary = page[page.index("form-summary") : page.index("</div>", page.index("form-summary"))]
+    assert "A compute config named taken already exists." in summary
+    assert "A head needs more than 0 CPUs." in summary
+    assert "A head needs at least 512 MB" in summary
+    assert "Worker groups: 1 problem" in summary
+    assert not ComputeConfig.objects.filter(name="taken").exclude(versions=None).exists()
+    assert ComputeConfig.objects.filter(name="taken").count() == 1

@@ -8,10 +8,8 @@ covered in test_faults.py).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from clouds.providers.registry import local_root, provider_for
 from clusters.choices import ClusterState, NodeRole, NodeState
 from clusters.models import Cluster
 from clusters.services import lifecycle, reconcile
+from tests.clusters.ray_http import ray_dashboard
 from tests.conftest import make_tenant
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
@@ -43,9 +42,7 @@ def drive(cluster: Cluster, until: set[str], deadline: float) -> Cluster:
 
 
 def ray_node_count(cluster: Cluster) -> int:
-    url = f"http://127.0.0.1:{cluster.dashboard_port}/nodes?view=summary"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.load(response)
+    body = ray_dashboard(cluster, "/nodes?view=summary")
     summary = body.get("data", {}).get("summary", [])
     return sum(1 for node in summary if node.get("raylet", {}).get("state") == "ALIVE")
 

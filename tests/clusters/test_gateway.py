@@ -2,7 +2,9 @@
 tokens signed by clusters/access.py, the Ray CLI as a user runs it.
 
 Each test starts a one-node cluster (like test_end_to_end.py) and talks to the gateway
-over HTTP on its loopback port, exactly as a browser or `ray job submit` would.
+over HTTPS on its loopback port, trusting the installation's CA
+(clusters/certificates.py), exactly as a browser or `ray job submit` would. Ray's own
+ports, reached around the gateway, require the cluster's Ray token.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -35,7 +38,7 @@ from accounts.models import AuditEvent, User
 from accounts.services import membership_remove
 from clouds.choices import CloudState
 from clouds.models import Cloud
-from clusters import access
+from clusters import access, certificates
 from clusters.choices import ClusterState
 from clusters.models import Cluster
 from clusters.services import lifecycle
@@ -72,7 +75,8 @@ def running_cluster(
         )
         assert cluster.state == ClusterState.RUNNING, cluster.state_reason
         address = access.gateway_address(cluster)
-        assert address is not None and address.startswith("http://127.0.0.1:")
+        assert address is not None and address.startswith("https://127.0.0.1:")
+        trust_ca(tmp_path)
         yield tenant, cluster, address
     finally:
         lifecycle.cluster_terminate(cluster=cluster, actor=None)
@@ -85,6 +89,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _opener = urllib.request.build_opener(_NoRedirect)
+
+
+def trust_ca(tmp_path: Path) -> Path:
+    """Trust the installation's CA from now on (as the CLI's pinned copy does)."""
+    global _opener
+    bundle = tmp_path / "raydeck-ca.pem"
+    bundle.write_text(certificates.trust_bundle_pem())
+    context = ssl.create_default_context(cafile=str(bundle))
+    _opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
+    return bundle
 
 
 def call(
@@ -212,8 +226,11 @@ def test_only_this_clusters_valid_tokens_reach_the_dashboard_and_job_api(
         assert status == 200 and json.loads(text) == []
         assert AuditEvent.objects.filter(verb="cluster.token", actor=tenant.member).exists()
 
-        # The Ray CLI, as a user runs it from a laptop, through the gateway.
+        # The Ray CLI, as a user runs it from a laptop, through the gateway, verifying its
+        # certificate with the installation's CA (what `raydeck clusters address --env` sets).
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYDECK_"))}
+        bundle = str(tmp_path / "raydeck-ca.pem")
+        env.update(REQUESTS_CA_BUNDLE=bundle, SSL_CERT_FILE=bundle)
         entry = ["--", "python", "-c", "print('hello through the gateway', 6 * 7)"]
         command = [RAY_CLI, "job", "submit", "--address", address]
         without = subprocess.run(
@@ -235,6 +252,42 @@ def test_only_this_clusters_valid_tokens_reach_the_dashboard_and_job_api(
         status, _, text = call(address + "/api/jobs/", token=token)
         assert [job["status"] for job in json.loads(text)] == ["SUCCEEDED"]
 
+        # Around the gateway, Ray's own ports want the cluster's Ray token, which only
+        # its agents hold: the dashboard and its job API (as `curl` would ask them) ...
+        ports = cluster.nodes.get(role="head").ray_ports
+        direct = f"http://127.0.0.1:{ports['dashboard']}"
+        for method, path, body in [
+            ("GET", "/api/version", None),
+            ("GET", "/api/jobs/", None),
+            ("POST", "/api/jobs/", {"entrypoint": "echo must-not-run"}),
+        ]:
+            assert call(direct + path, method=method, body=body)[0] == 401, path
+        assert call(direct + "/api/jobs/", token=token)[0] == 403  # a Raydeck token is not it
+        # ... and the GCS, for a driver in another process.
+        driver = (
+            f"import ray; ray.init(address='127.0.0.1:{ports['gcs']}'); "
+            "print('CPUs', ray.cluster_resources().get('CPU'))"
+        )
+        outside = subprocess.run(
+            [sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert outside.returncode != 0, outside.stdout
+        assert "authentication" in (outside.stdout + outside.stderr).lower()
+        # The same driver with the cluster's token connects: the token is what was missing.
+        agent_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": access.ray_token(cluster)}
+        inside = subprocess.run(
+            [sys.executable, "-c", driver],
+            env=agent_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert inside.returncode == 0 and "CPUs" in inside.stdout, inside.stderr[-2000:]
+        # Nothing submitted around the gateway ran: one submission, the gateway's.
+        status, _, text = call(address + "/api/jobs/", token=token)
+        submissions = [job for job in json.loads(text) if job["type"] == "SUBMISSION"]
+        assert len(submissions) == 1 and "must-not-run" not in submissions[0]["entrypoint"]
+
 
 def test_console_link_audits_redirects_and_revocation_applies_within_seconds(
     live_server, settings, tmp_path
@@ -243,7 +296,8 @@ def test_console_link_audits_redirects_and_revocation_applies_within_seconds(
         member = client_for(tenant.member)
         page = member.get(reverse("cluster_detail", args=[tenant.org.slug, cluster.pk]))
         assert b"Ray Dashboard" in page.content and address.encode() in page.content
-        assert b"Jupyter" not in page.content  # not installed here: no link
+        # The local cloud's built-in image (this project's Python) has JupyterLab.
+        assert b"Jupyter" in page.content
 
         open_url = reverse("cluster_open", args=[tenant.org.slug, cluster.pk, "dashboard"])
         assert member.get(open_url).status_code == 405  # a POST only: it writes the audit

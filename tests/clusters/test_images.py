@@ -19,7 +19,13 @@ from clusters.models import Cluster, ContainerImage
 from clusters.services import lifecycle
 from clusters.services.images import image_create, image_delete, image_update
 from tests.conftest import Tenant, activate, client_for
-from tests.factories import AMI, CONTAINER_IMAGE, ClusterFactory, ContainerImageFactory
+from tests.factories import (
+    AMI,
+    CONTAINER_IMAGE,
+    ClusterFactory,
+    ContainerImageFactory,
+    remove_workloads,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -278,6 +284,7 @@ def test_members_and_viewers_see_the_list_but_cannot_change_it(tenant_a: Tenant,
 
 
 def test_an_empty_list_says_what_to_do(tenant_a: Tenant) -> None:
+    remove_workloads()
     Cluster.objects.all().delete()
     ContainerImage.objects.all().delete()
     page = client_for(tenant_a.owner).get(url(tenant_a, "image_list")).content.decode()
@@ -366,3 +373,16 @@ def test_built_in_and_other_organizations_images_are_404(
     assert "bravo python" not in client.get(url(tenant_a, "image_list")).content.decode()
     assert client.get(url(tenant_b, "image_list")).status_code == 404
     assert ContainerImage.objects.get(pk=tenant_b.image.pk).name == "bravo python"
+
+
+def test_an_image_a_job_schedule_names_is_hidden_not_a_server_error(tenant_a: Tenant) -> None:
+    """No cluster ever used it, but a schedule would submit jobs with it: deleting it
+    hides it (as for ended clusters) instead of failing on the schedule's reference."""
+    from workloads.jobs.models import JobSchedule
+
+    image = create(tenant_a, OrgRole.OWNER)
+    JobSchedule.objects.filter(pk=tenant_a.job_schedule.pk).update(image=image)
+    image_delete(image=image, actor=tenant_a.owner)
+    image.refresh_from_db()
+    assert image.deleted_at is not None
+    assert AuditEvent.objects.filter(verb="image.delete", target_id=str(image.pk)).exists()

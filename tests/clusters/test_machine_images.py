@@ -19,18 +19,16 @@ from pathlib import Path
 import boto3
 import pytest
 from django.core.exceptions import ValidationError
-from google.auth.credentials import AnonymousCredentials
 
 from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
 from clouds.policies import aws_permissions_policy
 from clouds.providers import boot
 from clouds.providers.base import CloudProvider
-from clouds.providers.gcp import GcpProvider
 from clusters.choices import ClusterState, NodeState
 from clusters.models import Cluster, ContainerImage
 from clusters.services import lifecycle, reconcile
-from tests.clouds.gcp_fake import FakeComputeServer
+from tests.clouds.gcp_fake import FakeComputeServer, fake_provider
 from tests.clouds.moto_account import moto_account
 from tests.conftest import Tenant
 from tests.factories import CloudFactory
@@ -181,16 +179,7 @@ def gcp(monkeypatch: pytest.MonkeyPatch, settings) -> Iterator[FakeComputeServer
         server.fake.images |= {GCP_DEFAULT, GCP_OWN}
 
         def provider_for(cloud: Cloud) -> CloudProvider:
-            return GcpProvider(
-                cloud_id=cloud.uuid,
-                project_id=cloud.gcp_project_id,
-                zones=list(cloud.zones),
-                image=settings.RAYDECK_GCP_IMAGE,
-                node_service_account=cloud.node_identity,
-                credentials=AnonymousCredentials(),
-                api_endpoint=server.endpoint,
-                poll_interval=0.01,
-            )
+            return fake_provider(server, cloud, image=settings.RAYDECK_GCP_IMAGE)
 
         monkeypatch.setattr(reconcile, "provider_for", provider_for)
         yield server

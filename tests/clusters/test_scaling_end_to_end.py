@@ -11,12 +11,10 @@ the control plane unreachable (a network partition) and opens again.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import socket
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from clusters.choices import ClusterState, DesiredState, NodeRole, NodeState
 from clusters.models import Cluster
 from clusters.services import lifecycle, reconcile
 from clusters.services.idle import cluster_idle_check, cluster_idleness
+from tests.clusters.ray_http import ray_dashboard
 from tests.conftest import make_tenant
 
 from .test_end_to_end import drive, processes_with
@@ -65,14 +64,6 @@ def local_cluster(settings, tmp_path: Path, agent_url: str, **config: object) ->
     version.full_clean()
     version.save()
     return cluster
-
-
-def dashboard(cluster: Cluster, path: str, body: dict | None = None) -> dict:
-    url = f"http://127.0.0.1:{cluster.dashboard_port}{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
-        return json.load(response)
 
 
 def step(cluster: Cluster) -> Cluster:
@@ -134,11 +125,11 @@ def test_workers_follow_the_load_and_an_idle_cluster_stops(live_server, settings
         # The task alone outlasts the one-minute idle timeout, however fast the worker
         # comes (the job's time also holds the wait for it).
         script.write_text(JOB.format(seconds=62))
-        job = dashboard(cluster, "/api/jobs/", {"entrypoint": f"python {script}"})
+        job = ray_dashboard(cluster, "/api/jobs/", {"entrypoint": f"python {script}"})
         job_id = job["submission_id"]
 
         def job_status() -> str:
-            return dashboard(cluster, f"/api/jobs/{job_id}")["status"]
+            return ray_dashboard(cluster, f"/api/jobs/{job_id}")["status"]
 
         seen_why_not: set[str] = set()
 
@@ -160,10 +151,10 @@ def test_workers_follow_the_load_and_an_idle_cluster_stops(live_server, settings
             assert cluster.desired_state == DesiredState.RUNNING
             assert not cluster.events.filter(step="idle warning").exists()
             time.sleep(1)
-        assert status == "SUCCEEDED", dashboard(cluster, f"/api/jobs/{job_id}")
-        info = dashboard(cluster, f"/api/jobs/{job_id}")
+        assert status == "SUCCEEDED", ray_dashboard(cluster, f"/api/jobs/{job_id}")
+        info = ray_dashboard(cluster, f"/api/jobs/{job_id}")
         assert (info["end_time"] - info["start_time"]) / 1000 > 60  # longer than the timeout
-        logs = dashboard(cluster, f"/api/jobs/{job_id}/logs")["logs"]
+        logs = ray_dashboard(cluster, f"/api/jobs/{job_id}/logs")["logs"]
         assert "done" in logs
 
         # The job ended: after its downscale delay the worker goes, the head stays. (On a

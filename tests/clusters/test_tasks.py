@@ -1,12 +1,15 @@
-"""The reconcile task's follow-ups: one chain per cluster, however it is enqueued."""
+"""The reconcile task's follow-ups: one chain per cluster, however it is enqueued; and a
+change someone asks for is taken ahead of the follow-ups waiting in the queue."""
 
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 
 from clusters import live, tasks
@@ -99,3 +102,43 @@ def test_pending_demand_asks_the_autoscaler_once_per_kick(tenant_a: Tenant, sent
     finally:
         agents.flush_heartbeats()
         cache.delete_many([live.KICK_KEY.format(cluster.pk), live.QUEUED_KEY.format(cluster.pk)])
+
+
+@pytest.mark.django_db
+def test_a_change_goes_to_the_changes_queue_and_a_follow_up_to_the_default_one(
+    cluster_id, sent, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.enqueue_reconcile(cluster_id)  # a create, a terminate, a report
+    assert tasks.enqueue_reconcile(cluster_id, follow_up=True, countdown=15)
+    assert [m.get("queue") for m in sent] == [settings.CHANGES_QUEUE, None]
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (set REDIS_URL)")
+def test_a_worker_takes_a_change_before_the_backlog_of_follow_ups() -> None:
+    """On real Redis, with the broker settings a deployment runs: 30 follow-ups of running
+    clusters wait, then someone terminates a cluster. A worker consuming the queues as
+    every worker does takes the terminate's reconcile first, not after the backlog.
+    (A key prefix of this test's own keeps its messages away from any other worker.)"""
+    from console.celery import app
+
+    prefix = {"global_keyprefix": f"raydeck-test-{uuid.uuid4().hex}:"}
+    taken: list[int] = []
+    with app.connection_for_write(transport_options=prefix) as conn:
+        for follow_up in range(30):
+            tasks.reconcile_cluster.apply_async(kwargs={"cluster_id": follow_up}, connection=conn)
+        tasks.reconcile_cluster.apply_async(
+            kwargs={"cluster_id": 10**9}, queue=settings.CHANGES_QUEUE, connection=conn
+        )
+
+        def take(body: object, message) -> None:  # type: ignore[no-untyped-def]
+            taken.append(body[1]["cluster_id"])  # type: ignore[index]
+            message.ack()
+
+        queues = list(app.amqp.queues.values())
+        with conn.Consumer(queues, callbacks=[take], prefetch_count=1, accept=["json"]):
+            conn.drain_events(timeout=5)
+        client = conn.default_channel.client
+        for queue in queues:
+            client.delete(queue.name)  # prefixed by the client
+    assert taken == [10**9]

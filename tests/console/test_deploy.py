@@ -89,3 +89,22 @@ def test_probes() -> None:
     ready = Client().get("/readyz")
     assert ready.status_code == 200, ready.content
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ({"RAYDECK_AGENT_URL": "http://10.0.0.5:8000"}, True),
+        ({"RAYDECK_BASE_URL": "http://raydeck.example.com"}, True),  # the agents' default
+        ({"RAYDECK_AGENT_URL": "http://10.0.0.5:8000", "RAYDECK_AGENT_ALLOW_HTTP": "1"}, False),
+        ({"RAYDECK_AGENT_URL": "https://raydeck.internal"}, False),
+    ],
+)
+def test_production_refuses_an_http_agent_url_without_the_override(
+    extra: dict[str, str], refused: bool
+) -> None:
+    result = manage("check", env={**PRODUCTION_ENV, **extra})
+    assert (result.returncode != 0) == refused, result.stderr[-2000:]
+    if refused:
+        assert "RAYDECK_AGENT_URL must be an https:// URL" in result.stderr
+        assert "RAYDECK_AGENT_ALLOW_HTTP=1" in result.stderr

@@ -4,6 +4,7 @@ state change on GET."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -31,10 +32,17 @@ KWARG_FILLERS: dict[str, Any] = {
     "node_id": lambda t: t.node.pk,
     "config_id": lambda t: t.cluster.compute_config.config_id,
     "image_id": lambda t: t.image.pk,
+    "build_id": lambda t: t.build.pk,
     "token_id": lambda t: t.token.pk,
     "service_account_id": lambda t: t.service_account.pk,
     "claim_id": lambda t: t.domain_claim.pk,
     "mapping_id": lambda t: t.sso_mapping.pk,
+    "service_id": lambda t: t.service.pk,
+    "workspace_id": lambda t: t.workspace.pk,
+    "key_id": lambda t: t.ssh_key.pk,
+    "job_id": lambda t: t.job.pk,
+    "number": lambda t: t.job.attempts.get().number,  # an attempt of that job
+    "schedule_id": lambda t: t.job_schedule.pk,
     "kind": lambda t: "local",  # not an object: a choice in the URL
     "app": lambda t: "dashboard",  # not an object: an app behind a cluster's gateway
 }
@@ -46,7 +54,7 @@ API_PREFIX = "api/v1/"
 # anyone, they read no cookie, so a browser's cookies must change nothing about the answer.
 COOKIELESS_PREFIXES = ("cli/handoff",)
 # Routes outside organizations whose keywords are not objects of a tenant.
-PUBLIC_KWARGS = {"token", "filename"}
+PUBLIC_KWARGS = {"token", "filename", "cloud_uuid", "key"}
 
 
 # The JSON API names its URL keywords after the contract (docs/api.md): `org`, `project`,
@@ -56,7 +64,12 @@ API_ID_FILLERS: dict[str, Any] = {
     "clusters": lambda t: t.cluster.uuid,
     "compute-configs": lambda t: t.cluster.compute_config.config_id,
     "images": lambda t: t.image.pk,
+    "image-builds": lambda t: t.build.pk,
     "tokens": lambda t: t.token.pk,
+    "workspaces": lambda t: t.workspace.uuid,
+    "jobs": lambda t: t.job.uuid,
+    "job-schedules": lambda t: t.job_schedule.uuid,
+    "services": lambda t: t.service.uuid,
 }
 API_KWARG_FILLERS: dict[str, Any] = {
     "org": lambda t: t.org.slug,
@@ -67,10 +80,29 @@ API_KWARG_FILLERS: dict[str, Any] = {
 # Valid bodies for the API's creates, naming A's objects.
 API_BODIES: dict[str, Any] = {
     "projects": lambda t: {"name": "pwned"},
+    "clouds": lambda t: {"kind": "local", "name": "pwned"},
+    "default-cloud": lambda t: {"cloud": str(t.cloud.pk)},
     "compute-configs": lambda t: {"name": "pwned", "cloud": str(t.cloud.pk)},
     "clusters": lambda t: {"name": "pwned", "project": t.project.slug},
     "images": lambda t: {"name": "pwned", "image_uri": "pwned/ray:2"},
+    "image-builds": lambda t: {"name": "pwned", "cloud": str(t.cloud.pk), "spec": {}},
     "tokens": lambda t: {"name": "pwned"},
+    "working-dirs": lambda t: {"project": t.project.slug, "sha256": "a" * 64, "size": 1},
+    "jobs": lambda t: {"project": t.project.slug, "entrypoint": "python pwned.py"},
+    "job-schedules": lambda t: {
+        "project": t.project.slug,
+        "name": "pwned",
+        "cron": "0 3 * * *",
+        "entrypoint": "python pwned.py",
+    },
+    "workspaces": lambda t: {"name": "pwned", "project": t.project.slug},
+    "services": lambda t: {
+        "name": "pwned",
+        "project": t.project.slug,
+        "serve_config": {"import_path": "app:app"},
+        "cloud": str(t.cloud.pk),
+    },
+    "traffic": lambda t: {"canary": 10},
 }
 
 
@@ -121,14 +153,20 @@ def test_every_url_keyword_has_a_fixture() -> None:
     assert len([r for r in api_routes() if "org" in r.kwargs]) >= 15
 
 
-def _api_methods(route: Route) -> list[str]:
-    """The methods the API route answers, from the OpenAPI document."""
+@functools.cache
+def _api_schema() -> dict:
+    """The OpenAPI document, built once (it takes a good part of a second)."""
     from console.api.urls import api
 
-    schema = api.get_openapi_schema(path_prefix="/api/v1/")
+    return api.get_openapi_schema(path_prefix="/api/v1/")
+
+
+def _api_methods(route: Route) -> list[str]:
+    """The methods the API route answers, from the OpenAPI document."""
+    schema = _api_schema()
     path = "/" + route.pattern.replace("<", "{").replace(">", "}")
     operations = schema["paths"].get(path, {})
-    return [m for m in ("get", "post", "patch", "delete") if m in operations]
+    return [m for m in ("get", "post", "put", "patch", "delete") if m in operations]
 
 
 @pytest.mark.parametrize("role", [OrgRole.OWNER, OrgRole.MEMBER])

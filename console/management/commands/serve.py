@@ -1,8 +1,9 @@
 """Run the embedded default: web server, Celery worker and Celery beat together.
 
-Ctrl-C (or SIGTERM) stops all of them; if one exits, the others are stopped too. This
-command only works out the command lines, then replaces itself with the small
-supervisor in console/supervise.py, so no copy of Django idles in the parent.
+Ctrl-C (or SIGTERM) stops all of them; one that exits is started again (with backoff)
+while the others keep running. This command only works out the command lines, then
+replaces itself with the small supervisor in console/supervise.py, so no copy of Django
+idles in the parent.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Command(BaseCommand):
         python = sys.executable
         for folder in ("broker/queue", "broker/processed", "broker/control", "cache"):
             (settings.VAR_DIR / folder).mkdir(parents=True, exist_ok=True)
+        # WhiteNoise warns at every start when it is missing (files come from the finders).
+        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
         commands = {
             # --preload: workers fork from a loaded app and share its memory.
@@ -48,10 +51,12 @@ class Command(BaseCommand):
                 "4",
                 "--preload",
                 "--reuse-port",
-                "--access-logfile",
-                "-",
+                # No gunicorn access log: Django logs each request once, by route, without
+                # its query string (kit.logs.RequestIdMiddleware), as console.gunicorn_conf.
                 "--graceful-timeout",
                 "5",
+                "--log-level",
+                "warning",
             ],
             # -B runs beat inside the worker: one process tree fewer on a single machine.
             # Production runs `celery beat` on its own (README).
@@ -59,14 +64,18 @@ class Command(BaseCommand):
                 python,
                 "-m",
                 "celery",
+                # The banner would push the URL and the demo owner off the first
+                # screen. --quiet is celery's own option, not the worker's.
+                "--quiet",
                 "-A",
                 "console",
                 "worker",
                 "-B",
                 "--schedule",
                 str(settings.VAR_DIR / "celerybeat-schedule"),
+                # Per-task lines too; warnings and errors still show.
                 "--loglevel",
-                "INFO",
+                "WARNING",
                 "--concurrency",
                 "2",
                 "--without-gossip",

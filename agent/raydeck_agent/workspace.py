@@ -1,0 +1,363 @@
+"""The head's side of a workspace (orders under the "workspace" topic, see
+workloads/workspaces/head.py on the server): restore the working directory once, save it
+every few minutes and at once when the workspace stops, tell the control plane when, and
+note Jupyter kernel and terminal use as activity (activity.py) so a workspace in use is
+never idle.
+
+Saving is incremental and content-addressed: a file's bytes are stored once under their
+SHA-256 (`objects/<hash>`), and a manifest (`manifest.json`, replaced whole and last)
+lists every kept path with its hash, so a save interrupted half-way leaves the previous
+manifest intact and a rerun uploads only what is missing. Only files that changed since
+the last save (size or modification time) are read again.
+
+All slow work runs on this handler's own thread; `handle` and `report` only swap state.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import activity
+from .orders import HANDLER_FACTORIES, HeadContext
+
+logger = logging.getLogger("raydeck_agent")
+
+TOPIC = "workspace"
+MANIFEST = "manifest.json"
+ACTIVITY_EVERY = 10.0  # seconds between looks at Jupyter's kernels and terminals
+STOP_SAVE_SECONDS = 60.0  # the node is going away: the last save gets this long
+
+
+class UnsupportedLocation(ValueError):
+    """This agent cannot keep files at that location."""
+
+
+class FolderStore:
+    """Files kept in a folder this machine can write (the local cloud)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _blob(self, digest: str) -> Path:
+        return self.root / "objects" / digest[:2] / digest
+
+    def has(self, digest: str) -> bool:
+        return self._blob(digest).is_file()
+
+    def put(self, digest: str, source: Path) -> None:
+        target = self._blob(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{digest}.{os.getpid()}.part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+
+    def get(self, digest: str, target: Path) -> None:
+        shutil.copyfile(self._blob(digest), target)
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads((self.root / MANIFEST).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.root / f".{MANIFEST}.{os.getpid()}.part"
+        partial.write_text(json.dumps(manifest, sort_keys=True))
+        os.replace(partial, self.root / MANIFEST)
+
+
+def store_for(location: str) -> FolderStore:
+    if location.startswith("/"):
+        return FolderStore(Path(location))
+    raise UnsupportedLocation(f"this agent cannot keep files at {location!r} yet")
+
+
+@dataclass(frozen=True)
+class Rules:
+    excludes: tuple[str, ...] = ()
+    max_file_bytes: int = 100 << 20
+    max_total_bytes: int = 2 << 30
+
+    def excluded(self, relative: PurePosixPath) -> bool:
+        return any(
+            fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in self.excludes
+        )
+
+
+@dataclass
+class SaveResult:
+    at: float
+    files: int
+    bytes: int
+    skipped: list[list[str]] = field(default_factory=list)
+
+
+class Files:
+    """A working directory and where it is kept."""
+
+    def __init__(self, work_dir: Path, store: FolderStore) -> None:
+        self.work_dir = work_dir
+        self.store = store
+        self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha)
+
+    def restore(self) -> int:
+        """Put the kept files back; returns how many (0 for a new workspace)."""
+        manifest = self.store.read_manifest()
+        if not manifest:
+            return 0
+        count = 0
+        for relative, entry in manifest.get("files", {}).items():
+            path = self.work_dir / PurePosixPath(relative)
+            if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
+                continue  # never write outside the working directory
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.store.get(entry["sha256"], path)
+            os.chmod(path, int(entry.get("mode", 0o644)) & 0o777)
+            stat = path.stat()
+            self._hashes[relative] = (stat.st_size, stat.st_mtime_ns, entry["sha256"])
+            count += 1
+        return count
+
+    def _digest(self, relative: str, path: Path, size: int, mtime_ns: int) -> str:
+        known = self._hashes.get(relative)
+        if known and known[0] == size and known[1] == mtime_ns:
+            return known[2]
+        sha = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(chunk)
+        digest = sha.hexdigest()
+        self._hashes[relative] = (size, mtime_ns, digest)
+        return digest
+
+    def save(self, rules: Rules) -> SaveResult:
+        started = time.time()
+        files: dict[str, dict[str, Any]] = {}
+        skipped: list[list[str]] = []
+        total = 0
+        for directory, dirs, names in os.walk(self.work_dir):
+            base = Path(directory)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not rules.excluded(
+                    PurePosixPath((base / d).relative_to(self.work_dir).as_posix())
+                )
+            )
+            for name in sorted(names):
+                path = base / name
+                relative = PurePosixPath(path.relative_to(self.work_dir).as_posix())
+                if rules.excluded(relative) or path.is_symlink() or not path.is_file():
+                    continue
+                try:
+                    stat = path.stat()
+                    if stat.st_size > rules.max_file_bytes:
+                        skipped.append([str(relative), "larger than the size limit for one file"])
+                        continue
+                    if total + stat.st_size > rules.max_total_bytes:
+                        skipped.append([str(relative), "over the workspace's total size limit"])
+                        continue
+                    digest = self._digest(str(relative), path, stat.st_size, stat.st_mtime_ns)
+                    if not self.store.has(digest):
+                        self.store.put(digest, path)
+                except OSError as exc:  # deleted or unreadable meanwhile
+                    skipped.append([str(relative), f"could not be read ({exc.strerror})"])
+                    continue
+                total += stat.st_size
+                files[str(relative)] = {
+                    "sha256": digest,
+                    "size": stat.st_size,
+                    "mode": stat.st_mode & 0o777,
+                }
+        self.store.write_manifest({"saved_at": started, "files": files})
+        return SaveResult(at=started, files=len(files), bytes=total, skipped=skipped)
+
+
+def pip_freeze(python: str) -> list[str]:
+    try:
+        out = subprocess.run(  # noqa: S603 - our own argv
+            [python, "-m", "pip", "freeze", "--disable-pip-version-check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return sorted(
+        line.strip() for line in out.splitlines() if line.strip() and not line.startswith("-e ")
+    )
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def jupyter_activity(port: int, now: float) -> dict[str, float]:
+    """{"kernel": t, "terminal": t}: when Jupyter's kernels and terminals were last used
+    (a busy kernel counts as now). Jupyter listens on loopback without a token."""
+    found: dict[str, float] = {}
+    for kind, path in (("kernel", "kernels"), ("terminal", "terminals")):
+        url = f"http://127.0.0.1:{port}/jupyter/api/{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:  # loopback only
+                items = json.load(response)
+        except (OSError, ValueError):
+            continue
+        for item in items if isinstance(items, list) else []:
+            at = now if item.get("execution_state") == "busy" else _epoch(item.get("last_activity"))
+            if at is not None:
+                found[kind] = max(found.get(kind, 0.0), min(at, now))
+    return found
+
+
+class WorkspaceHandler:
+    topic = TOPIC
+
+    def __init__(self, context: HeadContext) -> None:
+        self.context = context
+        self.work_dir = context.node_dir / "work"
+        self._lock = threading.Lock()
+        self._orders: dict[str, Any] | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._report: dict[str, Any] = {}
+        self._files: Files | None = None
+        self._saved_for: str | None = None
+        self._baseline: list[str] | None = None
+
+    # -- the heartbeat thread ------------------------------------------------------------
+
+    def handle(self, orders: Any) -> None:
+        if not isinstance(orders, dict) or not isinstance(orders.get("files"), str):
+            return
+        with self._lock:
+            self._orders = orders
+        if orders.get("save_for") and orders["save_for"] != self._saved_for:
+            self._wake.set()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="raydeck-workspace", daemon=True)
+            self._thread.start()
+
+    def report(self) -> Any | None:
+        with self._lock:
+            return dict(self._report) if self._report else None
+
+    def stop(self) -> None:
+        """The node is stopping: save one last time (a workspace stopped as such has
+        saved already; this keeps the files of a cluster terminated any other way)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(STOP_SAVE_SECONDS)
+
+    # -- this handler's thread --------------------------------------------------------------
+
+    def _set(self, **values: Any) -> None:
+        with self._lock:
+            self._report.update(values)
+
+    def _run(self) -> None:
+        with self._lock:
+            orders = dict(self._orders or {})
+        try:
+            self._files = Files(self.work_dir, store_for(orders["files"]))
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            count = self._files.restore()
+        except (OSError, ValueError, KeyError) as exc:
+            logger.error("could not restore the workspace's files: %s", exc)
+            self._set(error=f"restoring the files failed: {exc}")
+            return
+        logger.info("restored %d files of workspace %s", count, orders.get("id"))
+        self._set(restored_at=time.time(), restored_files=count)
+        self._baseline = pip_freeze(self.context.python)
+        last_save = time.monotonic()
+        last_look = 0.0
+        while True:
+            with self._lock:
+                orders = dict(self._orders or {})
+            save_for = orders.get("save_for")
+            every = float(orders.get("save_every") or 180)
+            due = (
+                save_for and save_for != self._saved_for
+            ) or time.monotonic() - last_save >= every
+            if self._stopping.is_set():
+                self._save(orders, save_for)
+                return
+            if due:
+                self._save(orders, save_for)
+                last_save = time.monotonic()
+            if time.monotonic() - last_look >= ACTIVITY_EVERY:
+                last_look = time.monotonic()
+                self._note_activity()
+            self._wake.wait(min(ACTIVITY_EVERY, every))
+            self._wake.clear()
+
+    def _save(self, orders: dict[str, Any], save_for: str | None) -> None:
+        if self._files is None:
+            return
+        rules = Rules(
+            excludes=tuple(str(p) for p in orders.get("excludes") or ()),
+            max_file_bytes=int(orders.get("max_file_bytes") or Rules.max_file_bytes),
+            max_total_bytes=int(orders.get("max_total_bytes") or Rules.max_total_bytes),
+        )
+        try:
+            result = self._files.save(rules)
+        except OSError as exc:
+            logger.error("saving the workspace's files failed: %s", exc)
+            self._set(error=f"saving the files failed: {exc}")
+            return
+        self._saved_for = save_for
+        saved = {
+            "at": result.at,
+            "for": save_for,
+            "files": result.files,
+            "bytes": result.bytes,
+            "skipped": result.skipped,
+        }
+        packages = None
+        if self._baseline is not None and not self._stopping.is_set():
+            baseline = set(self._baseline)
+            packages = [p for p in pip_freeze(self.context.python) if p not in baseline]
+        logger.info("saved %d files (%d bytes) of the workspace", result.files, result.bytes)
+        with self._lock:
+            self._report.update(saved=saved, error="")
+            if packages is not None:
+                self._report["packages_added"] = packages
+
+    def _note_activity(self) -> None:
+        port = self.context.apps.get("jupyter")
+        if not port:
+            return
+        for kind, at in jupyter_activity(port, time.time()).items():
+            if kind == "kernel":
+                activity.ACTIVITY.note_kernel_activity(at)
+            else:
+                activity.ACTIVITY.note_activity(kind, at)
+
+
+def factory(context: HeadContext) -> WorkspaceHandler:
+    return WorkspaceHandler(context)
+
+
+HANDLER_FACTORIES.append(factory)

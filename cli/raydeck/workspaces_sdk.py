@@ -1,0 +1,115 @@
+"""The SDK's workspaces: `client.workspaces.create(...)`, `.start`, `.stop`, `.wait`…
+over /api/v1/orgs/{org}/workspaces."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ClusterFailed, WaitTimeout
+from .models import Resource
+
+if TYPE_CHECKING:
+    from .client import Client
+
+WORKSPACE_STATES = ("stopped", "starting", "running", "stopping", "failed")
+
+
+@dataclass(frozen=True)
+class Workspace(Resource):
+    id: str = ""
+    name: str = ""
+    project: str | None = None
+    cloud: str | None = None
+    compute_config: str | None = None
+    image: str | None = None
+    state: str = ""
+    state_reason: str | None = None
+    cluster: str | None = None
+    files: dict[str, Any] = field(default_factory=dict)
+    packages_added: list[str] = field(default_factory=list)
+    created_by: str | None = None
+    created_at: str | None = None
+    url: str | None = None
+
+
+class Workspaces:
+    """A client's workspaces (of its organization, or `org=`)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def _path(self, org: str | None, *parts: str) -> str:
+        return self.client._org_path(org, "workspaces", *parts)
+
+    def list(
+        self, *, project: str | None = None, org: str | None = None, max_items: int | None = None
+    ) -> Iterator[Workspace]:
+        params = {"project": project} if project else None
+        return self.client.iterate(self._path(org), Workspace, params=params, max_items=max_items)
+
+    def get(self, workspace_id: str, *, org: str | None = None) -> Workspace:
+        return Workspace.from_api(self.client.request("GET", self._path(org, workspace_id)))
+
+    def create(
+        self,
+        name: str,
+        project: str,
+        *,
+        cloud: str | None = None,
+        compute_config: str | None = None,
+        image: str | None = None,
+        org: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Workspace:
+        body = {
+            "name": name,
+            "project": project,
+            "cloud": cloud,
+            "compute_config": compute_config,
+            "image": image,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return self.client._create(self._path(org), Workspace, body, idempotency_key)
+
+    def start(self, workspace_id: str, *, org: str | None = None) -> Workspace:
+        return Workspace.from_api(
+            self.client.request("POST", self._path(org, workspace_id, "start"))
+        )
+
+    def stop(self, workspace_id: str, *, org: str | None = None) -> Workspace:
+        return Workspace.from_api(
+            self.client.request("POST", self._path(org, workspace_id, "stop"))
+        )
+
+    def delete(self, workspace_id: str, *, org: str | None = None) -> None:
+        self.client.request("DELETE", self._path(org, workspace_id))
+
+    def jupyter_url(self, workspace_id: str, *, org: str | None = None) -> str:
+        """A link that opens JupyterLab once, within 5 minutes."""
+        return str(self.client.request("POST", self._path(org, workspace_id, "jupyter"))["url"])
+
+    def wait(
+        self,
+        workspace_id: str,
+        state: str,
+        *,
+        timeout: float = 900,
+        every: float = 2.0,
+        org: str | None = None,
+    ) -> Workspace:
+        """Poll until the workspace is in `state`; ClusterFailed if it fails instead."""
+        deadline = time.monotonic() + timeout
+        while True:
+            workspace = self.get(workspace_id, org=org)
+            if workspace.state == state:
+                return workspace
+            if workspace.state == "failed":
+                raise ClusterFailed(
+                    f"The workspace {workspace.name} failed: {workspace.state_reason}"
+                )
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"The workspace {workspace.name} is still {workspace.state}.")
+            time.sleep(every)

@@ -1,0 +1,100 @@
+"""A real JupyterLab (this project's Python has it, as the local cloud's image does)
+started by the agent's apps.py: a running kernel and an open terminal are activity the
+workspace handler reads from Jupyter's API and notes for the idle clock, so the head's
+heartbeat says so and the control plane names them in the "why not idle" line."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import socket
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from raydeck_agent import activity, apps
+from raydeck_agent.orders import HeadContext
+from raydeck_agent.workspace import WorkspaceHandler, jupyter_activity
+
+from clusters.live import HeadReport
+from clusters.services.idle import report_reasons
+
+pytestmark = pytest.mark.skipif(
+    apps.jupyter_executable(sys.executable) is None, reason="JupyterLab is not installed"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def jupyter(tmp_path: Path):
+    port = free_port()
+    lab = apps.Apps(sys.executable, {"jupyter": port}, tmp_path / "work", tmp_path)
+    assert lab.start({**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/jupyter/api/status", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        lab.stop()
+        raise AssertionError((tmp_path / "jupyter.log").read_text()[-3000:])
+    yield port
+    lab.stop()
+
+
+def post(port: int, path: str, body: dict) -> dict:
+    """A POST as JupyterLab's page sends it: with the _xsrf cookie it was given."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"http://127.0.0.1:{port}/jupyter/lab", timeout=30).read()
+    xsrf = next(c.value for c in jar if c.name == "_xsrf")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/jupyter/{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"},
+    )
+    with opener.open(request, timeout=60) as response:
+        return json.load(response)
+
+
+def test_kernels_and_terminals_count_as_use_and_are_named(jupyter: int, tmp_path) -> None:
+    port = jupyter
+    assert jupyter_activity(port, time.time()) == {}  # nothing open yet: nothing to note
+    before = time.time() - 1
+    post(port, "api/kernels", {"name": "python3"})
+    post(port, "api/terminals", {})
+    seen = jupyter_activity(port, time.time())
+    assert set(seen) == {"kernel", "terminal"} and min(seen.values()) >= before
+
+    handler = WorkspaceHandler(
+        HeadContext(
+            node_dir=tmp_path,
+            python=sys.executable,
+            ray_env={},
+            dashboard_url="",
+            apps={"jupyter": port},
+        )
+    )
+    handler._note_activity()
+    clock = activity.IdleClock()
+    report = clock.report({"running_jobs": 0, "running_drivers": 0, "pending_demand": []})
+    assert report["kernel_last_active_at"] and report["terminal_last_active_at"]
+
+    now = datetime.now(tz=UTC)
+    head = HeadReport(
+        at=now, ray={}, activity={**report, "running_jobs": 0, "drivers": 0, "pending_demand": 0}
+    )
+    _, touches = report_reasons(head, now + timedelta(seconds=5))
+    assert {"Jupyter kernel active", "Jupyter terminal used"} <= set(touches)

@@ -1,0 +1,1 @@
+"""Jobs: bounded work run to completion (Job, JobAttempt, schedules)."""

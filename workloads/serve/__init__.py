@@ -1,0 +1,1 @@
+"""Services: Ray Serve apps behind a stable endpoint (Service, ServiceVersion)."""

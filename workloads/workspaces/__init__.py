@@ -1,0 +1,1 @@
+"""Workspaces: a persistent development environment on a cluster."""

@@ -1,0 +1,218 @@
+"""JSON API of workspaces: create, list, get, start, stop, delete, and a JupyterLab link.
+Ids are the workspace's UUID; ids in a body are resolved through `visible_to` like a
+cluster's (clusters.api.choice_of); the console's services check the rules and write."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from django.urls import reverse
+from ninja import Field, Query, Router, Schema
+from ninja.decorators import decorate_view
+from ninja.responses import Status
+
+from accounts import api_context as context
+from accounts.api_idempotency import idempotent
+from accounts.models import Organization, Project
+from clusters import access
+from clusters.api import CLOUD_WHEN_ABSENT, choice_of
+from kit.api.errors import ApiError, answers, invalid
+from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.schema import Out
+
+from . import selectors
+from .models import WORKSPACE_NAME, Workspace
+from .services import workspace_create, workspace_delete, workspace_start, workspace_stop
+
+router = Router(tags=["workspaces"])
+
+
+class WorkspaceIn(Schema):
+    name: str = Field(min_length=1, max_length=63, pattern=WORKSPACE_NAME)
+    project: str = Field(description="The project's slug.")
+    cloud: str | None = Field(None, description=CLOUD_WHEN_ABSENT)
+    compute_config: str | None = Field(
+        None, description="A compute config's id (its latest version); absent: the default."
+    )
+    image: str | None = Field(None, description="An image's id; absent: Raydeck's default.")
+
+
+class FilesOut(Out):
+    location: str
+    saved_at: datetime | None
+    count: int
+    bytes: int
+    skipped: list[list[str]]
+    error: str
+
+
+class WorkspaceOut(Out):
+    id: str
+    name: str
+    project: str
+    cloud: str
+    compute_config: str
+    compute_config_version: int
+    image: str
+    state: str
+    state_reason: str
+    cluster: str | None = Field(description="The current run's cluster id; null when stopped.")
+    files: FilesOut
+    packages_added: list[str]
+    created_by: str | None
+    created_at: datetime
+    url: str
+
+
+class WorkspaceFilters(PageParams):
+    project: str = Field("", description="A project's slug.")
+
+
+class LinkOut(Out):
+    url: str = Field(description="Opens JupyterLab once, within 5 minutes.")
+
+
+def workspace_out(workspace: Workspace) -> dict[str, Any]:
+    org_slug = workspace.organization.slug
+    return {
+        "id": str(workspace.uuid),
+        "name": workspace.name,
+        "project": workspace.project.slug,
+        "cloud": str(workspace.cloud_id),
+        "compute_config": str(workspace.compute_config.config_id),
+        "compute_config_version": workspace.compute_config.number,
+        "image": str(workspace.image_id),
+        "state": workspace.state,
+        "state_reason": workspace.state_reason,
+        "cluster": str(workspace.cluster.uuid) if workspace.cluster else None,
+        "files": {
+            "location": workspace.files_location,
+            "saved_at": workspace.files_saved_at,
+            "count": workspace.files_count,
+            "bytes": workspace.files_bytes,
+            "skipped": workspace.files_skipped,
+            "error": workspace.files_error,
+        },
+        "packages_added": workspace.packages_added,
+        "created_by": workspace.created_by.email if workspace.created_by else None,
+        "created_at": workspace.created_at,
+        "url": context.console_url(reverse("workspace_detail", args=[org_slug, workspace.pk])),
+    }
+
+
+def _rows(request: HttpRequest, org: Organization) -> Any:
+    return Workspace.objects.visible_to(context.viewer(request), org).select_related(
+        "organization", "project", "cluster", "compute_config", "created_by"
+    )
+
+
+def _workspace(request: HttpRequest, org: Organization, id: str, perm: str) -> Workspace:
+    workspace = context.one_or_404(_rows(request, org), "workspace", uuid=context.uuid_id(id))
+    context.require(request, perm, workspace)
+    return workspace
+
+
+def _refused(exc: ValidationError) -> ApiError:
+    return ApiError(409, " ".join(exc.messages))
+
+
+@router.get("/orgs/{org}/workspaces", response=answers(page_of(WorkspaceOut)))
+def workspace_list(request: HttpRequest, org: str, page: Query[WorkspaceFilters]) -> dict[str, Any]:
+    """Workspaces the token sees, newest first."""
+    organization = context.organization(request, org)
+    rows = _rows(request, organization)
+    if page.project:
+        rows = rows.filter(project__slug=page.project)
+    items, cursor = keyset_page(rows, page, ["-created_at", "-pk"])
+    return {"items": [workspace_out(w) for w in items], "next_cursor": cursor}
+
+
+@router.post("/orgs/{org}/workspaces", response=answers({201: WorkspaceOut}))
+@decorate_view(idempotent)
+def workspace_create_endpoint(request: HttpRequest, org: str, body: WorkspaceIn) -> Status:
+    """Create a stopped workspace; start it to get its cluster and JupyterLab."""
+    organization = context.organization(request, org)
+    project = (
+        Project.objects.visible_to(context.viewer(request), organization)
+        .filter(slug=body.project)
+        .first()
+    )
+    if project is None:
+        raise invalid("project", f"No project “{body.project}” here.")
+    context.require(request, "workspace.manage", project)
+    cloud, version, image = choice_of(
+        request,
+        organization,
+        project,
+        cloud=body.cloud,
+        compute_config=body.compute_config,
+        image=body.image,
+    )
+    workspace = workspace_create(
+        project=project,
+        actor=context.actor(request),
+        name=body.name,
+        cloud=cloud,
+        compute_config=version,
+        image=image,
+    )
+    return Status(
+        201, workspace_out(_workspace(request, organization, str(workspace.uuid), "project.view"))
+    )
+
+
+@router.get("/orgs/{org}/workspaces/{id}", response=answers(WorkspaceOut))
+def workspace_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    organization = context.organization(request, org)
+    return workspace_out(_workspace(request, organization, id, "project.view"))
+
+
+@router.post("/orgs/{org}/workspaces/{id}/start", response=answers({202: WorkspaceOut}, 409))
+def workspace_start_endpoint(request: HttpRequest, org: str, id: str) -> Status:
+    """Start a stopped (or failed) workspace: a new cluster, its files restored."""
+    organization = context.organization(request, org)
+    workspace = _workspace(request, organization, id, "workspace.manage")
+    try:
+        workspace_start(workspace=workspace, actor=context.actor(request))
+    except ValidationError as exc:
+        raise _refused(exc) from exc
+    return Status(202, workspace_out(_workspace(request, organization, id, "project.view")))
+
+
+@router.post("/orgs/{org}/workspaces/{id}/stop", response=answers({202: WorkspaceOut}))
+def workspace_stop_endpoint(request: HttpRequest, org: str, id: str) -> Status:
+    """Save the files, then terminate the cluster; asking again changes nothing."""
+    organization = context.organization(request, org)
+    workspace = _workspace(request, organization, id, "workspace.manage")
+    workspace_stop(workspace=workspace, actor=context.actor(request))
+    return Status(202, workspace_out(_workspace(request, organization, id, "project.view")))
+
+
+@router.delete("/orgs/{org}/workspaces/{id}", response=answers({204: None}, 409))
+def workspace_delete_endpoint(request: HttpRequest, org: str, id: str) -> Status:
+    """Delete a stopped workspace (its saved files stay at their location)."""
+    organization = context.organization(request, org)
+    workspace = _workspace(request, organization, id, "workspace.manage")
+    try:
+        workspace_delete(workspace=workspace, actor=context.actor(request))
+    except ValidationError as exc:
+        raise _refused(exc) from exc
+    return Status(204, None)
+
+
+@router.post("/orgs/{org}/workspaces/{id}/jupyter", response=answers(LinkOut, 409))
+def workspace_jupyter(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    """A link that opens the workspace's JupyterLab through its cluster's gateway."""
+    organization = context.organization(request, org)
+    workspace = _workspace(request, organization, id, "project.view")
+    context.require(request, "cluster.access", workspace.project)
+    if not selectors.jupyter_ready(workspace) or workspace.cluster is None:
+        raise ApiError(409, "JupyterLab opens once the workspace is running.")
+    try:
+        url = access.open_app(user=context.actor(request), cluster=workspace.cluster, app="jupyter")
+    except ValidationError as exc:
+        raise _refused(exc) from exc
+    return {"url": url}

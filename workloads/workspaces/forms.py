@@ -1,0 +1,40 @@
+"""The New workspace form: a cluster's choice (project, cloud, compute config, image,
+scoped like the cluster form's) under a workspace's name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from clusters.forms import ClusterCreateForm
+
+from .models import workspace_name
+
+
+class WorkspaceCreateForm(ClusterCreateForm):
+    name = forms.CharField(
+        max_length=63,
+        validators=[workspace_name],
+        help_text="Lowercase letters, digits and dashes; unique in the project. Also its "
+        "SSH host name.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["name"] = ""
+        self.fields["name"].widget.attrs["placeholder"] = "my-notebooks"
+        self.fields["image"].help_text = (
+            "What runs on the nodes; JupyterLab starts when the image has it (Raydeck's own "
+            "images do). Blank: Raydeck's image for the kind of cloud."
+        )
+
+
+class SshKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, help_text="Blank: the key's comment.")
+    public_key = forms.CharField(
+        label="Public key",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "ssh-ed25519 AAAA… you@laptop"}),
+        help_text="The contents of a .pub file, such as ~/.ssh/id_ed25519.pub.",
+    )

@@ -1,0 +1,53 @@
+"""The workspaces' participant in a head's heartbeat (clusters/head_orders.py): the
+orders under the "workspace" topic tell the head where the files live, to restore them
+once, to save them every few minutes and now when the workspace stops; its reports
+(restored, saved, packages added) go to services.workspace_report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from . import live
+from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
+from .models import Workspace
+
+TOPIC = "workspace"
+
+
+def head_orders(workspace: Workspace) -> dict[str, Any]:
+    files: dict[str, Any] = settings.RAYDECK_WORKSPACE_FILES
+    save_for = None
+    if workspace.state == WorkspaceState.STOPPING and workspace.stop_requested_at:
+        save_for = live.save_token(workspace.stop_requested_at)
+    return {
+        "id": str(workspace.uuid),
+        "files": workspace.files_location,
+        "save_every": files["save_every_seconds"],
+        "save_for": save_for,
+        "max_file_bytes": files["max_file_bytes"],
+        "max_total_bytes": files["max_total_bytes"],
+        "excludes": list(files["excludes"]),
+    }
+
+
+class WorkspaceParticipant:
+    topic = TOPIC
+
+    def orders(self, cluster_id: int) -> Any | None:
+        orders = live.cached_orders(cluster_id)
+        if orders is None:
+            workspace = (
+                Workspace.objects.filter(cluster_id=cluster_id, state__in=ACTIVE_WORKSPACE_STATES)
+                .only("uuid", "files_location", "state", "stop_requested_at")
+                .first()
+            )
+            orders = head_orders(workspace) if workspace else {}
+            live.keep_orders(cluster_id, orders)
+        return orders or None
+
+    def receive(self, cluster_id: int, report: Any) -> None:
+        from .services import workspace_report  # services import tasks; keep ready() light
+
+        workspace_report(cluster_id=cluster_id, report=report)

@@ -1,0 +1,114 @@
+"""Workspaces: a persistent development environment whose clusters come and go."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Organization, Project, ProjectOwnedQuerySet, User
+from clouds.models import Cloud
+from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
+
+from .choices import WORKSPACE_TRANSITIONS, WorkspaceState
+
+
+class InvalidTransition(Exception):
+    """A state change the transition table does not allow."""
+
+
+# A workspace's name is also its SSH host alias and a CLI argument: keep it plain.
+WORKSPACE_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+workspace_name = RegexValidator(
+    WORKSPACE_NAME,
+    "Use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit.",
+)
+
+
+class Workspace(models.Model):
+    """A named working environment of a project: a cluster with JupyterLab while it runs,
+    and its files kept in the cloud's storage while it is stopped."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="workspaces")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=63, validators=[workspace_name])
+    cloud = models.ForeignKey(Cloud, on_delete=models.PROTECT, related_name="+")
+    compute_config = models.ForeignKey(
+        ComputeConfigVersion, on_delete=models.PROTECT, related_name="+"
+    )
+    image = models.ForeignKey(ContainerImage, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(
+        max_length=16, choices=WorkspaceState.choices, default=WorkspaceState.STOPPED
+    )
+    state_reason = models.CharField(max_length=1000, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    # The cluster of the current run; none while stopped.
+    cluster = models.ForeignKey(
+        Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Where its files live between runs (a folder, s3:// or gs:// location).
+    files_location = models.CharField(max_length=500)
+    files_saved_at = models.DateTimeField(null=True, blank=True)
+    files_count = models.PositiveIntegerField(default=0)
+    files_bytes = models.BigIntegerField(default=0)
+    files_skipped = models.JSONField(default=list, blank=True)  # [path, why] not saved
+    files_error = models.CharField(max_length=500, blank=True)
+    restored_at = models.DateTimeField(null=True, blank=True)  # files back on this run's head
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
+    packages_added = models.JSONField(default=list, blank=True)  # pip freeze lines vs image
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProjectOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="workspace_name_per_project")
+        ]
+        indexes = [models.Index(fields=["organization", "state"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def move_to(self, state: str, reason: str = "") -> None:
+        if state != self.state and state not in WORKSPACE_TRANSITIONS[self.state]:
+            raise InvalidTransition(f"A {self.state} workspace cannot become {state}.")
+        if state != self.state:
+            self.state_changed_at = timezone.now()
+        self.state = state
+        self.state_reason = reason[:1000]
+
+    @property
+    def badge_class(self) -> str:
+        """The cluster badge colour that reads the same (console.css)."""
+        return {
+            WorkspaceState.STOPPED: "cluster-terminated",
+            WorkspaceState.STARTING: "cluster-starting",
+            WorkspaceState.RUNNING: "cluster-running",
+            WorkspaceState.STOPPING: "cluster-terminating",
+            WorkspaceState.FAILED: "cluster-failed",
+        }[WorkspaceState(self.state)]
+
+
+class SshKey(models.Model):
+    """A person's SSH public key, which the sshd of the workspaces they may use accepts."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="ssh_keys")
+    name = models.CharField(max_length=100)
+    public_key = models.TextField()  # "<type> <base64>", normalized
+    fingerprint = models.CharField(max_length=100)  # SHA256:… as ssh-keygen -l prints it
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "fingerprint"], name="ssh_key_once_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"

@@ -1,0 +1,373 @@
+"""What users ask of workspaces (create, start, stop, delete) and how a workspace follows
+its cluster (`workspace_sync`, run by a task on every change and by beat).
+
+Start creates a cluster; the head restores the files, and the workspace runs once the
+head says they are back. Stop asks the head to save the files now and terminates the
+cluster once it reports that save (or after STOP_SAVE_TIMEOUT if it cannot); the files
+are also saved every few minutes while it runs. Every step is safe to run again: a worker
+killed half-way leaves the state the next sync picks up.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.audit import audit
+from accounts.models import Project, User
+from accounts.permissions import require
+from clouds.models import Cloud
+from clouds.providers.registry import files_location_for
+from clusters.choices import ClusterState, DesiredState
+from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
+from clusters.services.lifecycle import checked_choice, cluster_create, cluster_terminate
+
+from . import live
+from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
+from .models import Workspace
+from .tasks import enqueue_sync
+
+# The head gets this long to save the files once asked to stop; then the cluster goes
+# anyway (the page says when the files were last saved).
+STOP_SAVE_TIMEOUT = timedelta(minutes=5)
+
+
+def _limits() -> dict[str, Any]:
+    return settings.RAYDECK_WORKSPACE_FILES
+
+
+def _changed(workspace: Workspace) -> None:
+    """After commit: the head's orders follow the row, and the sync looks again."""
+    live.forget_orders(workspace.cluster_id)
+    enqueue_sync(workspace.pk)
+
+
+# Not durable: the API's Idempotency-Key row commits in the same transaction.
+@transaction.atomic
+def workspace_create(
+    *,
+    project: Project,
+    actor: User,
+    name: str,
+    cloud: Cloud,
+    compute_config: ComputeConfigVersion | None = None,
+    image: ContainerImage | None = None,
+) -> Workspace:
+    """A stopped workspace of `project`; its choice follows the rules of a cluster's
+    (clusters.services.lifecycle.checked_choice), errors on the fields named alike."""
+    require(actor, "workspace.manage", project)
+    compute_config, image = checked_choice(
+        project=project, actor=actor, cloud=cloud, compute_config=compute_config, image=image
+    )
+    workspace = Workspace(
+        organization_id=project.organization_id,
+        project=project,
+        name=name.strip(),
+        cloud=cloud,
+        compute_config=compute_config,
+        image=image,
+        created_by=actor,
+    )
+    workspace.files_location = files_location_for(cloud, str(workspace.uuid))
+    if not workspace.files_location:
+        raise ValidationError(
+            {
+                "cloud": f"{cloud.name} has no storage for a workspace's files: give it a "
+                "log location (a bucket) first."
+            }
+        )
+    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image"])
+    try:
+        with transaction.atomic():
+            workspace.save()
+    except IntegrityError as exc:
+        raise ValidationError(
+            {"name": f"{project.name} already has a workspace named {workspace.name}."}
+        ) from exc
+    audit(
+        actor=actor,
+        verb="workspace.create",
+        target=workspace,
+        changes={"name": [None, workspace.name], "cloud": [None, cloud.name]},
+    )
+    return workspace
+
+
+def cluster_name(workspace: Workspace) -> str:
+    return f"workspace-{workspace.name}"
+
+
+@transaction.atomic(durable=True)
+def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
+    """Create the workspace's cluster; the head restores its files before it runs."""
+    require(actor, "workspace.manage", workspace.project)
+    workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
+    if workspace.state in ACTIVE_WORKSPACE_STATES:
+        raise ValidationError(f"The workspace {workspace.name} is already {workspace.state}.")
+    try:
+        cluster = cluster_create(
+            project=workspace.project,
+            actor=actor,
+            name=cluster_name(workspace),
+            cloud=workspace.cloud,
+            compute_config=workspace.compute_config,
+            image=workspace.image,
+        )
+    except ValidationError as exc:
+        raise ValidationError(
+            f"Could not start a cluster for {workspace.name}: {' '.join(exc.messages)}"
+        ) from exc
+    workspace.move_to(WorkspaceState.STARTING, "Starting a cluster and restoring the files.")
+    workspace.cluster = cluster
+    workspace.restored_at = None
+    workspace.stop_requested_at = None
+    workspace.files_error = ""
+    workspace.save()
+    audit(
+        actor=actor,
+        verb="workspace.start",
+        target=workspace,
+        changes={"cluster": [None, cluster.name]},
+    )
+    transaction.on_commit(lambda: _changed(workspace))
+    return workspace
+
+
+# Not durable: the idle check stops a workspace inside its own transaction.
+@transaction.atomic
+def workspace_stop(*, workspace: Workspace, actor: User | None, reason: str = "") -> Workspace:
+    """Save the files, then terminate the cluster (asking again changes nothing)."""
+    if actor is not None:
+        require(actor, "workspace.manage", workspace.project)
+    workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
+    if workspace.state not in (WorkspaceState.STARTING, WorkspaceState.RUNNING):
+        return workspace
+    who = actor.display_name if actor else "Raydeck"
+    workspace.move_to(WorkspaceState.STOPPING, reason or f"{who} stopped it: saving the files.")
+    # After any save reported so far, whatever the head's clock said: only a save the
+    # stop asks for counts as the stop's (see _apply_report).
+    now = timezone.now()
+    saved = workspace.files_saved_at
+    workspace.stop_requested_at = max(now, saved + timedelta(microseconds=1)) if saved else now
+    workspace.save()
+    changes: dict[str, Any] = {"state": ["running", "stopping"]}
+    if reason:
+        changes["reason"] = [None, reason]
+    audit(actor=actor, verb="workspace.stop", target=workspace, changes=changes)
+    transaction.on_commit(lambda: _changed(workspace))
+    return workspace
+
+
+@transaction.atomic(durable=True)
+def workspace_delete(*, workspace: Workspace, actor: User) -> None:
+    """Remove a stopped workspace. Its saved files stay at its files location."""
+    require(actor, "workspace.manage", workspace.project)
+    workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
+    if workspace.state in ACTIVE_WORKSPACE_STATES:
+        raise ValidationError(f"Stop the workspace {workspace.name} before deleting it.")
+    audit(
+        actor=actor,
+        verb="workspace.delete",
+        target=workspace,
+        changes={
+            "name": [workspace.name, None],
+            "files_location": [workspace.files_location, None],
+        },
+    )
+    workspace.delete()
+
+
+# --- Following the cluster ----------------------------------------------------------------
+
+
+def _save_done(workspace: Workspace) -> bool:
+    return (
+        workspace.stop_requested_at is not None
+        and workspace.files_saved_at is not None
+        and workspace.files_saved_at >= workspace.stop_requested_at
+    )
+
+
+@transaction.atomic
+def workspace_sync(*, workspace_id: int, now: datetime | None = None) -> str:
+    """Move the workspace along with its cluster and the head's reports; returns its
+    state. Idempotent: beat runs it for every active workspace."""
+    now = now or timezone.now()
+    workspace = Workspace.objects.select_for_update().filter(pk=workspace_id).first()
+    if workspace is None or workspace.state not in ACTIVE_WORKSPACE_STATES:
+        return workspace.state if workspace else "gone"
+    cluster = (
+        Cluster.objects.filter(pk=workspace.cluster_id).first() if workspace.cluster_id else None
+    )
+    before = (workspace.state, workspace.cluster_id)
+    if workspace.state == WorkspaceState.STOPPING:
+        _sync_stopping(workspace, cluster, now)
+    elif cluster is None or cluster.is_final:
+        ended = cluster.state_reason if cluster else "its cluster was removed"
+        if workspace.state == WorkspaceState.STARTING:
+            workspace.move_to(WorkspaceState.FAILED, f"The cluster did not start: {ended}")
+        else:
+            workspace.move_to(WorkspaceState.STOPPING)
+            workspace.move_to(
+                WorkspaceState.STOPPED,
+                f"Its cluster ended ({ended}); files last saved {_when(workspace.files_saved_at)}.",
+            )
+        workspace.cluster = None
+    elif workspace.state == WorkspaceState.STARTING:
+        if workspace.files_error and workspace.restored_at is None:
+            workspace.state_reason = f"Restoring the files failed: {workspace.files_error}"
+        if cluster.state == ClusterState.RUNNING and workspace.restored_at is not None:
+            workspace.move_to(WorkspaceState.RUNNING)
+    if (workspace.state, workspace.cluster_id) != before:
+        workspace.save()
+        if workspace.state in (WorkspaceState.STOPPED, WorkspaceState.FAILED):
+            audit(
+                actor=None,
+                verb=f"workspace.{workspace.state}",
+                target=workspace,
+                changes={
+                    "state": [before[0], workspace.state],
+                    "reason": [None, workspace.state_reason],
+                },
+            )
+        cluster_id = before[1]
+        transaction.on_commit(lambda: live.forget_orders(cluster_id))
+    return workspace.state
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"
+
+
+def _sync_stopping(workspace: Workspace, cluster: Cluster | None, now: datetime) -> None:
+    if cluster is None or cluster.is_final:
+        saved = _save_done(workspace)
+        workspace.move_to(
+            WorkspaceState.STOPPED,
+            "Stopped; its files were saved."
+            if saved
+            else f"Stopped; its files were last saved {_when(workspace.files_saved_at)}.",
+        )
+        workspace.cluster = None
+        return
+    if cluster.desired_state == DesiredState.TERMINATED:
+        return  # asked already: wait for it to end
+    asked_at = workspace.stop_requested_at or now
+    if _save_done(workspace):
+        reason = f"The workspace {workspace.name} stopped: its files are saved."
+    elif cluster.state != ClusterState.RUNNING or workspace.restored_at is None:
+        reason = f"The workspace {workspace.name} stopped before its files were restored."
+    elif now - asked_at > STOP_SAVE_TIMEOUT:
+        reason = (
+            f"The workspace {workspace.name} stopped: the head did not save the files within "
+            f"{int(STOP_SAVE_TIMEOUT.total_seconds() // 60)} min; they were last saved "
+            f"{_when(workspace.files_saved_at)}."
+        )
+        workspace.state_reason = reason
+        workspace.save(update_fields=["state_reason", "updated_at"])
+    else:
+        return  # the head is saving: its report moves this on
+    cluster_terminate(cluster=cluster, actor=None, reason=reason)
+
+
+def workspaces_to_sync() -> list[int]:
+    return list(
+        Workspace.objects.filter(state__in=ACTIVE_WORKSPACE_STATES).values_list("pk", flat=True)
+    )
+
+
+# --- The head's reports --------------------------------------------------------------------
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, (int, float)) or value <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _text(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def workspace_report(*, cluster_id: int, report: Any) -> None:
+    """Fold what the head says about its workspace (untrusted input) into the row; a
+    report that changes nothing writes nothing."""
+    if not isinstance(report, dict):
+        return
+    fields: dict[str, Any] = {}
+    restored = _time(report.get("restored_at"))
+    if restored is not None:
+        fields["restored_at"] = restored
+    saved = report.get("saved")
+    if isinstance(saved, dict):
+        asked = _text(saved.get("for"), 64)
+        at = _time(saved.get("at"))
+        if at is not None:
+            fields["files_saved_at"] = at
+            fields["_save_for"] = asked
+        for key, field in (("files", "files_count"), ("bytes", "files_bytes")):
+            value = saved.get(key)
+            if isinstance(value, int) and value >= 0:
+                fields[field] = min(value, 2**62)
+        skipped = saved.get("skipped")
+        if isinstance(skipped, list):
+            fields["files_skipped"] = [
+                [_text(item[0], 300), _text(item[1], 100)]
+                for item in skipped[:50]
+                if isinstance(item, list) and len(item) == 2
+            ]
+    fields["files_error"] = _text(report.get("error"), 500)
+    packages = report.get("packages_added")
+    if isinstance(packages, list):
+        fields["packages_added"] = [_text(p, 200) for p in packages[:500] if isinstance(p, str)]
+    if not live.report_changed(cluster_id, fields):
+        return
+    _apply_report(cluster_id, fields)
+
+
+@transaction.atomic
+def _apply_report(cluster_id: int, fields: dict[str, Any]) -> None:
+    workspace = (
+        Workspace.objects.select_for_update()
+        .filter(cluster_id=cluster_id, state__in=ACTIVE_WORKSPACE_STATES)
+        .first()
+    )
+    if workspace is None:
+        return
+    asked = fields.pop("_save_for", None)
+    changed = []
+    for name, value in fields.items():
+        stop_at = workspace.stop_requested_at
+        if name == "files_saved_at" and stop_at:
+            # The save the stop asked for counts as done at the stop (whatever the head's
+            # clock says); one started before it does not.
+            if asked == live.save_token(stop_at):
+                value = max(value, stop_at)
+            else:
+                value = min(value, stop_at - timedelta(microseconds=1))
+        if getattr(workspace, name) != value:
+            setattr(workspace, name, value)
+            changed.append(name)
+    if changed:
+        workspace.save(update_fields=[*changed, "updated_at"])
+        transaction.on_commit(lambda: enqueue_sync(workspace.pk))
+
+
+def stop_for_idle(cluster: Cluster, reason: str) -> bool:
+    """The idle check's hook (clusters.services.idle): an idle workspace's cluster is
+    stopped as the workspace, saving its files first. True when it was a workspace's."""
+    workspace = Workspace.objects.filter(
+        cluster_id=cluster.pk, state__in=ACTIVE_WORKSPACE_STATES
+    ).first()
+    if workspace is None:
+        return False
+    workspace_stop(workspace=workspace, actor=None, reason=reason)
+    return True

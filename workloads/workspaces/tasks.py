@@ -1,0 +1,25 @@
+"""Background work of workspaces: thin tasks, ids in, a service out."""
+
+from celery import shared_task
+
+
+def enqueue_sync(workspace_id: int) -> None:
+    sync_workspace.delay(workspace_id=workspace_id)
+
+
+@shared_task(acks_late=True)
+def sync_workspace(*, workspace_id: int) -> str:
+    from .services import workspace_sync
+
+    return workspace_sync(workspace_id=workspace_id)
+
+
+@shared_task(acks_late=True)
+def sweep_workspaces() -> int:
+    """Follow every active workspace, so work lost with a worker is picked up again."""
+    from .services import workspace_sync, workspaces_to_sync
+
+    ids = workspaces_to_sync()
+    for workspace_id in ids:
+        workspace_sync(workspace_id=workspace_id)
+    return len(ids)
