@@ -8,6 +8,11 @@ weights to set), and it receives `reports[topic]` from the head's next heartbeat
 (what happened). Orders are the whole desired state for the topic, not a delta, so a lost
 answer or a restarted agent converges on the next heartbeat.
 
+A participant also says whether the head should heartbeat promptly (every
+RAYDECK_PROMPT_HEARTBEAT_SECONDS rather than RAYDECK_HEARTBEAT_SECONDS): while it has
+work in motion that a user waits on, so orders reach the head and its reports come back
+within about a second (the head also heartbeats at once when a report changes).
+
 Heads heartbeat every few seconds, on the lean path: a participant answers from the
 shared cache or one indexed query, and a cluster with nothing of its kind costs it no
 query at all (keep a cheap "this cluster has work of mine" check first).
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Protocol
+
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +36,10 @@ class HeadParticipant(Protocol):
 
     def receive(self, cluster_id: int, report: Any) -> None:
         """Take the head's report under this topic; it is untrusted agent input."""
+
+    def prompt(self, cluster_id: int, orders: Any | None) -> bool:
+        """Whether the head should heartbeat promptly, given this topic's orders just
+        collected for it (cheap: called on every head heartbeat)."""
 
 
 _participants: dict[str, HeadParticipant] = {}
@@ -46,6 +57,14 @@ def collect_orders(cluster_id: int) -> dict[str, Any]:
         if payload is not None:
             orders[topic] = payload
     return orders
+
+
+def heartbeat_seconds(cluster_id: int, orders: dict[str, Any]) -> float:
+    """How soon the head should heartbeat again (`orders`: what collect_orders gave)."""
+    for topic, participant in _participants.items():
+        if participant.prompt(cluster_id, orders.get(topic)):
+            return float(settings.RAYDECK_PROMPT_HEARTBEAT_SECONDS)
+    return float(settings.RAYDECK_HEARTBEAT_SECONDS)
 
 
 def deliver_reports(cluster_id: int, reports: object) -> None:

@@ -75,6 +75,8 @@ class Agent:
         self.client = client or ControlPlane(config.url, ca_bundle=config.ca_bundle)
         self.buffer = buffer or LogBuffer()
         self.stop_requested = threading.Event()
+        # Ends the heartbeat loop's wait early: a stop request, or a report to send now.
+        self.wake = threading.Event()
         self.app_ports: dict[str, int] = {}
         self.tls = NodeTLS(config.node_dir)
 
@@ -82,6 +84,7 @@ class Agent:
         if not self.stop_requested.is_set():
             logger.info("stop requested: %s", reason)
         self.stop_requested.set()
+        self.wake.set()
 
     def run(self) -> int:
         registration = self._registration()
@@ -193,6 +196,8 @@ class Node:
         self.client = agent.client
         self.buffer = agent.buffer
         self.stop_requested = agent.stop_requested
+        self.wake = agent.wake
+        self._report_now = threading.Event()  # a handler's report changed (report_soon)
         self.registration = registration
         self.tls = agent.tls
         self.interval = registration.heartbeat_interval
@@ -243,6 +248,7 @@ class Node:
                         dashboard_url=f"http://127.0.0.1:{self.config.ports['dashboard']}",
                         apps=started,
                         ports=dict(self.config.ports),
+                        report_soon=self.report_soon,
                     )
                 )
             outcome = self._loop()
@@ -289,18 +295,28 @@ class Node:
             else:
                 self.message = self.ray.message
             self._ray_logs.poll()
-            # Regularly, and at once when the state or message changed (e.g. Ray is up).
-            if time.monotonic() >= next_heartbeat or self._reported != (
-                self._state(),
-                self.message,
+            # Regularly, and at once when the state or message changed (e.g. Ray is up) or
+            # a handler has news (a job started), unless the control plane is unreachable.
+            if (
+                time.monotonic() >= next_heartbeat
+                or self._reported != (self._state(), self.message)
+                or (self._report_now.is_set() and not self._failures)
             ):
+                self._report_now.clear()
                 outcome = self._heartbeat()
                 if outcome is not None:
                     return outcome
                 next_heartbeat = time.monotonic() + self._next_wait()
             self._ship_logs()
-            self.stop_requested.wait(max(0.0, min(TICK, next_heartbeat - time.monotonic())))
+            self.wake.wait(max(0.0, min(TICK, next_heartbeat - time.monotonic())))
+            self.wake.clear()
         return "stop"
+
+    def report_soon(self) -> None:
+        """A handler's report changed: heartbeat now rather than at the next interval
+        (callable from any thread)."""
+        self._report_now.set()
+        self.wake.set()
 
     # -- heartbeats ---------------------------------------------------------------
 

@@ -37,6 +37,9 @@ from .orders import HeadContext
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+# While a submission is on its way to running, Ray is asked this often: the control
+# plane hears of the start within a poll and a heartbeat (report_soon).
+STARTING_POLL_SECONDS = 0.25
 FINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # A final submission no longer in the orders is still reported this long.
 KEEP_REPORTED_SECONDS = 120.0
@@ -186,8 +189,14 @@ class JobsHandler:
                 self.step()
             except Exception:  # a bug here must not end the thread
                 logger.exception("jobs: a step failed")
-            self._wake.wait(POLL_SECONDS)
+            self._wake.wait(STARTING_POLL_SECONDS if self._starting() else POLL_SECONDS)
             self._wake.clear()
+
+    def _starting(self) -> bool:
+        """Whether a submission this head made has not yet been seen running or ended."""
+        with self._lock:
+            seen = {k for k, v in self._status.items() if v["status"] != "PENDING"}
+        return bool(self._submitted - seen)
 
     def step(self) -> None:
         with self._lock:
@@ -249,7 +258,10 @@ class JobsHandler:
                 continue
             statuses[submission_id] = status
         with self._lock:
+            changed = statuses != self._status
             self._status = statuses
+        if changed:
+            self.context.report_soon()
 
     def _archive(self, submission_id: str, status: dict[str, Any]) -> bool:
         """Store the ended submission's driver log; False: try again at the next poll."""

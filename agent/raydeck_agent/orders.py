@@ -38,6 +38,9 @@ class HeadContext:
     dashboard_url: str  # Ray's dashboard (job API) on loopback
     apps: dict[str, int] = field(default_factory=dict)  # app -> loopback port (apps.py)
     ports: dict[str, int] = field(default_factory=dict)  # this node's ports by PORT_NAMES
+    # Asks for a heartbeat now, when a report changed (from any thread); a handler that
+    # calls it on every change makes the control plane hear of it within a tick.
+    report_soon: Callable[[], None] = field(default=lambda: None)
 
 
 class OrderHandler(Protocol):

@@ -493,8 +493,11 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
         renewed = renewal_for(node.pk, body.get("certificate_expires"))
         if renewed is not None:
             answer["access"] = {**answer["access"], "certificate": renewed}
-        if not stop and (orders := head_orders.collect_orders(node.cluster_id)):
-            answer["orders"] = orders
+        if not stop:
+            orders = head_orders.collect_orders(node.cluster_id)
+            if orders:
+                answer["orders"] = orders
+            answer["heartbeat_interval"] = head_orders.heartbeat_seconds(node.cluster_id, orders)
     return answer
 
 

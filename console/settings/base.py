@@ -345,6 +345,9 @@ RAYDECK_AGENT_URL = os.environ.get("RAYDECK_AGENT_URL", "")
 # it is not signed by a CA the nodes' systems trust (boot scripts carry it to the nodes).
 RAYDECK_AGENT_CA_BUNDLE = os.environ.get("RAYDECK_AGENT_CA_BUNDLE", "")
 RAYDECK_HEARTBEAT_SECONDS = 5
+# A head with work a user waits on (jobs starting or running, a queue cluster) heartbeats
+# this often, so a queued job starts within about a second (clusters/head_orders.py).
+RAYDECK_PROMPT_HEARTBEAT_SECONDS = 1
 # A node silent this long while the control plane listened is lost (and replaced). How
 # long a gap in listening may go unnoticed follows from it (clusters/live.py); it must
 # exceed that gap plus one heartbeat interval by a margin (a system check says so).

@@ -40,8 +40,9 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 _BROKER_DIR = VAR_DIR / "broker"
-# The host is unused by the folder transport; naming one keeps kombu from warning about it.
-CELERY_BROKER_URL = "filesystem://localhost/"
+# kombu's folder transport with an atomic put (kit/folder_broker.py says why). The host
+# is unused by it; naming one keeps kombu from warning about it.
+CELERY_BROKER_URL = "kit.folder_broker.Transport+filesystem://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "data_folder_in": str(_BROKER_DIR / "queue"),
     "data_folder_out": str(_BROKER_DIR / "queue"),

@@ -42,6 +42,7 @@ class FakeNode:
     action: str = "run"
     head_address: str | None = None
     heartbeat_status: int = 200
+    orders: dict[str, Any] | None = None  # a head's orders, by topic (clusters/head_orders.py)
     # Filled in by the server.
     node_id: str | None = None
     credential: str | None = None
@@ -149,11 +150,14 @@ class FakeControlPlane:
         node.heartbeats.append(body)
         if node.heartbeat_status != 200:
             return node.heartbeat_status, {"error": "gone"}
-        return 200, {
+        answer = {
             "action": node.action,
             "head_address": node.head_address,
             "heartbeat_interval": node.heartbeat_interval,
         }
+        if node.orders is not None:
+            answer["orders"] = node.orders
+        return 200, answer
 
 
 class _Handler(BaseHTTPRequestHandler):

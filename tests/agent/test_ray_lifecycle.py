@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,14 +41,23 @@ JOB = (
 
 
 def submit_job(dashboard_port: int) -> str:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{dashboard_port}/api/jobs/",
-        data=json.dumps({"entrypoint": JOB}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http://127.0.0.1
-        return json.loads(response.read())["submission_id"]
+    """Submit JOB as the head's agent does (raydeck_agent/jobs.py): retrying while Ray
+    answers 500, as it may for a few seconds after a node joins (its job agent is not up)."""
+    deadline = time.monotonic() + 30
+    while True:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{dashboard_port}/api/jobs/",
+            data=json.dumps({"entrypoint": JOB}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+                return json.loads(response.read())["submission_id"]
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or time.monotonic() > deadline:
+                raise AssertionError(f"Ray refused the job: {exc.read().decode()}") from exc
+            time.sleep(1)
 
 
 def last_ray(node) -> dict:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
@@ -478,6 +479,9 @@ class Recorder:
     def receive(self, cluster_id: int, report: Any) -> None:
         self.received.append((cluster_id, report))
 
+    def prompt(self, cluster_id: int, orders: Any | None) -> bool:
+        return bool(orders)
+
 
 @pytest.fixture
 def recorder(tenant_a: Tenant) -> Iterator[tuple[Cluster, Recorder]]:
@@ -500,6 +504,8 @@ def test_a_head_gets_its_orders_and_its_reports_reach_the_participant(
     assert status == 200
     assert answer["orders"] == {"test-topic": {"submit": ["job-1"]}}
     assert participant.received == [(cluster.pk, {"job-1": "running"})]
+    # Work in motion: the head heartbeats promptly.
+    assert answer["heartbeat_interval"] == settings.RAYDECK_PROMPT_HEARTBEAT_SECONDS
 
 
 def test_workers_and_other_clusters_heads_get_no_orders(tenant_a: Tenant, post, recorder) -> None:
@@ -511,6 +517,7 @@ def test_workers_and_other_clusters_heads_get_no_orders(tenant_a: Tenant, post, 
         status, answer, _ = post(credential, {**READY_BODY, "reports": {"test-topic": 1}})
         assert status == 200
         assert "orders" not in answer
+        assert answer["heartbeat_interval"] == settings.RAYDECK_HEARTBEAT_SECONDS
     assert participant.received == [(other.pk, 1)]
 
 

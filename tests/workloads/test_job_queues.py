@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
@@ -39,11 +40,11 @@ def _fresh_cache() -> None:
     cache.clear()
 
 
-def shared_cluster(tenant: Tenant) -> Cluster:
+def shared_cluster(tenant: Tenant, name: str = "shared") -> Cluster:
     cluster = ClusterFactory(
         project=tenant.project,
         cloud=tenant.cloud,
-        name="shared",
+        name=name,
         state=ClusterState.RUNNING,
         started_at=timezone.now() - timedelta(hours=2),
     )
@@ -101,6 +102,31 @@ def test_the_head_gets_only_as_many_jobs_as_the_queue_runs_at_once(alpha: Tenant
     assert handed_to_head(cluster) == ["job2", "job3"]
     assert selectors.queue_position(Job.objects.get(name="job4")) == 1
     assert Job.objects.get(name="job1").state == JobState.SUCCEEDED
+
+
+def test_heads_of_queue_clusters_and_of_clusters_with_jobs_heartbeat_promptly(
+    alpha: Tenant, django_capture_on_commit_callbacks
+) -> None:
+    def interval(cluster: Cluster) -> float:
+        return head_orders.heartbeat_seconds(cluster.pk, head_orders.collect_orders(cluster.pk))
+
+    usual, prompt = settings.RAYDECK_HEARTBEAT_SECONDS, settings.RAYDECK_PROMPT_HEARTBEAT_SECONDS
+    assert prompt < usual
+    plain, queue = shared_cluster(alpha, "plain"), shared_cluster(alpha, "queue")
+    assert interval(plain) == interval(queue) == usual  # (and remembered in the cache)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_queue_update(cluster=queue, actor=alpha.member, max_concurrency=3)
+    # A job may arrive at any moment: it should start within about a second.
+    assert interval(queue) == prompt
+    # A job on a cluster without a queue: prompt while it is on its way and runs.
+    job = queue_job(alpha, plain, "one-off")
+    assert interval(plain) == prompt
+    with django_capture_on_commit_callbacks(execute=True):
+        end_running(plain, "one-off")
+        reconcile_all()
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED
+    assert interval(plain) == usual
 
 
 def test_a_priority_queue_runs_the_highest_priority_first_then_the_oldest(alpha: Tenant) -> None:

@@ -27,7 +27,7 @@ from workloads.storage import job_log_key, job_log_uri, working_dir_uri
 
 from . import live
 from .choices import ACTIVE_JOB_STATES, JobState
-from .models import JobAttempt
+from .models import JobAttempt, JobQueue
 from .services import job_attempts_report
 
 # Stops of ended attempts stay in the orders this long, so a head that missed one (or
@@ -82,6 +82,17 @@ class JobsParticipant:
             orders = build_orders(cluster_id)
             live.keep_orders(cluster_id, orders)
         return orders or None
+
+    def prompt(self, cluster_id: int, orders: Any | None) -> bool:
+        """Jobs to start or running (a user waits for them), or a queue cluster (a job
+        may arrive at any moment and should start within about a second)."""
+        if isinstance(orders, dict) and orders.get("submit"):
+            return True
+        serves = live.cached_serves_queue(cluster_id)
+        if serves is None:
+            serves = JobQueue.objects.filter(cluster_id=cluster_id).exists()
+            live.keep_serves_queue(cluster_id, serves)
+        return serves
 
     def receive(self, cluster_id: int, report: Any) -> None:
         job_attempts_report(cluster_id=cluster_id, report=report)

@@ -6,6 +6,9 @@ PostgreSQL stays the source of truth; a missing key costs a query or a delay.
   participant (workloads/jobs/head.py) and kept 30 s; deleted when a job or attempt on
   the cluster changes (forget_orders, on commit), so a head hears of a change at its
   next heartbeat and a cluster with no job costs no query for 30 s. Missing: rebuilt.
+- `jobs:queue:{cluster}`: whether the cluster has a job queue set up (a JobQueue row), so
+  its head heartbeats promptly (head.py). Kept 30 s; deleted when the queue is saved.
+  Missing: one indexed query.
 - `jobs:report:{cluster}`: a digest of the head's last "jobs" report, so an unchanged
   report (most heartbeats) writes nothing. Kept 5 min. Missing: the report is applied
   again (applying is idempotent).
@@ -45,6 +48,21 @@ def forget_orders(cluster_id: int | None) -> None:
     if cluster_id is not None:
         cache.delete(orders_key(cluster_id))
         transaction.on_commit(lambda: cache.delete(orders_key(cluster_id)))
+
+
+def cached_serves_queue(cluster_id: int) -> bool | None:
+    value = cache.get(f"jobs:queue:{cluster_id}")
+    return value if isinstance(value, bool) else None
+
+
+def keep_serves_queue(cluster_id: int, serves: bool) -> None:
+    cache.set(f"jobs:queue:{cluster_id}", serves, ORDERS_SECONDS)
+
+
+def forget_serves_queue(cluster_id: int) -> None:
+    """Now and on commit, as forget_orders."""
+    cache.delete(f"jobs:queue:{cluster_id}")
+    transaction.on_commit(lambda: cache.delete(f"jobs:queue:{cluster_id}"))
 
 
 def report_is_new(cluster_id: int, report: Any) -> bool:

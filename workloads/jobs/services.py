@@ -292,6 +292,7 @@ def job_queue_update(
         return queue
     queue.full_clean(exclude=["cluster", "organization"])
     queue.save()
+    live.forget_serves_queue(cluster.pk)
     changes = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
     audit(actor=actor, verb="cluster.queue_update", target=cluster, changes=changes)
     record_event(

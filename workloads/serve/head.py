@@ -87,6 +87,9 @@ class ServeParticipant:
     def orders(self, cluster_id: int) -> Any | None:
         return live.orders_for(cluster_id, build_orders)
 
+    def prompt(self, cluster_id: int, orders: Any | None) -> bool:
+        return False  # a rollout moves in steps of tens of seconds: the usual rhythm suits it
+
     def receive(self, cluster_id: int, report: Any) -> None:
         cleaned = clean_report(report)
         if cleaned is not None:

@@ -47,6 +47,9 @@ class WorkspaceParticipant:
             live.keep_orders(cluster_id, orders)
         return orders or None
 
+    def prompt(self, cluster_id: int, orders: Any | None) -> bool:
+        return False  # JupyterLab starts once; its page reads the head through the gateway
+
     def receive(self, cluster_id: int, report: Any) -> None:
         from .services import workspace_report  # services import tasks; keep ready() light
 
