@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -21,6 +21,12 @@ from .models import (
     ProjectMembership,
     ServiceAccount,
     User,
+)
+from .permissions import (
+    PROJECT_READ,
+    PROJECT_ROLE_PERMISSIONS,
+    READ_ONLY_ORG_ROLES,
+    roles_granting,
 )
 from .tokens import normalize_cli_code
 
@@ -81,6 +87,26 @@ def project_members(*, project: Project, viewer: User) -> QuerySet[ProjectMember
         .select_related("user")
         .order_by("user__email")
     )
+
+
+def people_holding(*, perm: str, project: Project) -> QuerySet[User]:
+    """The active people who hold `perm` on `project`, by the role table (the same answer
+    as `has_perm` for each of them): for what a cluster must know without asking, such
+    as whose SSH keys a workspace's head accepts."""
+    by_org_role = Q(
+        memberships__organization_id=project.organization_id,
+        memberships__role__in=roles_granting(perm),
+    )
+    project_roles = [r for r, perms in PROJECT_ROLE_PERMISSIONS.items() if perm in perms]
+    members = Membership.objects.filter(
+        organization_id=project.organization_id, user=OuterRef("pk")
+    )
+    if perm not in PROJECT_READ:  # viewers never write, whatever their project role
+        members = members.exclude(role__in=READ_ONLY_ORG_ROLES)
+    by_project_role = Q(
+        project_memberships__project=project, project_memberships__role__in=project_roles
+    ) & Q(Exists(members))
+    return User.objects.filter(by_org_role | by_project_role, is_active=True).distinct()
 
 
 def _day_start(day: date) -> datetime:

@@ -28,6 +28,7 @@ class Activity:
         self._last_connection: float | None = None
         self._kernel_active: float | None = None
         self._other: dict[str, float] = {}  # "terminal", "ssh" -> last active
+        self._open: dict[str, int] = {}  # "ssh" -> sessions open now (they count as now)
 
     def note_connection(self) -> None:
         """A request went through the access gateway just now."""
@@ -48,9 +49,22 @@ class Activity:
             if at > self._other.get(kind, 0.0):
                 self._other[kind] = at
 
-    def others(self) -> dict[str, float]:
+    def session_opened(self, kind: str) -> None:
+        """A session ("ssh": a tunnel through the gateway) began; until it closes, it
+        is activity at every look, however quiet its user is."""
         with self._lock:
-            return dict(self._other)
+            self._open[kind] = self._open.get(kind, 0) + 1
+
+    def session_closed(self, kind: str) -> None:
+        now = self._clock()
+        with self._lock:
+            self._open[kind] = max(0, self._open.get(kind, 0) - 1)
+            self._other[kind] = max(now, self._other.get(kind, 0.0))
+
+    def others(self) -> dict[str, float]:
+        now = self._clock()
+        with self._lock:
+            return {**self._other, **{kind: now for kind, n in self._open.items() if n}}
 
     @property
     def last_connection_at(self) -> datetime | None:
@@ -73,7 +87,7 @@ class Activity:
         """The latest gateway connection or kernel activity, epoch seconds."""
         with self._lock:
             stamps = [t for t in (self._last_connection, self._kernel_active) if t is not None]
-            stamps += self._other.values()
+        stamps += self.others().values()
         return max(stamps) if stamps else None
 
 

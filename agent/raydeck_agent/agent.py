@@ -249,6 +249,8 @@ class Node:
                         apps=started,
                         ports=dict(self.config.ports),
                         report_soon=self.report_soon,
+                        serve_app=self._serve_app,
+                        shared_machine=self.config.shared_machine,
                     )
                 )
             outcome = self._loop()
@@ -270,6 +272,10 @@ class Node:
             self._ship_logs(force=True)
         if outcome == DEADMAN:
             self._report_stopped_itself()
+
+    def _serve_app(self, app: str, port: int) -> None:
+        if self.gateway is not None:
+            self.gateway.serve(app, port)
 
     def _app_env(self) -> dict[str, str]:
         """The apps' environment: Ray's, plus where this cluster is, so that a notebook's

@@ -63,7 +63,7 @@ def prometheus_config(service_discovery: Path) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -73,9 +73,9 @@ def plan(python: str, shared_machine: bool) -> dict[str, int]:
     """{app: port} of the apps this node could run, reported when registering."""
     planned: dict[str, int] = {}
     if jupyter_executable(python) is not None:
-        planned["jupyter"] = _free_port() if shared_machine else JUPYTER_PORT
+        planned["jupyter"] = free_port() if shared_machine else JUPYTER_PORT
     if prometheus_executable() is not None:
-        planned["prometheus"] = _free_port() if shared_machine else PROMETHEUS_PORT
+        planned["prometheus"] = free_port() if shared_machine else PROMETHEUS_PORT
     return planned
 
 

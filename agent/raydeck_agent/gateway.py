@@ -22,6 +22,11 @@ Ray's own ports require Ray's token (RAY_AUTH_MODE=token): the gateway adds the
 cluster's Ray token to what it forwards to the dashboard (and its job API), so users
 present only their Raydeck token and nothing reaches Ray around the gateway.
 
+A workspace's head also serves /ssh: a WebSocket whose binary messages are the bytes of
+an SSH connection to the workspace's sshd on loopback (sshd.py), for `raydeck workspaces
+ssh` and VS Code's Remote-SSH (the CLI's ProxyCommand opens it). Same token, same
+revocations: an open tunnel is closed once its user's access is revoked.
+
 Runs its own asyncio loop (aiohttp, which Ray's dashboard brings) in a daemon thread;
 the agent's thread only starts and stops it.
 """
@@ -74,6 +79,9 @@ CROSS_ORIGIN_PREFIX = "/prometheus/api/"
 JOB_LOG_PATH = re.compile(r"/raydeck/jobs/([A-Za-z0-9_.-]{1,100})/log")
 JOB_LOG_TAIL_BYTES = 256 * 1024  # the page shows the end; the whole log is in storage later
 JOB_LOG_REFRESH_SECONDS = 2
+SSH_PATH = "/ssh"  # the tunnel to the workspace's sshd (its upstream is the "ssh" app)
+SSH_CHUNK = 64 * 1024
+RECHECK_SECONDS = 5.0  # how soon an open tunnel notices a revocation
 RAY_FINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # Never forwarded either way (RFC 9110 7.6.1), plus what the gateway itself consumes.
 HOP_BY_HOP = frozenset(
@@ -236,6 +244,11 @@ class Gateway:
         self._started = threading.Event()
         self._error: BaseException | None = None
 
+    def serve(self, app: str, port: int) -> None:
+        """Put an app a handler started later (the workspace's sshd) behind the gateway
+        (any thread: one dict assignment)."""
+        self.upstreams[app] = port
+
     # -- life -------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
@@ -340,6 +353,8 @@ class Gateway:
         job_log = JOB_LOG_PATH.fullmatch(request.path)
         if job_log and request.method in ("GET", "HEAD"):
             return await self.job_log_page(job_log[1])
+        if request.path == SSH_PATH:
+            return await self.ssh_tunnel(request, identity)
         app, port = self.route(request.path)
         if port is None:
             return web.Response(status=404, text=f"{app} is not available on this cluster.\n")
@@ -522,6 +537,51 @@ class Gateway:
             for task in tasks:
                 task.cancel()
             await upstream.close()
+            await downstream.close()
+        return downstream
+
+    async def ssh_tunnel(self, request: web.Request, identity: Identity) -> web.StreamResponse:
+        """Pipe a WebSocket's binary messages to the workspace's sshd and back, until
+        either side closes or the user's access is revoked."""
+        port = self.upstreams.get("ssh")
+        if port is None:
+            return web.Response(status=404, text="SSH is not running on this cluster.\n")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(status=400, text="Open /ssh as a WebSocket.\n")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as exc:
+            return web.Response(status=502, text=f"The workspace's sshd is not up: {exc}\n")
+        downstream = web.WebSocketResponse(max_msg_size=4 * SSH_CHUNK)
+        await downstream.prepare(request)
+
+        async def to_sshd() -> None:
+            async for message in downstream:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    break
+                writer.write(message.data)
+                await writer.drain()
+
+        async def from_sshd() -> None:
+            while data := await reader.read(SSH_CHUNK):
+                await downstream.send_bytes(data)
+
+        async def while_allowed() -> None:
+            with contextlib.suppress(Refused):
+                while True:
+                    await asyncio.sleep(RECHECK_SECONDS)
+                    self.policy.check(identity)
+            logger.info("closing an SSH tunnel: its user's access was revoked")
+
+        tasks = [asyncio.ensure_future(t()) for t in (to_sshd, from_sshd, while_allowed)]
+        activity.ACTIVITY.session_opened("ssh")
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            activity.ACTIVITY.session_closed("ssh")
+            for task in tasks:
+                task.cancel()
+            writer.close()
             await downstream.close()
         return downstream
 

@@ -41,6 +41,10 @@ class HeadContext:
     # Asks for a heartbeat now, when a report changed (from any thread); a handler that
     # calls it on every change makes the control plane hear of it within a tick.
     report_soon: Callable[[], None] = field(default=lambda: None)
+    # Puts an app a handler started (the workspace's sshd: "ssh", its loopback port)
+    # behind the access gateway.
+    serve_app: Callable[[str, int], None] = field(default=lambda app, port: None)
+    shared_machine: bool = False  # several nodes on this machine: pick free ports
 
 
 class OrderHandler(Protocol):

@@ -1,8 +1,8 @@
 """The head's side of a workspace (orders under the "workspace" topic, see
 workloads/workspaces/head.py on the server): restore the working directory once, save it
-every few minutes and at once when the workspace stops, tell the control plane when, and
+every few minutes and at once when the workspace stops, tell the control plane when,
 note Jupyter kernel and terminal use as activity (activity.py) so a workspace in use is
-never idle.
+never idle, and run its sshd (sshd.py) with the keys the orders carry.
 
 Saving is incremental and content-addressed: a file's bytes are stored once under their
 SHA-256 (`objects/<hash>`), and a manifest (`manifest.json`, replaced whole and last)
@@ -32,6 +32,7 @@ from typing import Any
 
 from . import activity
 from .orders import HANDLER_FACTORIES, HeadContext
+from .sshd import Sshd, login_user
 
 logger = logging.getLogger("raydeck_agent")
 
@@ -245,6 +246,10 @@ class WorkspaceHandler:
         self._files: Files | None = None
         self._saved_for: str | None = None
         self._baseline: list[str] | None = None
+        self._sshd = Sshd(
+            context.node_dir / "ssh", shared_machine=context.shared_machine, env=context.ray_env
+        )
+        self._ssh_keys: list[str] | None = None  # what the keys file holds now
 
     # -- the heartbeat thread ------------------------------------------------------------
 
@@ -254,6 +259,8 @@ class WorkspaceHandler:
         with self._lock:
             self._orders = orders
         if orders.get("save_for") and orders["save_for"] != self._saved_for:
+            self._wake.set()
+        if _ssh_keys(orders) != self._ssh_keys:
             self._wake.set()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="raydeck-workspace", daemon=True)
@@ -270,6 +277,7 @@ class WorkspaceHandler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(STOP_SAVE_SECONDS)
+        self._sshd.stop()
 
     # -- this handler's thread --------------------------------------------------------------
 
@@ -307,6 +315,7 @@ class WorkspaceHandler:
             if due:
                 self._save(orders, save_for)
                 last_save = time.monotonic()
+            self._tend_ssh(_ssh_keys(orders))
             if time.monotonic() - last_look >= ACTIVITY_EVERY:
                 last_look = time.monotonic()
                 self._note_activity()
@@ -345,6 +354,24 @@ class WorkspaceHandler:
             if packages is not None:
                 self._report["packages_added"] = packages
 
+    def _tend_ssh(self, keys: list[str] | None) -> None:
+        """sshd runs once the orders carry keys (none: no SSH), accepting those keys."""
+        if keys is None or keys == self._ssh_keys:
+            return
+        self._ssh_keys = keys  # tried once per change of keys, not on every look
+        try:
+            self._sshd.set_keys(keys)
+            port = self._sshd.start()
+        except OSError as exc:
+            logger.error("could not run the workspace's sshd: %s", exc)
+            self._sshd.stop()
+            self._set(ssh={"unavailable": str(exc)[:200]})
+            return
+        self.context.serve_app("ssh", port)
+        logger.info("sshd accepts %d keys of the workspace's members", len(keys))
+        self._set(ssh={"user": login_user(), "keys": len(keys)})
+        self.context.report_soon()
+
     def _note_activity(self) -> None:
         port = self.context.apps.get("jupyter")
         if not port:
@@ -354,6 +381,12 @@ class WorkspaceHandler:
                 activity.ACTIVITY.note_kernel_activity(at)
             else:
                 activity.ACTIVITY.note_activity(kind, at)
+
+
+def _ssh_keys(orders: dict[str, Any]) -> list[str] | None:
+    ssh = orders.get("ssh")
+    keys = ssh.get("keys") if isinstance(ssh, dict) else None
+    return [str(k) for k in keys] if isinstance(keys, list) else None
 
 
 def factory(context: HeadContext) -> WorkspaceHandler:

@@ -40,7 +40,7 @@ from .models import (
     Token,
 )
 from .services_sdk import Deployed, Service, Services, ServiceVersion
-from .workspaces_sdk import Workspace, Workspaces
+from .workspaces_sdk import SshAccess, Workspace, Workspaces
 
 __all__ = [
     "Address",
@@ -78,6 +78,7 @@ __all__ = [
     "Service",
     "ServiceVersion",
     "Services",
+    "SshAccess",
     "Token",
     "Unauthenticated",
     "ValidationFailed",

@@ -1,4 +1,5 @@
-"""`raydeck workspaces …`: create, list, get, start, stop, delete and open a workspace.
+"""`raydeck workspaces …`: create, list, get, start, stop, delete and open a workspace,
+and SSH into it (`ssh`, `ssh-config`, and `tunnel`, the ProxyCommand they set up).
 
 Registered by cli.build_parser (`add_commands`); uses the SDK's Workspaces
 (workspaces_sdk.py) and prints through the CLI's Context like every other group."""
@@ -6,13 +7,17 @@ Registered by cli.build_parser (`add_commands`); uses the SDK's Workspaces
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
+import subprocess
+import sys
 import webbrowser
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import output
 from .errors import NotFound
-from .workspaces_sdk import Workspace, Workspaces
+from .workspaces_sdk import SshAccess, Workspace, Workspaces
 
 if TYPE_CHECKING:
     from .cli import Context
@@ -116,6 +121,58 @@ def cmd_open(ctx: Context) -> int:
     return 0
 
 
+def ssh_options(ctx: Context, ident: str, access: SshAccess) -> dict[str, str]:
+    """What ssh needs to reach the workspace: the tunnel as its ProxyCommand (with the
+    server and organization spelled out, so it works from any shell and from VS Code)
+    and the account to log in as."""
+    tunnel = [sys.executable, "-m", "raydeck", "workspaces", "tunnel", ident]
+    tunnel += ["--url", ctx.client.url, "--org", ctx.client.org or ""]
+    return {
+        "User": access.user,
+        "ProxyCommand": " ".join(shlex.quote(part) for part in tunnel),
+        # The tunnel's TLS, verified with the installation's CA, authenticates the head,
+        # and its sshd listens on the head's loopback only; each start of the workspace
+        # makes a new host key, which ssh would otherwise report as an attack.
+        "StrictHostKeyChecking": "no",
+        "UserKnownHostsFile": "/dev/null",
+        "LogLevel": "ERROR",
+    }
+
+
+def host_alias(name: str) -> str:
+    return f"raydeck-{name}"
+
+
+def cmd_ssh(ctx: Context) -> int:
+    from .cli import UsageError
+
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise UsageError("No ssh command found: install an OpenSSH client.")
+    ident = workspace_id(ctx, ctx.args.workspace)
+    # Asked here first: not running, no key, no sshd in the image is said before ssh runs.
+    access = _sdk(ctx).ssh_access(ident)
+    options = [f"-o{name}={value}" for name, value in ssh_options(ctx, ident, access).items()]
+    if ctx.args.identity:
+        options += ["-i", ctx.args.identity, "-oIdentitiesOnly=yes"]
+    command = ctx.args.command[1:] if ctx.args.command[:1] == ["--"] else ctx.args.command
+    return subprocess.call([ssh, *options, host_alias(ctx.args.workspace), *command])  # noqa: S603 - the user's own ssh and command
+
+
+def cmd_ssh_config(ctx: Context) -> int:
+    ident = workspace_id(ctx, ctx.args.workspace)
+    options = ssh_options(ctx, ident, _sdk(ctx).ssh_access(ident))
+    print(f"Host {host_alias(ctx.args.workspace)}", file=ctx.out)
+    for name, value in options.items():
+        print(f"    {name} {value}", file=ctx.out)
+    return 0
+
+
+def cmd_tunnel(ctx: Context) -> int:
+    _sdk(ctx).tunnel(workspace_id(ctx, ctx.args.workspace))
+    return 0
+
+
 def add_commands(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) -> None:
     group = groups.add_parser("workspaces", help="workspaces: JupyterLab on a cluster, files kept")
     sub = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -146,3 +203,15 @@ def add_commands(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) -> N
             p.add_argument("--timeout", type=float, default=900, help="seconds to wait (900)")
         if name == "open":
             p.add_argument("--no-browser", action="store_true", help="print the link only")
+    p = leaf(sub, "ssh", cmd_ssh, "open an SSH session (with your key on your profile)")
+    p.add_argument("workspace", help="workspace name or id")
+    p.add_argument("--project", dest="project_filter", help="look the name up in this project")
+    p.add_argument("-i", "--identity", help="your private key's file (default: ssh's own)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- a command to run instead")
+    p = leaf(sub, "ssh-config", cmd_ssh_config, "print a Host entry for ssh and VS Code")
+    p.add_argument("workspace", help="workspace name or id")
+    p.add_argument("--project", dest="project_filter", help="look the name up in this project")
+    help_text = "ssh's ProxyCommand (ssh and ssh-config use it): SSH's bytes on stdin/stdout"
+    p = leaf(sub, "tunnel", cmd_tunnel, help_text)
+    p.add_argument("workspace", help="workspace name or id")
+    p.add_argument("--project", dest="project_filter", help="look the name up in this project")

@@ -1,14 +1,21 @@
-"""The SDK's workspaces: `client.workspaces.create(...)`, `.start`, `.stop`, `.wait`…
-over /api/v1/orgs/{org}/workspaces."""
+"""The SDK's workspaces: `client.workspaces.create(...)`, `.start`, `.stop`, `.wait`,
+`.ssh_access`, `.tunnel`… over /api/v1/orgs/{org}/workspaces.
+
+`tunnel` carries an SSH connection's bytes between two file descriptors (the ssh
+client's ProxyCommand: stdin and stdout) and the gateway's /ssh WebSocket on the
+workspace's head, whose TLS certificate is verified with the installation's CA
+(trust.py); sshd itself listens on the head's loopback only."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ClusterFailed, WaitTimeout
+from .errors import ClusterFailed, ConnectionFailed, WaitTimeout
 from .models import Resource
 
 if TYPE_CHECKING:
@@ -33,6 +40,20 @@ class Workspace(Resource):
     created_by: str | None = None
     created_at: str | None = None
     url: str | None = None
+
+
+@dataclass(frozen=True)
+class SshAccess(Resource):
+    """Where a workspace's sshd is reached: the gateway's WebSocket, a 5-minute token
+    that opens it, and the account to log in as."""
+
+    url: str = ""
+    token: str = field(default="", repr=False)
+    expires_at: str | None = None
+    user: str = ""
+
+
+TUNNEL_CHUNK = 64 * 1024
 
 
 class Workspaces:
@@ -90,6 +111,59 @@ class Workspaces:
     def jupyter_url(self, workspace_id: str, *, org: str | None = None) -> str:
         """A link that opens JupyterLab once, within 5 minutes."""
         return str(self.client.request("POST", self._path(org, workspace_id, "jupyter"))["url"])
+
+    def ssh_access(self, workspace_id: str, *, org: str | None = None) -> SshAccess:
+        """A fresh token for the workspace's SSH tunnel; Conflict (with what to do) when
+        the workspace is not running, SSH is not in its image, or you have no key."""
+        path = self._path(org, workspace_id, "ssh")
+        return SshAccess.from_api(self.client.request("POST", path))
+
+    def tunnel(
+        self, workspace_id: str, *, org: str | None = None, stdin: int = 0, stdout: int = 1
+    ) -> None:
+        """Carry bytes between `stdin`/`stdout` and the workspace's sshd until either
+        side closes (an ssh client's ProxyCommand)."""
+        from websockets.exceptions import ConnectionClosed, InvalidStatus
+        from websockets.sync.client import connect
+
+        access = self.ssh_access(workspace_id, org=org)
+        try:
+            channel = connect(
+                access.url,
+                ssl=self.client.gateway_ssl_context(),
+                additional_headers={"Authorization": f"Bearer {access.token}"},
+                max_size=None,
+                compression=None,
+                open_timeout=30,
+            )
+        except InvalidStatus as exc:
+            body = exc.response.body.decode(errors="replace") if exc.response.body else ""
+            raise ConnectionFailed(
+                f"The workspace's gateway refused the tunnel (HTTP "
+                f"{exc.response.status_code}): {body.strip()}"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionFailed(f"Cannot reach the workspace's gateway: {exc}") from exc
+
+        def upstream() -> None:
+            try:
+                while data := os.read(stdin, TUNNEL_CHUNK):
+                    channel.send(data)
+            except (OSError, ConnectionClosed):
+                pass
+            finally:
+                channel.close()
+
+        threading.Thread(target=upstream, name="raydeck-tunnel", daemon=True).start()
+        try:
+            for message in channel:
+                data = message if isinstance(message, bytes) else message.encode()
+                while data:
+                    data = data[os.write(stdout, data) :]
+        except (OSError, ConnectionClosed):
+            pass
+        finally:
+            channel.close()
 
     def wait(
         self,

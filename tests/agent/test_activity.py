@@ -96,3 +96,29 @@ def test_the_dead_mans_switch_needs_both_silence_and_idleness() -> None:
     assert switch.due(unreachable_for=600, idle_for=600)
     assert switch.reason(720) == "control plane unreachable for 12 min while idle"
     assert not DeadMansSwitch(seconds=0).due(unreachable_for=9999, idle_for=9999)
+
+
+def test_an_open_ssh_session_keeps_the_cluster_busy_and_is_named() -> None:
+    """However quiet its user, an SSH tunnel through the gateway is use until it closes;
+    the control plane's "why not idle" line says so."""
+
+    from clusters.live import HeadReport
+    from clusters.services.idle import report_reasons
+
+    clock = Clock()
+    signals = Activity(clock=clock)
+    idle = IdleClock(signals, clock=clock)
+    idle.observe(QUIET)
+    signals.session_opened("ssh")
+    clock.now += 3600  # an hour of thinking, the session still open
+    assert idle.idle_seconds() == 0
+    report = idle.report(QUIET)
+    assert report["ssh_last_active_at"] == datetime.fromtimestamp(clock.now, UTC).isoformat()
+    now = datetime.fromtimestamp(clock.now, UTC)
+    head = HeadReport(at=now, ray={}, activity={**report, "drivers": 0})
+    _, touches = report_reasons(head, now)
+    assert touches == {"SSH session active": now}
+
+    signals.session_closed("ssh")
+    clock.now += 60
+    assert idle.idle_seconds() == 60  # idle from the moment it closed

@@ -1,4 +1,5 @@
-"""JSON API of workspaces: create, list, get, start, stop, delete, and a JupyterLab link.
+"""JSON API of workspaces: create, list, get, start, stop, delete, a JupyterLab link and
+SSH access (the CLI's tunnel).
 Ids are the workspace's UUID; ids in a body are resolved through `visible_to` like a
 cluster's (clusters.api.choice_of); the console's services check the rules and write."""
 
@@ -26,6 +27,7 @@ from kit.api.schema import Out
 from . import selectors
 from .models import WORKSPACE_NAME, Workspace
 from .services import workspace_create, workspace_delete, workspace_start, workspace_stop
+from .ssh_keys import workspace_ssh_access
 
 router = Router(tags=["workspaces"])
 
@@ -73,6 +75,13 @@ class WorkspaceFilters(PageParams):
 
 class LinkOut(Out):
     url: str = Field(description="Opens JupyterLab once, within 5 minutes.")
+
+
+class SshAccessOut(Out):
+    url: str = Field(description="The gateway's WebSocket tunnel to the workspace's sshd.")
+    token: str = Field(description="Send as `Authorization: Bearer`; opens it within 5 minutes.")
+    expires_at: datetime
+    user: str = Field(description="The account to log in as.")
 
 
 def workspace_out(workspace: Workspace) -> dict[str, Any]:
@@ -216,3 +225,16 @@ def workspace_jupyter(request: HttpRequest, org: str, id: str) -> dict[str, Any]
     except ValidationError as exc:
         raise _refused(exc) from exc
     return {"url": url}
+
+
+@router.post("/orgs/{org}/workspaces/{id}/ssh", response=answers(SshAccessOut, 409))
+def workspace_ssh(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
+    """What `raydeck workspaces ssh` needs: the tunnel through the cluster's gateway to
+    the workspace's sshd, a short-lived token for it and the account to log in as."""
+    organization = context.organization(request, org)
+    workspace = _workspace(request, organization, id, "project.view")
+    context.require(request, selectors.SSH_PERMISSION, workspace.project)
+    try:
+        return workspace_ssh_access(workspace=workspace, user=context.actor(request))
+    except ValidationError as exc:
+        raise _refused(exc) from exc

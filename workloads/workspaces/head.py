@@ -1,7 +1,8 @@
 """The workspaces' participant in a head's heartbeat (clusters/head_orders.py): the
 orders under the "workspace" topic tell the head where the files live, to restore them
-once, to save them every few minutes and now when the workspace stops; its reports
-(restored, saved, packages added) go to services.workspace_report."""
+once, to save them every few minutes and now when the workspace stops, and which SSH
+public keys its sshd accepts; its reports (restored, saved, packages added, the sshd's
+account or why it cannot run) go to services.workspace_report."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.conf import settings
 from . import live
 from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
 from .models import Workspace
+from .selectors import ssh_keys_for
 
 TOPIC = "workspace"
 
@@ -29,6 +31,7 @@ def head_orders(workspace: Workspace) -> dict[str, Any]:
         "max_file_bytes": files["max_file_bytes"],
         "max_total_bytes": files["max_total_bytes"],
         "excludes": list(files["excludes"]),
+        "ssh": {"keys": ssh_keys_for(workspace)},
     }
 
 
@@ -40,11 +43,18 @@ class WorkspaceParticipant:
         if orders is None:
             workspace = (
                 Workspace.objects.filter(cluster_id=cluster_id, state__in=ACTIVE_WORKSPACE_STATES)
-                .only("uuid", "files_location", "state", "stop_requested_at")
+                .only(
+                    "uuid",
+                    "organization_id",
+                    "project_id",
+                    "files_location",
+                    "state",
+                    "stop_requested_at",
+                )
                 .first()
             )
             orders = head_orders(workspace) if workspace else {}
-            live.keep_orders(cluster_id, orders)
+            live.keep_orders(cluster_id, orders, workspace.organization_id if workspace else None)
         return orders or None
 
     def prompt(self, cluster_id: int, orders: Any | None) -> bool:

@@ -2,8 +2,11 @@
 its own): both are read on every head heartbeat, so a steady head costs no SQL.
 
 - `raydeck:ws:orders:<cluster id>`: the head's orders under the "workspace" topic, or {}
-  for a cluster that is no workspace's. Lives ORDERS_SECONDS; forgotten on every change
-  of the workspace (after commit). Without it: one indexed query.
+  for a cluster that is no workspace's, with its organization and when they were made.
+  Lives ORDERS_SECONDS; forgotten on every change of the workspace and of a member's SSH
+  keys (after commit), and not used once a revocation in the organization came after
+  them (accounts/revocations.py), so a revoked member's keys leave the head at the next
+  heartbeat. Without it: two indexed queries.
 - `raydeck:ws:report:<cluster id>`: a digest of the head's last report, so only a report
   that changed something is written. Lives REPORT_SECONDS. Without it: one write.
 """
@@ -12,12 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import datetime
 from typing import Any
 
 from django.core.cache import cache
 
+from accounts.revocations import recent_revocations
+
 ORDERS_SECONDS = 60
+# A revocation's time is taken inside its transaction, which commits a moment later:
+# orders made that close after it are made again, in case they read the old roles.
+REVOCATION_COMMIT_SECONDS = 10
 REPORT_SECONDS = 600
 
 
@@ -26,11 +35,19 @@ def _orders_key(cluster_id: int) -> str:
 
 
 def cached_orders(cluster_id: int) -> dict[str, Any] | None:
-    return cache.get(_orders_key(cluster_id))
+    kept = cache.get(_orders_key(cluster_id))
+    if not isinstance(kept, tuple):
+        return None
+    orders, organization_id, made_at = kept
+    if organization_id is not None:
+        revoked = recent_revocations(organization_id).values()
+        if any(at >= made_at - REVOCATION_COMMIT_SECONDS for at in revoked):
+            return None  # someone's access went since: their keys must leave the head
+    return dict(orders)
 
 
-def keep_orders(cluster_id: int, orders: dict[str, Any]) -> None:
-    cache.set(_orders_key(cluster_id), orders, ORDERS_SECONDS)
+def keep_orders(cluster_id: int, orders: dict[str, Any], organization_id: int | None) -> None:
+    cache.set(_orders_key(cluster_id), (orders, organization_id, time.time()), ORDERS_SECONDS)
 
 
 def forget_orders(cluster_id: int | None) -> None:

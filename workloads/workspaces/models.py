@@ -59,6 +59,10 @@ class Workspace(models.Model):
     restored_at = models.DateTimeField(null=True, blank=True)  # files back on this run's head
     stop_requested_at = models.DateTimeField(null=True, blank=True)
     packages_added = models.JSONField(default=list, blank=True)  # pip freeze lines vs image
+    # The head's sshd (raydeck workspaces ssh): the account it lets in once it runs, or
+    # why it cannot run (no sshd in the image); both empty until this run's head says.
+    ssh_user = models.CharField(max_length=32, blank=True)
+    ssh_unavailable = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

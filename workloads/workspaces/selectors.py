@@ -7,11 +7,17 @@ from django.db.models import QuerySet
 
 from accounts.models import Organization, User
 from accounts.permissions import has_perm
+from accounts.selectors import people_holding
 from clusters import access
 from clusters.selectors import projects_for_cluster_create
 
 from .choices import WorkspaceState
-from .models import Workspace
+from .models import SshKey, Workspace
+
+# Who may SSH into a workspace: whoever may reach its cluster through the gateway (the
+# project's writers, owners and the organization's admins), who can already open its
+# JupyterLab and a terminal there; SSH is the same access from another client.
+SSH_PERMISSION = "cluster.access"
 
 
 def workspace_list(*, organization: Organization, viewer: User, q: str = "") -> QuerySet[Workspace]:
@@ -36,6 +42,15 @@ def jupyter_ready(workspace: Workspace) -> bool:
     if workspace.state != WorkspaceState.RUNNING or workspace.cluster is None:
         return False
     return "jupyter" in access.available_apps(workspace.cluster)
+
+
+def ssh_keys_for(workspace: Workspace) -> list[str]:
+    """The public keys the workspace's sshd accepts: those of every person who may use
+    it (SSH_PERMISSION on its project)."""
+    people = people_holding(perm=SSH_PERMISSION, project=workspace.project)
+    return list(
+        SshKey.objects.filter(user__in=people).order_by("pk").values_list("public_key", flat=True)
+    )
 
 
 def files_rules() -> dict:

@@ -127,6 +127,7 @@ def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
     workspace.restored_at = None
     workspace.stop_requested_at = None
     workspace.files_error = ""
+    workspace.ssh_user = workspace.ssh_unavailable = ""  # the new head says again
     workspace.save()
     audit(
         actor=actor,
@@ -325,6 +326,10 @@ def workspace_report(*, cluster_id: int, report: Any) -> None:
                 if isinstance(item, list) and len(item) == 2
             ]
     fields["files_error"] = _text(report.get("error"), 500)
+    ssh = report.get("ssh")
+    if isinstance(ssh, dict):
+        fields["ssh_user"] = _text(ssh.get("user"), 32)
+        fields["ssh_unavailable"] = _text(ssh.get("unavailable"), 200)
     packages = report.get("packages_added")
     if isinstance(packages, list):
         fields["packages_added"] = [_text(p, 200) for p in packages[:500] if isinstance(p, str)]

@@ -1,5 +1,9 @@
 """People's SSH public keys (for `raydeck workspaces ssh` and VS Code's Remote-SSH):
-added and removed by their owner, validated, audited."""
+added and removed by their owner, validated, audited; and what the CLI's tunnel needs
+to reach a workspace's sshd through its cluster's gateway.
+
+The heads of the workspaces a person may use (selectors.SSH_PERMISSION) get the new
+keys at their next heartbeat: a change forgets those workspaces' cached orders."""
 
 from __future__ import annotations
 
@@ -14,8 +18,15 @@ from django.db import IntegrityError, transaction
 
 from accounts.audit import audit
 from accounts.models import User
+from accounts.permissions import require
+from clusters import access
 
-from .models import SshKey
+from . import live
+from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
+from .models import SshKey, Workspace
+from .selectors import SSH_PERMISSION
+
+SSH_PATH = "/ssh"  # the gateway's tunnel (agent: gateway.py SSH_PATH)
 
 MIN_RSA_BITS = 2048
 MAX_KEY_CHARS = 8192
@@ -68,6 +79,7 @@ def ssh_key_add(*, user: User, name: str, public_key: str) -> SshKey:
             {"public_key": f"You already added this key ({fingerprint})."}
         ) from exc
     audit(actor=user, verb="ssh_key.add", target=key, changes={"fingerprint": [None, fingerprint]})
+    transaction.on_commit(lambda: _forget_orders_of(user))
     return key
 
 
@@ -82,3 +94,49 @@ def ssh_key_remove(*, user: User, key: SshKey) -> None:
         changes={"fingerprint": [key.fingerprint, None]},
     )
     key.delete()
+    transaction.on_commit(lambda: _forget_orders_of(user))
+
+
+def _forget_orders_of(user: User) -> None:
+    """The running workspaces of the person's organizations get their keys again."""
+    clusters = Workspace.objects.filter(
+        organization__memberships__user=user, state__in=ACTIVE_WORKSPACE_STATES
+    ).values_list("cluster_id", flat=True)
+    for cluster_id in clusters:
+        live.forget_orders(cluster_id)
+
+
+@transaction.atomic(durable=True)
+def workspace_ssh_access(*, workspace: Workspace, user: User) -> dict[str, str]:
+    """The gateway's tunnel to the workspace's sshd, a 5-minute token that opens it, and
+    the account to log in as; a ValidationError that says what to do when SSH cannot
+    work now. Audited, like every token handed out."""
+    require(user, SSH_PERMISSION, workspace.project)
+    cluster = workspace.cluster
+    if workspace.state != WorkspaceState.RUNNING or cluster is None:
+        raise ValidationError(
+            f"The workspace {workspace.name} is {workspace.state}: start it first."
+        )
+    if workspace.ssh_unavailable:
+        raise ValidationError(f"SSH is not available in this image ({workspace.ssh_unavailable}).")
+    address = access.gateway_address(cluster)
+    if not workspace.ssh_user or address is None:
+        raise ValidationError("The workspace's SSH server is starting: try again in a moment.")
+    if not SshKey.objects.filter(user=user).exists():
+        raise ValidationError(
+            "You have no SSH key in Raydeck: add your public key (such as ~/.ssh/id_ed25519.pub) "
+            "under SSH keys on your profile page first."
+        )
+    token = access.mint_token(user=user, cluster=cluster, lifetime=access.LINK_LIFETIME)
+    audit(
+        actor=user,
+        verb="workspace.ssh",
+        target=workspace,
+        changes={"token_id": [None, token.jti]},
+    )
+    return {
+        "url": "wss://" + address.removeprefix("https://") + SSH_PATH,
+        "token": token.token,
+        "expires_at": token.expires_at.isoformat(),
+        "user": workspace.ssh_user,
+    }

@@ -134,6 +134,7 @@ class WorkspaceDetailView(WorkspaceObjectView):
             "can_access": has_perm(request.user, "cluster.access", workspace.project),
             "rules": selectors.files_rules(),
             "active": workspace.state in ACTIVE_WORKSPACE_STATES,
+            "has_ssh_key": request.user.ssh_keys.exists(),
         }
         if request.htmx and request.htmx.target == "workspace-live":
             response = self.render(f"{self.template}#workspace-live", context)
