@@ -16,14 +16,15 @@ from accounts.choices import OrgRole
 from accounts.models import AuditEvent
 from clouds.choices import CloudState
 from clusters import head_orders
-from clusters.choices import ClusterState, DesiredState
-from clusters.models import Cluster
+from clusters.choices import ClusterState, DesiredState, NodeState
+from clusters.models import Cluster, Node
 from clusters.services import idle
 from tests.api.conftest import as_role, assert_error, verified
 from tests.conftest import Tenant, client_for
+from tests.factories import NodeFactory
 from workloads.workspaces import live, services
 from workloads.workspaces.choices import WorkspaceState
-from workloads.workspaces.models import Workspace
+from workloads.workspaces.models import SshKey, Workspace
 
 pytestmark = pytest.mark.django_db
 
@@ -306,3 +307,95 @@ def test_api_viewer_reads_only(alpha) -> None:
     base = f"/orgs/{alpha.org.slug}/workspaces"
     assert api.get(f"{base}/{alpha.workspace.uuid}").status == 200
     assert_error(api.post(f"{base}/{alpha.workspace.uuid}/start"), 403, "permission_denied")
+
+
+# --- SSH (the real path: tests/workspaces/test_workspace_ssh.py) ----------------------------
+
+
+def a_public_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+
+
+def ssh_orders(workspace: Workspace) -> list[str]:
+    return head_orders.collect_orders(workspace.cluster_id)["workspace"]["ssh"]["keys"]
+
+
+def make_head(workspace: Workspace) -> Node:
+    """The head as a registered agent leaves it: ready, with a gateway port."""
+    return NodeFactory(
+        cluster=workspace.cluster,
+        state=NodeState.READY,
+        private_address="10.1.2.3",
+        ray_ports={"gcs": 6379, "dashboard": 8265, "gateway": 8266},
+    )
+
+
+def test_the_heads_orders_carry_the_keys_of_who_may_use_it_and_follow_changes(
+    alpha, django_capture_on_commit_callbacks
+) -> None:
+    """Writers' and admins' keys, never a reader's; a new key and a revoked member reach
+    the head at its next heartbeat, whatever the orders' cache held."""
+    from accounts.services.projects import project_member_remove
+    from workloads.workspaces.ssh_keys import ssh_key_add
+
+    workspace = started(alpha, django_capture_on_commit_callbacks)
+    member_key = alpha.ssh_key.public_key
+    SshKey.objects.create(user=alpha.viewer, name="r", public_key=a_public_key(), fingerprint="v")
+    assert ssh_orders(workspace) == [member_key]
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_key = ssh_key_add(user=alpha.admin, name="a", public_key=a_public_key()).public_key
+    assert ssh_orders(workspace) == [member_key, admin_key]
+    with django_capture_on_commit_callbacks(execute=True):
+        project_member_remove(project_membership=alpha.project_membership, actor=alpha.owner)
+    assert ssh_orders(workspace) == [admin_key]
+
+
+def test_ssh_access_says_what_is_missing_and_is_audited(
+    alpha, tenant_b, django_capture_on_commit_callbacks
+) -> None:
+    api = as_role(alpha, OrgRole.MEMBER)
+    base = f"/orgs/{alpha.org.slug}/workspaces"
+    stopped = api.post(f"{base}/{alpha.workspace.uuid}/ssh")
+    assert_error(stopped, 409, "conflict")
+    assert "is stopped: start it first" in stopped.body["error"]["message"]
+    other = f"/orgs/{alpha.org.slug}/workspaces/{tenant_b.workspace.uuid}/ssh"
+    assert api.post(other).status == 404
+    viewer = as_role(alpha, OrgRole.VIEWER).post(f"{base}/{alpha.workspace.uuid}/ssh")
+    assert_error(viewer, 403, "permission_denied")
+
+    workspace = started(alpha, django_capture_on_commit_callbacks)
+    cluster_becomes(workspace, ClusterState.RUNNING)
+    report(workspace, {"restored_at": timezone.now().timestamp()})
+    services.workspace_sync(workspace_id=workspace.pk)
+    report(workspace, {"ssh": {"unavailable": "this image has no OpenSSH server (sshd)"}})
+    url = f"{base}/{workspace.uuid}/ssh"
+    missing = api.post(url)
+    assert "SSH is not available in this image" in missing.body["error"]["message"]
+    page = client_for(alpha.member).get(
+        reverse("workspace_detail", args=[alpha.org.slug, workspace.pk])
+    )
+    assert b"SSH is not available in this image" in page.content
+
+    report(workspace, {"ssh": {"user": "ray", "keys": 1}})
+    head = make_head(workspace)
+    answer = api.post(url)
+    assert answer.status == 200, answer.body
+    assert answer.body["url"] == f"wss://{head.private_address}:{head.ray_ports['gateway']}/ssh"
+    assert answer.body["user"] == "ray" and answer.body["token"]
+    assert AuditEvent.objects.filter(verb="workspace.ssh", actor=alpha.member).count() == 1
+    page = (
+        client_for(alpha.member)
+        .get(reverse("workspace_detail", args=[alpha.org.slug, workspace.pk]))
+        .content.decode()
+    )
+    assert f"raydeck workspaces ssh {workspace.name} --project {alpha.project.slug}" in page
+
+    SshKey.objects.filter(user=alpha.member).delete()
+    no_key = api.post(url)
+    assert "You have no SSH key in Raydeck" in no_key.body["error"]["message"]
