@@ -156,14 +156,20 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
     statements += aws_build_statements(cloud)
     bucket, prefix = bucket_and_prefix(cloud.log_location)
     if bucket:
-        # Verification checks that the bucket exists (HeadBucket needs s3:ListBucket);
-        # the nodes ship their logs with their own role, and the control plane never
-        # reads them: no s3:GetObject.
+        # Verification checks that the bucket exists (HeadBucket needs s3:ListBucket) and
+        # that its CORS rules let the console's log page read a log, adding Raydeck's rule
+        # beside the customer's when none does; the nodes ship their logs with their own
+        # role, and the control plane never reads them: no s3:GetObject.
         statements += [
             {
                 "Sid": "LogBucket",
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Action": [
+                    "s3:ListBucket",
+                    "s3:GetBucketLocation",
+                    "s3:GetBucketCORS",
+                    "s3:PutBucketCORS",
+                ],
                 "Resource": f"arn:aws:s3:::{bucket}",
             },
             {
@@ -590,14 +596,17 @@ def gcp_commands(cloud: Cloud) -> str:
         ]
     if bucket:
         # The nodes write their logs with their own identity; Raydeck checks that the
-        # bucket exists (storage.buckets.get), may write (uploads), never reads an object
-        # but its image builds' logs (gcp_build_commands).
+        # bucket exists (storage.buckets.get), adds its CORS entry for the console's log
+        # page when none allows it (storage.buckets.update: Cloud Storage has no narrower
+        # permission, so the role is granted on this bucket only), may write (uploads),
+        # never reads an object but its image builds' logs (gcp_build_commands).
         lines += [
             "",
-            "# 4. Cluster logs: Raydeck checks the bucket and reads no object in it",
+            "# 4. Cluster logs: Raydeck checks the bucket, lets the console read logs from",
+            "#    it (a CORS entry) and reads no object in it",
             f"gcloud iam roles create raydeckLogBucket{short} --project {project} \\",
             f'    --title "Raydeck log bucket {short}" \\',
-            "    --permissions storage.buckets.get,storage.objects.create",
+            "    --permissions storage.buckets.get,storage.buckets.update,storage.objects.create",
             f"gcloud storage buckets add-iam-policy-binding gs://{bucket} \\",
             f"    --member serviceAccount:{sa} \\",
             f"    --role projects/{project}/roles/raydeckLogBucket{short}",

@@ -397,6 +397,33 @@ def test_gcp_grants_a_narrow_role_and_no_read_on_the_log_bucket(tenant_a: Tenant
     assert "roles/iam.serviceAccountUser" in commands
 
 
+def test_the_log_bucket_cors_permissions_are_granted_on_that_bucket_only(
+    tenant_a: Tenant,
+) -> None:
+    """Verification sets Raydeck's CORS rule on the log bucket (for the console's log
+    page): the setup documents allow that on the log bucket and nowhere else."""
+    cloud = add_aws(tenant_a)
+    cors_actions = {"s3:GetBucketCORS", "s3:PutBucketCORS"}
+    granting = [
+        s
+        for s in policies.aws_permissions_policy(cloud)["Statement"]
+        if cors_actions & set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+    assert [(s["Sid"], s["Resource"]) for s in granting] == [
+        ("LogBucket", "arn:aws:s3:::acme-logs")
+    ]
+    assert cors_actions <= set(granting[0]["Action"])
+
+    cloud.gcp_project_id = "acme-ml"
+    cloud.log_location = "gs://acme-logs/raydeck"
+    steps = policies.gcp_commands(cloud).split("\ngcloud ")
+    [created] = [c for c in steps if "storage.buckets.update" in c]
+    role = created.split()[3]  # iam roles create <role>
+    assert role.startswith("raydeckLogBucket")
+    [bound] = [c for c in steps if f"roles/{role}" in c]
+    assert bound.startswith("storage buckets add-iam-policy-binding gs://acme-logs ")
+
+
 def test_a_new_cloud_comes_with_default_cpu_and_gpu_compute_configs(tenant_a: Tenant) -> None:
     aws = add_aws(tenant_a, "gpu-land")
     configs = {
