@@ -41,7 +41,6 @@ from . import aws_builds, aws_firewall
 from .base import (
     CHECK_LOG_CORS,
     LOG_CORS_NOT_CHECKED,
-    STORAGE_FOLDER,
     TAG_CLOUD,
     TAG_CLUSTER,
     TAG_NODE,
@@ -61,7 +60,7 @@ from .base import (
     check_storage_key,
     instance_tags,
     no_storage_error,
-    split_bucket_location,
+    storage_root,
 )
 from .builds import BuildRequest, BuildStatus
 from .kinds import AwsTraits
@@ -1023,10 +1022,10 @@ class AwsProvider(AwsTraits):
 
     def _storage_root(self) -> tuple[str, str]:
         """(bucket, S3 key prefix ending in /) of this cloud's storage."""
-        bucket, prefix = split_bucket_location(self.log_location, "s3://")
+        bucket, root = storage_root(self.log_location, "s3://")
         if not bucket:
             raise no_storage_error("s3://my-bucket/raydeck")
-        return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
+        return bucket, root
 
     def _object(self, key: str) -> tuple[str, str]:
         bucket, root = self._storage_root()

@@ -260,6 +260,13 @@ def _wildcard_match(pattern: str, value: str) -> bool:
     return re.fullmatch(".*".join(parts), value.lower()) is not None
 
 
+def storage_root(location: str, scheme: str) -> tuple[str, str]:
+    """The bucket of a log location such as `s3://bucket/prefix` ("" when it names none)
+    and the name prefix, ending in /, of the cloud's storage in it."""
+    bucket, prefix = split_bucket_location(location, scheme)
+    return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
+
+
 def no_storage_error(example: str) -> PermanentCloudError:
     return PermanentCloudError(
         "This cloud has no log location, and Raydeck keeps working "

@@ -32,7 +32,6 @@ from . import gcp_builds, gcp_firewall
 from .base import (
     CHECK_LOG_CORS,
     LOG_CORS_NOT_CHECKED,
-    STORAGE_FOLDER,
     TAG_CLOUD,
     TAG_CLUSTER,
     TAG_NODE,
@@ -53,6 +52,7 @@ from .base import (
     instance_tags,
     no_storage_error,
     split_bucket_location,
+    storage_root,
 )
 from .builds import BuildRequest, BuildStatus
 from .kinds import GcpTraits
@@ -1159,10 +1159,10 @@ class GcpProvider(GcpTraits):
 
     def _storage_root(self) -> tuple[str, str]:
         """(bucket, object name prefix ending in /) of this cloud's storage."""
-        bucket, prefix = split_bucket_location(self.log_location, "gs://")
+        bucket, root = storage_root(self.log_location, "gs://")
         if not bucket:
             raise no_storage_error("gs://my-bucket/raydeck")
-        return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
+        return bucket, root
 
     def _object(self, key: str) -> tuple[str, str]:
         bucket, root = self._storage_root()

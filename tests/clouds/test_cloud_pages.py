@@ -363,10 +363,12 @@ def test_least_privilege_pass_role_and_log_bucket(tenant_a: Tenant) -> None:
     assert statements["PassNodeRoleToEc2"]["Resource"] == (
         "arn:aws:iam::123456789012:role/raydeck-nodes"
     )
-    # The control plane never reads the customer's logs.
-    actions = [a for s in statements.values() for a in [s["Action"]] if isinstance(a, list)]
-    assert not any("s3:GetObject" in a for a in actions)
-    assert "s3:GetObject" not in json.dumps(statements)
+    # The control plane never reads the logs the nodes ship: it reads only its own
+    # storage (working directories, stored job logs), through URLs the role signs.
+    reading = [s for s in statements.values() if "s3:GetObject" in json.dumps(s["Action"])]
+    assert [(s["Sid"], s["Action"], s["Resource"]) for s in reading] == [
+        ("ReadOwnStorage", ["s3:GetObject"], "arn:aws:s3:::acme-logs/raydeck/raydeck-storage/*")
+    ]
 
 
 def test_gcp_grants_a_narrow_role_and_no_read_on_the_log_bucket(tenant_a: Tenant) -> None:
@@ -385,6 +387,14 @@ def test_gcp_grants_a_narrow_role_and_no_read_on_the_log_bucket(tenant_a: Tenant
             assert line.strip() == "--permissions storage.objects.get"
     reads = [c for c in commands.split("\ngcloud ") if "roles/raydeckBuildLogs" in c]
     assert reads and all(folder in c for c in reads if "add-iam-policy-binding" in c)
+    # ... and under Raydeck's own storage, whose URLs it signs as the service account.
+    storage = "acme-logs/objects/raydeck/raydeck-storage/"
+    reads = [c for c in commands.split("\ngcloud ") if "roles/raydeckStorage" in c]
+    assert reads and all(storage in c for c in reads if "add-iam-policy-binding" in c)
+    assert "--permissions iam.serviceAccounts.signBlob" in commands
+    [signing] = [c for c in commands.split("\ngcloud ") if "roles/raydeckSignUrls" in c]
+    sa = f"raydeck-{str(cloud.uuid)[:8]}@acme-ml.iam.gserviceaccount.com"
+    assert signing.startswith(f"iam service-accounts add-iam-policy-binding {sa} ")
     assert "--permissions compute.instances.create," in commands
     # The service account user role on the nodes' account only, not the project.
     assert (
