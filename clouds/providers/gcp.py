@@ -1119,7 +1119,9 @@ class GcpProvider(GcpTraits):
             entries = list(found.get("cors", []))
             if any(_cors_entry_allows(entry, wanted) for entry in entries):
                 return CheckResult(
-                    name, True, f"The CORS entries of {bucket} let the console read logs."
+                    name,
+                    True,
+                    f"The CORS entries of {bucket} let the console ({wanted.origin}) read logs.",
                 )
             # An entry of ours for another origin (the console moved) is replaced; a
             # change to the bucket since it was read fails the update (412), not lost.
