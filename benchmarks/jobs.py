@@ -38,10 +38,11 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _harness import PYTHON, ROOT, Group, failure, log
+from _harness import PYTHON, ROOT, Group, failure, http, log
 from cluster_start import (
     POLL_S,
     START_TIMEOUT_S,
@@ -128,17 +129,23 @@ def drive(what: str, count: int) -> None:
             lambda: cluster_state(cluster.pk), {ClusterState.RUNNING}, START_TIMEOUT_S, "queue"
         )
         job_queue_update(cluster=cluster, actor=user, max_concurrency=count)
-        seconds = []
+        seconds, steps = [], []
         for n in range(count):
-            _, took = submit(f"queued-{n}", QUEUE_JOB, cluster)
+            job, took = submit(f"queued-{n}", QUEUE_JOB, cluster)
             seconds.append(round(took, 3))
+            steps.append(
+                [
+                    [e.step, round((e.created_at - job.created_at).total_seconds(), 2)]
+                    for e in job.events.all()
+                ]
+            )
         jobs = Job.objects.filter(target_cluster=cluster)
         wait_for(
             lambda: jobs.exclude(state__in=FINAL_JOB_STATES).count(), {0}, 120, "queued jobs end"
         )
         lifecycle.cluster_terminate(cluster=cluster, actor=None)
         wait_for(lambda: cluster_state(cluster.pk), {ClusterState.TERMINATED}, STOP_TIMEOUT_S, "q")
-        print("RESULT " + json.dumps({"seconds": seconds}), flush=True)
+        print("RESULT " + json.dumps({"seconds": seconds, "steps": steps}), flush=True)
         return
 
     job, took = submit(what, OWN_JOB)
@@ -156,6 +163,15 @@ def drive(what: str, count: int) -> None:
     )
     result = {"total_s": round(took, 3), "steps": steps, "stop_s": round(time.monotonic() - t1, 1)}
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def queue_steps(jobs: list[list[list[Any]]]) -> str:
+    """Each event step's median offset from its job's submission, in the order they came."""
+    offsets: dict[str, list[float]] = {}
+    for events in jobs:
+        for step, offset in events:
+            offsets.setdefault(step, []).append(offset)
+    return ", ".join(f"{step} +{statistics.median(o):.2f}s" for step, o in offsets.items())
 
 
 def run_driver(what: str, count: int, tmp: Path, env: dict[str, str], groups: list[Group]) -> Any:
@@ -199,6 +215,35 @@ def plain_job(run: int, tmp: Path, env: dict[str, str], groups: list[Group]) -> 
     return plain_ray_start(run, tmp, env, groups, and_then=submit)
 
 
+def plain_queue(count: int, tmp: Path, env: dict[str, str], groups: list[Group]) -> list[float]:
+    """Ray's own floor for (a): on a running `ray start --head`, seconds from POSTing each
+    of `count` jobs to its job API, one after another, until Ray says RUNNING."""
+    seconds: list[float] = []
+
+    def submit_each(base: str) -> None:
+        for n in range(count):
+            t0 = time.monotonic()
+            request = urllib.request.Request(  # noqa: S310 - Ray's dashboard on loopback
+                f"{base}/api/jobs/",
+                data=json.dumps({"entrypoint": QUEUE_JOB}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with http.open(request, timeout=30) as response:
+                submission = json.loads(response.read()).get("submission_id")
+            if not submission:
+                raise RuntimeError(f"Ray gave plain job {n} no submission id")
+            deadline = t0 + START_TIMEOUT_S
+            while (http_json(f"{base}/api/jobs/{submission}") or {}).get("status") != "RUNNING":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"plain job {n} did not run in time")
+                time.sleep(POLL_S)
+            seconds.append(round(time.monotonic() - t0, 3))
+
+    plain_ray_start(0, tmp, env, groups, and_then=submit_each)
+    return seconds
+
+
 # --- main ----------------------------------------------------------------------------
 
 
@@ -218,13 +263,18 @@ def main() -> int:
     groups: list[Group] = []
     state: dict[str, Any] = {}
     queue: list[float] = []
+    plain_queued: list[float] = []
     plain: list[float] = []
     own: list[dict[str, Any]] = []
     failed = False
     try:
         env, base_env = control_plane(tmp, marker, state, groups, "raydeck_jobs")
-        queue = run_driver("queue", args.jobs, tmp, env, groups)["seconds"]
+        queued = run_driver("queue", args.jobs, tmp, env, groups)
+        queue = queued["seconds"]
         log(f"(a) {len(queue)} jobs on a running queue cluster: " + ", ".join(map(str, queue)))
+        log("(a) where the time goes, median seconds after submit: " + queue_steps(queued["steps"]))
+        plain_queued = plain_queue(args.jobs, tmp, base_env, groups)
+        log("(a) Ray's own floor, plain job API: " + ", ".join(map(str, plain_queued)))
         for run in range(1, args.runs + 1):
             plain.append(plain_job(run, tmp, base_env, groups))
             log(f"run {run}: plain ray start + ray job submit -> running in {plain[-1]:.2f}s")
@@ -242,17 +292,20 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not stop the cleanup
         failed = tear_down(tmp, marker, state, groups) or failed
 
-    if not queue or len(own) < args.runs or len(plain) < args.runs:
+    if not queue or not plain_queued or len(own) < args.runs or len(plain) < args.runs:
         print(f"FAILED queue={len(queue)} runs={len(own)}/{args.runs}", flush=True)
         return 1
     q50, q95 = statistics.median(queue), p95(queue)
+    ray_q95 = p95(plain_queued)
     ray_s = statistics.median(plain)
     raydeck_s = statistics.median(r["total_s"] for r in own)
     overhead = raydeck_s - ray_s
     ok = q95 <= GOAL_QUEUE_P95_S and overhead <= GOAL_OVERHEAD_S
     print(
         f"queue_jobs={len(queue)} queue_p50_s={q50:.2f} queue_p95_s={q95:.2f} "
-        f"goal_queue_p95_s={GOAL_QUEUE_P95_S} ray_job_s={ray_s:.2f} raydeck_job_s={raydeck_s:.2f} "
+        f"goal_queue_p95_s={GOAL_QUEUE_P95_S} ray_queue_p95_s={ray_q95:.2f} "
+        f"queue_overhead_p95_s={q95 - ray_q95:.2f} "
+        f"ray_job_s={ray_s:.2f} raydeck_job_s={raydeck_s:.2f} "
         f"overhead_s={overhead:.2f} goal_overhead_s={GOAL_OVERHEAD_S} ok={int(ok)} "
         f"runs={args.runs}" + (" errors=1" if failed else ""),
         flush=True,

@@ -345,7 +345,7 @@ def cloud_update_endpoint(
 
 @router.post("/orgs/{org}/clouds/{id}/verify", response=answers({202: CloudDetailOut}, 409))
 def cloud_verify_endpoint(request: HttpRequest, org: str, id: str) -> Status:
-    """Run the read-only checks again (joins a verification already running); follow
+    """Run the checks again (joins a verification already running); follow
     `status` and `verification` until it is no longer verifying. 409 before the setup
     is finished."""
     organization = context.organization(request, org)

@@ -158,7 +158,7 @@ class Cloud(models.Model):
 
 
 class CloudVerification(models.Model):
-    """One run of the read-only checks against a cloud, with its results."""
+    """One run of the checks against a cloud, with its results."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     cloud = models.ForeignKey(Cloud, on_delete=models.CASCADE, related_name="verifications")

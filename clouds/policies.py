@@ -16,7 +16,7 @@ from django.conf import settings
 from .models import Cloud
 from .providers import aws_builds
 from .providers import gcp_build_names as gcp_builds
-from .providers.base import TAG_CLOUD
+from .providers.base import TAG_CLOUD, storage_root
 
 ROLE_NAME = "raydeck-control-plane"
 EC2_DESCRIBE_ACTIONS = [
@@ -156,14 +156,23 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
     statements += aws_build_statements(cloud)
     bucket, prefix = bucket_and_prefix(cloud.log_location)
     if bucket:
-        # Verification checks that the bucket exists (HeadBucket needs s3:ListBucket);
-        # the nodes ship their logs with their own role, and the control plane never
-        # reads them: no s3:GetObject.
+        # Verification checks that the bucket exists (HeadBucket needs s3:ListBucket) and
+        # that its CORS rules let the console's log page read a log, adding Raydeck's rule
+        # beside the customer's when none does. The nodes ship their logs with their own
+        # role and the control plane never reads them; it reads only its own storage
+        # (working directories, stored job logs): their size (HeadObject), and people
+        # read them through URLs the role signs, which S3 authorizes as the role.
+        _, storage = storage_root(cloud.log_location, "s3://")
         statements += [
             {
                 "Sid": "LogBucket",
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Action": [
+                    "s3:ListBucket",
+                    "s3:GetBucketLocation",
+                    "s3:GetBucketCORS",
+                    "s3:PutBucketCORS",
+                ],
                 "Resource": f"arn:aws:s3:::{bucket}",
             },
             {
@@ -171,6 +180,12 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": ["s3:PutObject"],
                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            },
+            {
+                "Sid": "ReadOwnStorage",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": f"arn:aws:s3:::{bucket}/{storage}*",
             },
         ]
     return {"Version": "2012-10-17", "Statement": statements}
@@ -549,6 +564,31 @@ def gcp_build_commands(cloud: Cloud, project: str, short: str, sa: str, bucket: 
     return lines
 
 
+def gcp_storage_commands(cloud: Cloud, project: str, short: str, sa: str) -> list[str]:
+    """Raydeck's own storage in the bucket (working directories, stored job logs): it
+    signs short-lived URLs for them as the service account (IAM signBlob, on itself only)
+    and reads their size, nothing else in the bucket."""
+    bucket, storage = storage_root(cloud.log_location, "gs://")
+    only_storage = (
+        "--condition 'expression=resource.name.startsWith("
+        f'"projects/_/buckets/{bucket}/objects/{storage}"),title=raydeck-storage\''
+    )
+    return [
+        "",
+        "# 5. Working directories and job logs: Raydeck signs short-lived URLs for them",
+        "#    as the service account and reads their size, under raydeck-storage/ only",
+        f"gcloud iam roles create raydeckSignUrls{short} --project {project} \\",
+        "    --permissions iam.serviceAccounts.signBlob",
+        f"gcloud iam service-accounts add-iam-policy-binding {sa} \\",
+        f"    --member serviceAccount:{sa} --role projects/{project}/roles/raydeckSignUrls{short}",
+        f"gcloud iam roles create raydeckStorage{short} --project {project} \\",
+        "    --permissions storage.objects.get",
+        f"gcloud storage buckets add-iam-policy-binding gs://{bucket} \\",
+        f"    --member serviceAccount:{sa} \\",
+        f"    --role projects/{project}/roles/raydeckStorage{short} {only_storage}",
+    ]
+
+
 def gcp_commands(cloud: Cloud) -> str:
     project = cloud.gcp_project_id or "<project-id>"
     short = str(cloud.uuid)[:8]
@@ -590,17 +630,22 @@ def gcp_commands(cloud: Cloud) -> str:
         ]
     if bucket:
         # The nodes write their logs with their own identity; Raydeck checks that the
-        # bucket exists (storage.buckets.get), may write (uploads), never reads an object
-        # but its image builds' logs (gcp_build_commands).
+        # bucket exists (storage.buckets.get), adds its CORS entry for the console's log
+        # page when none allows it (storage.buckets.update: Cloud Storage has no narrower
+        # permission, so the role is granted on this bucket only), may write (uploads),
+        # never reads an object but its image builds' logs (gcp_build_commands) and its
+        # own storage (gcp_storage_commands).
         lines += [
             "",
-            "# 4. Cluster logs: Raydeck checks the bucket and reads no object in it",
+            "# 4. Cluster logs: Raydeck checks the bucket, lets the console read job logs",
+            "#    from it (a CORS entry) and never reads the nodes' logs",
             f"gcloud iam roles create raydeckLogBucket{short} --project {project} \\",
             f'    --title "Raydeck log bucket {short}" \\',
-            "    --permissions storage.buckets.get,storage.objects.create",
+            "    --permissions storage.buckets.get,storage.buckets.update,storage.objects.create",
             f"gcloud storage buckets add-iam-policy-binding gs://{bucket} \\",
             f"    --member serviceAccount:{sa} \\",
             f"    --role projects/{project}/roles/raydeckLogBucket{short}",
+            *gcp_storage_commands(cloud, project, short, sa),
         ]
     lines += [
         "",

@@ -366,11 +366,13 @@ def _record_verification(*, verification_id: int, results: list[CheckResult]) ->
     cloud.state_reason = f"{failed[0].name}: {failed[0].message}"[:500] if failed else ""
     cloud.verified_at = verification.finished_at
     cloud.save(update_fields=["state", "state_reason", "verified_at", "updated_at"])
+    # What a check changed in the customer's cloud (a CORS rule on the log bucket).
+    made = {r.name: [None, r.change] for r in results if r.change}
     audit(
         actor=None,
         verb="cloud.verified" if not failed else "cloud.verify_failed",
         target=cloud,
-        changes={"state": [before, cloud.state]},
+        changes={"state": [before, cloud.state], **made},
     )
     return verification
 

@@ -97,6 +97,18 @@ class Apps:
         self.log_dir = log_dir
         self.children: list[subprocess.Popen[bytes]] = []
 
+    def _jupyter_env(self, env: dict[str, str]) -> dict[str, str]:
+        """Jupyter's and IPython's state (runtime files, settings, layouts, history) in
+        this node's folder, not under $HOME: the local cloud's heads share one machine,
+        and one JupyterLab must not open with another's layout or files."""
+        state = self.log_dir / "jupyter-state"
+        return {
+            **env,
+            "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+            "JUPYTER_CONFIG_DIR": str(state / "config"),
+            "IPYTHONDIR": str(state / "ipython"),
+        }
+
     def start(self, env: dict[str, str]) -> dict[str, int]:
         """Start what is planned; returns {app: port} of those that started."""
         started: dict[str, int] = {}
@@ -120,7 +132,9 @@ class Apps:
             ]
             if os.geteuid() == 0:  # cloud boot scripts run the agent as root
                 command.append("--allow-root")
-            if self._spawn("JupyterLab", command, self.work_dir, env, "jupyter.log"):
+            if self._spawn(
+                "JupyterLab", command, self.work_dir, self._jupyter_env(env), "jupyter.log"
+            ):
                 logger.info("started JupyterLab on 127.0.0.1:%d%s", port, JUPYTER_BASE_URL)
                 started["jupyter"] = port
         port = self.ports.get("prometheus")

@@ -49,7 +49,7 @@ class Clouds:
         return Cloud.from_api(self.client.request("PATCH", self._path(org, cloud_id), body=changes))
 
     def verify(self, cloud_id: str, *, org: str | None = None) -> Cloud:
-        """Run the read-only checks again; follow with `wait_verified`."""
+        """Run the checks again; follow with `wait_verified`."""
         return Cloud.from_api(self.client.request("POST", self._path(org, cloud_id, "verify")))
 
     def wait_verified(

@@ -11,6 +11,7 @@ This is the only module that imports boto3/botocore (tests aside).
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import threading
@@ -38,10 +39,12 @@ from botocore.exceptions import (
 
 from . import aws_builds, aws_firewall
 from .base import (
-    STORAGE_FOLDER,
+    CHECK_LOG_CORS,
+    LOG_CORS_NOT_CHECKED,
     TAG_CLOUD,
     TAG_CLUSTER,
     TAG_NODE,
+    BrowserRead,
     CheckResult,
     CloudError,
     FirewallSpec,
@@ -57,7 +60,7 @@ from .base import (
     check_storage_key,
     instance_tags,
     no_storage_error,
-    split_bucket_location,
+    storage_root,
 )
 from .builds import BuildRequest, BuildStatus
 from .kinds import AwsTraits
@@ -89,6 +92,8 @@ CHECK_REGIONS = "Describe regions"
 CHECK_INSTANCES = "Describe instances"
 CHECK_LOG_BUCKET = "Log bucket"
 NOT_CHECKED = "Not checked: the role could not be assumed."
+# The ID of Raydeck's own rule among a log bucket's CORS rules (the customer's are kept).
+CORS_RULE_ID = "raydeck-console"
 
 _STATES: dict[str, InstanceState] = {
     "pending": InstanceState.PENDING,
@@ -147,7 +152,11 @@ _NOT_FOUND_CODES = frozenset(
     {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed", "NoSuchBucket", "404"}
 )
 # Where the IAM action differs from the API operation (for "add X to the policy").
-_IAM_ACTIONS = {"HeadBucket": "s3:ListBucket"}
+_IAM_ACTIONS = {
+    "HeadBucket": "s3:ListBucket",
+    "GetBucketCors": "s3:GetBucketCORS",
+    "PutBucketCors": "s3:PutBucketCORS",
+}
 
 
 # --- Credentials ---------------------------------------------------------------------
@@ -302,6 +311,27 @@ def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
+def _cors_rule(wanted: BrowserRead) -> dict[str, Any]:
+    """Raydeck's own rule among a bucket's CORS rules: exactly the log page's read."""
+    return {
+        "ID": CORS_RULE_ID,
+        "AllowedOrigins": [wanted.origin],
+        "AllowedMethods": [wanted.method],
+        "AllowedHeaders": list(wanted.request_headers),
+        "ExposeHeaders": list(wanted.exposed_headers),
+        "MaxAgeSeconds": wanted.max_age_seconds,
+    }
+
+
+def _cors_rule_allows(rule: dict[str, Any], wanted: BrowserRead) -> bool:
+    return wanted.allowed_by(
+        origins=rule.get("AllowedOrigins", []),
+        methods=rule.get("AllowedMethods", []),
+        request_headers=rule.get("AllowedHeaders", []),
+        exposed_headers=rule.get("ExposeHeaders", []),
+    )
+
+
 def _iam_action(service: str, operation: str | None) -> str:
     if not operation:
         return service
@@ -332,8 +362,11 @@ class AwsProvider(AwsTraits):
         base_session: boto3.session.Session | None = None,
         firewall: FirewallSpec | None = None,
         public_addresses: bool = True,
+        console_origin: str = "",
     ) -> None:
         self.firewall = firewall  # the cloud's security group (aws_firewall.py)
+        # Where the console's log page reads stored logs from ("": no browser does).
+        self.console_origin = console_origin
         # Whether instances get a public IPv4 address, whatever the subnet's default.
         self.public_addresses = public_addresses
         self._security_group: str | None = None
@@ -829,23 +862,30 @@ class AwsProvider(AwsTraits):
                 CheckResult(CHECK_ASSUME_ROLE, False, exc.user_message),
                 *(
                     CheckResult(name, False, NOT_CHECKED)
-                    for name in (CHECK_REGIONS, CHECK_INSTANCES, CHECK_LOG_BUCKET)
+                    for name in (CHECK_REGIONS, CHECK_INSTANCES, CHECK_LOG_BUCKET, CHECK_LOG_CORS)
                 ),
             ]
+        bucket = self._check(CHECK_LOG_BUCKET, self._check_log_bucket)
         return [
             CheckResult(
                 CHECK_ASSUME_ROLE, True, f"Raydeck assumed {self.role_arn} with its external ID."
             ),
             self._check(CHECK_REGIONS, self._check_region),
             self._check(CHECK_INSTANCES, self._check_instances),
-            self._check(CHECK_LOG_BUCKET, self._check_log_bucket),
+            bucket,
+            self._check(CHECK_LOG_CORS, self._check_log_cors)
+            if bucket.passed
+            else CheckResult(CHECK_LOG_CORS, False, LOG_CORS_NOT_CHECKED),
         ]
 
-    def _check(self, name: str, run: Callable[[], str]) -> CheckResult:
+    def _check(self, name: str, run: Callable[[], str | CheckResult]) -> CheckResult:
+        """`run`'s message as a passed check (or its own result), a failed one if it
+        raises a CloudError."""
         try:
-            return CheckResult(name, True, run())
+            done = run()
         except CloudError as exc:
             return CheckResult(name, False, exc.user_message)
+        return done if isinstance(done, CheckResult) else CheckResult(name, True, done)
 
     def _check_region(self) -> str:
         with self._errors("ec2"):
@@ -869,22 +909,30 @@ class AwsProvider(AwsTraits):
             self._client("ec2").describe_instances(Filters=[self._cloud_filter()], MaxResults=5)
         return "Raydeck can list this cloud's instances."
 
-    def _check_log_bucket(self) -> str:
+    def _log_bucket(self) -> str:
+        """The log location's bucket ("" when no log location is set)."""
         if not self.log_location:
-            return "No log bucket is configured; nothing to check."
+            return ""
         parsed = urlparse(self.log_location)
-        bucket = parsed.netloc
-        if parsed.scheme != "s3" or not bucket:
+        if parsed.scheme != "s3" or not parsed.netloc:
             raise PermanentCloudError(
                 f"The log location {self.log_location} should look like s3://bucket/prefix.",
                 kind=PermanentErrorKind.INVALID_REQUEST,
             )
-        # Only a bucket of the role's own account will do (a 403 otherwise).
+        return parsed.netloc
+
+    def _bucket_owner(self) -> dict[str, str]:
+        """Only a bucket of the role's own account will do (a 403 otherwise)."""
         account = self.role_arn.split(":")[4] if self.role_arn.count(":") >= 5 else ""
-        owner = {"ExpectedBucketOwner": account} if account.isdigit() else {}
+        return {"ExpectedBucketOwner": account} if account.isdigit() else {}
+
+    def _check_log_bucket(self) -> str:
+        bucket = self._log_bucket()
+        if not bucket:
+            return "No log bucket is configured; nothing to check."
         try:
             with self._errors("s3"):
-                response = self._client("s3").head_bucket(Bucket=bucket, **owner)
+                response = self._client("s3").head_bucket(Bucket=bucket, **self._bucket_owner())
         except PermanentCloudError as exc:
             if exc.kind == PermanentErrorKind.NOT_FOUND:
                 raise PermanentCloudError(
@@ -912,14 +960,72 @@ class AwsProvider(AwsTraits):
             )
         return f"Raydeck can reach log bucket {bucket}."
 
+    def _check_log_cors(self) -> str | CheckResult:
+        """The bucket's CORS rules must let the console's log page read a stored log; when
+        none does, Raydeck adds its own rule (CORS_RULE_ID) beside the customer's."""
+        bucket = self._log_bucket()
+        if not bucket or not self.console_origin:
+            return "No log bucket is configured; nothing to allow."
+        wanted = BrowserRead(origin=self.console_origin)
+        rules = self._bucket_cors_rules(bucket)
+        if any(_cors_rule_allows(rule, wanted) for rule in rules):
+            return f"The CORS rules of {bucket} let the console ({wanted.origin}) read logs."
+        ours = _cors_rule(wanted)
+        # A rule of ours for another origin (the console moved) is replaced.
+        kept = [rule for rule in rules if rule.get("ID") != CORS_RULE_ID]
+        try:
+            with self._errors("s3"):
+                self._client("s3").put_bucket_cors(
+                    Bucket=bucket,
+                    CORSConfiguration={"CORSRules": [*kept, ours]},
+                    **self._bucket_owner(),
+                )
+        except PermanentCloudError as exc:
+            if exc.kind != PermanentErrorKind.PERMISSION:
+                raise
+            raise PermanentCloudError(
+                f"No CORS rule of {bucket} lets the console ({wanted.origin}) read logs, and "
+                f"the role {self.role_arn} is not allowed s3:PutBucketCORS to add one: add "
+                f"s3:PutBucketCORS on arn:aws:s3:::{bucket} to the role's permissions policy, "
+                f"or add this rule to the bucket's CORS configuration: {json.dumps(ours)}",
+                kind=exc.kind,
+                detail=exc.detail,
+            ) from exc
+        return CheckResult(
+            CHECK_LOG_CORS,
+            True,
+            f"Raydeck added the CORS rule {CORS_RULE_ID} to {bucket}, so the console "
+            f"({wanted.origin}) can read logs there; the bucket's other rules are unchanged.",
+            change=f"CORS rule {CORS_RULE_ID} of s3://{bucket} allows {wanted.origin}",
+        )
+
+    def _bucket_cors_rules(self, bucket: str) -> list[dict[str, Any]]:
+        try:
+            with self._errors("s3"):
+                answer = self._client("s3").get_bucket_cors(Bucket=bucket, **self._bucket_owner())
+        except PermanentCloudError as exc:
+            if "NoSuchCORSConfiguration" in exc.detail:
+                return []
+            if exc.kind != PermanentErrorKind.PERMISSION:
+                raise
+            raise PermanentCloudError(
+                f"The role {self.role_arn} is not allowed s3:GetBucketCORS on {bucket}, so "
+                "Raydeck cannot check that the console may read logs there: add "
+                f"s3:GetBucketCORS and s3:PutBucketCORS on arn:aws:s3:::{bucket} to the "
+                "role's permissions policy.",
+                kind=exc.kind,
+                detail=exc.detail,
+            ) from exc
+        return list(answer.get("CORSRules", []))
+
     # -- object storage (the log location's bucket) --
 
     def _storage_root(self) -> tuple[str, str]:
         """(bucket, S3 key prefix ending in /) of this cloud's storage."""
-        bucket, prefix = split_bucket_location(self.log_location, "s3://")
+        bucket, root = storage_root(self.log_location, "s3://")
         if not bucket:
             raise no_storage_error("s3://my-bucket/raydeck")
-        return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
+        return bucket, root
 
     def _object(self, key: str) -> tuple[str, str]:
         bucket, root = self._storage_root()

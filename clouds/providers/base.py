@@ -140,6 +140,9 @@ class CheckResult:
     name: str
     passed: bool
     message: str
+    # What the step changed in the customer's cloud ("" for nothing): the verification's
+    # audit event records it.
+    change: str = ""
 
 
 class CloudError(Exception):
@@ -210,6 +213,58 @@ def split_bucket_location(location: str, scheme: str) -> tuple[str, str]:
     rest = location.strip()[len(scheme) :] if location.startswith(scheme) else ""
     bucket, _, prefix = rest.partition("/")
     return bucket, prefix.strip("/")
+
+
+# The log page's read of a stored log from the browser: a verification step of its own.
+CHECK_LOG_CORS = "Log bucket CORS"
+LOG_CORS_NOT_CHECKED = "Not checked: the log bucket could not be reached."
+
+
+@dataclass(frozen=True)
+class BrowserRead:
+    """What the console's log page asks of the log bucket from the console's origin
+    (static/console/console.js): a GET of a signed URL with a Range header, whose
+    Content-Range and Content-Length it may read. Unless one of the bucket's CORS rules
+    allows that, the browser refuses the answer."""
+
+    origin: str
+    method: str = "GET"
+    request_headers: tuple[str, ...] = ("Range",)
+    exposed_headers: tuple[str, ...] = ("Content-Range", "Content-Length")
+    max_age_seconds: int = 3600  # how long a browser may keep a preflight's answer
+
+    def allowed_by(
+        self,
+        *,
+        origins: list[str],
+        methods: list[str],
+        request_headers: list[str],
+        exposed_headers: list[str],
+    ) -> bool:
+        """Whether one CORS rule with these lists allows the read ("*" matches anything
+        in an origin, a method or a request header; header names are case-blind)."""
+        exposed = {h.lower() for h in exposed_headers}
+        return (
+            any(_wildcard_match(o, self.origin) for o in origins)
+            and any(m == "*" or m.upper() == self.method for m in methods)
+            and all(
+                any(_wildcard_match(allowed, header) for allowed in request_headers)
+                for header in self.request_headers
+            )
+            and all(h.lower() in exposed for h in self.exposed_headers)
+        )
+
+
+def _wildcard_match(pattern: str, value: str) -> bool:
+    parts = (re.escape(part) for part in pattern.lower().split("*"))
+    return re.fullmatch(".*".join(parts), value.lower()) is not None
+
+
+def storage_root(location: str, scheme: str) -> tuple[str, str]:
+    """The bucket of a log location such as `s3://bucket/prefix` ("" when it names none)
+    and the name prefix, ending in /, of the cloud's storage in it."""
+    bucket, prefix = split_bucket_location(location, scheme)
+    return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
 
 
 def no_storage_error(example: str) -> PermanentCloudError:
@@ -292,7 +347,9 @@ class CloudProvider(Protocol):
         ...
 
     def verify(self) -> list[CheckResult]:
-        """Read-only checks that this cloud is usable, each with a message to act on."""
+        """Checks that this cloud is usable, each with a message to act on. Read-only,
+        but for what the console needs of the log bucket (a CORS rule), which a check
+        may add and then names in its `change`."""
         ...
 
     def ensure_firewall(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import re
 import time
@@ -29,10 +30,12 @@ from google.cloud.devtools import cloudbuild_v1
 
 from . import gcp_builds, gcp_firewall
 from .base import (
-    STORAGE_FOLDER,
+    CHECK_LOG_CORS,
+    LOG_CORS_NOT_CHECKED,
     TAG_CLOUD,
     TAG_CLUSTER,
     TAG_NODE,
+    BrowserRead,
     CheckResult,
     CloudError,
     FirewallSpec,
@@ -49,6 +52,7 @@ from .base import (
     instance_tags,
     no_storage_error,
     split_bucket_location,
+    storage_root,
 )
 from .builds import BuildRequest, BuildStatus
 from .kinds import GcpTraits
@@ -468,6 +472,34 @@ def _to_instance(resource: compute_v1.Instance) -> Instance:
     )
 
 
+def _cors_entry(wanted: BrowserRead) -> dict[str, Any]:
+    """Raydeck's entry in a bucket's CORS configuration: exactly the log page's read.
+    (Cloud Storage's `responseHeader` names both the request headers a preflight may ask
+    for and the response headers the page may read.)"""
+    return {
+        "origin": [wanted.origin],
+        "method": [wanted.method],
+        "responseHeader": [*wanted.request_headers, *wanted.exposed_headers],
+        "maxAgeSeconds": wanted.max_age_seconds,
+    }
+
+
+def _cors_entry_allows(entry: dict[str, Any], wanted: BrowserRead) -> bool:
+    headers = entry.get("responseHeader", [])
+    return wanted.allowed_by(
+        origins=entry.get("origin", []),
+        methods=entry.get("method", []),
+        request_headers=headers,
+        exposed_headers=headers,
+    )
+
+
+def _is_raydecks_entry(entry: dict[str, Any], ours: dict[str, Any]) -> bool:
+    """Cloud Storage's entries have no ID: Raydeck's is the one shaped like its own, for
+    whatever origin."""
+    return {**entry, "origin": ours["origin"]} == ours
+
+
 def _split_instance_id(instance_id: str) -> tuple[str, str]:
     zone, _, name = instance_id.partition("/")
     if not zone or not name or "/" in name:
@@ -505,8 +537,11 @@ class GcpProvider(GcpTraits):
         call_timeout: float = 30.0,
         poll_interval: float = 2.0,
         firewall: FirewallSpec | None = None,
+        console_origin: str = "",
     ) -> None:
         self.firewall = firewall  # the cloud's firewall rules (gcp_firewall.py)
+        # Where the console's log page reads stored logs from ("": no browser does).
+        self.console_origin = console_origin
         self._firewall_ready = False
         if not zones:
             raise ValueError("GcpProvider needs at least one zone")
@@ -900,7 +935,7 @@ class GcpProvider(GcpTraits):
         resource = self._get(zone, name)
         return _to_instance(resource) if resource is not None else None
 
-    # --- Verification (read-only).
+    # --- Verification (read-only, but for Raydeck's CORS entry on the log bucket).
 
     def verify(self) -> list[CheckResult]:
         credentials = self._check_credentials()
@@ -908,10 +943,21 @@ class GcpProvider(GcpTraits):
             skipped = "Not checked: Raydeck could not get GCP credentials."
             return [
                 credentials,
-                *(CheckResult(name, False, skipped) for name in ("Project", "List instances")),
-                CheckResult("Log bucket", False, skipped),
+                *(
+                    CheckResult(name, False, skipped)
+                    for name in ("Project", "List instances", "Log bucket", CHECK_LOG_CORS)
+                ),
             ]
-        return [credentials, self._check_project(), self._check_listing(), self._check_bucket()]
+        bucket = self._check_bucket()
+        return [
+            credentials,
+            self._check_project(),
+            self._check_listing(),
+            bucket,
+            self._check_log_cors()
+            if bucket.passed
+            else CheckResult(CHECK_LOG_CORS, False, LOG_CORS_NOT_CHECKED),
+        ]
 
     def _check_credentials(self) -> CheckResult:
         name = "Credentials"
@@ -1050,14 +1096,75 @@ class GcpProvider(GcpTraits):
             f"Checking bucket {bucket} failed with HTTP {response.status_code}; try again.",
         )
 
+    def _check_log_cors(self) -> CheckResult:
+        """The bucket's CORS configuration must let the console's log page read a stored
+        log; when no entry does, Raydeck adds its own beside the customer's."""
+        name = CHECK_LOG_CORS
+        bucket, _ = split_bucket_location(self.log_location, "gs://")
+        if not bucket or not self.console_origin:
+            return CheckResult(name, True, "No log bucket is configured; nothing to allow.")
+        wanted = BrowserRead(origin=self.console_origin)
+        path = f"b/{quote(bucket, safe='')}"
+        ours = _cors_entry(wanted)
+        try:
+            found = self._storage_request(
+                "GET",
+                path,
+                {"fields": "cors,metageneration"},
+                action="read the log bucket's CORS configuration",
+                permission="storage.buckets.get",
+            )
+            if found is None:
+                return CheckResult(name, False, f"Bucket {bucket} does not exist.")
+            entries = list(found.get("cors", []))
+            if any(_cors_entry_allows(entry, wanted) for entry in entries):
+                return CheckResult(
+                    name,
+                    True,
+                    f"The CORS entries of {bucket} let the console ({wanted.origin}) read logs.",
+                )
+            # An entry of ours for another origin (the console moved) is replaced; a
+            # change to the bucket since it was read fails the update (412), not lost.
+            kept = [entry for entry in entries if not _is_raydecks_entry(entry, ours)]
+            self._storage_request(
+                "PATCH",
+                path,
+                {"ifMetagenerationMatch": str(found["metageneration"]), "fields": "cors"},
+                action="update the log bucket's CORS configuration",
+                permission="storage.buckets.update",
+                body={"cors": [*kept, ours]},
+            )
+        except PermanentCloudError as exc:
+            if exc.kind != PermanentErrorKind.PERMISSION:
+                return CheckResult(name, False, exc.user_message)
+            who = self.service_account or "Raydeck's service account"
+            return CheckResult(
+                name,
+                False,
+                f"No CORS entry of bucket {bucket} lets the console ({wanted.origin}) read "
+                f"logs, and {who} may not add one: grant it storage.buckets.get and "
+                f"storage.buckets.update on gs://{bucket} (the log bucket role of the setup "
+                "commands has them), or add this entry to the bucket's CORS configuration: "
+                f"{json.dumps(ours)}",
+            )
+        except CloudError as exc:
+            return CheckResult(name, False, exc.user_message)
+        return CheckResult(
+            name,
+            True,
+            f"Raydeck added a CORS entry to bucket {bucket}, so the console "
+            f"({wanted.origin}) can read logs there; the bucket's other entries are unchanged.",
+            change=f"a CORS entry of gs://{bucket} allows {wanted.origin}",
+        )
+
     # -- object storage (the log location's bucket) --
 
     def _storage_root(self) -> tuple[str, str]:
         """(bucket, object name prefix ending in /) of this cloud's storage."""
-        bucket, prefix = split_bucket_location(self.log_location, "gs://")
+        bucket, root = storage_root(self.log_location, "gs://")
         if not bucket:
             raise no_storage_error("gs://my-bucket/raydeck")
-        return bucket, "".join(f"{p}/" for p in (prefix, STORAGE_FOLDER) if p)
+        return bucket, root
 
     def _object(self, key: str) -> tuple[str, str]:
         bucket, root = self._storage_root()
@@ -1132,20 +1239,38 @@ class GcpProvider(GcpTraits):
     def _storage_get(
         self, path: str, params: dict[str, str], action: str, *, text: bool = False
     ) -> Any:
+        return self._storage_request(
+            "GET", path, params, action=action, permission="storage.objects.get", text=text
+        )
+
+    def _storage_request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        *,
+        action: str,
+        permission: str,
+        body: dict[str, Any] | None = None,
+        text: bool = False,
+    ) -> Any:
+        """A Cloud Storage JSON API call: its answer (text or JSON), None on a 404."""
         try:
             with AuthorizedSession(self._credentials) as session:
-                response = session.get(
+                response = session.request(
+                    method,
                     f"{self._storage_endpoint}/storage/v1/{path}",
                     params=params,
+                    json=body,
                     timeout=self.call_timeout,
                 )
         except GOOGLE_ERRORS as exc:
-            raise self._mapped(exc, action=action, permission="storage.objects.get") from exc
+            raise self._mapped(exc, action=action, permission=permission) from exc
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
             error = gexc.from_http_response(response)
-            raise self._mapped(error, action=action, permission="storage.objects.get")
+            raise self._mapped(error, action=action, permission=permission)
         return response.text if text else response.json()
 
     def object_size(self, *, key: str) -> int | None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.crypto import salted_hmac
@@ -74,6 +75,19 @@ def firewall_spec(cloud: Cloud) -> FirewallSpec:
     )
 
 
+def console_origin() -> str:
+    """The origin the console's pages run in (RAYDECK_BASE_URL's scheme, host and any
+    port but the scheme's default), as a browser sends it: a log bucket's CORS rule
+    must allow it for the log page to read a stored log."""
+    parts = urlsplit(settings.RAYDECK_BASE_URL.strip())
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port and parts.port != default_port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
 def local_storage_secret() -> bytes:
     """The key the local cloud's storage URLs are signed with (from SECRET_KEY)."""
     return salted_hmac("raydeck.local-storage", "v1").digest()
@@ -102,6 +116,7 @@ def _driver_for(cloud: Cloud) -> CloudProvider:
             instance_profile=cloud.node_identity,
             firewall=firewall_spec(cloud),
             public_addresses=cloud.node_addresses == NodeAddresses.PUBLIC,
+            console_origin=console_origin(),
         )
     if cloud.kind == CloudKind.GCP:
         from .gcp import GcpProvider, federated_credentials
@@ -115,6 +130,7 @@ def _driver_for(cloud: Cloud) -> CloudProvider:
             node_service_account=cloud.node_identity,
             firewall=firewall_spec(cloud),
             public_addresses=cloud.node_addresses == NodeAddresses.PUBLIC,
+            console_origin=console_origin(),
             credentials=federated_credentials(
                 workload_identity_provider=cloud.gcp_workload_identity_provider,
                 service_account=cloud.gcp_service_account,

@@ -4,7 +4,8 @@ It implements only the paths the real `google-cloud-compute` REST client calls f
 GCP driver, with GCE's JSON shapes and error bodies, so the driver is tested through
 the real client library rather than mocks. It is deliberately small: one project's
 instances, zone operations, projects/zones get, firewall rules (global; their operations
-are done at once), `GET /storage/v1/b/{bucket}` and objects (`alt=media` reads the
+are done at once), `GET /storage/v1/b/{bucket}` and a PATCH of its `cors` (with
+`ifMetagenerationMatch`, as the driver sends it), objects (`alt=media` reads the
 `texts` a test stored), Cloud Build's builds (create, get, list by tag, cancel: they
 stay queued until a test finishes them with `finish_build`, as Cloud Build would) and
 Artifact Registry's repositories (create, delete; operations done at once).
@@ -52,6 +53,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_GLOBAL_PATH + r"/operations/(?P<op>[^/]+)/wait"), "global_operation"),
     ("GET", re.compile(r"/compute/v1/projects/(?P<project>[^/]+)"), "project_get"),
     ("GET", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)"), "bucket_get"),
+    ("PATCH", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)"), "bucket_patch"),
     ("GET", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)/o"), "object_list"),
     ("GET", re.compile(r"/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<name>[^/]+)"), "object_get"),
     # Cloud Build (v1, regional) and Artifact Registry (v1).
@@ -124,6 +126,10 @@ class FakeCompute:
     projects: set[str] = field(default_factory=lambda: {"raydeck-test"})
     zones: set[str] = field(default_factory=lambda: {"us-central1-a", "us-central1-b"})
     buckets: set[str] = field(default_factory=set)
+    # A bucket's CORS entries (Cloud Storage's JSON) and metageneration, which each
+    # change of its settings increments.
+    bucket_cors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    bucket_metageneration: dict[str, int] = field(default_factory=dict)
     # Stored objects' sizes by (bucket, name): what objects.get and objects.list report.
     objects: dict[tuple[str, str], int] = field(default_factory=dict)
     images: set[str] = field(
@@ -439,10 +445,34 @@ class FakeCompute:
         return 200, found
 
     # --- Storage.
+    def _bucket_resource(self, bucket: str) -> dict[str, Any]:
+        resource = {
+            "kind": "storage#bucket",
+            "name": bucket,
+            "id": bucket,
+            "metageneration": str(self.bucket_metageneration.get(bucket, 1)),
+        }
+        if self.bucket_cors.get(bucket):
+            resource["cors"] = copy.deepcopy(self.bucket_cors[bucket])
+        return resource
+
     def _bucket_get(self, *, bucket: str, **_: Any) -> tuple[int, dict[str, Any]]:
         if bucket not in self.buckets:
             return _error(404, "notFound", "The specified bucket does not exist.")
-        return 200, {"kind": "storage#bucket", "name": bucket, "id": bucket}
+        return 200, self._bucket_resource(bucket)
+
+    def _bucket_patch(self, *, bucket: str, query: dict[str, str], body: Any, **_: Any) -> Any:
+        """Cloud Storage's buckets.patch of `cors` (the list is replaced whole)."""
+        if bucket not in self.buckets:
+            return _error(404, "notFound", "The specified bucket does not exist.")
+        current = self.bucket_metageneration.get(bucket, 1)
+        wanted = query.get("ifMetagenerationMatch")
+        if wanted is not None and int(wanted) != current:
+            return _error(412, "conditionNotMet", "At least one of the pre-conditions failed.")
+        if "cors" in (body or {}):
+            self.bucket_cors[bucket] = copy.deepcopy(body["cors"])
+        self.bucket_metageneration[bucket] = current + 1
+        return 200, self._bucket_resource(bucket)
 
     def _object_resource(self, bucket: str, name: str) -> dict[str, Any]:
         size = self.objects[(bucket, name)]

@@ -49,6 +49,7 @@ ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
 EXTERNAL_ID = "raydeck-ext-aaaaaaaaaaaaaaaa"
 OTHER_EXTERNAL_ID = "raydeck-ext-bbbbbbbbbbbbbbbb"
 BUCKET = "raydeck-logs"
+CONSOLE = "https://raydeck.example.com"
 BOOT = "#!/bin/bash\necho joining cluster\n"
 _LOADER = botocore.session.get_session().get_component("data_loader")
 
@@ -219,6 +220,7 @@ def make_provider(fake: Fake, **overrides: Any) -> AwsProvider:
         "external_id": EXTERNAL_ID,
         "log_location": "",
         "base_session": fake.session,
+        "console_origin": CONSOLE,
         **overrides,
     }
     return AwsProvider(**values)
@@ -729,7 +731,13 @@ def test_verify_passes(fake: Fake) -> None:
 
     checks = _checks(provider)
 
-    assert list(checks) == ["Assume role", "Describe regions", "Describe instances", "Log bucket"]
+    assert list(checks) == [
+        "Assume role",
+        "Describe regions",
+        "Describe instances",
+        "Log bucket",
+        "Log bucket CORS",
+    ]
     assert all(passed for passed, _ in checks.values()), checks
     (head,) = fake.params("HeadBucket")
     assert head == {"Bucket": BUCKET, "ExpectedBucketOwner": ACCOUNT}
@@ -769,7 +777,7 @@ def test_verify_missing_role(fake: Fake) -> None:
     assert missing in message
     assert "trust policy" in message
     assert "ExternalId" in message
-    for name in ("Describe regions", "Describe instances", "Log bucket"):
+    for name in ("Describe regions", "Describe instances", "Log bucket", "Log bucket CORS"):
         assert checks[name] == (False, NOT_CHECKED)
     assert fake.params("DescribeRegions") == []
 
@@ -827,6 +835,129 @@ def test_verify_bucket_forbidden(fake: Fake) -> None:
     assert not passed
     assert "s3:ListBucket" in message
     assert BUCKET in message
+
+
+# The console's log page reads a page of a stored log straight from the bucket, from the
+# console's origin: the bucket's CORS rules must allow it (static/console/console.js).
+RAYDECK_RULE = {
+    "ID": "raydeck-console",
+    "AllowedOrigins": [CONSOLE],
+    "AllowedMethods": ["GET"],
+    "AllowedHeaders": ["Range"],
+    "ExposeHeaders": ["Content-Range", "Content-Length"],
+    "MaxAgeSeconds": 3600,
+}
+CUSTOMER_RULE = {
+    "ID": "uploads",
+    "AllowedOrigins": ["https://app.customer.example"],
+    "AllowedMethods": ["PUT"],
+    "AllowedHeaders": ["*"],
+}
+
+
+def _bucket_rules(fake: Fake) -> list[dict[str, Any]]:
+    return fake.s3.get_bucket_cors(Bucket=BUCKET)["CORSRules"]
+
+
+def test_verify_adds_raydecks_cors_rule_to_a_bucket_without_one(fake: Fake) -> None:
+    fake.s3.create_bucket(Bucket=BUCKET)
+    provider = make_provider(fake, log_location=f"s3://{BUCKET}/ray")
+
+    [cors] = [c for c in provider.verify() if c.name == "Log bucket CORS"]
+
+    assert cors.passed, cors.message
+    assert "added the CORS rule raydeck-console" in cors.message
+    assert cors.change == f"CORS rule raydeck-console of s3://{BUCKET} allows {CONSOLE}"
+    assert _bucket_rules(fake) == [RAYDECK_RULE]
+    (put,) = fake.params("PutBucketCors")
+    assert put["ExpectedBucketOwner"] == ACCOUNT
+
+
+def test_verify_keeps_the_customers_cors_rules_and_replaces_only_its_own(fake: Fake) -> None:
+    fake.s3.create_bucket(Bucket=BUCKET)
+    moved = {**RAYDECK_RULE, "AllowedOrigins": ["https://old-console.example.com"]}
+    fake.s3.put_bucket_cors(Bucket=BUCKET, CORSConfiguration={"CORSRules": [CUSTOMER_RULE, moved]})
+    provider = make_provider(fake, log_location=f"s3://{BUCKET}/ray")
+
+    checks = _checks(provider)
+
+    assert checks["Log bucket CORS"][0], checks
+    assert _bucket_rules(fake) == [CUSTOMER_RULE, RAYDECK_RULE]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [RAYDECK_RULE],  # a verification before added it
+        [  # the customer's own rule already allows any origin's ranged reads
+            {
+                "AllowedOrigins": ["*"],
+                "AllowedMethods": ["GET", "HEAD"],
+                "AllowedHeaders": ["*"],
+                "ExposeHeaders": ["content-range", "content-length", "ETag"],
+            }
+        ],
+    ],
+)
+def test_verify_writes_nothing_when_a_rule_already_allows_the_console(
+    fake: Fake, rules: list[dict[str, Any]]
+) -> None:
+    fake.s3.create_bucket(Bucket=BUCKET)
+    fake.s3.put_bucket_cors(Bucket=BUCKET, CORSConfiguration={"CORSRules": rules})
+    provider = make_provider(fake, log_location=f"s3://{BUCKET}/ray")
+
+    [cors] = [c for c in provider.verify() if c.name == "Log bucket CORS"]
+
+    assert cors.passed and cors.change == ""
+    assert "let the console" in cors.message
+    assert fake.params("PutBucketCors") == []
+    assert _bucket_rules(fake) == rules
+
+
+@pytest.mark.parametrize(
+    ("denied", "advice"),
+    [
+        (
+            "PutBucketCors",
+            [
+                f"add s3:PutBucketCORS on arn:aws:s3:::{BUCKET} to the role's permissions",
+                json.dumps(RAYDECK_RULE),  # or the rule to set by hand
+            ],
+        ),
+        (
+            "GetBucketCors",
+            [
+                "not allowed s3:GetBucketCORS",
+                f"s3:GetBucketCORS and s3:PutBucketCORS on arn:aws:s3:::{BUCKET}",
+            ],
+        ),
+    ],
+)
+def test_verify_without_a_cors_permission_says_what_to_add(
+    fake: Fake, denied: str, advice: list[str]
+) -> None:
+    fake.s3.create_bucket(Bucket=BUCKET)
+    fake.s3.put_bucket_cors(Bucket=BUCKET, CORSConfiguration={"CORSRules": [CUSTOMER_RULE]})
+    fake.fail(f"s3.{denied}", "AccessDenied", 403)
+    provider = make_provider(fake, log_location=f"s3://{BUCKET}/ray")
+
+    checks = _checks(provider)
+
+    assert checks["Log bucket"][0]
+    passed, message = checks["Log bucket CORS"]
+    assert not passed
+    assert all(words in message for words in advice), message
+    assert _bucket_rules(fake) == [CUSTOMER_RULE]
+
+
+def test_verify_does_not_check_cors_of_a_bucket_it_cannot_reach(fake: Fake) -> None:
+    provider = make_provider(fake, log_location=f"s3://{BUCKET}/ray")  # no such bucket
+
+    checks = _checks(provider)
+
+    assert not checks["Log bucket"][0]
+    assert checks["Log bucket CORS"] == (False, "Not checked: the log bucket could not be reached.")
+    assert fake.params("GetBucketCors") == []
 
 
 def test_verify_describe_instances_denied(fake: Fake, provider: AwsProvider) -> None:

@@ -363,10 +363,12 @@ def test_least_privilege_pass_role_and_log_bucket(tenant_a: Tenant) -> None:
     assert statements["PassNodeRoleToEc2"]["Resource"] == (
         "arn:aws:iam::123456789012:role/raydeck-nodes"
     )
-    # The control plane never reads the customer's logs.
-    actions = [a for s in statements.values() for a in [s["Action"]] if isinstance(a, list)]
-    assert not any("s3:GetObject" in a for a in actions)
-    assert "s3:GetObject" not in json.dumps(statements)
+    # The control plane never reads the logs the nodes ship: it reads only its own
+    # storage (working directories, stored job logs), through URLs the role signs.
+    reading = [s for s in statements.values() if "s3:GetObject" in json.dumps(s["Action"])]
+    assert [(s["Sid"], s["Action"], s["Resource"]) for s in reading] == [
+        ("ReadOwnStorage", ["s3:GetObject"], "arn:aws:s3:::acme-logs/raydeck/raydeck-storage/*")
+    ]
 
 
 def test_gcp_grants_a_narrow_role_and_no_read_on_the_log_bucket(tenant_a: Tenant) -> None:
@@ -385,6 +387,14 @@ def test_gcp_grants_a_narrow_role_and_no_read_on_the_log_bucket(tenant_a: Tenant
             assert line.strip() == "--permissions storage.objects.get"
     reads = [c for c in commands.split("\ngcloud ") if "roles/raydeckBuildLogs" in c]
     assert reads and all(folder in c for c in reads if "add-iam-policy-binding" in c)
+    # ... and under Raydeck's own storage, whose URLs it signs as the service account.
+    storage = "acme-logs/objects/raydeck/raydeck-storage/"
+    reads = [c for c in commands.split("\ngcloud ") if "roles/raydeckStorage" in c]
+    assert reads and all(storage in c for c in reads if "add-iam-policy-binding" in c)
+    assert "--permissions iam.serviceAccounts.signBlob" in commands
+    [signing] = [c for c in commands.split("\ngcloud ") if "roles/raydeckSignUrls" in c]
+    sa = f"raydeck-{str(cloud.uuid)[:8]}@acme-ml.iam.gserviceaccount.com"
+    assert signing.startswith(f"iam service-accounts add-iam-policy-binding {sa} ")
     assert "--permissions compute.instances.create," in commands
     # The service account user role on the nodes' account only, not the project.
     assert (
@@ -395,6 +405,33 @@ def test_gcp_grants_a_narrow_role_and_no_read_on_the_log_bucket(tenant_a: Tenant
     )
     assert "projects add-iam-policy-binding acme-ml \\\n    --member serviceAccount:" in commands
     assert "roles/iam.serviceAccountUser" in commands
+
+
+def test_the_log_bucket_cors_permissions_are_granted_on_that_bucket_only(
+    tenant_a: Tenant,
+) -> None:
+    """Verification sets Raydeck's CORS rule on the log bucket (for the console's log
+    page): the setup documents allow that on the log bucket and nowhere else."""
+    cloud = add_aws(tenant_a)
+    cors_actions = {"s3:GetBucketCORS", "s3:PutBucketCORS"}
+    granting = [
+        s
+        for s in policies.aws_permissions_policy(cloud)["Statement"]
+        if cors_actions & set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+    assert [(s["Sid"], s["Resource"]) for s in granting] == [
+        ("LogBucket", "arn:aws:s3:::acme-logs")
+    ]
+    assert cors_actions <= set(granting[0]["Action"])
+
+    cloud.gcp_project_id = "acme-ml"
+    cloud.log_location = "gs://acme-logs/raydeck"
+    steps = policies.gcp_commands(cloud).split("\ngcloud ")
+    [created] = [c for c in steps if "storage.buckets.update" in c]
+    role = created.split()[3]  # iam roles create <role>
+    assert role.startswith("raydeckLogBucket")
+    [bound] = [c for c in steps if f"roles/{role}" in c]
+    assert bound.startswith("storage buckets add-iam-policy-binding gs://acme-logs ")
 
 
 def test_a_new_cloud_comes_with_default_cpu_and_gpu_compute_configs(tenant_a: Tenant) -> None:

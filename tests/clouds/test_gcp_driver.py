@@ -8,6 +8,7 @@ parsing are the library's own. Nothing here reaches the internet.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -45,6 +46,16 @@ SERVICE_ACCOUNT = "raydeck@customer-project.iam.gserviceaccount.com"
 SECRET_TOKEN = "ya29.secret-access-token-must-never-show"
 SECRET_SUBJECT_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyYXlkZWNrIn0.c2lnbmF0dXJl"
 INSTANCES = r"/zones/[^/]+/instances$"
+CONSOLE = "https://raydeck.example.com"
+# The console's log page reads a page of a stored log straight from the bucket, from the
+# console's origin: the bucket's CORS configuration must allow it (console.js).
+RAYDECK_CORS = {
+    "origin": [CONSOLE],
+    "method": ["GET"],
+    "responseHeader": ["Range", "Content-Range", "Content-Length"],
+    "maxAgeSeconds": 3600,
+}
+CUSTOMER_CORS = {"origin": ["https://app.customer.example"], "method": ["PUT"]}
 
 
 class StaticTokenCredentials(Credentials):
@@ -91,6 +102,7 @@ def make_provider(gcp: FakeComputeServer, cloud_id: uuid.UUID) -> Any:
             "storage_endpoint": gcp.endpoint,
             "poll_interval": 0.01,
             "call_timeout": 5.0,
+            "console_origin": CONSOLE,
         }
         options.update(overrides)
         return GcpProvider(**options)
@@ -610,6 +622,7 @@ def test_map_google_error(exc: Exception, transient: bool) -> None:
 
 def test_verify_all_good_and_read_only(gcp: FakeComputeServer, make_provider: Any) -> None:
     gcp.fake.buckets.add("raydeck-logs")
+    gcp.fake.bucket_cors["raydeck-logs"] = [RAYDECK_CORS]  # as an earlier verify left it
     provider = make_provider(log_location="gs://raydeck-logs/clusters")
 
     results = provider.verify()
@@ -619,20 +632,22 @@ def test_verify_all_good_and_read_only(gcp: FakeComputeServer, make_provider: An
         ("Project", True),
         ("List instances", True),
         ("Log bucket", True),
+        ("Log bucket CORS", True),
     ]
     assert SERVICE_ACCOUNT in results[0].message
     assert {r.method for r in gcp.fake.requests} == {"GET"}  # nothing created or deleted
-    [bucket] = gcp.fake.calls("GET", r"^/storage/v1/b/")
-    assert bucket.path == "/storage/v1/b/raydeck-logs"
-    assert bucket.headers.get("authorization") == f"Bearer {SECRET_TOKEN}"
+    buckets = gcp.fake.calls("GET", r"^/storage/v1/b/")
+    assert {r.path for r in buckets} == {"/storage/v1/b/raydeck-logs"}
+    assert all(r.headers.get("authorization") == f"Bearer {SECRET_TOKEN}" for r in buckets)
     listed = gcp.fake.calls("GET", INSTANCES)
     assert {r.path.split("/")[6] for r in listed} == set(ZONES)
     assert all(parse_label_filter(r.query["filter"]).keys() == {"raydeck-cloud"} for r in listed)
 
 
 def test_verify_without_log_location(provider: GcpProvider) -> None:
-    bucket = provider.verify()[-1]
+    bucket, cors = provider.verify()[-2:]
     assert bucket.passed and "not configured" in bucket.message.lower()
+    assert cors.passed and "nothing to allow" in cors.message
 
 
 def test_verify_project_forbidden(gcp: FakeComputeServer, provider: GcpProvider) -> None:
@@ -676,10 +691,87 @@ def test_verify_missing_bucket(make_provider: Any) -> None:
 def test_verify_bucket_forbidden_and_malformed(gcp: FakeComputeServer, make_provider: Any) -> None:
     gcp.fake.buckets.add("logs")
     gcp.fake.fail_next(403, "forbidden", "denied", path=r"^/storage/")
-    bucket = make_provider(log_location="gs://logs").verify()[-1]
+    bucket = make_provider(log_location="gs://logs").verify()[-2]
     assert not bucket.passed and "storage.buckets.get" in bucket.message
-    malformed = make_provider(log_location="s3://logs/x").verify()[-1]
+    malformed = make_provider(log_location="s3://logs/x").verify()[-2]
     assert not malformed.passed and "gs://" in malformed.message
+
+
+def _cors_check(provider: GcpProvider) -> Any:
+    return {r.name: r for r in provider.verify()}["Log bucket CORS"]
+
+
+def test_verify_adds_raydecks_cors_entry_beside_the_customers(
+    gcp: FakeComputeServer, make_provider: Any
+) -> None:
+    gcp.fake.buckets.add("logs")
+    moved = {**RAYDECK_CORS, "origin": ["https://old-console.example.com"]}
+    gcp.fake.bucket_cors["logs"] = [CUSTOMER_CORS, moved]
+    gcp.fake.bucket_metageneration["logs"] = 7
+
+    cors = _cors_check(make_provider(log_location="gs://logs/raydeck"))
+
+    assert cors.passed, cors.message
+    assert "added a CORS entry to bucket logs" in cors.message
+    assert cors.change == f"a CORS entry of gs://logs allows {CONSOLE}"
+    # The customer's entry kept, Raydeck's for the console's old address replaced.
+    assert gcp.fake.bucket_cors["logs"] == [CUSTOMER_CORS, RAYDECK_CORS]
+    [patch] = gcp.fake.calls("PATCH", r"^/storage/v1/b/logs$")
+    assert patch.query["ifMetagenerationMatch"] == "7"  # no concurrent change is lost
+
+
+def test_verify_adds_raydecks_cors_entry_to_a_bucket_without_one(
+    gcp: FakeComputeServer, make_provider: Any
+) -> None:
+    gcp.fake.buckets.add("logs")
+
+    cors = _cors_check(make_provider(log_location="gs://logs/raydeck"))
+
+    assert cors.passed, cors.message
+    assert gcp.fake.bucket_cors["logs"] == [RAYDECK_CORS]
+
+
+def test_verify_writes_no_cors_when_an_entry_already_allows_the_console(
+    gcp: FakeComputeServer, make_provider: Any
+) -> None:
+    gcp.fake.buckets.add("logs")
+    anyone = {
+        "origin": ["*"],
+        "method": ["*"],
+        "responseHeader": ["range", "content-range", "content-length"],
+    }
+    gcp.fake.bucket_cors["logs"] = [CUSTOMER_CORS, anyone]
+
+    cors = _cors_check(make_provider(log_location="gs://logs/raydeck"))
+
+    assert cors.passed and cors.change == ""
+    assert gcp.fake.calls("PATCH") == []
+    assert gcp.fake.bucket_cors["logs"] == [CUSTOMER_CORS, anyone]
+
+
+def test_verify_without_bucket_update_says_what_to_grant_or_set(
+    gcp: FakeComputeServer, make_provider: Any
+) -> None:
+    gcp.fake.buckets.add("logs")
+    gcp.fake.bucket_cors["logs"] = [CUSTOMER_CORS]
+    gcp.fake.fail_next(
+        403, "forbidden", "Required 'storage.buckets.update' permission", method="PATCH"
+    )
+
+    results = {r.name: r for r in make_provider(log_location="gs://logs/raydeck").verify()}
+
+    assert results["Log bucket"].passed
+    cors = results["Log bucket CORS"]
+    assert not cors.passed
+    assert "storage.buckets.update on gs://logs" in cors.message
+    assert SERVICE_ACCOUNT in cors.message
+    assert json.dumps(RAYDECK_CORS) in cors.message  # or the entry to set by hand
+    assert gcp.fake.bucket_cors["logs"] == [CUSTOMER_CORS]
+
+
+def test_verify_does_not_check_cors_of_a_missing_bucket(make_provider: Any) -> None:
+    cors = _cors_check(make_provider(log_location="gs://nope/x"))
+    assert not cors.passed and cors.message.startswith("Not checked")
 
 
 def test_verify_credentials_failure_explains_federation(
@@ -700,6 +792,7 @@ def test_verify_credentials_failure_explains_federation(
         ("Project", False),
         ("List instances", False),
         ("Log bucket", False),
+        ("Log bucket CORS", False),
     ]
     assert all(r.message.startswith("Not checked") for r in later)
     assert gcp.fake.requests == []
@@ -832,7 +925,7 @@ def test_provider_names_federation_in_messages(settings: Any, tmp_path: Path) ->
         f"roles/iam.workloadIdentityUser on {SERVICE_ACCOUNT}",
     ):
         assert words in credentials.message
-    assert [c.passed for c in skipped] == [False, False, False]
+    assert [c.passed for c in skipped] == [False, False, False, False]
     assert all("could not get GCP credentials" in c.message for c in skipped)
 
     with pytest.raises(PermanentCloudError) as caught:

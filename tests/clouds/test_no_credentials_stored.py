@@ -6,38 +6,25 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
-import boto3
 import pytest
 from botocore.session import Session as BotocoreSession
 from django.apps import apps
 from django.urls import reverse
 
 from clouds import services
-from clouds.choices import CloudKind, CloudState
-from tests.clouds.moto_account import moto_account
+from clouds.choices import CloudState
+from tests.clouds.moto_account import add_aws_cloud, moto_aws
 from tests.conftest import Tenant, client_for
 
 pytestmark = pytest.mark.django_db
-REGION = "eu-west-1"
-
-
-@pytest.fixture
-def moto_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings):
-    settings.RAYDECK_AWS_PRINCIPAL_ARN = "arn:aws:iam::111122223333:role/raydeck"
-    with moto_account(monkeypatch, tmp_path, REGION):
-        yield
+__all__ = ["moto_aws"]  # the fixture
 
 
 def test_verification_stores_checks_but_never_a_credential(
     tenant_a: Tenant, moto_aws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    iam = boto3.client("iam", region_name=REGION)
-    role = iam.create_role(RoleName="raydeck-control-plane", AssumeRolePolicyDocument="{}")
-    boto3.client("s3", region_name=REGION).create_bucket(
-        Bucket="acme-logs", CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
+    cloud = add_aws_cloud(tenant_a, "acme-logs")
     handed_out: list[str] = []
     real_assume = BotocoreSession.create_client
 
@@ -66,15 +53,6 @@ def test_verification_stores_checks_but_never_a_credential(
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
-        cloud = services.cloud_create(
-            organization=tenant_a.org,
-            actor=tenant_a.owner,
-            kind=CloudKind.AWS,
-            name="AWS",
-            region=REGION,
-            log_location="s3://acme-logs/raydeck",
-            aws_role_arn=role["Role"]["Arn"],
-        )
         services.cloud_verify_run(verification_id=cloud.verifications.get().pk)
     finally:
         root.removeHandler(handler)

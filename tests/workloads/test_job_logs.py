@@ -14,15 +14,18 @@ from urllib.parse import urlsplit
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from raydeck_agent.jobs import job_message
 from raydeck_agent.object_store import put_object
 
 from accounts.choices import OrgRole
 from clouds.providers.registry import provider_for
+from clusters.choices import ClusterState, DesiredState
+from clusters.models import Cluster
 from tests.api.conftest import as_role, assert_error
 from tests.conftest import Tenant
 from workloads.jobs.choices import JobState
-from workloads.jobs.models import JobAttempt
+from workloads.jobs.models import Job, JobAttempt
 from workloads.jobs.services import job_attempts_report
 from workloads.storage import LOG_PAGE_BYTES, job_log_key
 
@@ -110,6 +113,41 @@ def test_the_job_page_reads_the_stored_log_a_page_at_a_time(
     # Past the last page: the last page.
     answer = client.get(link, {"page": 40})
     assert answer.status_code == 302 and answer["Location"].endswith("?page=2")
+
+
+def test_the_job_page_refreshes_until_an_ended_attempts_log_is_stored(alpha: Tenant) -> None:
+    """An attempt Raydeck ended (here by its timeout) keeps its cluster while the head
+    stores its driver log: the job is final, yet its page keeps polling until the log is
+    stored, and then shows "Read the log" without a reload and stops polling."""
+    job, attempt = alpha.job, alpha.job.attempts.get()
+    Cluster.objects.filter(pk=attempt.cluster_id).update(
+        state=ClusterState.RUNNING, desired_state=DesiredState.RUNNING
+    )
+    Job.objects.filter(pk=job.pk).update(state=JobState.TIMED_OUT)
+    JobAttempt.objects.filter(pk=attempt.pk).update(
+        state=JobState.TIMED_OUT, started_at=timezone.now(), ended_at=timezone.now()
+    )
+    client = Client()
+    client.force_login(alpha.viewer)
+    url = reverse("job_detail", args=["alpha", job.pk])
+    poll = {"HX-Request": "true", "HX-Target": "job-live"}
+
+    assert 'hx-trigger="every 2s"' in client.get(url).content.decode()
+    storing = client.get(url, headers=poll)
+    assert storing.status_code == 200
+    html = storing.content.decode()
+    assert 'hx-trigger="every 2s"' in html and "being stored…" in html
+    assert "Read the log" not in html
+
+    status = {"status": "STOPPED", "log_archived": True, "log_bytes": 120}
+    report = {"submissions": {attempt.submission_id: status}}
+    job_attempts_report(cluster_id=attempt.cluster_id, report=report)
+    stored = client.get(url, headers=poll)
+
+    assert stored.status_code == 286  # htmx's "stop polling"
+    html = stored.content.decode()
+    assert "Read the log" in html and "being stored" not in html
+    assert "hx-trigger" not in html
 
 
 def test_another_organizations_job_log_is_not_found(

@@ -9,6 +9,7 @@ from django.db import models
 
 from accounts.models import Organization, OrgOwnedQuerySet, Project, User
 from clouds.models import Cloud
+from clusters.choices import DesiredState
 from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
 from workloads.models import WorkingDir
 
@@ -169,6 +170,19 @@ class JobAttempt(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_JOB_STATES
+
+    @property
+    def log_being_stored(self) -> bool:
+        """Ended, no driver log yet, and its own cluster still up: the head may still
+        store the log (services._release_clusters keeps the cluster for it, LOG_GRACE at
+        most), so the job's page keeps refreshing until it does."""
+        return (
+            self.is_final
+            and not self.log_key
+            and self.owns_cluster
+            and self.cluster is not None
+            and self.cluster.desired_state == DesiredState.RUNNING
+        )
 
     @property
     def badge_class(self) -> str:

@@ -67,6 +67,12 @@ def job_attempts(job: Job) -> QuerySet[JobAttempt]:
     return job.attempts.select_related("cluster").order_by("number")
 
 
+def job_page_changes(job: Job, attempts: list[JobAttempt]) -> bool:
+    """Whether the job's page may still change by itself (so it keeps polling): the job
+    is not final, or an attempt's driver log is still being stored."""
+    return not job.is_final or any(attempt.log_being_stored for attempt in attempts)
+
+
 # --- A shared cluster's queue ----------------------------------------------------------
 # These read rows the caller already reached through `visible_to` (the cluster or job of
 # a page) or serve the reconciler, which acts for the cluster itself.

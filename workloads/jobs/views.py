@@ -129,14 +129,17 @@ class JobDetailView(JobObjectView):
     template = "jobs/job_detail.html"
 
     def get(self, request: AuthedRequest, org_slug: str, job_id: int) -> HttpResponse:
+        attempts = list(selectors.job_attempts(self.job))
+        changes = selectors.job_page_changes(self.job, attempts)
         context = {
             "queue_position": selectors.queue_position(self.job),
-            "attempts": list(selectors.job_attempts(self.job)),
+            "attempts": attempts,
             "events": list(self.job.events.order_by("created_at", "pk")[:200]),
+            "changes": changes,
         }
         if request.htmx and request.htmx.target == "job-live":
             response = self.render(f"{self.template}#job-live", context)
-            if self.job.is_final:
+            if not changes:
                 return HttpResponseStopPolling(response.content)
             return response
         return self.render(self.template, context)
