@@ -543,6 +543,9 @@ class Gateway:
     async def ssh_tunnel(self, request: web.Request, identity: Identity) -> web.StreamResponse:
         """Pipe a WebSocket's binary messages to the workspace's sshd and back, until
         either side closes or the user's access is revoked."""
+        if request.headers.get("Authorization", "")[:7].lower() != "bearer ":
+            # Never a browser's session cookie: another site's page could open the socket.
+            return self.refuse("/ssh takes a token in the Authorization header only")
         port = self.upstreams.get("ssh")
         if port is None:
             return web.Response(status=404, text="SSH is not running on this cluster.\n")

@@ -97,7 +97,7 @@ class Sshd:
             PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         if not self.keys_file.exists():
             self.set_keys([])
-        error = ""
+        last_line = "no output"
         for _ in range(ATTEMPTS):
             port = free_port() if self.shared_machine else SSHD_PORT
             config = self.folder / "sshd_config"
@@ -120,9 +120,8 @@ class Sshd:
                 logger.info("started sshd on 127.0.0.1:%d", port)
                 return port
             self.stop()
-            error = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            error = error[0]
-        raise OSError(f"sshd did not start: {error}")
+            last_line = next(iter(log.read_text(errors="replace").splitlines()[-1:]), last_line)
+        raise OSError(f"sshd did not start: {last_line}")
 
     def _listening(self, port: int) -> bool:
         deadline = time.monotonic() + START_SECONDS

@@ -369,7 +369,7 @@ class WorkspaceHandler:
             return
         self.context.serve_app("ssh", port)
         logger.info("sshd accepts %d keys of the workspace's members", len(keys))
-        self._set(ssh={"user": login_user(), "keys": len(keys)})
+        self._set(ssh={"user": login_user()})
         self.context.report_soon()
 
     def _note_activity(self) -> None:

@@ -4,9 +4,11 @@ WebSocket to it, and the `raydeck` command (the installed console script, in a c
 process, with the system's ssh client) runs commands there. No stand-ins.
 
 One head serves every check, in the order a team would meet them: the creator runs a
-command with the key on their profile; a reader's key is refused; a token of another
-cluster is refused by the gateway; a writer who is then removed from the project loses
-both their key on the head and their tunnel; stopping the workspace leaves no sshd.
+command with the key on their profile, and plain ssh does with the `ssh-config` entry; a
+reader's key is refused; a token of another cluster, and a browser's gateway session,
+are refused by the gateway; a writer's open session keeps the workspace busy (and is
+named), then, once they are removed from the project, it is closed and neither their
+key nor their token gets in again; stopping the workspace leaves no sshd.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import shutil
 import ssl
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.utils import timezone
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -31,11 +35,13 @@ from clouds.models import Cloud
 from clouds.providers.registry import local_root
 from clusters import access
 from clusters.choices import ClusterState, NodeRole
+from clusters.live import head_report
 from clusters.models import Node
+from clusters.services.idle import report_reasons
 from tests.cli.conftest import Cli, cli  # noqa: F401 - the fixture
 from tests.cli.test_commands import secret_of
 from tests.clusters.test_end_to_end import processes_with
-from tests.clusters.test_gateway import trust_ca
+from tests.clusters.test_gateway import call, trust_ca
 from tests.conftest import make_tenant
 from tests.factories import MembershipFactory, ProjectMembershipFactory, UserFactory
 from tests.workspaces.test_workspace_ray import START_SECONDS, follow, stop_everything
@@ -74,23 +80,16 @@ def key_pair(folder: Path, user) -> tuple[Path, str]:
     return path, key.public_key
 
 
+def ssh_argv(config: Path, key: Path, *command: str) -> list[str]:
+    """The system's ssh with a Host entry from `raydeck workspaces ssh-config` and one key."""
+    options = ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+    return ["ssh", "-F", str(config), *options, "raydeck-lab", *command]
+
+
 def ssh_with(run: Cli, config: Path, key: Path, token: str, *command: str):
-    """The system's ssh with a Host entry from `raydeck workspaces ssh-config` and one
-    key (the tunnel asks the server with `token`)."""
+    """Run ssh to the end (the tunnel asks the server with `token`)."""
     return subprocess.run(
-        [  # noqa: S607
-            "ssh",
-            "-F",
-            str(config),
-            "-i",
-            str(key),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "raydeck-lab",
-            *command,
-        ],
+        ssh_argv(config, key, *command),
         env=run.env(RAYDECK_TOKEN=token, RAYDECK_ORG="sshws"),
         capture_output=True,
         text=True,
@@ -102,6 +101,26 @@ def ssh_with(run: Cli, config: Path, key: Path, token: str, *command: str):
 def head_folder(cluster) -> Path:
     head = Node.objects.filter(cluster=cluster, role=NodeRole.HEAD).latest("created_at")
     return local_root(cluster.cloud) / str(head.uuid)
+
+
+def ssh_session(run: Cli, config: Path, key: Path, token: str, command: str):
+    """ssh_with, left running (its output read line by line)."""
+    return subprocess.Popen(
+        ssh_argv(config, key, command),
+        env=run.env(RAYDECK_TOKEN=token, RAYDECK_ORG="sshws"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def busy_by_ssh_after(cluster, moment) -> bool:
+    """The head's last report names an SSH session active after `moment` (a session open
+    since then counts as activity at every heartbeat)."""
+    now = timezone.now()
+    _, touches = report_reasons(head_report(cluster.pk), now)
+    active = touches.get("SSH session active")
+    return active is not None and active > moment + timedelta(seconds=2)
 
 
 def keys_on_head(cluster) -> str:
@@ -205,11 +224,30 @@ def test_ssh_into_a_workspace_through_the_gateway(
         assert wrong.value.response.status_code == 401
         # Signed with the other cluster's key: this gateway cannot verify it.
         assert b"the token is not valid" in wrong.value.response.body
+        # Nor does a browser's gateway session open it (another site's page could try).
+        link = access.mint_token(user=creator, cluster=cluster, lifetime=access.LINK_LIFETIME)
+        _, headers, _ = call(f"{access.gateway_address(cluster)}/?token={link.token}")
+        with pytest.raises(InvalidStatus) as by_cookie:
+            connect(
+                tunnel["url"],
+                ssl=_ca_context(tmp_path),
+                additional_headers={"Cookie": headers["Set-Cookie"].split(";")[0]},
+            )
+        assert b"Authorization header only" in by_cookie.value.response.body
 
-        # A writer who leaves the project: in, then refused with their key and their token.
-        assert ssh_with(cli, config, leaver_key, leaver_token, "true").returncode == 0
+        # A writer who leaves the project: in (an open session keeps the workspace busy,
+        # and the "why not idle" line says so), then out: the open session is closed,
+        # and neither their key nor their token lets them in again.
+        opened = timezone.now()
+        session = ssh_session(cli, config, leaver_key, leaver_token, "echo in; sleep 300")
+        assert session.stdout.readline() == "in\n", session.stderr.read()
+        deadline = time.monotonic() + HEARTBEAT_SECONDS
+        while time.monotonic() < deadline and not busy_by_ssh_after(cluster, opened):
+            time.sleep(0.5)
+        assert busy_by_ssh_after(cluster, opened)
         leaver_access = workspace_ssh_access(workspace=workspace, user=leaver)
         project_member_remove(project_membership=leaving, actor=tenant.owner)
+        assert session.wait(HEARTBEAT_SECONDS) != 0  # the gateway closed it
         deadline = time.monotonic() + HEARTBEAT_SECONDS
         while leaver_public in keys_on_head(cluster) and time.monotonic() < deadline:
             time.sleep(0.5)

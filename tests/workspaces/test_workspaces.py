@@ -382,7 +382,7 @@ def test_ssh_access_says_what_is_missing_and_is_audited(
     )
     assert b"SSH is not available in this image" in page.content
 
-    report(workspace, {"ssh": {"user": "ray", "keys": 1}})
+    report(workspace, {"ssh": {"user": "ray"}})
     head = make_head(workspace)
     answer = api.post(url)
     assert answer.status == 200, answer.body
