@@ -559,15 +559,17 @@ class Gateway:
         await downstream.prepare(request)
 
         async def to_sshd() -> None:
-            async for message in downstream:
-                if message.type != aiohttp.WSMsgType.BINARY:
-                    break
-                writer.write(message.data)
-                await writer.drain()
+            with contextlib.suppress(ConnectionError):  # sshd went: the tunnel ends
+                async for message in downstream:
+                    if message.type != aiohttp.WSMsgType.BINARY:
+                        break
+                    writer.write(message.data)
+                    await writer.drain()
 
         async def from_sshd() -> None:
-            while data := await reader.read(SSH_CHUNK):
-                await downstream.send_bytes(data)
+            with contextlib.suppress(ConnectionError):  # the client went: the tunnel ends
+                while data := await reader.read(SSH_CHUNK):
+                    await downstream.send_bytes(data)
 
         async def while_allowed() -> None:
             with contextlib.suppress(Refused):

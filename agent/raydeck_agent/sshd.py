@@ -37,7 +37,7 @@ SSHD_PATHS = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")  # often not on a user's
 PRIVSEP_DIR = Path("/run/sshd")  # root's sshd wants it; a package's service makes it
 START_SECONDS = 10.0
 ATTEMPTS = 3  # a free port can be taken between choosing and binding it: choose again
-NOT_INSTALLED = "this image has no OpenSSH server (sshd)"
+NOT_INSTALLED = "sshd is not installed"
 
 
 def sshd_executable() -> Path | None:

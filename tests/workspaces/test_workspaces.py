@@ -373,7 +373,7 @@ def test_ssh_access_says_what_is_missing_and_is_audited(
     cluster_becomes(workspace, ClusterState.RUNNING)
     report(workspace, {"restored_at": timezone.now().timestamp()})
     services.workspace_sync(workspace_id=workspace.pk)
-    report(workspace, {"ssh": {"unavailable": "this image has no OpenSSH server (sshd)"}})
+    report(workspace, {"ssh": {"unavailable": "sshd is not installed"}})
     url = f"{base}/{workspace.uuid}/ssh"
     missing = api.post(url)
     assert "SSH is not available in this image" in missing.body["error"]["message"]

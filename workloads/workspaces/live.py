@@ -6,7 +6,7 @@ its own): both are read on every head heartbeat, so a steady head costs no SQL.
   Lives ORDERS_SECONDS; forgotten on every change of the workspace and of a member's SSH
   keys (after commit), and not used once a revocation in the organization came after
   them (accounts/revocations.py), so a revoked member's keys leave the head at the next
-  heartbeat. Without it: two indexed queries.
+  heartbeat. Without it: a few indexed queries (the workspace, who may use it, their keys).
 - `raydeck:ws:report:<cluster id>`: a digest of the head's last report, so only a report
   that changed something is written. Lives REPORT_SECONDS. Without it: one write.
 """
