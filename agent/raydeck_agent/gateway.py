@@ -509,13 +509,23 @@ class Gateway:
         client = self._ready_client()
         for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
             headers.pop(name, None)
+        # The subprotocol is negotiated end to end: the app picks one of the browser's, and
+        # the browser is told the same. (Jupyter's kernel channel speaks a framing of its
+        # own under "v1.kernel.websocket.jupyter.org"; Chrome refuses a handshake that
+        # offered subprotocols and got none back, and a kernel never ran a cell.)
+        offered = headers.pop("Sec-WebSocket-Protocol", "")
+        protocols = [p.strip() for p in offered.split(",") if p.strip()]
         try:
             upstream = await client.ws_connect(
-                self._upstream_url(request, port).replace("http://", "ws://", 1), headers=headers
+                self._upstream_url(request, port).replace("http://", "ws://", 1),
+                headers=headers,
+                protocols=protocols,
             )
         except (aiohttp.ClientError, OSError) as exc:
             return web.Response(status=502, text=f"The app behind the gateway is not up: {exc}\n")
-        downstream = web.WebSocketResponse()
+        downstream = web.WebSocketResponse(
+            protocols=[upstream.protocol] if upstream.protocol else ()
+        )
         await downstream.prepare(request)
 
         async def pump(source: Any, sink: Any) -> None:

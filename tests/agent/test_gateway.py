@@ -84,10 +84,11 @@ class Upstream:
         self.seen.append(
             {"method": "WS", "path": request.path_qs, "headers": dict(request.headers), "body": b""}
         )
-        ws = web.WebSocketResponse()
+        # Speaks one subprotocol when offered it, as Jupyter's kernel channel does.
+        ws = web.WebSocketResponse(protocols=[APP_SUBPROTOCOL])
         await ws.prepare(request)
         async for message in ws:
-            await ws.send_str(f"echo: {message.data}")
+            await ws.send_str(f"echo ({ws.ws_protocol}): {message.data}")
         return ws
 
 
@@ -97,6 +98,7 @@ def key() -> Ed25519PrivateKey:
 
 
 RAY_TOKEN = "ray-secret-of-this-cluster"
+APP_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 _client_tls: ssl.SSLContext | None = None  # trusts the CA of the running gateway
 
 
@@ -253,16 +255,21 @@ def test_revocations_apply_to_tokens_and_sessions(gateway, key) -> None:
 def test_websockets_are_proxied(gateway, key) -> None:
     gw, upstream = gateway
 
-    async def talk() -> str:
+    async def talk(protocols: tuple[str, ...] = ()) -> tuple[str | None, str]:
         async with (
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {token(key)}"}) as session,
-            session.ws_connect(f"wss://127.0.0.1:{gw.port}/ws", ssl=_client_tls) as ws,
+            session.ws_connect(
+                f"wss://127.0.0.1:{gw.port}/ws", ssl=_client_tls, protocols=protocols
+            ) as ws,
         ):
             await ws.send_str("hello")
             message = await ws.receive(timeout=5)
-            return str(message.data)
+            return ws.protocol, str(message.data)
 
-    assert asyncio.run(talk()) == "echo: hello"
+    assert asyncio.run(talk()) == (None, "echo (None): hello")
+    # A subprotocol the app picks from the client's offer is the one the client is told.
+    chosen = asyncio.run(talk(("json.legacy", APP_SUBPROTOCOL)))
+    assert chosen == (APP_SUBPROTOCOL, f"echo ({APP_SUBPROTOCOL}): hello")
     assert upstream.seen[-1]["headers"]["Authorization"] == f"Bearer {RAY_TOKEN}"
 
     async def refused() -> int:
