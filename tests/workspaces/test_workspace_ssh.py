@@ -216,27 +216,16 @@ def test_ssh_into_a_workspace_through_the_gateway(
         other = access.mint_token(
             user=creator, cluster=tenant.cluster, lifetime=access.LINK_LIFETIME
         )
-        with pytest.raises(InvalidStatus) as wrong:
-            connect(
-                tunnel["url"],
-                ssl=_ca_context(tmp_path),
-                open_timeout=OPEN_SECONDS,
-                additional_headers={"Authorization": f"Bearer {other.token}"},
-            )
-        assert wrong.value.response.status_code == 401
+        wrong = refusal(tunnel["url"], tmp_path, {"Authorization": f"Bearer {other.token}"})
         # Signed with the other cluster's key: this gateway cannot verify it.
-        assert b"the token is not valid" in wrong.value.response.body
+        assert wrong.status_code == 401 and b"the token is not valid" in wrong.body
         # Nor does a browser's gateway session open it (another site's page could try).
         link = access.mint_token(user=creator, cluster=cluster, lifetime=access.LINK_LIFETIME)
         _, headers, _ = call(f"{access.gateway_address(cluster)}/?token={link.token}")
-        with pytest.raises(InvalidStatus) as by_cookie:
-            connect(
-                tunnel["url"],
-                ssl=_ca_context(tmp_path),
-                open_timeout=OPEN_SECONDS,
-                additional_headers={"Cookie": headers["Set-Cookie"].split(";")[0]},
-            )
-        assert b"Authorization header only" in by_cookie.value.response.body
+        by_cookie = refusal(
+            tunnel["url"], tmp_path, {"Cookie": headers["Set-Cookie"].split(";")[0]}
+        )
+        assert b"Authorization header only" in by_cookie.body
 
         # A writer who leaves the project: in (an open session keeps the workspace busy,
         # and the "why not idle" line says so), then out: the open session is closed,
@@ -258,14 +247,8 @@ def test_ssh_into_a_workspace_through_the_gateway(
         assert creator_public in keys_on_head(cluster)
         gone = ssh_with(cli, config, leaver_key, creator_token, "true")
         assert gone.returncode == 255 and "Permission denied" in gone.stderr
-        with pytest.raises(InvalidStatus) as revoked:
-            connect(
-                leaver_access["url"],
-                ssl=_ca_context(tmp_path),
-                open_timeout=OPEN_SECONDS,
-                additional_headers={"Authorization": f"Bearer {leaver_access['token']}"},
-            )
-        assert b"revoked" in revoked.value.response.body
+        bearer = {"Authorization": f"Bearer {leaver_access['token']}"}
+        assert b"revoked" in refusal(leaver_access["url"], tmp_path, bearer).body
         no_access = cli(
             "workspaces",
             "ssh",
@@ -289,5 +272,13 @@ def test_ssh_into_a_workspace_through_the_gateway(
         stop_everything(tenant.project)
 
 
-def _ca_context(tmp_path: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(tmp_path / "raydeck-ca.pem"))
+def refusal(url: str, tmp_path: Path, headers: dict[str, str]):
+    """The gateway's answer to a WebSocket to /ssh that it must refuse."""
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            url,
+            ssl=ssl.create_default_context(cafile=str(tmp_path / "raydeck-ca.pem")),
+            open_timeout=OPEN_SECONDS,
+            additional_headers=headers,
+        )
+    return refused.value.response
