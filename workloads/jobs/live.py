@@ -42,27 +42,35 @@ def keep_orders(cluster_id: int, orders: dict[str, Any]) -> None:
     cache.set(orders_key(cluster_id), orders, ORDERS_SECONDS)
 
 
+def queue_key(cluster_id: int) -> str:
+    return f"jobs:queue:{cluster_id}"
+
+
+def _forget(key: str) -> None:
+    """Delete `key` now, and again once the current transaction commits (a heartbeat in
+    between may have cached what it read before the change)."""
+    cache.delete(key)
+    transaction.on_commit(lambda: cache.delete(key))
+
+
 def forget_orders(cluster_id: int | None) -> None:
-    """The cluster's orders changed: forget them now, and again once the current
-    transaction commits (a heartbeat in between may have cached what it read before)."""
+    """The cluster's orders changed."""
     if cluster_id is not None:
-        cache.delete(orders_key(cluster_id))
-        transaction.on_commit(lambda: cache.delete(orders_key(cluster_id)))
+        _forget(orders_key(cluster_id))
 
 
 def cached_serves_queue(cluster_id: int) -> bool | None:
-    value = cache.get(f"jobs:queue:{cluster_id}")
+    value = cache.get(queue_key(cluster_id))
     return value if isinstance(value, bool) else None
 
 
 def keep_serves_queue(cluster_id: int, serves: bool) -> None:
-    cache.set(f"jobs:queue:{cluster_id}", serves, ORDERS_SECONDS)
+    cache.set(queue_key(cluster_id), serves, ORDERS_SECONDS)
 
 
 def forget_serves_queue(cluster_id: int) -> None:
-    """Now and on commit, as forget_orders."""
-    cache.delete(f"jobs:queue:{cluster_id}")
-    transaction.on_commit(lambda: cache.delete(f"jobs:queue:{cluster_id}"))
+    """The cluster's queue was set up or changed."""
+    _forget(queue_key(cluster_id))
 
 
 def report_is_new(cluster_id: int, report: Any) -> bool:
