@@ -24,9 +24,10 @@ Reference figures (other consoles, measured elsewhere, for comparison only):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ from _harness import (
     wait_healthz,
     web_command,
 )
+from goals import verdict_lines
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -68,20 +71,20 @@ CHROMIUM_ARGS = [
     "--no-proxy-server",
 ]
 
-GOALS = {  # figure: (goal, unit, label)
-    "cold_start_s": (2.0, "s", "web cold start to /healthz (median of 3)"),
-    "idle_pss_mb": (250.0, "MB", "idle PSS, web + worker + beat"),
-    "list_p50_ms": (10.0, "ms", "project list p50 (10k projects)"),
-    "home_bytes": (300 * 1024, "B", "home first load, bytes (bodies)"),
-    "home_load_ms": (300.0, "ms", "home first load, loadEventEnd"),
-}
-COLD_START_RUNS = 3
-IDLE_WAIT_S = 30
 LIST_PROJECTS = 10_000
-LIST_REQUESTS = 300
 LIST_WARMUP = 10
-HOME_EXTRA_LOADS = 4  # fresh navigations after the first, for a median beside it
 
+
+@dataclass(frozen=True)
+class Rounds:
+    cold_starts: int = 3
+    idle_wait_s: int = 30
+    list_requests: int = 300
+    home_extra_loads: int = 4  # fresh navigations after the first, for a median beside it
+
+
+QUICK = Rounds(cold_starts=1, idle_wait_s=10, list_requests=100, home_extra_loads=0)
+ROUNDS = Rounds()
 figures: dict[str, Any] = {}
 
 
@@ -204,7 +207,7 @@ def processes_marked(marker: bytes) -> list[int]:
 
 def bench_cold_start(env: dict[str, str], logs: Path, groups: list[Group]) -> None:
     times = []
-    for run in range(1, COLD_START_RUNS + 1):
+    for run in range(1, ROUNDS.cold_starts + 1):
         port = free_port()
         t0 = time.perf_counter()
         group = Group(f"gunicorn-cold-{run}", web_command(f"127.0.0.1:{port}"), env, logs)
@@ -235,8 +238,8 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
     group = Group("serve", [PYTHON, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"], env, logs)
     groups.append(group)
     ready = wait_healthz(group, port, deadline_s=60)
-    log(f"manage.py serve: /healthz 200 after {ready:.2f}s; idling {IDLE_WAIT_S}s")
-    deadline = time.monotonic() + IDLE_WAIT_S
+    log(f"manage.py serve: /healthz 200 after {ready:.2f}s; idling {ROUNDS.idle_wait_s}s")
+    deadline = time.monotonic() + ROUNDS.idle_wait_s
     while time.monotonic() < deadline:
         if group.popen.poll() is not None:
             raise RuntimeError(f"serve exited with {group.popen.returncode}:\n{group.tail()}")
@@ -258,7 +261,7 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
     figures["idle_processes"] = len(rows)
 
     try:
-        bench_home(port, env, var_dir)
+        bench_pages(port, env)
         after, _ = tree_pss(group.pid)
         log(f"PSS after the browser runs: {after:.1f} MB")
         figures["after_load_pss_mb"] = round(after, 1)
@@ -292,9 +295,117 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
 # --- 4. home page in Chromium --------------------------------------------------------
 
 
-def demo_owner(env: dict[str, str]) -> tuple[str, str]:
+@dataclass
+class FirstLoad:
+    """A page loaded with an empty cache: what came over the wire and when it was done."""
+
+    status: int
+    body_bytes: int  # every response's body, as sent (compressed where it was)
+    requests: int
+    load_ms: float  # Navigation Timing's loadEventEnd
+    polls: list[str]  # the URLs its live parts poll (hx-trigger "every ...")
+    rows: list[str]  # one line per response, for the log
+
+
+def first_load(page: Any, url: str) -> FirstLoad:
+    page.goto("about:blank")
+    finished: list[Any] = []
+    failed: list[Any] = []
+
+    def on_finished(request: Any) -> None:
+        finished.append(request)
+
+    def on_failed(request: Any) -> None:
+        failed.append(request)
+
+    page.on("requestfinished", on_finished)
+    page.on("requestfailed", on_failed)
+    try:
+        response = page.goto(url, wait_until="load")
+    finally:
+        page.remove_listener("requestfinished", on_finished)
+        page.remove_listener("requestfailed", on_failed)
+    if response is None or failed:
+        raise RuntimeError(f"{url}: load failed: {[r.url for r in failed]}")
+    load_ms = page.evaluate(
+        "() => { const n = performance.getEntriesByType('navigation')[0];"
+        " return n.loadEventEnd - n.startTime; }"
+    )
+    polls = page.evaluate(
+        "() => [...document.querySelectorAll('[hx-get][hx-trigger*=\"every\"]')]"
+        ".map(e => new URL(e.getAttribute('hx-get'), location.href).href)"
+    )
+    rows = []
+    for request in finished:
+        sizes = request.sizes()
+        status = request.response().status if request.response() else "?"
+        rows.append(f"    {status} {sizes['responseBodySize']:>7} B  {request.url}")
+    return FirstLoad(
+        status=response.status,
+        body_bytes=sum(r.sizes()["responseBodySize"] for r in finished),
+        requests=len(finished),
+        load_ms=load_ms,
+        polls=polls,
+        rows=rows,
+    )
+
+
+def poll_bytes(page: Any, url: str) -> int:
+    """The body of one live poll as HTMX makes it, as sent (the Resource Timing entry)."""
+    return page.evaluate(
+        """async (url) => {
+            await fetch(url, {headers: {'HX-Request': 'true'}, cache: 'no-store'});
+            const entries = performance.getEntriesByName(url);
+            return entries[entries.length - 1].encodedBodySize;
+        }""",
+        url,
+    )
+
+
+def walk_pages(page: Any, base: str, urls: list[str]) -> None:
+    """Every organization page, each loaded once with an empty cache, and each live poll
+    those pages make, once."""
+    pages: list[tuple[str, FirstLoad]] = []
+    polls: dict[str, int] = {}
+    for path in urls:
+        # Only pages: not a POST-only route (405), a redirect or a download.
+        probe = page.request.get(base + path, max_redirects=0)
+        if probe.status != 200 or "text/html" not in probe.headers.get("content-type", ""):
+            continue
+        if "attachment" in probe.headers.get("content-disposition", ""):
+            continue
+        loaded = first_load(page, base + path)
+        pages.append((path, loaded))
+        for url in loaded.polls:
+            if url not in polls:
+                polls[url] = poll_bytes(page, url)
+    if not pages:
+        raise RuntimeError("no page of the walk answered 200")
+    heaviest = max(pages, key=lambda p: p[1].body_bytes)
+    slowest = max(pages, key=lambda p: p[1].load_ms)
+    log(
+        f"{len(pages)} pages: heaviest {heaviest[0]} {heaviest[1].body_bytes} B, slowest "
+        f"{slowest[0]} {slowest[1].load_ms:.1f} ms, median "
+        f"{statistics.median(p[1].load_ms for p in pages):.1f} ms"
+    )
+    for path, loaded in sorted(pages, key=lambda p: -p[1].load_ms)[:5]:
+        log(f"  {loaded.load_ms:6.1f} ms {loaded.body_bytes:>7} B  {path}")
+    figures["pages"] = len(pages)
+    figures["page_max_bytes"] = heaviest[1].body_bytes
+    figures["page_max_load_ms"] = round(slowest[1].load_ms, 1)
+    if polls:
+        biggest = max(polls, key=lambda u: polls[u])
+        log(f"{len(polls)} live polls: the largest {biggest.removeprefix(base)} {polls[biggest]} B")
+        figures["poll_max_bytes"] = polls[biggest]
+    figures["polls"] = len(polls)
+
+
+def seed_pages(env: dict[str, str]) -> dict[str, Any]:
+    """One of everything in the served database, made as the security tests make it
+    (tests/conftest.py's make_tenant), and the URL of every organization page
+    (tests/console/test_security.py's walk), from a child process on that database."""
     out = subprocess.run(
-        [PYTHON, "manage.py", "seed_demo"],
+        [PYTHON, __file__, "--seed-pages"],
         cwd=ROOT,
         env=env,
         check=True,
@@ -302,17 +413,27 @@ def demo_owner(env: dict[str, str]) -> tuple[str, str]:
         text=True,
         timeout=120,
     ).stdout
-    out = re.sub(r"\x1b\[[0-9;]*m", "", out)
-    match = re.search(r"Demo owner: (\S+)\s+password: (\S+)", out)
-    if not match:
-        raise RuntimeError(f"seed_demo printed no credentials: {out!r}")
-    return match.group(1), match.group(2)
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
+def seed_pages_here() -> None:
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from tests.conftest import make_tenant
+    from tests.console.test_security import org_routes, url_for
+    from tests.factories import PASSWORD
+
+    tenant = make_tenant("bench")
+    urls = sorted({url_for(route, tenant) for route in org_routes()})
+    print(json.dumps({"email": tenant.owner.email, "password": PASSWORD, "urls": urls}))
+
+
+def bench_pages(port: int, env: dict[str, str]) -> None:
     from playwright.sync_api import sync_playwright
 
-    email, password = demo_owner(env)
+    seeded = seed_pages(env)
     base = f"http://127.0.0.1:{port}"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -321,80 +442,29 @@ def bench_home(port: int, env: dict[str, str], var_dir: Path) -> None:
             page = context.new_page()
             page.set_default_timeout(30_000)
             page.goto(f"{base}/accounts/login/")
-            page.fill('input[name="login"]', email)
-            page.fill('input[name="password"]', password)
+            page.fill('input[name="login"]', seeded["email"])
+            page.fill('input[name="password"]', seeded["password"])
             with page.expect_navigation():
                 page.click('form button[type="submit"]')
             if "/accounts/" in page.url:
                 raise RuntimeError(f"sign-in failed, still on {page.url}")
-            log(f"signed in as {email}; landed on {page.url.removeprefix(base)}")
+            log(f"signed in as {seeded['email']}; landed on {page.url.removeprefix(base)}")
 
             cdp = context.new_cdp_session(page)
             cdp.send("Network.enable")
             cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
-            loads = []
-            for attempt in range(1 + HOME_EXTRA_LOADS):
-                page.goto("about:blank")
-                finished: list[Any] = []
-                failed: list[Any] = []
-
-                def on_finished(request: Any, into: list[Any] = finished) -> None:
-                    into.append(request)
-
-                def on_failed(request: Any, into: list[Any] = failed) -> None:
-                    into.append(request)
-
-                page.on("requestfinished", on_finished)
-                page.on("requestfailed", on_failed)
-                response = page.goto(f"{base}/", wait_until="load")
-                page.wait_for_load_state("networkidle")
-                page.remove_listener("requestfinished", on_finished)
-                page.remove_listener("requestfailed", on_failed)
-                if response is None or response.status != 200 or failed:
-                    raise RuntimeError(
-                        f"home load failed: {response and response.status} "
-                        f"{[r.url for r in failed]}"
-                    )
-                timing = page.evaluate("""() => {
-                    const n = performance.getEntriesByType('navigation')[0];
-                    return {load: n.loadEventEnd - n.startTime,
-                            ttfb: n.responseStart - n.startTime,
-                            dcl: n.domContentLoadedEventEnd - n.startTime,
-                            redirects: n.redirectCount};
-                }""")
-                loads.append(timing["load"])
-                if attempt == 0:
-                    took = page.evaluate("""() => Object.fromEntries(
-                        performance.getEntriesByType('resource').map(
-                            r => [r.name, r.responseEnd - r.startTime]))""")
-                    body = headers = 0
-                    for request in finished:
-                        sizes = request.sizes()
-                        resp = "redirect" if request.redirected_to else ""
-                        body += sizes["responseBodySize"]
-                        headers += sizes["responseHeadersSize"]
-                        status = request.response().status if request.response() else "?"
-                        ms = took.get(request.url)
-                        ms_text = f"{ms:6.1f} ms" if ms is not None else "       -"
-                        print(
-                            f"    {status} {sizes['responseBodySize']:>7} B body "
-                            f"{sizes['responseHeadersSize']:>5} B headers {ms_text}  "
-                            f"{request.url.removeprefix(base)} {resp}",
-                            flush=True,
-                        )
-                    log(
-                        f"home first load: {len(finished)} responses, {body} B bodies "
-                        f"+ {headers} B headers; load {timing['load']:.1f} ms "
-                        f"(TTFB {timing['ttfb']:.1f} ms incl. {timing['redirects']} redirect, "
-                        f"DOMContentLoaded {timing['dcl']:.1f} ms); landed on "
-                        f"{page.url.removeprefix(base)}"
-                    )
-                    figures["home_bytes"] = body
-                    figures["home_wire_bytes"] = body + headers
-                    figures["home_requests"] = len(finished)
-                    figures["home_load_ms"] = round(timing["load"], 1)
-            figures["home_load_median_ms"] = round(statistics.median(loads), 1)
-            log("home loads (ms): " + " ".join(f"{t:.1f}" for t in loads))
+            home = [first_load(page, f"{base}/") for _ in range(1 + ROUNDS.home_extra_loads)]
+            for row in home[0].rows:
+                print(row, flush=True)
+            log(
+                f"home first load: {home[0].requests} responses, {home[0].body_bytes} B "
+                f"bodies; load {home[0].load_ms:.1f} ms; landed on "
+                f"{page.url.removeprefix(base)}"
+            )
+            figures["home_bytes"] = home[0].body_bytes
+            figures["home_load_ms"] = round(home[0].load_ms, 1)
+            figures["home_load_median_ms"] = round(statistics.median(h.load_ms for h in home), 1)
+            walk_pages(page, base, seeded["urls"])
         finally:
             browser.close()
 
@@ -456,7 +526,7 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
     assert rows == 50, f"expected 50 rows on the first page, saw {rows}"
 
     times = []
-    for _ in range(LIST_REQUESTS):
+    for _ in range(ROUNDS.list_requests):
         t = time.perf_counter()
         response = client.get(url)
         times.append((time.perf_counter() - t) * 1000)
@@ -464,7 +534,7 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
     p50 = statistics.median(times)
     p99 = statistics.quantiles(times, n=100, method="inclusive")[98]
     log(
-        f"project list: {LIST_REQUESTS} requests, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+        f"project list: {ROUNDS.list_requests} requests, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
         f"max {max(times):.2f} ms, {len(response.content)} B of HTML"
     )
 
@@ -493,21 +563,18 @@ def bench_project_list(var_dir: Path, state: dict[str, Any]) -> None:
 # --- main ----------------------------------------------------------------------------
 
 
-def verdict(name: str) -> None:
-    goal, unit, label = GOALS[name]
-    value = figures.get(name)
-    if value is None:
-        print(f"  {label:<45} n/a            (goal <= {goal:g} {unit})  NOT MEASURED")
-        return
-    ok = "PASS" if value <= goal else "MISS"
-    if unit == "B":
-        shown, goal_shown = f"{value / 1024:.1f} KB", f"{goal / 1024:g} KB"
-    else:
-        shown, goal_shown = f"{value:g} {unit}", f"{goal:g} {unit}"
-    print(f"  {label:<45} {shown:<14} (goal <= {goal_shown})  {ok}")
-
-
 def main() -> int:
+    global ROUNDS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (all.py --quick)")
+    parser.add_argument("--seed-pages", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.seed_pages:
+        seed_pages_here()
+        return 0
+    if args.quick:
+        ROUNDS = QUICK
+
     def terminate(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -581,8 +648,7 @@ def main() -> int:
     total = elapsed()
     figures["bench_s"] = round(total, 1)
     print("Goals:")
-    for name in GOALS:
-        verdict(name)
+    print("\n".join(verdict_lines("console", figures)))
     print(
         "Reference: dstack idles ~210 MB, ~3 ms list p50, UI 9.5 MB in ~0.8 s; "
         "SkyPilot API server ~1.5 GB idle, UI 1.25 MB in ~0.26 s."
