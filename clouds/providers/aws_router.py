@@ -38,6 +38,7 @@ from .base import (
     PermanentCloudError,
     PermanentErrorKind,
     TransientCloudError,
+    router_service_id,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class AwsRouter:
         return Endpoint(url=f"http://{lb['DNSName']}", ref={"service_id": str(service_id)})
 
     def set_backends(self, *, ref: dict[str, Any], backends: list[Backend]) -> None:
-        service_id = _service_id(ref)
+        service_id = router_service_id(ref)
         with self._errors("elasticloadbalancing"):
             ec2, elb = self.provider._client("ec2"), self.provider._client("elbv2")
             lb = self._load_balancer(elb, service_id)
@@ -149,7 +150,7 @@ class AwsRouter:
 
     def in_flight(self, *, ref: dict[str, Any], backend: str) -> int:
         """1 while the backend's deregistered target is still draining, else 0."""
-        service_id = _service_id(ref)
+        service_id = router_service_id(ref)
         with self._errors("elasticloadbalancing"):
             elb = self.provider._client("elbv2")
             group = self._target_groups(elb, service_id).get(backend)
@@ -162,7 +163,7 @@ class AwsRouter:
     def remove(self, *, ref: dict[str, Any]) -> None:
         if not ref.get("service_id"):
             return
-        service_id = _service_id(ref)
+        service_id = router_service_id(ref)
         with self._errors("elasticloadbalancing"):
             ec2, elb = self.provider._client("ec2"), self.provider._client("elbv2")
             lb = self._load_balancer(elb, service_id)
@@ -398,9 +399,7 @@ class AwsRouter:
             {"TargetGroupArn": arns[b.name], "Weight": 0 if b.draining else b.weight}
             for b in sorted(backends, key=lambda b: b.name)
         ]
-        rules = [
-            r for r in elb.describe_rules(ListenerArn=listener)["Rules"] if not r["IsDefault"]
-        ]
+        rules = [r for r in elb.describe_rules(ListenerArn=listener)["Rules"] if not r["IsDefault"]]
         if not any(t["Weight"] > 0 for t in targets):
             for rule in rules:
                 with _missing_ok():
@@ -408,7 +407,8 @@ class AwsRouter:
             return
         actions = [{"Type": "forward", "ForwardConfig": {"TargetGroups": targets}}]
         if rules:
-            elb.modify_rule(RuleArn=rules[0]["RuleArn"], Actions=actions)
+            if _forwarded(rules[0]) != _forwarded({"Actions": actions}):
+                elb.modify_rule(RuleArn=rules[0]["RuleArn"], Actions=actions)
             return
         elb.create_rule(
             ListenerArn=listener,
@@ -419,11 +419,10 @@ class AwsRouter:
         )
 
 
-def _service_id(ref: dict[str, Any]) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(ref.get("service_id")))
-    except ValueError:
-        raise PermanentCloudError(
-            "This service's endpoint record is damaged (no service id).",
-            kind=PermanentErrorKind.INVALID_REQUEST,
-        ) from None
+def _forwarded(rule: dict[str, Any]) -> set[tuple[str, int]]:
+    """(target group, weight) of a rule's forward."""
+    return {
+        (t["TargetGroupArn"], int(t.get("Weight", 1)))
+        for action in rule.get("Actions", [])
+        for t in action.get("ForwardConfig", {}).get("TargetGroups", [])
+    }

@@ -410,6 +410,7 @@ class Backend:
     port: int
     weight: int
     draining: bool = False
+    instance: str = ""  # the head's instance id in its cloud (GCP: zone/name)
 
 
 @dataclass(frozen=True)
@@ -419,6 +420,17 @@ class Endpoint:
 
     url: str
     ref: dict[str, Any]
+
+
+def router_service_id(ref: dict[str, Any]) -> uuid.UUID:
+    """The service a cloud router's `ref` is for (its resources are named after it)."""
+    try:
+        return uuid.UUID(str(ref.get("service_id")))
+    except ValueError:
+        raise PermanentCloudError(
+            "This service's endpoint record is damaged (it names no service).",
+            kind=PermanentErrorKind.INVALID_REQUEST,
+        ) from None
 
 
 class ServiceRouter(Protocol):

@@ -21,7 +21,7 @@ from clouds.providers.base import (
     PermanentErrorKind,
     TransientCloudError,
 )
-from tests.clouds.test_aws_driver import (  # noqa: F401 - `aws` is the autouse moto fixture
+from tests.clouds.test_aws_driver import (
     Fake,
     _error,
     _ok,
@@ -30,6 +30,7 @@ from tests.clouds.test_aws_driver import (  # noqa: F401 - `aws` is the autouse 
     make_provider,
 )
 
+__all__ = ["aws", "fake"]  # the fixtures: moto (autouse) and its session
 SERVICE = uuid.UUID("99999999-8888-7777-6666-555555555555")
 FIREWALL = FirewallSpec(gateway_port=8443, gateway_cidrs=("203.0.113.0/24",))
 
@@ -72,7 +73,9 @@ class Account:
     def targets(self, version: str) -> list[tuple[str, int]]:
         arn = next(a for a, n in self.target_groups().items() if n.endswith(f"-{version}"))
         health = self.elb.describe_target_health(TargetGroupArn=arn)
-        return [(t["Target"]["Id"], t["Target"]["Port"]) for t in health["TargetHealthDescriptions"]]
+        return [
+            (t["Target"]["Id"], t["Target"]["Port"]) for t in health["TargetHealthDescriptions"]
+        ]
 
     def weights(self) -> dict[str, int] | None:
         """The forward rule's weights by version, None when there is no rule."""
@@ -127,6 +130,9 @@ def test_create_reweight_drain_remove(provider: AwsProvider, fake: Fake) -> None
 
     router.set_backends(ref=endpoint.ref, backends=_backends(v1=90, v2=10))
     assert account.weights() == {"v1": 90, "v2": 10}
+    writes = [name for name, _ in fake.calls if not name.startswith("Describe")]
+    router.set_backends(ref=endpoint.ref, backends=_backends(v1=90, v2=10))  # the same again
+    assert [name for name, _ in fake.calls if not name.startswith("Describe")] == writes
     router.set_backends(ref=endpoint.ref, backends=_backends(v1=0, v2=100))
     assert account.weights() == {"v1": 0, "v2": 100}
 
@@ -139,9 +145,7 @@ def test_create_reweight_drain_remove(provider: AwsProvider, fake: Fake) -> None
     # A stopped version leaves the router: its target group goes.
     router.set_backends(ref=endpoint.ref, backends=_backends(v2=100))
     assert account.weights() == {"v2": 100}
-    assert sorted(account.target_groups().values()) == [
-        aws_router.target_group_name(SERVICE, "v2")
-    ]
+    assert sorted(account.target_groups().values()) == [aws_router.target_group_name(SERVICE, "v2")]
 
     router.set_token_hashes(ref=endpoint.ref, token_hashes=["a" * 64])  # the heads check
     router.remove(ref=endpoint.ref)

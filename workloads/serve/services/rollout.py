@@ -61,19 +61,20 @@ class Verdict:
     reason: str = ""
 
 
-def _head(version: ServiceVersion) -> tuple[str, int] | None:
-    """Where the version's Serve proxy listens: its head's address and "serve" port."""
+def _head(version: ServiceVersion) -> tuple[str, int, str] | None:
+    """Where the version's Serve proxy listens: its head's address and "serve" port, and
+    the head's instance in its cloud (a GCP router names it)."""
     if version.cluster_id is None:
         return None
     head = (
         Node.objects.filter(cluster_id=version.cluster_id, role=NodeRole.HEAD)
         .live()
-        .values_list("private_address", "ray_ports")
+        .values_list("private_address", "ray_ports", "instance_id")
         .first()
     )
     if head is None or not head[0] or not isinstance(head[1], dict) or not head[1].get("serve"):
         return None
-    return head[0], int(head[1]["serve"])
+    return head[0], int(head[1]["serve"]), head[2]
 
 
 def _fresh_report(version: ServiceVersion) -> dict | None:
@@ -450,6 +451,7 @@ def _route(service: Service, router: ServiceRouter) -> None:
                 name=f"v{version.number}",
                 address=head[0],
                 port=head[1],
+                instance=head[2],
                 weight=version.weight if healthy else 0,
                 draining=not healthy,
             )
