@@ -233,7 +233,7 @@ class GcpRouter:
         """The group holds the head, or nothing once the version drains."""
         listed = self._call(
             lambda **kw: list(self.groups.list_network_endpoints(**kw)),
-            "list networkEndpointGroups",
+            "read networkEndpointGroups",
             project=self.project,
             zone=zone,
             network_endpoint_group=group,
@@ -436,9 +436,13 @@ _VERBS = {
 }
 
 
+# IAM names global addresses and forwarding rules apart from regional ones.
+_IAM_COLLECTIONS = {"addresses": "globalAddresses", "forwardingRules": "globalForwardingRules"}
+
+
 def _permission(action: str) -> str:
     verb, collection = action.split()
-    return f"compute.{collection}.{_VERBS[verb]}"
+    return f"compute.{_IAM_COLLECTIONS.get(collection, collection)}.{_VERBS[verb]}"
 
 
 def _endpoints(endpoints: set[tuple[str, str, int]]) -> list[compute_v1.NetworkEndpoint]:

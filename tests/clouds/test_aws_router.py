@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from clouds import policies
+from clouds.choices import CloudKind
+from clouds.models import Cloud
 from clouds.providers import aws_firewall, aws_router
 from clouds.providers.aws import AwsProvider
 from clouds.providers.base import (
@@ -264,3 +267,32 @@ def _once(answer: Any) -> Any:
         return answer()
 
     return handler
+
+
+def test_the_setup_policy_grants_every_call_the_router_makes(
+    provider: AwsProvider, fake: Fake
+) -> None:
+    """Each call of a service's whole life is an action the cloud's setup page grants."""
+    called: set[str] = set()
+
+    def record(model: Any, **_: Any) -> None:
+        called.add(f"{model.service_model.signing_name}:{model.name}")
+
+    fake.on("provide-client-params", record)
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(v1=100))
+    router.set_backends(ref=ref, backends=_backends(v1=-1, v2=100))
+    router.in_flight(ref=ref, backend="v1")
+    router.set_backends(ref=ref, backends=_backends(v2=100))
+    router.remove(ref=ref)
+
+    policy = policies.aws_permissions_policy(Cloud(kind=CloudKind.AWS, region="us-east-1"))
+    granted = {
+        action
+        for s in policy["Statement"]
+        for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    called -= {"sts:AssumeRole"}  # Raydeck's own identity, by the role's trust policy
+    assert "elasticloadbalancing:ModifyRule" in called
+    assert called <= granted, called - granted

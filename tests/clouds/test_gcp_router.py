@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from clouds import policies
+from clouds.choices import CloudKind
+from clouds.models import Cloud
 from clouds.providers import gcp_firewall, gcp_router
 from clouds.providers.base import (
     Backend,
@@ -153,3 +156,34 @@ def test_errors_say_what_to_do(provider: GcpProvider, fake: FakeCompute) -> None
         router.set_backends(ref=ref, backends=unknown)
     with pytest.raises(PermanentCloudError, match="damaged"):
         router.in_flight(ref={"service_id": "nonsense"}, backend="v1")
+
+
+def test_the_setup_commands_grant_every_permission_the_router_uses(
+    provider: GcpProvider, fake: FakeCompute, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call of a service's whole life (and the permission a refusal would name) is
+    granted by the roles the cloud's setup page creates."""
+    used: set[str] = set()
+    call = provider._call
+
+    def record(fn: Any, *, permission: str, **kwargs: Any) -> Any:
+        used.add(permission)
+        return call(fn, permission=permission, **kwargs)
+
+    monkeypatch.setattr(provider, "_call", record)
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(fake, v1=100))
+    router.set_backends(ref=ref, backends=_backends(fake, v1=-1, v2=100))
+    router.set_backends(ref=ref, backends=_backends(fake, v2=100))
+    router.remove(ref=ref)
+
+    granted = set(
+        policies.GCP_ROUTER_PERMISSIONS
+        + policies.GCP_FIREWALL_PERMISSIONS
+        + policies.GCP_CLUSTER_PERMISSIONS
+    )
+    assert "compute.urlMaps.update" in used
+    assert used <= granted, used - granted
+    commands = policies.gcp_commands(Cloud(kind=CloudKind.GCP, gcp_project_id=PROJECT))
+    assert ",".join(policies.GCP_ROUTER_PERMISSIONS) in commands
