@@ -435,8 +435,10 @@ def router_service_id(ref: dict[str, Any]) -> uuid.UUID:
 
 class ServiceRouter(Protocol):
     """The load balancer in front of a service's versions, in the data plane (HAProxy on
-    the local cloud, an ALB on AWS, a URL map on GCP). It checks the service's query
-    tokens itself. Every call is idempotent: it states the whole desired state."""
+    the local cloud, an ALB on AWS, a URL map on GCP). HAProxy checks the service's query
+    tokens itself; an ALB or URL map cannot, and each version's head does (the cloud
+    kind's `heads_check_service_tokens`). Every call is idempotent: it states the whole
+    desired state."""
 
     def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
         """Create the endpoint, or find (and if need be restart) the one `ref` names."""
