@@ -395,7 +395,7 @@ class AwsRouter:
     ) -> None:
         """One rule forwarding by weight; none (the listener's 503) when nothing takes
         new requests, since a forward needs a target group of weight above 0."""
-        targets = [
+        targets: list[dict[str, Any]] = [
             {"TargetGroupArn": arns[b.name], "Weight": 0 if b.draining else b.weight}
             for b in sorted(backends, key=lambda b: b.name)
         ]
