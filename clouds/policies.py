@@ -587,23 +587,11 @@ GCP_ROUTER_PERMISSIONS = [
 ]
 
 
-def gcp_router_role_commands(project: str, short: str, sa: str) -> list[str]:
-    """A custom role with GCP_ROUTER_PERMISSIONS only, for the cloud's service account."""
-    role = f"raydeckServices_{short}"
+def _gcp_role_commands(role: str, permissions: list[str], project: str, sa: str) -> list[str]:
+    """A custom role with exactly `permissions`, for the cloud's service account."""
     return [
         f"gcloud iam roles create {role} --project {project} \\",
-        f"    --permissions {','.join(GCP_ROUTER_PERMISSIONS)}",
-        f"gcloud projects add-iam-policy-binding {project} \\",
-        f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
-    ]
-
-
-def gcp_firewall_role_commands(project: str, short: str, sa: str) -> list[str]:
-    """A custom role with GCP_FIREWALL_PERMISSIONS only, for the cloud's service account."""
-    role = f"raydeckFirewall_{short}"
-    return [
-        f"gcloud iam roles create {role} --project {project} \\",
-        f"    --permissions {','.join(GCP_FIREWALL_PERMISSIONS)}",
+        f"    --permissions {','.join(permissions)}",
         f"gcloud projects add-iam-policy-binding {project} \\",
         f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
     ]
@@ -722,8 +710,8 @@ def gcp_commands(cloud: Cloud) -> str:
         f'    --title "Raydeck clusters {short}" --permissions {",".join(GCP_CLUSTER_PERMISSIONS)}',
         f"gcloud projects add-iam-policy-binding {project} \\",
         f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
-        *gcp_firewall_role_commands(project, short, sa),
-        *gcp_router_role_commands(project, short, sa),
+        *_gcp_role_commands(f"raydeckFirewall_{short}", GCP_FIREWALL_PERMISSIONS, project, sa),
+        *_gcp_role_commands(f"raydeckServices_{short}", GCP_ROUTER_PERMISSIONS, project, sa),
         *gcp_build_commands(cloud, project, short, sa, bucket),
         "",
         "# 2. A Workload Identity pool and provider that trust Raydeck's identity",

@@ -89,20 +89,20 @@ class GcpRouter:
                 ),
             )
             address = self._get(self.addresses, "addresses", address=name)
-        if self._get(self.health_checks, "healthChecks", health_check=name) is None:
-            self._insert(
-                self.health_checks,
-                "healthChecks",
-                health_check_resource=compute_v1.HealthCheck(
-                    name=name,
-                    type_="HTTP",
-                    check_interval_sec=5,
-                    timeout_sec=4,
-                    http_health_check=compute_v1.HTTPHealthCheck(
-                        request_path=HEALTH_PATH, port_specification="USE_SERVING_PORT"
-                    ),
+        self._ensure(
+            self.health_checks,
+            "healthChecks",
+            {"health_check": name},
+            health_check_resource=compute_v1.HealthCheck(
+                name=name,
+                type_="HTTP",
+                check_interval_sec=5,
+                timeout_sec=4,
+                http_health_check=compute_v1.HTTPHealthCheck(
+                    request_path=HEALTH_PATH, port_specification="USE_SERVING_PORT"
                 ),
-            )
+            ),
+        )
         ip = address.address if address is not None else ""
         return Endpoint(url=f"http://{ip}", ref={"service_id": str(service_id)})
 
@@ -221,10 +221,9 @@ class GcpRouter:
             self._insert(self.backend_services, "backendServices", backend_service_resource=wanted)
         elif service.description != drain or not _same_group(service, wanted):
             wanted.fingerprint = service.fingerprint
-            self._call(
+            self._apply(
                 self.backend_services.update_unary,
                 "update backendServices",
-                project=self.project,
                 backend_service=version,
                 backend_service_resource=wanted,
             )
@@ -243,40 +242,22 @@ class GcpRouter:
             for e in listed
         }
         want = set() if backend.draining else {(instance, backend.address, backend.port)}
-        if stale := have - want:
-            self._wait(
-                self._call(
-                    self.groups.detach_network_endpoints_unary,
-                    "detach networkEndpointGroups",
-                    project=self.project,
+        for verb, request, endpoints in (
+            ("detach", compute_v1.NetworkEndpointGroupsDetachEndpointsRequest, have - want),
+            ("attach", compute_v1.NetworkEndpointGroupsAttachEndpointsRequest, want - have),
+        ):
+            if endpoints:
+                self._apply(
+                    getattr(self.groups, f"{verb}_network_endpoints_unary"),
+                    f"{verb} networkEndpointGroups",
                     zone=zone,
                     network_endpoint_group=group,
-                    network_endpoint_groups_detach_endpoints_request_resource=(
-                        compute_v1.NetworkEndpointGroupsDetachEndpointsRequest(
-                            network_endpoints=_endpoints(stale)
+                    **{
+                        f"network_endpoint_groups_{verb}_endpoints_request_resource": request(
+                            network_endpoints=_endpoints(endpoints)
                         )
-                    ),
-                ),
-                "detach networkEndpointGroups",
-                zone,
-            )
-        if missing := want - have:
-            self._wait(
-                self._call(
-                    self.groups.attach_network_endpoints_unary,
-                    "attach networkEndpointGroups",
-                    project=self.project,
-                    zone=zone,
-                    network_endpoint_group=group,
-                    network_endpoint_groups_attach_endpoints_request_resource=(
-                        compute_v1.NetworkEndpointGroupsAttachEndpointsRequest(
-                            network_endpoints=_endpoints(missing)
-                        )
-                    ),
-                ),
-                "attach networkEndpointGroups",
-                zone,
-            )
+                    },
+                )
 
     def _delete_groups(self, version: str) -> None:
         for zone in self.provider.zones:
@@ -302,15 +283,11 @@ class GcpRouter:
         elif not ports:
             self._delete(self.firewalls, "firewalls", firewall=rule)
         elif sorted(p for a in found.allowed for p in a.ports) != sorted(str(p) for p in ports):
-            self._wait(
-                self._call(
-                    self.firewalls.patch_unary,
-                    "update firewalls",
-                    project=self.project,
-                    firewall=rule,
-                    firewall_resource=wanted,
-                ),
+            self._apply(
+                self.firewalls.patch_unary,
                 "update firewalls",
+                firewall=rule,
+                firewall_resource=wanted,
             )
 
     def _route(self, name: str, backends: list[Backend], ip: str) -> None:
@@ -332,39 +309,35 @@ class GcpRouter:
                 url_map_resource=compute_v1.UrlMap(name=name, default_route_action=route),
             )
         elif found.default_route_action != route:
-            self._wait(
-                self._call(
-                    self.url_maps.update_unary,
-                    "update urlMaps",
-                    project=self.project,
-                    url_map=name,
-                    url_map_resource=compute_v1.UrlMap(
-                        name=name, default_route_action=route, fingerprint=found.fingerprint
-                    ),
-                ),
+            self._apply(
+                self.url_maps.update_unary,
                 "update urlMaps",
-            )
-        if self._get(self.proxies, "targetHttpProxies", target_http_proxy=name) is None:
-            self._insert(
-                self.proxies,
-                "targetHttpProxies",
-                target_http_proxy_resource=compute_v1.TargetHttpProxy(
-                    name=name, url_map=self._link("urlMaps", name)
+                url_map=name,
+                url_map_resource=compute_v1.UrlMap(
+                    name=name, default_route_action=route, fingerprint=found.fingerprint
                 ),
             )
-        if self._get(self.forwarding_rules, "forwardingRules", forwarding_rule=name) is None:
-            self._insert(
-                self.forwarding_rules,
-                "forwardingRules",
-                forwarding_rule_resource=compute_v1.ForwardingRule(
-                    name=name,
-                    I_p_address=ip,
-                    I_p_protocol="TCP",
-                    port_range=str(LISTENER_PORT),
-                    load_balancing_scheme=SCHEME,
-                    target=self._link("targetHttpProxies", name),
-                ),
-            )
+        self._ensure(
+            self.proxies,
+            "targetHttpProxies",
+            {"target_http_proxy": name},
+            target_http_proxy_resource=compute_v1.TargetHttpProxy(
+                name=name, url_map=self._link("urlMaps", name)
+            ),
+        )
+        self._ensure(
+            self.forwarding_rules,
+            "forwardingRules",
+            {"forwarding_rule": name},
+            forwarding_rule_resource=compute_v1.ForwardingRule(
+                name=name,
+                I_p_address=ip,
+                I_p_protocol="TCP",
+                port_range=str(LISTENER_PORT),
+                load_balancing_scheme=SCHEME,
+                target=self._link("targetHttpProxies", name),
+            ),
+        )
 
     # -- calls ----------------------------------------------------------------------
 
@@ -373,6 +346,11 @@ class GcpRouter:
         and names the permission a refusal asks for."""
         return self.provider._call(fn, action=action, permission=_permission(action), **kwargs)
 
+    def _apply(self, fn: Callable[..., Any], action: str, zone: str = "", **kwargs: Any) -> None:
+        """A change, waited for until GCE has made it."""
+        where = {"zone": zone} if zone else {}
+        self._wait(self._call(fn, action, project=self.project, **where, **kwargs), action, zone)
+
     def _get(self, client: Any, collection: str, **kwargs: Any) -> Any:
         try:
             return self._call(client.get, f"read {collection}", project=self.project, **kwargs)
@@ -380,6 +358,11 @@ class GcpRouter:
             if exc.kind == PermanentErrorKind.NOT_FOUND:
                 return None
             raise
+
+    def _ensure(self, client: Any, collection: str, key: dict[str, str], **resource: Any) -> None:
+        """Make the resource `key` names unless it is there (it is never changed)."""
+        if self._get(client, collection, **key) is None:
+            self._insert(client, collection, **resource)
 
     def _insert(self, client: Any, collection: str, zone: str = "", **kwargs: Any) -> None:
         where = {"zone": zone} if zone else {}
