@@ -13,10 +13,12 @@ resources `rd-<…>-v<n>`):
 - a firewall rule letting Google's load balancers and health checkers (GFE_RANGES) reach
   the cloud's nodes (their network tag) on the backend ports.
 
-A draining version keeps weight 0 in the URL map and its endpoint is detached: the
-backend service's connection draining lets requests in flight finish, and since GCE
-does not report them, `in_flight` counts the version busy for DRAIN_SECONDS after the
-detach (written in the backend service's description, so any worker knows).
+A draining version gets weight 0 in the URL map but keeps its endpoint: a URL map change
+takes a while to reach every Google front end, and one still sending the version
+requests must find it serving. GCE reports no requests in flight, so `in_flight` counts
+the version busy for DRAIN_SECONDS after its weight went to 0 (written in the backend
+service's description, so any worker knows); once stopped, the version leaves the URL
+map and its backend service and endpoint group are deleted.
 
 Everything is found by name on every call (the caller's `ref` holds only the service's
 id), so a call interrupted half-way is finished by the next. The query token is not
@@ -131,7 +133,7 @@ class GcpRouter:
         where the token is checked on GCP)."""
 
     def in_flight(self, *, ref: dict[str, Any], backend: str) -> int:
-        """1 for DRAIN_SECONDS after the version's endpoint was detached, else 0."""
+        """1 for DRAIN_SECONDS after the version began to drain, else 0."""
         name = f"{base_name(router_service_id(ref))}-{backend}"
         found = self._get(self.backend_services, "backendServices", backend_service=name)
         since = _drain_start(found.description if found is not None else "")
@@ -229,7 +231,7 @@ class GcpRouter:
             )
 
     def _set_endpoint(self, group: str, zone: str, instance: str, backend: Backend) -> None:
-        """The group holds the head, or nothing once the version drains."""
+        """The group holds exactly the version's head."""
         listed = self._call(
             lambda **kw: list(self.groups.list_network_endpoints(**kw)),
             "read networkEndpointGroups",
@@ -241,7 +243,7 @@ class GcpRouter:
             (e.network_endpoint.instance, e.network_endpoint.ip_address, e.network_endpoint.port)
             for e in listed
         }
-        want = set() if backend.draining else {(instance, backend.address, backend.port)}
+        want = {(instance, backend.address, backend.port)}
         for verb, request, endpoints in (
             ("detach", compute_v1.NetworkEndpointGroupsDetachEndpointsRequest, have - want),
             ("attach", compute_v1.NetworkEndpointGroupsAttachEndpointsRequest, want - have),

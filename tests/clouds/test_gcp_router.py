@@ -103,10 +103,11 @@ def test_create_reweight_drain_remove(
     router.set_backends(ref=endpoint.ref, backends=_backends(fake, v1=0, v2=100))
     assert _weights(fake) == {"v1": 0, "v2": 100}
 
-    # Draining: weight 0, the endpoint detached, busy while GCE drains its connections.
+    # Draining: weight 0, the head still there for front ends that have not heard yet,
+    # busy for the draining time.
     router.set_backends(ref=endpoint.ref, backends=_backends(fake, v1=-1, v2=100))
     assert _weights(fake) == {"v1": 0, "v2": 100}
-    assert _endpoints(fake, "v1") == []
+    assert _endpoints(fake, "v1") == [("head-v1", head.address, 8000)]
     assert router.in_flight(ref=endpoint.ref, backend="v1") == 1
     assert router.in_flight(ref=endpoint.ref, backend="v2") == 0
     router.set_backends(ref=endpoint.ref, backends=_backends(fake, v1=-1, v2=100))
@@ -125,6 +126,17 @@ def test_create_reweight_drain_remove(
     assert fake.lb == {}
     assert (PROJECT, f"{NAME}-lb") not in fake.firewalls
     router.remove(ref=endpoint.ref)  # gone already: fine
+
+
+def test_a_replaced_head_takes_the_old_ones_place(provider: GcpProvider, fake: FakeCompute) -> None:
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(fake, v1=100))
+    new = fake.put_instance(ZONES["v1"], "head-v1-new", labels={})
+    address = new["networkInterfaces"][0]["networkIP"]
+    moved = Backend("v1", address, 8000, 100, instance=f"{ZONES['v1']}/head-v1-new")
+    router.set_backends(ref=ref, backends=[moved])
+    assert _endpoints(fake, "v1") == [("head-v1-new", address, 8000)]
 
 
 def test_a_run_that_crashed_half_way_is_finished(provider: GcpProvider, fake: FakeCompute) -> None:
