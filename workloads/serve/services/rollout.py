@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from clouds.providers.base import Backend, ServiceRouter
+from clouds.providers.base import Backend, PermanentCloudError, ServiceRouter
 from clouds.providers.registry import provider_for
 from clusters.choices import ClusterState, NodeRole
 from clusters.models import Node
@@ -507,25 +507,38 @@ def service_advance(*, service_id: int, holder: str | None = None) -> int | None
         service = Service.objects.select_related("cloud").filter(pk=service_id).first()
         if service is None or service.is_final:
             return None
-        router = provider_for(service.cloud).router()
-        if service.state == ServiceState.TERMINATING:
-            _terminate(service, router)
-            return None
-        service = _ensure_endpoint(service, router)
-        for version in service.versions.filter(state=VersionState.STARTING).select_related(
-            "cluster"
-        ):
-            _judge_starting(service, version)
-        moving = _move_traffic(service.pk)
-        service.refresh_from_db()
-        _route(service, router)
-        draining = _drain(service, router)
+        try:
+            router = provider_for(service.cloud).router()
+            if service.state == ServiceState.TERMINATING:
+                _terminate(service, router)
+                return None
+            service = _ensure_endpoint(service, router)
+            for version in service.versions.filter(state=VersionState.STARTING).select_related(
+                "cluster"
+            ):
+                _judge_starting(service, version)
+            moving = _move_traffic(service.pk)
+            service.refresh_from_db()
+            _route(service, router)
+            draining = _drain(service, router)
+        except PermanentCloudError as exc:
+            _router_refused(service, exc)
+            return IDLE_POLL_SECONDS
         _terminate_stopped_clusters(service)
         if service.is_final:
             return None
         return ACTIVE_POLL_SECONDS if moving or draining else IDLE_POLL_SECONDS
     finally:
         live.release_lease(service_id, holder)
+
+
+def _router_refused(service: Service, exc: PermanentCloudError) -> None:
+    """The cloud refused the service's load balancer (a missing permission, a limit):
+    say so on the service's page once, and try again on later passes."""
+    message = f"The service's load balancer: {exc.user_message}"
+    last = service.events.order_by("-created_at", "-pk").values_list("message", flat=True)
+    if last.first() != message[:1000]:
+        record_event(service, "router refused", message, level=EventLevel.ERROR)
 
 
 def services_needing_advance() -> list[int]:

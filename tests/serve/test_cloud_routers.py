@@ -2,7 +2,8 @@
 version's head does: its serve orders carry the service's live token hashes, a new or
 revoked token reaches the heads with the next heartbeat's orders, and the local cloud's
 heads (behind HAProxy, which checks tokens itself) get none. No Ray: the orders are
-what the heartbeat answer would carry (clusters/head_orders.py)."""
+what the heartbeat answer would carry (clusters/head_orders.py). And a load balancer
+the cloud refuses is said on the service's page."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from django.test import TestCase
 from accounts.tokens import hash_secret
 from clouds.choices import CloudKind
 from clouds.models import Cloud
+from clouds.providers import haproxy
 from tests.api.conftest import as_role, verified
 from tests.conftest import Tenant
 from workloads.serve import live
+from workloads.serve.choices import EventLevel
 from workloads.serve.head import ServeParticipant
 from workloads.serve.models import ServiceToken, ServiceVersion
+from workloads.serve.services import rollout
 from workloads.serve.services.deploy import service_token_revoke
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +78,19 @@ def test_a_new_and_a_revoked_token_reach_the_heads(tenant_a: Tenant) -> None:
             token=ServiceToken.objects.get(token_hash=hash_secret(first)), actor=tenant.owner
         )
     assert _orders(version)["token_hashes"] == [hash_secret(second)]
+
+
+def test_a_load_balancer_the_cloud_refuses_is_said_on_the_service_page(
+    tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal that retrying will not cure (here the local cloud's HAProxy missing; on
+    AWS or GCP a missing permission) becomes one error event with the cloud's words,
+    not a failing task nobody sees; the next passes do not repeat it."""
+    tenant = verified(tenant_a)
+    version, _ = _deploy(tenant)
+    monkeypatch.setattr(haproxy.shutil, "which", lambda name: None)
+    for _ in range(2):
+        assert rollout.service_advance(service_id=version.service_id) == rollout.IDLE_POLL_SECONDS
+    events = version.service.events.filter(step="router refused")
+    assert [e.level for e in events] == [EventLevel.ERROR]
+    assert haproxy.INSTALL_HINT in events[0].message
