@@ -17,7 +17,9 @@ Every decision is written to rows before the router or a cluster is touched, and
 step states a whole desired state (weights, tokens, terminations are idempotent), so a
 worker killed at any point (kill -9) leaves rows the next pass resumes from: no second
 cluster, no weight left half-set. A lease in the shared cache keeps two workers from
-advancing one service at once; no row lock is held across a cloud call.
+advancing one service at once; no row lock is held across a cloud call. A load balancer
+the cloud refuses (PermanentCloudError) becomes one error event, and later passes try
+again.
 """
 
 from __future__ import annotations
