@@ -28,6 +28,25 @@ _t_start = time.monotonic()
 http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+# The web server as deploy/entrypoint.sh runs it in production: 2 processes x 4 threads.
+PRODUCTION_WORKERS, PRODUCTION_THREADS = 2, 4
+
+
+def web_command(bind: str, **options: Any) -> list[str]:
+    """gunicorn started exactly as the product starts it (console/processes.py, loaded
+    by its path: `console` here is benchmarks/console.py, and the package's __init__
+    would load Celery)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "raydeck_processes", ROOT / "console" / "processes.py"
+    )
+    assert spec is not None and spec.loader is not None
+    processes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(processes)
+    return processes.web_command(bind, python=PYTHON, **options)
+
+
 def elapsed() -> float:
     """Seconds since the benchmark started."""
     return time.monotonic() - _t_start

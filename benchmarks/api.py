@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import migrate, production_env
+from _harness import migrate, production_env, web_command
 
 # The same process, database and Redis helpers as the heartbeat benchmark.
 from heartbeats import (
@@ -326,24 +326,7 @@ def main() -> int:
         queries = int(seeded.split("queries_per_request=")[1].split()[0])
 
         port = free_port()
-        web = [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "console.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(args.threads),
-            "--preload",
-            "--reuse-port",
-            "--graceful-timeout",
-            "5",
-        ]
+        web = web_command(f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
         server = Group("gunicorn", web, env, tmp)
         groups.append(server)
         wait_healthz(server, port)

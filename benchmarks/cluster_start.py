@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 from _harness import (
+    PRODUCTION_THREADS,
+    PRODUCTION_WORKERS,
     PYTHON,
     ROOT,
     Group,
@@ -65,6 +67,7 @@ from _harness import (
     http,
     log,
     stop_all,
+    web_command,
 )
 
 GOAL_OVERHEAD_S = 1.5
@@ -466,23 +469,9 @@ def control_plane(
     log("migrated")
     web = Group(
         "gunicorn",
-        [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "console.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{web_port}",
-            "--workers",
-            "2",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-            "--preload",
-            "--graceful-timeout",
-            "5",
-        ],
+        web_command(
+            f"127.0.0.1:{web_port}", workers=PRODUCTION_WORKERS, threads=PRODUCTION_THREADS
+        ),
         env,
         tmp,
     )

@@ -9,8 +9,9 @@ Run by hand:  .venv/bin/python benchmarks/heartbeats.py [--nodes 5000] [--durati
      each with its own credential (Node.credential_hash = hash_secret(credential)), the
      resources Ray reports, and a last persisted heartbeat spread over the last minute,
      as in a running installation.
-  3. gunicorn serves console.wsgi:application on a free loopback port, as `manage.py
-     serve` starts it (gthread, 2 workers x 4 threads, --preload) plus --reuse-port:
+  3. gunicorn serves console.wsgi:application on a free loopback port, as production
+     starts it (deploy/entrypoint.sh; the command line is console/processes.py's, with
+     gthread, 2 workers x 4 threads, --preload, --reuse-port):
      - 2 workers: one per core. A steady heartbeat is pure CPU (no SQL, one batched
        Redis write), so more processes than cores only add switches and memory;
      - 4 threads each: a worker keeps answering while a thread waits on PostgreSQL
@@ -19,9 +20,9 @@ Run by hand:  .venv/bin/python benchmarks/heartbeats.py [--nodes 5000] [--durati
        the GIL;
      - --reuse-port: a listening socket per worker, so the kernel spreads connections
        over the workers. Without it one worker can end up with every kept-alive
-       connection and the other idles (measured: half the throughput, run with
-       --no-reuse-port); the sync worker class has the same problem.
-     No access log (--access-log adds one, as `manage.py serve` writes to stdout).
+       connection and the other idles (measured: half the throughput); the sync worker
+       class has the same problem.
+     No access log: Django logs each request once.
   4. wrk (Debian package `wrk`) drives POST /agent/v1/heartbeat from a Lua script that
      rotates through every node's credential (each node sends its own credential and
      its own realistic body: state "ready", ray {...}, usage {...}; a log tail on one
@@ -75,6 +76,7 @@ from _harness import (
     production_env,
     stop_all,
     wait_healthz,
+    web_command,
 )
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -432,7 +434,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
     parser.add_argument(
@@ -440,18 +441,6 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=200,
         help="one request in this many carries a log tail (0: never)",
-    )
-    parser.add_argument(
-        "--reuse-port",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="a listening socket per worker (SO_REUSEPORT), so the kernel spreads the "
-        "connections over the workers; without it, one worker may get them all",
-    )
-    parser.add_argument(
-        "--access-log",
-        action="store_true",
-        help="gunicorn access log to a file, as `manage.py serve` has it",
     )
     parser.add_argument("--seed", type=Path, help=argparse.SUPPRESS)  # internal
     return parser.parse_args()
@@ -508,34 +497,11 @@ def main() -> int:
         log(f"{seeder.tail(1)} in {time.monotonic() - t0:.1f}s")
 
         port = free_port()
-        web = [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "console.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--worker-class",
-            args.worker_class,
-            "--threads",
-            str(args.threads),
-            "--preload",
-            "--graceful-timeout",
-            "5",
-        ]
-        if args.reuse_port:
-            web.append("--reuse-port")
-        if args.access_log:
-            web += ["--access-logfile", str(tmp / "access.log")]
+        web = web_command(f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
         server = Group("gunicorn", web, env, tmp)
         groups.append(server)
         wait_healthz(server, port)
-        log(
-            f"gunicorn up on 127.0.0.1:{port}: {args.workers} {args.worker_class} workers"
-            + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
-        )
+        log(f"gunicorn up on 127.0.0.1:{port}: {args.workers} workers x {args.threads} threads")
 
         updates_before = node_updates(dbname)
         warm = run_wrk("wrk-warmup", port, args, args.warmup, tmp, groups, env)
@@ -616,10 +582,8 @@ def main() -> int:
             pg_cpu_us=round(per_request_us["postgres"]),
             redis_cpu_us=round(per_request_us["redis"]),
             machine_busy_pct=round(machine_pct),
-            worker_class=args.worker_class,
-            reuse_port=int(args.reuse_port),
             workers=args.workers,
-            threads=args.threads if args.worker_class == "gthread" else 1,
+            threads=args.threads,
             connections=args.connections,
         )
     except (KeyboardInterrupt, Exception) as exc:

@@ -19,7 +19,8 @@ from contextvars import Token
 from datetime import datetime
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, bootsteps
+from celery.beat import EmbeddedService
 from celery.signals import (
     before_task_publish,
     task_failure,
@@ -28,6 +29,7 @@ from celery.signals import (
     worker_ready,
 )
 from django.conf import settings
+from click import Option
 from prometheus_client import start_http_server
 
 from kit.logs import current_request_id, reset_request_id, set_request_id
@@ -40,6 +42,33 @@ logger = logging.getLogger(__name__)
 app = Celery("raydeck")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+class BeatThread(bootsteps.StartStopStep):
+    """`worker --beat-thread`: beat inside the worker as a thread (the embedded default).
+    Celery's own -B forks a process for it, and that process held a copy of every page
+    of Django it touched (60 MB) to send a few tasks a minute."""
+
+    label = "Beat (thread)"
+    conditional = True
+
+    def __init__(self, worker: Any, beat_thread: bool = False, **kwargs: Any) -> None:
+        self.enabled = beat_thread
+        super().__init__(worker, **kwargs)
+
+    def create(self, worker: Any) -> Any:
+        return EmbeddedService(
+            worker.app,
+            schedule_filename=worker.schedule_filename,
+            scheduler_cls=worker.scheduler,
+            thread=True,
+        )
+
+
+app.steps["worker"].add(BeatThread)
+app.user_options["worker"].add(
+    Option(["--beat-thread"], is_flag=True, default=False, help="Run beat in a thread.")
+)
 
 # Task id -> (perf_counter at start, the request id it ran under), in the pool process.
 _started: dict[str, tuple[float, Token[str]]] = {}

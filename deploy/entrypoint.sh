@@ -12,7 +12,7 @@ case "$command" in
   web)
     exec gunicorn -c python:console.gunicorn_conf console.wsgi:application \
       --bind "0.0.0.0:${PORT:-8000}" --workers "${WEB_WORKERS:-2}" \
-      --worker-class gthread --threads "${WEB_THREADS:-4}" --preload "$@" ;;
+      --worker-class gthread --threads "${WEB_THREADS:-4}" --preload --reuse-port "$@" ;;
   worker)
     exec celery -q -A console worker -l INFO --concurrency "${WORKER_CONCURRENCY:-4}" \
       --without-gossip --without-mingle "$@" ;;

@@ -65,7 +65,8 @@ def openapi_json(request: HttpRequest) -> HttpResponse:
     """The OpenAPI document, no token needed."""
     global _openapi_document
     if _openapi_document is None:
-        _openapi_document = json.dumps(api.get_openapi_schema(path_prefix="/api/v1/")).encode()
+        document = errors.document_errors(api.get_openapi_schema(path_prefix="/api/v1/"))
+        _openapi_document = json.dumps(document).encode()
     return HttpResponse(_openapi_document, content_type="application/json")
 
 

@@ -188,12 +188,35 @@ class ErrorOut(Out):
 # schemathesis know the shape): 400 for a body that is not JSON, 413 for one over the
 # size limit, both before the endpoint runs.
 ERROR_STATUSES = (400, 401, 403, 404, 413, 422, 429, 503)
+ERROR_SCHEMA = "ErrorOut"
 
 
 def answers(ok: Any, *extra_errors: int) -> dict[int, Any]:
-    """The responses of an endpoint: `ok` (a schema for 200, or {status: schema}) and the
-    error shape for every error status it can answer."""
+    """The responses of an endpoint: `ok` (a schema for 200, or {status: schema}) and
+    every error status it can answer.
+
+    An error status maps to None, not to ErrorOut: the handlers above write every error
+    body, so ninja never validates one, and a schema there would make ninja build one
+    pydantic model per status per endpoint (600 models, a third of the web's start-up).
+    `document_errors` puts ErrorOut into the OpenAPI document instead."""
     responses = dict(ok) if isinstance(ok, dict) else {200: ok}
     for status in (*ERROR_STATUSES, *extra_errors):
-        responses[status] = ErrorOut
+        responses[status] = None
     return responses
+
+
+def document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with ErrorOut as the body of every error answer."""
+    schema = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    components.update(schema.pop("$defs", {}))
+    components[ERROR_SCHEMA] = schema
+    body = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, answer in operation.get("responses", {}).items():
+                if int(status) >= 400 and "content" not in answer:
+                    answer["content"] = body
+    return document

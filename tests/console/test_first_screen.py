@@ -83,6 +83,8 @@ def test_make_run_shows_the_url_and_the_demo_owner_first(tmp_path: Path) -> None
         with urllib.request.urlopen(login, timeout=30) as answer:
             assert answer.status == 200
         time.sleep(1)
+        # Beat runs as a thread of the worker (--beat-thread) and keeps its schedule.
+        assert list((tmp_path / "var").glob("celerybeat-schedule*")), "beat did not start"
     finally:
         serve.terminate()
         output, _ = serve.communicate(timeout=60)

@@ -9,7 +9,6 @@ import http.client
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import redis
 from django.db import connection as db_connection
 
 from clusters import live
+from console.processes import web_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,21 +50,7 @@ def test_workers_tick_from_their_start_and_answer(tmp_path: Path, db: None) -> N
         RAYDECK_VAR_DIR=str(tmp_path),
     )
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "console.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-            "--preload",
-        ],
+        web_command(f"127.0.0.1:{port}", workers=2, threads=4),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
