@@ -28,8 +28,8 @@ from celery.signals import (
     task_prerun,
     worker_ready,
 )
-from django.conf import settings
 from click import Option
+from django.conf import settings
 from prometheus_client import start_http_server
 
 from kit.logs import current_request_id, reset_request_id, set_request_id

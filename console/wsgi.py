@@ -34,6 +34,7 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         return api_read_application(environ, start_response)
     return django_application(environ, start_response)
 
+
 # Everything imported so far lives as long as the process: keep the collector from ever
 # scanning it, so that the workers gunicorn forks from here (--preload) do not copy the
 # pages those objects sit on when a collection touches them.
