@@ -27,6 +27,7 @@ EC2_DESCRIBE_ACTIONS = [
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeSubnets",
     "ec2:DescribeSecurityGroups",
+    "ec2:DescribeVpcs",
 ]
 
 
@@ -153,6 +154,7 @@ def aws_permissions_policy(cloud: Cloud) -> dict[str, Any]:
             }
         )
     statements += aws_security_group_statements(cloud)
+    statements += aws_router_statements(cloud)
     statements += aws_build_statements(cloud)
     bucket, prefix = bucket_and_prefix(cloud.log_location)
     if bucket:
@@ -226,6 +228,70 @@ def aws_security_group_statements(cloud: Cloud) -> list[dict[str, Any]]:
             ],
             "Resource": "arn:aws:ec2:*:*:security-group/*",
             "Condition": {"StringEquals": own_group},
+        },
+    ]
+
+
+# What a service's load balancer takes (providers/aws_router.py); its security group is
+# the cloud's kind (aws_security_group_statements).
+AWS_ROUTER_READ_ACTIONS = [
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeRules",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetHealth",
+]
+AWS_ROUTER_CREATE_ACTIONS = [
+    "elasticloadbalancing:CreateLoadBalancer",
+    "elasticloadbalancing:CreateListener",
+    "elasticloadbalancing:CreateRule",
+    "elasticloadbalancing:CreateTargetGroup",
+    "elasticloadbalancing:AddTags",
+]
+AWS_ROUTER_MANAGE_ACTIONS = [
+    "elasticloadbalancing:ModifyRule",
+    "elasticloadbalancing:ModifyTargetGroupAttributes",
+    "elasticloadbalancing:RegisterTargets",
+    "elasticloadbalancing:DeregisterTargets",
+    "elasticloadbalancing:DeleteRule",
+    "elasticloadbalancing:DeleteTargetGroup",
+    "elasticloadbalancing:DeleteLoadBalancer",
+]
+
+
+def aws_router_statements(cloud: Cloud) -> list[dict[str, Any]]:
+    """Services' load balancers: created only tagged with this cloud, and only those
+    changed or deleted (ELB's Describe calls cannot be limited by resource)."""
+    return [
+        {
+            "Sid": "DescribeLoadBalancers",
+            "Effect": "Allow",
+            "Action": AWS_ROUTER_READ_ACTIONS,
+            "Resource": "*",
+        },
+        {
+            "Sid": "CreateTaggedLoadBalancers",
+            "Effect": "Allow",
+            "Action": AWS_ROUTER_CREATE_ACTIONS,
+            "Resource": "*",
+            "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_CLOUD}": str(cloud.uuid)}},
+        },
+        {
+            "Sid": "ManageOwnLoadBalancers",
+            "Effect": "Allow",
+            "Action": AWS_ROUTER_MANAGE_ACTIONS,
+            "Resource": "*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLOUD}": str(cloud.uuid)}},
+        },
+        {
+            # The first load balancer of an account makes ELB's service-linked role.
+            "Sid": "LoadBalancingServiceRole",
+            "Effect": "Allow",
+            "Action": "iam:CreateServiceLinkedRole",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}
+            },
         },
     ]
 
@@ -481,12 +547,51 @@ GCP_FIREWALL_PERMISSIONS = [
 ]
 
 
-def gcp_firewall_role_commands(project: str, short: str, sa: str) -> list[str]:
-    """A custom role with GCP_FIREWALL_PERMISSIONS only, for the cloud's service account."""
-    role = f"raydeckFirewall_{short}"
+# What a service's load balancer takes (providers/gcp_router.py), its firewall rule aside
+# (GCP_FIREWALL_PERMISSIONS): the parts it makes, and using one in the next.
+GCP_ROUTER_PERMISSIONS = [
+    "compute.globalAddresses.create",
+    "compute.globalAddresses.get",
+    "compute.globalAddresses.delete",
+    "compute.globalAddresses.use",
+    "compute.healthChecks.create",
+    "compute.healthChecks.get",
+    "compute.healthChecks.delete",
+    "compute.healthChecks.useReadOnly",
+    "compute.networkEndpointGroups.create",
+    "compute.networkEndpointGroups.get",
+    "compute.networkEndpointGroups.delete",
+    "compute.networkEndpointGroups.use",
+    "compute.networkEndpointGroups.attachNetworkEndpoints",
+    "compute.networkEndpointGroups.detachNetworkEndpoints",
+    "compute.instances.use",
+    "compute.networks.use",
+    "compute.backendServices.create",
+    "compute.backendServices.get",
+    "compute.backendServices.list",
+    "compute.backendServices.update",
+    "compute.backendServices.delete",
+    "compute.backendServices.use",
+    "compute.urlMaps.create",
+    "compute.urlMaps.get",
+    "compute.urlMaps.update",
+    "compute.urlMaps.delete",
+    "compute.urlMaps.use",
+    "compute.targetHttpProxies.create",
+    "compute.targetHttpProxies.get",
+    "compute.targetHttpProxies.delete",
+    "compute.targetHttpProxies.use",
+    "compute.globalForwardingRules.create",
+    "compute.globalForwardingRules.get",
+    "compute.globalForwardingRules.delete",
+]
+
+
+def _gcp_role_commands(role: str, permissions: list[str], project: str, sa: str) -> list[str]:
+    """A custom role with exactly `permissions`, for the cloud's service account."""
     return [
         f"gcloud iam roles create {role} --project {project} \\",
-        f"    --permissions {','.join(GCP_FIREWALL_PERMISSIONS)}",
+        f"    --permissions {','.join(permissions)}",
         f"gcloud projects add-iam-policy-binding {project} \\",
         f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
     ]
@@ -605,7 +710,8 @@ def gcp_commands(cloud: Cloud) -> str:
         f'    --title "Raydeck clusters {short}" --permissions {",".join(GCP_CLUSTER_PERMISSIONS)}',
         f"gcloud projects add-iam-policy-binding {project} \\",
         f"    --member serviceAccount:{sa} --role projects/{project}/roles/{role}",
-        *gcp_firewall_role_commands(project, short, sa),
+        *_gcp_role_commands(f"raydeckFirewall_{short}", GCP_FIREWALL_PERMISSIONS, project, sa),
+        *_gcp_role_commands(f"raydeckServices_{short}", GCP_ROUTER_PERMISSIONS, project, sa),
         *gcp_build_commands(cloud, project, short, sa, bucket),
         "",
         "# 2. A Workload Identity pool and provider that trust Raydeck's identity",

@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -59,6 +59,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from . import activity
 from .tls import NodeTLS
+
+if TYPE_CHECKING:
+    import ssl
 
 logger = logging.getLogger("raydeck_agent")
 
@@ -213,30 +216,17 @@ class Sessions:
         return Identity(sub=str(sub), issued_at=float(issued), expires_at=float(expires))
 
 
-class Gateway:
-    """The gateway server. `upstreams` maps app names ("dashboard", "jupyter",
-    "grafana") to local ports; `policy` may be replaced or updated at any time."""
+class LoopServer:
+    """An aiohttp server on its own asyncio loop in a daemon thread, with a client for
+    its upstreams (the gateway, and the serve token gate of serve_gate.py)."""
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        policy: AccessPolicy,
-        upstreams: dict[str, int],
-        tls: NodeTLS,
-        ray_token: str | None = None,
-    ) -> None:
+    what = "the access gateway"  # for log lines and errors
+    thread_name = "raydeck-gateway"
+    _ssl: ssl.SSLContext | None = None
+
+    def __init__(self, *, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.policy = policy
-        self.upstreams = dict(upstreams)
-        self.tls = tls
-        self.ray_token = ray_token  # added to what the dashboard gets (Ray's token auth)
-        self._ssl = tls.server_context()
-        self.sessions = Sessions()
-        self.cookie_name = COOKIE_PREFIX + policy.cluster_id.replace("-", "")
-        self._used_link_tokens: dict[str, float] = {}  # jti -> exp: links work once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -244,21 +234,17 @@ class Gateway:
         self._started = threading.Event()
         self._error: BaseException | None = None
 
-    def serve(self, app: str, port: int) -> None:
-        """Put an app a handler started later (the workspace's sshd) behind the gateway
-        (any thread: one dict assignment)."""
-        self.upstreams[app] = port
-
-    # -- life -------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
 
     def start(self, timeout: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self._run, name="raydeck-gateway", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):
-            raise RuntimeError("the access gateway did not start in time")
+            raise RuntimeError(f"{self.what} did not start in time")
         if self._error is not None:
-            raise RuntimeError(f"the access gateway could not start: {self._error}")
-        logger.info("access gateway listening on %s:%d", self.host, self.port)
+            raise RuntimeError(f"{self.what} could not start: {self._error}")
+        logger.info("%s listening on %s:%d", self.what, self.host, self.port)
 
     def stop(self, timeout: float = 5.0) -> None:
         loop, thread = self._loop, self._thread
@@ -296,6 +282,50 @@ class Gateway:
         )
         await site.start()
 
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
+        asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+
+    def _ready_client(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            raise RuntimeError(f"{self.what} is not started")
+        return self._client
+
+
+class Gateway(LoopServer):
+    """The gateway server. `upstreams` maps app names ("dashboard", "jupyter",
+    "grafana") to local ports; `policy` may be replaced or updated at any time."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        policy: AccessPolicy,
+        upstreams: dict[str, int],
+        tls: NodeTLS,
+        ray_token: str | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.policy = policy
+        self.upstreams = dict(upstreams)
+        self.tls = tls
+        self.ray_token = ray_token  # added to what the dashboard gets (Ray's token auth)
+        self._ssl = tls.server_context()
+        self.sessions = Sessions()
+        self.cookie_name = COOKIE_PREFIX + policy.cluster_id.replace("-", "")
+        self._used_link_tokens: dict[str, float] = {}  # jti -> exp: links work once
+
+    def serve(self, app: str, port: int) -> None:
+        """Put an app a handler started later (the workspace's sshd) behind the gateway
+        (any thread: one dict assignment)."""
+        self.upstreams[app] = port
+
+    # -- life -------------------------------------------------------------------------
+
     def reload_certificate(self, timeout: float = 5.0) -> None:
         """Serve the certificate now in the node's files (a renewal) from the next
         handshake on; open connections keep theirs."""
@@ -308,13 +338,6 @@ class Gateway:
 
         asyncio.run_coroutine_threadsafe(load(), loop).result(timeout)
         logger.info("access gateway: serving the renewed certificate")
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._client is not None:
-            await self._client.close()
-        asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -424,40 +447,13 @@ class Gateway:
         query = [(k, v) for k, v in request.query.items() if k != TOKEN_PARAM]
         return f"http://127.0.0.1:{port}{request.path}" + (f"?{urlencode(query)}" if query else "")
 
-    def _ready_client(self) -> aiohttp.ClientSession:
-        if self._client is None:
-            raise RuntimeError("the gateway is not started")
-        return self._client
-
     async def proxy(
         self, request: web.Request, port: int, headers: dict[str, str]
     ) -> web.StreamResponse:
-        client = self._ready_client()
-        data = request.content if request.can_read_body else None
-        try:
-            upstream = await client.request(
-                request.method,
-                self._upstream_url(request, port),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            return web.Response(status=502, text=f"The app behind the gateway is not up: {exc}\n")
-        async with upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream.headers.items():
-                if name.lower() not in HOP_BY_HOP:
-                    response.headers.add(name, value)
-            if request.path.startswith(CROSS_ORIGIN_PREFIX):
-                response.headers.update(_cross_origin())
-            if upstream.headers.get("Content-Length"):
-                response.content_length = int(upstream.headers["Content-Length"])
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        extra = _cross_origin() if request.path.startswith(CROSS_ORIGIN_PREFIX) else {}
+        return await relay(
+            self._ready_client(), request, self._upstream_url(request, port), headers, extra
+        )
 
     async def job_log_page(self, submission_id: str) -> web.Response:
         """The end of a submission's driver log from Ray's job API on this head, in a page
@@ -599,6 +595,36 @@ class Gateway:
             writer.close()
             await downstream.close()
         return downstream
+
+
+async def relay(
+    client: aiohttp.ClientSession,
+    request: web.Request,
+    url: str,
+    headers: dict[str, str],
+    extra: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Forward the request to `url` and stream the answer back (also serve_gate.py)."""
+    data = request.content if request.can_read_body else None
+    try:
+        upstream = await client.request(
+            request.method, url, headers=headers, data=data, allow_redirects=False
+        )
+    except (aiohttp.ClientError, OSError) as exc:
+        return web.Response(status=502, text=f"The app behind the gateway is not up: {exc}\n")
+    async with upstream:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            if name.lower() not in HOP_BY_HOP:
+                response.headers.add(name, value)
+        response.headers.update(extra or {})
+        if upstream.headers.get("Content-Length"):
+            response.content_length = int(upstream.headers["Content-Length"])
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
 
 def _cross_origin(*, preflight: bool = False) -> dict[str, str]:

@@ -2,10 +2,14 @@
 orders through Ray's Serve REST API on loopback, and report each application's health
 and the HTTP proxy's request, error and latency counters.
 
-Orders are `{"version": <id>, "hash": <config hash>, "config": <Serve config>}`. The
-handler adds the HTTP options itself (the proxy listens on this node's "serve" port on
-every interface, so the service's router can reach it; only the head runs a proxy), so
-the control plane never needs to know a node's ports. The same orders arrive every
+Orders are `{"version": <id>, "hash": <config hash>, "config": <Serve config>}`, plus
+`"token_hashes"` where the cloud's load balancer cannot check query tokens (AWS, GCP).
+The handler adds the HTTP options itself (the proxy listens on this node's "serve" port
+on every interface, so the service's router can reach it; only the head runs a proxy),
+so the control plane never needs to know a node's ports. With token hashes, the token
+gate (serve_gate.py) takes the "serve" port and Serve's proxy listens behind it on a
+loopback port of its own (kept in the node's folder, so a restarted agent deploys the
+same HTTP options: Serve cannot move a running proxy). The same orders arrive every
 heartbeat: a config is deployed again only when its hash changes, or when Serve no
 longer runs it (Ray restarted).
 
@@ -16,15 +20,19 @@ there); the control plane turns two reports into rates and quantiles.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .serve_gate import ServeGate
 
 if TYPE_CHECKING:
     from .orders import HeadContext
@@ -35,6 +43,7 @@ TOPIC = "serve"
 SERVE_API = "/api/serve/applications/"
 POLL_SECONDS = 2.0
 HTTP_TIMEOUT = 30.0
+UPSTREAM_PORT_FILE = "serve-upstream-port"  # Serve's loopback port behind the gate
 # Serve's applications carry at most this much of a message into a report.
 MESSAGE_LIMIT = 500
 
@@ -103,12 +112,16 @@ class ServeHandler:
         self._applied_hash = ""
         self._report: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
+        self._gate: ServeGate | None = None
 
     # -- OrderHandler ---------------------------------------------------------------
 
     def handle(self, orders: Any) -> None:
         if not isinstance(orders, dict) or not isinstance(orders.get("config"), dict):
             return
+        hashes = orders.get("token_hashes")
+        if isinstance(hashes, list):
+            self._gated(hashes)
         with self._lock:
             changed = self._orders is None or self._orders.get("hash") != orders.get("hash")
             self._orders = orders
@@ -125,6 +138,33 @@ class ServeHandler:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        if self._gate is not None:
+            self._gate.stop()
+
+    # -- the token gate -------------------------------------------------------------
+
+    def _gated(self, hashes: list[Any]) -> None:
+        """Start the gate on the first orders that carry token hashes; admit these."""
+        if self._gate is None:
+            gate = ServeGate(
+                host="0.0.0.0",  # noqa: S104 - where the load balancer reaches the head
+                port=self.serve_port or 8000,
+                upstream=self._upstream_port(),
+            )
+            gate.set_hashes(hashes)
+            gate.start()  # raises when the port is taken: the next orders try again
+            self._gate = gate
+        self._gate.set_hashes(hashes)
+
+    def _upstream_port(self) -> int:
+        path = self.context.node_dir / UPSTREAM_PORT_FILE
+        with contextlib.suppress(OSError, ValueError):
+            return int(path.read_text())
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        path.write_text(str(port))
+        return port
 
     # -- the thread -----------------------------------------------------------------
 
@@ -171,9 +211,12 @@ class ServeHandler:
     def deploy_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """The control plane's config with this head's proxy settings."""
         deployed = dict(config)
-        # Every interface: the router reaches the proxy at the node's address. Only the
-        # head runs a proxy, so several nodes of one machine (local cloud) never collide.
-        deployed["http_options"] = {"host": "0.0.0.0", "port": self.serve_port or 8000}  # noqa: S104
+        if self._gate is not None:  # behind the token gate, on loopback only
+            deployed["http_options"] = {"host": "127.0.0.1", "port": self._gate.upstream}
+        else:
+            # Every interface: the router reaches the proxy at the node's address. Only the
+            # head runs a proxy, so several nodes of one machine (local cloud) never collide.
+            deployed["http_options"] = {"host": "0.0.0.0", "port": self.serve_port or 8000}  # noqa: S104
         deployed["proxy_location"] = "HeadOnly"
         return deployed
 

@@ -37,7 +37,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from . import aws_builds, aws_firewall
+from . import aws_builds, aws_firewall, aws_router
 from .base import (
     CHECK_LOG_CORS,
     LOG_CORS_NOT_CHECKED,
@@ -811,11 +811,7 @@ class AwsProvider(AwsTraits):
         return [_to_instance(d) for d in found]
 
     def router(self) -> ServiceRouter:
-        raise PermanentCloudError(
-            "Services on this kind of cloud (behind an Application Load Balancer) are not "
-            "available yet; deploy them on a local cloud.",
-            kind=PermanentErrorKind.INVALID_REQUEST,
-        )
+        return aws_router.AwsRouter(self)
 
     def default_image(self) -> str:
         """The region's AMI id, read from the SSM parameter the installation names (AWS

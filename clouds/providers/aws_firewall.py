@@ -5,7 +5,8 @@ It lets the cloud's nodes reach each other on every port (Ray's GCS, raylets, ob
 managers and workers talk node to node), and lets in from outside only the gateway port
 (FirewallSpec.gateway_port, TCP) from the cloud's CIDR ranges. Nothing else reaches a
 node. `ensure` is idempotent: a second run finds the group by its tag and only adds or
-revokes the rules that differ.
+revokes the rules that differ. Rules a service's load balancer adds (described
+ROUTER_RULE, aws_router.py) are its own and left alone here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from .base import TAG_CLOUD, FirewallSpec
 
 GROUP_PREFIX = "raydeck-"
+ROUTER_RULE = "Raydeck service router"
 
 
 def group_name(cloud_id: uuid.UUID) -> str:
@@ -64,8 +66,23 @@ def _flatten(permissions: list[dict[str, Any]]) -> set[tuple[str, int | None, in
         for r in p.get("Ipv6Ranges", []):
             flat.add((*key, r["CidrIpv6"]))
         for r in p.get("UserIdGroupPairs", []):
-            flat.add((*key, "sg:" + r["GroupId"]))
+            if r.get("Description") != ROUTER_RULE:
+                flat.add((*key, "sg:" + r["GroupId"]))
     return flat
+
+
+def router_ports(ec2: Any, group_id: str, source: str) -> set[int]:
+    """The ports on which the group lets in the router group `source`."""
+    group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+    return {
+        int(p["FromPort"])
+        for p in group.get("IpPermissions", [])
+        if p.get("FromPort") is not None
+        and any(
+            r["GroupId"] == source and r.get("Description") == ROUTER_RULE
+            for r in p.get("UserIdGroupPairs", [])
+        )
+    }
 
 
 def _permission(rule: tuple[str, int | None, int | None, str]) -> dict[str, Any]:

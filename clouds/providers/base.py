@@ -410,6 +410,7 @@ class Backend:
     port: int
     weight: int
     draining: bool = False
+    instance: str = ""  # the head's instance id in its cloud (GCP: zone/name)
 
 
 @dataclass(frozen=True)
@@ -421,10 +422,23 @@ class Endpoint:
     ref: dict[str, Any]
 
 
+def router_service_id(ref: dict[str, Any]) -> uuid.UUID:
+    """The service a cloud router's `ref` is for (its resources are named after it)."""
+    try:
+        return uuid.UUID(str(ref.get("service_id")))
+    except ValueError:
+        raise PermanentCloudError(
+            "This service's endpoint record is damaged (it names no service).",
+            kind=PermanentErrorKind.INVALID_REQUEST,
+        ) from None
+
+
 class ServiceRouter(Protocol):
     """The load balancer in front of a service's versions, in the data plane (HAProxy on
-    the local cloud, an ALB on AWS, a URL map on GCP). It checks the service's query
-    tokens itself. Every call is idempotent: it states the whole desired state."""
+    the local cloud, an ALB on AWS, a URL map on GCP). HAProxy checks the service's query
+    tokens itself; an ALB or URL map cannot, and each version's head does (the cloud
+    kind's `heads_check_service_tokens`). Every call is idempotent: it states the whole
+    desired state."""
 
     def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
         """Create the endpoint, or find (and if need be restart) the one `ref` names."""

@@ -28,7 +28,7 @@ from google.auth.transport.requests import AuthorizedSession, Request
 from google.cloud import artifactregistry_v1, compute_v1
 from google.cloud.devtools import cloudbuild_v1
 
-from . import gcp_builds, gcp_firewall
+from . import gcp_builds, gcp_firewall, gcp_router
 from .base import (
     CHECK_LOG_CORS,
     LOG_CORS_NOT_CHECKED,
@@ -569,6 +569,7 @@ class GcpProvider(GcpTraits):
             "transport": "rest",
             "client_options": options,
         }
+        self._client_kwargs = kwargs  # the service router's clients (gcp_router.py)
         self._instances = compute_v1.InstancesClient(**kwargs)
         self._operations = compute_v1.ZoneOperationsClient(**kwargs)
         self._zones_client = compute_v1.ZonesClient(**kwargs)
@@ -916,11 +917,7 @@ class GcpProvider(GcpTraits):
         return found
 
     def router(self) -> ServiceRouter:
-        raise PermanentCloudError(
-            "Services on this kind of cloud (behind a URL map) are not "
-            "yet; deploy them on a local cloud.",
-            kind=PermanentErrorKind.INVALID_REQUEST,
-        )
+        return gcp_router.GcpRouter(self, self._client_kwargs)
 
     def default_image(self) -> str:
         if not self.image:

@@ -29,6 +29,10 @@ class CloudTraits(BuildTraits):
 
     # Nodes run a container image (AWS, GCP), or a Python environment on this machine.
     runs_containers: ClassVar[bool] = True
+    # A service's query token is checked by each version's head (its serve orders carry
+    # the tokens' hashes) where the load balancer cannot hash one (an ALB, a URL map);
+    # the local cloud's HAProxy checks it itself.
+    heads_check_service_tokens: ClassVar[bool] = True
 
     @classmethod
     def default_machines(cls) -> DefaultMachines:
@@ -119,6 +123,7 @@ class LocalTraits(LocalBuildTraits, CloudTraits):
     """Nodes are process groups on this machine, running a Python environment."""
 
     runs_containers = False
+    heads_check_service_tokens = False
 
     @classmethod
     def default_machines(cls) -> DefaultMachines:

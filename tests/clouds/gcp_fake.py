@@ -8,7 +8,13 @@ are done at once), `GET /storage/v1/b/{bucket}` and a PATCH of its `cors` (with
 `ifMetagenerationMatch`, as the driver sends it), objects (`alt=media` reads the
 `texts` a test stored), Cloud Build's builds (create, get, list by tag, cancel: they
 stay queued until a test finishes them with `finish_build`, as Cloud Build would) and
-Artifact Registry's repositories (create, delete; operations done at once).
+Artifact Registry's repositories (create, delete; operations done at once), and what a
+service's load balancer is made of (gcp_router.py): global addresses, health checks,
+backend services, URL maps, target HTTP proxies and forwarding rules (insert, get, list,
+PUT with the fingerprint GCE checks, delete), zonal network endpoint groups with their
+endpoints (an endpoint must be an existing instance's address). References are checked
+as GCE does: a resource naming a missing one is a 404, deleting one still named by
+another is a 400 `resourceInUseByAnotherResource`. Their operations are done at once.
 
 Knobs for tests:
 - `fail_next(...)`: answer the next matching request with an HTTP error (GCE body shape).
@@ -36,6 +42,25 @@ from urllib.parse import parse_qs, unquote, urlsplit
 _ZONE_PATH = r"/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)"
 _GLOBAL_PATH = r"/compute/v1/projects/(?P<project>[^/]+)/global"
 _LOCATION = r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+_LB = (
+    _GLOBAL_PATH
+    + r"/(?P<collection>addresses|healthChecks|backendServices|urlMaps|targetHttpProxies"
+    + r"|forwardingRules)"
+)
+_NEG = _ZONE_PATH + r"/networkEndpointGroups"
+_KINDS = {
+    "addresses": "address",
+    "healthChecks": "healthCheck",
+    "backendServices": "backendService",
+    "urlMaps": "urlMap",
+    "targetHttpProxies": "targetHttpProxy",
+    "forwardingRules": "forwardingRule",
+}
+# A reference to a load balancer's part, relative or a full URL: its canonical link.
+_LINK = re.compile(
+    r"projects/[^/]+/(?:global|zones/[^/]+)/(?:addresses|healthChecks|backendServices|urlMaps"
+    r"|targetHttpProxies|forwardingRules|networkEndpointGroups)/[^/]+$"
+)
 _BUILD = _LOCATION + r"/builds/(?P<build>[^/:]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_ZONE_PATH + r"/instances"), "insert"),
@@ -63,6 +88,20 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_BUILD + r":cancel"), "build_cancel"),
     ("POST", re.compile(_LOCATION + r"/repositories"), "repository_create"),
     ("DELETE", re.compile(_LOCATION + r"/repositories/(?P<repo>[^/]+)"), "repository_delete"),
+    # A service's load balancer.
+    ("POST", re.compile(_LB), "lb_insert"),
+    ("GET", re.compile(_LB), "lb_list"),
+    ("GET", re.compile(_LB + r"/(?P<name>[^/]+)"), "lb_get"),
+    ("PUT", re.compile(_LB + r"/(?P<name>[^/]+)"), "lb_update"),
+    ("DELETE", re.compile(_LB + r"/(?P<name>[^/]+)"), "lb_delete"),
+    ("POST", re.compile(_NEG), "neg_insert"),
+    ("GET", re.compile(_NEG + r"/(?P<name>[^/]+)"), "neg_get"),
+    ("DELETE", re.compile(_NEG + r"/(?P<name>[^/]+)"), "neg_delete"),
+    (
+        "POST",
+        re.compile(_NEG + r"/(?P<name>[^/]+)/(?P<verb>attach|detach|list)NetworkEndpoints"),
+        "neg_endpoints",
+    ),
 ]
 
 # The label-equality filter syntax the driver sends, e.g.
@@ -148,6 +187,10 @@ class FakeCompute:
     # Cloud Build's builds by id, as its JSON; Artifact Registry's repositories by name.
     cloud_builds: dict[str, dict[str, Any]] = field(default_factory=dict)
     repositories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Load balancer parts by their link ("projects/p/global/urlMaps/x"), and each network
+    # endpoint group's endpoints (GCE's networkEndpoint JSON) by the group's link.
+    lb: dict[str, dict[str, Any]] = field(default_factory=dict)
+    endpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _request_ids: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _op_failures: list[_OperationFailure] = field(default_factory=list)
@@ -444,6 +487,156 @@ class FakeCompute:
             return _error(404, "notFound", f"The resource '{op}' was not found")
         return 200, found
 
+    # --- A service's load balancer (operations DONE when returned).
+    def _lb_op(self, project: str, link: str, kind: str, zone: str = "") -> Any:
+        op_name = f"operation-{next(self._counter)}"
+        where = f"zones/{zone}" if zone else "global"
+        base = f"{self.base_url}/compute/v1/projects/{project}/{where}"
+        op = {
+            "kind": "compute#operation",
+            "name": op_name,
+            "operationType": kind,
+            "targetLink": f"{self.base_url}/compute/v1/{link}",
+            "status": "DONE",
+            "progress": 100,
+            "selfLink": f"{base}/operations/{op_name}",
+        }
+        if zone:
+            op["zone"] = self._zone_url(project, zone)
+        self.operations[(project, zone or "global", op_name)] = op
+        return 200, op
+
+    @staticmethod
+    def _refs(value: Any, key: str = "") -> set[str]:
+        """The canonical links a resource names (its own selfLink aside)."""
+        if isinstance(value, dict):
+            return {r for k, v in value.items() for r in FakeCompute._refs(v, k)}
+        if isinstance(value, list):
+            return {r for v in value for r in FakeCompute._refs(v, key)}
+        if isinstance(value, str) and key != "selfLink" and (found := _LINK.search(value)):
+            return {found.group(0)}
+        return set()
+
+    def _lb_write(self, link: str, body: dict[str, Any], kind: str) -> Any:
+        for ref in sorted(self._refs(body)):
+            if ref not in self.lb:
+                return _error(404, "notFound", f"The resource '{ref}' was not found")
+        number = next(self._counter)
+        resource = {
+            **copy.deepcopy(body),
+            "kind": f"compute#{kind}",
+            "id": str(5000 + number),
+            "selfLink": f"{self.base_url}/compute/v1/{link}",
+            "fingerprint": f"fp-{number}",
+            "creationTimestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        if kind == "address":
+            resource.setdefault("address", f"198.51.100.{number % 250 + 2}")
+        self.lb[link] = resource
+        return None
+
+    def _lb_missing(self, link: str) -> Any:
+        return _error(404, "notFound", f"The resource '{link}' was not found")
+
+    def _lb_drop(self, project: str, link: str, zone: str = "") -> Any:
+        if link not in self.lb:
+            return self._lb_missing(link)
+        users = sorted(k for k, r in self.lb.items() if link in self._refs(r))
+        if users:
+            return _error(
+                400,
+                "resourceInUseByAnotherResource",
+                f"The resource '{link}' is already being used by '{users[0]}'",
+            )
+        del self.lb[link]
+        self.endpoints.pop(link, None)
+        return self._lb_op(project, link, "delete", zone)
+
+    def _lb_insert(self, *, project: str, collection: str, body: Any, **_: Any) -> Any:
+        body = body or {}
+        link = f"projects/{project}/global/{collection}/{body.get('name', '')}"
+        if link in self.lb:
+            return _error(409, "alreadyExists", f"The resource '{link}' already exists")
+        kind = _KINDS[collection]
+        if failed := self._lb_write(link, body, kind):
+            return failed
+        return self._lb_op(project, link, "insert")
+
+    def _lb_list(self, *, project: str, collection: str, query: dict[str, str], **_: Any) -> Any:
+        prefix = f"projects/{project}/global/{collection}/"
+        items = [r for k, r in sorted(self.lb.items()) if k.startswith(prefix)]
+        start = int(query.get("pageToken") or 0)
+        page: dict[str, Any] = {"items": items[start : start + 2]}
+        if start + 2 < len(items):  # small pages, so the client's pager is exercised
+            page["nextPageToken"] = str(start + 2)
+        return 200, page
+
+    def _lb_get(self, *, project: str, collection: str, name: str, **_: Any) -> Any:
+        link = f"projects/{project}/global/{collection}/{name}"
+        return (200, self.lb[link]) if link in self.lb else self._lb_missing(link)
+
+    def _lb_update(self, *, project: str, collection: str, name: str, body: Any, **_: Any) -> Any:
+        link = f"projects/{project}/global/{collection}/{name}"
+        if link not in self.lb:
+            return self._lb_missing(link)
+        body = body or {}
+        if body.get("fingerprint") != self.lb[link]["fingerprint"]:
+            return _error(
+                412, "conditionNotMet", "Supplied fingerprint does not match current fingerprint."
+            )
+        if failed := self._lb_write(link, body, self.lb[link]["kind"].split("#")[1]):
+            return failed
+        return self._lb_op(project, link, "update")
+
+    def _lb_delete(self, *, project: str, collection: str, name: str, **_: Any) -> Any:
+        return self._lb_drop(project, f"projects/{project}/global/{collection}/{name}")
+
+    def _neg_insert(self, *, project: str, zone: str, body: Any, **_: Any) -> Any:
+        if bad := self._check_zone(project, zone):
+            return bad
+        body = body or {}
+        link = f"projects/{project}/zones/{zone}/networkEndpointGroups/{body.get('name', '')}"
+        if link in self.lb:
+            return _error(409, "alreadyExists", f"The resource '{link}' already exists")
+        self._lb_write(
+            link, {**body, "zone": self._zone_url(project, zone)}, "networkEndpointGroup"
+        )
+        self.endpoints[link] = []
+        return self._lb_op(project, link, "insert", zone)
+
+    def _neg_get(self, *, project: str, zone: str, name: str, **_: Any) -> Any:
+        link = f"projects/{project}/zones/{zone}/networkEndpointGroups/{name}"
+        return (200, self.lb[link]) if link in self.lb else self._lb_missing(link)
+
+    def _neg_delete(self, *, project: str, zone: str, name: str, **_: Any) -> Any:
+        link = f"projects/{project}/zones/{zone}/networkEndpointGroups/{name}"
+        return self._lb_drop(project, link, zone)
+
+    def _neg_endpoints(
+        self, *, project: str, zone: str, name: str, verb: str, body: Any, **_: Any
+    ) -> Any:
+        link = f"projects/{project}/zones/{zone}/networkEndpointGroups/{name}"
+        if link not in self.lb:
+            return self._lb_missing(link)
+        held = self.endpoints[link]
+        if verb == "list":
+            return 200, {"items": [{"networkEndpoint": e, "healths": []} for e in held]}
+        for endpoint in (body or {}).get("networkEndpoints", []):
+            instance = self.instances.get((project, zone, endpoint.get("instance", "")))
+            if instance is None:
+                return _error(
+                    400, "invalid", f"Instance '{endpoint.get('instance')}' is not in {zone}."
+                )
+            if endpoint.get("ipAddress") != instance["networkInterfaces"][0]["networkIP"]:
+                return _error(
+                    400, "invalid", f"{endpoint.get('ipAddress')} is not the instance's address."
+                )
+            if verb == "attach" and endpoint not in held:
+                held.append(copy.deepcopy(endpoint))
+            elif verb == "detach" and endpoint in held:
+                held.remove(endpoint)
+        return self._lb_op(project, link, verb, zone)
+
     # --- Storage.
     def _bucket_resource(self, bucket: str) -> dict[str, Any]:
         resource = {
@@ -631,7 +824,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_DELETE = do_PATCH = _serve
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output (and any Authorization header) out of stderr

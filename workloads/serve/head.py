@@ -2,15 +2,19 @@
 the Serve config the head should run, and its report of health and counters.
 
 The orders of every live version's cluster sit in one cache entry (live.py), so a head
-of a cluster without a service costs one cache read and no query."""
+of a cluster without a service costs one cache read and no query. Where the cloud's load
+balancer cannot check query tokens, a version's orders carry its service's live token
+hashes and the head checks them (agent: serve_gate.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from clouds.providers.registry import traits_for
+
 from . import live
 from .choices import VersionState
-from .models import ServiceVersion
+from .models import ServiceToken, ServiceVersion
 
 TOPIC = "serve"
 MAX_APPS = 50
@@ -27,11 +31,23 @@ ORDERED_STATES = [
 def build_orders() -> dict[int, Any]:
     rows = ServiceVersion.objects.filter(
         state__in=ORDERED_STATES, cluster__isnull=False
-    ).values_list("cluster_id", "pk", "config_hash", "serve_config")
-    return {
-        cluster_id: {"version": pk, "hash": config_hash, "config": config}
-        for cluster_id, pk, config_hash, config in rows
+    ).values_list(
+        "cluster_id", "pk", "config_hash", "serve_config", "service_id", "service__cloud__kind"
+    )
+    gated = {
+        service_id for *_, service_id, kind in rows if traits_for(kind).heads_check_service_tokens
     }
+    hashes: dict[int, list[str]] = {service_id: [] for service_id in gated}
+    for service_id, token_hash in ServiceToken.objects.filter(
+        service_id__in=gated, revoked_at=None
+    ).values_list("service_id", "token_hash"):
+        hashes[service_id].append(token_hash)
+    orders: dict[int, Any] = {}
+    for cluster_id, pk, config_hash, config, service_id, _ in rows:
+        orders[cluster_id] = {"version": pk, "hash": config_hash, "config": config}
+        if service_id in gated:
+            orders[cluster_id]["token_hashes"] = hashes[service_id]
+    return orders
 
 
 def _number(value: Any) -> float:

@@ -336,6 +336,7 @@ def service_token_create(*, service: Service, actor: User, name: str) -> str:
         raise ValidationError({"name": "Give the token a name of up to 100 characters."})
     secret = _issue_token(service, actor, name)
     audit(actor=actor, verb="service.token_create", target=service, changes={"token": [None, name]})
+    transaction.on_commit(live.orders_changed)  # heads that check tokens get the new set
     enqueue_advance(service.pk, on_commit=True)
     return secret
 
@@ -353,6 +354,7 @@ def service_token_revoke(*, token: ServiceToken, actor: User) -> None:
             target=token.service,
             changes={"token": [token.name, None]},
         )
+        transaction.on_commit(live.orders_changed)
         enqueue_advance(token.service_id, on_commit=True)
 
 

@@ -17,7 +17,9 @@ Every decision is written to rows before the router or a cluster is touched, and
 step states a whole desired state (weights, tokens, terminations are idempotent), so a
 worker killed at any point (kill -9) leaves rows the next pass resumes from: no second
 cluster, no weight left half-set. A lease in the shared cache keeps two workers from
-advancing one service at once; no row lock is held across a cloud call.
+advancing one service at once; no row lock is held across a cloud call. A load balancer
+the cloud refuses (PermanentCloudError) becomes one error event, and later passes try
+again.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from clouds.providers.base import Backend, ServiceRouter
+from clouds.providers.base import Backend, PermanentCloudError, ServiceRouter
 from clouds.providers.registry import provider_for
 from clusters.choices import ClusterState, NodeRole
 from clusters.models import Node
@@ -61,19 +63,20 @@ class Verdict:
     reason: str = ""
 
 
-def _head(version: ServiceVersion) -> tuple[str, int] | None:
-    """Where the version's Serve proxy listens: its head's address and "serve" port."""
+def _head(version: ServiceVersion) -> tuple[str, int, str] | None:
+    """Where the version's Serve proxy listens: its head's address and "serve" port, and
+    the head's instance in its cloud (a GCP router names it)."""
     if version.cluster_id is None:
         return None
     head = (
         Node.objects.filter(cluster_id=version.cluster_id, role=NodeRole.HEAD)
         .live()
-        .values_list("private_address", "ray_ports")
+        .values_list("private_address", "ray_ports", "instance_id")
         .first()
     )
     if head is None or not head[0] or not isinstance(head[1], dict) or not head[1].get("serve"):
         return None
-    return head[0], int(head[1]["serve"])
+    return head[0], int(head[1]["serve"]), head[2]
 
 
 def _fresh_report(version: ServiceVersion) -> dict | None:
@@ -450,6 +453,7 @@ def _route(service: Service, router: ServiceRouter) -> None:
                 name=f"v{version.number}",
                 address=head[0],
                 port=head[1],
+                instance=head[2],
                 weight=version.weight if healthy else 0,
                 draining=not healthy,
             )
@@ -505,25 +509,38 @@ def service_advance(*, service_id: int, holder: str | None = None) -> int | None
         service = Service.objects.select_related("cloud").filter(pk=service_id).first()
         if service is None or service.is_final:
             return None
-        router = provider_for(service.cloud).router()
-        if service.state == ServiceState.TERMINATING:
-            _terminate(service, router)
-            return None
-        service = _ensure_endpoint(service, router)
-        for version in service.versions.filter(state=VersionState.STARTING).select_related(
-            "cluster"
-        ):
-            _judge_starting(service, version)
-        moving = _move_traffic(service.pk)
-        service.refresh_from_db()
-        _route(service, router)
-        draining = _drain(service, router)
+        try:
+            router = provider_for(service.cloud).router()
+            if service.state == ServiceState.TERMINATING:
+                _terminate(service, router)
+                return None
+            service = _ensure_endpoint(service, router)
+            for version in service.versions.filter(state=VersionState.STARTING).select_related(
+                "cluster"
+            ):
+                _judge_starting(service, version)
+            moving = _move_traffic(service.pk)
+            service.refresh_from_db()
+            _route(service, router)
+            draining = _drain(service, router)
+        except PermanentCloudError as exc:
+            _router_refused(service, exc)
+            return IDLE_POLL_SECONDS
         _terminate_stopped_clusters(service)
         if service.is_final:
             return None
         return ACTIVE_POLL_SECONDS if moving or draining else IDLE_POLL_SECONDS
     finally:
         live.release_lease(service_id, holder)
+
+
+def _router_refused(service: Service, exc: PermanentCloudError) -> None:
+    """The cloud refused the service's load balancer (a missing permission, a limit):
+    say so on the service's page once, and try again on later passes."""
+    message = f"The service's load balancer: {exc.user_message}"
+    last = service.events.order_by("-created_at", "-pk").values_list("message", flat=True)
+    if last.first() != message[:1000]:
+        record_event(service, "router refused", message, level=EventLevel.ERROR)
 
 
 def services_needing_advance() -> list[int]:

@@ -1,0 +1,428 @@
+"""The AWS service router (AwsProvider.router()): one Application Load Balancer per service.
+
+Per service, each named after it (`rd-<first 20 hex digits of its uuid>`: ELB names are
+at most 32 characters) and tagged with the cloud and the service:
+- a security group `raydeck-router-<service uuid>` in the region's default VPC (the
+  cloud's nodes' VPC, aws_firewall.py) that lets in HTTP from anywhere; the nodes' group
+  gets one rule per backend port from this group only (described ROUTER_RULE, which
+  aws_firewall.ensure leaves alone);
+- an internet-facing ALB in the default VPC's default subnets, with an HTTP listener
+  whose default action answers 503 (no version serves yet);
+- one target group per version (`rd-<16 hex>-v<n>`, target type ip) holding the version
+  head's private address and port, health-checked on Serve's `/-/healthz`;
+- one listener rule (`/*`) forwarding to the versions' target groups by weight.
+
+A draining version keeps weight 0 in the rule and its target is deregistered: the ALB
+sends it nothing new and lets requests in flight finish for DEREGISTRATION_DELAY
+seconds, during which `in_flight` reports it busy (the ALB does not count requests).
+
+Everything is found again by name on every call (the caller's `ref` holds only the
+service's id), so a call interrupted half-way is finished by the next one. The query
+token is not checked here (an ALB cannot hash a header): see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from . import aws_firewall
+from .base import (
+    TAG_CLOUD,
+    Backend,
+    Endpoint,
+    PermanentCloudError,
+    PermanentErrorKind,
+    TransientCloudError,
+    router_service_id,
+)
+
+if TYPE_CHECKING:
+    from .aws import AwsProvider
+
+TAG_SERVICE = "raydeck-service"
+LISTENER_PORT = 80
+HEALTH_PATH = "/-/healthz"  # Serve's proxy answers 200 once it routes
+# Longer than a Serve request usually takes, well inside the rollout's drain timeout.
+DEREGISTRATION_DELAY = 30
+RULE_PRIORITY = 1
+NO_VERSION = "No version of this service is serving yet."
+_GONE = frozenset(
+    {
+        "LoadBalancerNotFound",
+        "TargetGroupNotFound",
+        "ListenerNotFound",
+        "RuleNotFound",
+        "InvalidGroup.NotFound",
+        "InvalidPermission.NotFound",
+        "InvalidTarget",
+    }
+)
+_LIMITS = frozenset(
+    {"TooManyLoadBalancers", "TooManyTargetGroups", "TooManyRules", "TooManyTargets"}
+)
+
+
+def lb_name(service_id: uuid.UUID) -> str:
+    return f"rd-{service_id.hex[:20]}"
+
+
+def target_group_name(service_id: uuid.UUID, backend: str) -> str:
+    return f"rd-{service_id.hex[:16]}-{backend}"[:32]
+
+
+def group_name(service_id: uuid.UUID) -> str:
+    return f"raydeck-router-{service_id}"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextlib.contextmanager
+def _missing_ok() -> Iterator[None]:
+    """Deleting what is already gone is done."""
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) not in _GONE:
+            raise
+
+
+class AwsRouter:
+    """Implements clouds.providers.base.ServiceRouter with the provider's clients (its
+    role's credentials, region and error translation)."""
+
+    def __init__(self, provider: AwsProvider) -> None:
+        self.provider = provider
+
+    # -- ServiceRouter --------------------------------------------------------------
+
+    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
+        with self._errors("elasticloadbalancing"):
+            ec2, elb = self.provider._client("ec2"), self.provider._client("elbv2")
+            vpc, subnets = self._network(ec2)
+            group = self._ensure_group(ec2, service_id, vpc)
+            lb = self._load_balancer(elb, service_id)
+            if lb is None:
+                lb = elb.create_load_balancer(
+                    Name=lb_name(service_id),
+                    Subnets=subnets,
+                    SecurityGroups=[group],
+                    Scheme="internet-facing",
+                    Type="application",
+                    IpAddressType="ipv4",
+                    Tags=self._tags(service_id),
+                )["LoadBalancers"][0]
+            self._listener(elb, service_id, lb["LoadBalancerArn"])
+        return Endpoint(url=f"http://{lb['DNSName']}", ref={"service_id": str(service_id)})
+
+    def set_backends(self, *, ref: dict[str, Any], backends: list[Backend]) -> None:
+        service_id = router_service_id(ref)
+        with self._errors("elasticloadbalancing"):
+            ec2, elb = self.provider._client("ec2"), self.provider._client("elbv2")
+            lb = self._load_balancer(elb, service_id)
+            if lb is None:
+                raise TransientCloudError("The service's load balancer is not there yet.")
+            listener = self._listener(elb, service_id, lb["LoadBalancerArn"])
+            groups = self._target_groups(elb, service_id)
+            arns: dict[str, str] = {}
+            for backend in backends:
+                group = groups.get(backend.name) or self._create_target_group(
+                    elb, service_id, backend, lb["VpcId"]
+                )
+                arns[backend.name] = group["TargetGroupArn"]
+                self._set_target(elb, group["TargetGroupArn"], backend)
+            self._open_ports(ec2, service_id, {b.port for b in backends})
+            self._set_rule(elb, service_id, listener, backends, arns)
+            # Only once no rule names them can the others go.
+            for name in set(groups) - set(arns):
+                with _missing_ok():
+                    elb.delete_target_group(TargetGroupArn=groups[name]["TargetGroupArn"])
+
+    def set_token_hashes(self, *, ref: dict[str, Any], token_hashes: list[str]) -> None:
+        """Nothing: an ALB cannot compare a token's SHA-256 (docs/architecture.md says
+        where the token is checked on AWS)."""
+
+    def in_flight(self, *, ref: dict[str, Any], backend: str) -> int:
+        """1 while the backend's deregistered target is still draining, else 0."""
+        service_id = router_service_id(ref)
+        with self._errors("elasticloadbalancing"):
+            elb = self.provider._client("elbv2")
+            group = self._target_groups(elb, service_id).get(backend)
+            if group is None:
+                return 0
+            health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+        states = [t["TargetHealth"]["State"] for t in health["TargetHealthDescriptions"]]
+        return 1 if "draining" in states else 0
+
+    def remove(self, *, ref: dict[str, Any]) -> None:
+        if not ref.get("service_id"):
+            return
+        service_id = router_service_id(ref)
+        with self._errors("elasticloadbalancing"):
+            ec2, elb = self.provider._client("ec2"), self.provider._client("elbv2")
+            lb = self._load_balancer(elb, service_id)
+            if lb is not None:  # its listeners and rules go with it
+                with _missing_ok():
+                    elb.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+            for group in self._target_groups(elb, service_id).values():
+                with _missing_ok():
+                    elb.delete_target_group(TargetGroupArn=group["TargetGroupArn"])
+            self._open_ports(ec2, service_id, set())
+            group_id = self._find_group(ec2, service_id)
+            if group_id is not None:
+                try:
+                    ec2.delete_security_group(GroupId=group_id)
+                except ClientError as exc:
+                    if _code(exc) != "DependencyViolation":
+                        raise
+                    # The deleted ALB's network interfaces take a minute or two to go.
+                    raise TransientCloudError(
+                        "The service's load balancer is still being deleted; Raydeck will "
+                        "remove its security group once it is gone.",
+                        detail=f"ec2:DeleteSecurityGroup: {exc}",
+                    ) from None
+
+    # -- the load balancer ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, service: str) -> Iterator[None]:
+        """The router's own limits in words, then the driver's translation."""
+        with self.provider._errors(service):
+            try:
+                yield
+            except ClientError as exc:
+                if _code(exc) in _LIMITS:
+                    raise PermanentCloudError(
+                        f"Your AWS account has reached a load balancer limit ({_code(exc)}) "
+                        f"in {self.provider.region}: delete unused load balancers or target "
+                        "groups, or request a quota increase (Elastic Load Balancing).",
+                        kind=PermanentErrorKind.QUOTA,
+                        detail=str(exc),
+                    ) from None
+                raise
+
+    def _tags(self, service_id: uuid.UUID) -> list[dict[str, str]]:
+        return [
+            {"Key": TAG_CLOUD, "Value": str(self.provider.cloud_id)},
+            {"Key": TAG_SERVICE, "Value": str(service_id)},
+        ]
+
+    def _network(self, ec2: Any) -> tuple[str, list[str]]:
+        """The default VPC (where the cloud's nodes are) and one default subnet per zone."""
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise PermanentCloudError(
+                f"{self.provider.region} has no default VPC, where Raydeck puts a service's "
+                "load balancer beside the cloud's nodes: create one (aws ec2 "
+                "create-default-vpc) or use another region.",
+                kind=PermanentErrorKind.INVALID_REQUEST,
+            )
+        vpc = vpcs[0]["VpcId"]
+        subnets = ec2.describe_subnets(
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "default-for-az", "Values": ["true"]},
+            ]
+        )["Subnets"]
+        by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+        if len(by_zone) < 2:
+            raise PermanentCloudError(
+                f"An Application Load Balancer needs subnets in two availability zones; the "
+                f"default VPC of {self.provider.region} has {len(by_zone)}.",
+                kind=PermanentErrorKind.INVALID_REQUEST,
+            )
+        return vpc, [by_zone[z] for z in sorted(by_zone)]
+
+    def _find_group(self, ec2: Any, service_id: uuid.UUID) -> str | None:
+        groups = ec2.describe_security_groups(
+            Filters=[
+                {"Name": f"tag:{TAG_SERVICE}", "Values": [str(service_id)]},
+                {"Name": "group-name", "Values": [group_name(service_id)]},
+            ]
+        )["SecurityGroups"]
+        return str(groups[0]["GroupId"]) if groups else None
+
+    def _ensure_group(self, ec2: Any, service_id: uuid.UUID, vpc: str) -> str:
+        group_id = self._find_group(ec2, service_id)
+        if group_id is not None:
+            return group_id
+        group_id = ec2.create_security_group(
+            GroupName=group_name(service_id),
+            Description="Raydeck service endpoint: HTTP from anywhere",
+            VpcId=vpc,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": self._tags(service_id)}],
+        )["GroupId"]
+        ec2.authorize_security_group_ingress(
+            GroupId=group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": LISTENER_PORT,
+                    "ToPort": LISTENER_PORT,
+                    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                    "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
+                }
+            ],
+        )
+        return str(group_id)
+
+    def _open_ports(self, ec2: Any, service_id: uuid.UUID, ports: set[int]) -> None:
+        """The nodes' group lets this endpoint's group in on exactly `ports`."""
+        if self.provider.firewall is None:
+            return  # the customer's own network rules decide
+        source = self._find_group(ec2, service_id)
+        if source is None:
+            return
+        nodes = self.provider._ensure_security_group(ec2)
+        have = aws_firewall.router_ports(ec2, nodes, source)
+        for port, add in [(p, False) for p in have - ports] + [(p, True) for p in ports - have]:
+            permission = {
+                "IpProtocol": "tcp",
+                "FromPort": port,
+                "ToPort": port,
+                "UserIdGroupPairs": [{"GroupId": source, "Description": aws_firewall.ROUTER_RULE}],
+            }
+            if add:
+                ec2.authorize_security_group_ingress(GroupId=nodes, IpPermissions=[permission])
+            else:
+                with _missing_ok():
+                    ec2.revoke_security_group_ingress(GroupId=nodes, IpPermissions=[permission])
+
+    def _load_balancer(self, elb: Any, service_id: uuid.UUID) -> dict[str, Any] | None:
+        try:
+            found = elb.describe_load_balancers(Names=[lb_name(service_id)])["LoadBalancers"]
+        except ClientError as exc:
+            if _code(exc) != "LoadBalancerNotFound":
+                raise
+            return None
+        return found[0] if found else None
+
+    def _listener(self, elb: Any, service_id: uuid.UUID, lb_arn: str) -> str:
+        listeners = elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
+        for listener in listeners:
+            if listener["Port"] == LISTENER_PORT:
+                return str(listener["ListenerArn"])
+        return str(
+            elb.create_listener(
+                LoadBalancerArn=lb_arn,
+                Protocol="HTTP",
+                Port=LISTENER_PORT,
+                DefaultActions=[
+                    {
+                        "Type": "fixed-response",
+                        "FixedResponseConfig": {
+                            "StatusCode": "503",
+                            "ContentType": "text/plain",
+                            "MessageBody": NO_VERSION,
+                        },
+                    }
+                ],
+                Tags=self._tags(service_id),
+            )["Listeners"][0]["ListenerArn"]
+        )
+
+    # -- versions -------------------------------------------------------------------
+
+    def _target_groups(self, elb: Any, service_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+        """The service's target groups by version name (a scan by name: one made just
+        before a crash is in no rule yet, so the load balancer does not list it)."""
+        prefix = target_group_name(service_id, "")
+        found = {}
+        for page in elb.get_paginator("describe_target_groups").paginate():
+            for group in page["TargetGroups"]:
+                if group["TargetGroupName"].startswith(prefix):
+                    found[group["TargetGroupName"][len(prefix) :]] = group
+        return found
+
+    def _create_target_group(
+        self, elb: Any, service_id: uuid.UUID, backend: Backend, vpc: str
+    ) -> dict[str, Any]:
+        group = elb.create_target_group(
+            Name=target_group_name(service_id, backend.name),
+            Protocol="HTTP",
+            Port=backend.port,
+            VpcId=vpc,
+            TargetType="ip",
+            HealthCheckProtocol="HTTP",
+            HealthCheckPath=HEALTH_PATH,
+            HealthCheckIntervalSeconds=5,
+            HealthCheckTimeoutSeconds=4,
+            HealthyThresholdCount=2,
+            UnhealthyThresholdCount=2,
+            Tags=self._tags(service_id),
+        )["TargetGroups"][0]
+        elb.modify_target_group_attributes(
+            TargetGroupArn=group["TargetGroupArn"],
+            Attributes=[
+                {"Key": "deregistration_delay.timeout_seconds", "Value": str(DEREGISTRATION_DELAY)}
+            ],
+        )
+        return dict(group)
+
+    @staticmethod
+    def _set_target(elb: Any, group_arn: str, backend: Backend) -> None:
+        """The group holds the version's head, or nothing once it drains."""
+        health = elb.describe_target_health(TargetGroupArn=group_arn)["TargetHealthDescriptions"]
+        have = {
+            (t["Target"]["Id"], t["Target"]["Port"])
+            for t in health
+            if t["TargetHealth"]["State"] not in ("draining", "unused")
+        }
+        want = set() if backend.draining else {(backend.address, backend.port)}
+        if stale := have - want:
+            with _missing_ok():
+                elb.deregister_targets(
+                    TargetGroupArn=group_arn, Targets=[{"Id": i, "Port": p} for i, p in stale]
+                )
+        if missing := want - have:
+            elb.register_targets(
+                TargetGroupArn=group_arn, Targets=[{"Id": i, "Port": p} for i, p in missing]
+            )
+
+    def _set_rule(
+        self,
+        elb: Any,
+        service_id: uuid.UUID,
+        listener: str,
+        backends: list[Backend],
+        arns: dict[str, str],
+    ) -> None:
+        """One rule forwarding by weight; none (the listener's 503) when nothing takes
+        new requests, since a forward needs a target group of weight above 0."""
+        targets: list[dict[str, Any]] = [
+            {"TargetGroupArn": arns[b.name], "Weight": 0 if b.draining else b.weight}
+            for b in sorted(backends, key=lambda b: b.name)
+        ]
+        rules = [r for r in elb.describe_rules(ListenerArn=listener)["Rules"] if not r["IsDefault"]]
+        if not any(t["Weight"] > 0 for t in targets):
+            for rule in rules:
+                with _missing_ok():
+                    elb.delete_rule(RuleArn=rule["RuleArn"])
+            return
+        actions = [{"Type": "forward", "ForwardConfig": {"TargetGroups": targets}}]
+        if rules:
+            if _forwarded(rules[0]) != _forwarded({"Actions": actions}):
+                elb.modify_rule(RuleArn=rules[0]["RuleArn"], Actions=actions)
+            return
+        elb.create_rule(
+            ListenerArn=listener,
+            Priority=RULE_PRIORITY,
+            Conditions=[{"Field": "path-pattern", "Values": ["/*"]}],
+            Actions=actions,
+            Tags=self._tags(service_id),
+        )
+
+
+def _forwarded(rule: dict[str, Any]) -> set[tuple[str, int]]:
+    """(target group, weight) of a rule's forward."""
+    return {
+        (t["TargetGroupArn"], int(t.get("Weight", 1)))
+        for action in rule.get("Actions", [])
+        for t in action.get("ForwardConfig", {}).get("TargetGroups", [])
+    }

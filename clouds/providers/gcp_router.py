@@ -1,0 +1,453 @@
+"""The GCP service router (GcpProvider.router()): a global external Application Load
+Balancer (EXTERNAL_MANAGED) per service, its URL map splitting traffic by weight.
+
+Per service, each named after it (`rd-<first 20 hex digits of its uuid>`, versions'
+resources `rd-<…>-v<n>`):
+- a global address: the endpoint's stable IP, reserved first so the URL never changes;
+- a health check on Serve's `/-/healthz` at the serving port;
+- per version, a zonal network endpoint group (GCE_VM_IP_PORT) in the head's zone
+  holding the head's address and Serve port, and a backend service with that group;
+- the URL map whose default route sends each backend service its weight, the target
+  HTTP proxy, and the global forwarding rule on port 80 (made once a version takes
+  traffic: a URL map cannot route nowhere);
+- a firewall rule letting Google's load balancers and health checkers (GFE_RANGES) reach
+  the cloud's nodes (their network tag) on the backend ports.
+
+A draining version gets weight 0 in the URL map but keeps its endpoint: a URL map change
+takes a while to reach every Google front end, and one still sending the version
+requests must find it serving. GCE reports no requests in flight, so `in_flight` counts
+the version busy for DRAIN_SECONDS after its weight went to 0 (written in the backend
+service's description, so any worker knows); once stopped, the version leaves the URL
+map and its backend service and endpoint group are deleted.
+
+Everything is found by name on every call (the caller's `ref` holds only the service's
+id), so a call interrupted half-way is finished by the next. The query token is not
+checked here (a URL map cannot hash a header): see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import compute_v1
+
+from . import gcp_firewall
+from .base import (
+    Backend,
+    Endpoint,
+    PermanentCloudError,
+    PermanentErrorKind,
+    router_service_id,
+)
+
+if TYPE_CHECKING:
+    from .gcp import GcpProvider
+
+HEALTH_PATH = "/-/healthz"
+LISTENER_PORT = 80
+DRAIN_SECONDS = 30  # the backend services' connection draining
+DRAINING = "draining since "  # a backend service's description while it drains
+# Where Google's external Application Load Balancers and health checks connect from.
+GFE_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
+SCHEME = "EXTERNAL_MANAGED"
+
+
+def base_name(service_id: uuid.UUID) -> str:
+    return f"rd-{service_id.hex[:20]}"
+
+
+class GcpRouter:
+    """Implements clouds.providers.base.ServiceRouter with the provider's credentials,
+    endpoint, timeouts and error translation."""
+
+    def __init__(self, provider: GcpProvider, client_kwargs: dict[str, Any]) -> None:
+        self.provider = provider
+        self.project = provider.project_id
+        self.addresses = compute_v1.GlobalAddressesClient(**client_kwargs)
+        self.health_checks = compute_v1.HealthChecksClient(**client_kwargs)
+        self.groups = compute_v1.NetworkEndpointGroupsClient(**client_kwargs)
+        self.backend_services = compute_v1.BackendServicesClient(**client_kwargs)
+        self.url_maps = compute_v1.UrlMapsClient(**client_kwargs)
+        self.proxies = compute_v1.TargetHttpProxiesClient(**client_kwargs)
+        self.forwarding_rules = compute_v1.GlobalForwardingRulesClient(**client_kwargs)
+        self.firewalls = compute_v1.FirewallsClient(**client_kwargs)
+        self.global_operations = compute_v1.GlobalOperationsClient(**client_kwargs)
+
+    # -- ServiceRouter --------------------------------------------------------------
+
+    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
+        name = base_name(service_id)
+        address = self._get(self.addresses, "addresses", address=name)
+        if address is None:
+            self._insert(
+                self.addresses,
+                "addresses",
+                address_resource=compute_v1.Address(
+                    name=name, description=f"Raydeck service {service_id}"
+                ),
+            )
+            address = self._get(self.addresses, "addresses", address=name)
+        self._ensure(
+            self.health_checks,
+            "healthChecks",
+            {"health_check": name},
+            health_check_resource=compute_v1.HealthCheck(
+                name=name,
+                type_="HTTP",
+                check_interval_sec=5,
+                timeout_sec=4,
+                http_health_check=compute_v1.HTTPHealthCheck(
+                    request_path=HEALTH_PATH, port_specification="USE_SERVING_PORT"
+                ),
+            ),
+        )
+        ip = address.address if address is not None else ""
+        return Endpoint(url=f"http://{ip}", ref={"service_id": str(service_id)})
+
+    def set_backends(self, *, ref: dict[str, Any], backends: list[Backend]) -> None:
+        service_id = router_service_id(ref)
+        name = base_name(service_id)
+        address = self._get(self.addresses, "addresses", address=name)
+        if address is None:
+            self.ensure_endpoint(service_id=service_id, ref=ref)
+            address = self._get(self.addresses, "addresses", address=name)
+        existing = self._backend_services(name)
+        for backend in backends:
+            self._ensure_version(name, backend, existing.get(backend.name))
+        self._allow_load_balancer(name, {b.port for b in backends})
+        if any(b.weight > 0 and not b.draining for b in backends):
+            self._route(name, backends, address.address if address is not None else "")
+        # Only once the URL map no longer names them can the others go.
+        for version in set(existing) - {b.name for b in backends}:
+            self._delete(
+                self.backend_services, "backendServices", backend_service=existing[version].name
+            )
+            self._delete_groups(f"{name}-{version}")
+
+    def set_token_hashes(self, *, ref: dict[str, Any], token_hashes: list[str]) -> None:
+        """Nothing: a URL map cannot compare a token's SHA-256 (docs/architecture.md says
+        where the token is checked on GCP)."""
+
+    def in_flight(self, *, ref: dict[str, Any], backend: str) -> int:
+        """1 for DRAIN_SECONDS after the version began to drain, else 0."""
+        name = f"{base_name(router_service_id(ref))}-{backend}"
+        found = self._get(self.backend_services, "backendServices", backend_service=name)
+        since = _drain_start(found.description if found is not None else "")
+        return 1 if since is not None and time.time() - since < DRAIN_SECONDS else 0
+
+    def remove(self, *, ref: dict[str, Any]) -> None:
+        if not ref.get("service_id"):
+            return
+        name = base_name(router_service_id(ref))
+        # Users of a resource before the resource: GCE refuses to delete one in use.
+        self._delete(self.forwarding_rules, "forwardingRules", forwarding_rule=name)
+        self._delete(self.proxies, "targetHttpProxies", target_http_proxy=name)
+        self._delete(self.url_maps, "urlMaps", url_map=name)
+        for service in self._backend_services(name).values():
+            self._delete(self.backend_services, "backendServices", backend_service=service.name)
+            self._delete_groups(service.name)
+        self._delete(self.health_checks, "healthChecks", health_check=name)
+        self._delete(self.firewalls, "firewalls", firewall=f"{name}-lb")
+        self._delete(self.addresses, "addresses", address=name)
+
+    # -- versions -------------------------------------------------------------------
+
+    def _link(self, collection: str, name: str, zone: str = "") -> str:
+        where = f"zones/{zone}" if zone else "global"
+        return f"projects/{self.project}/{where}/{collection}/{name}"
+
+    def _backend_services(self, name: str) -> dict[str, compute_v1.BackendService]:
+        """The service's backend services by version (a scan by name: one made just
+        before a crash is in no URL map yet)."""
+        found = self._call(
+            lambda **kw: list(self.backend_services.list(**kw)),
+            "list backendServices",
+            project=self.project,
+        )
+        prefix = f"{name}-"
+        return {s.name[len(prefix) :]: s for s in found if s.name.startswith(prefix)}
+
+    def _ensure_version(
+        self, name: str, backend: Backend, service: compute_v1.BackendService | None
+    ) -> None:
+        zone, _, instance = backend.instance.rpartition("/")
+        if not zone or not instance:
+            raise PermanentCloudError(
+                f"Version {backend.name}'s head has no GCE instance on record, so the load "
+                "balancer cannot reach it.",
+                kind=PermanentErrorKind.INVALID_REQUEST,
+            )
+        version = f"{name}-{backend.name}"
+        group = self._get(
+            self.groups, "networkEndpointGroups", network_endpoint_group=version, zone=zone
+        )
+        if group is None:
+            self._insert(
+                self.groups,
+                "networkEndpointGroups",
+                zone=zone,
+                network_endpoint_group_resource=compute_v1.NetworkEndpointGroup(
+                    name=version,
+                    network_endpoint_type="GCE_VM_IP_PORT",
+                    network=self.provider.network,
+                    subnetwork=self.provider.subnetwork or None,
+                    default_port=backend.port,
+                ),
+            )
+        self._set_endpoint(version, zone, instance, backend)
+        drain = service.description if service is not None else ""
+        if backend.draining and _drain_start(drain) is None:
+            drain = f"{DRAINING}{int(time.time())}"
+        elif not backend.draining:
+            drain = ""
+        wanted = compute_v1.BackendService(
+            name=version,
+            description=drain,
+            load_balancing_scheme=SCHEME,
+            protocol="HTTP",
+            health_checks=[self._link("healthChecks", name)],
+            connection_draining=compute_v1.ConnectionDraining(draining_timeout_sec=DRAIN_SECONDS),
+            backends=[
+                compute_v1.Backend(
+                    group=self._link("networkEndpointGroups", version, zone),
+                    balancing_mode="RATE",
+                    max_rate_per_endpoint=10000,
+                )
+            ],
+        )
+        if service is None:
+            self._insert(self.backend_services, "backendServices", backend_service_resource=wanted)
+        elif service.description != drain or not _same_group(service, wanted):
+            wanted.fingerprint = service.fingerprint
+            self._apply(
+                self.backend_services.update_unary,
+                "update backendServices",
+                backend_service=version,
+                backend_service_resource=wanted,
+            )
+
+    def _set_endpoint(self, group: str, zone: str, instance: str, backend: Backend) -> None:
+        """The group holds exactly the version's head."""
+        listed = self._call(
+            lambda **kw: list(self.groups.list_network_endpoints(**kw)),
+            "read networkEndpointGroups",
+            project=self.project,
+            zone=zone,
+            network_endpoint_group=group,
+        )
+        have = {
+            (e.network_endpoint.instance, e.network_endpoint.ip_address, e.network_endpoint.port)
+            for e in listed
+        }
+        want = {(instance, backend.address, backend.port)}
+        for verb, request, endpoints in (
+            ("detach", compute_v1.NetworkEndpointGroupsDetachEndpointsRequest, have - want),
+            ("attach", compute_v1.NetworkEndpointGroupsAttachEndpointsRequest, want - have),
+        ):
+            if endpoints:
+                self._apply(
+                    getattr(self.groups, f"{verb}_network_endpoints_unary"),
+                    f"{verb} networkEndpointGroups",
+                    zone=zone,
+                    network_endpoint_group=group,
+                    **{
+                        f"network_endpoint_groups_{verb}_endpoints_request_resource": request(
+                            network_endpoints=_endpoints(endpoints)
+                        )
+                    },
+                )
+
+    def _delete_groups(self, version: str) -> None:
+        for zone in self.provider.zones:
+            self._delete(
+                self.groups, "networkEndpointGroups", network_endpoint_group=version, zone=zone
+            )
+
+    def _allow_load_balancer(self, name: str, ports: set[int]) -> None:
+        rule = f"{name}-lb"
+        found = self._get(self.firewalls, "firewalls", firewall=rule)
+        wanted = compute_v1.Firewall(
+            name=rule,
+            network=self.provider.network,
+            direction="INGRESS",
+            description="Raydeck: Google's load balancers reach a service's versions",
+            source_ranges=GFE_RANGES,
+            target_tags=[gcp_firewall.network_tag(self.provider.cloud_id)],
+            allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(p) for p in sorted(ports)])],
+        )
+        if found is None:
+            if ports:
+                self._insert(self.firewalls, "firewalls", firewall_resource=wanted)
+        elif not ports:
+            self._delete(self.firewalls, "firewalls", firewall=rule)
+        elif sorted(p for a in found.allowed for p in a.ports) != sorted(str(p) for p in ports):
+            self._apply(
+                self.firewalls.patch_unary,
+                "update firewalls",
+                firewall=rule,
+                firewall_resource=wanted,
+            )
+
+    def _route(self, name: str, backends: list[Backend], ip: str) -> None:
+        """The URL map's weights, then the proxy and forwarding rule that serve it."""
+        route = compute_v1.HttpRouteAction(
+            weighted_backend_services=[
+                compute_v1.WeightedBackendService(
+                    backend_service=self._link("backendServices", f"{name}-{b.name}"),
+                    weight=0 if b.draining else b.weight,
+                )
+                for b in sorted(backends, key=lambda b: b.name)
+            ]
+        )
+        found = self._get(self.url_maps, "urlMaps", url_map=name)
+        if found is None:
+            self._insert(
+                self.url_maps,
+                "urlMaps",
+                url_map_resource=compute_v1.UrlMap(name=name, default_route_action=route),
+            )
+        elif found.default_route_action != route:
+            self._apply(
+                self.url_maps.update_unary,
+                "update urlMaps",
+                url_map=name,
+                url_map_resource=compute_v1.UrlMap(
+                    name=name, default_route_action=route, fingerprint=found.fingerprint
+                ),
+            )
+        self._ensure(
+            self.proxies,
+            "targetHttpProxies",
+            {"target_http_proxy": name},
+            target_http_proxy_resource=compute_v1.TargetHttpProxy(
+                name=name, url_map=self._link("urlMaps", name)
+            ),
+        )
+        self._ensure(
+            self.forwarding_rules,
+            "forwardingRules",
+            {"forwarding_rule": name},
+            forwarding_rule_resource=compute_v1.ForwardingRule(
+                name=name,
+                I_p_address=ip,
+                I_p_protocol="TCP",
+                port_range=str(LISTENER_PORT),
+                load_balancing_scheme=SCHEME,
+                target=self._link("targetHttpProxies", name),
+            ),
+        )
+
+    # -- calls ----------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], action: str, **kwargs: Any) -> Any:
+        """The driver's call (bounded, errors translated); `action` is "<verb> <collection>"
+        and names the permission a refusal asks for."""
+        return self.provider._call(fn, action=action, permission=_permission(action), **kwargs)
+
+    def _apply(self, fn: Callable[..., Any], action: str, zone: str = "", **kwargs: Any) -> None:
+        """A change, waited for until GCE has made it."""
+        where = {"zone": zone} if zone else {}
+        self._wait(self._call(fn, action, project=self.project, **where, **kwargs), action, zone)
+
+    def _get(self, client: Any, collection: str, **kwargs: Any) -> Any:
+        try:
+            return self._call(client.get, f"read {collection}", project=self.project, **kwargs)
+        except PermanentCloudError as exc:
+            if exc.kind == PermanentErrorKind.NOT_FOUND:
+                return None
+            raise
+
+    def _ensure(self, client: Any, collection: str, key: dict[str, str], **resource: Any) -> None:
+        """Make the resource `key` names unless it is there (it is never changed)."""
+        if self._get(client, collection, **key) is None:
+            self._insert(client, collection, **resource)
+
+    def _insert(self, client: Any, collection: str, zone: str = "", **kwargs: Any) -> None:
+        where = {"zone": zone} if zone else {}
+        action = f"create {collection}"
+
+        def insert(**call: Any) -> Any:
+            try:
+                return client.insert_unary(**call)
+            except gexc.Conflict:
+                return None  # another worker made it a moment ago
+
+        operation = self._call(insert, action, project=self.project, **where, **kwargs)
+        if operation is not None:
+            self._wait(operation, action, zone)
+
+    def _delete(self, client: Any, collection: str, zone: str = "", **kwargs: Any) -> None:
+        where = {"zone": zone} if zone else {}
+        action = f"delete {collection}"
+        try:
+            operation = self._call(
+                client.delete_unary, action, project=self.project, **where, **kwargs
+            )
+        except PermanentCloudError as exc:
+            if exc.kind == PermanentErrorKind.NOT_FOUND:
+                return
+            raise
+        self._wait(operation, action, zone)
+
+    def _wait(self, operation: compute_v1.Operation, action: str, zone: str = "") -> None:
+        if zone:
+            operation = self.provider._wait(operation, zone)
+        elif operation.status != compute_v1.Operation.Status.DONE:
+            operation = self._call(
+                self.global_operations.wait,
+                "read globalOperations",
+                project=self.project,
+                operation=operation.name,
+            )
+        error = self.provider._operation_error(
+            operation, action=action, permission=_permission(action)
+        )
+        if error is not None:
+            raise error
+
+
+_VERBS = {
+    "list": "list",
+    "read": "get",
+    "create": "create",
+    "delete": "delete",
+    "update": "update",
+    "attach": "attachNetworkEndpoints",
+    "detach": "detachNetworkEndpoints",
+}
+
+
+# IAM names global addresses and forwarding rules apart from regional ones.
+_IAM_COLLECTIONS = {"addresses": "globalAddresses", "forwardingRules": "globalForwardingRules"}
+
+
+def _permission(action: str) -> str:
+    verb, collection = action.split()
+    return f"compute.{_IAM_COLLECTIONS.get(collection, collection)}.{_VERBS[verb]}"
+
+
+def _endpoints(endpoints: set[tuple[str, str, int]]) -> list[compute_v1.NetworkEndpoint]:
+    return [
+        compute_v1.NetworkEndpoint(instance=i, ip_address=a, port=p)
+        for i, a, p in sorted(endpoints)
+    ]
+
+
+def _same_group(have: compute_v1.BackendService, want: compute_v1.BackendService) -> bool:
+    """GCE answers full URLs for the relative links sent."""
+    return [b.group[b.group.find("projects/") :] for b in have.backends] == [
+        b.group for b in want.backends
+    ]
+
+
+def _drain_start(description: str) -> float | None:
+    if not description.startswith(DRAINING):
+        return None
+    try:
+        return float(description.removeprefix(DRAINING))
+    except ValueError:
+        return None

@@ -1,0 +1,298 @@
+"""The AWS service router against moto (the stand-in for AWS, in-process, as in
+test_aws_driver.py): a service's Application Load Balancer, its target groups and its
+weighted listener rule are created, re-weighted, drained and deleted through the real
+driver and boto3. moto does not model a deregistration delay, so the one test of a
+draining target answers DescribeTargetHealth as AWS does during one (a botocore hook)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from clouds import policies
+from clouds.choices import CloudKind
+from clouds.models import Cloud
+from clouds.providers import aws_firewall, aws_router
+from clouds.providers.aws import AwsProvider
+from clouds.providers.base import (
+    TAG_CLOUD,
+    Backend,
+    FirewallSpec,
+    PermanentCloudError,
+    PermanentErrorKind,
+    TransientCloudError,
+)
+from tests.clouds.test_aws_driver import (
+    Fake,
+    _error,
+    _ok,
+    aws,
+    fake,
+    make_provider,
+)
+
+__all__ = ["aws", "fake"]  # the fixtures: moto (autouse) and its session
+SERVICE = uuid.UUID("99999999-8888-7777-6666-555555555555")
+FIREWALL = FirewallSpec(gateway_port=8443, gateway_cidrs=("203.0.113.0/24",))
+
+
+@pytest.fixture
+def provider(fake: Fake) -> AwsProvider:
+    return make_provider(fake, firewall=FIREWALL)
+
+
+def _backends(**weights: int) -> list[Backend]:
+    """v1 on 10.0.1.1, v2 on 10.0.1.2, ...; a negative weight is a draining version."""
+    return [
+        Backend(
+            name=name,
+            address=f"10.0.1.{name[1:]}",
+            port=8000,
+            weight=max(weight, 0),
+            draining=weight < 0,
+        )
+        for name, weight in weights.items()
+    ]
+
+
+class Account:
+    """What the account holds for the service, read with the test's own clients."""
+
+    def __init__(self, fake: Fake) -> None:
+        self.ec2 = fake.ec2
+        self.elb = fake.session.client("elbv2")
+
+    def load_balancers(self) -> list[dict[str, Any]]:
+        return self.elb.describe_load_balancers()["LoadBalancers"]
+
+    def target_groups(self) -> dict[str, str]:
+        return {
+            g["TargetGroupArn"]: g["TargetGroupName"]
+            for g in self.elb.describe_target_groups()["TargetGroups"]
+        }
+
+    def targets(self, version: str) -> list[tuple[str, int]]:
+        arn = next(a for a, n in self.target_groups().items() if n.endswith(f"-{version}"))
+        health = self.elb.describe_target_health(TargetGroupArn=arn)
+        return [
+            (t["Target"]["Id"], t["Target"]["Port"]) for t in health["TargetHealthDescriptions"]
+        ]
+
+    def weights(self) -> dict[str, int] | None:
+        """The forward rule's weights by version, None when there is no rule."""
+        lb = self.load_balancers()[0]["LoadBalancerArn"]
+        listener = self.elb.describe_listeners(LoadBalancerArn=lb)["Listeners"][0]
+        rules = [
+            r
+            for r in self.elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]
+            if not r["IsDefault"]
+        ]
+        if not rules:
+            return None
+        names = self.target_groups()
+        forward = rules[0]["Actions"][0]["ForwardConfig"]["TargetGroups"]
+        return {names[t["TargetGroupArn"]].rsplit("-", 1)[1]: t["Weight"] for t in forward}
+
+    def router_groups(self) -> list[dict[str, Any]]:
+        return self.ec2.describe_security_groups(
+            Filters=[{"Name": f"tag:{aws_router.TAG_SERVICE}", "Values": [str(SERVICE)]}]
+        )["SecurityGroups"]
+
+    def node_ports(self) -> set[int]:
+        """The ports the cloud's nodes accept from the router's group."""
+        nodes = self.ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [aws_firewall.group_name(_cloud())]}]
+        )["SecurityGroups"][0]
+        return aws_firewall.router_ports(
+            self.ec2, nodes["GroupId"], self.router_groups()[0]["GroupId"]
+        )
+
+
+def _cloud() -> uuid.UUID:
+    return uuid.UUID("11111111-2222-3333-4444-555555555555")  # make_provider's
+
+
+def test_create_reweight_drain_remove(provider: AwsProvider, fake: Fake) -> None:
+    router = provider.router()
+    account = Account(fake)
+    endpoint = router.ensure_endpoint(service_id=SERVICE, ref={})
+    lb = account.load_balancers()
+    assert [b["LoadBalancerName"] for b in lb] == [aws_router.lb_name(SERVICE)]
+    assert endpoint.url == f"http://{lb[0]['DNSName']}"
+    assert lb[0]["Scheme"] == "internet-facing"
+    tags = account.elb.describe_tags(ResourceArns=[lb[0]["LoadBalancerArn"]])
+    assert {"Key": TAG_CLOUD, "Value": str(_cloud())} in tags["TagDescriptions"][0]["Tags"]
+    assert account.weights() is None  # nothing to forward to: the listener's 503
+
+    router.set_backends(ref=endpoint.ref, backends=_backends(v1=100))
+    assert account.weights() == {"v1": 100}
+    assert account.targets("v1") == [("10.0.1.1", 8000)]
+    assert account.node_ports() == {8000}  # the nodes let the load balancer in
+
+    router.set_backends(ref=endpoint.ref, backends=_backends(v1=90, v2=10))
+    assert account.weights() == {"v1": 90, "v2": 10}
+    writes = [name for name, _ in fake.calls if not name.startswith("Describe")]
+    router.set_backends(ref=endpoint.ref, backends=_backends(v1=90, v2=10))  # the same again
+    assert [name for name, _ in fake.calls if not name.startswith("Describe")] == writes
+    router.set_backends(ref=endpoint.ref, backends=_backends(v1=0, v2=100))
+    assert account.weights() == {"v1": 0, "v2": 100}
+
+    # Draining: weight 0 and the target deregistered (AWS lets requests in flight finish).
+    router.set_backends(ref=endpoint.ref, backends=_backends(v1=-1, v2=100))
+    assert account.weights() == {"v1": 0, "v2": 100}
+    assert account.targets("v1") == []
+    assert account.targets("v2") == [("10.0.1.2", 8000)]
+
+    # A stopped version leaves the router: its target group goes.
+    router.set_backends(ref=endpoint.ref, backends=_backends(v2=100))
+    assert account.weights() == {"v2": 100}
+    assert sorted(account.target_groups().values()) == [aws_router.target_group_name(SERVICE, "v2")]
+
+    router.set_token_hashes(ref=endpoint.ref, token_hashes=["a" * 64])  # the heads check
+    router.remove(ref=endpoint.ref)
+    assert account.load_balancers() == []
+    assert account.target_groups() == {}
+    assert account.router_groups() == []
+    router.remove(ref=endpoint.ref)  # gone already: fine
+
+
+def test_a_head_that_moves_is_re_registered(provider: AwsProvider, fake: Fake) -> None:
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(v1=100))
+    moved = [Backend(name="v1", address="10.0.9.9", port=8001, weight=100)]
+    router.set_backends(ref=ref, backends=moved)
+    assert Account(fake).targets("v1") == [("10.0.9.9", 8001)]
+    assert Account(fake).node_ports() == {8001}
+
+
+def test_the_cloud_firewall_keeps_the_router_rules(provider: AwsProvider, fake: Fake) -> None:
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(v1=100))
+    provider.ensure_firewall()  # brings the nodes' group in line with the cloud
+    assert Account(fake).node_ports() == {8000}
+
+
+def test_in_flight_while_the_target_drains(provider: AwsProvider, fake: Fake) -> None:
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(v1=-1, v2=100))
+    assert router.in_flight(ref=ref, backend="v1") == 0  # moto: deregistered at once
+    assert router.in_flight(ref=ref, backend="v9") == 0  # no such version
+
+    draining = {
+        "TargetHealthDescriptions": [
+            {
+                "Target": {"Id": "10.0.1.1", "Port": 8000},
+                "TargetHealth": {"State": "draining", "Reason": "Target.DeregistrationInProgress"},
+            }
+        ]
+    }
+    fake.on("before-call.elastic-load-balancing-v2.DescribeTargetHealth", lambda **_: _ok(draining))
+    assert router.in_flight(ref=ref, backend="v1") == 1
+
+
+def test_a_run_that_crashed_half_way_is_finished(provider: AwsProvider, fake: Fake) -> None:
+    """The first CreateListener fails after the load balancer exists, and a target group
+    is made before its rule: the next calls find both by name and make nothing twice."""
+    router = provider.router()
+    fake.on(
+        "before-call.elastic-load-balancing-v2.CreateListener",
+        _once(lambda: _error("ServiceUnavailable", 503)),
+    )
+    with pytest.raises(TransientCloudError):
+        router.ensure_endpoint(service_id=SERVICE, ref={})
+    fake.on(
+        "before-call.elastic-load-balancing-v2.CreateRule",
+        _once(lambda: _error("InternalFailure", 500)),
+    )
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    with pytest.raises(TransientCloudError):
+        router.set_backends(ref=ref, backends=_backends(v1=100))
+    router.ensure_endpoint(service_id=SERVICE, ref=ref)
+    router.set_backends(ref=ref, backends=_backends(v1=100))
+
+    account = Account(fake)
+    assert len(account.load_balancers()) == 1
+    assert len(account.router_groups()) == 1
+    assert list(account.target_groups().values()) == [aws_router.target_group_name(SERVICE, "v1")]
+    assert account.weights() == {"v1": 100}
+    assert len(fake.params("CreateLoadBalancer")) == 1
+
+
+def test_errors_say_what_to_do(provider: AwsProvider, fake: Fake) -> None:
+    router = provider.router()
+    fake.fail("elastic-load-balancing-v2.CreateLoadBalancer", "AccessDenied", 403)
+    with pytest.raises(PermanentCloudError) as denied:
+        router.ensure_endpoint(service_id=SERVICE, ref={})
+    assert denied.value.kind == PermanentErrorKind.PERMISSION
+    assert "elasticloadbalancing:CreateLoadBalancer" in denied.value.user_message
+
+    fake2 = Fake()
+    other = make_provider(fake2, firewall=FIREWALL)
+    fake2.fail("elastic-load-balancing-v2.CreateLoadBalancer", "TooManyLoadBalancers")
+    with pytest.raises(PermanentCloudError) as limit:
+        other.router().ensure_endpoint(service_id=SERVICE, ref={})
+    assert limit.value.kind == PermanentErrorKind.QUOTA
+    assert "load balancer limit" in limit.value.user_message
+
+    with pytest.raises(PermanentCloudError, match="damaged"):
+        router.set_backends(ref={"service_id": "nonsense"}, backends=[])
+
+
+def test_no_default_vpc_is_a_clear_refusal(provider: AwsProvider, fake: Fake) -> None:
+    vpc = fake.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    fake.on(
+        "before-call.ec2.DescribeVpcs",
+        lambda **_: _ok({"Vpcs": []}),
+    )
+    with pytest.raises(PermanentCloudError, match="no default VPC") as refused:
+        provider.router().ensure_endpoint(service_id=SERVICE, ref={})
+    assert refused.value.kind == PermanentErrorKind.INVALID_REQUEST
+    assert vpc["VpcId"]  # moto's account has one: the refusal came from the answer
+    assert Account(fake).load_balancers() == []
+
+
+def _once(answer: Any) -> Any:
+    """A before-call handler that fails the first call only (a crash mid-way)."""
+    done: list[bool] = []
+
+    def handler(**_: Any) -> Any:
+        if done:
+            return None
+        done.append(True)
+        return answer()
+
+    return handler
+
+
+def test_the_setup_policy_grants_every_call_the_router_makes(
+    provider: AwsProvider, fake: Fake
+) -> None:
+    """Each call of a service's whole life is an action the cloud's setup page grants."""
+    called: set[str] = set()
+
+    def record(model: Any, **_: Any) -> None:
+        called.add(f"{model.service_model.signing_name}:{model.name}")
+
+    fake.on("provide-client-params", record)
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(v1=100))
+    router.set_backends(ref=ref, backends=_backends(v1=-1, v2=100))
+    router.in_flight(ref=ref, backend="v1")
+    router.set_backends(ref=ref, backends=_backends(v2=100))
+    router.remove(ref=ref)
+
+    policy = policies.aws_permissions_policy(Cloud(kind=CloudKind.AWS, region="us-east-1"))
+    granted = {
+        action
+        for s in policy["Statement"]
+        for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    called -= {"sts:AssumeRole"}  # Raydeck's own identity, by the role's trust policy
+    assert "elasticloadbalancing:ModifyRule" in called
+    assert called <= granted, called - granted
