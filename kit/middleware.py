@@ -1,6 +1,7 @@
 """Session lifetime: an idle timeout and an absolute cap on top of Django's sessions;
 addresses with a NUL character refused before any view reads them; a live page whose
-session ended reloads instead of drawing the sign-in page inside itself."""
+session ended reloads instead of drawing the sign-in page inside itself; what the console
+sends whole goes compressed."""
 
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import resolve_url
 
 from .api.errors import ApiError, error_response
@@ -89,3 +91,22 @@ class HtmxSignInRedirectMiddleware:
             refresh["HX-Refresh"] = "true"
             return refresh
         return response
+
+
+class CompressMiddleware(GZipMiddleware):
+    """Gzip for every whole answer a client accepts it for: pages, live panels and, in
+    the embedded default (which serves static files straight from static/, where nothing
+    compressed them beforehand), the CSS and scripts, a first visit's largest part.
+    Production's static files come pre-compressed (Content-Encoding set: left alone).
+    Not a byte range (a stored log's page counts uncompressed bytes), a 304 or a HEAD,
+    whose bodies must stay empty. Django pads each answer with random bytes against
+    BREACH, and CSRF tokens are masked per response."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (
+            response.status_code != 200
+            or request.method == "HEAD"
+            or response.has_header("Content-Range")
+        ):
+            return response
+        return super().process_response(request, response)

@@ -54,6 +54,8 @@ MIDDLEWARE = [
     "kit.api.middleware.ApiErrorShapeMiddleware",
     "kit.middleware.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Outside WhiteNoise, so static files are compressed too (kit/middleware.py says when).
+    "kit.middleware.CompressMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,7 +1,8 @@
 // The cluster page's charts (CPU, memory, object store, running tasks over the last
-// hour) with uPlot (static/vendor/uplot, MIT). The data comes straight from Prometheus
-// on the cluster's gateway, with a short-lived token the console only vends
-// (ClusterMetricsTokenView); nothing of it passes through Raydeck.
+// hour) with uPlot (static/vendor/uplot, MIT), fetched once the data is in (console.js).
+// The data comes straight from Prometheus on the cluster's gateway, with a short-lived
+// token the console only vends (ClusterMetricsTokenView); nothing of it passes through
+// Raydeck.
 (function () {
   "use strict";
   var WINDOW = 3600;  // seconds shown
@@ -80,9 +81,11 @@
     var status = root.querySelector(".metrics-status");
     var charts = Array.prototype.slice.call(root.querySelectorAll(".chart"));
     token(root).then(function (a) {
-      return Promise.all(charts.map(function (el) {
-        return query(a, el.getAttribute("data-query")).then(function (result) { return draw(el, result); });
-      }));
+      return Promise.all(charts.map(function (el) { return query(a, el.getAttribute("data-query")); }));
+    }).then(function (results) {
+      return window.raydeckCharts(root).then(function () {
+        return results.map(function (result, i) { return draw(charts[i], result); });
+      });
     }).then(function (counts) {
       var any = counts.some(function (n) { return n > 0; });
       root.classList.add("has-data");
@@ -96,7 +99,7 @@
 
   function start() {
     var root = document.getElementById("cluster-metrics");
-    if (!root || started || typeof uPlot === "undefined") return;
+    if (!root || started) return;
     started = true;
     refresh(root);
     setInterval(function () { refresh(root); }, REFRESH);

@@ -40,6 +40,31 @@
       });
   });
 
+  // The chart library (uPlot, static/vendor/uplot), fetched when a page first draws a
+  // chart rather than with the page: most pages draw none, and a cluster without metrics
+  // neither. `root` carries its URLs (templates/console/_chart_library.html). Resolves
+  // to uPlot; a failed load may be tried again by the next refresh.
+  var chartLibrary = null;
+  window.raydeckCharts = function (root) {
+    if (!chartLibrary) {
+      chartLibrary = new Promise(function (resolve, reject) {
+        var style = document.createElement("link");
+        style.rel = "stylesheet";
+        style.href = root.getAttribute("data-chart-style");
+        document.head.appendChild(style);
+        var script = document.createElement("script");
+        script.src = root.getAttribute("data-chart-script");
+        script.onload = function () { resolve(window.uPlot); };
+        script.onerror = function () {
+          chartLibrary = null;
+          reject(new Error("the chart library did not load"));
+        };
+        document.head.appendChild(script);
+      });
+    }
+    return chartLibrary;
+  };
+
   // Close open menus when clicking elsewhere.
   document.addEventListener("click", function (event) {
     document.querySelectorAll("details.menu[open]").forEach(function (menu) {

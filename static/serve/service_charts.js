@@ -1,5 +1,6 @@
 // Charts of a service's versions (request rate, error rate, p50, p99) with uPlot
-// (static/vendor/uplot, MIT). Reads the page's metrics URL every 5 s.
+// (static/vendor/uplot, MIT), fetched once there is something to draw (console.js).
+// Reads the page's metrics URL every 5 s.
 (function () {
   "use strict";
   var COLORS = ["#3b6fe0", "#d9822b", "#2f9e5b", "#b03ac4", "#c23b3b"];
@@ -22,7 +23,13 @@
     var series = body.versions || [];
     var any = series.some(function (v) { return v.points.length > 0; });
     root.classList.toggle("has-data", any);
-    if (!any || typeof uPlot === "undefined") return;
+    if (!any) return;
+    window.raydeckCharts(root)
+      .then(function () { drawAll(root, series); })
+      .catch(function () { /* the next round tries again */ });
+  }
+
+  function drawAll(root, series) {
     var key = series.map(function (v) { return v.version; }).join(",");
     root.querySelectorAll(".chart").forEach(function (el) {
       var metric = el.getAttribute("data-metric");
