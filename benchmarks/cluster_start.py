@@ -69,8 +69,9 @@ from _harness import (
     stop_all,
     web_command,
 )
+from goals import goal
 
-GOAL_OVERHEAD_S = 1.5
+GOAL_OVERHEAD_S = goal("cluster_start", "overhead_s").limit
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
 POLL_S = 0.02

@@ -303,7 +303,7 @@ class FirstLoad:
     body_bytes: int  # every response's body, as sent (compressed where it was)
     requests: int
     load_ms: float  # Navigation Timing's loadEventEnd
-    polls: list[str]  # the URLs its live parts poll (hx-trigger "every ...")
+    polls: list[tuple[str, str]]  # its live parts' polls: (URL, HX-Target)
     rows: list[str]  # one line per response, for the log
 
 
@@ -331,9 +331,13 @@ def first_load(page: Any, url: str) -> FirstLoad:
         "() => { const n = performance.getEntriesByType('navigation')[0];"
         " return n.loadEventEnd - n.startTime; }"
     )
+    # A page's live part polls its own URL with HX-Target naming it (e.g. "cluster-live"),
+    # only while its object is in motion: the walk's objects are at rest, so the part is
+    # found by its id and asked for as a poll would ask.
     polls = page.evaluate(
-        "() => [...document.querySelectorAll('[hx-get][hx-trigger*=\"every\"]')]"
-        ".map(e => new URL(e.getAttribute('hx-get'), location.href).href)"
+        """() => [...document.querySelectorAll('[id$="-live"], [hx-trigger*="every"]')]
+            .map(e => [new URL(e.getAttribute('hx-get') || location.href, location.href).href,
+                       e.id])"""
     )
     rows = []
     for request in finished:
@@ -350,15 +354,16 @@ def first_load(page: Any, url: str) -> FirstLoad:
     )
 
 
-def poll_bytes(page: Any, url: str) -> int:
+def poll_bytes(page: Any, url: str, target: str) -> int:
     """The body of one live poll as HTMX makes it, as sent (the Resource Timing entry)."""
     return page.evaluate(
-        """async (url) => {
-            await fetch(url, {headers: {'HX-Request': 'true'}, cache: 'no-store'});
+        """async ([url, target]) => {
+            await fetch(url, {headers: {'HX-Request': 'true', 'HX-Target': target},
+                              cache: 'no-store'});
             const entries = performance.getEntriesByName(url);
             return entries[entries.length - 1].encodedBodySize;
         }""",
-        url,
+        [url, target],
     )
 
 
@@ -366,7 +371,7 @@ def walk_pages(page: Any, base: str, urls: list[str]) -> None:
     """Every organization page, each loaded once with an empty cache, and each live poll
     those pages make, once."""
     pages: list[tuple[str, FirstLoad]] = []
-    polls: dict[str, int] = {}
+    polls: dict[tuple[str, str], int] = {}
     for path in urls:
         # Only pages: not a POST-only route (405), a redirect or a download.
         probe = page.request.get(base + path, max_redirects=0)
@@ -376,9 +381,9 @@ def walk_pages(page: Any, base: str, urls: list[str]) -> None:
             continue
         loaded = first_load(page, base + path)
         pages.append((path, loaded))
-        for url in loaded.polls:
-            if url not in polls:
-                polls[url] = poll_bytes(page, url)
+        for url, target in loaded.polls:
+            if (url, target) not in polls:
+                polls[url, target] = poll_bytes(page, url, target)
     if not pages:
         raise RuntimeError("no page of the walk answered 200")
     heaviest = max(pages, key=lambda p: p[1].body_bytes)
@@ -395,7 +400,10 @@ def walk_pages(page: Any, base: str, urls: list[str]) -> None:
     figures["page_max_load_ms"] = round(slowest[1].load_ms, 1)
     if polls:
         biggest = max(polls, key=lambda u: polls[u])
-        log(f"{len(polls)} live polls: the largest {biggest.removeprefix(base)} {polls[biggest]} B")
+        log(
+            f"{len(polls)} live polls: the largest {biggest[0].removeprefix(base)} "
+            f"(#{biggest[1]}) {polls[biggest]} B"
+        )
         figures["poll_max_bytes"] = polls[biggest]
     figures["polls"] = len(polls)
 

@@ -78,9 +78,9 @@ from _harness import (
     wait_healthz,
     web_command,
 )
+from goals import verdict_lines
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-GOAL_RATE, GOAL_P99_MS = 3000.0, 50.0
 # What every seeded node's Ray reports as its total resources; the bodies send the same,
 # so the only writes are the once-a-minute persists (and the log tails).
 RESOURCES_TOTAL = {
@@ -430,7 +430,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--per-cluster", type=int, default=50, help="nodes per cluster")
-    parser.add_argument("--duration", type=int, default=30, help="measured seconds (>= 20)")
+    parser.add_argument("--duration", type=int, default=30, help="measured seconds (>= 5)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--wrk-threads", type=int, default=1)
@@ -448,8 +448,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if args.duration < 20:
-        print("--duration: measure at least 20 s for a sustained rate", file=sys.stderr)
+    if args.duration < 5:
+        print("--duration: measure at least 5 s (20 s for a figure to quote)", file=sys.stderr)
         return 2
     if args.seed:
         seed(args.nodes, args.per_cluster, args.seed)
@@ -595,12 +595,7 @@ def main() -> int:
         log(f"removed {tmp}")
 
     if figures:
-        ok = figures["heartbeats_per_s"] >= GOAL_RATE and figures["p99_ms"] < GOAL_P99_MS
-        print(
-            f"Goal: >= {GOAL_RATE:.0f} heartbeats/s with p99 < {GOAL_P99_MS:.0f} ms and no "
-            f"errors: {'PASS' if ok and not figures['errors'] else 'MISS'}",
-            flush=True,
-        )
+        print("\n".join(verdict_lines("heartbeats", figures)), flush=True)
     print(" ".join(f"{k}={v}" for k, v in figures.items()) or "failed=1", flush=True)
     return 1 if failed else 0
 

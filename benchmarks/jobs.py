@@ -54,9 +54,10 @@ from cluster_start import (
     plain_ray_start,
     tear_down,
 )
+from goals import goal
 
-GOAL_QUEUE_P95_S = 2.0
-GOAL_OVERHEAD_S = 2.0
+GOAL_QUEUE_P95_S = goal("jobs", "queue_p95_s").limit
+GOAL_OVERHEAD_S = goal("jobs", "overhead_s").limit
 # Long enough to be seen running (the head reports in its heartbeats), short enough that
 # only a few run at once on the head.
 QUEUE_JOB = "python -c 'import time; time.sleep(15)'"

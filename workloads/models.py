@@ -44,4 +44,7 @@ class WorkingDir(models.Model):
     @property
     def key(self) -> str:
         """Where it is in the cloud's storage."""
-        return f"workdirs/{self.sha256}.zip"
+        return f"{WORKING_DIRS}/{self.sha256}.zip"
+
+
+WORKING_DIRS = "workdirs"  # the folder of every working directory in a cloud's storage

@@ -26,7 +26,7 @@ from clouds.providers.base import STORAGE_URL_SECONDS, PermanentCloudError, Sign
 from clouds.providers.registry import provider_for
 from clusters.services.lifecycle import cloud_usable_by
 
-from .models import WorkingDir
+from .models import WORKING_DIRS, WorkingDir
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -138,6 +138,34 @@ def working_dir_confirm(*, working_dir: WorkingDir) -> bool:
         return False
     mark_uploaded(working_dir)
     return True
+
+
+def working_dir_packed(
+    *, project: Project, cloud: Cloud, sha256: str, size: int, actor: User
+) -> WorkingDir:
+    """A working directory a cluster zipped and stored itself (a workspace's snapshot,
+    under working_dirs_uri), recorded once it is there with that size; refusals name
+    `working_dir` and record nothing."""
+    sha256 = sha256.strip().lower()
+    reason = size_refusal(size) if SHA256.fullmatch(sha256) else "The digest is not a SHA-256."
+    if reason:
+        raise ValidationError({"working_dir": reason})
+    stored = WorkingDir(cloud=cloud, sha256=sha256, size=size)
+    try:
+        there = provider_for(cloud).object_size(key=stored.key) == size
+    except PermanentCloudError as exc:
+        raise _cloud_error(exc) from exc
+    if not there:
+        raise ValidationError({"working_dir": "The packed files are not in the cloud's storage."})
+    working_dir = _record(project=project, cloud=cloud, sha256=sha256, size=size, actor=actor)
+    mark_uploaded(working_dir)
+    return working_dir
+
+
+def working_dirs_uri(cloud: Cloud) -> str:
+    """The folder a cluster stores a working directory it zipped in, as `<sha256>.zip`
+    (where WorkingDir.key puts it; read and written with the nodes' own identity)."""
+    return provider_for(cloud).object_uri(key=WORKING_DIRS)
 
 
 def working_dir_uri(working_dir: WorkingDir) -> str:

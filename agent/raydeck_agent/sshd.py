@@ -10,6 +10,11 @@ the orders' keys replace whole on every change (sshd reads the file at each logi
 a removed key or member is refused from the next connection on). Only public keys are
 accepted, and only for the user the agent runs as; root may log in with a key only
 when the agent itself runs as root (the local cloud's heads in CI).
+
+Sessions start in the workspace's working directory, not $HOME (sshd always starts in
+the account's home): every session runs `session.sh` (ForceCommand), which changes
+there and runs what was asked, or a login shell. sftp then needs the sftp-server
+program (internal-sftp cannot run from a script); without one, sessions stay in $HOME.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -34,6 +40,11 @@ logger = logging.getLogger("raydeck_agent")
 
 SSHD_PORT = 2222  # on a machine of its own; the local cloud picks a free one
 SSHD_PATHS = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")  # often not on a user's PATH
+SFTP_SERVER_PATHS = (
+    "/usr/lib/openssh/sftp-server",  # Debian, Ubuntu
+    "/usr/libexec/openssh/sftp-server",  # Fedora, RHEL
+    "/usr/lib/ssh/sftp-server",  # Arch, Alpine
+)
 PRIVSEP_DIR = Path("/run/sshd")  # root's sshd wants it; a package's service makes it
 START_SECONDS = 10.0
 ATTEMPTS = 3  # a free port can be taken between choosing and binding it: choose again
@@ -43,6 +54,21 @@ NOT_INSTALLED = "sshd is not installed"
 def sshd_executable() -> Path | None:
     found = shutil.which("sshd") or next((p for p in SSHD_PATHS if os.access(p, os.X_OK)), None)
     return Path(found) if found else None
+
+
+def sftp_server() -> str | None:
+    return next((p for p in SFTP_SERVER_PATHS if os.access(p, os.X_OK)), None)
+
+
+def session_script(work_dir: Path) -> str:
+    """ForceCommand's script: sshd passes what the client asked in SSH_ORIGINAL_COMMAND
+    (the sftp subsystem's program too); nothing asked is an interactive login."""
+    return (
+        "#!/bin/sh\n"
+        f"cd {shlex.quote(str(work_dir))} || exit 1\n"
+        'if [ -z "$SSH_ORIGINAL_COMMAND" ]; then exec "${SHELL:-/bin/sh}" -l; fi\n'
+        'exec "${SHELL:-/bin/sh}" -c "$SSH_ORIGINAL_COMMAND"\n'
+    )
 
 
 def login_user() -> str:
@@ -65,8 +91,16 @@ def authorized_keys(keys: list[str]) -> str:
 class Sshd:
     """One sshd process of the head, started once and stopped with the node."""
 
-    def __init__(self, folder: Path, *, shared_machine: bool, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        shared_machine: bool,
+        env: dict[str, str],
+        work_dir: Path | None = None,
+    ) -> None:
         self.folder = folder
+        self.work_dir = work_dir
         self.shared_machine = shared_machine
         self.env = env  # the sessions' environment: Ray's, so `ray` finds the cluster
         self.port: int | None = None
@@ -171,8 +205,15 @@ class Sshd:
             "PrintMotd no",
             "X11Forwarding no",
             "AllowAgentForwarding no",
-            "Subsystem sftp internal-sftp",  # scp and editors copy files with it
         ]
+        sftp = sftp_server()
+        if self.work_dir is not None and sftp is not None:
+            script = self.folder / "session.sh"
+            script.write_text(session_script(self.work_dir))
+            script.chmod(0o755)
+            lines += [f"ForceCommand {script}", f"Subsystem sftp {sftp}"]
+        else:
+            lines.append("Subsystem sftp internal-sftp")  # scp and editors copy files with it
         if session_env:
             lines.append(f"SetEnv {session_env}")
         return "\n".join(lines) + "\n"

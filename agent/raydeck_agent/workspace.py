@@ -10,6 +10,12 @@ lists every kept path with its hash, so a save interrupted half-way leaves the p
 manifest intact and a rerun uploads only what is missing. Only files that changed since
 the last save (size or modification time) are read again.
 
+"Create job from this workspace" asks for a snapshot (orders' `snapshot`): the head saves
+now, zips exactly what that save kept (the same bytes the next start restores) the way
+the CLI zips a working directory (sorted, dated alike: the same tree, the same digest),
+stores it in the cloud's storage under its SHA-256 and reports the digest, the size and
+the packages added, which the control plane turns into the job's working dir and pip list.
+
 All slow work runs on this handler's own thread; `handle` and `report` only swap state.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import json
 import logging
 import os
@@ -25,12 +32,14 @@ import subprocess
 import threading
 import time
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import activity
+from .object_store import put_object
 from .orders import HANDLER_FACTORIES, HeadContext
 from .sshd import Sshd, login_user
 
@@ -67,6 +76,9 @@ class FolderStore:
 
     def get(self, digest: str, target: Path) -> None:
         shutil.copyfile(self._blob(digest), target)
+
+    def read(self, digest: str) -> bytes:
+        return self._blob(digest).read_bytes()
 
     def read_manifest(self) -> dict[str, Any] | None:
         try:
@@ -188,6 +200,28 @@ class Files:
         return SaveResult(at=started, files=len(files), bytes=total, skipped=skipped)
 
 
+class TooLarge(ValueError):
+    """The snapshot is over the working directory's size limit."""
+
+
+def pack(store: FolderStore, limit: int) -> bytes:
+    """The files of the store's manifest as a zip (a job's working directory)."""
+    manifest = store.read_manifest() or {}
+    files = manifest.get("files", {})
+    total = sum(int(entry.get("size", 0)) for entry in files.values())
+    if total > limit:
+        raise TooLarge(f"the files hold {total} bytes; a job's working directory may hold {limit}")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for relative in sorted(files):
+            entry = files[relative]
+            info = zipfile.ZipInfo(relative, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (int(entry.get("mode", 0o644)) & 0o777) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, store.read(entry["sha256"]))
+    return buffer.getvalue()
+
+
 def pip_freeze(python: str) -> list[str]:
     try:
         out = subprocess.run(  # noqa: S603 - our own argv
@@ -245,9 +279,13 @@ class WorkspaceHandler:
         self._report: dict[str, Any] = {}
         self._files: Files | None = None
         self._saved_for: str | None = None
+        self._packed_for: str | None = None
         self._baseline: list[str] | None = None
         self._sshd = Sshd(
-            context.node_dir / "ssh", shared_machine=context.shared_machine, env=context.ray_env
+            context.node_dir / "ssh",
+            shared_machine=context.shared_machine,
+            env=context.ray_env,
+            work_dir=self.work_dir,
         )
         self._ssh_keys: list[str] | None = None  # what the keys file holds now
 
@@ -259,6 +297,8 @@ class WorkspaceHandler:
         with self._lock:
             self._orders = orders
         if orders.get("save_for") and orders["save_for"] != self._saved_for:
+            self._wake.set()
+        if _snapshot_for(orders) not in (None, self._packed_for):
             self._wake.set()
         if _ssh_keys(orders) != self._ssh_keys:
             self._wake.set()
@@ -312,9 +352,12 @@ class WorkspaceHandler:
             if self._stopping.is_set():
                 self._save(orders, save_for)
                 return
-            if due:
+            snapshot_for = _snapshot_for(orders)
+            if due or snapshot_for not in (None, self._packed_for):
                 self._save(orders, save_for)
                 last_save = time.monotonic()
+            if snapshot_for not in (None, self._packed_for):
+                self._snapshot(orders)
             self._tend_ssh(_ssh_keys(orders))
             if time.monotonic() - last_look >= ACTIVITY_EVERY:
                 last_look = time.monotonic()
@@ -354,6 +397,30 @@ class WorkspaceHandler:
             if packages is not None:
                 self._report["packages_added"] = packages
 
+    def _snapshot(self, orders: dict[str, Any]) -> None:
+        """Pack what the save just kept into the job's working dir (see the docstring)."""
+        asked = orders["snapshot"]
+        token = str(asked["for"])
+        self._packed_for = token  # tried once per ask; a new ask comes with a new token
+        result: dict[str, Any] = {"for": token}
+        try:
+            with self._lock:
+                failed = self._report.get("error")
+            if self._files is None or failed:
+                raise ValueError(failed or "the files were never restored")
+            data = pack(self._files.store, int(asked.get("max_bytes") or 0))
+            digest = hashlib.sha256(data).hexdigest()
+            put_object(f"{str(asked['to']).rstrip('/')}/{digest}.zip", data)
+            with self._lock:
+                packages = self._report.get("packages_added", [])
+            result.update(sha256=digest, size=len(data), packages=packages)
+            logger.info("packed the workspace's files for a job (%d bytes)", len(data))
+        except (OSError, ValueError, KeyError) as exc:
+            logger.error("packing the workspace's files for a job failed: %s", exc)
+            result["error"] = str(exc)[:300]
+        self._set(snapshot=result)
+        self.context.report_soon()
+
     def _tend_ssh(self, keys: list[str] | None) -> None:
         """sshd runs once the orders carry keys (none: no SSH), accepting those keys."""
         if keys is None or keys == self._ssh_keys:
@@ -381,6 +448,11 @@ class WorkspaceHandler:
                 activity.ACTIVITY.note_kernel_activity(at)
             else:
                 activity.ACTIVITY.note_activity(kind, at)
+
+
+def _snapshot_for(orders: dict[str, Any]) -> str | None:
+    asked = orders.get("snapshot")
+    return str(asked["for"]) if isinstance(asked, dict) and asked.get("for") else None
 
 
 def _ssh_keys(orders: dict[str, Any]) -> list[str] | None:

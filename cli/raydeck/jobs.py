@@ -107,10 +107,15 @@ def cmd_submit(ctx: Context) -> int:
         priority=args.priority if args.priority is not None else spec.get("priority"),
         idempotency_key=args.idempotency_key,
     )
+    return submitted(ctx, job)
+
+
+def submitted(ctx: Context, job: Job) -> int:
+    """Say where a new job is, then follow it, wait for it or show it (--follow, --wait)."""
     ctx.note(f"Submitted job {job.name} ({job.id}): {job.url}")
-    if args.follow:
+    if ctx.args.follow:
         return _follow(ctx, job)
-    if args.wait:
+    if ctx.args.wait:
         job = _sdk(ctx).wait(job.id)
         ctx.show(job)
         return 0 if job.state == "succeeded" else EXIT_JOB_FAILED

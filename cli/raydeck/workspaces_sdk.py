@@ -1,5 +1,5 @@
 """The SDK's workspaces: `client.workspaces.create(...)`, `.start`, `.stop`, `.wait`,
-`.ssh_access`, `.tunnel`… over /api/v1/orgs/{org}/workspaces.
+`.ssh_access`, `.tunnel`, `.create_job`… over /api/v1/orgs/{org}/workspaces.
 
 `tunnel` carries an SSH connection's bytes between two file descriptors (the ssh
 client's ProxyCommand: stdin and stdout) and the gateway's /ssh WebSocket on the
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClusterFailed, ConnectionFailed, WaitTimeout
+from .jobs_sdk import Job
 from .models import Resource
 
 if TYPE_CHECKING:
@@ -117,6 +118,27 @@ class Workspaces:
         the workspace is not running, SSH is not in its image, or you have no key."""
         path = self._path(org, workspace_id, "ssh")
         return SshAccess.from_api(self.client.request("POST", path))
+
+    def create_job(
+        self,
+        workspace_id: str,
+        entrypoint: str,
+        *,
+        name: str = "",
+        max_retries: int | None = None,
+        timeout_seconds: int | None = None,
+        org: str | None = None,
+    ) -> Job:
+        """Submit a job from a running workspace: its files as they are now, its image,
+        compute config and the packages added in it (the server waits for the head to
+        pack the files: some seconds)."""
+        body: dict[str, Any] = {"entrypoint": entrypoint, "name": name}
+        if max_retries is not None:
+            body["max_retries"] = max_retries
+        if timeout_seconds is not None:
+            body["timeout_seconds"] = timeout_seconds
+        path = self._path(org, workspace_id, "jobs")
+        return Job.from_api(self.client.request("POST", path, body=body))
 
     def tunnel(
         self, workspace_id: str, *, org: str | None = None, stdin: int = 0, stdout: int = 1

@@ -1,14 +1,17 @@
 """The head's keeping of a workspace's files (raydeck_agent/workspace.py) on a real
 folder store: a save is incremental and content-addressed, a restore puts back exactly
 what was saved, limits and excludes are honoured, an interrupted save leaves the last
-manifest whole."""
+manifest whole, and a job's zip holds exactly what a save kept."""
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from pathlib import Path
 
-from raydeck_agent.workspace import MANIFEST, Files, FolderStore, Rules
+import pytest
+from raydeck_agent.workspace import MANIFEST, Files, FolderStore, Rules, TooLarge, pack
 
 
 def blobs(store_root: Path) -> set[str]:
@@ -67,3 +70,23 @@ def test_a_manifest_never_points_outside_the_working_directory(tmp_path) -> None
     assert Files(tmp_path / "work", store).restore() == 0
     assert not (tmp_path / "escape.txt").exists()
     assert (tmp_path / "store" / MANIFEST).is_file()
+
+
+def test_a_job_gets_exactly_what_the_save_kept_the_same_tree_the_same_zip(tmp_path) -> None:
+    work, store = tmp_path / "head", FolderStore(tmp_path / "store")
+    (work / "src").mkdir(parents=True)
+    (work / "src" / "train.py").write_text("print('hi')\n")
+    os.chmod(work / "src" / "train.py", 0o755)  # noqa: S103 - an executable script
+    (work / "__pycache__").mkdir()
+    (work / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    Files(work, store).save(Rules(excludes=("__pycache__",)))
+    first = pack(store, limit=1 << 20)
+    (work / "src" / "train.py").touch()  # a new mtime, the same content
+    Files(work, store).save(Rules(excludes=("__pycache__",)))
+    assert pack(store, limit=1 << 20) == first  # the same digest: stored once
+    archive = zipfile.ZipFile(io.BytesIO(first))
+    assert archive.namelist() == ["src/train.py"]
+    assert archive.read("src/train.py") == b"print('hi')\n"
+    assert (archive.getinfo("src/train.py").external_attr >> 16) & 0o777 == 0o755
+    with pytest.raises(TooLarge):
+        pack(store, limit=5)

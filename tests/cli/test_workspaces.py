@@ -37,6 +37,10 @@ def test_a_workspace_from_the_command_line(cli: Cli) -> None:
     assert json.loads(started.stdout)["state"] == "starting"
     refused = cli("workspaces", "delete", "lab", **env)
     assert_readable_failure(refused, 1, "Stop the workspace lab before deleting it")
+    early = cli("workspaces", "job", "lab", "--", "python", "train.py", **env)
+    assert_readable_failure(early, 1, "is starting: create the job once it runs")
+    bare = cli("workspaces", "job", "lab", **env)
+    assert_readable_failure(bare, 2, "Give the command to run after --")
     stopped = cli("workspaces", "stop", "lab", "-o", "json", **env)
     assert json.loads(stopped.stdout)["state"] == "stopping"
     missing = cli("workspaces", "get", "bravo-workspace", **env)

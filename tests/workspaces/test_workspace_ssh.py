@@ -47,17 +47,18 @@ from tests.factories import MembershipFactory, ProjectMembershipFactory, UserFac
 from tests.workspaces.test_workspace_ray import START_SECONDS, follow, stop_everything
 from workloads.workspaces import services
 from workloads.workspaces.choices import WorkspaceState
+from workloads.workspaces.models import Workspace
 from workloads.workspaces.ssh_keys import ssh_key_add, workspace_ssh_access
 
-pytestmark = [
-    pytest.mark.ray,
-    pytest.mark.django_db(transaction=True),
+# Real OpenSSH on both ends (test_workspace_job_ray.py's sync needs them too).
+NEEDS_OPENSSH = [
     pytest.mark.skipif(
         shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(),
         reason="no OpenSSH server (.ci/run installs it)",
     ),
     pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client"),
 ]
+pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True), *NEEDS_OPENSSH]
 HEARTBEAT_SECONDS = 30  # the head hears of a key or a revocation at its next heartbeat
 OPEN_SECONDS = 60  # a WebSocket handshake on a loaded shared 2-core machine
 
@@ -115,6 +116,18 @@ def ssh_session(run: Cli, config: Path, key: Path, token: str, command: str):
     )
 
 
+def running_with_sshd(workspace: Workspace) -> Workspace:
+    """Once the workspace runs and its head's sshd has said it is up."""
+    workspace = follow(workspace, {WorkspaceState.RUNNING, WorkspaceState.FAILED}, START_SECONDS)
+    assert workspace.state == WorkspaceState.RUNNING, workspace.state_reason
+    deadline = time.monotonic() + HEARTBEAT_SECONDS
+    while not workspace.ssh_user and time.monotonic() < deadline:
+        time.sleep(0.5)
+        workspace.refresh_from_db()
+    assert workspace.ssh_user and not workspace.ssh_unavailable, workspace.ssh_unavailable
+    return workspace
+
+
 def busy_by_ssh_after(cluster, moment) -> bool:
     """The head's last report names an SSH session active after `moment` (a session open
     since then counts as activity at every heartbeat)."""
@@ -168,15 +181,7 @@ def test_ssh_into_a_workspace_through_the_gateway(
             RAYDECK_ORG="sshws",
         )
         assert early.returncode != 0 and "start it first" in early.stderr, early.stderr
-        workspace = follow(
-            workspace, {WorkspaceState.RUNNING, WorkspaceState.FAILED}, START_SECONDS
-        )
-        assert workspace.state == WorkspaceState.RUNNING, workspace.state_reason
-        deadline = time.monotonic() + HEARTBEAT_SECONDS
-        while not workspace.ssh_user and time.monotonic() < deadline:
-            time.sleep(0.5)
-            workspace.refresh_from_db()
-        assert workspace.ssh_user and not workspace.ssh_unavailable, workspace.ssh_unavailable
+        workspace = running_with_sshd(workspace)
         cluster = workspace.cluster
         work = head_folder(cluster) / "work"
         (work / "notes.txt").write_text("written on the head\n")

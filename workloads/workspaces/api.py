@@ -1,5 +1,5 @@
-"""JSON API of workspaces: create, list, get, start, stop, delete, a JupyterLab link and
-SSH access (the CLI's tunnel).
+"""JSON API of workspaces: create, list, get, start, stop, delete, a JupyterLab link, SSH
+access (the CLI's tunnel) and a job from the workspace.
 Ids are the workspace's UUID; ids in a body are resolved through `visible_to` like a
 cluster's (clusters.api.choice_of); the console's services check the rules and write."""
 
@@ -23,10 +23,18 @@ from clusters.api import CLOUD_WHEN_ABSENT, choice_of
 from kit.api.errors import ApiError, answers, invalid
 from kit.api.pagination import PageParams, keyset_page, page_of
 from kit.api.schema import Out
+from workloads.jobs.api import JobOut, job_out
+from workloads.jobs.services import MAX_RETRIES, MAX_TIMEOUT_SECONDS
 
 from . import selectors
 from .models import WORKSPACE_NAME, Workspace
-from .services import workspace_create, workspace_delete, workspace_start, workspace_stop
+from .services import (
+    workspace_create,
+    workspace_delete,
+    workspace_job_create,
+    workspace_start,
+    workspace_stop,
+)
 from .ssh_keys import workspace_ssh_access
 
 router = Router(tags=["workspaces"])
@@ -82,6 +90,15 @@ class SshAccessOut(Out):
     token: str = Field(description="Send as `Authorization: Bearer`; opens it within 5 minutes.")
     expires_at: datetime
     user: str = Field(description="The account to log in as.")
+
+
+class WorkspaceJobIn(Schema):
+    entrypoint: str = Field(max_length=10_000, description="The command, e.g. python train.py.")
+    name: str = Field("", max_length=100, description="Absent: the workspace's name and command.")
+    max_retries: int = Field(1, ge=-(2**31), le=2**31, description=f"0 to {MAX_RETRIES}.")
+    timeout_seconds: int | None = Field(
+        None, ge=-(2**31), le=2**31, description=f"1 to {MAX_TIMEOUT_SECONDS}; null: none."
+    )
 
 
 def workspace_out(workspace: Workspace) -> dict[str, Any]:
@@ -238,3 +255,22 @@ def workspace_ssh(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
         return workspace_ssh_access(workspace=workspace, user=context.actor(request))
     except ValidationError as exc:
         raise _refused(exc) from exc
+
+
+@router.post("/orgs/{org}/workspaces/{id}/jobs", response=answers({201: JobOut}))
+def workspace_job(request: HttpRequest, org: str, id: str, body: WorkspaceJobIn) -> Status:
+    """Submit a job from a running workspace: its files as they are now (its head saves
+    and zips them; this waits for that, some seconds), its image, compute config and the
+    packages added in it. Not idempotent: each call packs the files again."""
+    organization = context.organization(request, org)
+    workspace = _workspace(request, organization, id, "project.view")
+    context.require(request, "job.submit", workspace.project)
+    job = workspace_job_create(
+        workspace=workspace,
+        actor=context.actor(request),
+        entrypoint=body.entrypoint,
+        name=body.name,
+        max_retries=body.max_retries,
+        timeout_seconds=body.timeout_seconds,
+    )
+    return Status(201, job_out(job, organization))

@@ -38,3 +38,20 @@ class SshKeyForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "ssh-ed25519 AAAA… you@laptop"}),
         help_text="The contents of a .pub file, such as ~/.ssh/id_ed25519.pub.",
     )
+
+
+class WorkspaceJobForm(forms.Form):
+    """Create job from this workspace: what to run; the rest comes from the workspace."""
+
+    entrypoint = forms.CharField(
+        max_length=10_000,
+        widget=forms.TextInput(attrs={"placeholder": "python train.py --epochs 3"}),
+        help_text="Run in a copy of the workspace's folder, as in its terminal.",
+    )
+    name = forms.CharField(
+        max_length=100, required=False, help_text="Blank: the workspace's name and the command."
+    )
+    max_retries = forms.IntegerField(initial=1, label="Retries")
+    timeout_seconds = forms.IntegerField(
+        required=False, label="Timeout (seconds)", help_text="Blank: none."
+    )

@@ -2,13 +2,16 @@
 orders under the "workspace" topic tell the head where the files live, to restore them
 once, to save them every few minutes and now when the workspace stops, and which SSH
 public keys its sshd accepts; its reports (restored, saved, packages added, the sshd's
-account or why it cannot run) go to services.workspace_report."""
+account or why it cannot run, a snapshot packed for a job) go to
+services.workspace_report."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+
+from workloads.storage import working_dirs_uri
 
 from . import live
 from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
@@ -32,6 +35,19 @@ def head_orders(workspace: Workspace) -> dict[str, Any]:
         "max_total_bytes": files["max_total_bytes"],
         "excludes": list(files["excludes"]),
         "ssh": {"keys": ssh_keys_for(workspace)},
+        "snapshot": snapshot_orders(workspace),
+    }
+
+
+def snapshot_orders(workspace: Workspace) -> dict[str, Any] | None:
+    """A snapshot asked for a job (services.workspace_job_create), or None."""
+    token = live.snapshot_asked(workspace.cluster_id) if workspace.cluster_id else None
+    if token is None:
+        return None
+    return {
+        "for": token,
+        "to": working_dirs_uri(workspace.cloud),
+        "max_bytes": settings.RAYDECK_WORKDIR_MAX_BYTES,
     }
 
 
@@ -50,6 +66,8 @@ class WorkspaceParticipant:
                     "files_location",
                     "state",
                     "stop_requested_at",
+                    "cluster_id",
+                    "cloud",
                 )
                 .first()
             )
@@ -58,7 +76,9 @@ class WorkspaceParticipant:
         return orders or None
 
     def prompt(self, cluster_id: int, orders: Any | None) -> bool:
-        return False  # JupyterLab starts once; its page reads the head through the gateway
+        # A request waits for a snapshot; otherwise JupyterLab starts once and its page
+        # reads the head through the gateway.
+        return isinstance(orders, dict) and bool(orders.get("snapshot"))
 
     def receive(self, cluster_id: int, report: Any) -> None:
         from .services import workspace_report  # services import tasks; keep ready() light

@@ -9,12 +9,18 @@ its own): both are read on every head heartbeat, so a steady head costs no SQL.
   heartbeat. Without it: a few indexed queries (the workspace, who may use it, their keys).
 - `raydeck:ws:report:<cluster id>`: a digest of the head's last report, so only a report
   that changed something is written. Lives REPORT_SECONDS. Without it: one write.
+- `raydeck:ws:snapshot:<cluster id>`: the token of a snapshot a request waits for
+  ("Create job from this workspace"), which the orders carry until it lives no more
+  (SNAPSHOT_SECONDS); `raydeck:ws:packed:<token>`: what the head reported for it (the
+  zip's digest and size and the packages, or its error), read by the waiting request.
+  Without them: the request waits in vain and says to try again; nothing is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from datetime import datetime
 from typing import Any
@@ -28,6 +34,7 @@ ORDERS_SECONDS = 60
 # orders made that close after it are made again, in case they read the old roles.
 REVOCATION_COMMIT_SECONDS = 10
 REPORT_SECONDS = 600
+SNAPSHOT_SECONDS = 120
 
 
 def _orders_key(cluster_id: int) -> str:
@@ -48,6 +55,33 @@ def cached_orders(cluster_id: int) -> dict[str, Any] | None:
 
 def keep_orders(cluster_id: int, orders: dict[str, Any], organization_id: int | None) -> None:
     cache.set(_orders_key(cluster_id), (orders, organization_id, time.time()), ORDERS_SECONDS)
+
+
+def ask_snapshot(cluster_id: int) -> str:
+    """A new snapshot's token; the orders made from now on carry it (forget_orders after)."""
+    token = secrets.token_hex(16)
+    cache.set(f"raydeck:ws:snapshot:{cluster_id}", token, SNAPSHOT_SECONDS)
+    return token
+
+
+def snapshot_asked(cluster_id: int) -> str | None:
+    token = cache.get(f"raydeck:ws:snapshot:{cluster_id}")
+    return token if isinstance(token, str) else None
+
+
+def keep_packed(cluster_id: int, result: dict[str, Any]) -> None:
+    """The head's answer to the snapshot asked of it (an answer to another is dropped)."""
+    token = result.get("for")
+    if token and token == snapshot_asked(cluster_id):
+        cache.set(f"raydeck:ws:packed:{token}", result, SNAPSHOT_SECONDS)
+        # Answered: the orders stop asking (and the head its quick heartbeats).
+        cache.delete(f"raydeck:ws:snapshot:{cluster_id}")
+        forget_orders(cluster_id)
+
+
+def packed(token: str) -> dict[str, Any] | None:
+    result = cache.get(f"raydeck:ws:packed:{token}")
+    return result if isinstance(result, dict) else None
 
 
 def forget_orders(cluster_id: int | None) -> None:

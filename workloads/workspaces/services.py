@@ -1,15 +1,21 @@
-"""What users ask of workspaces (create, start, stop, delete) and how a workspace follows
-its cluster (`workspace_sync`, run by a task on every change and by beat).
+"""What users ask of workspaces (create, start, stop, delete, a job from one) and how a
+workspace follows its cluster (`workspace_sync`, run by a task on every change and by
+beat).
 
 Start creates a cluster; the head restores the files, and the workspace runs once the
 head says they are back. Stop asks the head to save the files now and terminates the
 cluster once it reports that save (or after STOP_SAVE_TIMEOUT if it cannot); the files
 are also saved every few minutes while it runs. Every step is safe to run again: a worker
 killed half-way leaves the state the next sync picks up.
+
+A job from a running workspace (workspace_job_create) asks its head for a snapshot
+through the orders: the head saves, zips what it kept into the cloud's storage and
+answers in its report; the request waits for that answer, then submits the job.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +32,9 @@ from clouds.providers.registry import files_location_for
 from clusters.choices import ClusterState, DesiredState
 from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
 from clusters.services.lifecycle import checked_choice, cluster_create, cluster_terminate
+from workloads.jobs.models import Job
+from workloads.jobs.services import job_definition, job_submit
+from workloads.storage import working_dir_packed
 
 from . import live
 from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
@@ -183,6 +192,114 @@ def workspace_delete(*, workspace: Workspace, actor: User) -> None:
     workspace.delete()
 
 
+# --- A job from the workspace --------------------------------------------------------------
+
+# How long a request waits for the head to save and pack the files (a heartbeat or two,
+# then the zip); under the web server's timeout.
+SNAPSHOT_WAIT_SECONDS = 25.0
+
+
+def workspace_job_create(
+    *,
+    workspace: Workspace,
+    actor: User,
+    entrypoint: str,
+    name: str = "",
+    max_retries: int = 1,
+    timeout_seconds: int | None = None,
+) -> Job:
+    """A job that runs `entrypoint` as the workspace does: its files as they are now
+    (saved and zipped by its head: the job's working dir), its image and compute config,
+    and the packages added in it (pip). The job's own rules are checked before the head
+    is asked anything; the request then waits for the head (SNAPSHOT_WAIT_SECONDS at
+    most) outside any transaction. Refusals name their field; a refused request writes
+    nothing."""
+    require(actor, "job.submit", workspace.project)
+    entrypoint = (entrypoint or "").strip()
+    arguments: dict[str, Any] = {
+        "project": workspace.project,
+        "actor": actor,
+        "name": (name or "").strip() or f"{workspace.name}: {entrypoint}"[:100],
+        "entrypoint": entrypoint,
+        "cloud": workspace.cloud,
+        "compute_config": workspace.compute_config,
+        "image": workspace.image,
+        "max_retries": max_retries,
+        "timeout_seconds": timeout_seconds,
+    }
+    with transaction.atomic():  # its checks lock the choice's rows; released at once
+        job_definition(**arguments)
+    if workspace.state != WorkspaceState.RUNNING or workspace.cluster_id is None:
+        raise ValidationError({"workspace": _why_no_snapshot(workspace)})
+    packed = _snapshot(workspace, workspace.cluster_id)
+    working_dir = working_dir_packed(
+        project=workspace.project,
+        cloud=workspace.cloud,
+        sha256=packed["sha256"],
+        size=packed["size"],
+        actor=actor,
+    )
+    with transaction.atomic(durable=True):
+        job = job_submit(**arguments, working_dir=working_dir, pip=packed["packages"] or None)
+        audit(
+            actor=actor,
+            verb="workspace.job_create",
+            target=workspace,
+            changes={"job": [None, str(job.uuid)], "packages": [None, len(packed["packages"])]},
+        )
+    return job
+
+
+def _why_no_snapshot(workspace: Workspace) -> str:
+    if workspace.state == WorkspaceState.STOPPED and workspace.files_saved_at is None:
+        return (
+            f"The workspace {workspace.name} has no saved files yet: start it, work in it, "
+            "then create the job."
+        )
+    if workspace.state == WorkspaceState.STARTING:
+        return f"The workspace {workspace.name} is starting: create the job once it runs."
+    return (
+        f"The workspace {workspace.name} is {workspace.state}: start it, and its head packs "
+        "its files for the job as they are."
+    )
+
+
+def _snapshot(workspace: Workspace, cluster_id: int) -> dict[str, Any]:
+    """Ask the head to save and zip the files now, and wait for its answer."""
+    token = live.ask_snapshot(cluster_id)
+    live.forget_orders(cluster_id)  # the next heartbeat's orders carry the ask
+    deadline = time.monotonic() + SNAPSHOT_WAIT_SECONDS
+    while (packed := live.packed(token)) is None:
+        if time.monotonic() > deadline:
+            raise ValidationError(
+                {
+                    "workspace": f"The head of {workspace.name} did not pack its files within "
+                    f"{SNAPSHOT_WAIT_SECONDS:.0f} s; try again in a moment."
+                }
+            )
+        time.sleep(0.25)
+    if packed.get("error"):
+        raise ValidationError(
+            {"workspace": f"The head could not pack the files for a job: {packed['error']}"}
+        )
+    return packed
+
+
+def _packed_report(value: Any) -> dict[str, Any] | None:
+    """The head's answer to a snapshot (untrusted input), in the shape _snapshot reads."""
+    if not isinstance(value, dict) or not isinstance(value.get("for"), str):
+        return None
+    packed: dict[str, Any] = {"for": value["for"][:64], "error": _text(value.get("error"), 300)}
+    size, packages = value.get("size"), value.get("packages")
+    if not packed["error"]:
+        if not isinstance(size, int) or not isinstance(packages, list):
+            packed["error"] = "its answer made no sense"
+        packed["sha256"] = _text(value.get("sha256"), 64)
+        packed["size"] = size
+        packed["packages"] = [_text(p, 200) for p in packages or [] if isinstance(p, str)][:500]
+    return packed
+
+
 # --- Following the cluster ----------------------------------------------------------------
 
 
@@ -303,6 +420,8 @@ def workspace_report(*, cluster_id: int, report: Any) -> None:
     report that changes nothing writes nothing."""
     if not isinstance(report, dict):
         return
+    if packed := _packed_report(report.get("snapshot")):
+        live.keep_packed(cluster_id, packed)
     fields: dict[str, Any] = {}
     restored = _time(report.get("restored_at"))
     if restored is not None:

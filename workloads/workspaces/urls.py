@@ -28,6 +28,11 @@ org_urlpatterns = [
         name="workspace_delete",
     ),
     path(
+        "workspaces/<int:workspace_id>/job/",
+        views.WorkspaceJobView.as_view(),
+        name="workspace_job",
+    ),
+    path(
         "workspaces/<int:workspace_id>/open/",
         views.WorkspaceOpenView.as_view(),
         name="workspace_open",

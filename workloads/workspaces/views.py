@@ -25,9 +25,15 @@ from kit.views import done, paginate
 
 from . import selectors
 from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
-from .forms import SshKeyForm, WorkspaceCreateForm
+from .forms import SshKeyForm, WorkspaceCreateForm, WorkspaceJobForm
 from .models import SshKey, Workspace
-from .services import workspace_create, workspace_delete, workspace_start, workspace_stop
+from .services import (
+    workspace_create,
+    workspace_delete,
+    workspace_job_create,
+    workspace_start,
+    workspace_stop,
+)
 from .ssh_keys import ssh_key_add, ssh_key_remove
 
 
@@ -135,6 +141,7 @@ class WorkspaceDetailView(WorkspaceObjectView):
             "rules": selectors.files_rules(),
             "active": workspace.state in ACTIVE_WORKSPACE_STATES,
             "has_ssh_key": request.user.ssh_keys.exists(),
+            "can_submit_job": has_perm(request.user, "job.submit", workspace.project),
         }
         if request.htmx and request.htmx.target == "workspace-live":
             response = self.render(f"{self.template}#workspace-live", context)
@@ -188,6 +195,36 @@ class WorkspaceDeleteView(WorkspaceObjectView):
             reverse("workspace_list", args=[org_slug]),
             f"Workspace {self.workspace.name} deleted.",
         )
+
+
+class WorkspaceJobView(WorkspaceObjectView):
+    """Create job from this workspace (workspace_job_create holds the rules)."""
+
+    permission = "job.submit"
+    template = "workspaces/workspace_job.html"
+
+    def get(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
+        return self.render(self.template, {"form": WorkspaceJobForm()})
+
+    def post(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
+        form = WorkspaceJobForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            with service_errors_on(form):
+                job = workspace_job_create(
+                    workspace=self.workspace,
+                    actor=request.user,
+                    entrypoint=data["entrypoint"],
+                    name=data["name"],
+                    max_retries=data["max_retries"],
+                    timeout_seconds=data["timeout_seconds"],
+                )
+                return done(
+                    request,
+                    reverse("job_detail", args=[org_slug, job.pk]),
+                    f"Job {job.name} submitted with the files of {self.workspace.name}.",
+                )
+        return self.render(self.template, {"form": form})
 
 
 class WorkspaceOpenView(WorkspaceObjectView):
