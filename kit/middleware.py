@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.response import HttpResponseBase
 from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import resolve_url
 
@@ -102,7 +103,9 @@ class CompressMiddleware(GZipMiddleware):
     whose bodies must stay empty. Django pads each answer with random bytes against
     BREACH, and CSRF tokens are masked per response."""
 
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
         if (
             response.status_code != 200
             or request.method == "HEAD"

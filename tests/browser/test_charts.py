@@ -1,20 +1,19 @@
 """The chart library (uPlot) comes with the first chart, not with the page, in real
 Chromium: a service page fetches it once its versions have traffic to draw and then
 draws the four charts; a page without charts to draw never fetches it. No Ray: the
-traffic is the heads' reports, written as the heartbeat would (workloads.serve.live)."""
+traffic is the head's reports, written as its heartbeat would (tests/serve/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-from django.core.cache import cache
 from playwright.sync_api import Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from tests.conftest import make_tenant
 from tests.factories import PASSWORD
-from workloads.serve import live
+from tests.serve.conftest import note_traffic
 from workloads.serve.choices import ServiceState
 from workloads.serve.models import Service
 
@@ -47,22 +46,9 @@ def test_the_chart_library_comes_with_the_first_chart(
     page.wait_for_timeout(500)  # its first read of the metrics is in
     assert not [url for url in fetched if "/uplot/" in url]
 
-    # Two reports of the head, 5 s apart: a rate to draw. The next read (every 5 s)
-    # fetches the library once and draws every chart.
-    live.note_report(
-        version.cluster_id,
-        {"hash": version.config_hash, "error": "", "applications": {}},
-        {"default": {"requests": 0, "errors": 0, "buckets": {"10": 0, "+Inf": 0}}},
-    )
-    key = live.SAMPLES_KEY.format(version.cluster_id)
-    samples = cache.get(key)
-    samples.append(
-        (
-            samples[-1][0] + 5,
-            {"default": {"requests": 50, "errors": 5, "buckets": {"10": 50, "+Inf": 50}}},
-        )
-    )
-    cache.set(key, samples)
+    # The head reports traffic: the next read (every 5 s) fetches the library once and
+    # draws every chart.
+    note_traffic(version)
     charts = page.locator("#service-charts .chart canvas")
     expect(charts).to_have_count(4, timeout=15_000)
     expect(page.get_by_text("No requests yet")).to_be_hidden()

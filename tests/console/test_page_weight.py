@@ -41,7 +41,11 @@ def test_static_files_go_compressed_and_unchanged(tenant_a: Tenant) -> None:
 def test_pages_go_compressed_and_load_no_chart_library(tenant_a: Tenant) -> None:
     client = client_for(tenant_a.member)
     org = tenant_a.org.slug
-    for path in (f"/o/{org}/clusters/{tenant_a.cluster.pk}/", f"/o/{org}/services/{tenant_a.service.pk}/"):
+    pages = (
+        f"/o/{org}/clusters/{tenant_a.cluster.pk}/",
+        f"/o/{org}/services/{tenant_a.service.pk}/",
+    )
+    for path in pages:
         sent = client.get(path, **BROWSER)
         assert sent.status_code == 200 and sent["Content-Encoding"] == "gzip"
         page = gzip.decompress(sent.content).decode()
@@ -53,8 +57,10 @@ def test_pages_go_compressed_and_load_no_chart_library(tenant_a: Tenant) -> None
 
 
 def test_the_service_page_names_the_chart_library_for_its_script(tenant_a: Tenant) -> None:
-    page = client_for(tenant_a.member).get(
-        f"/o/{tenant_a.org.slug}/services/{tenant_a.service.pk}/"
-    ).content.decode()
+    page = (
+        client_for(tenant_a.member)
+        .get(f"/o/{tenant_a.org.slug}/services/{tenant_a.service.pk}/")
+        .content.decode()
+    )
     assert f'data-chart-script="{static("vendor/uplot/uPlot.iife.min.js")}"' in page
     assert f'data-chart-style="{static("vendor/uplot/uPlot.min.css")}"' in page

@@ -8,7 +8,7 @@ import pytest
 
 from accounts.choices import OrgRole
 from tests.conftest import Tenant, client_for
-from workloads.serve import live
+from tests.serve.conftest import note_traffic
 from workloads.serve.choices import ServiceState
 from workloads.serve.models import Service, ServiceVersion
 
@@ -72,22 +72,7 @@ def test_service_page_charts_and_confirmations(alpha: Tenant) -> None:
     service.refresh_from_db()
     version = service.versions.get()
     base = f"/o/{alpha.org.slug}/services/{service.pk}/"
-    live.note_report(
-        version.cluster_id,
-        {"hash": version.config_hash, "error": "", "applications": {}},
-        {"default": {"requests": 0, "errors": 0, "buckets": {"10": 0, "+Inf": 0}}},
-    )
-    cache_key = live.SAMPLES_KEY.format(version.cluster_id)
-    from django.core.cache import cache
-
-    samples = cache.get(cache_key)
-    samples.append(
-        (
-            samples[-1][0] + 5,
-            {"default": {"requests": 50, "errors": 5, "buckets": {"10": 50, "+Inf": 50}}},
-        )
-    )
-    cache.set(cache_key, samples)
+    note_traffic(version)
     series = client.get(base + "metrics/").json()["versions"]
     assert series[0]["version"] == 1
     point = series[0]["points"][-1]
