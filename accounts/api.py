@@ -15,9 +15,11 @@ from ninja.responses import Status
 
 from accounts import api_context as context
 from accounts.api_idempotency import idempotent
-from kit.api.errors import ApiError, answers, not_found
-from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.errors import ApiError, not_found
+from kit.api.handlers import answers
+from kit.api.pagination import PageParams, page_of
 from kit.api.schema import Out
+from kit.keyset import keyset_page
 
 from . import selectors
 from .models import ApiToken, AuditEvent, Membership, Organization, Project, User

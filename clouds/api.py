@@ -20,9 +20,11 @@ from ninja.responses import Status
 from accounts import api_context as context
 from accounts.api_idempotency import idempotent
 from accounts.models import Organization, Project
-from kit.api.errors import ApiError, answers, invalid
-from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.errors import ApiError, invalid
+from kit.api.handlers import answers
+from kit.api.pagination import PageParams, page_of
 from kit.api.schema import Changes, Out
+from kit.keyset import keyset_page
 
 from . import selectors, services
 from .forms import CLOUD_FORMS, IDENTITY_FORMS

@@ -19,9 +19,11 @@ from accounts import api_context as context
 from accounts.api_idempotency import idempotent
 from accounts.models import Organization, Project
 from clouds.models import Cloud
-from kit.api.errors import ApiError, answers, invalid, not_found
-from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.errors import ApiError, invalid, not_found
+from kit.api.handlers import answers
+from kit.api.pagination import PageParams, page_of
 from kit.api.schema import Changes, Out
+from kit.keyset import keyset_page
 
 from . import selectors
 from .access import cluster_address

@@ -15,9 +15,10 @@ from ninja.responses import Status
 from accounts import api_context as context
 from accounts.api_idempotency import idempotent
 from accounts.models import Organization
-from kit.api.errors import answers
-from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.handlers import answers
+from kit.api.pagination import PageParams, page_of
 from kit.api.schema import Out
+from kit.keyset import keyset_page
 
 from . import selectors
 from .api import _org_cloud

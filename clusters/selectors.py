@@ -40,7 +40,7 @@ from clouds.models import Cloud
 from clouds.providers.registry import traits_for
 from clouds.selectors import preferred_cloud
 from kit.api.errors import invalid
-from kit.api.pagination import PageParams, compiled_keyset_page
+from kit.keyset import PageRequest, compiled_keyset_page
 from kit.statements import Param, StatementCache
 
 from . import live
@@ -205,7 +205,7 @@ _cluster_lists = StatementCache()
 def cluster_page(
     identity: TokenIdentity,
     org: str,
-    page: PageParams,
+    page: PageRequest,
     *,
     project: str = "",
     state: str | None = None,

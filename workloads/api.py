@@ -12,7 +12,8 @@ from accounts import api_context as context
 from accounts.models import Organization, Project
 from clouds.providers.base import TransientCloudError
 from clusters.api import CLOUD_WHEN_ABSENT, choice_of
-from kit.api.errors import ApiError, answers, invalid
+from kit.api.errors import ApiError, invalid
+from kit.api.handlers import answers
 from kit.api.schema import Out
 
 from .storage import working_dir_request_upload

@@ -18,7 +18,7 @@ from accounts.api_auth import TokenAuth
 from clouds.api import router as clouds_router
 from clusters.api import router as clusters_router
 from clusters.api_builds import router as image_builds_router
-from kit.api import errors
+from kit.api import handlers
 from kit.api.rendering import ApiRenderer
 from workloads.api import router as workloads_router
 from workloads.jobs.api import router as jobs_router
@@ -40,7 +40,7 @@ api = NinjaAPI(
     docs_url=None,  # our own page below: no CDN, and our CSP
     openapi_url=None,  # our own view below: GET only, built once per process
 )
-errors.install(api)
+handlers.install(api)
 api.add_router("", accounts_router)
 api.add_router("", clouds_router)
 api.add_router("", clusters_router)
@@ -65,7 +65,7 @@ def openapi_json(request: HttpRequest) -> HttpResponse:
     """The OpenAPI document, no token needed."""
     global _openapi_document
     if _openapi_document is None:
-        document = errors.document_errors(api.get_openapi_schema(path_prefix="/api/v1/"))
+        document = handlers.document_errors(api.get_openapi_schema(path_prefix="/api/v1/"))
         _openapi_document = json.dumps(document).encode()
     return HttpResponse(_openapi_document, content_type="application/json")
 

@@ -1,19 +1,13 @@
-"""How the API writes JSON: one encoder for answers and errors, pydantic's own (written
-in Rust: five times quicker than json.dumps with Django's encoder on a page of 50
-clusters). Times are ISO 8601 with microseconds, in UTC ("…Z")."""
+"""ninja's renderer for the API's answers: kit/api/encoding.py's encoder."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pydantic_core
 from django.http import HttpRequest
 from ninja.renderers import BaseRenderer
 
-
-def dump_json(data: Any) -> bytes:
-    # str() for what has no JSON form of its own (a lazy translation, say).
-    return pydantic_core.to_json(data, fallback=str)
+from .encoding import dump_json
 
 
 class ApiRenderer(BaseRenderer):

@@ -21,9 +21,11 @@ from accounts.models import Organization
 from clouds.providers.base import TransientCloudError
 from clusters.api import CLOUD_WHEN_ABSENT, choice_of
 from clusters.models import Cluster
-from kit.api.errors import answers, invalid
-from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.errors import invalid
+from kit.api.handlers import answers
+from kit.api.pagination import PageParams, page_of
 from kit.api.schema import Changes, Out
+from kit.keyset import keyset_page
 from workloads.api import unavailable, visible_project
 from workloads.models import WorkingDir
 

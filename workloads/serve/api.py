@@ -16,9 +16,11 @@ from accounts import api_context as context
 from accounts.api_idempotency import idempotent
 from accounts.models import Organization
 from clusters.api import cloud_of, config_and_image_of
-from kit.api.errors import answers, invalid
-from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.errors import invalid
+from kit.api.handlers import answers
+from kit.api.pagination import PageParams, page_of
 from kit.api.schema import Out
+from kit.keyset import keyset_page
 
 from . import selectors
 from .models import Service, ServiceVersion

@@ -20,9 +20,11 @@ from accounts.api_idempotency import idempotent
 from accounts.models import Organization, Project
 from clusters import access
 from clusters.api import CLOUD_WHEN_ABSENT, choice_of
-from kit.api.errors import ApiError, answers, invalid
-from kit.api.pagination import PageParams, keyset_page, page_of
+from kit.api.errors import ApiError, invalid
+from kit.api.handlers import answers
+from kit.api.pagination import PageParams, page_of
 from kit.api.schema import Out
+from kit.keyset import keyset_page
 from workloads.jobs.api import JobOut, job_out
 from workloads.jobs.services import MAX_RETRIES, MAX_TIMEOUT_SECONDS
 

@@ -35,6 +35,10 @@ class Command(BaseCommand):
         # WhiteNoise warns at every start when it is missing (files come from the finders).
         Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
+        # This command ran Django's system checks before it got here; the worker need not
+        # run them again, and doing so loaded every URL module, the API's included (a
+        # task that reverses a URL still loads them, when it first does).
+        os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
         commands = {
             "web": web_command(bind, workers=web_workers),
             "worker": worker_command(settings.VAR_DIR),
