@@ -219,7 +219,8 @@ def workspace_job_create(
     arguments: dict[str, Any] = {
         "project": workspace.project,
         "actor": actor,
-        "name": (name or "").strip() or f"{workspace.name}: {entrypoint}"[:100],
+        "name": (name or "").strip()
+        or f"{workspace.name}: {entrypoint}"[: Job._meta.get_field("name").max_length],
         "entrypoint": entrypoint,
         "cloud": workspace.cloud,
         "compute_config": workspace.compute_config,
