@@ -248,7 +248,7 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
     seen = process_tree(group.pid)
     names = " ".join(cmdline(p) for p in seen)
     # Beat runs inside the worker (-B) in the embedded default; its log says it started.
-    for part in ("gunicorn console.wsgi", "celery --quiet -A console worker"):
+    for part in ("gunicorn console.wsgi", "-m console.worker --beat-thread"):
         if part not in names:
             raise RuntimeError(f"serve tree has no '{part}' process:\n{group.tail()}")
     # Beat logs nothing at the embedded default's level; its schedule file says it runs.
