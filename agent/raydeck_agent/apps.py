@@ -7,9 +7,10 @@ console offers a "Jupyter" link only when it is there.
 
 Prometheus: found as `prometheus` on the PATH (Debian's package on the local cloud and on
 an AWS or GCP head without a container image, installed by its boot script), else at
-RAYDECK_PROMETHEUS (the boot script's copy of it, for a head that runs a container image). It listens on loopback under /prometheus/, scrapes every node's Ray
-metrics port through the service-discovery file Ray writes on the head (so nodes that
-join or leave are followed), keeps a day, and is reached only through the gateway: the
+RAYDECK_PROMETHEUS (the boot script's copy of it, for a head that runs a container
+image). It listens on loopback under /prometheus/, scrapes every node's Ray metrics port
+through the service-discovery file Ray writes on the head (so nodes that join or leave
+are followed), keeps a day, and is reached only through the gateway: the
 cluster page's charts query it there with the user's own short-lived token.
 
 Grafana is not started here (the gateway would proxy /grafana/ to a "grafana" port if

@@ -22,6 +22,7 @@ __all__ = [
     "ARTIFACT_REGISTRY_LOGIN",
     "CONTAINER_NAME",
     "ECR_LOGIN",
+    "GPU_FLAGS_LINES",
     "NODE_DIR",
     "RAY_INSTALL_DIR",
     "TOOLS_DIR",
@@ -121,7 +122,7 @@ def image_reference(image_uri: str) -> str:
 
 def _password_from(command: str, key: str) -> str:
     # The host's python3 reads the token's JSON (the agent's install needs it anyway).
-    read = f"import json, sys; print(json.load(sys.stdin)[\"{key}\"])"
+    read = f'import json, sys; print(json.load(sys.stdin)["{key}"])'
     return (
         f"{command} | python3 -c {shlex.quote(read)} \\\n"
         f'  | "$engine" login --username "$user" --password-stdin "$registry" >/dev/null\n'
@@ -130,23 +131,24 @@ def _password_from(command: str, key: str) -> str:
 
 # ECR: the credential helper's token for the instance role (ecr:GetAuthorizationToken).
 ECR_LOGIN = RegistryLogin(
-    lines="user=AWS\n" + _password_from('echo "$registry" | docker-credential-ecr-login get', "Secret"),
+    lines="user=AWS\n"
+    + _password_from('echo "$registry" | docker-credential-ecr-login get', "Secret"),
     command="docker-credential-ecr-login",
     package="amazon-ecr-credential-helper",
 )
 # Artifact Registry: the VM's service account's access token from the metadata server.
-_METADATA_TOKEN = (
+_METADATA_ACCESS = (
+    "curl -fsS -H 'Metadata-Flavor: Google' "
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
 )
 ARTIFACT_REGISTRY_LOGIN = RegistryLogin(
-    lines="user=oauth2accesstoken\n"
-    + _password_from(f"curl -fsS -H 'Metadata-Flavor: Google' {_METADATA_TOKEN}", "access_token"),
+    lines="user=oauth2accesstoken\n" + _password_from(_METADATA_ACCESS, "access_token"),
     command="curl",
     package="curl",
 )
 
 CONTAINER_NAME = "raydeck-node"
-TOOLS_DIR = "/opt/raydeck/bin"  # what the host adds for the container (Prometheus)
+TOOLS_DIR = f"{AGENT_ROOT}/bin"  # what the host adds for the container (Prometheus)
 
 
 def container_command(boot: BootSpec) -> str:
@@ -209,9 +211,7 @@ def _packages(boot: BootSpec, login: RegistryLogin | None) -> str:
             "|| packages+=(podman catatonit)"
         )
     if login and login.command:
-        wanted.append(
-            f"command -v {login.command} >/dev/null 2>&1 || packages+=({login.package})"
-        )
+        wanted.append(f"command -v {login.command} >/dev/null 2>&1 || packages+=({login.package})")
     lines = "packages=()\n" + "".join(f"{line}\n" for line in wanted)
     lines += (
         'if [ "${#packages[@]}" -gt 0 ]; then\n'
@@ -239,6 +239,18 @@ def _host_python_lines(boot: BootSpec) -> str:
     )
 
 
+# GPUs where the machine has them and NVIDIA's container toolkit (GPU machine images ship
+# it): Docker's --gpus, Podman's CDI device. Sets "${gpu_flags[@]}" for "$engine".
+GPU_FLAGS_LINES = (
+    "gpu_flags=()\n"
+    "if [ -e /dev/nvidia0 ] && command -v nvidia-ctk >/dev/null 2>&1; then\n"
+    '  if [ "${engine##*/}" = docker ]; then gpu_flags=(--gpus all)\n'
+    "  else nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml >/dev/null "
+    "&& gpu_flags=(--device nvidia.com/gpu=all); fi\n"
+    "fi\n"
+)
+
+
 def container_lines(boot: BootSpec, login: RegistryLogin | None) -> str:
     """Pull the image by the reference the cluster recorded (a build's is by digest) and
     run it: the engine, the GPUs, the registry login, then `container_command`."""
@@ -246,15 +258,9 @@ def container_lines(boot: BootSpec, login: RegistryLogin | None) -> str:
     lines = (
         'engine="$(command -v docker || command -v podman)"\n'
         f"mkdir -p {TOOLS_DIR}\n"
-        f'if command -v prometheus >/dev/null 2>&1; then cp -f "$(command -v prometheus)" {TOOLS_DIR}/; fi\n'
-        # GPUs where the machine has them and NVIDIA's container toolkit (GPU images ship
-        # it): Docker's --gpus, Podman's CDI device.
-        "gpu_flags=()\n"
-        "if [ -e /dev/nvidia0 ] && command -v nvidia-ctk >/dev/null 2>&1; then\n"
-        '  if [ "${engine##*/}" = docker ]; then gpu_flags=(--gpus all)\n'
-        "  else nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml >/dev/null "
-        "&& gpu_flags=(--device nvidia.com/gpu=all); fi\n"
-        "fi\n"
+        "if command -v prometheus >/dev/null 2>&1; then\n"
+        f'  cp -f "$(command -v prometheus)" {TOOLS_DIR}/\nfi\n'
+        f"{GPU_FLAGS_LINES}"
     )
     if login:
         lines += f"registry={shlex.quote(registry_host(boot.image_uri))}\n{login.lines}"

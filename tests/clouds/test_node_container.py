@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import raydeck_agent
@@ -33,13 +34,13 @@ from clouds.providers.local_build_runner import BASE_PATH, copy_minimal_root
 from clouds.providers.local_builds import node_python
 from clouds.providers.local_registry import ensure_registry, stop_registry
 
-pytestmark = pytest.mark.skipif(
+NEEDS_BUILDAH = pytest.mark.skipif(
     not (shutil.which("buildah") and shutil.which("docker-registry")),
     reason="needs Debian's buildah and docker-registry (.ci/run installs them)",
 )
 MARKER = "raydeck_image_marker"
 ENGINE = Path(__file__).with_name("buildah_engine.py")
-PROBE = f'''
+PROBE = f"""
 import json, os, subprocess, sys
 import {MARKER}
 from raydeck_agent.apps import prometheus_executable
@@ -57,7 +58,21 @@ seen = {{
 }}
 with open(os.path.join(os.environ["RAYDECK_NODE_DIR"], "seen.json"), "w") as f:
     json.dump(seen, f)
-'''
+"""
+
+
+def node_spec(image_uri: str, **fields: Any) -> BootSpec:
+    return BootSpec(
+        node_id=uuid.uuid4(),
+        cluster_id=uuid.uuid4(),
+        control_plane_url="https://raydeck.example.com",
+        bootstrap_token="rdb_in_the_image",
+        agent_index_url="https://raydeck.example.com/agent/v1/simple/",
+        agent_package="raydeck-agent",
+        ray_version="2.40.0",
+        image_uri=image_uri,
+        **fields,
+    )
 
 
 @dataclass
@@ -68,7 +83,7 @@ class Image:
 
 
 def _out(command: list[str]) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{command}: {done.stderr}"
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
@@ -107,24 +122,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
         yield Image(f"{registry}/node-test@{digest.read_text().strip()}", buildah, str(python))
     finally:
         stop_registry(root)
+        shutil.rmtree(root, ignore_errors=True)  # vfs keeps whole copies of each layer
 
 
+@NEEDS_BUILDAH
 def test_a_node_pulls_its_image_by_digest_and_runs_the_agent_inside_it(
     image: Image, tmp_path: Path
 ) -> None:
     assert importlib.util.find_spec(MARKER) is None, "only the image may have the marker"
-    spec = BootSpec(
-        node_id=uuid.uuid4(),
-        cluster_id=uuid.uuid4(),
-        control_plane_url="https://raydeck.example.com",
-        bootstrap_token="rdb_in_the_image",  # noqa: S106 - a test value
-        agent_index_url="https://raydeck.example.com/agent/v1/simple/",
-        agent_package="raydeck-agent",
-        ray_version="2.40.0",
-        control_plane_ca="-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----",
-        image_uri=image.uri,
-        head=True,
-    )
+    pem = "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----"
+    spec = node_spec(image.uri, control_plane_ca=pem, head=True)
     script = AwsTraits.boot_script(spec)  # a loopback registry: no login
     lines = boot.container_lines(spec, None)
     assert script.endswith(lines) and lines.endswith(boot.container_command(spec))
@@ -188,3 +195,49 @@ def test_a_node_pulls_its_image_by_digest_and_runs_the_agent_inside_it(
         assert any(run[i : i + len(option)] == option for i in range(len(run))), option
     assert run[-3:] == [image.uri, "-m", "raydeck_agent"]
     assert "rdb_in_the_image" not in " ".join(run)  # the token travels in the environment
+
+
+@pytest.mark.parametrize(
+    ("engine", "device", "toolkit", "expected"),
+    [
+        ("docker", True, True, "--gpus all"),
+        ("podman", True, True, "--device nvidia.com/gpu=all"),
+        ("docker", False, True, ""),  # a machine without a GPU
+        ("podman", True, False, ""),  # a GPU without NVIDIA's toolkit: none passed
+    ],
+)
+def test_gpus_are_passed_through_where_the_machine_has_them(
+    tmp_path: Path, engine: str, device: bool, toolkit: bool, expected: str
+) -> None:
+    """The GPU lines of the container lines, run by bash: /dev/nvidia0 is a file of the
+    test's, nvidia-ctk a stand-in that writes the CDI spec where it is asked to."""
+    nvidia = tmp_path / "nvidia0"
+    if device:
+        nvidia.touch()
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    if toolkit:
+        (tools / "nvidia-ctk").write_text('#!/bin/sh\necho "$@" > "$CDI_ASKED"\n')
+        (tools / "nvidia-ctk").chmod(0o755)
+    lines = boot.GPU_FLAGS_LINES.replace("/dev/nvidia0", str(nvidia))
+    lines = lines.replace("/etc/cdi/", f"{tmp_path}/cdi/")
+    spec = node_spec("acme/ray@sha256:" + "0" * 64)
+    assert boot.GPU_FLAGS_LINES in boot.container_lines(spec, None)
+    ran = subprocess.run(
+        ["/bin/bash", "-euc", f'engine=/usr/bin/{engine}\n{lines}echo "${{gpu_flags[@]}}"'],
+        env={"PATH": f"{tools}:/usr/bin:/bin", "CDI_ASKED": str(tmp_path / "asked")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == expected
+    asked = tmp_path / "asked"
+    if expected.startswith("--device"):
+        assert asked.read_text().split() == [
+            "cdi",
+            "generate",
+            f"--output={tmp_path}/cdi/nvidia.yaml",
+        ]
+    else:
+        assert not asked.exists()

@@ -266,7 +266,7 @@ def assert_runs_the_built_image(script: str, image_uri: str, login: str) -> None
     assert "exec python3" not in script
     # The head installs Debian's Prometheus for the agent to find inside the container.
     assert "|| packages+=(prometheus)" in script
-    assert f'cp -f "$(command -v prometheus)" {boot.TOOLS_DIR}/' in script
+    assert f'cp -f "$(command -v prometheus)" {boot.TOOLS_DIR}/\n' in script
 
 
 def test_aws_nodes_pull_a_built_image_by_digest_with_the_instance_role(
