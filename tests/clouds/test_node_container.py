@@ -13,12 +13,12 @@ real agent would start Ray, which this small image does not have.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from clouds.providers.kinds import AwsTraits
 from clouds.providers.local_build_runner import BASE_PATH, copy_minimal_root
 from clouds.providers.local_builds import node_python
 from clouds.providers.local_registry import ensure_registry, stop_registry
+from tests.clouds.test_kinds import SPEC
 
 NEEDS_BUILDAH = pytest.mark.skipif(
     not (shutil.which("buildah") and shutil.which("docker-registry")),
@@ -62,17 +63,7 @@ with open(os.path.join(os.environ["RAYDECK_NODE_DIR"], "seen.json"), "w") as f:
 
 
 def node_spec(image_uri: str, **fields: Any) -> BootSpec:
-    return BootSpec(
-        node_id=uuid.uuid4(),
-        cluster_id=uuid.uuid4(),
-        control_plane_url="https://raydeck.example.com",
-        bootstrap_token="rdb_in_the_image",
-        agent_index_url="https://raydeck.example.com/agent/v1/simple/",
-        agent_package="raydeck-agent",
-        ray_version="2.40.0",
-        image_uri=image_uri,
-        **fields,
-    )
+    return dataclasses.replace(SPEC, image_uri=image_uri, **fields)
 
 
 @dataclass
@@ -174,8 +165,8 @@ def test_a_node_pulls_its_image_by_digest_and_runs_the_agent_inside_it(
     assert seen["marker"].endswith(f"site-packages/{MARKER}/__init__.py")
     assert seen["cwd"] == str(node_dir)
     assert seen["env"] == {
-        "RAYDECK_URL": "https://raydeck.example.com",
-        "RAYDECK_BOOTSTRAP_TOKEN": "rdb_in_the_image",
+        "RAYDECK_URL": spec.control_plane_url,
+        "RAYDECK_BOOTSTRAP_TOKEN": spec.bootstrap_token,
         "RAYDECK_NODE_ID": str(spec.node_id),
         "RAYDECK_CLUSTER_ID": str(spec.cluster_id),
         "RAYDECK_NODE_DIR": str(node_dir),
@@ -194,7 +185,7 @@ def test_a_node_pulls_its_image_by_digest_and_runs_the_agent_inside_it(
     for option in (["--restart", "on-failure"], ["--network", "host"], ["--detach"]):
         assert any(run[i : i + len(option)] == option for i in range(len(run))), option
     assert run[-3:] == [image.uri, "-m", "raydeck_agent"]
-    assert "rdb_in_the_image" not in " ".join(run)  # the token travels in the environment
+    assert spec.bootstrap_token not in " ".join(run)  # it travels in the environment
 
 
 @pytest.mark.parametrize(
