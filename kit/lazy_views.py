@@ -1,7 +1,7 @@
 """Views imported by their first request rather than by the URL conf, for the few whose
 modules load heavy libraries that no other request needs (SAML's python3-saml, lxml and
-xmlsec: 15 MB and a tenth of a second of every web process's start, benchmarks/README.md
-"idle memory"). Django builds its URL maps (and `reverse`) from the patterns alone."""
+xmlsec: 15 MB of every web process, benchmarks/README.md "idle memory"). Django builds
+its URL maps (and `reverse`) from the patterns alone."""
 
 from __future__ import annotations
 
