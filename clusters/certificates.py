@@ -303,7 +303,9 @@ def renewal_for(node_pk: int, expires_at: object, *, reissue: bool = False) -> s
         left = expires_at - timezone.now().timestamp()
         if left > _lifetime().total_seconds() * RENEW_WHEN_LEFT:
             return None
-    record = GatewayCertificate.objects.filter(node_id=node_pk).select_related("node__cluster").first()
+    record = (
+        GatewayCertificate.objects.filter(node_id=node_pk).select_related("node__cluster").first()
+    )
     if record is None:
         return None
     # Only the names the control plane knows for this head, never any the agent asks for.

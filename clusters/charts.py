@@ -35,4 +35,6 @@ def has_gpus(cluster: Cluster, usage: Usage) -> bool:
     have no node yet: its charts are there when its first node comes)."""
     if usage.gpus:
         return True
-    return any(group["gpus"] for group in filled_worker_groups(cluster.compute_config.worker_groups))
+    return any(
+        group["gpus"] for group in filled_worker_groups(cluster.compute_config.worker_groups)
+    )

@@ -26,9 +26,9 @@ from clusters.certificates import head_names
 from clusters.choices import NodeState
 from clusters.models import GatewayCertificate, Node
 from clusters.services import reconcile
+from tests.agent.test_gateway import free_port
 from tests.clouds import test_aws_driver as aws_driver_tests
 from tests.clouds import test_gcp_driver as gcp_driver_tests
-from tests.agent.test_gateway import free_port
 from tests.clouds.test_aws_driver import Fake, launch, make_node, make_provider
 from tests.clusters.test_certificates import booting, heartbeat, register
 from tests.conftest import Tenant
