@@ -11,7 +11,9 @@ Raydeck only signs short-lived tokens for them, here and nowhere else:
   user's id, iat (with milliseconds, so a revocation and a new token in the same second
   are told apart), exp (5 minutes for console links, at most an hour for tools) and jti;
 - revocations reach the gateway in the head's heartbeat answers (`heartbeat_access`):
-  per user, from accounts/revocations.py, and for the whole cluster (`not_before`).
+  per user, from accounts/revocations.py, and for the whole cluster (`not_before`); so
+  does a new certificate (clusters/certificates.py) when the served one ends soon or
+  lacks one of the head's names.
 """
 
 from __future__ import annotations
@@ -301,7 +303,7 @@ def registration_access(cluster: Cluster) -> dict[str, Any]:
 
 
 def _cache_key(cluster_pk: int) -> str:
-    return f"raydeck:access:v2:{cluster_pk}"
+    return f"raydeck:access:v2:{cluster_pk}"  # v2: _load's value gained the heads to re-issue
 
 
 def _load(cluster_pk: int) -> tuple[int | None, float, list[int]]:
