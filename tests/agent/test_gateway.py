@@ -360,6 +360,8 @@ def test_grafana_is_provisioned_with_rays_dashboards_and_the_heads_prometheus(
         str(python), {"prometheus": 9191, "grafana": 3131}, node / "w", node, ray_temp
     )
     assert runner.start({"PATH": str(bin_dir)}) == {"prometheus": 9191, "grafana": 3131}
+    for child in runner.children:  # the stand-ins write their argv and exit
+        assert child.wait(30) == 0
     runner.stop()
     folder = node / "grafana"
     argv = (tmp_path / "grafana.argv").read_text().split()
