@@ -332,6 +332,7 @@ def test_grafana_is_provisioned_with_rays_dashboards_and_the_heads_prometheus(
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("GF_PATHS_HOME", raising=False)
+    monkeypatch.delenv("RAYDECK_PROMETHEUS", raising=False)
     python = bin_dir / "python"
     python.touch()
 
