@@ -3,9 +3,9 @@
 Run by hand:  .venv/bin/python benchmarks/console.py
 
   1. cold start: `gunicorn console.wsgi:application` started exactly as `manage.py serve`
-     starts it (gthread, 2 workers x 4 threads, settings.local), timed from spawn until
+     starts it (console/processes.py's web_command, settings.local), timed from spawn until
      GET /healthz answers 200 (best of nothing: the median of 3 starts, first one shown too).
-  2. idle memory: `manage.py serve` (web + Celery worker + Celery beat) in its own process
+  2. idle memory: `manage.py serve` (web + Celery worker with beat inside) in its own process
      group, 30 s after /healthz answers; PSS summed over the whole process tree.
   3. project list: 10,000 projects in one organization, seen by an org owner, in-process
      with Django's test Client against a temporary PostgreSQL database: p50/p99 over 300
