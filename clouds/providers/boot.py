@@ -233,7 +233,9 @@ def container_command(boot: BootSpec) -> str:
         "python3",
     ]
     tail = [image_reference(boot.image_uri), "-m", "raydeck_agent"]
-    return f'"$engine" {shlex.join(args)} "${{gpu_flags[@]}}" {shlex.join(tail)}\n'
+    # An empty array is "unbound" to Amazon Linux 2's bash 4.2 under set -u: hence the +.
+    gpus = '${gpu_flags[@]+"${gpu_flags[@]}"}'
+    return f'"$engine" {shlex.join(args)} {gpus} {shlex.join(tail)}\n'
 
 
 def package_lines(boot: BootSpec, login: RegistryLogin | None) -> str:

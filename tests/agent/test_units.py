@@ -131,9 +131,7 @@ class Answers:
         ([api.TransientError("connection refused")], EXIT_GAVE_UP),
     ],
 )
-def test_a_refused_registration_exits_with_a_code_nothing_restarts_on(
-    tmp_path, errors, code
-):
+def test_a_refused_registration_exits_with_a_code_nothing_restarts_on(tmp_path, errors, code):
     config = Config.from_env(env(RAYDECK_NODE_DIR=str(tmp_path), RAYDECK_REGISTER_TIMEOUT="1"))
     assert Agent(config, client=Answers(*errors)).run() == code  # type: ignore[arg-type]
     assert (code in PERMANENT_EXITS) == (code == EXIT_REFUSED)
