@@ -35,6 +35,7 @@ __all__ = [
     "RUN_SCRIPT",
     "TOOLS_DIR",
     "UNIT_PATH",
+    "UNIT_TEXT",
     "Package",
     "RegistryLogin",
     "agent_exports",
@@ -315,7 +316,7 @@ _ENGINE_LINE = 'engine="$(command -v docker || command -v podman)"\n'
 
 # raydeck-node.service: started at every boot, restarted after a failure a restart can
 # fix, never after one of the agent's permanent exits (a refused registration).
-_UNIT = (
+UNIT_TEXT = (
     "[Unit]\n"
     "Description=Raydeck node: the agent in the cluster's image\n"
     "Wants=network-online.target\n"
@@ -368,7 +369,7 @@ def container_lines(boot: BootSpec, login: RegistryLogin | None) -> str:
         # It holds the agent's environment (the bootstrap token): root's alone.
         f"touch {RUN_SCRIPT} && chmod 700 {RUN_SCRIPT}\n"
         f"cat > {RUN_SCRIPT} <<'RAYDECK_RUN_EOF'\n{_run_script(boot)}RAYDECK_RUN_EOF\n"
-        f"cat > {UNIT_PATH} <<'RAYDECK_UNIT_EOF'\n{_UNIT}RAYDECK_UNIT_EOF\n"
+        f"cat > {UNIT_PATH} <<'RAYDECK_UNIT_EOF'\n{UNIT_TEXT}RAYDECK_UNIT_EOF\n"
         "systemctl daemon-reload\n"
         f"systemctl enable {NODE_UNIT}\n"
         # Queued, not waited for: the cloud's own boot units (cloud-init's, GCE's startup
