@@ -301,3 +301,75 @@ def test_gpus_are_passed_through_where_the_machine_has_them(
         ]
     else:
         assert not asked.exists()
+
+
+def _tools(folder: Path, scripts: dict[str, str]) -> Path:
+    folder.mkdir()
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml@sha256:" + "0" * 64
+HAS_ALL = {
+    "python3": "exit 0",  # with pip
+    "docker": "exit 0",
+    "prometheus": "exit 0",
+    "docker-credential-ecr-login": "exit 0",
+}
+
+
+@pytest.mark.parametrize(
+    ("manager", "present", "asked"),
+    [
+        (
+            "apt-get",
+            {},
+            [
+                "apt-get update -qq",
+                "apt-get install -y -qq --no-install-recommends python3-pip prometheus "
+                "podman catatonit amazon-ecr-credential-helper",
+            ],
+        ),
+        # Amazon Linux: Docker, and no Prometheus to be had (its heads have no charts).
+        ("dnf", {}, ["dnf install -y -q python3-pip docker amazon-ecr-credential-helper"]),
+        ("yum", {}, ["yum install -y -q python3-pip docker amazon-ecr-credential-helper"]),
+        ("dnf", HAS_ALL, []),  # a machine image that has it all installs nothing
+    ],
+)
+def test_the_package_step_asks_the_machines_own_package_manager(
+    tmp_path: Path, manager: str, present: dict[str, str], asked: list[str]
+) -> None:
+    """The package step of an ECR head, run by bash on a PATH of stand-ins only: the
+    package manager records what it is asked; python3 without pip fails `-m pip`."""
+    log = tmp_path / "asked"
+    tools = _tools(
+        tmp_path / "bin",
+        {"python3": "exit 1", **present, manager: f'echo "{manager} $*" >> {log}'},
+    )
+    lines = boot.package_lines(node_spec(ECR_IMAGE, head=True), AwsTraits.registry_login(ECR_IMAGE))
+    ran = subprocess.run(
+        ["/bin/bash", "-euc", lines],
+        env={"PATH": str(tools)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert (log.read_text().splitlines() if log.exists() else []) == asked
+
+
+def test_a_machine_without_a_known_package_manager_stops_the_boot_and_says_why(
+    tmp_path: Path,
+) -> None:
+    tools = _tools(tmp_path / "bin", {"python3": "exit 1"})
+    ran = subprocess.run(
+        ["/bin/bash", "-euc", boot.package_lines(node_spec(ECR_IMAGE), None)],
+        env={"PATH": str(tools)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 1
+    assert "no apt-get, dnf or yum to install python3-pip" in ran.stderr
