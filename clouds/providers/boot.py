@@ -1,5 +1,6 @@
 """What a node runs first, for every kind of cloud: the boot scripts and their shared
-parts (the agent's environment, installing the agent), and the agent's port names.
+parts (the agent's environment, installing the agent, the packages an AWS/GCP machine
+lacks, the systemd unit that runs its container), and the agent's port names.
 
 Callers pass a `BootSpec` of plain values; each kind picks its script in kinds.py.
 """
