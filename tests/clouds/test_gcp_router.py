@@ -199,3 +199,52 @@ def test_the_setup_commands_grant_every_permission_the_router_uses(
     assert used <= granted, used - granted
     commands = policies.gcp_commands(Cloud(kind=CloudKind.GCP, gcp_project_id=PROJECT))
     assert ",".join(policies.GCP_ROUTER_PERMISSIONS) in commands
+
+
+@pytest.mark.django_db
+def test_a_drained_version_outlives_the_url_maps_propagation(
+    provider: GcpProvider, fake: FakeCompute, tenant_a: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL map change reaches Google's front ends over minutes: a version at weight 0
+    keeps its head past the rollout's 60 s drain, until GCP's settle time has passed
+    (GcpTraits.router_settle_seconds), even once the backend service says it is idle."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from clouds.providers.registry import traits_for
+    from tests.api.conftest import verified
+    from workloads.serve.choices import VersionState
+    from workloads.serve.models import Service
+    from workloads.serve.services import deploy, rollout
+
+    tenant = verified(tenant_a)
+    service = deploy.service_deploy(
+        project=tenant.project,
+        actor=tenant.member,
+        name="echo",
+        serve_config={"import_path": "echo_app:build"},
+        cloud=tenant.cloud,
+    ).service
+    Cloud.objects.filter(pk=tenant.cloud.pk).update(kind=CloudKind.GCP)
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=service.uuid, ref={}).ref
+    router.set_backends(ref=ref, backends=_backends(fake, v1=-1, v2=100))  # v1 drains
+    Service.objects.filter(pk=service.pk).update(router_ref=ref)
+    version = service.versions.get()
+    settle = traits_for(CloudKind.GCP).router_settle_seconds
+    assert settle > rollout.DRAIN_TIMEOUT_SECONDS
+
+    def drained_for(seconds: float) -> str:
+        type(version).objects.filter(pk=version.pk).update(
+            state=VersionState.DRAINING,
+            drain_started_at=timezone.now() - timedelta(seconds=seconds),
+        )
+        rollout._drain(Service.objects.select_related("cloud").get(pk=service.pk), router)
+        return type(version).objects.get(pk=version.pk).state
+
+    # Past the 60 s that suits an ALB or HAProxy, the backend service still draining.
+    assert drained_for(rollout.DRAIN_TIMEOUT_SECONDS + 30) == VersionState.DRAINING
+    monkeypatch.setattr(gcp_router, "DRAIN_SECONDS", 0)  # GCE's connection draining over
+    assert drained_for(settle - 5) == VersionState.DRAINING
+    assert drained_for(settle + 1) == VersionState.STOPPED

@@ -33,7 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clouds.providers.base import Backend, PermanentCloudError, ServiceRouter
-from clouds.providers.registry import provider_for
+from clouds.providers.registry import provider_for, traits_for
 from clusters.choices import ClusterState, NodeRole
 from clusters.models import Node
 from clusters.services.lifecycle import cluster_terminate
@@ -394,13 +394,16 @@ def _drain(service: Service, router: ServiceRouter) -> bool:
         state__in=[VersionState.DRAINING, VersionState.UNHEALTHY]
     ).exclude(drain_started_at=None)
     waiting = False
+    # Until the load balancer's last front end has heard of the weight change, the
+    # version may still get new requests (GCP); in-flight ones get their time after it.
+    settle = traits_for(service.cloud.kind).router_settle_seconds
     for version in draining:
         busy = router.in_flight(ref=service.router_ref, backend=f"v{version.number}")
         drained_for = (
             timezone.now() - (version.drain_started_at or timezone.now())
         ).total_seconds()
-        late = drained_for > DRAIN_TIMEOUT_SECONDS
-        if (busy and not late) or drained_for < MIN_DRAIN_SECONDS:
+        late = drained_for > settle + DRAIN_TIMEOUT_SECONDS
+        if (busy and not late) or drained_for < max(MIN_DRAIN_SECONDS, settle):
             waiting = True
             continue
         with transaction.atomic():

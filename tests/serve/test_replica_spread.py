@@ -1,0 +1,126 @@
+"""Serve replicas spread over the worker nodes where the compute config allows: a version
+whose cluster always has two workers, and a deployment of two replicas, gets Raydeck's
+`max_replicas_per_node` (serve_config.replica_spread), and Ray places the replicas on
+two different nodes; the service page says what Raydeck set.
+
+Real parts: the local cloud's nodes (a head and two workers) running the real agent,
+Ray Serve deploying the config the head's orders carry, HAProxy in front (the query
+answers through the endpoint); where the replicas run is asked of Serve's REST API on
+the head, with the cluster's Ray token, as `serve status` would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from clouds.choices import CloudState
+from clouds.models import Cloud
+from clusters import access
+from clusters.choices import NodeRole
+from tests.factories import ComputeConfigVersionFactory
+from workloads.serve.choices import ServiceState
+from workloads.serve.models import Service
+from workloads.serve.services import deploy
+
+from ..conftest import client_for, make_tenant
+from .conftest import Driver, echo_config, needs_haproxy, query, wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True), needs_haproxy]
+START_SECONDS = 300  # three nodes up and two replicas running
+
+
+def _serve_details(version: Any) -> dict[str, Any]:
+    """Serve's own account of its applications, from the head's dashboard."""
+    head = version.cluster.nodes.get(role=NodeRole.HEAD)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{head.ray_ports['dashboard']}/api/serve/applications/",
+        headers={"Authorization": f"Bearer {access.ray_token(version.cluster)}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.load(response)
+
+
+def test_two_replicas_land_on_two_workers(live_server, settings, tmp_path) -> None:
+    settings.RAYDECK_AGENT_URL = live_server.url
+    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
+    tenant = make_tenant("spread")
+    Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
+    tenant.cloud.refresh_from_db()
+    group = {"name": "serve", "instance_type": "local", "cpus": 1, "memory_mb": 1024}
+    config = ComputeConfigVersionFactory(
+        cloud=tenant.cloud,
+        head_cpus=1,
+        worker_groups=[{**group, "min": 2, "max": 2}],
+    )
+    serve_config = {
+        **echo_config("v1"),
+        "deployments": [{"name": "Echo", "num_replicas": 2}],
+    }
+    deployed = deploy.service_deploy(
+        project=tenant.project,
+        actor=tenant.member,
+        name="spread",
+        serve_config=serve_config,
+        cloud=tenant.cloud,
+        compute_config=config,
+    )
+    service, token = deployed.service, deployed.token
+    driver = Driver(service)
+    driver.start()
+    try:
+        wait_for(
+            lambda: Service.objects.get(pk=service.pk).state == ServiceState.RUNNING,
+            time.monotonic() + START_SECONDS,
+            "the service to serve",
+            service,
+        )
+        service.refresh_from_db()
+        wait_for(
+            lambda: query(service.endpoint_url + "/", token) == "v1",
+            time.monotonic() + 30,
+            "v1 to answer",
+            service,
+        )
+        version = service.versions.select_related("cluster").get()
+        workers = set(
+            version.cluster.nodes.filter(role=NodeRole.WORKER).values_list("pk", flat=True)
+        )
+        assert len(workers) == 2
+
+        def replicas() -> list[dict[str, Any]]:
+            app = _serve_details(version)["applications"]["default"]
+            running = app["deployments"]["Echo"]["replicas"]
+            return [r for r in running if r["state"] == "RUNNING"]
+
+        wait_for(lambda: len(replicas()) == 2, time.monotonic() + 60, "2 replicas", service)
+        details = _serve_details(version)
+        deployment = details["applications"]["default"]["deployments"]["Echo"]
+        assert deployment["deployment_config"]["max_replicas_per_node"] == 1
+        nodes = {r["node_id"] for r in replicas()}
+        assert len(nodes) == 2, replicas()  # never both on one node
+        head_node = details["controller_info"]["node_id"]  # the controller runs on the head
+        assert head_node not in nodes, (head_node, replicas())
+
+        page = client_for(tenant.member).get(f"/o/{tenant.org.slug}/services/{service.pk}/")
+        assert "default/Echo: at most 1 replica per node" in page.content.decode()
+    finally:
+        deploy.service_terminate(service=service, actor=tenant.member)
+        wait_for(
+            lambda: Service.objects.get(pk=service.pk).state == ServiceState.TERMINATED,
+            time.monotonic() + 60,
+            "the service to terminate",
+            service,
+        )
+        wait_for(
+            lambda: not service.versions.exclude(cluster__state="terminated").exists(),
+            time.monotonic() + 90,
+            "its cluster to terminate",
+            service,
+        )
+        driver.stop()
+    assert driver.errors == []
