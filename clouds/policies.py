@@ -250,12 +250,24 @@ AWS_ROUTER_CREATE_ACTIONS = [
 ]
 AWS_ROUTER_MANAGE_ACTIONS = [
     "elasticloadbalancing:ModifyRule",
+    "elasticloadbalancing:ModifyListener",
     "elasticloadbalancing:ModifyTargetGroupAttributes",
     "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:DeregisterTargets",
     "elasticloadbalancing:DeleteRule",
     "elasticloadbalancing:DeleteTargetGroup",
     "elasticloadbalancing:DeleteLoadBalancer",
+]
+
+# The endpoints' certificates in ACM (aws_router.py): found by their tags, imported
+# tagged with the cloud, then only those re-imported (renewed) or deleted.
+AWS_ROUTER_CERTIFICATE_READ_ACTIONS = ["acm:ListCertificates", "acm:ListTagsForCertificate"]
+AWS_ROUTER_CERTIFICATE_CREATE_ACTIONS = ["acm:ImportCertificate", "acm:AddTagsToCertificate"]
+AWS_ROUTER_CERTIFICATE_MANAGE_ACTIONS = [
+    "acm:ImportCertificate",
+    "acm:AddTagsToCertificate",
+    "acm:DescribeCertificate",
+    "acm:DeleteCertificate",
 ]
 
 
@@ -280,6 +292,26 @@ def aws_router_statements(cloud: Cloud) -> list[dict[str, Any]]:
             "Sid": "ManageOwnLoadBalancers",
             "Effect": "Allow",
             "Action": AWS_ROUTER_MANAGE_ACTIONS,
+            "Resource": "*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLOUD}": str(cloud.uuid)}},
+        },
+        {
+            "Sid": "ListEndpointCertificates",
+            "Effect": "Allow",
+            "Action": AWS_ROUTER_CERTIFICATE_READ_ACTIONS,
+            "Resource": "*",
+        },
+        {
+            "Sid": "ImportTaggedEndpointCertificates",
+            "Effect": "Allow",
+            "Action": AWS_ROUTER_CERTIFICATE_CREATE_ACTIONS,
+            "Resource": "*",
+            "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_CLOUD}": str(cloud.uuid)}},
+        },
+        {
+            "Sid": "ManageOwnEndpointCertificates",
+            "Effect": "Allow",
+            "Action": AWS_ROUTER_CERTIFICATE_MANAGE_ACTIONS,
             "Resource": "*",
             "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLOUD}": str(cloud.uuid)}},
         },

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from clouds.providers.base import Backend, PermanentCloudError, ServiceRouter
 from clouds.providers.registry import provider_for, traits_for
+from clusters.certificates import endpoint_certificate
 from clusters.choices import ClusterState, NodeRole
 from clusters.models import Node
 from clusters.services.lifecycle import cluster_terminate
@@ -471,7 +472,9 @@ def _route(service: Service, router: ServiceRouter) -> None:
 
 
 def _ensure_endpoint(service: Service, router: ServiceRouter) -> Service:
-    endpoint = router.ensure_endpoint(service_id=service.uuid, ref=service.router_ref)
+    endpoint = router.ensure_endpoint(
+        service_id=service.uuid, ref=service.router_ref, sign=endpoint_certificate
+    )
     if endpoint.url != service.endpoint_url or endpoint.ref != service.router_ref:
         Service.objects.filter(pk=service.pk).update(
             endpoint_url=endpoint.url, router_ref=endpoint.ref
