@@ -24,12 +24,17 @@ from clouds.models import Cloud
 from clusters import access
 from clusters.choices import NodeRole
 from tests.factories import ComputeConfigVersionFactory
-from workloads.serve.choices import ServiceState
-from workloads.serve.models import Service
 from workloads.serve.services import deploy
 
 from ..conftest import client_for, make_tenant
-from .conftest import Driver, echo_config, needs_haproxy, query, wait_for
+from .conftest import (
+    Driver,
+    echo_config,
+    needs_haproxy,
+    terminate_and_wait,
+    wait_for,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True), needs_haproxy]
 START_SECONDS = 300  # three nodes up and two replicas running
@@ -74,19 +79,7 @@ def test_two_replicas_land_on_two_nodes(live_server, settings, tmp_path) -> None
     driver = Driver(service)
     driver.start()
     try:
-        wait_for(
-            lambda: Service.objects.get(pk=service.pk).state == ServiceState.RUNNING,
-            time.monotonic() + START_SECONDS,
-            "the service to serve",
-            service,
-        )
-        service.refresh_from_db()
-        wait_for(
-            lambda: query(service.endpoint_url + "/", token) == "v1",
-            time.monotonic() + 30,
-            "v1 to answer",
-            service,
-        )
+        wait_serving(service, token, START_SECONDS, "the service to serve")
         version = service.versions.select_related("cluster").get()
         workers = set(
             version.cluster.nodes.filter(role=NodeRole.WORKER).values_list("pk", flat=True)
@@ -112,18 +105,6 @@ def test_two_replicas_land_on_two_nodes(live_server, settings, tmp_path) -> None
         page = client_for(tenant.member).get(f"/o/{tenant.org.slug}/services/{service.pk}/")
         assert "default/Echo: at most 1 replica per node" in page.content.decode()
     finally:
-        deploy.service_terminate(service=service, actor=tenant.member)
-        wait_for(
-            lambda: Service.objects.get(pk=service.pk).state == ServiceState.TERMINATED,
-            time.monotonic() + 60,
-            "the service to terminate",
-            service,
-        )
-        wait_for(
-            lambda: not service.versions.exclude(cluster__state="terminated").exists(),
-            time.monotonic() + 90,
-            "its cluster to terminate",
-            service,
-        )
+        terminate_and_wait(service, tenant.member)
         driver.stop()
     assert driver.errors == []
