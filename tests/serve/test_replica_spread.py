@@ -37,7 +37,7 @@ from .conftest import (
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True), needs_haproxy]
-START_SECONDS = 300  # three nodes up and two replicas running
+START_SECONDS = 540  # three nodes up and two replicas running (a busy 2-core machine)
 
 
 def _serve_details(version: Any) -> dict[str, Any]:
