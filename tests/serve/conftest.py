@@ -18,9 +18,12 @@ from typing import Any
 import pytest
 from django.db import close_old_connections
 
+from clouds.choices import CloudState
+from clouds.models import Cloud
 from clusters.choices import ClusterState
 from clusters.models import Cluster
 from clusters.services import reconcile
+from tests.conftest import Tenant, make_tenant
 from workloads.serve import live
 from workloads.serve.choices import ServiceState
 from workloads.serve.models import Service, ServiceVersion
@@ -31,6 +34,16 @@ APPS_DIR = Path(__file__).parent / "apps"
 needs_haproxy = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="the local cloud's router is HAProxy"
 )
+
+
+def local_tenant(live_server: Any, settings: Any, tmp_path: Path, slug: str) -> Tenant:
+    """A tenant whose local cloud is usable, its nodes reporting to the live server."""
+    settings.RAYDECK_AGENT_URL = live_server.url
+    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
+    tenant = make_tenant(slug)
+    Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
+    tenant.cloud.refresh_from_db()
+    return tenant
 
 
 def echo_config(version: str, *, fail: bool = False) -> dict[str, Any]:

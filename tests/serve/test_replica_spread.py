@@ -19,17 +19,16 @@ from typing import Any
 
 import pytest
 
-from clouds.choices import CloudState
-from clouds.models import Cloud
 from clusters import access
 from clusters.choices import NodeRole
 from tests.factories import ComputeConfigVersionFactory
 from workloads.serve.services import deploy
 
-from ..conftest import client_for, make_tenant
+from ..conftest import client_for
 from .conftest import (
     Driver,
     echo_config,
+    local_tenant,
     needs_haproxy,
     terminate_and_wait,
     wait_for,
@@ -52,11 +51,7 @@ def _serve_details(version: Any) -> dict[str, Any]:
 
 
 def test_two_replicas_land_on_two_nodes(live_server, settings, tmp_path) -> None:
-    settings.RAYDECK_AGENT_URL = live_server.url
-    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
-    tenant = make_tenant("spread")
-    Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
-    tenant.cloud.refresh_from_db()
+    tenant = local_tenant(live_server, settings, tmp_path, "spread")
     group = {"name": "serve", "instance_type": "local", "cpus": 1, "memory_mb": 1024}
     config = ComputeConfigVersionFactory(
         cloud=tenant.cloud,

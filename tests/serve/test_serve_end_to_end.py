@@ -15,18 +15,16 @@ import time
 
 import pytest
 
-from clouds.choices import CloudState
-from clouds.models import Cloud
 from clouds.providers.registry import provider_for
 from clusters.choices import ClusterState
 from workloads.serve.choices import ServiceState, VersionState
 from workloads.serve.services import deploy
 
-from ..conftest import make_tenant
 from .conftest import (
     Driver,
     Traffic,
     echo_config,
+    local_tenant,
     needs_haproxy,
     query,
     terminate_and_wait,
@@ -41,11 +39,7 @@ STEP_SECONDS = 6
 
 
 def test_deploy_upgrade_and_roll_back_behind_haproxy(live_server, settings, tmp_path) -> None:
-    settings.RAYDECK_AGENT_URL = live_server.url
-    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
-    tenant = make_tenant("serve")
-    Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
-    tenant.cloud.refresh_from_db()
+    tenant = local_tenant(live_server, settings, tmp_path, "serve")
     deployed = deploy.service_deploy(
         project=tenant.project,
         actor=tenant.member,
