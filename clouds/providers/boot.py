@@ -23,6 +23,7 @@ __all__ = [
     "agent_install_command",
     "control_plane_ca_lines",
     "local_boot_script",
+    "sshd_install_lines",
     "vm_boot_script",
 ]
 
@@ -30,6 +31,8 @@ __all__ = [
 AGENT_INSTALL_DIR = "/opt/raydeck/agent"
 RAY_INSTALL_DIR = "/opt/raydeck/ray"
 NODE_DIR = "/var/lib/raydeck"
+# Debian's maintainer scripts ask it whether they may start a service (101: no).
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
 
 
 def agent_exports(boot: BootSpec) -> str:
@@ -78,11 +81,34 @@ def local_boot_script(boot: BootSpec) -> str:
     )
 
 
+def sshd_install_lines() -> str:
+    """Lines that install OpenSSH's server where the image has none: a workspace's head
+    runs its own sshd on loopback (raydeck_agent/sshd.py). No system sshd may come with
+    it: policy-rc.d forbids starting services while the package installs (removed after
+    unless the image had one), and on a systemd machine its units are disabled and
+    stopped in case they started anyway. An image with an sshd is left as it is."""
+    return (
+        "if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then\n"
+        "  own_policy=\n"
+        f"  if [ ! -e {POLICY_RC_D} ]; then\n"
+        f"    printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod +x {POLICY_RC_D}\n"
+        "    own_policy=1\n"
+        "  fi\n"
+        "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        "openssh-server\n"
+        f'  if [ -n "$own_policy" ]; then rm -f {POLICY_RC_D}; fi\n'
+        "  if command -v systemctl >/dev/null 2>&1; then\n"
+        "    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true\n"
+        "  fi\n"
+        "fi\n"
+    )
+
+
 def vm_boot_script(boot: BootSpec) -> str:
     """An AWS or GCP machine: the agent comes from the control plane's package index, into
     a folder of its own: --target leaves the image's Python untouched and is allowed where
-    that Python is externally managed (PEP 668). An image without pip or Ray (a plain
-    Ubuntu) gets them here; a prepared image skips both steps."""
+    that Python is externally managed (PEP 668). An image without pip, sshd or Ray gets
+    them here; a prepared image skips those steps."""
     ray = shlex.quote(f"ray[default]=={boot.ray_version}")
     return (
         "#!/bin/bash\nset -euo pipefail\n"
@@ -93,6 +119,7 @@ def vm_boot_script(boot: BootSpec) -> str:
         "if ! python3 -m pip --version >/dev/null 2>&1; then\n"
         "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
         "python3-pip\nfi\n"
+        f"{sshd_install_lines()}"
         f"{agent_install_command(boot)}\n"
         f'export PYTHONPATH="{AGENT_INSTALL_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
         'if ! python3 -c "import ray" 2>/dev/null; then\n'
