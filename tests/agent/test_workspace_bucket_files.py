@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 import zipfile
 from pathlib import Path
 from urllib.parse import unquote
@@ -101,13 +102,11 @@ def round_trip(location: str, tmp_path: Path, uploads: list[str]) -> None:
 
 
 def test_files_round_trip_through_s3(moto_s3: str, tmp_path: Path, uploads: list[str]) -> None:  # noqa: F811
+    bucket = f"ws-{uuid.uuid4().hex[:12]}"  # moto's buckets outlive its server in a process
     s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="eu-west-1")
-    s3.create_bucket(
-        Bucket="acme-logs", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
-    location = f"s3://acme-logs/raydeck-files/{WORKSPACE}"
-    round_trip(location, tmp_path, uploads)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="acme-logs")["Contents"]]
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    round_trip(f"s3://{bucket}/raydeck-files/{WORKSPACE}", tmp_path, uploads)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert all(k.startswith(f"raydeck-files/{WORKSPACE}/") for k in keys)
     assert f"raydeck-files/{WORKSPACE}/manifest.json" in keys
 
