@@ -4,10 +4,14 @@ injected per call), 2 Celery workers, a temporary PostgreSQL database and a redi
 of its own.
 
 Measures:
-- a full reconcile pass: the beat's sweep enqueues every cluster; time until 1,000
-  reconciles have finished (from the workers' metrics, PROMETHEUS_MULTIPROC_DIR);
+- a full reconcile pass: the beat's sweep judges every cluster in bulk (a steady one,
+  as all of these are, needs no task) and enqueues those with work; time until it and
+  the reconciles it sent have finished (from the workers' metrics,
+  PROMETHEUS_MULTIPROC_DIR). Beside it, a forced pass: a reconcile task for every
+  cluster, as the sweep sent before it judged them, and the reconciles per second;
 - the lag from a desired-state change (a terminate, through the service) to the first
-  cloud call for that cluster, p50/p95, on a quiet control plane and during a full pass;
+  cloud call for that cluster, p50/p95, on a quiet control plane and while a reconcile
+  of every other cluster is queued;
 - database queries of one reconcile pass of one cluster, for clusters of 10 and of 20
   nodes (constant: they should be equal), and where its time goes (DB, the rest).
 
@@ -165,7 +169,12 @@ def keep_heartbeating(stop: Any) -> None:
         stop.wait(2)
 
 
-def reconciles_done() -> float:
+RECONCILE = "clusters.tasks.reconcile_cluster"
+SWEEP = "clusters.tasks.sweep_clusters"
+
+
+def tasks_done(task: str) -> float:
+    """How many runs of `task` the workers have finished (their metrics)."""
     from prometheus_client import CollectorRegistry, multiprocess
 
     registry = CollectorRegistry()
@@ -173,30 +182,49 @@ def reconciles_done() -> float:
     for family in registry.collect():
         if family.name == "raydeck_celery_task_duration_seconds":
             for sample in family.samples:
-                if (
-                    sample.name.endswith("_count")
-                    and sample.labels.get("task") == "clusters.tasks.reconcile_cluster"
-                ):
+                if sample.name.endswith("_count") and sample.labels.get("task") == task:
                     return sample.value
     return 0.0
 
 
-def wait_for_reconciles(target: float, timeout: float) -> float:
+def wait_for(task: str, target: float, timeout: float) -> float:
     start = time.monotonic()
-    while reconciles_done() < target:
+    while tasks_done(task) < target:
         if time.monotonic() - start > timeout:
-            raise RuntimeError(f"only {reconciles_done():.0f} of {target:.0f} reconciles done")
+            raise RuntimeError(f"only {tasks_done(task):.0f} of {target:.0f} {task} done")
         time.sleep(0.05)
     return time.monotonic() - start
 
 
-def full_pass(clusters: int) -> float:
+def full_pass() -> tuple[float, int]:
+    """The beat's sweep as it runs: it judges every cluster in bulk and enqueues those
+    with work. (seconds until it and the reconciles it sent finished, how many it sent)"""
+    from clusters.services.reconcile import clusters_needing_reconcile
     from clusters.tasks import sweep_clusters
 
-    before = reconciles_done()
+    sent = len(clusters_needing_reconcile())  # what the sweep will find, the same moment
+    sweeps, reconciles = tasks_done(SWEEP), tasks_done(RECONCILE)
     start = time.monotonic()
     sweep_clusters.delay()
-    wait_for_reconciles(before + clusters, 300)
+    wait_for(SWEEP, sweeps + 1, 300)
+    wait_for(RECONCILE, reconciles + sent, 300)
+    return time.monotonic() - start, sent
+
+
+def enqueue_every_pass(cluster_ids: list[int]) -> None:
+    from clusters.tasks import enqueue_reconcile
+
+    for pk in cluster_ids:
+        enqueue_reconcile(pk, follow_up=True)
+
+
+def forced_pass(cluster_ids: list[int]) -> float:
+    """A reconcile task for every cluster (what the sweep sent before it judged them):
+    the time until all finished."""
+    before = tasks_done(RECONCILE)
+    start = time.monotonic()
+    enqueue_every_pass(cluster_ids)
+    wait_for(RECONCILE, before + len(cluster_ids), 300)
     return time.monotonic() - start
 
 
@@ -333,13 +361,17 @@ def main() -> int:
             groups.append(worker)
             worker.wait_for(" ready.", 60)
         main_clusters = cluster_ids[: args.clusters]
-        passes = [full_pass(len(main_clusters)) for _ in range(2)]
-        h.log(f"full passes: {', '.join(f'{p:.2f}s' for p in passes)}")
+        swept = [full_pass() for _ in range(2)]
+        passes = [seconds for seconds, _sent in swept]
+        h.log(
+            "full passes (the sweep): "
+            + ", ".join(f"{p:.2f}s, {sent} reconciles sent" for p, sent in swept)
+        )
+        forced = forced_pass(main_clusters)
+        h.log(f"a reconcile task for every cluster: {forced:.2f}s")
         quiet = change_to_call_lags(cloud, main_clusters[:40], spacing=0.1)
         h.log(f"quiet lag: p50 {percentile(quiet, 50):.3f}s p95 {percentile(quiet, 95):.3f}s")
-        from clusters.tasks import sweep_clusters
-
-        sweep_clusters.delay()  # a full pass under way while the changes come
+        enqueue_every_pass(main_clusters[80:])  # every cluster's pass queued meanwhile
         busy = change_to_call_lags(cloud, main_clusters[40:80], spacing=0.05)
         h.log(f"lag during a pass: p50 {percentile(busy, 50):.3f}s p95 {percentile(busy, 95):.3f}s")
         stop.set()
@@ -347,7 +379,9 @@ def main() -> int:
             f"clusters={len(main_clusters)} nodes={len(main_clusters) * 10} "
             f"latency_ms={args.latency_ms:g} workers=2x{CONCURRENCY} "
             f"full_pass_s={min(passes):.2f} "
-            f"reconciles_per_s={len(main_clusters) / min(passes):.1f} "
+            f"sent_by_sweep={swept[0][1]} "
+            f"forced_pass_s={forced:.2f} "
+            f"reconciles_per_s={len(main_clusters) / forced:.1f} "
             f"lag_p50_s={percentile(quiet, 50):.3f} "
             f"lag_p95_s={percentile(quiet, 95):.3f} "
             f"lag_p95_during_pass_s={percentile(busy, 95):.3f} "

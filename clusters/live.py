@@ -178,7 +178,16 @@ def note_head_report(cluster_id: int, ray: dict[str, Any], activity: Any, now: f
 
 
 def head_report(cluster_id: int) -> HeadReport | None:
-    value = cache.get(REPORT_KEY.format(cluster_id))
+    return _report_of(cache.get(REPORT_KEY.format(cluster_id)))
+
+
+def head_reports(cluster_ids: list[int]) -> dict[int, HeadReport | None]:
+    """Many clusters' latest head reports in one read of the cache (the sweep's triage)."""
+    found = cache.get_many([REPORT_KEY.format(pk) for pk in cluster_ids])
+    return {pk: _report_of(found.get(REPORT_KEY.format(pk))) for pk in cluster_ids}
+
+
+def _report_of(value: Any) -> HeadReport | None:
     if not isinstance(value, tuple) or len(value) != 3:
         return None
     at, ray, activity = value

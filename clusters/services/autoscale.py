@@ -27,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
-from ..live import head_report
+from ..live import HeadReport, head_report
 from ..models import Cluster, Node, downscale_delay
 from .events import record_event
 
@@ -213,46 +213,86 @@ def _seconds(value: float) -> str:
 # --- Applying a plan --------------------------------------------------------------------
 
 
-def cluster_autoscale(cluster: Cluster, now: datetime | None = None) -> Plan | None:
-    """One decision for a running cluster with a fresh report from its head; called by
-    the reconciler (which holds the cluster's lease) before it plans nodes."""
-    now = now or timezone.now()
+@dataclass(frozen=True)
+class Decision:
+    """What the autoscaler would do now: its plan, and the desired workers per group."""
+
+    plan: Plan
+    desired: dict[str, int]
+
+    def acts_on(self, cluster: Cluster) -> bool:
+        """Whether applying it changes or says anything (else there is nothing to lock)."""
+        waiting = self.plan.waiting
+        return bool(
+            self.plan.remove
+            or self.plan.messages
+            or self.desired != (cluster.desired_workers or {})
+            or (waiting and cache.get(NOTE_KEY.format(cluster.pk)) != waiting)
+        )
+
+
+def decide(
+    cluster: Cluster, nodes: list[Node], report: HeadReport | None, now: datetime
+) -> Decision | None:
+    """The decision for a running cluster whose live nodes are `nodes` (pure but for the
+    report, which the caller reads): None without worker groups or a fresh report."""
     groups = [Group.from_config(g) for g in cluster.compute_config.worker_groups]
-    report = head_report(cluster.pk)
     if not groups or report is None or not report.is_fresh(now):
         return None
-    with transaction.atomic():
-        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
-        if locked.desired_state != DesiredState.RUNNING or locked.state != ClusterState.RUNNING:
-            return None
-        nodes = list(locked.nodes.staying().filter(role=NodeRole.WORKER))
-        settled = now - timedelta(seconds=SETTLE_SECONDS)
-        workers = [
+    workers = [n for n in nodes if n.role == NodeRole.WORKER and n.state != NodeState.TERMINATING]
+    settled = now - timedelta(seconds=SETTLE_SECONDS)
+    result = plan(
+        groups=groups,
+        workers=[
             Worker(
                 pk=n.pk,
                 group=n.group,
                 arriving=n.state != NodeState.READY or (n.ready_at or now) > settled,
                 idle_seconds=report.node_idle_seconds(str(n.uuid)),
             )
-            for n in nodes
-        ]
-        result = plan(
-            groups=groups, workers=workers, demand=report.demand, cluster_cpus=report.cpus
-        )
-        live = Counter(n.group for n in nodes)
-        desired = dict(locked.desired_workers or {})
-        for name, count in result.add.items():
-            desired[name] = live[name] + count
-        removed = Counter[str]()
+            for n in workers
+        ],
+        demand=report.demand,
+        cluster_cpus=report.cpus,
+    )
+    live = Counter(n.group for n in workers)
+    desired = dict(cluster.desired_workers or {})
+    for name, count in result.add.items():
+        desired[name] = live[name] + count
+    removed = Counter(n.group for n in workers if n.pk in result.remove)
+    for name, count in removed.items():
+        desired[name] = live[name] - count
+    return Decision(plan=result, desired=desired)
+
+
+def cluster_autoscale(
+    cluster: Cluster, now: datetime | None = None, nodes: list[Node] | None = None
+) -> Plan | None:
+    """One decision for a running cluster with a fresh report from its head; called by
+    the reconciler (which holds the cluster's lease) before it plans nodes. `nodes`, the
+    cluster's live nodes as the pass read them, let a decision that changes nothing end
+    without locking the row; one that acts is taken again under the lock."""
+    now = now or timezone.now()
+    report = head_report(cluster.pk)
+    if nodes is not None:
+        unlocked = decide(cluster, nodes, report, now)
+        if unlocked is None or not unlocked.acts_on(cluster):
+            return unlocked.plan if unlocked else None
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        if locked.desired_state != DesiredState.RUNNING or locked.state != ClusterState.RUNNING:
+            return None
+        nodes = list(locked.nodes.staying().filter(role=NodeRole.WORKER))
+        decision = decide(locked, nodes, report, now)
+        if decision is None:
+            return None
+        result = decision.plan
         for node in nodes:
             if node.pk in result.remove:
                 node.set_state(NodeState.TERMINATING, f"Autoscaler: {result.remove[node.pk]}.")
                 node.save(update_fields=["state", "state_reason", "state_changed_at"])
-                removed[node.group] += 1
-        for name, count in removed.items():
-            desired[name] = live[name] - count
-        if desired != (locked.desired_workers or {}):
-            locked.desired_workers = desired
+        if decision.desired != (locked.desired_workers or {}):
+            locked.desired_workers = decision.desired
             locked.save(update_fields=["desired_workers", "updated_at"])
         for message in result.messages:
             record_event(locked, "autoscaler", message)

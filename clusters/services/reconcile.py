@@ -51,7 +51,7 @@ from ..choices import (
 )
 from ..models import Cluster, Node
 from .agents import PERSIST_EVERY_SECONDS
-from .autoscale import cluster_autoscale, group_target, workers_to_stop
+from .autoscale import cluster_autoscale, decide, group_target, workers_to_stop
 from .events import record_event
 
 logger = logging.getLogger(__name__)
@@ -172,14 +172,73 @@ def _reconcile(cluster_id: int) -> Outcome:
 # --- Up --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Look:
+    """What a pass (or the sweep's triage) reads of a cluster before it acts: its live
+    nodes, the shared cache's latest heartbeat of each, whether the control plane was
+    listening, and the head's latest report. Read at once, so the rules below judge one
+    moment; reread after anything the pass changed."""
+
+    nodes: list[Node]
+    beats: dict[int, datetime | None]
+    heard: live.Listening
+    report: live.HeadReport | None
+    now: datetime
+
+    @property
+    def staying(self) -> list[Node]:
+        return [n for n in self.nodes if n.state != NodeState.TERMINATING]
+
+
+def look_at(cluster: Cluster) -> Look:
+    nodes = list(cluster.nodes.live())
+    ready = [n.pk for n in nodes if n.state == NodeState.READY]
+    return Look(
+        nodes=nodes,
+        beats={pk: beat for pk, (beat, _usage) in live.liveness(ready).items()},
+        heard=live.listening(),
+        report=live.head_report(cluster.pk),
+        now=timezone.now(),
+    )
+
+
+def work_for(cluster: Cluster, look: Look, *, public_addresses: bool) -> str | None:
+    """Why a running cluster needs a pass now, or None when it is steady: every node ready
+    and heard from, as many as the config and the autoscaler want, and nothing the
+    autoscaler would change. The same rules as the pass's steps, so a steady cluster is
+    one the pass would leave as it is."""
+    if cluster.state != ClusterState.RUNNING or cluster.desired_state != DesiredState.RUNNING:
+        return f"the cluster is {cluster.state}"
+    if any(n.state != NodeState.READY for n in look.nodes):
+        return "nodes are changing"
+    if any(_lost(n, look) for n in look.nodes):
+        return "a node is silent"
+    if _missing(cluster, look.staying):
+        return "nodes are missing"
+    if not _ready(cluster, look.staying):
+        return "the cluster is not ready"
+    if public_addresses and any(
+        n.role == NodeRole.HEAD and not n.public_address for n in look.nodes
+    ):
+        return "the head's public address is unknown"
+    decision = decide(cluster, look.nodes, look.report, look.now)
+    if decision is not None and decision.acts_on(cluster):
+        return "the autoscaler would act"
+    return None
+
+
 def _drive_up(cluster: Cluster) -> Outcome:
     provider = provider_for(cluster.cloud)
+    look = look_at(cluster)
+    if work_for(cluster, look, public_addresses=provider.public_addresses) is None:
+        # Steady: nothing to lock or write. The sweep looks again (RAYDECK_SWEEP_SECONDS).
+        return Outcome(ClusterState.RUNNING)
     # Liveness first, so a node found lost is replaced in this same pass.
-    failure = _check_timeouts_and_liveness(cluster, provider)
+    failure = _check_timeouts_and_liveness(cluster, provider, look)
     if failure:
         return _fail(cluster, failure)
     if cluster.state == ClusterState.RUNNING:
-        cluster_autoscale(cluster)
+        cluster_autoscale(cluster, look.now, nodes=look_at(cluster).nodes)
     for node in workers_to_stop(cluster):
         _terminate_instance(cluster, node, provider, NodeState.TERMINATED, node.state_reason)
     _plan_nodes(cluster)
@@ -235,41 +294,44 @@ def _plan_nodes(cluster: Cluster) -> None:
         cluster.move_to(ClusterState.STARTING)
         cluster.save()
         record_event(cluster, "starting", "Raydeck is starting the cluster's nodes.")
+    for role, group, count in _missing(cluster, list(cluster.nodes.staying())):
+        for _ in range(count):
+            _new_node(cluster, role, group)
+
+
+def _missing(cluster: Cluster, staying: list[Node]) -> list[tuple[str, str, int]]:
+    """(role, group, how many) of the nodes the config and the autoscaler want that
+    `staying` (the live nodes not being terminated) lacks."""
+    missing: list[tuple[str, str, int]] = []
+    if not any(n.role == NodeRole.HEAD for n in staying):
+        missing.append((NodeRole.HEAD, "", 1))
+    have = Counter(n.group for n in staying if n.role == NodeRole.WORKER)
+    for group in cluster.compute_config.worker_groups:
+        lacking = group_target(cluster, group) - have[group["name"]]
+        if lacking > 0:
+            missing.append((NodeRole.WORKER, group["name"], lacking))
+    return missing
+
+
+def _new_node(cluster: Cluster, role: str, group: str) -> Node:
     config = cluster.compute_config
-    live = cluster.nodes.staying()
-    if not live.filter(role=NodeRole.HEAD).exists():
-        _new_node(
-            cluster,
-            NodeRole.HEAD,
-            "",
-            config.head_instance_type,
-            config.head_cpus,
-            config.head_memory_mb,
+    if role == NodeRole.HEAD:
+        size = (config.head_instance_type, config.head_cpus, config.head_memory_mb)
+    else:
+        spec = _group(cluster, group)
+        size = (
+            spec.get("instance_type", ""),
+            float(spec.get("cpus", 1)),
+            int(spec.get("memory_mb", 1024)),
         )
-    for group in config.worker_groups:
-        have = live.filter(role=NodeRole.WORKER, group=group["name"]).count()
-        for _ in range(max(0, group_target(cluster, group) - have)):
-            _new_node(
-                cluster,
-                NodeRole.WORKER,
-                group["name"],
-                group.get("instance_type", ""),
-                float(group.get("cpus", 1)),
-                int(group.get("memory_mb", 1024)),
-            )
-
-
-def _new_node(
-    cluster: Cluster, role: str, group: str, instance_type: str, cpus: float, memory_mb: int
-) -> Node:
     node = Node.objects.create(
         organization_id=cluster.organization_id,
         cluster=cluster,
         role=role,
         group=group,
-        instance_type=instance_type,
-        cpus=cpus,
-        memory_mb=memory_mb,
+        instance_type=size[0],
+        cpus=size[1],
+        memory_mb=size[2],
     )
     node.bootstrap_token_hash = hash_secret(bootstrap_token(node))
     node.save(update_fields=["bootstrap_token_hash"])
@@ -360,49 +422,65 @@ def _row_slack(cached: datetime | None) -> timedelta:
     return timedelta(seconds=PERSIST_EVERY_SECONDS + settings.RAYDECK_HEARTBEAT_SECONDS)
 
 
-def _check_timeouts_and_liveness(cluster: Cluster, provider: CloudProvider) -> str | None:
+# How long a node may stay in each step before it fails, and what it failed to do.
+STEP_LIMITS: dict[str, tuple[str, str]] = {
+    NodeState.LAUNCHING: ("RAYDECK_LAUNCH_TIMEOUT_SECONDS", "get an instance"),
+    NodeState.BOOTING: (
+        "RAYDECK_REGISTER_TIMEOUT_SECONDS",
+        "register its agent after the instance started",
+    ),
+    NodeState.REGISTERED: ("RAYDECK_READY_TIMEOUT_SECONDS", "start Ray"),
+}
+
+
+def _overdue(node: Node, now: datetime) -> str | None:
+    """Why a node stuck in its step fails (None: within its limit, or in no timed step)."""
+    if node.state not in STEP_LIMITS:
+        return None
+    setting, step = STEP_LIMITS[node.state]
+    limit = getattr(settings, setting)
+    if (now - node.state_changed_at).total_seconds() <= limit:
+        return None
+    return f"The {node.role} node did not {step} within {max(1, round(limit / 60))} min."
+
+
+def _lost(node: Node, look: Look) -> bool:
+    """A ready node silent for longer than allowed. Silence counts only while we
+    listened: not before listening resumed, not after the last tick (the web tier may
+    have died since)."""
+    if node.state != NodeState.READY or not look.heard.now:
+        return False
+    cached = look.beats.get(node.pk)
+    seen = last_seen(node, cached)
+    return seen is not None and look.heard.silence(
+        seen, look.now
+    ) > live.node_lost_after() + _row_slack(cached)
+
+
+def _check_timeouts_and_liveness(
+    cluster: Cluster, provider: CloudProvider, look: Look
+) -> str | None:
     """Fail nodes stuck in a step; mark silent nodes lost (and terminate them). Returns a
     reason when the whole cluster must fail."""
-    now = timezone.now()
-    limits: dict[str, tuple[int, str]] = {
-        NodeState.LAUNCHING: (settings.RAYDECK_LAUNCH_TIMEOUT_SECONDS, "get an instance"),
-        NodeState.BOOTING: (
-            settings.RAYDECK_REGISTER_TIMEOUT_SECONDS,
-            "register its agent after the instance started",
-        ),
-        NodeState.REGISTERED: (settings.RAYDECK_READY_TIMEOUT_SECONDS, "start Ray"),
-    }
-    lost_after = live.node_lost_after()
-    heard = live.listening()  # no node is lost for being silent while the web tier was down
-    nodes = list(cluster.nodes.filter(state__in=[*limits, NodeState.READY]))
-    # One read of the cache for every ready node's heartbeat, not one per node.
-    beats = live.liveness([n.pk for n in nodes if n.state == NodeState.READY])
-    for node in nodes:
-        if node.state in limits:
-            limit, step = limits[node.state]
-            if (now - node.state_changed_at).total_seconds() > limit:
-                minutes = max(1, round(limit / 60))
-                reason = f"The {node.role} node did not {step} within {minutes} min."
-                advice = _advice(node.state)
-                _terminate_instance(cluster, node, provider, NodeState.FAILED, reason)
-                return f"{reason} {advice}"
-        elif node.state == NodeState.READY and heard.now:
-            cached = beats[node.pk][0]
-            seen = last_seen(node, cached)
-            # Silence counts only while we listened: not before listening resumed, not
-            # after the last tick (the web tier may have died since).
-            if seen is not None and heard.silence(seen, now) > lost_after + _row_slack(cached):
-                reason = f"No heartbeat for {int((now - seen).total_seconds())} s."
-                record_event(
-                    cluster,
-                    "node lost",
-                    f"The {node.role} node stopped responding. {reason}",
-                    node=node,
-                    level=EventLevel.WARNING,
-                )
-                _terminate_instance(cluster, node, provider, NodeState.LOST, reason)
-                if node.role == NodeRole.HEAD:
-                    return "The head node stopped responding; the Ray cluster is gone."
+    for node in look.nodes:
+        reason = _overdue(node, look.now)
+        if reason:
+            advice = _advice(node.state)  # of the step it was stuck in
+            _terminate_instance(cluster, node, provider, NodeState.FAILED, reason)
+            return f"{reason} {advice}"
+        if _lost(node, look):
+            seen = last_seen(node, look.beats.get(node.pk)) or look.now  # heard from once
+            reason = f"No heartbeat for {int((look.now - seen).total_seconds())} s."
+            record_event(
+                cluster,
+                "node lost",
+                f"The {node.role} node stopped responding. {reason}",
+                node=node,
+                level=EventLevel.WARNING,
+            )
+            _terminate_instance(cluster, node, provider, NodeState.LOST, reason)
+            if node.role == NodeRole.HEAD:
+                return "The head node stopped responding; the Ray cluster is gone."
     return None
 
 
@@ -437,19 +515,7 @@ def _update_cluster_state(cluster: Cluster) -> None:
     cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
     nodes = list(cluster.nodes.staying())
     head = next((n for n in nodes if n.role == NodeRole.HEAD), None)
-    # Ready: the head and each group's min. Workers the autoscaler adds join a running
-    # cluster without making it "starting" again.
-    ready_workers = Counter(
-        n.group for n in nodes if n.role == NodeRole.WORKER and n.state == NodeState.READY
-    )
-    ready = (
-        head is not None
-        and head.state == NodeState.READY
-        and all(
-            ready_workers[g["name"]] >= int(g.get("min", 0))
-            for g in cluster.compute_config.worker_groups
-        )
-    )
+    ready = _ready(cluster, nodes)
     if ready and cluster.state == ClusterState.STARTING and head is not None:
         cluster.head_address = f"{head.private_address}:{head.ray_ports.get('gcs', '')}"
         cluster.dashboard_port = head.ray_ports.get("dashboard")
@@ -467,6 +533,23 @@ def _update_cluster_state(cluster: Cluster) -> None:
         record_event(
             cluster, "starting", "Some nodes are being replaced.", level=EventLevel.WARNING
         )
+
+
+def _ready(cluster: Cluster, staying: list[Node]) -> bool:
+    """Ready: the head and each group's min. Workers the autoscaler adds join a running
+    cluster without making it "starting" again."""
+    head = next((n for n in staying if n.role == NodeRole.HEAD), None)
+    ready_workers = Counter(
+        n.group for n in staying if n.role == NodeRole.WORKER and n.state == NodeState.READY
+    )
+    return (
+        head is not None
+        and head.state == NodeState.READY
+        and all(
+            ready_workers[g["name"]] >= int(g.get("min", 0))
+            for g in cluster.compute_config.worker_groups
+        )
+    )
 
 
 def _fail(cluster: Cluster, reason: str) -> Outcome:
@@ -551,9 +634,34 @@ def _drive_down(cluster: Cluster) -> Outcome:
 
 
 def clusters_needing_reconcile() -> list[int]:
-    """Every cluster whose state is not final: the beat sweep re-enqueues them, so work
-    lost with a broker or a worker is picked up again."""
-    return list(Cluster.objects.live().values_list("pk", flat=True)) + list(
+    """Every cluster the beat sweep enqueues: each one not final that is not steady
+    (work_for), and each failed one not yet cleaned up. So work lost with a broker or a
+    worker is picked up again, while a steady cluster costs the sweep no task: it is
+    judged here, with every cluster's nodes, heartbeats and head report read in bulk."""
+    clusters = list(Cluster.objects.live().select_related("cloud", "compute_config"))
+    nodes: dict[int, list[Node]] = {c.pk: [] for c in clusters}
+    for node in Node.objects.live().filter(cluster__in=Cluster.objects.live()):
+        nodes.setdefault(node.cluster_id, []).append(node)
+    beats = live.liveness(
+        [n.pk for group in nodes.values() for n in group if n.state == NodeState.READY]
+    )
+    reports = live.head_reports([c.pk for c in clusters])
+    heard, now = live.listening(), timezone.now()
+    public: dict[int, bool] = {}
+    needing = []
+    for cluster in clusters:
+        if cluster.cloud_id not in public:
+            public[cluster.cloud_id] = provider_for(cluster.cloud).public_addresses
+        look = Look(
+            nodes=nodes.get(cluster.pk, []),
+            beats={n.pk: beats[n.pk][0] for n in nodes.get(cluster.pk, []) if n.pk in beats},
+            heard=heard,
+            report=reports.get(cluster.pk),
+            now=now,
+        )
+        if work_for(cluster, look, public_addresses=public[cluster.cloud_id]) is not None:
+            needing.append(cluster.pk)
+    return needing + list(
         Cluster.objects.filter(state=ClusterState.FAILED, terminated_at=None).values_list(
             "pk", flat=True
         )

@@ -380,7 +380,7 @@ CELERY_BEAT_SCHEDULE.update(
     {
         "clusters-sweep": {
             "task": "clusters.tasks.sweep_clusters",
-            "schedule": int(os.environ.get("RAYDECK_SWEEP_SECONDS", 30)),
+            "schedule": int(os.environ.get("RAYDECK_SWEEP_SECONDS", 10)),
         },
         "clusters-orphans": {"task": "clusters.tasks.sweep_orphans", "schedule": 120},
         "image-builds-sweep": {

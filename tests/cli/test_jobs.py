@@ -1,6 +1,7 @@
-"""`raydeck jobs …` as a user runs it (the installed command in a child process)
-against this test's live server; the working dir goes to the local cloud's storage
-through the signed URL the server hands out. No Ray here: test_jobs_ray.py runs jobs."""
+"""`raydeck jobs …` as a user runs it (the installed command in a child process), and
+the SDK's `client.jobs` as a program calls it, against this test's live server; the
+working dir goes to the local cloud's storage through the signed URL the server hands
+out. No Ray here: test_jobs_ray.py runs jobs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from raydeck import Client, NotFound, ValidationFailed
 
 from clouds.choices import CloudState
 from clouds.models import Cloud
@@ -76,3 +78,36 @@ def test_bad_input_exits_with_the_field_and_submits_nothing(cli: Cli, tmp_path: 
     assert result.returncode == 1, result.stderr
     assert "max_retries" in result.stderr
     assert Job.objects.exclude(name__endswith="-job").count() == 0
+
+
+def test_the_sdk_submits_a_folder_reads_and_stops_the_job_and_refuses_bad_input(
+    live_server: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.RAYDECK_BASE_URL = live_server.url
+    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "cloud"
+    alpha, bravo = make_tenant("alpha"), make_tenant("bravo")
+    Cloud.objects.filter(pk=alpha.cloud.pk).update(state=CloudState.ACTIVE)
+    client = Client(url=live_server.url, token=secret_of(alpha), org="alpha")
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "train.py").write_text("print('hello')\n")
+
+    job = client.jobs.submit(
+        "python train.py", alpha.project.slug, name="train", working_dir=folder, max_retries=2
+    )
+    assert (job.name, job.state, job.max_retries) == ("train", "pending", 2)
+    assert Job.objects.get(uuid=job.id).working_dir is not None
+    assert len(list((tmp_path / "cloud").rglob("*.zip"))) == 1
+    assert client.jobs.get(job.id).entrypoint == "python train.py"
+    assert job.id in [j.id for j in client.jobs.list(state="pending")]
+    assert client.jobs.stop(job.id).id == job.id
+    assert any("stop" in event.message for event in client.jobs.events(job.id))
+
+    with pytest.raises(ValidationFailed) as refused:
+        client.jobs.submit("  ", alpha.project.slug, max_retries=-1)
+    assert {"entrypoint", "max_retries"} & set(refused.value.details)
+    with pytest.raises((ValidationFailed, NotFound)):  # another organization's cluster
+        client.jobs.submit("python x.py", alpha.project.slug, cluster=str(bravo.cluster.uuid))
+    with pytest.raises(NotFound):
+        client.jobs.get(str(bravo.job.uuid))
+    assert Job.objects.filter(project=alpha.project).exclude(name__endswith="-job").count() == 1
