@@ -50,7 +50,7 @@ def run_lines(tmp_path: Path, *, sshd: bool, policy_before: bool) -> tuple[list[
     )
     calls = tmp_path / "calls"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "POLICY": str(policy)}
-    done = subprocess.run(  # noqa: S603 - our own script
+    done = subprocess.run(
         ["/bin/bash", "-c", f"set -euo pipefail\n{lines}"],
         env=env,
         capture_output=True,

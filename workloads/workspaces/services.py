@@ -230,9 +230,10 @@ def workspace_job_create(
     }
     with transaction.atomic():  # its checks lock the choice's rows; released at once
         job_definition(**arguments)
-    if refusal := why_no_job(workspace):
+    cluster_id = workspace.cluster_id
+    if (refusal := why_no_job(workspace)) or cluster_id is None:
         raise ValidationError({"workspace": refusal})
-    packed = _snapshot(workspace, workspace.cluster_id)
+    packed = _snapshot(workspace, cluster_id)
     working_dir = working_dir_packed(
         project=workspace.project,
         cloud=workspace.cloud,

@@ -94,7 +94,7 @@ class WorkspaceCreateView(CloudFieldsFormView):
                     reverse("workspace_detail", args=[org_slug, workspace.pk]),
                     f"Workspace {workspace.name} created. Start it to get JupyterLab.",
                 )
-        return self.render(self.template, self._context(form))
+        return self.render(self.template, {"form": form})
 
 
 class WorkspaceObjectView(OrgView):
