@@ -9,15 +9,15 @@ paths (policy-rc.d, /usr/sbin/sshd) point into tmp_path."""
 from __future__ import annotations
 
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from clouds.choices import CloudKind
 from clouds.providers import boot
-from clouds.providers.base import BootSpec
 from clouds.providers.registry import traits_for
+from clusters.services import reconcile
+from tests.factories import CloudFactory, ClusterFactory, NodeFactory
 
 FAKE_APT = """#!/bin/sh
 echo "apt-get $*" >> "$CALLS"
@@ -61,21 +61,18 @@ def run_lines(tmp_path: Path, *, sshd: bool, policy_before: bool) -> tuple[list[
     return (calls.read_text().splitlines() if calls.exists() else []), policy
 
 
+@pytest.mark.django_db
 def test_both_vm_kinds_run_the_lines_before_the_agent_starts() -> None:
-    spec = BootSpec(
-        node_id=uuid.uuid4(),
-        cluster_id=uuid.uuid4(),
-        control_plane_url="https://raydeck.example",
-        bootstrap_token="t",
-        agent_index_url="https://raydeck.example/agent/v1/simple/",
-        agent_package="raydeck-agent",
-        ray_version="2.40.0",
-    )
-    for kind in (CloudKind.AWS, CloudKind.GCP):
-        script = traits_for(kind).boot_script(spec)
+    for kind in (CloudKind.AWS, CloudKind.GCP, CloudKind.LOCAL):
+        cluster = ClusterFactory(cloud=CloudFactory(kind=kind, region="us-east-1"))
+        script = traits_for(kind).boot_script(
+            reconcile.boot_spec(cluster, NodeFactory(cluster=cluster))
+        )
+        if kind == CloudKind.LOCAL:  # this machine's own sshd
+            assert "openssh-server" not in script
+            continue
         assert boot.sshd_install_lines() in script
         assert script.index("openssh-server") < script.index("exec python3 -m raydeck_agent")
-    assert "openssh-server" not in traits_for(CloudKind.LOCAL).boot_script(spec)
 
 
 @pytest.mark.parametrize("policy_before", [False, True])
