@@ -5,10 +5,12 @@ only, under /jupyter/, without a token of its own (the gateway is its authentica
 Its port is chosen before registration and reported with the node's ports, so the
 console offers a "Jupyter" link only when it is there.
 
-Prometheus: found as `prometheus` on the PATH (Debian's package on the local cloud, the
-image elsewhere). It listens on loopback under /prometheus/, scrapes every node's Ray
-metrics port through the service-discovery file Ray writes on the head (so nodes that
-join or leave are followed), keeps a day, and is reached only through the gateway: the
+Prometheus: found as `prometheus` on the PATH (Debian's package on the local cloud and on
+an AWS or GCP head without a container image, installed by its boot script), else at
+RAYDECK_PROMETHEUS (the boot script's copy of it, for a head that runs a container
+image). It listens on loopback under /prometheus/, scrapes every node's Ray metrics port
+through the service-discovery file Ray writes on the head (so nodes that join or leave
+are followed), keeps a day, and is reached only through the gateway: the
 cluster page's charts query it there with the user's own short-lived token.
 
 Grafana is not started here (the gateway would proxy /grafana/ to a "grafana" port if
@@ -44,8 +46,13 @@ def jupyter_executable(python: str) -> Path | None:
 
 
 def prometheus_executable() -> Path | None:
+    """The image's own Prometheus, else the one the boot script put beside the agent for a
+    container that lacks it (RAYDECK_PROMETHEUS)."""
     found = shutil.which("prometheus")
-    return Path(found) if found else None
+    if found:
+        return Path(found)
+    given = os.environ.get("RAYDECK_PROMETHEUS", "")
+    return Path(given) if given and os.access(given, os.X_OK) else None
 
 
 def prometheus_config(service_discovery: Path) -> str:

@@ -60,6 +60,10 @@ class BootSpec:
     # PEM: the CAs the agent verifies control_plane_url's certificate with; blank: the
     # node's system CAs.
     control_plane_ca: str = ""
+    # The cluster's container image (AWS, GCP): the node pulls it and runs the agent, and
+    # so Ray, inside it. Blank: the agent and Ray run in the machine's own Python.
+    image_uri: str = ""
+    head: bool = False  # the head runs Prometheus (boot.py installs it where it can)
 
 
 @dataclass(frozen=True)

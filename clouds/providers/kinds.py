@@ -10,6 +10,7 @@ kind: what differs between clouds is a method here.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from .base import (
@@ -20,8 +21,19 @@ from .base import (
     MachineSize,
     PermanentCloudError,
 )
-from .boot import local_boot_script, vm_boot_script
+from .boot import (
+    ARTIFACT_REGISTRY_LOGIN,
+    ECR_LOGIN,
+    RegistryLogin,
+    local_boot_script,
+    registry_host,
+    vm_boot_script,
+)
 from .builds import BuildTraits, ContainerBuildTraits, LocalBuildTraits
+
+# The registries whose images a kind's nodes pull with their own identity.
+ECR_HOST = re.compile(r"\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+ARTIFACT_REGISTRY_HOST = re.compile(r"[a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io")
 
 
 class CloudTraits(BuildTraits):
@@ -74,8 +86,14 @@ class CloudTraits(BuildTraits):
         )
 
     @classmethod
+    def registry_login(cls, image_uri: str) -> RegistryLogin | None:
+        """How this kind's nodes log in to the registry of `image_uri` with their own
+        identity; None where they pull without one (a public registry)."""
+        return None
+
+    @classmethod
     def boot_script(cls, boot: BootSpec) -> str:
-        return vm_boot_script(boot)
+        return vm_boot_script(boot, cls.registry_login(boot.image_uri))
 
     @classmethod
     def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:
@@ -160,6 +178,10 @@ class AwsTraits(ContainerBuildTraits, CloudTraits):
         return MachineSize(instance_type="g5.xlarge", cpus=4, memory_mb=16384, gpus=1)
 
     @classmethod
+    def registry_login(cls, image_uri: str) -> RegistryLogin | None:
+        return ECR_LOGIN if ECR_HOST.fullmatch(registry_host(image_uri)) else None
+
+    @classmethod
     def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:
         amis = image.aws_amis if isinstance(image.aws_amis, dict) else {}
         return str(amis.get(region) or "")
@@ -189,6 +211,11 @@ class GcpTraits(ContainerBuildTraits, CloudTraits):
     def default_gpu_worker(cls) -> MachineSize | None:
         # G2 machine types come with their NVIDIA L4 attached: no accelerator to add.
         return MachineSize(instance_type="g2-standard-4", cpus=4, memory_mb=16384, gpus=1)
+
+    @classmethod
+    def registry_login(cls, image_uri: str) -> RegistryLogin | None:
+        found = ARTIFACT_REGISTRY_HOST.fullmatch(registry_host(image_uri))
+        return ARTIFACT_REGISTRY_LOGIN if found else None
 
     @classmethod
     def own_machine_image(cls, image: ImageSpec, *, region: str) -> str:

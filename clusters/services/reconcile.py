@@ -106,6 +106,8 @@ def boot_spec(cluster: Cluster, node: Node) -> BootSpec:
         agent_index_url=agent_index_url(),
         agent_package=PROJECT_NAME,
         ray_version=cluster.image.ray_version,
+        image_uri=cluster.image_spec().image_uri,
+        head=node.role == NodeRole.HEAD,
     )
 
 

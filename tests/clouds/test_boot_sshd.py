@@ -9,6 +9,7 @@ paths (policy-rc.d, /usr/sbin/sshd) point into tmp_path."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,17 +63,21 @@ def run_lines(tmp_path: Path, *, sshd: bool, policy_before: bool) -> tuple[list[
 
 
 @pytest.mark.django_db
-def test_both_vm_kinds_run_the_lines_before_the_agent_starts() -> None:
+def test_a_head_whose_agent_runs_on_the_machine_gets_the_lines_before_it_starts() -> None:
+    """On AWS and GCP; not a worker (no workspace there), not a node running a container
+    image (its sshd must come with the image), not the local cloud (the machine's own)."""
     for kind in (CloudKind.AWS, CloudKind.GCP, CloudKind.LOCAL):
         cluster = ClusterFactory(cloud=CloudFactory(kind=kind, region="us-east-1"))
-        script = traits_for(kind).boot_script(
-            reconcile.boot_spec(cluster, NodeFactory(cluster=cluster))
-        )
-        if kind == CloudKind.LOCAL:  # this machine's own sshd
+        spec = reconcile.boot_spec(cluster, NodeFactory(cluster=cluster))
+        script = traits_for(kind).boot_script(replace(spec, head=True, image_uri=""))
+        if kind == CloudKind.LOCAL:
             assert "openssh-server" not in script
             continue
         assert boot.sshd_install_lines() in script
-        assert script.index("openssh-server") < script.index("exec python3 -m raydeck_agent")
+        assert script.index("openssh-server") < script.index("-m raydeck_agent")
+        container = replace(spec, head=True, image_uri="registry.example.com/ray:2")
+        for other in (replace(spec, head=False, image_uri=""), container):
+            assert "openssh-server" not in traits_for(kind).boot_script(other)
 
 
 @pytest.mark.parametrize("policy_before", [False, True])

@@ -79,6 +79,9 @@ def test_aws_and_gcp_boot_scripts_install_the_agent_and_ray_where_missing() -> N
         assert f"export RAYDECK_NODE_DIR={boot.NODE_DIR}\n" in script
         assert "'ray[default]==2.40.0'" in script
         assert script.endswith("exec python3 -m raydeck_agent\n")
+        # No image: no container engine, no pull, no Prometheus (a worker).
+        for words in ("$engine", "podman", " pull ", "prometheus"):
+            assert words not in script
 
 
 def test_the_local_driver_hands_out_one_port_per_agent_port_name() -> None:

@@ -21,6 +21,7 @@ from clouds.choices import CloudKind
 from clouds.providers import boot
 from clouds.providers.registry import traits_for
 from clusters import agent_package
+from clusters.choices import NodeRole
 from clusters.services import reconcile
 from tests.factories import CloudFactory, ClusterFactory, NodeFactory
 
@@ -88,7 +89,10 @@ def test_the_aws_and_gcp_boot_script_installs_the_agent_that_way(
     settings.RAYDECK_AGENT_URL = live_server.url
     for kind in (CloudKind.AWS, CloudKind.GCP):
         cluster = ClusterFactory(cloud=CloudFactory(kind=kind, region="us-east-1"))
-        spec = reconcile.boot_spec(cluster, NodeFactory(cluster=cluster))
+        # A worker: a head's script also stops the machine's own Prometheus service.
+        node = NodeFactory(cluster=cluster, role=NodeRole.WORKER)
+        spec = reconcile.boot_spec(cluster, node)
+        assert not spec.image_uri  # the factory's image: the host's Python runs the agent
         script = traits_for(kind).boot_script(spec)
         command = boot.agent_install_command(spec)
         assert f"\n{command}\n" in script

@@ -19,6 +19,7 @@ allows exactly what the driver calls.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import time
 from collections.abc import Iterator
@@ -38,12 +39,14 @@ from clouds.policies import (
     AWS_BUILD_LOG_ACTIONS,
     AWS_BUILD_PROJECT_ACTIONS,
     aws_build_role_policy,
+    aws_node_pull_policy,
     aws_permissions_policy,
 )
 from clouds.providers import aws as aws_driver
-from clouds.providers import aws_builds
+from clouds.providers import aws_builds, boot
 from clouds.providers.base import TAG_CLOUD
 from clouds.providers.builds import BuildRequest
+from clouds.providers.kinds import AwsTraits
 from clouds.providers.registry import provider_for
 from clouds.services import DRIVER_FIELDS, cloud_firewall_remove
 from clusters.choices import BuildState
@@ -248,6 +251,17 @@ def test_a_build_runs_in_codebuild_in_the_customers_account_and_becomes_a_revisi
     assert granted - used <= {"codebuild:StopBuild", "ecr:TagResource", "logs:TagResource"}
     build_role = aws_build_role_policy(cloud)["Statement"]
     assert build_role[1]["Resource"] == f"arn:aws:ecr:*:*:repository/{name}"
+
+    # Nodes of a cluster with the image log in to ECR with their own role (boot.py's
+    # credential helper) and pull it by digest: the nodes' policy grants exactly that,
+    # on this repository only.
+    assert AwsTraits.registry_login(build.image_uri) is boot.ECR_LOGIN
+    pull = [(s["Action"], s["Resource"]) for s in aws_node_pull_policy(cloud)["Statement"]]
+    assert pull == [
+        ("ecr:GetAuthorizationToken", "*"),  # account-wide: no narrower resource exists
+        (["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], build_role[1]["Resource"]),
+    ]
+    assert fnmatch.fnmatch(repository["repositoryArn"], pull[1][1])
 
 
 def _failed_answer(build_id: str) -> tuple[AWSResponse, dict[str, Any]]:

@@ -20,7 +20,10 @@ from google.cloud import artifactregistry_v1
 from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
 from clouds.policies import GCP_BUILD_PERMISSIONS, gcp_commands
+from clouds.providers import boot
 from clouds.providers.base import CloudProvider
+from clouds.providers.gcp_build_names import repository_id
+from clouds.providers.kinds import GcpTraits
 from clouds.services import DRIVER_FIELDS, cloud_firewall_remove
 from clusters.choices import BuildState
 from clusters.models import ContainerImage, ImageBuild
@@ -198,4 +201,15 @@ def test_the_gcp_commands_grant_exactly_the_build_permissions(cloud: Cloud) -> N
     assert ",".join(GCP_BUILD_PERMISSIONS) in commands
     short = str(cloud.uuid)[:8]
     assert f"raydeck-builds-{short}@{PROJECT}.iam.gserviceaccount.com" in commands
-    assert "roles/artifactregistry.reader" in commands  # the nodes pull built images
+    # The nodes' service account gets exactly one grant: reading the cloud's repository,
+    # where the builds push (its images' host is the one their boot script logs in to).
+    joined = commands.replace(" \\\n", " ").splitlines()
+    granted = [c for c in joined if f"--member serviceAccount:{cloud.node_identity} " in c]
+    repository = f"projects/{PROJECT}/locations/us-central1/repositories/"
+    repository += repository_id(cloud.uuid)
+    assert len(granted) == 1, granted
+    assert "--role roles/artifactregistry.reader " in granted[0]
+    assert f'resource.name.startsWith("{repository}")' in granted[0]
+    built = f"us-central1-docker.pkg.dev/{PROJECT}/{repository_id(cloud.uuid)}/ml@{DIGEST}"
+    assert GcpTraits.registry_login(built) is boot.ARTIFACT_REGISTRY_LOGIN
+    assert GcpTraits.registry_login(f"docker.io/rayproject/ray@{DIGEST}") is None

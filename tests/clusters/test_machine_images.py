@@ -23,8 +23,9 @@ from django.core.exceptions import ValidationError
 from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
 from clouds.policies import aws_permissions_policy
-from clouds.providers import boot
+from clouds.providers import aws_builds, boot
 from clouds.providers.base import CloudProvider
+from clouds.providers.gcp_build_names import repository_id
 from clusters.choices import ClusterState, NodeState
 from clusters.models import Cluster, ContainerImage
 from clusters.services import lifecycle, reconcile
@@ -80,11 +81,16 @@ def create(tenant: Tenant, cloud: Cloud, image: ContainerImage | None = None) ->
 
 
 def assert_installs_the_agent_from_the_index(script: str, cluster: Cluster) -> None:
+    """The agent comes from the index onto the host and runs inside the cluster's image
+    (the built-in one is Ray's public image: pulled without a login)."""
     assert script.startswith("#!/bin/bash\n")
     spec = reconcile.boot_spec(cluster, cluster.nodes.get())
     assert f"\n{boot.agent_install_command(spec)}\n" in script
     assert f"--index-url {AGENT_URL}/agent/v1/simple/ raydeck-agent" in script
-    assert script.endswith("exec python3 -m raydeck_agent\n")
+    assert spec.image_uri == cluster.image.image_uri and spec.image_uri.startswith("rayproject/")
+    assert f'"$engine" pull docker.io/{spec.image_uri} ' in script
+    assert script.endswith(boot.container_command(spec))
+    assert " login " not in script and "ray[default]" not in script
 
 
 def launched_ec2() -> list[dict]:
@@ -238,3 +244,67 @@ def test_gcp_boots_the_images_own_and_fails_clearly_without_any(
     assert "names no GCP boot image" in cluster.state_reason
     assert "RAYDECK_GCP_IMAGE" in cluster.events.get(step="failed").message
     assert len(inserted(gcp)) == 1
+
+
+DIGEST = "sha256:" + "5e" * 32
+
+
+def assert_runs_the_built_image(script: str, image_uri: str, login: str) -> None:
+    """The node pulls the built image by digest after logging in with its own identity,
+    and runs the agent (so Ray) inside it: nothing of Ray goes into the host's Python."""
+    pull = f'"$engine" pull {image_uri} && break'
+    assert pull in script and image_uri.split("@")[1] == DIGEST
+    lines = script.splitlines()
+    [pulling] = [n for n, line in enumerate(lines) if pull in line]
+    [logging_in] = [n for n, line in enumerate(lines) if login in line]
+    assert logging_in < pulling
+    run = lines[-1]
+    assert run.startswith('"$engine" run --detach --name raydeck-node --restart on-failure ')
+    assert " --network host " in run and '"${gpu_flags[@]}"' in run
+    assert run.endswith(f" {image_uri} -m raydeck_agent")
+    assert "import ray" not in script and "ray[default]" not in script
+    assert "exec python3" not in script
+    # The head installs Debian's Prometheus for the agent to find inside the container.
+    assert "|| packages+=(prometheus)" in script
+    assert f'cp -f "$(command -v prometheus)" {boot.TOOLS_DIR}/\n' in script
+
+
+def test_aws_nodes_pull_a_built_image_by_digest_with_the_instance_role(
+    tenant_a: Tenant, moto_aws
+) -> None:
+    """Stand-in: moto (the UserData of the launched instance)."""
+    ssm = boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name=AMI_PARAMETER, Value=DEFAULT_AMI, Type="String")
+    cloud = aws_cloud(tenant_a)
+    repository = aws_builds.resource_name(cloud.uuid)
+    image_uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repository}@{DIGEST}"
+    image = ContainerImage.objects.create(
+        organization=tenant_a.org, name="built", ray_version="2.40.0", image_uri=image_uri
+    )
+    create(tenant_a, cloud, image=image)
+    [instance] = launched_ec2()
+    data = boto3.client("ec2", region_name=REGION).describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="userData"
+    )["UserData"]["Value"]
+    script = base64.b64decode(data).decode()
+    assert_runs_the_built_image(script, image_uri, "docker-credential-ecr-login get")
+    assert "|| packages+=(amazon-ecr-credential-helper)" in script
+    assert f"registry=123456789012.dkr.ecr.{REGION}.amazonaws.com\n" in script
+
+
+def test_gcp_nodes_pull_a_built_image_by_digest_with_the_vms_service_account(
+    tenant_a: Tenant, gcp: FakeComputeServer
+) -> None:
+    """Stand-in: the fake Compute endpoint (the startup-script metadata)."""
+    cloud = gcp_cloud(tenant_a, node_identity="nodes@raydeck-test.iam.gserviceaccount.com")
+    host = "us-central1-docker.pkg.dev"
+    image_uri = f"{host}/raydeck-test/{repository_id(cloud.uuid)}/ml@{DIGEST}"
+    image = ContainerImage.objects.create(
+        organization=tenant_a.org, name="built", ray_version="2.40.0", image_uri=image_uri
+    )
+    create(tenant_a, cloud, image=image)
+    [body] = inserted(gcp)
+    [item] = [i for i in body["metadata"]["items"] if i["key"] == "startup-script"]
+    token = "computeMetadata/v1/instance/service-accounts/default/token"
+    assert_runs_the_built_image(item["value"], image_uri, token)
+    assert f"registry={host}\nuser=oauth2accesstoken\n" in item["value"]
