@@ -3,9 +3,9 @@
 Run by hand:  .venv/bin/python benchmarks/console.py
 
   1. cold start: `gunicorn console.wsgi:application` started exactly as `manage.py serve`
-     starts it (gthread, 2 workers x 4 threads, settings.local), timed from spawn until
+     starts it (console/processes.py's web_command, settings.local), timed from spawn until
      GET /healthz answers 200 (best of nothing: the median of 3 starts, first one shown too).
-  2. idle memory: `manage.py serve` (web + Celery worker + Celery beat) in its own process
+  2. idle memory: `manage.py serve` (web + Celery worker with beat inside) in its own process
      group, 30 s after /healthz answers; PSS summed over the whole process tree.
   3. project list: 10,000 projects in one organization, seen by an org owner, in-process
      with Django's test Client against a temporary PostgreSQL database: p50/p99 over 300
@@ -248,7 +248,7 @@ def bench_serve(env: dict[str, str], logs: Path, groups: list[Group], var_dir: P
     seen = process_tree(group.pid)
     names = " ".join(cmdline(p) for p in seen)
     # Beat runs inside the worker (-B) in the embedded default; its log says it started.
-    for part in ("gunicorn console.wsgi", "celery --quiet -A console worker"):
+    for part in ("gunicorn console.wsgi", "-m console.worker --beat-thread"):
         if part not in names:
             raise RuntimeError(f"serve tree has no '{part}' process:\n{group.tail()}")
     # Beat logs nothing at the embedded default's level; its schedule file says it runs.

@@ -11,7 +11,9 @@ Raydeck only signs short-lived tokens for them, here and nowhere else:
   user's id, iat (with milliseconds, so a revocation and a new token in the same second
   are told apart), exp (5 minutes for console links, at most an hour for tools) and jti;
 - revocations reach the gateway in the head's heartbeat answers (`heartbeat_access`):
-  per user, from accounts/revocations.py, and for the whole cluster (`not_before`).
+  per user, from accounts/revocations.py, and for the whole cluster (`not_before`); so
+  does a new certificate (clusters/certificates.py) when the served one ends soon or
+  lacks one of the head's names.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from accounts.permissions import require
 from accounts.revocations import recent_revocations
 from kit import crypto
 
-from .certificates import cluster_host_name
+from .certificates import cluster_host_name, heads_lacking_names, renewal_for
 from .choices import NodeRole, NodeState
 from .models import Cluster, ClusterAccessKey, Node
 
@@ -289,8 +291,7 @@ def cluster_access_revoke_all(*, cluster: Cluster, actor: User) -> None:
     key = access_key(cluster)
     ClusterAccessKey.objects.filter(pk=key.pk).update(not_before=timezone.now())
     audit(actor=actor, verb="cluster.revoke_access", target=cluster)
-    pk = cluster.pk
-    transaction.on_commit(lambda: cache.set(_cache_key(pk), _load(pk), CACHE_SECONDS))
+    gateway_changed(cluster.pk)
 
 
 # --- What the head agent is told -------------------------------------------------------
@@ -302,28 +303,51 @@ def registration_access(cluster: Cluster) -> dict[str, Any]:
 
 
 def _cache_key(cluster_pk: int) -> str:
-    return f"raydeck:access:{cluster_pk}"
+    return f"raydeck:access:v2:{cluster_pk}"  # v2: _load's value gained the heads to re-issue
 
 
-def _load(cluster_pk: int) -> tuple[int | None, float]:
+def _load(cluster_pk: int) -> tuple[int | None, float, list[int]]:
     row = (
         Cluster.objects.filter(pk=cluster_pk)
         .values_list("organization_id", "access_key__not_before")
         .first()
     )
     org_id, not_before = row if row else (None, None)
-    return org_id, not_before.timestamp() if not_before else 0.0
+    reissue = heads_lacking_names(cluster_pk) if row else []
+    return org_id, not_before.timestamp() if not_before else 0.0, reissue
 
 
-def heartbeat_access(cluster_pk: int) -> dict[str, Any]:
-    """For every head heartbeat answer: the revocations the gateway applies. Read from
-    the cache: steady heartbeats cost no SQL."""
+def _refresh(cluster_pk: int) -> None:
+    cache.set(_cache_key(cluster_pk), _load(cluster_pk), CACHE_SECONDS)
+
+
+def gateway_changed(cluster_pk: int) -> None:
+    """What a cluster's gateway is told changed (its not-before time, a head's names):
+    heartbeats read it anew once the change commits."""
+    transaction.on_commit(lambda: _refresh(cluster_pk))
+
+
+def heartbeat_access(
+    cluster_pk: int, node_pk: int | None = None, certificate_expires: object = None
+) -> dict[str, Any]:
+    """For every head heartbeat answer: the revocations the gateway applies, and for the
+    head `node_pk` a new certificate when the one it serves (ending at
+    `certificate_expires`) ends soon or lacks one of its names. Read from the cache:
+    steady heartbeats cost no SQL."""
     cached = cache.get(_cache_key(cluster_pk))
     if cached is None:
         cached = _load(cluster_pk)
         cache.add(_cache_key(cluster_pk), cached, CACHE_SECONDS)
-    org_id, not_before = cached
-    return {
+    org_id, not_before, reissue = cached
+    answer: dict[str, Any] = {
         "revoked": recent_revocations(org_id) if org_id is not None else {},
         "not_before": not_before,
     }
+    if node_pk is not None:
+        due = node_pk in reissue
+        certificate = renewal_for(node_pk, certificate_expires, reissue=due)
+        if certificate is not None:
+            answer["certificate"] = certificate
+        if due:
+            _refresh(cluster_pk)  # re-issued just now: due no more
+    return answer

@@ -11,7 +11,8 @@ the short-lived certificates it signs for head nodes.
   only (`head_names`: its address, and `<cluster>.<RAYDECK_CLUSTER_DOMAIN>` when that is
   set); a CSR asking for any other name is refused. Certificates live
   RAYDECK_GATEWAY_CERT_SECONDS (days) and are renewed in a heartbeat answer once less
-  than a third of that is left (`renewal_for`).
+  than a third of that is left (`renewal_for`), or at once when the head has a name its
+  certificate lacks (a public address learned after registration: `heads_lacking_names`).
 - Clients trust `trust_bundle_pem()`: the CLI and SDK fetch it once from the API and pin
   it, the console offers it for download.
 """
@@ -36,6 +37,7 @@ from django.utils import timezone
 
 from kit import crypto
 
+from .choices import LIVE_NODE_STATES
 from .models import CertificateAuthority, Cluster, GatewayCertificate, Node
 
 CA_LIFETIME = timedelta(days=10 * 365)
@@ -281,19 +283,36 @@ def head_certificate(*, node: Node, csr_pem: str) -> str:
     return _chain(certificate)
 
 
-def renewal_for(node_pk: int, expires_at: object) -> str | None:
-    """For a head's heartbeat: a new certificate (PEM chain) when the one it serves ends
-    within a third of the lifetime, else None. Costs nothing until then."""
-    if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
-        return None
-    left = expires_at - timezone.now().timestamp()
-    if left > _lifetime().total_seconds() * RENEW_WHEN_LEFT:
-        return None
-    record = GatewayCertificate.objects.filter(node_id=node_pk).first()
+def heads_lacking_names(cluster_pk: int) -> list[int]:
+    """The cluster's live heads whose certificate lacks a name they have now (a public
+    address learned after registration, a cluster domain set since): their next
+    heartbeat re-issues it at once rather than at the next renewal."""
+    records = GatewayCertificate.objects.filter(
+        node__cluster_id=cluster_pk, node__state__in=LIVE_NODE_STATES
+    ).select_related("node__cluster")
+    return [r.node_id for r in records if set(head_names(r.node)) - set(r.names)]
+
+
+def renewal_for(node_pk: int, expires_at: object, *, reissue: bool = False) -> str | None:
+    """For a head's heartbeat: a new certificate (PEM chain) for the head's names now,
+    when the one it serves ends within a third of the lifetime or `reissue` (it lacks
+    a name, `heads_lacking_names`), else None. Costs nothing until then."""
+    if not reissue:
+        if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+            return None
+        left = expires_at - timezone.now().timestamp()
+        if left > _lifetime().total_seconds() * RENEW_WHEN_LEFT:
+            return None
+    record = (
+        GatewayCertificate.objects.filter(node_id=node_pk).select_related("node__cluster").first()
+    )
     if record is None:
         return None
-    certificate = _sign(record.public_key_pem, list(record.names), _lifetime())
+    # Only the names the control plane knows for this head, never any the agent asks for.
+    names = head_names(record.node) or list(record.names)
+    certificate = _sign(record.public_key_pem, names, _lifetime())
     GatewayCertificate.objects.filter(pk=record.pk).update(
+        names=names,
         serial=format(certificate.serial_number, "x"),
         not_after=certificate.not_valid_after_utc,
         renewed_at=timezone.now(),

@@ -26,7 +26,7 @@ from kit.forms import service_errors_on
 from kit.types import AuthedRequest
 from kit.views import done, paginate
 
-from . import access, certificates, selectors
+from . import access, certificates, charts, selectors
 from .choices import FINAL_CLUSTER_STATES, ClusterState, DesiredState
 from .forms import (
     ClusterCreateForm,
@@ -264,6 +264,8 @@ class ClusterDetailView(ClusterObjectView):
             if job_address
             else []
         )
+        usage = selectors.cluster_usage(rows)
+        gpus = charts.has_gpus(cluster, usage)
         context = {
             "can_access": can_access,
             "job_address": job_address,
@@ -272,7 +274,7 @@ class ClusterDetailView(ClusterObjectView):
             "idle_headline": idleness.headline(now),
             "idle_outlook": idleness.outlook(now),
             "nodes": rows,
-            "usage": selectors.cluster_usage(rows),
+            "usage": usage,
             "events": selectors.cluster_events(cluster),
             "event_limit": selectors.EVENT_LIMIT,
             "live": not cluster.is_final,
@@ -283,6 +285,8 @@ class ClusterDetailView(ClusterObjectView):
             else "",
             "metrics_unavailable": access.metrics_unavailable(cluster) if can_access else None,
             "apps_available": [name for name, _ in apps],
+            "charts": charts.CHARTS + (charts.GPU_CHARTS if gpus else []),
+            "gpus": gpus,
         }
         if request.htmx and request.htmx.target == "cluster-live":
             response = self.render(f"{self.template}#cluster-live", context)

@@ -55,13 +55,10 @@ def worker_command(var_dir: Path, *, python: str = sys.executable) -> list[str]:
     return [
         python,
         "-m",
-        "celery",
-        # The banner would push the URL and the demo owner off the first screen.
-        # --quiet is celery's own option, not the worker's.
-        "--quiet",
-        "-A",
-        "console",
-        "worker",
+        # `celery --quiet -A console worker` without celery's umbrella command (console/
+        # worker.py; --quiet: the banner would push the URL and the demo owner off the
+        # first screen).
+        "console.worker",
         "--beat-thread",
         "--schedule",
         str(var_dir / "celerybeat-schedule"),

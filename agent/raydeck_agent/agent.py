@@ -28,7 +28,7 @@ from .api import (
     clamp_interval,
     seconds_or_none,
 )
-from .config import PORT_NAMES, Config
+from .config import EXIT_REFUSED, PORT_NAMES, Config
 from .deadman import DeadMansSwitch
 from .logs import (
     HEARTBEAT_LINES,
@@ -55,8 +55,7 @@ BACKOFF_MAX = 30.0
 HEARTBEAT_BACKOFF_MAX = 2  # intervals between heartbeats while they fail
 
 EXIT_OK = 0
-EXIT_REFUSED = 1  # the control plane refused the registration (bad or used token, 4xx)
-EXIT_GAVE_UP = 3  # the control plane could not be reached in time
+EXIT_GAVE_UP = 3  # the control plane could not be reached in time: worth a restart
 
 DEADMAN = "stopped itself"  # the loop's outcome when the dead-man's switch fired
 

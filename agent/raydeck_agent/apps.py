@@ -13,8 +13,13 @@ through the service-discovery file Ray writes on the head (so nodes that join or
 are followed), keeps a day, and is reached only through the gateway: the
 cluster page's charts query it there with the user's own short-lived token.
 
-Grafana is not started here (the gateway would proxy /grafana/ to a "grafana" port if
-one were reported); the console says it is not in this image.
+Grafana: found as `grafana` (run as `grafana server`, Grafana 10 and later) or the older
+`grafana-server` on the PATH, with its home folder (conf/defaults.ini), and only beside
+Prometheus, its one data source. It listens on loopback, served under /grafana/ (sub-path
+serving, so its links work through the gateway), provisioned with the dashboards Ray
+writes in its session folder (metrics/grafana/dashboards, followed as Ray rewrites them)
+and the head's Prometheus. Everyone the gateway lets in is an anonymous Viewer: the
+gateway is the door, so no login, no basic auth and no admin user of its own.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ PROMETHEUS_BASE_URL = "/prometheus/"  # gateway.py APP_PREFIXES
 # Ray (re)writes the list of its nodes' metrics ports here, in the head's temp folder.
 RAY_SERVICE_DISCOVERY = "prom_metrics_service_discovery.json"
 SCRAPE_SECONDS = 10
+GRAFANA_PORT = 3000  # on a machine of its own
+GRAFANA_BASE_URL = "/grafana/"  # gateway.py APP_PREFIXES
+# Where Ray writes its Grafana dashboards when its dashboard starts (Ray's
+# metrics_head.py), under the head's temp folder; session_latest follows a restart.
+RAY_GRAFANA_DASHBOARDS = Path("session_latest", "metrics", "grafana", "dashboards")
+GRAFANA_DATASOURCE = "Prometheus"  # the name Ray's dashboards expect by default
 
 
 def jupyter_executable(python: str) -> Path | None:
@@ -53,6 +64,99 @@ def prometheus_executable() -> Path | None:
         return Path(found)
     given = os.environ.get("RAYDECK_PROMETHEUS", "")
     return Path(given) if given and os.access(given, os.X_OK) else None
+
+
+def grafana_home(executable: Path) -> Path | None:
+    """Grafana's home folder (conf/defaults.ini, its web assets): $GF_PATHS_HOME, the
+    folder above its bin/ (tarballs, Grafana's own image), or Debian's and RPM's."""
+    for candidate in (
+        os.environ.get("GF_PATHS_HOME"),
+        executable.resolve().parent.parent,
+        "/usr/share/grafana",
+    ):
+        if candidate and (Path(candidate) / "conf" / "defaults.ini").is_file():
+            return Path(candidate)
+    return None
+
+
+def grafana_command() -> list[str] | None:
+    """How this image starts Grafana, without its configuration: `grafana server`, else
+    `grafana-server`, with its home; None when the image has neither."""
+    for name, subcommand in (("grafana", ["server"]), ("grafana-server", [])):
+        found = shutil.which(name)
+        home = grafana_home(Path(found)) if found else None
+        if found and home is not None:
+            return [found, *subcommand, "--homepath", str(home)]
+    return None
+
+
+def grafana_files(folder: Path, port: int, prometheus_port: int, ray_temp_dir: Path) -> None:
+    """Grafana's configuration and provisioning in `folder`; JSON is YAML too."""
+    provisioning = folder / "provisioning"
+    for sub in ("datasources", "dashboards", "plugins", "alerting"):
+        (provisioning / sub).mkdir(parents=True, exist_ok=True)
+    datasources = {
+        "apiVersion": 1,
+        "datasources": [
+            {
+                "name": GRAFANA_DATASOURCE,
+                "type": "prometheus",
+                "access": "proxy",  # Grafana's server asks, on loopback
+                "url": f"http://127.0.0.1:{prometheus_port}{PROMETHEUS_BASE_URL.rstrip('/')}",
+                "isDefault": True,
+                "editable": False,
+            }
+        ],
+    }
+    dashboards = {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "Ray",
+                "folder": "Ray",
+                "type": "file",
+                "allowUiUpdates": False,
+                # Ray writes them once its dashboard is up, after Grafana started.
+                "updateIntervalSeconds": 10,
+                "options": {"path": str(ray_temp_dir / RAY_GRAFANA_DASHBOARDS)},
+            }
+        ],
+    }
+    (provisioning / "datasources" / "raydeck.yaml").write_text(json.dumps(datasources, indent=2))
+    (provisioning / "dashboards" / "raydeck.yaml").write_text(json.dumps(dashboards, indent=2))
+    settings = {
+        "server": {
+            "http_addr": "127.0.0.1",
+            "http_port": str(port),
+            # The browser reaches it at the gateway's /grafana/; Grafana serves there too.
+            "root_url": f"%(protocol)s://%(domain)s:%(http_port)s{GRAFANA_BASE_URL}",
+            "serve_from_sub_path": "true",
+        },
+        "paths": {
+            "data": str(folder / "data"),
+            "logs": str(folder / "logs"),
+            "plugins": str(folder / "plugins"),
+            "provisioning": str(provisioning),
+        },
+        # The gateway let the user in: inside, everyone views; nobody signs in.
+        "auth.anonymous": {"enabled": "true", "org_role": "Viewer"},
+        "auth": {"disable_login_form": "true"},
+        "auth.basic": {"enabled": "false"},
+        "security": {"disable_initial_admin_creation": "true", "cookie_secure": "true"},
+        "users": {"allow_sign_up": "false"},
+        # No calls out of the cluster (it may be air-gapped).
+        "analytics": {
+            "reporting_enabled": "false",
+            "check_for_updates": "false",
+            "check_for_plugin_updates": "false",
+        },
+    }
+    (folder / "grafana.ini").write_text(
+        "".join(
+            f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
+            for section, values in settings.items()
+        )
+    )
 
 
 def prometheus_config(service_discovery: Path) -> str:
@@ -83,6 +187,9 @@ def plan(python: str, shared_machine: bool) -> dict[str, int]:
         planned["jupyter"] = free_port() if shared_machine else JUPYTER_PORT
     if prometheus_executable() is not None:
         planned["prometheus"] = free_port() if shared_machine else PROMETHEUS_PORT
+        # Grafana only beside Prometheus: without its data source it shows nothing.
+        if grafana_command() is not None:
+            planned["grafana"] = free_port() if shared_machine else GRAFANA_PORT
     return planned
 
 
@@ -156,6 +263,9 @@ class Apps:
             and self._start_prometheus(prometheus, port, env, self.ray_temp_dir)
         ):
             started["prometheus"] = port
+            grafana_port = self.ports.get("grafana")
+            if grafana_port and self._start_grafana(grafana_port, port, env, self.ray_temp_dir):
+                started["grafana"] = grafana_port
         return started
 
     def _start_prometheus(
@@ -177,6 +287,20 @@ class Apps:
         if not self._spawn("Prometheus", command, folder, env, "prometheus.log"):
             return False
         logger.info("started Prometheus on 127.0.0.1:%d%s", port, PROMETHEUS_BASE_URL)
+        return True
+
+    def _start_grafana(
+        self, port: int, prometheus_port: int, env: dict[str, str], ray_temp_dir: Path
+    ) -> bool:
+        command = grafana_command()
+        if command is None:
+            return False
+        folder = self.log_dir / "grafana"
+        grafana_files(folder, port, prometheus_port, ray_temp_dir)
+        command += ["--config", str(folder / "grafana.ini")]
+        if not self._spawn("Grafana", command, folder, env, "grafana.log"):
+            return False
+        logger.info("started Grafana on 127.0.0.1:%d%s", port, GRAFANA_BASE_URL)
         return True
 
     def _spawn(

@@ -27,6 +27,14 @@ PORT_NAMES = (
     "serve",
 )
 
+# Exit codes that say a restart cannot help: the environment is wrong, or the control
+# plane refused the registration for good (bad, spent or expired token; node gone).
+# The node's systemd unit (clouds/providers/boot.py) does not restart after them; any
+# other failure (unreachable control plane, crash) restarts. Not 1: Python's own.
+EXIT_CONFIG = 2
+EXIT_REFUSED = 77  # EX_NOPERM of sysexits.h
+PERMANENT_EXITS = (EXIT_CONFIG, EXIT_REFUSED)
+
 # Ray's own processes' logs, under <temp_dir>/session_latest/logs/, that heartbeats
 # carry (each line labelled with its file's name).
 RAY_LOG_FILES = (

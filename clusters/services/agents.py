@@ -42,7 +42,7 @@ from kit.metrics import HEARTBEATS
 
 from .. import head_orders, live
 from ..access import heartbeat_access, ray_token, registration_access
-from ..certificates import CertificateRefused, head_certificate, renewal_for
+from ..certificates import CertificateRefused, head_certificate
 from ..choices import LIVE_NODE_STATES, ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from ..models import Cluster, Node
 from ..tasks import enqueue_reconcile
@@ -489,10 +489,10 @@ def node_heartbeat(*, node: HeartbeatNode, body: dict[str, Any]) -> dict[str, An
     }
     if node.role == NodeRole.HEAD:
         # Revocations for the gateway: within one heartbeat interval (5 s) of the change.
-        answer["access"] = heartbeat_access(node.cluster_id)
-        renewed = renewal_for(node.pk, body.get("certificate_expires"))
-        if renewed is not None:
-            answer["access"] = {**answer["access"], "certificate": renewed}
+        # And a new certificate when the one it serves ends soon or lacks a name.
+        answer["access"] = heartbeat_access(
+            node.cluster_id, node.pk, body.get("certificate_expires")
+        )
         if not stop:
             orders = head_orders.collect_orders(node.cluster_id)
             if orders:

@@ -40,7 +40,7 @@ from clouds.providers.base import (
 )
 from clouds.providers.registry import provider_for
 
-from .. import live
+from .. import access, live
 from ..agent_package import PROJECT_NAME
 from ..choices import (
     ClusterState,
@@ -397,6 +397,7 @@ def _learn_head_address(cluster: Cluster, provider: CloudProvider) -> None:
         return  # the next pass asks again
     if instance is not None and instance.public_address:
         Node.objects.filter(pk=head.pk).update(public_address=instance.public_address)
+        access.gateway_changed(cluster.pk)  # its certificate lacks the address: re-issued
 
 
 def _mark_node(node: Node, state: str, reason: str = "") -> None:

@@ -181,6 +181,8 @@ SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
 SOCIALACCOUNT_AUTO_SIGNUP = False
 SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
+    # The same provider, its URLs with views imported on first use (accounts/sso/urls.py).
+    "saml": {"provider_class": "accounts.sso.saml_provider.RaydeckSamlProvider"},
     "openid_connect": {
         "OAUTH_PKCE_ENABLED": True,
         # Always PKCE S256 and a nonce, whatever an app's settings say (accounts.sso.oidc_sign_in).

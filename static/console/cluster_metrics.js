@@ -1,5 +1,5 @@
-// The cluster page's charts (CPU, memory, object store, running tasks over the last
-// hour) with uPlot (static/vendor/uplot, MIT), fetched once the data is in (console.js).
+// The cluster page's charts over the last hour (their queries: clusters/charts.py) with
+// uPlot (static/vendor/uplot, MIT), fetched once the data is in (console.js).
 // The data comes straight from Prometheus on the cluster's gateway, with a short-lived
 // token the console only vends (ClusterMetricsTokenView); nothing of it passes through
 // Raydeck.

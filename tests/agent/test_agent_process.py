@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+from raydeck_agent.config import EXIT_REFUSED, PERMANENT_EXITS
+
 from .conftest import (
     IMAGE_APPS,
     AgentRun,
@@ -40,13 +42,16 @@ def exit_code(run: AgentRun, timeout: float = 20) -> int:
     return code
 
 
-def test_used_token_exits_nonzero_without_retrying(control_plane, spawn):
+def test_used_token_exits_for_good_without_retrying(control_plane, spawn):
     node = waiting_worker(control_plane)
     node.credential = "rdn_already-issued"  # the token was spent by an earlier registration
 
     run = spawn(control_plane, node)
 
-    assert exit_code(run) == 1, run.output()
+    # Its own code, not Python's 1 (a crash before main), and one the node's unit does
+    # not restart on: a refused token stays refused.
+    assert exit_code(run) == EXIT_REFUSED == 77, run.output()
+    assert EXIT_REFUSED in PERMANENT_EXITS
     assert len(control_plane.requests_to("/agent/v1/register")) == 1
     assert control_plane.requests_to("/agent/v1/heartbeat") == []
     assert "already used" in run.output()
@@ -145,6 +150,7 @@ def test_gives_up_registering_after_the_deadline(control_plane, spawn):
     run = spawn(control_plane, node, extra_env={"RAYDECK_REGISTER_TIMEOUT": "2"})
 
     assert exit_code(run) == 3, run.output()
+    assert 3 not in PERMANENT_EXITS  # the control plane may be back: the unit restarts
     assert len(control_plane.requests_to("/agent/v1/register")) >= 2
     assert "giving up" in run.output()
 

@@ -7,6 +7,7 @@ tested in tests/clusters/test_gateway.py."""
 from __future__ import annotations
 
 import asyncio
+import configparser
 import contextlib
 import http.client
 import json
@@ -25,6 +26,7 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+import yaml
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -317,6 +319,85 @@ def test_prometheus_is_planned_only_where_the_image_has_it(tmp_path, monkeypatch
     config = json.loads(apps.prometheus_config(tmp_path / apps.RAY_SERVICE_DISCOVERY))
     [job] = config["scrape_configs"]
     assert job["file_sd_configs"][0]["files"] == [str(tmp_path / apps.RAY_SERVICE_DISCOVERY)]
+
+
+def test_grafana_is_provisioned_with_rays_dashboards_and_the_heads_prometheus(
+    tmp_path, monkeypatch
+) -> None:
+    """No Grafana binary exists on this machine (it is not in Debian): stand-ins named
+    `grafana` and `prometheus` on the PATH record the command line the agent starts them
+    with, and the files the agent writes for Grafana are read here as Grafana reads
+    them (INI, provisioning YAML)."""
+    bin_dir, home = tmp_path / "bin", tmp_path / "grafana-home"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("GF_PATHS_HOME", raising=False)
+    monkeypatch.delenv("RAYDECK_PROMETHEUS", raising=False)
+    python = bin_dir / "python"
+    python.touch()
+
+    def stand_in(name: str) -> None:
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / name}.argv\n')
+        script.chmod(0o755)
+
+    stand_in("prometheus")
+    stand_in("grafana")
+    # A `grafana` without its home (conf/defaults.ini) could not start: not planned.
+    assert apps.plan(str(python), shared_machine=False) == {"prometheus": apps.PROMETHEUS_PORT}
+    (home / "conf").mkdir(parents=True)
+    (home / "conf" / "defaults.ini").write_text("")
+    monkeypatch.setenv("GF_PATHS_HOME", str(home))
+    planned = apps.plan(str(python), shared_machine=False)
+    assert planned == {"prometheus": apps.PROMETHEUS_PORT, "grafana": apps.GRAFANA_PORT}
+    # Without Prometheus, its one data source, there is no Grafana either.
+    (bin_dir / "prometheus").unlink()
+    assert apps.plan(str(python), shared_machine=False) == {}
+    stand_in("prometheus")
+
+    node, ray_temp = tmp_path / "node", tmp_path / "ray"
+    node.mkdir()
+    runner = apps.Apps(
+        str(python), {"prometheus": 9191, "grafana": 3131}, node / "w", node, ray_temp
+    )
+    assert runner.start({"PATH": str(bin_dir)}) == {"prometheus": 9191, "grafana": 3131}
+    for child in runner.children:  # the stand-ins write their argv and exit
+        assert child.wait(30) == 0
+    runner.stop()
+    folder = node / "grafana"
+    argv = (tmp_path / "grafana.argv").read_text().split()
+    assert argv == ["server", "--homepath", str(home), "--config", str(folder / "grafana.ini")]
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(folder / "grafana.ini")
+    server = ini["server"]
+    # On loopback only, served under the gateway's /grafana/ so its links work there.
+    assert server["http_addr"] == "127.0.0.1" and server["http_port"] == "3131"
+    assert server["root_url"] == "%(protocol)s://%(domain)s:%(http_port)s/grafana/"
+    assert server["serve_from_sub_path"] == "true"
+    # The gateway is the door: anonymous viewers inside, no login, no admin user.
+    assert dict(ini["auth.anonymous"]) == {"enabled": "true", "org_role": "Viewer"}
+    assert ini["auth"]["disable_login_form"] == "true" and ini["auth.basic"]["enabled"] == "false"
+    assert ini["security"]["disable_initial_admin_creation"] == "true"
+    assert ini["paths"]["provisioning"] == str(folder / "provisioning")
+    assert ini["paths"]["data"] == str(folder / "data")
+    provisioning = folder / "provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "raydeck.yaml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://127.0.0.1:9191/prometheus"  # the head's, on loopback
+    assert source["type"] == "prometheus" and source["isDefault"] and source["name"] == "Prometheus"
+    [dashboards] = yaml.safe_load((provisioning / "dashboards" / "raydeck.yaml").read_text())[
+        "providers"
+    ]
+    # Where Ray writes its generated dashboards (its metrics_head.py), in its session.
+    rays = ray_temp / "session_latest" / "metrics" / "grafana" / "dashboards"
+    assert dashboards["options"]["path"] == str(rays) and dashboards["folder"] == "Ray"
+
+    # An older Grafana has only `grafana-server`, which takes the same options.
+    (bin_dir / "grafana").unlink()
+    stand_in("grafana-server")
+    assert apps.grafana_command() == [str(bin_dir / "grafana-server"), "--homepath", str(home)]
 
 
 def test_prometheus_queries_answer_other_origins_only_with_a_token(gateway, key) -> None:

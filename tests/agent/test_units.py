@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 from raydeck_agent import __main__ as agent_main
 from raydeck_agent import api, logs, ray_process, ray_status, state
-from raydeck_agent.config import DEFAULT_PORTS, Config, ConfigError, ray_cpus
+from raydeck_agent.agent import EXIT_GAVE_UP, Agent
+from raydeck_agent.config import (
+    DEFAULT_PORTS,
+    EXIT_REFUSED,
+    PERMANENT_EXITS,
+    Config,
+    ConfigError,
+    ray_cpus,
+)
 from raydeck_agent.usage import UsageSampler
 
 from .conftest import RAY_TEMP_ROOT, free_ports
@@ -99,6 +107,34 @@ def test_main_exits_2_on_a_bad_environment(monkeypatch, capsys):
             monkeypatch.delenv(key)
     assert agent_main.main([]) == 2
     assert "RAYDECK_URL is not set" in capsys.readouterr().err
+
+
+class Answers:
+    """A control plane whose registration answers are these errors, in order."""
+
+    def __init__(self, *errors: api.ApiError) -> None:
+        self.errors = list(errors)
+
+    def register(self, bootstrap_token: str, body: dict) -> dict:
+        raise self.errors.pop(0) if len(self.errors) > 1 else self.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("errors", "code"),
+    [
+        # Refusals are for good: a spent or expired token, a node the control plane
+        # does not know, any other 4xx; a 503 before one is retried first.
+        ([api.Unauthorized("401", 401)], EXIT_REFUSED),
+        ([api.NotFound("404", 404)], EXIT_REFUSED),
+        ([api.TransientError("503", 503), api.PermanentError("403", 403)], EXIT_REFUSED),
+        # Unreachable for the whole window: the node's unit tries again later.
+        ([api.TransientError("connection refused")], EXIT_GAVE_UP),
+    ],
+)
+def test_a_refused_registration_exits_with_a_code_nothing_restarts_on(tmp_path, errors, code):
+    config = Config.from_env(env(RAYDECK_NODE_DIR=str(tmp_path), RAYDECK_REGISTER_TIMEOUT="1"))
+    assert Agent(config, client=Answers(*errors)).run() == code  # type: ignore[arg-type]
+    assert (code in PERMANENT_EXITS) == (code == EXIT_REFUSED)
 
 
 def test_ray_cpus_are_whole():

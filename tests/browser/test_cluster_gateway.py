@@ -2,7 +2,8 @@
 Dashboard, served through the cluster's access gateway: real Chromium, real Ray. On the
 same cluster start, the page draws the last hour's charts with data the browser read
 from the head's Prometheus (Debian's, started by the agent, scraping Ray's metrics
-ports) through the gateway with a token the console vended.
+ports) through the gateway with a token the console vended, and says what this machine
+lacks: GPUs (the GPU charts' queries are checked against the same Prometheus) and Grafana.
 
 The cluster is started by driving the reconciler from the test (as test_end_to_end.py
 does); the click, the audited redirect, the gateway's cookie and the dashboard's own
@@ -12,10 +13,13 @@ to an operator-supplied CA that this Chromium trusts (as a company's browsers wo
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -24,7 +28,7 @@ from pytest_django.live_server_helper import LiveServer
 from accounts.models import AuditEvent
 from clouds.choices import CloudState
 from clouds.models import Cloud
-from clusters import access
+from clusters import access, charts
 from clusters.choices import ClusterState
 from clusters.services import lifecycle
 from tests.agent.tls_ca import TestCA
@@ -77,6 +81,25 @@ def test_ray_dashboard_opens_from_the_cluster_page(
         expect(metrics.locator(".metrics-status")).not_to_contain_text("unavailable")
         tokens = AuditEvent.objects.filter(verb="cluster.token", actor=tenant.member)
         assert tokens.filter(changes__app=[None, "metrics"]).exists()
+        # This machine has no GPU and no Grafana: the page says both plainly.
+        expect(metrics.locator(".metrics-no-gpus")).to_contain_text("No GPUs on this cluster")
+        expect(metrics).to_contain_text("Grafana: not in this image")
+        # The GPU charts' queries are ones this Prometheus answers (no series here).
+        token = access.mint_token(
+            user=tenant.member, cluster=cluster, lifetime=access.LINK_LIFETIME
+        )
+        for chart in charts.GPU_CHARTS:
+            request = urllib.request.Request(  # noqa: S310 - the gateway's https URL
+                f"{address}/prometheus/api/v1/query?{urlencode({'query': chart.query})}",
+                headers={"Authorization": f"Bearer {token.token}"},
+            )
+            with urllib.request.urlopen(  # noqa: S310 - the gateway's https URL
+                request, context=gateway_ca.client_context(), timeout=10
+            ) as answer:
+                assert json.load(answer) == {
+                    "status": "success",
+                    "data": {"resultType": "vector", "result": []},
+                }, chart
 
         with page.context.expect_page() as opened:
             page.get_by_role("button", name="Ray Dashboard").click()

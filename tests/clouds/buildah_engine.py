@@ -7,9 +7,9 @@ BUILDAH_ENGINE_LOG: a file that gets each call's arguments as one JSON line.
 
 `run` accepts exactly the options the boot script's command line uses; any other fails,
 so a new option there needs its translation here. The ones Buildah has no counterpart
-for (--detach, --restart, --init, --pull never, the GPUs) are recorded for the test;
-chroot isolation already shares the host's network and IPC. The container runs in the
-foreground, so the test sees it finish.
+for (--init, --pull never, the GPUs) are recorded for the test; chroot isolation already
+shares the host's network and IPC. The container runs in the foreground, as under the
+node's unit, and its exit code is the command's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import sys
 
 WITH_VALUE = {
     "--name",
-    "--restart",
     "--network",
     "--ipc",
     "--user",
@@ -33,7 +32,7 @@ WITH_VALUE = {
     "--gpus",
     "--device",
 }
-FLAGS = {"--detach", "--init"}
+FLAGS = {"--init"}
 
 
 def buildah(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -1,5 +1,6 @@
 """An AWS or GCP node with a container image runs its agent inside that image: the boot
-script's own lines (clouds/providers/boot.py `container_lines`), run by bash here.
+script's own lines (clouds/providers/boot.py `container_lines`), run by bash here, and
+the start of the node's systemd unit they install.
 
 Real: Buildah (chroot isolation, no daemon) makes a small image (this machine's Python,
 as the local cloud's builds make their base, plus a marker package that Raydeck's own
@@ -8,7 +9,9 @@ pulls it by digest and runs the exact command line of `container_command`.
 Stand-ins: the container engine is tests/clouds/buildah_engine.py (Buildah in place of
 Docker/Podman, which need a daemon or namespaces this machine lacks); the agent is the
 real package with its `__main__` replaced by a probe that reports what it sees, since a
-real agent would start Ray, which this small image does not have.
+real agent would start Ray, which this small image does not have; systemctl is a
+stand-in that runs the unit's ExecStart once when asked to (re)start it (this machine
+runs no systemd), and `systemd-analyze verify` checks the unit itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import pytest
 import raydeck_agent
+from raydeck_agent.config import EXIT_REFUSED
 
 from clouds.providers import boot
 from clouds.providers.base import BootSpec
@@ -45,6 +49,7 @@ PROBE = f"""
 import json, os, subprocess, sys
 import {MARKER}
 from raydeck_agent.apps import prometheus_executable
+from raydeck_agent.config import EXIT_REFUSED
 
 prometheus = prometheus_executable()
 version = subprocess.run([str(prometheus), "--version"], capture_output=True, text=True)
@@ -59,6 +64,15 @@ seen = {{
 }}
 with open(os.path.join(os.environ["RAYDECK_NODE_DIR"], "seen.json"), "w") as f:
     json.dump(seen, f)
+sys.exit(EXIT_REFUSED)  # as a refused registration ends
+"""
+# Runs the unit's ExecStart when asked to (re)start it, and keeps its exit code.
+SYSTEMCTL = """#!/bin/bash
+echo "$*" >> "$SYSTEMCTL_LOG"
+if [ "$1" = restart ]; then
+  "$(sed -n 's/^ExecStart=//p' "$UNIT_FILE")"
+  echo $? > "$STARTED_EXIT"
+fi
 """
 
 
@@ -125,12 +139,15 @@ def test_a_node_pulls_its_image_by_digest_and_runs_the_agent_inside_it(
     spec = node_spec(image.uri, control_plane_ca=pem, head=True)
     script = AwsTraits.boot_script(spec)  # a loopback registry: no login
     lines = boot.container_lines(spec, None)
-    assert script.endswith(lines) and lines.endswith(boot.container_command(spec))
-    # The script's start (the agent's environment, its folder, the CA) and its container
-    # lines; the package and agent install steps between need a Debian machine and the
-    # control plane's index (tests/clusters/test_agent_package.py runs those).
-    runnable = script.split("packages=()\n")[0] + lines
+    assert lines in script and boot.UNIT_TEXT in lines
+    # All of the script but the package and agent install steps, which need a Debian
+    # machine and the control plane's index (tests/clusters/test_agent_package.py).
+    setup = boot.package_lines(spec, None) + boot.agent_install_command(spec) + "\n"
+    assert setup in script
+    runnable = script.replace(setup, "")
     node_dir, agent_root = tmp_path / "node", tmp_path / "opt"
+    unit_file = tmp_path / boot.NODE_UNIT
+    runnable = runnable.replace(boot.UNIT_PATH, str(unit_file))
     runnable = runnable.replace(boot.NODE_DIR, str(node_dir))
     runnable = runnable.replace(boot.AGENT_ROOT, str(agent_root))
     # The agent as the host's pip would install it, the probe as its __main__.
@@ -141,23 +158,46 @@ def test_a_node_pulls_its_image_by_digest_and_runs_the_agent_inside_it(
     engine_bin = tmp_path / "bin"
     engine_bin.mkdir()
     (engine_bin / "podman").write_text(f'#!/bin/sh\nexec {sys.executable} {ENGINE} "$@"\n')
-    (engine_bin / "podman").chmod(0o755)
-    calls = tmp_path / "engine.log"
+    (engine_bin / "systemctl").write_text(SYSTEMCTL)
+    for tool in engine_bin.iterdir():
+        tool.chmod(0o755)
+    calls, systemctl = tmp_path / "engine.log", tmp_path / "systemctl.log"
     env = {
         # No docker on this PATH: the script picks "podman", the stand-in.
         "PATH": f"{engine_bin}:/usr/bin:/bin",
         "BUILDAH_ENGINE_ARGS": json.dumps(image.buildah),
         "BUILDAH_ENGINE_LOG": str(calls),
+        "SYSTEMCTL_LOG": str(systemctl),
+        "UNIT_FILE": str(unit_file),
+        "STARTED_EXIT": str(tmp_path / "started-exit"),
     }
-    ran = subprocess.run(
-        ["/bin/bash", "-c", runnable],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    def boot_once() -> None:
+        ran = subprocess.run(
+            ["/bin/bash", "-c", runnable],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    boot_once()
+    # The unit is installed, enabled at boot and started; its start ran the container.
+    assert systemctl.read_text().splitlines() == [
+        "daemon-reload",
+        f"enable {boot.NODE_UNIT}",
+        f"restart --no-block {boot.NODE_UNIT}",
+    ]
+    assert unit_file.read_text() == boot.UNIT_TEXT.replace(boot.NODE_DIR, str(node_dir))
+    assert (node_dir / "run-container").stat().st_mode & 0o777 == 0o700  # the token's in it
+    # The agent's "refused" comes out of the engine as the unit's exit code, one the unit
+    # does not restart on.
+    started_exit = (tmp_path / "started-exit").read_text().strip()
+    assert started_exit == str(EXIT_REFUSED)
+    [prevent] = [line for line in boot.UNIT_TEXT.splitlines() if "RestartPreventExit" in line]
+    assert started_exit in prevent.split("=")[1].split()
 
     seen = json.loads((node_dir / "seen.json").read_text())  # the node's folder, mounted
     # The image's python3 (this machine's path, but the marker is only in the image).
@@ -182,10 +222,39 @@ def test_a_node_pulls_its_image_by_digest_and_runs_the_agent_inside_it(
     assert [c[0] for c in calls_made] == ["pull", "rm", "run"]
     assert calls_made[0] == ["pull", image.uri]  # by digest
     run = calls_made[2]
-    for option in (["--restart", "on-failure"], ["--network", "host"], ["--detach"]):
+    for option in (["--network", "host"], ["--init"]):
         assert any(run[i : i + len(option)] == option for i in range(len(run))), option
+    assert "--detach" not in run and "--restart" not in run  # the unit restarts it
     assert run[-3:] == [image.uri, "-m", "raydeck_agent"]
     assert spec.bootstrap_token not in " ".join(run)  # it travels in the environment
+
+    # GCP runs the same script again at every boot: it leaves the node's unit be.
+    boot_once()
+    assert len(calls.read_text().splitlines()) == len(calls_made)
+    assert len(systemctl.read_text().splitlines()) == 3
+
+
+ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(not ANALYZE, reason="needs systemd-analyze")
+def test_systemd_accepts_the_node_unit(tmp_path: Path) -> None:
+    start = tmp_path / "run-container"
+    start.write_text("#!/bin/sh\n")
+    start.chmod(0o755)
+    unit = tmp_path / boot.NODE_UNIT
+    unit.write_text(boot.UNIT_TEXT.replace(boot.RUN_SCRIPT, str(start)))
+    checked = subprocess.run(
+        [str(ANALYZE), "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # A misspelt key or value is only a warning to systemd: none is allowed here.
+    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), (
+        checked.stdout + checked.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -232,3 +301,75 @@ def test_gpus_are_passed_through_where_the_machine_has_them(
         ]
     else:
         assert not asked.exists()
+
+
+def _tools(folder: Path, scripts: dict[str, str]) -> Path:
+    folder.mkdir()
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml@sha256:" + "0" * 64
+HAS_ALL = {
+    "python3": "exit 0",  # with pip
+    "docker": "exit 0",
+    "prometheus": "exit 0",
+    "docker-credential-ecr-login": "exit 0",
+}
+
+
+@pytest.mark.parametrize(
+    ("manager", "present", "asked"),
+    [
+        (
+            "apt-get",
+            {},
+            [
+                "apt-get update -qq",
+                "apt-get install -y -qq --no-install-recommends python3-pip prometheus "
+                "podman catatonit amazon-ecr-credential-helper",
+            ],
+        ),
+        # Amazon Linux: Docker, and no Prometheus to be had (its heads have no charts).
+        ("dnf", {}, ["dnf install -y -q python3-pip docker amazon-ecr-credential-helper"]),
+        ("yum", {}, ["yum install -y -q python3-pip docker amazon-ecr-credential-helper"]),
+        ("dnf", HAS_ALL, []),  # a machine image that has it all installs nothing
+    ],
+)
+def test_the_package_step_asks_the_machines_own_package_manager(
+    tmp_path: Path, manager: str, present: dict[str, str], asked: list[str]
+) -> None:
+    """The package step of an ECR head, run by bash on a PATH of stand-ins only: the
+    package manager records what it is asked; python3 without pip fails `-m pip`."""
+    log = tmp_path / "asked"
+    tools = _tools(
+        tmp_path / "bin",
+        {"python3": "exit 1", **present, manager: f'echo "{manager} $*" >> {log}'},
+    )
+    lines = boot.package_lines(node_spec(ECR_IMAGE, head=True), AwsTraits.registry_login(ECR_IMAGE))
+    ran = subprocess.run(
+        ["/bin/bash", "-euc", lines],
+        env={"PATH": str(tools)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert (log.read_text().splitlines() if log.exists() else []) == asked
+
+
+def test_a_machine_without_a_known_package_manager_stops_the_boot_and_says_why(
+    tmp_path: Path,
+) -> None:
+    tools = _tools(tmp_path / "bin", {"python3": "exit 1"})
+    ran = subprocess.run(
+        ["/bin/bash", "-euc", boot.package_lines(node_spec(ECR_IMAGE), None)],
+        env={"PATH": str(tools)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 1
+    assert "no apt-get, dnf or yum to install python3-pip" in ran.stderr

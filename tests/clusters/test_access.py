@@ -5,6 +5,8 @@ cluster, is tested in test_gateway.py."""
 
 from __future__ import annotations
 
+import html
+import re
 import threading
 import time
 from datetime import timedelta
@@ -29,7 +31,7 @@ from accounts.services import (
 from accounts.tokens import hash_secret, new_secret
 from clusters import access
 from clusters.choices import NodeRole
-from clusters.models import Cluster, ClusterAccessKey
+from clusters.models import Cluster, ClusterAccessKey, ComputeConfigVersion, Node
 from clusters.services import agents, lifecycle
 from tests.clusters.test_agent_api import make_cluster, make_node
 from tests.conftest import Tenant, client_for
@@ -53,6 +55,11 @@ def running(tenant: Tenant) -> Cluster:
     head.private_address = "10.1.2.3"
     head.save(update_fields=["ray_ports", "private_address"])
     return cluster
+
+
+def chart_queries(page: str) -> list[str]:
+    """The PromQL of each chart on a cluster page, in order."""
+    return [html.unescape(q) for q in re.findall(r'class="chart"[^>]* data-query="([^"]*)"', page)]
 
 
 def decode(token: str, cluster: Cluster) -> dict:
@@ -294,6 +301,34 @@ def test_the_charts_get_a_token_for_prometheus_on_the_gateway_or_say_why_not(
     # The page may reach the gateway (the charts fetch from it), and says what is absent.
     assert "https://10.1.2.3:8266" in response["Content-Security-Policy"]
     assert 'id="cluster-metrics"' in response.text and "Grafana: not in this image" in response.text
+    # What the page asks of Prometheus: Ray's CPU, memory, object store and running
+    # tasks; no GPU chart on a cluster without GPUs (no node, no worker group has any).
+    assert chart_queries(response.text) == [
+        "avg(ray_node_cpu_utilization)",
+        "sum(ray_node_mem_used) / 1073741824",
+        "sum(ray_object_store_memory) / 1048576",
+        'sum(ray_tasks{State="RUNNING"}) or vector(0)',
+    ]
+    assert "No GPUs on this cluster" in response.text
+    # A node that reports GPUs to Ray: GPU use and GPU memory too.
+    Node.objects.filter(pk=head.pk).update(resources={"resources_total": {"CPU": 4, "GPU": 1}})
+    assert len(chart_queries(member.get(page).text)) == 6
+    Node.objects.filter(pk=head.pk).update(resources={})
+    # So does a worker group with GPUs (autoscaled from 0, no node yet).
+    groups = [{"name": "gpu", "gpus": 1, "min": 0, "max": 2}]
+    ComputeConfigVersion.objects.filter(pk=cluster.compute_config_id).update(worker_groups=groups)
+    response = member.get(page)
+    assert chart_queries(response.text)[4:] == [
+        "avg(ray_node_gpus_utilization)",
+        "sum(ray_node_gram_used) / 1024",
+    ]
+    assert "No GPUs on this cluster" not in response.text
+    # Grafana where the head runs it: a link beside the others, no "not in this image".
+    head.ray_ports = {**head.ray_ports, "grafana": 3000}
+    head.save(update_fields=["ray_ports"])
+    response = member.get(page)
+    assert "Grafana: not in this image" not in response.text
+    assert reverse("cluster_open", args=[tenant_a.org.slug, cluster.pk, "grafana"]) in response.text
     answer = member.post(url)
     assert answer.status_code == 200 and answer["Cache-Control"] == "no-store"
     body = answer.json()

@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 from django.core.exceptions import ValidationError
+from raydeck_agent.config import EXIT_CONFIG, EXIT_REFUSED
 
 from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
@@ -89,7 +90,7 @@ def assert_installs_the_agent_from_the_index(script: str, cluster: Cluster) -> N
     assert f"--index-url {AGENT_URL}/agent/v1/simple/ raydeck-agent" in script
     assert spec.image_uri == cluster.image.image_uri and spec.image_uri.startswith("rayproject/")
     assert f'"$engine" pull docker.io/{spec.image_uri} ' in script
-    assert script.endswith(boot.container_command(spec))
+    assert f"\nexec {boot.container_command(spec)}" in script  # by the node's unit
     assert " login " not in script and "ray[default]" not in script
 
 
@@ -258,14 +259,27 @@ def assert_runs_the_built_image(script: str, image_uri: str, login: str) -> None
     [pulling] = [n for n, line in enumerate(lines) if pull in line]
     [logging_in] = [n for n, line in enumerate(lines) if login in line]
     assert logging_in < pulling
-    run = lines[-1]
-    assert run.startswith('"$engine" run --detach --name raydeck-node --restart on-failure ')
-    assert " --network host " in run and '"${gpu_flags[@]}"' in run
+    # The run script, at every start of the node's unit: the container in the foreground,
+    # so the agent's exit code is the unit's.
+    [run] = [line for line in lines if line.startswith('exec "$engine" run ')]
+    assert run.startswith('exec "$engine" run --name raydeck-node --network host ')
+    assert "--detach" not in run and "--restart" not in run  # systemd restarts, not the engine
     assert run.endswith(f" {image_uri} -m raydeck_agent")
+    assert lines.index(run) > pulling
+    # The unit, enabled (EC2 runs this script once: the unit brings the node back after a
+    # reboot) and (re)started, restarting after failures but not the agent's permanent ones.
+    unit = script.split(f"cat > {boot.UNIT_PATH} <<'RAYDECK_UNIT_EOF'\n")[1]
+    unit = unit.split("RAYDECK_UNIT_EOF\n")[0]
+    assert f"ExecStart={boot.RUN_SCRIPT}\n" in unit and "Restart=on-failure\n" in unit
+    [prevent] = [line for line in unit.splitlines() if line.startswith("RestartPreventExitStatus=")]
+    assert set(prevent.split("=")[1].split()) == {str(EXIT_REFUSED), str(EXIT_CONFIG)}
+    assert "WantedBy=multi-user.target" in unit
+    assert "systemctl enable raydeck-node.service\n" in script
     assert "import ray" not in script and "ray[default]" not in script
     assert "exec python3" not in script
-    # The head installs Debian's Prometheus for the agent to find inside the container.
-    assert "|| packages+=(prometheus)" in script
+    # The head installs Prometheus (Debian's; Amazon Linux has none) for the agent to find
+    # inside the container.
+    assert "|| want prometheus ''\n" in script
     assert f'cp -f "$(command -v prometheus)" {boot.TOOLS_DIR}/\n' in script
 
 
@@ -288,7 +302,7 @@ def test_aws_nodes_pull_a_built_image_by_digest_with_the_instance_role(
     )["UserData"]["Value"]
     script = base64.b64decode(data).decode()
     assert_runs_the_built_image(script, image_uri, "docker-credential-ecr-login get")
-    assert "|| packages+=(amazon-ecr-credential-helper)" in script
+    assert "|| want amazon-ecr-credential-helper amazon-ecr-credential-helper" in script
     assert f"registry=123456789012.dkr.ecr.{REGION}.amazonaws.com\n" in script
 
 

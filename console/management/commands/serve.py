@@ -49,5 +49,7 @@ class Command(BaseCommand):
             "(Ctrl-C stops the web server, the worker and beat)",
         }
         sys.stdout.flush()
-        # -P: do not put console/ on sys.path (its types.py would shadow the stdlib).
-        os.execv(sys.executable, [sys.executable, "-P", str(SUPERVISOR), json.dumps(spec)])  # noqa: S606
+        # -P: do not put console/ on sys.path (its types.py would shadow the stdlib);
+        # -S: no site-packages, whose .pth files would load importers it never uses.
+        argv = [sys.executable, "-P", "-S", str(SUPERVISOR), json.dumps(spec)]
+        os.execv(sys.executable, argv)  # noqa: S606
