@@ -127,7 +127,9 @@ def test_a_missing_bucket_is_a_failed_save_the_head_reports(
 ) -> None:
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "a.txt").write_text("kept")
-    files = Files(tmp_path / "work", store_for("s3://missing-bucket/raydeck-files/x"))
+    # moto's server keeps its buckets for the whole process: a name no other test made.
+    missing = f"missing-{uuid.uuid4().hex[:12]}"
+    files = Files(tmp_path / "work", store_for(f"s3://{missing}/raydeck-files/x"))
     assert files.restore() == 0
     with pytest.raises(object_store.StoreError, match="NoSuchBucket"):
         files.save(RULES)  # an OSError: the handler reports "saving the files failed"
