@@ -250,7 +250,6 @@ AWS_ROUTER_CREATE_ACTIONS = [
 ]
 AWS_ROUTER_MANAGE_ACTIONS = [
     "elasticloadbalancing:ModifyRule",
-    "elasticloadbalancing:ModifyListener",
     "elasticloadbalancing:ModifyTargetGroupAttributes",
     "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:DeregisterTargets",
@@ -259,60 +258,31 @@ AWS_ROUTER_MANAGE_ACTIONS = [
     "elasticloadbalancing:DeleteLoadBalancer",
 ]
 
-# The endpoints' certificates in ACM (aws_router.py): found by their tags, imported
-# tagged with the cloud, then only those re-imported (renewed) or deleted.
-AWS_ROUTER_CERTIFICATE_READ_ACTIONS = ["acm:ListCertificates", "acm:ListTagsForCertificate"]
-AWS_ROUTER_CERTIFICATE_CREATE_ACTIONS = ["acm:ImportCertificate", "acm:AddTagsToCertificate"]
-AWS_ROUTER_CERTIFICATE_MANAGE_ACTIONS = [
-    "acm:ImportCertificate",
-    "acm:AddTagsToCertificate",
-    "acm:DescribeCertificate",
-    "acm:DeleteCertificate",
-]
 
-
-def _tagged_statements(
-    cloud: Cloud, what: str, read: list[str], create: list[str], manage: list[str]
-) -> list[dict[str, Any]]:
-    """Read any (AWS cannot limit these by resource), create only tagged with this cloud,
-    then change or delete only what carries its tag."""
+def aws_router_statements(cloud: Cloud) -> list[dict[str, Any]]:
+    """Services' load balancers: created only tagged with this cloud, and only those
+    changed or deleted (ELB's Describe calls cannot be limited by resource)."""
     return [
-        {"Sid": f"Describe{what}", "Effect": "Allow", "Action": read, "Resource": "*"},
         {
-            "Sid": f"CreateTagged{what}",
+            "Sid": "DescribeLoadBalancers",
             "Effect": "Allow",
-            "Action": create,
+            "Action": AWS_ROUTER_READ_ACTIONS,
+            "Resource": "*",
+        },
+        {
+            "Sid": "CreateTaggedLoadBalancers",
+            "Effect": "Allow",
+            "Action": AWS_ROUTER_CREATE_ACTIONS,
             "Resource": "*",
             "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_CLOUD}": str(cloud.uuid)}},
         },
         {
-            "Sid": f"ManageOwn{what}",
+            "Sid": "ManageOwnLoadBalancers",
             "Effect": "Allow",
-            "Action": manage,
+            "Action": AWS_ROUTER_MANAGE_ACTIONS,
             "Resource": "*",
             "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLOUD}": str(cloud.uuid)}},
         },
-    ]
-
-
-def aws_router_statements(cloud: Cloud) -> list[dict[str, Any]]:
-    """Services' load balancers and their endpoints' certificates: created only tagged
-    with this cloud, and only those changed or deleted."""
-    return [
-        *_tagged_statements(
-            cloud,
-            "LoadBalancers",
-            AWS_ROUTER_READ_ACTIONS,
-            AWS_ROUTER_CREATE_ACTIONS,
-            AWS_ROUTER_MANAGE_ACTIONS,
-        ),
-        *_tagged_statements(
-            cloud,
-            "EndpointCertificates",
-            AWS_ROUTER_CERTIFICATE_READ_ACTIONS,
-            AWS_ROUTER_CERTIFICATE_CREATE_ACTIONS,
-            AWS_ROUTER_CERTIFICATE_MANAGE_ACTIONS,
-        ),
         {
             # The first load balancer of an account makes ELB's service-linked role.
             "Sid": "LoadBalancingServiceRole",
@@ -611,16 +581,6 @@ GCP_ROUTER_PERMISSIONS = [
     "compute.targetHttpProxies.get",
     "compute.targetHttpProxies.delete",
     "compute.targetHttpProxies.use",
-    # The HTTPS endpoint: its certificate (get: what a proxy naming it needs) and proxy.
-    "compute.sslCertificates.create",
-    "compute.sslCertificates.get",
-    "compute.sslCertificates.list",
-    "compute.sslCertificates.delete",
-    "compute.targetHttpsProxies.create",
-    "compute.targetHttpsProxies.get",
-    "compute.targetHttpsProxies.delete",
-    "compute.targetHttpsProxies.use",
-    "compute.targetHttpsProxies.setSslCertificates",
     "compute.globalForwardingRules.create",
     "compute.globalForwardingRules.get",
     "compute.globalForwardingRules.delete",

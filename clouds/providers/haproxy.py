@@ -35,7 +35,6 @@ from .base import (
     RAY_TEMP_ROOT,
     Backend,
     Endpoint,
-    EndpointSigner,
     PermanentCloudError,
     PermanentErrorKind,
     TransientCloudError,
@@ -81,10 +80,7 @@ class HaproxyRouter:
 
     # -- ServiceRouter --------------------------------------------------------------
 
-    def ensure_endpoint(
-        self, *, service_id: uuid.UUID, ref: dict[str, Any], sign: EndpointSigner | None = None
-    ) -> Endpoint:
-        """On loopback, plain HTTP: nothing leaves this machine (`sign` is not needed)."""
+    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
         folder = self.root / str(service_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         state = self._state(folder)
