@@ -240,7 +240,8 @@ def _drive_up(cluster: Cluster) -> Outcome:
     if failure:
         return _fail(cluster, failure)
     if cluster.state == ClusterState.RUNNING:
-        cluster_autoscale(cluster, look.now, nodes=look_at(cluster).nodes)
+        # Only the nodes are read again: the step above may have ended some.
+        cluster_autoscale(cluster, look.now, nodes=list(cluster.nodes.live()))
     for node in workers_to_stop(cluster):
         _terminate_instance(cluster, node, provider, NodeState.TERMINATED, node.state_reason)
     _plan_nodes(cluster)
