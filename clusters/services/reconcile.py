@@ -194,14 +194,29 @@ class Look:
 
 def look_at(cluster: Cluster) -> Look:
     nodes = list(cluster.nodes.live())
-    ready = [n.pk for n in nodes if n.state == NodeState.READY]
-    return Look(
-        nodes=nodes,
-        beats={pk: beat for pk, (beat, _usage) in live.liveness(ready).items()},
-        heard=live.listening(),
-        report=live.head_report(cluster.pk),
-        now=timezone.now(),
+    return _look(
+        nodes,
+        live.liveness(_ready_pks(nodes)),
+        live.head_report(cluster.pk),
+        live.listening(),
+        timezone.now(),
     )
+
+
+def _ready_pks(nodes: list[Node]) -> list[int]:
+    return [n.pk for n in nodes if n.state == NodeState.READY]
+
+
+def _look(
+    nodes: list[Node],
+    liveness: dict[int, tuple[datetime | None, dict | None]],
+    report: live.HeadReport | None,
+    heard: live.Listening,
+    now: datetime,
+) -> Look:
+    """A Look from what was read (for one cluster, or for all of them by the sweep)."""
+    beats = {n.pk: liveness[n.pk][0] for n in nodes if n.pk in liveness}
+    return Look(nodes=nodes, beats=beats, heard=heard, report=report, now=now)
 
 
 def work_for(cluster: Cluster, look: Look, *, public_addresses: bool) -> str | None:
@@ -646,9 +661,7 @@ def clusters_needing_reconcile() -> list[int]:
     nodes: dict[int, list[Node]] = {c.pk: [] for c in clusters}
     for node in Node.objects.live().filter(cluster__in=Cluster.objects.live()):
         nodes.setdefault(node.cluster_id, []).append(node)
-    beats = live.liveness(
-        [n.pk for group in nodes.values() for n in group if n.state == NodeState.READY]
-    )
+    beats = live.liveness([pk for group in nodes.values() for pk in _ready_pks(group)])
     reports = live.head_reports([c.pk for c in clusters])
     heard, now = live.listening(), timezone.now()
     public: dict[int, bool] = {}
@@ -656,13 +669,7 @@ def clusters_needing_reconcile() -> list[int]:
     for cluster in clusters:
         if cluster.cloud_id not in public:
             public[cluster.cloud_id] = provider_for(cluster.cloud).public_addresses
-        look = Look(
-            nodes=nodes.get(cluster.pk, []),
-            beats={n.pk: beats[n.pk][0] for n in nodes.get(cluster.pk, []) if n.pk in beats},
-            heard=heard,
-            report=reports.get(cluster.pk),
-            now=now,
-        )
+        look = _look(nodes.get(cluster.pk, []), beats, reports.get(cluster.pk), heard, now)
         if work_for(cluster, look, public_addresses=public[cluster.cloud_id]) is not None:
             needing.append(cluster.pk)
     return needing + list(
