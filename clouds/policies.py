@@ -250,6 +250,7 @@ AWS_ROUTER_CREATE_ACTIONS = [
 ]
 AWS_ROUTER_MANAGE_ACTIONS = [
     "elasticloadbalancing:ModifyRule",
+    "elasticloadbalancing:ModifyListener",
     "elasticloadbalancing:ModifyTargetGroupAttributes",
     "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:DeregisterTargets",
@@ -258,31 +259,60 @@ AWS_ROUTER_MANAGE_ACTIONS = [
     "elasticloadbalancing:DeleteLoadBalancer",
 ]
 
+# The endpoints' certificates in ACM (aws_router.py): found by their tags, imported
+# tagged with the cloud, then only those re-imported (renewed) or deleted.
+AWS_ROUTER_CERTIFICATE_READ_ACTIONS = ["acm:ListCertificates", "acm:ListTagsForCertificate"]
+AWS_ROUTER_CERTIFICATE_CREATE_ACTIONS = ["acm:ImportCertificate", "acm:AddTagsToCertificate"]
+AWS_ROUTER_CERTIFICATE_MANAGE_ACTIONS = [
+    "acm:ImportCertificate",
+    "acm:AddTagsToCertificate",
+    "acm:DescribeCertificate",
+    "acm:DeleteCertificate",
+]
 
-def aws_router_statements(cloud: Cloud) -> list[dict[str, Any]]:
-    """Services' load balancers: created only tagged with this cloud, and only those
-    changed or deleted (ELB's Describe calls cannot be limited by resource)."""
+
+def _tagged_statements(
+    cloud: Cloud, what: str, read: list[str], create: list[str], manage: list[str]
+) -> list[dict[str, Any]]:
+    """Read any (AWS cannot limit these by resource), create only tagged with this cloud,
+    then change or delete only what carries its tag."""
     return [
+        {"Sid": f"Describe{what}", "Effect": "Allow", "Action": read, "Resource": "*"},
         {
-            "Sid": "DescribeLoadBalancers",
+            "Sid": f"CreateTagged{what}",
             "Effect": "Allow",
-            "Action": AWS_ROUTER_READ_ACTIONS,
-            "Resource": "*",
-        },
-        {
-            "Sid": "CreateTaggedLoadBalancers",
-            "Effect": "Allow",
-            "Action": AWS_ROUTER_CREATE_ACTIONS,
+            "Action": create,
             "Resource": "*",
             "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_CLOUD}": str(cloud.uuid)}},
         },
         {
-            "Sid": "ManageOwnLoadBalancers",
+            "Sid": f"ManageOwn{what}",
             "Effect": "Allow",
-            "Action": AWS_ROUTER_MANAGE_ACTIONS,
+            "Action": manage,
             "Resource": "*",
             "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLOUD}": str(cloud.uuid)}},
         },
+    ]
+
+
+def aws_router_statements(cloud: Cloud) -> list[dict[str, Any]]:
+    """Services' load balancers and their endpoints' certificates: created only tagged
+    with this cloud, and only those changed or deleted."""
+    return [
+        *_tagged_statements(
+            cloud,
+            "LoadBalancers",
+            AWS_ROUTER_READ_ACTIONS,
+            AWS_ROUTER_CREATE_ACTIONS,
+            AWS_ROUTER_MANAGE_ACTIONS,
+        ),
+        *_tagged_statements(
+            cloud,
+            "EndpointCertificates",
+            AWS_ROUTER_CERTIFICATE_READ_ACTIONS,
+            AWS_ROUTER_CERTIFICATE_CREATE_ACTIONS,
+            AWS_ROUTER_CERTIFICATE_MANAGE_ACTIONS,
+        ),
         {
             # The first load balancer of an account makes ELB's service-linked role.
             "Sid": "LoadBalancingServiceRole",
@@ -581,6 +611,16 @@ GCP_ROUTER_PERMISSIONS = [
     "compute.targetHttpProxies.get",
     "compute.targetHttpProxies.delete",
     "compute.targetHttpProxies.use",
+    # The HTTPS endpoint: its certificate (get: what a proxy naming it needs) and proxy.
+    "compute.sslCertificates.create",
+    "compute.sslCertificates.get",
+    "compute.sslCertificates.list",
+    "compute.sslCertificates.delete",
+    "compute.targetHttpsProxies.create",
+    "compute.targetHttpsProxies.get",
+    "compute.targetHttpsProxies.delete",
+    "compute.targetHttpsProxies.use",
+    "compute.targetHttpsProxies.setSslCertificates",
     "compute.globalForwardingRules.create",
     "compute.globalForwardingRules.get",
     "compute.globalForwardingRules.delete",

@@ -13,6 +13,9 @@ the short-lived certificates it signs for head nodes.
   RAYDECK_GATEWAY_CERT_SECONDS (days) and are renewed in a heartbeat answer once less
   than a third of that is left (`renewal_for`), or at once when the head has a name its
   certificate lacks (a public address learned after registration: `heads_lacking_names`).
+- A service's endpoint on AWS or GCP (its load balancer) serves a certificate of the
+  same CA for the load balancer's name (`endpoint_certificate`, the routers' signer);
+  its key is made here and handed to the cloud's certificate store, never kept.
 - Clients trust `trust_bundle_pem()`: the CLI and SDK fetch it once from the API and pin
   it, the console offers it for download.
 """
@@ -35,6 +38,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from clouds.providers.base import ENDPOINT_RENEW_BEFORE_SECONDS, EndpointCertificate
 from kit import crypto
 
 from .choices import LIVE_NODE_STATES
@@ -43,6 +47,8 @@ from .models import CertificateAuthority, Cluster, GatewayCertificate, Node
 CA_LIFETIME = timedelta(days=10 * 365)
 BACKDATE = timedelta(minutes=5)  # clock skew between the control plane and nodes
 RENEW_WHEN_LEFT = 1 / 3  # of the lifetime
+# A load balancer's certificate: renewed by its router with a third of this left.
+ENDPOINT_LIFETIME = timedelta(seconds=3 * ENDPOINT_RENEW_BEFORE_SECONDS)
 
 
 class CertificateRefused(Exception):
@@ -281,6 +287,29 @@ def head_certificate(*, node: Node, csr_pem: str) -> str:
         },
     )
     return _chain(certificate)
+
+
+def endpoint_certificate(names: list[str]) -> EndpointCertificate:
+    """A new key and a certificate for a service endpoint's `names` (the load balancer's
+    DNS name or address, which its router found itself). RSA 2048: what both ACM and
+    GCP's self-managed certificates take from any account."""
+    if not names:
+        raise CertificateRefused("An endpoint certificate needs the endpoint's name.")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_key_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    certificate = _sign(public_key_pem.decode(), names, ENDPOINT_LIFETIME)
+    private_key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    return EndpointCertificate(
+        certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        chain_pem=issuing_ca().chain_pem,
+        private_key_pem=private_key_pem,
+    )
 
 
 def heads_lacking_names(cluster_pk: int) -> list[int]:

@@ -163,6 +163,12 @@ def filled_worker_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def guaranteed_workers(groups: list[dict[str, Any]]) -> int:
+    """Worker nodes a cluster of valid `groups` always has (each group's min), whatever
+    the autoscaler does."""
+    return sum(int(group.get("min", 0)) for group in groups)
+
+
 def validate_worker_groups(groups: Any) -> None:
     """The field's validator: worker_group_errors as one list of messages."""
     errors = worker_group_errors(groups)

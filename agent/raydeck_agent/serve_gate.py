@@ -10,8 +10,9 @@ back; any other gets 401, the same refusal as the local cloud's HAProxy, and nev
 reaches Ray. Serve's health path is let through without a token: the load balancer's
 health checks carry none and it reveals nothing.
 
-Plain HTTP: only the load balancer reaches the port (the cloud's firewall lets in the
-router alone). Runs its own asyncio loop (aiohttp) in a daemon thread.
+Plain HTTP: users reach the load balancer over HTTPS, and only the load balancer reaches
+this port, inside the cloud's network (its firewall lets in the router alone). Runs its
+own asyncio loop (aiohttp) in a daemon thread.
 """
 
 from __future__ import annotations

@@ -3,11 +3,16 @@
 Per service, each named after it (`rd-<first 20 hex digits of its uuid>`: ELB names are
 at most 32 characters) and tagged with the cloud and the service:
 - a security group `raydeck-router-<service uuid>` in the region's default VPC (the
-  cloud's nodes' VPC, aws_firewall.py) that lets in HTTP from anywhere; the nodes' group
-  gets one rule per backend port from this group only (described ROUTER_RULE, which
-  aws_firewall.ensure leaves alone);
-- an internet-facing ALB in the default VPC's default subnets, with an HTTP listener
-  whose default action answers 503 (no version serves yet);
+  cloud's nodes' VPC, aws_firewall.py) that lets in HTTPS and HTTP from anywhere; the
+  nodes' group gets one rule per backend port from this group only (described
+  ROUTER_RULE, which aws_firewall.ensure leaves alone);
+- an internet-facing ALB in the default VPC's default subnets, with an HTTPS listener
+  (443) whose default action answers 503 (no version serves yet), and an HTTP listener
+  (80) that only redirects to HTTPS;
+- the HTTPS listener's certificate, for the ALB's DNS name, signed by the installation's
+  CA (the caller's `sign`) and imported into ACM tagged with the cloud and the service;
+  imported again in place (the same ARN) once it has less than
+  ENDPOINT_RENEW_BEFORE_SECONDS to live;
 - one target group per version (`rd-<16 hex>-v<n>`, target type ip) holding the version
   head's private address and port, health-checked on Serve's `/-/healthz`;
 - one listener rule (`/*`) forwarding to the versions' target groups by weight.
@@ -24,6 +29,7 @@ token is not checked here (an ALB cannot hash a header): see docs/architecture.m
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -32,9 +38,11 @@ from botocore.exceptions import ClientError
 
 from . import aws_firewall
 from .base import (
+    ENDPOINT_RENEW_BEFORE_SECONDS,
     TAG_CLOUD,
     Backend,
     Endpoint,
+    EndpointSigner,
     PermanentCloudError,
     PermanentErrorKind,
     TransientCloudError,
@@ -45,7 +53,10 @@ if TYPE_CHECKING:
     from .aws import AwsProvider
 
 TAG_SERVICE = "raydeck-service"
-LISTENER_PORT = 80
+LISTENER_PORT = 443
+REDIRECT_PORT = 80  # plain HTTP only answers with a redirect to HTTPS
+# TLS 1.2 and 1.3 only (DESIGN.md: TLS 1.2+ on every channel).
+SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 HEALTH_PATH = "/-/healthz"  # Serve's proxy answers 200 once it routes
 # Longer than a Serve request usually takes, well inside the rollout's drain timeout.
 DEREGISTRATION_DELAY = 30
@@ -60,6 +71,7 @@ _GONE = frozenset(
         "InvalidGroup.NotFound",
         "InvalidPermission.NotFound",
         "InvalidTarget",
+        "ResourceNotFoundException",
     }
 )
 _LIMITS = frozenset(
@@ -102,9 +114,12 @@ class AwsRouter:
 
     # -- ServiceRouter --------------------------------------------------------------
 
-    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
+    def ensure_endpoint(
+        self, *, service_id: uuid.UUID, ref: dict[str, Any], sign: EndpointSigner | None = None
+    ) -> Endpoint:
         with self._errors("elasticloadbalancing"):
             ec2, elb = self.provider._client("ec2"), self.provider._client("elbv2")
+            acm = self.provider._client("acm")
             vpc, subnets = self._network(ec2)
             group = self._ensure_group(ec2, service_id, vpc)
             lb = self._load_balancer(elb, service_id)
@@ -118,8 +133,9 @@ class AwsRouter:
                     IpAddressType="ipv4",
                     Tags=self._tags(service_id),
                 )["LoadBalancers"][0]
-            self._listener(elb, service_id, lb["LoadBalancerArn"])
-        return Endpoint(url=f"http://{lb['DNSName']}", ref={"service_id": str(service_id)})
+            self._https_listener(elb, acm, service_id, lb, sign)
+            self._redirect_listener(elb, service_id, lb["LoadBalancerArn"])
+        return Endpoint(url=f"https://{lb['DNSName']}", ref={"service_id": str(service_id)})
 
     def set_backends(self, *, ref: dict[str, Any], backends: list[Backend]) -> None:
         service_id = router_service_id(ref)
@@ -128,7 +144,9 @@ class AwsRouter:
             lb = self._load_balancer(elb, service_id)
             if lb is None:
                 raise TransientCloudError("The service's load balancer is not there yet.")
-            listener = self._listener(elb, service_id, lb["LoadBalancerArn"])
+            listener = self._listeners(elb, lb["LoadBalancerArn"]).get(LISTENER_PORT)
+            if listener is None:
+                raise TransientCloudError("The service's HTTPS listener is not there yet.")
             groups = self._target_groups(elb, service_id)
             arns: dict[str, str] = {}
             for backend in backends:
@@ -138,7 +156,7 @@ class AwsRouter:
                 arns[backend.name] = group["TargetGroupArn"]
                 self._set_target(elb, group["TargetGroupArn"], backend)
             self._open_ports(ec2, service_id, {b.port for b in backends})
-            self._set_rule(elb, service_id, listener, backends, arns)
+            self._set_rule(elb, service_id, listener["ListenerArn"], backends, arns)
             # Only once no rule names them can the others go.
             for name in set(groups) - set(arns):
                 with _missing_ok():
@@ -174,6 +192,7 @@ class AwsRouter:
                 with _missing_ok():
                     elb.delete_target_group(TargetGroupArn=group["TargetGroupArn"])
             self._open_ports(ec2, service_id, set())
+            self._remove_certificates(self.provider._client("acm"), service_id)
             group_id = self._find_group(ec2, service_id)
             if group_id is not None:
                 try:
@@ -251,26 +270,35 @@ class AwsRouter:
     def _ensure_group(self, ec2: Any, service_id: uuid.UUID, vpc: str) -> str:
         group_id = self._find_group(ec2, service_id)
         if group_id is not None:
+            self._open_listener_ports(ec2, group_id)
             return group_id
         group_id = ec2.create_security_group(
             GroupName=group_name(service_id),
-            Description="Raydeck service endpoint: HTTP from anywhere",
+            Description="Raydeck service endpoint: HTTPS from anywhere",
             VpcId=vpc,
             TagSpecifications=[{"ResourceType": "security-group", "Tags": self._tags(service_id)}],
         )["GroupId"]
-        ec2.authorize_security_group_ingress(
-            GroupId=group_id,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": LISTENER_PORT,
-                    "ToPort": LISTENER_PORT,
-                    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-                    "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
-                }
-            ],
-        )
+        self._open_listener_ports(ec2, str(group_id))
         return str(group_id)
+
+    @staticmethod
+    def _open_listener_ports(ec2: Any, group_id: str) -> None:
+        """Anyone may reach the listeners (a service made before HTTPS had port 80 only)."""
+        group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+        have = {p.get("FromPort") for p in group.get("IpPermissions", [])}
+        missing = [
+            {
+                "IpProtocol": "tcp",
+                "FromPort": port,
+                "ToPort": port,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
+            }
+            for port in (LISTENER_PORT, REDIRECT_PORT)
+            if port not in have
+        ]
+        if missing:
+            ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=missing)
 
     def _open_ports(self, ec2: Any, service_id: uuid.UUID, ports: set[int]) -> None:
         """The nodes' group lets this endpoint's group in on exactly `ports`."""
@@ -303,29 +331,139 @@ class AwsRouter:
             return None
         return found[0] if found else None
 
-    def _listener(self, elb: Any, service_id: uuid.UUID, lb_arn: str) -> str:
+    @staticmethod
+    def _listeners(elb: Any, lb_arn: str) -> dict[int, dict[str, Any]]:
         listeners = elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
-        for listener in listeners:
-            if listener["Port"] == LISTENER_PORT:
-                return str(listener["ListenerArn"])
-        return str(
+        return {int(listener["Port"]): listener for listener in listeners}
+
+    def _https_listener(
+        self,
+        elb: Any,
+        acm: Any,
+        service_id: uuid.UUID,
+        lb: dict[str, Any],
+        sign: EndpointSigner | None,
+    ) -> None:
+        listener = self._listeners(elb, lb["LoadBalancerArn"]).get(LISTENER_PORT)
+        if listener is not None:
+            arn = listener["Certificates"][0]["CertificateArn"]
+        else:  # one imported just before a crash is found by its tags
+            arn = self._find_certificate(acm, service_id)
+        arn = self._ensure_certificate(acm, service_id, arn, str(lb["DNSName"]), sign)
+        if listener is not None:
+            return
+        elb.create_listener(
+            LoadBalancerArn=lb["LoadBalancerArn"],
+            Protocol="HTTPS",
+            Port=LISTENER_PORT,
+            SslPolicy=SSL_POLICY,
+            Certificates=[{"CertificateArn": arn}],
+            DefaultActions=[
+                {
+                    "Type": "fixed-response",
+                    "FixedResponseConfig": {
+                        "StatusCode": "503",
+                        "ContentType": "text/plain",
+                        "MessageBody": NO_VERSION,
+                    },
+                }
+            ],
+            Tags=self._tags(service_id),
+        )
+
+    def _redirect_listener(self, elb: Any, service_id: uuid.UUID, lb_arn: str) -> None:
+        """Port 80 answers every request with a redirect to HTTPS; a service made before
+        HTTPS had its forward rule there: it goes."""
+        redirect = [
+            {
+                "Type": "redirect",
+                "RedirectConfig": {
+                    "Protocol": "HTTPS",
+                    "Port": str(LISTENER_PORT),
+                    "StatusCode": "HTTP_301",
+                },
+            }
+        ]
+        listener = self._listeners(elb, lb_arn).get(REDIRECT_PORT)
+        if listener is None:
             elb.create_listener(
                 LoadBalancerArn=lb_arn,
                 Protocol="HTTP",
-                Port=LISTENER_PORT,
-                DefaultActions=[
-                    {
-                        "Type": "fixed-response",
-                        "FixedResponseConfig": {
-                            "StatusCode": "503",
-                            "ContentType": "text/plain",
-                            "MessageBody": NO_VERSION,
-                        },
-                    }
-                ],
+                Port=REDIRECT_PORT,
+                DefaultActions=redirect,
                 Tags=self._tags(service_id),
-            )["Listeners"][0]["ListenerArn"]
-        )
+            )
+            return
+        if [a["Type"] for a in listener["DefaultActions"]] == ["redirect"]:
+            return
+        for rule in elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]:
+            if not rule["IsDefault"]:
+                with _missing_ok():
+                    elb.delete_rule(RuleArn=rule["RuleArn"])
+        elb.modify_listener(ListenerArn=listener["ListenerArn"], DefaultActions=redirect)
+
+    # -- the endpoint's certificate ---------------------------------------------------
+
+    def _find_certificate(self, acm: Any, service_id: uuid.UUID) -> str | None:
+        found = self._certificates(acm, service_id)
+        return found[0] if found else None
+
+    def _certificates(self, acm: Any, service_id: uuid.UUID) -> list[str]:
+        """ACM certificates tagged with this service (ACM has no names to look up)."""
+        found = []
+        for page in acm.get_paginator("list_certificates").paginate():
+            for summary in page["CertificateSummaryList"]:
+                arn = summary["CertificateArn"]
+                with _missing_ok():
+                    tags = acm.list_tags_for_certificate(CertificateArn=arn).get("Tags", [])
+                    if {"Key": TAG_SERVICE, "Value": str(service_id)} in tags:
+                        found.append(str(arn))
+        return found
+
+    def _ensure_certificate(
+        self,
+        acm: Any,
+        service_id: uuid.UUID,
+        arn: str | None,
+        dns_name: str,
+        sign: EndpointSigner | None,
+    ) -> str:
+        """The certificate's ARN; imported (again, in place) when missing or ending."""
+        if arn is not None:
+            ends = acm.describe_certificate(CertificateArn=arn)["Certificate"].get("NotAfter")
+            if ends is not None and ends.timestamp() - time.time() > ENDPOINT_RENEW_BEFORE_SECONDS:
+                return arn
+        if sign is None:
+            raise ValueError("The endpoint needs a certificate and no signer was given.")
+        new = sign([dns_name])
+        pem = {
+            "Certificate": new.certificate_pem.encode(),
+            "PrivateKey": new.private_key_pem.encode(),
+            "CertificateChain": new.chain_pem.encode(),
+        }
+        if arn is not None:  # the listener keeps the ARN
+            acm.import_certificate(CertificateArn=arn, **pem)
+            # Re-imports take no tags; stating them again keeps the certificate findable
+            # (and removable) whatever the import did to them.
+            acm.add_tags_to_certificate(CertificateArn=arn, Tags=self._tags(service_id))
+            return arn
+        return str(acm.import_certificate(**pem, Tags=self._tags(service_id))["CertificateArn"])
+
+    def _remove_certificates(self, acm: Any, service_id: uuid.UUID) -> None:
+        for arn in self._certificates(acm, service_id):
+            try:
+                acm.delete_certificate(CertificateArn=arn)
+            except ClientError as exc:
+                if _code(exc) == "ResourceNotFoundException":
+                    continue
+                if _code(exc) != "ResourceInUseException":
+                    raise
+                # The deleted load balancer lets go of it within a minute or so.
+                raise TransientCloudError(
+                    "The service's load balancer is still being deleted; Raydeck will "
+                    "remove its certificate once it is gone.",
+                    detail=f"acm:DeleteCertificate: {exc}",
+                ) from None
 
     # -- versions -------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -426,6 +427,23 @@ class Endpoint:
     ref: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class EndpointCertificate:
+    """A service endpoint's TLS certificate for its own names, signed by the installation's
+    CA (clusters/certificates.py), which the CLI, the SDK and the console's download
+    already trust: PEM leaf, the chain above it, and the leaf's private key."""
+
+    certificate_pem: str
+    chain_pem: str
+    private_key_pem: str
+
+
+# Signs an EndpointCertificate for these names (DNS names or IP addresses).
+EndpointSigner = Callable[[list[str]], EndpointCertificate]
+# A router asks for a new certificate once its endpoint's has less than this to live.
+ENDPOINT_RENEW_BEFORE_SECONDS = 30 * 24 * 60 * 60
+
+
 def router_service_id(ref: dict[str, Any]) -> uuid.UUID:
     """The service a cloud router's `ref` is for (its resources are named after it)."""
     try:
@@ -444,8 +462,12 @@ class ServiceRouter(Protocol):
     kind's `heads_check_service_tokens`). Every call is idempotent: it states the whole
     desired state."""
 
-    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
-        """Create the endpoint, or find (and if need be restart) the one `ref` names."""
+    def ensure_endpoint(
+        self, *, service_id: uuid.UUID, ref: dict[str, Any], sign: EndpointSigner | None = None
+    ) -> Endpoint:
+        """Create the endpoint, or find (and if need be restart) the one `ref` names. A
+        router that serves HTTPS gets its certificate from `sign`, for the endpoint's own
+        name, when it has none or its own is about to end (required there)."""
         ...
 
     def set_backends(self, *, ref: dict[str, Any], backends: list[Backend]) -> None:

@@ -7,9 +7,15 @@ resources `rd-<…>-v<n>`):
 - a health check on Serve's `/-/healthz` at the serving port;
 - per version, a zonal network endpoint group (GCE_VM_IP_PORT) in the head's zone
   holding the head's address and Serve port, and a backend service with that group;
+- a self-managed SSL certificate (`<name>-tls-<issued at>`) for the address, signed by
+  the installation's CA (the caller's `sign`); a new one is made once the newest has
+  less than ENDPOINT_RENEW_BEFORE_SECONDS to live, and older ones go once the proxy
+  serves the new one;
 - the URL map whose default route sends each backend service its weight, the target
-  HTTP proxy, and the global forwarding rule on port 80 (made once a version takes
-  traffic: a URL map cannot route nowhere);
+  HTTPS proxy (TLS 1.2+: GCE's default SSL policy) and its global forwarding rule on
+  port 443, made once a version takes traffic (a URL map cannot route nowhere); beside
+  them on port 80 a URL map `<name>-redirect` that only redirects to HTTPS, its target
+  HTTP proxy and forwarding rule `<name>`;
 - a firewall rule letting Google's load balancers and health checkers (GFE_RANGES) reach
   the cloud's nodes (their network tag) on the backend ports.
 
@@ -32,15 +38,19 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
 from . import gcp_firewall
 from .base import (
+    ENDPOINT_RENEW_BEFORE_SECONDS,
     Backend,
     Endpoint,
+    EndpointSigner,
     PermanentCloudError,
     PermanentErrorKind,
+    TransientCloudError,
     router_service_id,
 )
 
@@ -48,7 +58,8 @@ if TYPE_CHECKING:
     from .gcp import GcpProvider
 
 HEALTH_PATH = "/-/healthz"
-LISTENER_PORT = 80
+LISTENER_PORT = 443
+REDIRECT_PORT = 80  # plain HTTP only answers with a redirect to HTTPS
 DRAIN_SECONDS = 30  # the backend services' connection draining
 DRAINING = "draining since "  # a backend service's description while it drains
 # Where Google's external Application Load Balancers and health checks connect from.
@@ -73,13 +84,17 @@ class GcpRouter:
         self.backend_services = compute_v1.BackendServicesClient(**client_kwargs)
         self.url_maps = compute_v1.UrlMapsClient(**client_kwargs)
         self.proxies = compute_v1.TargetHttpProxiesClient(**client_kwargs)
+        self.https_proxies = compute_v1.TargetHttpsProxiesClient(**client_kwargs)
+        self.certificates = compute_v1.SslCertificatesClient(**client_kwargs)
         self.forwarding_rules = compute_v1.GlobalForwardingRulesClient(**client_kwargs)
         self.firewalls = compute_v1.FirewallsClient(**client_kwargs)
         self.global_operations = compute_v1.GlobalOperationsClient(**client_kwargs)
 
     # -- ServiceRouter --------------------------------------------------------------
 
-    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
+    def ensure_endpoint(
+        self, *, service_id: uuid.UUID, ref: dict[str, Any], sign: EndpointSigner | None = None
+    ) -> Endpoint:
         name = base_name(service_id)
         address = self._get(self.addresses, "addresses", address=name)
         if address is None:
@@ -106,7 +121,8 @@ class GcpRouter:
             ),
         )
         ip = address.address if address is not None else ""
-        return Endpoint(url=f"http://{ip}", ref={"service_id": str(service_id)})
+        self._ensure_certificate(name, ip, sign)
+        return Endpoint(url=f"https://{ip}", ref={"service_id": str(service_id)})
 
     def set_backends(self, *, ref: dict[str, Any], backends: list[Backend]) -> None:
         service_id = router_service_id(ref)
@@ -144,9 +160,15 @@ class GcpRouter:
             return
         name = base_name(router_service_id(ref))
         # Users of a resource before the resource: GCE refuses to delete one in use.
+        self._delete(self.forwarding_rules, "forwardingRules", forwarding_rule=f"{name}-https")
         self._delete(self.forwarding_rules, "forwardingRules", forwarding_rule=name)
-        self._delete(self.proxies, "targetHttpProxies", target_http_proxy=name)
+        self._delete(self.https_proxies, "targetHttpsProxies", target_https_proxy=name)
+        for proxy in (f"{name}-redirect", name):  # `name`: a proxy made before HTTPS
+            self._delete(self.proxies, "targetHttpProxies", target_http_proxy=proxy)
         self._delete(self.url_maps, "urlMaps", url_map=name)
+        self._delete(self.url_maps, "urlMaps", url_map=f"{name}-redirect")
+        for certificate in self._certificates(name):
+            self._delete(self.certificates, "sslCertificates", ssl_certificate=certificate.name)
         for service in self._backend_services(name).values():
             self._delete(self.backend_services, "backendServices", backend_service=service.name)
             self._delete_groups(service.name)
@@ -319,25 +341,120 @@ class GcpRouter:
                     name=name, default_route_action=route, fingerprint=found.fingerprint
                 ),
             )
+        held = self._certificates(name)
+        if not held:
+            raise TransientCloudError("The service's certificate is not there yet.")
+        certificate = self._link("sslCertificates", held[-1].name)
+        proxy = self._get(self.https_proxies, "targetHttpsProxies", target_https_proxy=name)
+        if proxy is None:
+            self._insert(
+                self.https_proxies,
+                "targetHttpsProxies",
+                target_https_proxy_resource=compute_v1.TargetHttpsProxy(
+                    name=name, url_map=self._link("urlMaps", name), ssl_certificates=[certificate]
+                ),
+            )
+        elif [c[c.find("projects/") :] for c in proxy.ssl_certificates] != [certificate]:
+            self._apply(
+                self.https_proxies.set_ssl_certificates_unary,
+                "setcerts targetHttpsProxies",
+                target_https_proxy=name,
+                target_https_proxies_set_ssl_certificates_request_resource=(
+                    compute_v1.TargetHttpsProxiesSetSslCertificatesRequest(
+                        ssl_certificates=[certificate]
+                    )
+                ),
+            )
+        self._forwarding_rule(f"{name}-https", ip, LISTENER_PORT, "targetHttpsProxies", name)
+        self._redirect(name, ip)
+        # Renewed: the certificates the proxy no longer serves go.
+        for old in held[:-1]:
+            self._delete(self.certificates, "sslCertificates", ssl_certificate=old.name)
+
+    def _forwarding_rule(self, rule: str, ip: str, port: int, proxies: str, proxy: str) -> None:
+        """The rule sending `ip:port` to the proxy; one to another proxy (made before
+        HTTPS) is deleted and made again (a rule's target cannot be patched)."""
+        target = self._link(proxies, proxy)
+        found = self._get(self.forwarding_rules, "forwardingRules", forwarding_rule=rule)
+        if found is not None and found.target[found.target.find("projects/") :] == target:
+            return
+        if found is not None:
+            self._delete(self.forwarding_rules, "forwardingRules", forwarding_rule=rule)
+        self._insert(
+            self.forwarding_rules,
+            "forwardingRules",
+            forwarding_rule_resource=compute_v1.ForwardingRule(
+                name=rule,
+                I_p_address=ip,
+                I_p_protocol="TCP",
+                port_range=str(port),
+                load_balancing_scheme=SCHEME,
+                target=target,
+            ),
+        )
+
+    def _redirect(self, name: str, ip: str) -> None:
+        """Port 80: a URL map that redirects every request to HTTPS, its proxy and rule."""
+        redirect = f"{name}-redirect"
         self._ensure(
-            self.proxies,
-            "targetHttpProxies",
-            {"target_http_proxy": name},
-            target_http_proxy_resource=compute_v1.TargetHttpProxy(
-                name=name, url_map=self._link("urlMaps", name)
+            self.url_maps,
+            "urlMaps",
+            {"url_map": redirect},
+            url_map_resource=compute_v1.UrlMap(
+                name=redirect,
+                default_url_redirect=compute_v1.HttpRedirectAction(
+                    https_redirect=True, strip_query=False
+                ),
             ),
         )
         self._ensure(
-            self.forwarding_rules,
-            "forwardingRules",
-            {"forwarding_rule": name},
-            forwarding_rule_resource=compute_v1.ForwardingRule(
-                name=name,
-                I_p_address=ip,
-                I_p_protocol="TCP",
-                port_range=str(LISTENER_PORT),
-                load_balancing_scheme=SCHEME,
-                target=self._link("targetHttpProxies", name),
+            self.proxies,
+            "targetHttpProxies",
+            {"target_http_proxy": redirect},
+            target_http_proxy_resource=compute_v1.TargetHttpProxy(
+                name=redirect, url_map=self._link("urlMaps", redirect)
+            ),
+        )
+        self._forwarding_rule(name, ip, REDIRECT_PORT, "targetHttpProxies", redirect)
+        # The proxy that served the service over HTTP before HTTPS, now unused.
+        if self._get(self.proxies, "targetHttpProxies", target_http_proxy=name) is not None:
+            self._delete(self.proxies, "targetHttpProxies", target_http_proxy=name)
+
+    # -- the endpoint's certificate ---------------------------------------------------
+
+    def _certificates(self, name: str) -> list[compute_v1.SslCertificate]:
+        """The service's certificates, oldest first (their names end in when issued)."""
+        found = self._call(
+            lambda **kw: list(self.certificates.list(**kw)),
+            "list sslCertificates",
+            project=self.project,
+        )
+        prefix = f"{name}-tls-"
+        return sorted(
+            (c for c in found if c.name.startswith(prefix)),
+            key=lambda c: int(c.name[len(prefix) :] or 0),
+        )
+
+    def _ensure_certificate(self, name: str, ip: str, sign: EndpointSigner | None) -> None:
+        """A certificate for the address that lasts a while yet; a new one otherwise (a
+        self-managed certificate cannot be changed)."""
+        held = self._certificates(name)
+        if held:
+            ends = x509.load_pem_x509_certificate(held[-1].certificate.encode())
+            left = ends.not_valid_after_utc.timestamp() - time.time()
+            if left > ENDPOINT_RENEW_BEFORE_SECONDS:
+                return
+        if sign is None:
+            raise ValueError("The endpoint needs a certificate and no signer was given.")
+        new = sign([ip])
+        self._insert(
+            self.certificates,
+            "sslCertificates",
+            ssl_certificate_resource=compute_v1.SslCertificate(
+                name=f"{name}-tls-{int(time.time())}",
+                type_="SELF_MANAGED",
+                certificate=new.certificate_pem + new.chain_pem,
+                private_key=new.private_key_pem,
             ),
         )
 
@@ -418,6 +535,7 @@ _VERBS = {
     "update": "update",
     "attach": "attachNetworkEndpoints",
     "detach": "detachNetworkEndpoints",
+    "setcerts": "setSslCertificates",
 }
 
 

@@ -35,6 +35,7 @@ from .base import (
     RAY_TEMP_ROOT,
     Backend,
     Endpoint,
+    EndpointSigner,
     PermanentCloudError,
     PermanentErrorKind,
     TransientCloudError,
@@ -80,7 +81,10 @@ class HaproxyRouter:
 
     # -- ServiceRouter --------------------------------------------------------------
 
-    def ensure_endpoint(self, *, service_id: uuid.UUID, ref: dict[str, Any]) -> Endpoint:
+    def ensure_endpoint(
+        self, *, service_id: uuid.UUID, ref: dict[str, Any], sign: EndpointSigner | None = None
+    ) -> Endpoint:
+        """On loopback, plain HTTP: nothing leaves this machine (`sign` is not needed)."""
         folder = self.root / str(service_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         state = self._state(folder)

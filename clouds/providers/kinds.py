@@ -45,6 +45,9 @@ class CloudTraits(BuildTraits):
     # the tokens' hashes) where the load balancer cannot hash one (an ALB, a URL map);
     # the local cloud's HAProxy checks it itself.
     heads_check_service_tokens: ClassVar[bool] = True
+    # How long after a weight change the load balancer may still send a version new
+    # requests: a drained version's cluster is kept at least this long (rollout.py).
+    router_settle_seconds: ClassVar[int] = 0
 
     @classmethod
     def default_machines(cls) -> DefaultMachines:
@@ -199,6 +202,11 @@ class AwsTraits(ContainerBuildTraits, CloudTraits):
 class GcpTraits(ContainerBuildTraits, CloudTraits):
     """Compute Engine instances booting a GCE image; images built with Cloud Build into
     Artifact Registry."""
+
+    # A URL map change reaches Google's front ends one by one, over minutes (the API
+    # answers "done" long before): a front end that has not heard yet still sends the
+    # old version requests, so its head must still be there to answer them.
+    router_settle_seconds = 300
 
     @classmethod
     def default_machines(cls) -> DefaultMachines:

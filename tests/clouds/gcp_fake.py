@@ -45,7 +45,7 @@ _LOCATION = r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 _LB = (
     _GLOBAL_PATH
     + r"/(?P<collection>addresses|healthChecks|backendServices|urlMaps|targetHttpProxies"
-    + r"|forwardingRules)"
+    + r"|targetHttpsProxies|sslCertificates|forwardingRules)"
 )
 _NEG = _ZONE_PATH + r"/networkEndpointGroups"
 _KINDS = {
@@ -54,12 +54,15 @@ _KINDS = {
     "backendServices": "backendService",
     "urlMaps": "urlMap",
     "targetHttpProxies": "targetHttpProxy",
+    "targetHttpsProxies": "targetHttpsProxy",
+    "sslCertificates": "sslCertificate",
     "forwardingRules": "forwardingRule",
 }
 # A reference to a load balancer's part, relative or a full URL: its canonical link.
 _LINK = re.compile(
     r"projects/[^/]+/(?:global|zones/[^/]+)/(?:addresses|healthChecks|backendServices|urlMaps"
-    r"|targetHttpProxies|forwardingRules|networkEndpointGroups)/[^/]+$"
+    r"|targetHttpProxies|targetHttpsProxies|sslCertificates|forwardingRules"
+    r"|networkEndpointGroups)/[^/]+$"
 )
 _BUILD = _LOCATION + r"/builds/(?P<build>[^/:]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -94,6 +97,15 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(_LB + r"/(?P<name>[^/]+)"), "lb_get"),
     ("PUT", re.compile(_LB + r"/(?P<name>[^/]+)"), "lb_update"),
     ("DELETE", re.compile(_LB + r"/(?P<name>[^/]+)"), "lb_delete"),
+    # GCE's path for this one has no "global" in it.
+    (
+        "POST",
+        re.compile(
+            r"/compute/v1/projects/(?P<project>[^/]+)/(?P<collection>targetHttpsProxies)"
+            r"/(?P<name>[^/]+)/setSslCertificates"
+        ),
+        "lb_set_certificates",
+    ),
     ("POST", re.compile(_NEG), "neg_insert"),
     ("GET", re.compile(_NEG + r"/(?P<name>[^/]+)"), "neg_get"),
     ("DELETE", re.compile(_NEG + r"/(?P<name>[^/]+)"), "neg_delete"),
@@ -587,6 +599,18 @@ class FakeCompute:
         if failed := self._lb_write(link, body, self.lb[link]["kind"].split("#")[1]):
             return failed
         return self._lb_op(project, link, "update")
+
+    def _lb_set_certificates(
+        self, *, project: str, collection: str, name: str, body: Any, **_: Any
+    ) -> Any:
+        """A target HTTPS proxy's certificates, replaced (no fingerprint, as in GCE)."""
+        link = f"projects/{project}/global/{collection}/{name}"
+        if link not in self.lb:
+            return self._lb_missing(link)
+        wanted = {**self.lb[link], "sslCertificates": (body or {}).get("sslCertificates", [])}
+        if failed := self._lb_write(link, wanted, self.lb[link]["kind"].split("#")[1]):
+            return failed
+        return self._lb_op(project, link, "setSslCertificates")
 
     def _lb_delete(self, *, project: str, collection: str, name: str, **_: Any) -> Any:
         return self._lb_drop(project, f"projects/{project}/global/{collection}/{name}")

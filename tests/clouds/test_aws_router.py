@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from clouds import policies
 from clouds.choices import CloudKind
@@ -19,11 +20,13 @@ from clouds.providers.aws import AwsProvider
 from clouds.providers.base import (
     TAG_CLOUD,
     Backend,
+    EndpointSigner,
     FirewallSpec,
     PermanentCloudError,
     PermanentErrorKind,
     TransientCloudError,
 )
+from clusters.certificates import endpoint_certificate, trust_bundle_pem
 from tests.clouds.test_aws_driver import (
     Fake,
     _error,
@@ -34,8 +37,15 @@ from tests.clouds.test_aws_driver import (
 )
 
 __all__ = ["aws", "fake"]  # the fixtures: moto (autouse) and its session
+pytestmark = pytest.mark.django_db  # the installation's CA signs the endpoints' certificates
 SERVICE = uuid.UUID("99999999-8888-7777-6666-555555555555")
 FIREWALL = FirewallSpec(gateway_port=8443, gateway_cidrs=("203.0.113.0/24",))
+
+
+@pytest.fixture
+def sign() -> EndpointSigner:
+    """What the rollout passes: the installation's CA signing for the endpoint's name."""
+    return endpoint_certificate
 
 
 @pytest.fixture
@@ -63,9 +73,25 @@ class Account:
     def __init__(self, fake: Fake) -> None:
         self.ec2 = fake.ec2
         self.elb = fake.session.client("elbv2")
+        self.acm = fake.session.client("acm")
 
     def load_balancers(self) -> list[dict[str, Any]]:
         return self.elb.describe_load_balancers()["LoadBalancers"]
+
+    def listeners(self) -> dict[int, dict[str, Any]]:
+        lb = self.load_balancers()[0]["LoadBalancerArn"]
+        found = self.elb.describe_listeners(LoadBalancerArn=lb)["Listeners"]
+        return {listener["Port"]: listener for listener in found}
+
+    def certificates(self) -> list[str]:
+        """The ACM certificates tagged with the service."""
+        summaries = self.acm.list_certificates()["CertificateSummaryList"]
+        return [
+            c["CertificateArn"]
+            for c in summaries
+            if {"Key": aws_router.TAG_SERVICE, "Value": str(SERVICE)}
+            in self.acm.list_tags_for_certificate(CertificateArn=c["CertificateArn"])["Tags"]
+        ]
 
     def target_groups(self) -> dict[str, str]:
         return {
@@ -82,8 +108,7 @@ class Account:
 
     def weights(self) -> dict[str, int] | None:
         """The forward rule's weights by version, None when there is no rule."""
-        lb = self.load_balancers()[0]["LoadBalancerArn"]
-        listener = self.elb.describe_listeners(LoadBalancerArn=lb)["Listeners"][0]
+        listener = self.listeners()[443]
         rules = [
             r
             for r in self.elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]
@@ -114,14 +139,37 @@ def _cloud() -> uuid.UUID:
     return uuid.UUID("11111111-2222-3333-4444-555555555555")  # make_provider's
 
 
-def test_create_reweight_drain_remove(provider: AwsProvider, fake: Fake) -> None:
+def test_create_reweight_drain_remove(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
     router = provider.router()
     account = Account(fake)
-    endpoint = router.ensure_endpoint(service_id=SERVICE, ref={})
+    endpoint = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign)
     lb = account.load_balancers()
     assert [b["LoadBalancerName"] for b in lb] == [aws_router.lb_name(SERVICE)]
-    assert endpoint.url == f"http://{lb[0]['DNSName']}"
+    assert endpoint.url == f"https://{lb[0]['DNSName']}"
     assert lb[0]["Scheme"] == "internet-facing"
+    # HTTPS with a certificate of the installation's CA for the ALB's name; HTTP only
+    # redirects there.
+    listeners = account.listeners()
+    assert (listeners[443]["Protocol"], listeners[443]["SslPolicy"]) == (
+        "HTTPS",
+        aws_router.SSL_POLICY,
+    )
+    [arn] = account.certificates()
+    assert listeners[443]["Certificates"] == [{"CertificateArn": arn}]
+    served = account.acm.get_certificate(CertificateArn=arn)
+    leaf = x509.load_pem_x509_certificate(served["Certificate"].encode())
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [lb[0]["DNSName"]]
+    ca = x509.load_pem_x509_certificate(trust_bundle_pem().encode())
+    leaf.verify_directly_issued_by(ca)
+    assert [a["Type"] for a in listeners[80]["DefaultActions"]] == ["redirect"]
+    assert listeners[80]["DefaultActions"][0]["RedirectConfig"]["Protocol"] == "HTTPS"
+    ingress = {p["FromPort"] for p in account.router_groups()[0]["IpPermissions"]}
+    assert ingress == {80, 443}
+    router.ensure_endpoint(service_id=SERVICE, ref=endpoint.ref, sign=sign)
+    assert account.certificates() == [arn]  # not imported again while it lasts
     tags = account.elb.describe_tags(ResourceArns=[lb[0]["LoadBalancerArn"]])
     assert {"Key": TAG_CLOUD, "Value": str(_cloud())} in tags["TagDescriptions"][0]["Tags"]
     assert account.weights() is None  # nothing to forward to: the listener's 503
@@ -155,12 +203,15 @@ def test_create_reweight_drain_remove(provider: AwsProvider, fake: Fake) -> None
     assert account.load_balancers() == []
     assert account.target_groups() == {}
     assert account.router_groups() == []
+    assert account.certificates() == []
     router.remove(ref=endpoint.ref)  # gone already: fine
 
 
-def test_a_head_that_moves_is_re_registered(provider: AwsProvider, fake: Fake) -> None:
+def test_a_head_that_moves_is_re_registered(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     router.set_backends(ref=ref, backends=_backends(v1=100))
     moved = [Backend(name="v1", address="10.0.9.9", port=8001, weight=100)]
     router.set_backends(ref=ref, backends=moved)
@@ -168,17 +219,21 @@ def test_a_head_that_moves_is_re_registered(provider: AwsProvider, fake: Fake) -
     assert Account(fake).node_ports() == {8001}
 
 
-def test_the_cloud_firewall_keeps_the_router_rules(provider: AwsProvider, fake: Fake) -> None:
+def test_the_cloud_firewall_keeps_the_router_rules(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     router.set_backends(ref=ref, backends=_backends(v1=100))
     provider.ensure_firewall()  # brings the nodes' group in line with the cloud
     assert Account(fake).node_ports() == {8000}
 
 
-def test_in_flight_while_the_target_drains(provider: AwsProvider, fake: Fake) -> None:
+def test_in_flight_while_the_target_drains(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     router.set_backends(ref=ref, backends=_backends(v1=-1, v2=100))
     assert router.in_flight(ref=ref, backend="v1") == 0  # moto: deregistered at once
     assert router.in_flight(ref=ref, backend="v9") == 0  # no such version
@@ -195,7 +250,9 @@ def test_in_flight_while_the_target_drains(provider: AwsProvider, fake: Fake) ->
     assert router.in_flight(ref=ref, backend="v1") == 1
 
 
-def test_a_run_that_crashed_half_way_is_finished(provider: AwsProvider, fake: Fake) -> None:
+def test_a_run_that_crashed_half_way_is_finished(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
     """The first CreateListener fails after the load balancer exists, and a target group
     is made before its rule: the next calls find both by name and make nothing twice."""
     router = provider.router()
@@ -204,15 +261,15 @@ def test_a_run_that_crashed_half_way_is_finished(provider: AwsProvider, fake: Fa
         _once(lambda: _error("ServiceUnavailable", 503)),
     )
     with pytest.raises(TransientCloudError):
-        router.ensure_endpoint(service_id=SERVICE, ref={})
+        router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign)
     fake.on(
         "before-call.elastic-load-balancing-v2.CreateRule",
         _once(lambda: _error("InternalFailure", 500)),
     )
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     with pytest.raises(TransientCloudError):
         router.set_backends(ref=ref, backends=_backends(v1=100))
-    router.ensure_endpoint(service_id=SERVICE, ref=ref)
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
     router.set_backends(ref=ref, backends=_backends(v1=100))
 
     account = Account(fake)
@@ -223,11 +280,11 @@ def test_a_run_that_crashed_half_way_is_finished(provider: AwsProvider, fake: Fa
     assert len(fake.params("CreateLoadBalancer")) == 1
 
 
-def test_errors_say_what_to_do(provider: AwsProvider, fake: Fake) -> None:
+def test_errors_say_what_to_do(provider: AwsProvider, fake: Fake, sign: EndpointSigner) -> None:
     router = provider.router()
     fake.fail("elastic-load-balancing-v2.CreateLoadBalancer", "AccessDenied", 403)
     with pytest.raises(PermanentCloudError) as denied:
-        router.ensure_endpoint(service_id=SERVICE, ref={})
+        router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign)
     assert denied.value.kind == PermanentErrorKind.PERMISSION
     assert "elasticloadbalancing:CreateLoadBalancer" in denied.value.user_message
 
@@ -235,7 +292,7 @@ def test_errors_say_what_to_do(provider: AwsProvider, fake: Fake) -> None:
     other = make_provider(fake2, firewall=FIREWALL)
     fake2.fail("elastic-load-balancing-v2.CreateLoadBalancer", "TooManyLoadBalancers")
     with pytest.raises(PermanentCloudError) as limit:
-        other.router().ensure_endpoint(service_id=SERVICE, ref={})
+        other.router().ensure_endpoint(service_id=SERVICE, ref={}, sign=sign)
     assert limit.value.kind == PermanentErrorKind.QUOTA
     assert "load balancer limit" in limit.value.user_message
 
@@ -243,14 +300,16 @@ def test_errors_say_what_to_do(provider: AwsProvider, fake: Fake) -> None:
         router.set_backends(ref={"service_id": "nonsense"}, backends=[])
 
 
-def test_no_default_vpc_is_a_clear_refusal(provider: AwsProvider, fake: Fake) -> None:
+def test_no_default_vpc_is_a_clear_refusal(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
     vpc = fake.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
     fake.on(
         "before-call.ec2.DescribeVpcs",
         lambda **_: _ok({"Vpcs": []}),
     )
     with pytest.raises(PermanentCloudError, match="no default VPC") as refused:
-        provider.router().ensure_endpoint(service_id=SERVICE, ref={})
+        provider.router().ensure_endpoint(service_id=SERVICE, ref={}, sign=sign)
     assert refused.value.kind == PermanentErrorKind.INVALID_REQUEST
     assert vpc["VpcId"]  # moto's account has one: the refusal came from the answer
     assert Account(fake).load_balancers() == []
@@ -270,7 +329,7 @@ def _once(answer: Any) -> Any:
 
 
 def test_the_setup_policy_grants_every_call_the_router_makes(
-    provider: AwsProvider, fake: Fake
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each call of a service's whole life is an action the cloud's setup page grants."""
     called: set[str] = set()
@@ -280,7 +339,9 @@ def test_the_setup_policy_grants_every_call_the_router_makes(
 
     fake.on("provide-client-params", record)
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    monkeypatch.setattr(aws_router, "ENDPOINT_RENEW_BEFORE_SECONDS", 10**9)  # renew it
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
     router.set_backends(ref=ref, backends=_backends(v1=100))
     router.set_backends(ref=ref, backends=_backends(v1=-1, v2=100))
     router.in_flight(ref=ref, backend="v1")
@@ -294,5 +355,57 @@ def test_the_setup_policy_grants_every_call_the_router_makes(
         for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
     }
     called -= {"sts:AssumeRole"}  # Raydeck's own identity, by the role's trust policy
-    assert "elasticloadbalancing:ModifyRule" in called
+    assert {"elasticloadbalancing:ModifyRule", "acm:ImportCertificate"} <= called
     assert called <= granted, called - granted
+
+
+def test_the_certificate_is_renewed_in_place_before_it_ends(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint certificate with less than ENDPOINT_RENEW_BEFORE_SECONDS left is
+    signed again and re-imported under the same ARN: the listener is untouched."""
+    router = provider.router()
+    account = Account(fake)
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    [arn] = account.certificates()
+    first = account.acm.get_certificate(CertificateArn=arn)["Certificate"]
+    monkeypatch.setattr(aws_router, "ENDPOINT_RENEW_BEFORE_SECONDS", 10**9)
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    assert account.certificates() == [arn]
+    assert account.acm.get_certificate(CertificateArn=arn)["Certificate"] != first
+    assert account.listeners()[443]["Certificates"] == [{"CertificateArn": arn}]
+
+
+def test_a_service_made_before_https_moves_to_it(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
+    """A load balancer with only port 80, answering through a rule (Raydeck before
+    HTTPS): the next pass adds the HTTPS listener and its rule, and port 80's rule goes
+    for a redirect."""
+    router = provider.router()
+    account = Account(fake)
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    router.set_backends(ref=ref, backends=_backends(v1=100))
+    listeners = account.listeners()
+    old = listeners[80]["ListenerArn"]
+    account.elb.delete_listener(ListenerArn=listeners[443]["ListenerArn"])
+    account.elb.modify_listener(
+        ListenerArn=old,
+        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
+    )
+    account.elb.create_rule(
+        ListenerArn=old,
+        Priority=1,
+        Conditions=[{"Field": "path-pattern", "Values": ["/*"]}],
+        Actions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "200"}}],
+    )
+
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    router.set_backends(ref=ref, backends=_backends(v1=100))
+    listeners = account.listeners()
+    assert [a["Type"] for a in listeners[80]["DefaultActions"]] == ["redirect"]
+    assert [
+        r for r in account.elb.describe_rules(ListenerArn=old)["Rules"] if not r["IsDefault"]
+    ] == []
+    assert account.weights() == {"v1": 100}
+    assert len(account.certificates()) == 1  # the one imported before is used again

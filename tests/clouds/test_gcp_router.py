@@ -5,10 +5,12 @@ created, re-weighted, drained and deleted."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from clouds import policies
 from clouds.choices import CloudKind
@@ -16,16 +18,20 @@ from clouds.models import Cloud
 from clouds.providers import gcp_firewall, gcp_router
 from clouds.providers.base import (
     Backend,
+    EndpointSigner,
     PermanentCloudError,
     PermanentErrorKind,
     TransientCloudError,
 )
 from clouds.providers.gcp import GcpProvider
+from clusters.certificates import trust_bundle_pem
 
 from .gcp_fake import FakeCompute, FakeComputeServer
+from .test_aws_router import sign
 from .test_gcp_driver import PROJECT, cloud_id, gcp, make_provider, provider
 
-__all__ = ["cloud_id", "gcp", "make_provider", "provider"]  # the fixtures
+__all__ = ["cloud_id", "gcp", "make_provider", "provider", "sign"]  # the fixtures
+pytestmark = pytest.mark.django_db  # the installation's CA signs the endpoints' certificates
 SERVICE = uuid.UUID("99999999-8888-7777-6666-555555555555")
 NAME = gcp_router.base_name(SERVICE)
 ZONES = {"v1": "us-central1-a", "v2": "us-central1-b", "v3": "us-central1-a"}
@@ -69,26 +75,49 @@ def _weights(fake: FakeCompute) -> dict[str, int]:
     return {w["backendService"].rsplit("-", 1)[1]: w.get("weight", 0) for w in weighted}
 
 
+def _certificates(fake: FakeCompute) -> list[dict[str, Any]]:
+    prefix = f"projects/{PROJECT}/global/sslCertificates/{NAME}-tls-"
+    return [r for link, r in sorted(fake.lb.items()) if link.startswith(prefix)]
+
+
 def _endpoints(fake: FakeCompute, version: str) -> list[tuple[str, str, int]]:
     link = f"projects/{PROJECT}/zones/{ZONES[version]}/networkEndpointGroups/{NAME}-{version}"
     return [(e["instance"], e["ipAddress"], e["port"]) for e in fake.endpoints[link]]
 
 
 def test_create_reweight_drain_remove(
-    provider: GcpProvider, fake: FakeCompute, monkeypatch: pytest.MonkeyPatch
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     router = provider.router()
-    endpoint = router.ensure_endpoint(service_id=SERVICE, ref={})
+    endpoint = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign)
     address = _part(fake, "addresses")
     assert address is not None
-    assert endpoint.url == f"http://{address['address']}"
+    assert endpoint.url == f"https://{address['address']}"
     assert _part(fake, "urlMaps") is None  # nothing to route to yet
+    [certificate] = _certificates(fake)
+    leaf = x509.load_pem_x509_certificate(certificate["certificate"].encode())
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == [address["address"]]
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(trust_bundle_pem().encode()))
+    assert certificate["type"] == "SELF_MANAGED" and certificate["privateKey"]
 
     router.set_backends(ref=endpoint.ref, backends=_backends(fake, v1=100))
     assert _weights(fake) == {"v1": 100}
-    rule = _part(fake, "forwardingRules")
-    assert rule is not None
-    assert (rule["IPAddress"], rule["portRange"]) == (address["address"], "80")
+    # HTTPS on 443 with that certificate; port 80 only redirects there.
+    https = _part(fake, "forwardingRules", f"{NAME}-https")
+    assert https is not None
+    assert (https["IPAddress"], https["portRange"]) == (address["address"], "443")
+    assert https["target"].endswith(f"/targetHttpsProxies/{NAME}")
+    proxy = _part(fake, "targetHttpsProxies")
+    assert proxy is not None
+    assert [c.rsplit("/", 1)[1] for c in proxy["sslCertificates"]] == [certificate["name"]]
+    plain = _part(fake, "forwardingRules")
+    assert plain is not None
+    assert (plain["IPAddress"], plain["portRange"]) == (address["address"], "80")
+    assert plain["target"].endswith(f"/targetHttpProxies/{NAME}-redirect")
+    redirect = _part(fake, "urlMaps", f"{NAME}-redirect")
+    assert redirect is not None
+    assert redirect["defaultUrlRedirect"]["httpsRedirect"] is True
     head = _backends(fake, v1=100)[0]
     assert _endpoints(fake, "v1") == [("head-v1", head.address, 8000)]
     firewall = fake.firewalls[(PROJECT, f"{NAME}-lb")]
@@ -128,9 +157,11 @@ def test_create_reweight_drain_remove(
     router.remove(ref=endpoint.ref)  # gone already: fine
 
 
-def test_a_replaced_head_takes_the_old_ones_place(provider: GcpProvider, fake: FakeCompute) -> None:
+def test_a_replaced_head_takes_the_old_ones_place(
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner
+) -> None:
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     router.set_backends(ref=ref, backends=_backends(fake, v1=100))
     new = fake.put_instance(ZONES["v1"], "head-v1-new", labels={})
     address = new["networkInterfaces"][0]["networkIP"]
@@ -139,24 +170,28 @@ def test_a_replaced_head_takes_the_old_ones_place(provider: GcpProvider, fake: F
     assert _endpoints(fake, "v1") == [("head-v1-new", address, 8000)]
 
 
-def test_a_run_that_crashed_half_way_is_finished(provider: GcpProvider, fake: FakeCompute) -> None:
+def test_a_run_that_crashed_half_way_is_finished(
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner
+) -> None:
     """GCE fails the URL map's insert after the backend services exist: the next call
     finds them by name, makes nothing twice and routes as asked."""
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     fake.fail_next(503, "backendError", "Internal error", method="POST", path=r"/urlMaps$")
     with pytest.raises(TransientCloudError):
         router.set_backends(ref=ref, backends=_backends(fake, v1=50, v3=50))
-    router.ensure_endpoint(service_id=SERVICE, ref=ref)
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
     router.set_backends(ref=ref, backends=_backends(fake, v1=50, v3=50))
     assert _weights(fake) == {"v1": 50, "v3": 50}
     assert len(fake.calls("POST", r"/backendServices$")) == 2
     assert len(fake.calls("POST", r"/addresses$")) == 1
 
 
-def test_errors_say_what_to_do(provider: GcpProvider, fake: FakeCompute) -> None:
+def test_errors_say_what_to_do(
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner
+) -> None:
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     fake.fail_next(403, "forbidden", "Required permission", method="POST", path="/backendServices$")
     with pytest.raises(PermanentCloudError) as denied:
         router.set_backends(ref=ref, backends=_backends(fake, v1=100))
@@ -171,7 +206,7 @@ def test_errors_say_what_to_do(provider: GcpProvider, fake: FakeCompute) -> None
 
 
 def test_the_setup_commands_grant_every_permission_the_router_uses(
-    provider: GcpProvider, fake: FakeCompute, monkeypatch: pytest.MonkeyPatch
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each call of a service's whole life (and the permission a refusal would name) is
     granted by the roles the cloud's setup page creates."""
@@ -184,9 +219,10 @@ def test_the_setup_commands_grant_every_permission_the_router_uses(
 
     monkeypatch.setattr(provider, "_call", record)
     router = provider.router()
-    ref = router.ensure_endpoint(service_id=SERVICE, ref={}).ref
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
     router.set_backends(ref=ref, backends=_backends(fake, v1=100))
     router.set_backends(ref=ref, backends=_backends(fake, v1=-1, v2=100))
+    _renew(router, ref, sign, monkeypatch)
     router.set_backends(ref=ref, backends=_backends(fake, v2=100))
     router.remove(ref=ref)
 
@@ -199,3 +235,124 @@ def test_the_setup_commands_grant_every_permission_the_router_uses(
     assert used <= granted, used - granted
     commands = policies.gcp_commands(Cloud(kind=CloudKind.GCP, gcp_project_id=PROJECT))
     assert ",".join(policies.GCP_ROUTER_PERMISSIONS) in commands
+
+
+def test_a_drained_version_outlives_the_url_maps_propagation(
+    provider: GcpProvider,
+    fake: FakeCompute,
+    sign: EndpointSigner,
+    tenant_a: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A URL map change reaches Google's front ends over minutes: a version at weight 0
+    keeps its head past the rollout's 60 s drain, until GCP's settle time has passed
+    (GcpTraits.router_settle_seconds), even once the backend service says it is idle."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from clouds.providers.registry import traits_for
+    from tests.api.conftest import verified
+    from workloads.serve.choices import VersionState
+    from workloads.serve.models import Service
+    from workloads.serve.services import deploy, rollout
+
+    tenant = verified(tenant_a)
+    service = deploy.service_deploy(
+        project=tenant.project,
+        actor=tenant.member,
+        name="echo",
+        serve_config={"import_path": "echo_app:build"},
+        cloud=tenant.cloud,
+    ).service
+    Cloud.objects.filter(pk=tenant.cloud.pk).update(kind=CloudKind.GCP)
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=service.uuid, ref={}, sign=sign).ref
+    router.set_backends(ref=ref, backends=_backends(fake, v1=-1, v2=100))  # v1 drains
+    Service.objects.filter(pk=service.pk).update(router_ref=ref)
+    version = service.versions.get()
+    settle = traits_for(CloudKind.GCP).router_settle_seconds
+    assert settle > rollout.DRAIN_TIMEOUT_SECONDS
+
+    def drained_for(seconds: float) -> str:
+        type(version).objects.filter(pk=version.pk).update(
+            state=VersionState.DRAINING,
+            drain_started_at=timezone.now() - timedelta(seconds=seconds),
+        )
+        rollout._drain(Service.objects.select_related("cloud").get(pk=service.pk), router)
+        return type(version).objects.get(pk=version.pk).state
+
+    # Past the 60 s that suits an ALB or HAProxy, the backend service still draining.
+    assert drained_for(rollout.DRAIN_TIMEOUT_SECONDS + 30) == VersionState.DRAINING
+    monkeypatch.setattr(gcp_router, "DRAIN_SECONDS", 0)  # GCE's connection draining over
+    assert drained_for(settle - 5) == VersionState.DRAINING
+    assert drained_for(settle + 1) == VersionState.STOPPED
+
+
+def _renew(router: Any, ref: dict[str, Any], sign: EndpointSigner, monkeypatch: Any) -> None:
+    """An ensure_endpoint while the certificate is about to end (a second later)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(gcp_router, "ENDPOINT_RENEW_BEFORE_SECONDS", 10**9)
+        later = time.time() + 1  # the new certificate's name
+        patch.setattr(gcp_router.time, "time", lambda: later)
+        router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+
+
+def test_a_certificate_about_to_end_is_replaced(
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner, monkeypatch: Any
+) -> None:
+    """A self-managed certificate cannot change: a new one is made, the proxy serves it
+    on the next pass, and the old one goes."""
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    router.set_backends(ref=ref, backends=_backends(fake, v1=100))
+    [old] = _certificates(fake)
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    assert _certificates(fake) == [old]  # lasts a while yet: kept
+    _renew(router, ref, sign, monkeypatch)
+    router.set_backends(ref=ref, backends=_backends(fake, v1=100))
+    [new] = _certificates(fake)
+    assert new["name"] != old["name"]
+    proxy = _part(fake, "targetHttpsProxies")
+    assert proxy is not None
+    assert [c.rsplit("/", 1)[1] for c in proxy["sslCertificates"]] == [new["name"]]
+
+
+def test_a_service_made_before_https_moves_to_it(
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner
+) -> None:
+    """Port 80's rule sent the URL map's traffic through a target HTTP proxy (Raydeck
+    before HTTPS): the next pass serves HTTPS and points port 80 at the redirect."""
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    router.set_backends(ref=ref, backends=_backends(fake, v1=100))
+    base = f"projects/{PROJECT}/global"
+    for link in (
+        f"{base}/forwardingRules/{NAME}-https",
+        f"{base}/targetHttpsProxies/{NAME}",
+        f"{base}/forwardingRules/{NAME}",
+        f"{base}/targetHttpProxies/{NAME}-redirect",
+        f"{base}/urlMaps/{NAME}-redirect",
+    ):
+        del fake.lb[link]
+    fake.lb[f"{base}/targetHttpProxies/{NAME}"] = {
+        "name": NAME,
+        "urlMap": f"{base}/urlMaps/{NAME}",
+        "kind": "compute#targetHttpProxy",
+        "fingerprint": "old",
+    }
+    fake.lb[f"{base}/forwardingRules/{NAME}"] = {
+        "name": NAME,
+        "portRange": "80",
+        "target": f"{base}/targetHttpProxies/{NAME}",
+        "kind": "compute#forwardingRule",
+        "fingerprint": "old",
+    }
+
+    router.set_backends(ref=ref, backends=_backends(fake, v1=100))
+    plain = _part(fake, "forwardingRules")
+    assert plain is not None
+    assert plain["target"].endswith(f"/targetHttpProxies/{NAME}-redirect")
+    assert _part(fake, "targetHttpProxies") is None
+    assert _part(fake, "forwardingRules", f"{NAME}-https") is not None
+    assert _weights(fake) == {"v1": 100}

@@ -18,17 +18,32 @@ from typing import Any
 import pytest
 from django.db import close_old_connections
 
+from clouds.choices import CloudState
+from clouds.models import Cloud
+from clusters.choices import ClusterState
 from clusters.models import Cluster
 from clusters.services import reconcile
+from tests.conftest import Tenant, make_tenant
 from workloads.serve import live
+from workloads.serve.choices import ServiceState
 from workloads.serve.models import Service, ServiceVersion
-from workloads.serve.services import rollout
+from workloads.serve.services import deploy, rollout
 
 APPS_DIR = Path(__file__).parent / "apps"
 
 needs_haproxy = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="the local cloud's router is HAProxy"
 )
+
+
+def local_tenant(live_server: Any, settings: Any, tmp_path: Path, slug: str) -> Tenant:
+    """A tenant whose local cloud is usable, its nodes reporting to the live server."""
+    settings.RAYDECK_AGENT_URL = live_server.url
+    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
+    tenant = make_tenant(slug)
+    Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
+    tenant.cloud.refresh_from_db()
+    return tenant
 
 
 def echo_config(version: str, *, fail: bool = False) -> dict[str, Any]:
@@ -151,3 +166,39 @@ def wait_for(predicate: Any, deadline: float, what: str, service: Service) -> No
         for v in service.versions.select_related("cluster")
     )
     raise AssertionError(f"timed out waiting for {what}\n{events}\n{versions}")
+
+
+def wait_serving(service: Service, token: str, seconds: float, what: str) -> str:
+    """Wait for the service to run and its first version to answer through the endpoint
+    with the token; the URL to query."""
+    wait_for(
+        lambda: Service.objects.get(pk=service.pk).state == ServiceState.RUNNING,
+        time.monotonic() + seconds,
+        what,
+        service,
+    )
+    service.refresh_from_db()
+    url = service.endpoint_url + "/"
+    wait_for(lambda: query(url, token) == "v1", time.monotonic() + 30, "v1 to answer", service)
+    return url
+
+
+def terminate_and_wait(service: Service, actor: Any) -> None:
+    """Terminate the service and wait until it and every cluster of its versions ended."""
+    deploy.service_terminate(service=service, actor=actor)
+    wait_for(
+        lambda: Service.objects.get(pk=service.pk).state == ServiceState.TERMINATED,
+        time.monotonic() + 60,
+        "the service to terminate",
+        service,
+    )
+    wait_for(
+        lambda: (
+            not service.versions.exclude(cluster__state=ClusterState.TERMINATED)
+            .exclude(cluster=None)
+            .exists()
+        ),
+        time.monotonic() + 90,
+        "every cluster to terminate",
+        service,
+    )

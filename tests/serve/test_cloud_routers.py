@@ -15,7 +15,7 @@ from clouds.choices import CloudKind
 from clouds.models import Cloud
 from clouds.providers import haproxy
 from tests.api.conftest import as_role, verified
-from tests.conftest import Tenant
+from tests.conftest import Tenant, client_for
 from workloads.serve import live
 from workloads.serve.choices import EventLevel
 from workloads.serve.head import ServeParticipant
@@ -94,3 +94,45 @@ def test_a_load_balancer_the_cloud_refuses_is_said_on_the_service_page(
     events = version.service.events.filter(step="router refused")
     assert [e.level for e in events] == [EventLevel.ERROR]
     assert haproxy.INSTALL_HINT in events[0].message
+
+
+def test_replicas_are_capped_per_node_where_the_config_always_has_two_workers(
+    tenant_a: Tenant,
+) -> None:
+    """The head's orders carry Serve's max_replicas_per_node for a deployment of 2 or
+    more replicas when the version's compute config keeps 2 or more workers; a cap the
+    user set, one replica, or fewer workers leave the config as it was."""
+    from tests.factories import ComputeConfigVersionFactory
+    from workloads.serve.services import deploy
+
+    tenant = verified(tenant_a)
+    group = {"name": "serve", "instance_type": "local", "cpus": 1, "memory_mb": 1024}
+
+    def orders_for(workers: int, deployments: list[dict]) -> dict:
+        config = ComputeConfigVersionFactory(
+            cloud=tenant.cloud, worker_groups=[{**group, "min": workers, "max": 4}]
+        )
+        version = deploy.service_deploy(
+            project=tenant.project,
+            actor=tenant.member,
+            name=f"spread-{ServiceVersion.objects.count()}",
+            serve_config={**CONFIG, "deployments": deployments},
+            cloud=tenant.cloud,
+            compute_config=config,
+        ).version
+        live.orders_changed()
+        return {d["name"]: d for d in _orders(version)["config"]["applications"][0]["deployments"]}
+
+    spread = orders_for(2, [{"name": "A", "num_replicas": 3}, {"name": "B", "num_replicas": 1}])
+    assert spread["A"]["max_replicas_per_node"] == 2  # 3 replicas over 2 workers
+    assert "max_replicas_per_node" not in spread["B"]
+    own = orders_for(3, [{"name": "A", "num_replicas": 4, "max_replicas_per_node": 4}])
+    assert own["A"]["max_replicas_per_node"] == 4  # the user's choice stands
+    few = orders_for(1, [{"name": "A", "num_replicas": 2}])
+    assert "max_replicas_per_node" not in few["A"]  # one worker: nothing to spread over
+
+    version = ServiceVersion.objects.get(
+        serve_config__applications__0__deployments__0__num_replicas=3
+    )
+    page = client_for(tenant.member).get(f"/o/{tenant.org.slug}/services/{version.service_id}/")
+    assert "default/A: at most 2 replicas per node" in page.content.decode()

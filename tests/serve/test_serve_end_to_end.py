@@ -15,16 +15,22 @@ import time
 
 import pytest
 
-from clouds.choices import CloudState
-from clouds.models import Cloud
 from clouds.providers.registry import provider_for
 from clusters.choices import ClusterState
 from workloads.serve.choices import ServiceState, VersionState
-from workloads.serve.models import Service
 from workloads.serve.services import deploy
 
-from ..conftest import make_tenant
-from .conftest import Driver, Traffic, echo_config, needs_haproxy, query, wait_for
+from .conftest import (
+    Driver,
+    Traffic,
+    echo_config,
+    local_tenant,
+    needs_haproxy,
+    query,
+    terminate_and_wait,
+    wait_for,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True), needs_haproxy]
 START_SECONDS = 240  # a cluster up and its Serve app running
@@ -33,11 +39,7 @@ STEP_SECONDS = 6
 
 
 def test_deploy_upgrade_and_roll_back_behind_haproxy(live_server, settings, tmp_path) -> None:
-    settings.RAYDECK_AGENT_URL = live_server.url
-    settings.RAYDECK_LOCAL_CLOUD_ROOT = tmp_path / "nodes"
-    tenant = make_tenant("serve")
-    Cloud.objects.filter(pk=tenant.cloud.pk).update(state=CloudState.ACTIVE)
-    tenant.cloud.refresh_from_db()
+    tenant = local_tenant(live_server, settings, tmp_path, "serve")
     deployed = deploy.service_deploy(
         project=tenant.project,
         actor=tenant.member,
@@ -56,15 +58,7 @@ def test_deploy_upgrade_and_roll_back_behind_haproxy(live_server, settings, tmp_
     traffic = None
     try:
         # v1: up, behind the endpoint, and only with the token.
-        wait_for(
-            lambda: Service.objects.get(pk=service.pk).state == ServiceState.RUNNING,
-            time.monotonic() + START_SECONDS,
-            "v1 to serve",
-            service,
-        )
-        service.refresh_from_db()
-        url = service.endpoint_url + "/"
-        wait_for(lambda: query(url, token) == "v1", time.monotonic() + 30, "v1 to answer", service)
+        url = wait_serving(service, token, START_SECONDS, "v1 to serve")
         assert query(url, None) == "HTTP 401"
         assert query(url, "rds_not-the-token") == "HTTP 401"
 
@@ -138,24 +132,7 @@ def test_deploy_upgrade_and_roll_back_behind_haproxy(live_server, settings, tmp_
     finally:
         if traffic is not None:
             traffic.stop()
-        deploy.service_terminate(service=service, actor=tenant.member)
-        wait_for(
-            lambda: Service.objects.get(pk=service.pk).state == ServiceState.TERMINATED,
-            time.monotonic() + 60,
-            "the service to terminate",
-            service,
-        )
-        deadline = time.monotonic() + 90
-        wait_for(
-            lambda: (
-                not service.versions.exclude(cluster__state=ClusterState.TERMINATED)
-                .exclude(cluster=None)
-                .exists()
-            ),
-            deadline,
-            "every cluster to terminate",
-            service,
-        )
+        terminate_and_wait(service, tenant.member)
         driver.stop()
     assert driver.errors == []
     provider = provider_for(tenant.cloud)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from clouds.providers.registry import traits_for
+from clusters.models import guaranteed_workers
 
 from . import live
 from .choices import VersionState
 from .models import ServiceToken, ServiceVersion
+from .serve_config import spread_config
 
 TOPIC = "serve"
 MAX_APPS = 50
@@ -32,7 +34,13 @@ def build_orders() -> dict[int, Any]:
     rows = ServiceVersion.objects.filter(
         state__in=ORDERED_STATES, cluster__isnull=False
     ).values_list(
-        "cluster_id", "pk", "config_hash", "serve_config", "service_id", "service__cloud__kind"
+        "cluster_id",
+        "pk",
+        "config_hash",
+        "serve_config",
+        "compute_config__worker_groups",
+        "service_id",
+        "service__cloud__kind",
     )
     gated = {
         service_id for *_, service_id, kind in rows if traits_for(kind).heads_check_service_tokens
@@ -43,7 +51,10 @@ def build_orders() -> dict[int, Any]:
     ).values_list("service_id", "token_hash"):
         hashes[service_id].append(token_hash)
     orders: dict[int, Any] = {}
-    for cluster_id, pk, config_hash, config, service_id, _ in rows:
+    for cluster_id, pk, config_hash, config, groups, service_id, _ in rows:
+        # The hash stays the stored config's: the caps follow from it and the version's
+        # compute config, which never changes.
+        config = spread_config(config, guaranteed_workers(groups or []))
         orders[cluster_id] = {"version": pk, "hash": config_hash, "config": config}
         if service_id in gated:
             orders[cluster_id]["token_hashes"] = hashes[service_id]

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Organization, Project, ProjectOwnedQuerySet, User
 from clouds.models import Cloud
-from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
+from clusters.models import Cluster, ComputeConfigVersion, ContainerImage, guaranteed_workers
 
 from .choices import (
     FINAL_SERVICE_STATES,
@@ -21,6 +21,7 @@ from .choices import (
     ServiceState,
     VersionState,
 )
+from .serve_config import replica_spread
 
 DEFAULT_CANARY_STEPS = [10, 50, 100]
 
@@ -166,6 +167,13 @@ class ServiceVersion(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.number}"
+
+    @property
+    def replica_spread(self) -> dict[str, dict[str, int]]:
+        """The per-node replica caps Raydeck adds to this version's config (serve_config.py)."""
+        return replica_spread(
+            self.serve_config, guaranteed_workers(self.compute_config.worker_groups)
+        )
 
     def move_to(self, state: str, reason: str = "") -> None:
         """Change state per VERSION_TRANSITIONS; the caller saves and records the event."""

@@ -93,6 +93,46 @@ def normalize_serve_config(raw: Any) -> dict[str, Any]:
     return {"applications": normal}
 
 
+def replica_spread(config: dict[str, Any], worker_nodes: int) -> dict[str, dict[str, int]]:
+    """The `max_replicas_per_node` Raydeck sets, {application: {deployment: cap}}: for each
+    deployment of a normal config that names a fixed num_replicas of 2 or more and no cap
+    of its own, when the version's cluster always has `worker_nodes` >= 2 workers. With
+    the cap, Serve cannot put every replica on one node, so a lost node leaves the others
+    serving while the reconciler replaces it. Autoscaled deployments are left alone."""
+    if worker_nodes < 2:
+        return {}
+    spread: dict[str, dict[str, int]] = {}
+    for app in config["applications"]:
+        for deployment in app.get("deployments", []):
+            replicas = deployment.get("num_replicas")
+            if (
+                isinstance(replicas, bool)
+                or not isinstance(replicas, int)
+                or replicas < 2
+                or "max_replicas_per_node" in deployment  # the user's own choice stands
+            ):
+                continue
+            cap = -(-replicas // min(worker_nodes, replicas))  # ceil: every replica fits
+            spread.setdefault(app["name"], {})[deployment["name"]] = cap
+    return spread
+
+
+def spread_config(config: dict[str, Any], worker_nodes: int) -> dict[str, Any]:
+    """The normal config with replica_spread's caps written in: what a head deploys."""
+    spread = replica_spread(config, worker_nodes)
+    if not spread:
+        return config
+    apps = []
+    for app in config["applications"]:
+        caps = spread.get(app["name"], {})
+        deployments = [
+            {**d, "max_replicas_per_node": caps[d["name"]]} if d["name"] in caps else d
+            for d in app.get("deployments", [])
+        ]
+        apps.append({**app, "deployments": deployments} if caps else app)
+    return {**config, "applications": apps}
+
+
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 

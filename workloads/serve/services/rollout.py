@@ -33,7 +33,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from clouds.providers.base import Backend, PermanentCloudError, ServiceRouter
-from clouds.providers.registry import provider_for
+from clouds.providers.registry import provider_for, traits_for
+from clusters.certificates import endpoint_certificate
 from clusters.choices import ClusterState, NodeRole
 from clusters.models import Node
 from clusters.services.lifecycle import cluster_terminate
@@ -394,13 +395,16 @@ def _drain(service: Service, router: ServiceRouter) -> bool:
         state__in=[VersionState.DRAINING, VersionState.UNHEALTHY]
     ).exclude(drain_started_at=None)
     waiting = False
+    # Until the load balancer's last front end has heard of the weight change, the
+    # version may still get new requests (GCP); in-flight ones get their time after it.
+    settle = traits_for(service.cloud.kind).router_settle_seconds
     for version in draining:
         busy = router.in_flight(ref=service.router_ref, backend=f"v{version.number}")
         drained_for = (
             timezone.now() - (version.drain_started_at or timezone.now())
         ).total_seconds()
-        late = drained_for > DRAIN_TIMEOUT_SECONDS
-        if (busy and not late) or drained_for < MIN_DRAIN_SECONDS:
+        late = drained_for > settle + DRAIN_TIMEOUT_SECONDS
+        if (busy and not late) or drained_for < max(MIN_DRAIN_SECONDS, settle):
             waiting = True
             continue
         with transaction.atomic():
@@ -468,7 +472,9 @@ def _route(service: Service, router: ServiceRouter) -> None:
 
 
 def _ensure_endpoint(service: Service, router: ServiceRouter) -> Service:
-    endpoint = router.ensure_endpoint(service_id=service.uuid, ref=service.router_ref)
+    endpoint = router.ensure_endpoint(
+        service_id=service.uuid, ref=service.router_ref, sign=endpoint_certificate
+    )
     if endpoint.url != service.endpoint_url or endpoint.ref != service.router_ref:
         Service.objects.filter(pk=service.pk).update(
             endpoint_url=endpoint.url, router_ref=endpoint.ref
