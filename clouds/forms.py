@@ -117,8 +117,9 @@ class AwsCloudForm(GatewayAccessFields, CloudForm):
         required=False,
         label="Node instance profile",
         widget=forms.TextInput(attrs={"placeholder": "raydeck-nodes"}),
-        help_text="What the nodes run as: it must allow s3:PutObject on the log bucket. "
-        "Optional; without one, nodes cannot write logs to the bucket.",
+        help_text="What the nodes run as: it must allow s3:PutObject on the log bucket "
+        "(and s3:GetObject under raydeck-files/ for workspaces' files). Optional; without "
+        "one, nodes cannot write logs to the bucket.",
     )
     field_order = [
         "name",

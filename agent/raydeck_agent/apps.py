@@ -220,6 +220,9 @@ class Apps:
             **env,
             "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
             "JUPYTER_CONFIG_DIR": str(state / "config"),
+            # Its data too (the notebooks' trust database, SQLite): the image's kernels
+            # are still found in the environment's own share/jupyter.
+            "JUPYTER_DATA_DIR": str(state / "data"),
             "IPYTHONDIR": str(state / "ipython"),
         }
 

@@ -36,6 +36,10 @@ class StoreError(OSError):
     """An upload (or a credential lookup for it) failed; the shipper tries again later."""
 
 
+class NotFound(StoreError):
+    """No object by that name (HTTP 404, or a missing file on the local cloud)."""
+
+
 def _request(
     url: str,
     *,
@@ -52,7 +56,8 @@ def _request(
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
             return bytes(response.read())
     except urllib.error.HTTPError as exc:
-        raise StoreError(f"{method} {url}: HTTP {exc.code} {exc.read()[:300]!r}") from None
+        error = NotFound if exc.code == 404 else StoreError
+        raise error(f"{method} {url}: HTTP {exc.code} {exc.read()[:300]!r}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise StoreError(f"{method} {url}: {exc}") from None
 
@@ -226,47 +231,99 @@ class GcsSink:
         _request(url, method="POST", data=data, headers=headers)
 
 
-# --- one whole object (a job attempt's archived driver log) -----------------------------
+# --- whole objects (a job attempt's archived driver log, a workspace's files) --------
+
+TEXT = "text/plain; charset=utf-8"
+BINARY = "application/octet-stream"
+
+
+class ObjectClient:
+    """Stores and reads whole objects by URI (s3://bucket/key, gs://bucket/key, or
+    file:///path on the local cloud, whose nodes share the machine's folder) with the
+    node's own identity, which it keeps between calls (one credential lookup, not one
+    per object). StoreError when a call fails; NotFound when there is no such object."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.aws = AwsNodeIdentity(env)
+        self.gcs = GcsSink("", "", env)  # its token, kept until it nearly lapses
+        self._region = ""
+
+    def _s3(self, method: str, key: str, bucket: str, data: bytes) -> tuple[str, dict[str, str]]:
+        self._region = self._region or self.aws.region()
+        sink = S3Sink(bucket, "", self.aws)
+        sink._region = self._region
+        url = sink._url(key)
+        headers = sigv4_headers(
+            method=method,
+            url=url,
+            region=self._region,
+            service="s3",
+            credentials=self.aws.credentials(),
+            payload=data,
+        )
+        return url, headers
+
+    def _gcs_root(self) -> str:
+        return self.gcs.env.get("STORAGE_EMULATOR_HOST", "").rstrip("/") or (
+            "https://storage.googleapis.com"
+        )
+
+    def put(self, uri: str, data: bytes, *, content_type: str = TEXT) -> None:
+        scheme, bucket, key = _object_uri(uri)
+        if scheme == "file":
+            _put_file(key, data)
+            return
+        if scheme == "s3":
+            url, headers = self._s3("PUT", key, bucket, data)
+            method = "PUT"
+        else:
+            url = (
+                f"{self._gcs_root()}/upload/storage/v1/b/{quote(bucket, safe='')}/o"
+                f"?uploadType=media&name={quote(key, safe='')}"
+            )
+            headers = {"Authorization": f"Bearer {self.gcs._access_token()}"}
+            method = "POST"
+        # Without it urllib says form data, and the store would keep that type.
+        headers["Content-Type"] = content_type
+        _request(url, method=method, data=data, headers=headers)
+
+    def get(self, uri: str) -> bytes:
+        scheme, bucket, key = _object_uri(uri)
+        if scheme == "file":
+            try:
+                with open(key, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                raise NotFound(f"no such file: {key}") from None
+            except OSError as exc:
+                raise StoreError(f"reading {key}: {exc}") from None
+        if scheme == "s3":
+            url, headers = self._s3("GET", key, bucket, b"")
+        else:
+            url = (
+                f"{self._gcs_root()}/storage/v1/b/{quote(bucket, safe='')}/o/"
+                f"{quote(key, safe='')}?alt=media"
+            )
+            headers = {"Authorization": f"Bearer {self.gcs._access_token()}"}
+        return _request(url, headers=headers)
+
+
+def _object_uri(uri: str) -> tuple[str, str, str]:
+    """(scheme, bucket, key) of an object URI; a file URI's key is its absolute path."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        if not parts.path.startswith("/"):
+            raise StoreError(f"not an absolute path: {uri}")
+        return "file", "", parts.path
+    key = parts.path.lstrip("/")
+    if parts.scheme not in ("s3", "gs") or not parts.netloc or not key:
+        raise StoreError(f"not an object URI: {uri}")
+    return parts.scheme, parts.netloc, key
 
 
 def put_object(uri: str, data: bytes, env: Mapping[str, str] | None = None) -> None:
-    """Store `data` as the object `uri` names (s3://bucket/key, gs://bucket/key, or
-    file:///path on the local cloud, whose nodes share the machine's folder), with the
-    node's own identity, as text. StoreError when it could not be stored."""
-    parts = urlsplit(uri)
-    key = parts.path.lstrip("/")
-    if parts.scheme == "file":
-        _put_file(parts.path, data)
-        return
-    if parts.scheme not in ("s3", "gs") or not parts.netloc or not key:
-        raise StoreError(f"not an object URI: {uri}")
-    if parts.scheme == "s3":
-        sink = S3Sink(parts.netloc, "", AwsNodeIdentity(env))
-        sink._region = sink._region or sink.identity.region()
-        url = sink._url(key)
-        headers = sigv4_headers(
-            method="PUT",
-            url=url,
-            region=sink._region,
-            service="s3",
-            credentials=sink.identity.credentials(),
-            payload=data,
-        )
-        headers["Content-Type"] = TEXT
-        _request(url, method="PUT", data=data, headers=headers)
-        return
-    gcs = GcsSink(parts.netloc, "", env)
-    emulator = gcs.env.get("STORAGE_EMULATOR_HOST", "").rstrip("/")
-    root = emulator or "https://storage.googleapis.com"
-    url = (
-        f"{root}/upload/storage/v1/b/{quote(parts.netloc, safe='')}/o"
-        f"?uploadType=media&name={quote(key, safe='')}"
-    )
-    headers = {"Authorization": f"Bearer {gcs._access_token()}", "Content-Type": TEXT}
-    _request(url, method="POST", data=data, headers=headers)
-
-
-TEXT = "text/plain; charset=utf-8"
+    """Store `data` as the object `uri` names, as text (a driver log)."""
+    ObjectClient(env).put(uri, data)
 
 
 def _put_file(path: str, data: bytes) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import activity
-from .object_store import put_object
+from .object_store import BINARY, NotFound, ObjectClient
 from .orders import HANDLER_FACTORIES, HeadContext
 from .sshd import Sshd, login_user
 
@@ -93,10 +93,60 @@ class FolderStore:
         os.replace(partial, self.root / MANIFEST)
 
 
-def store_for(location: str) -> FolderStore:
+class BucketStore:
+    """Files kept in the cloud's bucket (`s3://` or `gs://<bucket>/raydeck-files/<id>`),
+    written and read with the node's own identity (object_store.py). Which blobs exist
+    it learns from the manifest it read and what it stored since, so an unchanged file
+    costs no request (and no listing permission); a blob stored twice is the same bytes."""
+
+    def __init__(self, location: str, client: ObjectClient | None = None) -> None:
+        self.location = location.rstrip("/")
+        self.client = client or ObjectClient()
+        self._known: set[str] = set()
+
+    def _blob(self, digest: str) -> str:
+        return f"{self.location}/objects/{digest[:2]}/{digest}"
+
+    def has(self, digest: str) -> bool:
+        return digest in self._known
+
+    def put(self, digest: str, source: Path) -> None:
+        self.client.put(self._blob(digest), source.read_bytes(), content_type=BINARY)
+        self._known.add(digest)
+
+    def get(self, digest: str, target: Path) -> None:
+        target.write_bytes(self.read(digest))
+
+    def read(self, digest: str) -> bytes:
+        return self.client.get(self._blob(digest))
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        try:
+            manifest = dict(json.loads(self.client.get(f"{self.location}/{MANIFEST}")))
+        except NotFound:
+            return None
+        self._known.update(
+            str(entry["sha256"])
+            for entry in manifest.get("files", {}).values()
+            if isinstance(entry, dict) and "sha256" in entry
+        )
+        return manifest
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        data = json.dumps(manifest, sort_keys=True).encode()
+        self.client.put(f"{self.location}/{MANIFEST}", data, content_type=BINARY)
+
+
+Store = FolderStore | BucketStore
+
+
+def store_for(location: str) -> Store:
+    """A folder on the local cloud; the cloud's bucket on AWS and GCP."""
     if location.startswith("/"):
         return FolderStore(Path(location))
-    raise UnsupportedLocation(f"this agent cannot keep files at {location!r} yet")
+    if location.startswith(("s3://", "gs://")):
+        return BucketStore(location)
+    raise UnsupportedLocation(f"this agent cannot keep files at {location!r}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +172,7 @@ class SaveResult:
 class Files:
     """A working directory and where it is kept."""
 
-    def __init__(self, work_dir: Path, store: FolderStore) -> None:
+    def __init__(self, work_dir: Path, store: Store) -> None:
         self.work_dir = work_dir
         self.store = store
         self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha)
@@ -204,7 +254,7 @@ class TooLarge(ValueError):
     """The snapshot is over the working directory's size limit."""
 
 
-def pack(store: FolderStore, limit: int) -> bytes:
+def pack(store: Store, limit: int) -> bytes:
     """The files of the store's manifest as a zip (a job's working directory)."""
     manifest = store.read_manifest() or {}
     files = manifest.get("files", {})
@@ -410,7 +460,9 @@ class WorkspaceHandler:
                 raise ValueError(failed or "the files were never restored")
             data = pack(self._files.store, int(asked.get("max_bytes") or 0))
             digest = hashlib.sha256(data).hexdigest()
-            put_object(f"{str(asked['to']).rstrip('/')}/{digest}.zip", data)
+            ObjectClient().put(
+                f"{str(asked['to']).rstrip('/')}/{digest}.zip", data, content_type="application/zip"
+            )
             with self._lock:
                 packages = self._report.get("packages_added", [])
             result.update(sha256=digest, size=len(data), packages=packages)

@@ -48,6 +48,7 @@ __all__ = [
     "local_boot_script",
     "package_lines",
     "registry_host",
+    "sshd_install_lines",
     "vm_boot_script",
 ]
 
@@ -56,6 +57,8 @@ AGENT_ROOT = "/opt/raydeck"  # mounted read-only into a node's container
 AGENT_INSTALL_DIR = f"{AGENT_ROOT}/agent"
 RAY_INSTALL_DIR = f"{AGENT_ROOT}/ray"
 NODE_DIR = "/var/lib/raydeck"
+# Debian's maintainer scripts ask it whether they may start a service (101: no).
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
 
 
 def _agent_env(boot: BootSpec) -> dict[str, str]:
@@ -379,6 +382,31 @@ def container_lines(boot: BootSpec, login: RegistryLogin | None) -> str:
     )
 
 
+def sshd_install_lines() -> str:
+    """Lines that install OpenSSH's server where the image has none: a workspace's head
+    runs its own sshd on loopback (raydeck_agent/sshd.py). No system sshd may come with
+    it: policy-rc.d forbids starting services while the package installs (removed after
+    unless the image had one), and on a systemd machine its units are disabled and
+    stopped in case they started anyway. A machine with an sshd is left as it is, and
+    one without apt-get too (the agent then says sshd is missing, and the page shows it)."""
+    return (
+        "if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] "
+        "&& command -v apt-get >/dev/null 2>&1; then\n"
+        "  own_policy=\n"
+        f"  if [ ! -e {POLICY_RC_D} ]; then\n"
+        f"    printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod +x {POLICY_RC_D}\n"
+        "    own_policy=1\n"
+        "  fi\n"
+        "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        "openssh-server\n"
+        f'  if [ -n "$own_policy" ]; then rm -f {POLICY_RC_D}; fi\n'
+        "  if command -v systemctl >/dev/null 2>&1; then\n"
+        "    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true\n"
+        "  fi\n"
+        "fi\n"
+    )
+
+
 def vm_boot_script(boot: BootSpec, login: RegistryLogin | None = None) -> str:
     """An AWS or GCP machine: the agent comes from the control plane's package index, into
     a folder of its own: --target leaves the image's Python untouched and is allowed where
@@ -391,7 +419,10 @@ def vm_boot_script(boot: BootSpec, login: RegistryLogin | None = None) -> str:
         f"{package_lines(boot, login if boot.image_uri else None)}{agent_install_command(boot)}\n"
     )
     if not boot.image_uri:
-        return head + setup + _host_python_lines(boot)
+        # A head whose agent runs on the machine runs a workspace's sshd there; in a
+        # container image the image must bring its own.
+        sshd = sshd_install_lines() if boot.head else ""
+        return head + setup + sshd + _host_python_lines(boot)
     setup += container_lines(boot, login)
     done = hashlib.sha256((head + setup).encode()).hexdigest()
     return (

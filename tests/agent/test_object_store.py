@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
 import pytest
@@ -112,7 +112,8 @@ def test_a_failed_upload_is_shipped_again_later(moto_s3: str, tmp_path: Path) ->
 
 
 class FakeGoogle(BaseHTTPRequestHandler):
-    """The GCE metadata server's token endpoint and GCS's media upload, nothing else."""
+    """The GCE metadata server's token endpoint and GCS's media upload and download,
+    nothing else."""
 
     objects: dict[tuple[str, str], bytes]
     tokens_seen: list[str]
@@ -134,8 +135,19 @@ class FakeGoogle(BaseHTTPRequestHandler):
             and self.headers.get("Metadata-Flavor") == "Google"
         ):
             self._answer(200, {"access_token": "ya29.node", "expires_in": 3599})
-        else:
+            return
+        parts = urlsplit(self.path)
+        bucket, _, name = parts.path.removeprefix("/storage/v1/b/").partition("/o/")
+        data = self.objects.get((bucket, unquote(name)))
+        if parse_qs(parts.query).get("alt") != ["media"] or data is None:
             self._answer(404, {"error": "not found"})
+            return
+        self.tokens_seen.append(self.headers.get("Authorization", ""))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self) -> None:
         parts = urlsplit(self.path)

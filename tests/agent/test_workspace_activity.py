@@ -38,7 +38,8 @@ def free_port() -> int:
 def jupyter(tmp_path: Path):
     port = free_port()
     lab = apps.Apps(sys.executable, {"jupyter": port}, tmp_path / "work", tmp_path)
-    assert lab.start(dict(os.environ))  # Jupyter's state goes to tmp_path (apps.py)
+    # Jupyter's state goes to the node's folder (apps.py), never under $HOME.
+    assert lab.start({**os.environ, "HOME": str(tmp_path / "home")})
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -53,8 +54,8 @@ def jupyter(tmp_path: Path):
     lab.stop()
 
 
-def post(port: int, path: str, body: dict) -> dict:
-    """A POST as JupyterLab's page sends it: with the _xsrf cookie it was given."""
+def post(port: int, path: str, body: dict, method: str = "POST") -> dict:
+    """A POST (or PUT) as JupyterLab's page sends it: with the _xsrf cookie it was given."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.open(f"http://127.0.0.1:{port}/jupyter/lab", timeout=30).read()
@@ -62,7 +63,7 @@ def post(port: int, path: str, body: dict) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/jupyter/{path}",
         data=json.dumps(body).encode(),
-        method="POST",
+        method=method,
         headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"},
     )
     with opener.open(request, timeout=60) as response:
@@ -98,3 +99,18 @@ def test_kernels_and_terminals_count_as_use_and_are_named(jupyter: int, tmp_path
     )
     _, touches = report_reasons(head, now + timedelta(seconds=5))
     assert {"Jupyter kernel active", "Jupyter terminal used"} <= set(touches)
+
+
+def test_jupyters_state_stays_in_the_nodes_folder_not_home(jupyter: int, tmp_path) -> None:
+    """Heads of the local cloud share one machine and one $HOME: a kernel, a terminal
+    and a saved notebook (signed in Jupyter's trust database) write nothing there."""
+    post(jupyter, "api/kernels", {"name": "python3"})
+    post(jupyter, "api/terminals", {})
+    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    post(jupyter, "api/contents/a.ipynb", {"type": "notebook", "content": notebook}, "PUT")
+    assert (tmp_path / "work" / "a.ipynb").is_file()
+    state = tmp_path / "jupyter-state"
+    assert (state / "data" / "nbsignatures.db").is_file()
+    home = tmp_path / "home"
+    left = sorted(str(p.relative_to(home)) for p in home.rglob("*")) if home.exists() else []
+    assert not [p for p in left if "jupyter" in p or "ipython" in p], left

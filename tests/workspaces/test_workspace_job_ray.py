@@ -6,10 +6,11 @@ No stand-ins.
 The image is a Python environment of this test's own (a venv that sees this project's
 packages), so `pip install` on the head changes it and nothing else. One workspace
 serves every check: sync says what is missing (not running, no key), pushes a folder
-and pulls one back, sessions start in the working directory; a tiny wheel made here is
-pip-installed on the head; `raydeck workspaces job` packs the files; the wheel is then
-removed from the image, so the job's cluster has it only if the job carries it; the
-job's driver log shows the synced file and the package.
+and pulls one back (with rsync, then with tar on a laptop without rsync), sessions
+start in the working directory; a tiny wheel made here is pip-installed on the head;
+`raydeck workspaces job` packs the files; the wheel is then removed from the image, so
+the job's cluster has it only if the job carries it; the job's driver log shows the
+synced file and the package.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import site
 import subprocess
 import sys
@@ -133,8 +135,8 @@ def test_a_job_from_a_workspace_sees_its_files_and_packages_and_sync_moves_files
     )
     services.workspace_start(workspace=workspace, actor=user)
 
-    def raydeck(*args: str) -> subprocess.CompletedProcess[str]:
-        return cli(*args, RAYDECK_TOKEN=token, RAYDECK_ORG="wsjob")
+    def raydeck(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return cli(*args, RAYDECK_TOKEN=token, RAYDECK_ORG="wsjob", **env)
 
     laptop = tmp_path / "laptop"
     laptop.mkdir()
@@ -168,6 +170,32 @@ def test_a_job_from_a_workspace_sees_its_files_and_packages_and_sync_moves_files
         pulled = raydeck("workspaces", "sync", "ws", str(back), "--down", "-i", str(key))
         assert pulled.returncode == 0, pulled.stderr
         assert (back / "results" / "scores.csv").read_text() == "epoch,score\n1,0.93\n"
+
+        # Without rsync on the laptop, tar carries it, both ways, deleting nothing on the
+        # receiving side (the head's own results stay; so does the laptop's own file).
+        laptop_tools = tmp_path / "laptop-bin"
+        laptop_tools.mkdir()
+        for tool in ("ssh", "tar"):
+            (laptop_tools / tool).symlink_to(shutil.which(tool) or tool)
+        without_rsync = {"PATH": str(laptop_tools)}
+        assert shutil.which("rsync", path=without_rsync["PATH"]) is None
+        data = bytes(range(256)) * 64
+        (laptop / "more").mkdir()
+        (laptop / "more" / "data.bin").write_bytes(data)
+        (laptop / "__pycache__").mkdir()
+        (laptop / "__pycache__" / "x.pyc").write_bytes(b"\0")
+        tarred = raydeck("workspaces", "sync", "ws", str(laptop), "-i", str(key), **without_rsync)
+        assert tarred.returncode == 0, tarred.stderr
+        assert (work / "more" / "data.bin").read_bytes() == data
+        assert (work / "results" / "scores.csv").is_file() and not (work / "__pycache__").exists()
+        (work / "results" / "later.txt").write_text("made on the head\n")
+        (back / "mine.txt").write_text("only on the laptop\n")
+        args = ("workspaces", "sync", "ws", str(back), "--down", "-i", str(key))
+        untarred = raydeck(*args, **without_rsync)
+        assert untarred.returncode == 0, untarred.stderr
+        assert (back / "results" / "later.txt").read_text() == "made on the head\n"
+        assert (back / "more" / "data.bin").read_bytes() == data
+        assert (back / "mine.txt").read_text() == "only on the laptop\n"
 
         # A package installed in the workspace; then the job, packed from it.
         pip(python, "install", str(tiny_wheel(tmp_path)))

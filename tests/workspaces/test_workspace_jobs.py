@@ -19,6 +19,7 @@ from tests.api.conftest import as_role, assert_error
 from tests.conftest import Tenant, client_for
 from tests.workspaces.test_workspaces import alpha, cluster_becomes, report, started  # noqa: F401
 from workloads.jobs.models import Job
+from workloads.models import WorkingDir
 from workloads.workspaces import live, services
 from workloads.workspaces.models import Workspace
 
@@ -118,7 +119,7 @@ def test_the_page_offers_the_button_and_shows_refusals_on_the_form(
     client = client_for(alpha.member)
     slug = alpha.org.slug
     stopped = client.get(reverse("workspace_job", args=[slug, alpha.workspace.pk]))
-    assert b"start it first" in stopped.content
+    assert b"has no saved files yet: start it" in stopped.content
     workspace = running(alpha, django_capture_on_commit_callbacks)
     detail = client.get(reverse("workspace_detail", args=[slug, workspace.pk]))
     url = reverse("workspace_job", args=[slug, workspace.pk])
@@ -142,3 +143,38 @@ def test_the_cli_lists_job_and_sync_but_not_the_tunnel_ssh_runs() -> None:
     listed = parser._subparsers._group_actions[0].choices["workspaces"].format_help()
     assert " job " in listed and " sync " in listed and "tunnel" not in listed
     assert parser.parse_args(["workspaces", "tunnel", "lab"]).workspace == "lab"  # still there
+
+
+@pytest.mark.parametrize("state", ["stopped", "starting", "stopping", "failed"])
+def test_a_job_from_a_workspace_that_is_not_running_is_refused_and_nothing_is_made(
+    alpha,  # noqa: F811
+    django_capture_on_commit_callbacks,
+    monkeypatch,
+    state: str,
+) -> None:
+    """Only a running head packs the files: from any other state the API and the page
+    say what to do, no head is asked, and no job, working dir or audit event appears."""
+    workspace = running(alpha, django_capture_on_commit_callbacks)
+    # It has worked before (saved files): only its state stands in the way.
+    Workspace.objects.filter(pk=workspace.pk).update(state=state, files_saved_at=timezone.now())
+    asked: list[int] = []
+    monkeypatch.setattr(live, "ask_snapshot", lambda cluster_id: asked.append(cluster_id) or "t")
+    api, client = as_role(alpha, OrgRole.MEMBER), client_for(alpha.member)  # a login is audited
+    jobs, dirs = Job.objects.count(), WorkingDir.objects.count()
+    events = set(AuditEvent.objects.values_list("pk", flat=True))
+    advice = "create the job once it runs" if state == "starting" else "start it first"
+
+    url = f"/orgs/{alpha.org.slug}/workspaces/{workspace.uuid}/jobs"
+    answer = api.post(url, {"entrypoint": "python train.py"})
+    assert_error(answer, 422, "validation_error")
+    said = answer.body["error"]["details"]["workspace"][0]
+    assert f"is {state}" in said and advice in said
+
+    page = reverse("workspace_job", args=[alpha.org.slug, workspace.pk])
+    for response in (client.get(page), client.post(page, {"entrypoint": "python train.py"})):
+        assert response.status_code == 200
+        assert said.encode() in response.content and b"Submit job" not in response.content
+
+    assert asked == []
+    assert (Job.objects.count(), WorkingDir.objects.count()) == (jobs, dirs)
+    assert [e.verb for e in AuditEvent.objects.exclude(pk__in=events)] == []

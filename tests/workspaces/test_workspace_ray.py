@@ -67,7 +67,8 @@ def follow(workspace: Workspace, until: set[str], seconds: float) -> Workspace:
 
 
 def head_work_dir(cluster: Cluster) -> Path:
-    head = Node.objects.get(cluster=cluster, role=NodeRole.HEAD)
+    # The live head: on a loaded machine a head may be lost and replaced (a second row).
+    head = Node.objects.live().get(cluster=cluster, role=NodeRole.HEAD)
     return local_root(cluster.cloud) / str(head.uuid) / "work"
 
 

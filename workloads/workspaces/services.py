@@ -230,9 +230,10 @@ def workspace_job_create(
     }
     with transaction.atomic():  # its checks lock the choice's rows; released at once
         job_definition(**arguments)
-    if workspace.state != WorkspaceState.RUNNING or workspace.cluster_id is None:
-        raise ValidationError({"workspace": _why_no_snapshot(workspace)})
-    packed = _snapshot(workspace, workspace.cluster_id)
+    cluster_id = workspace.cluster_id
+    if (refusal := why_no_job(workspace)) or cluster_id is None:
+        raise ValidationError({"workspace": refusal})
+    packed = _snapshot(workspace, cluster_id)
     working_dir = working_dir_packed(
         project=workspace.project,
         cloud=workspace.cloud,
@@ -251,7 +252,11 @@ def workspace_job_create(
     return job
 
 
-def _why_no_snapshot(workspace: Workspace) -> str:
+def why_no_job(workspace: Workspace) -> str:
+    """Why no job can be made from the workspace now ("" when one can): only a running
+    head packs its files. The page shows it instead of the form."""
+    if workspace.state == WorkspaceState.RUNNING and workspace.cluster_id is not None:
+        return ""
     if workspace.state == WorkspaceState.STOPPED and workspace.files_saved_at is None:
         return (
             f"The workspace {workspace.name} has no saved files yet: start it, work in it, "
@@ -260,8 +265,8 @@ def _why_no_snapshot(workspace: Workspace) -> str:
     if workspace.state == WorkspaceState.STARTING:
         return f"The workspace {workspace.name} is starting: create the job once it runs."
     return (
-        f"The workspace {workspace.name} is {workspace.state}: start it, and its head packs "
-        "its files for the job as they are."
+        f"The workspace {workspace.name} is {workspace.state}: start it first; its running "
+        "head packs its files for the job as they are."
     )
 
 

@@ -28,6 +28,7 @@ from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
 from .forms import SshKeyForm, WorkspaceCreateForm, WorkspaceJobForm
 from .models import SshKey, Workspace
 from .services import (
+    why_no_job,
     workspace_create,
     workspace_delete,
     workspace_job_create,
@@ -204,7 +205,10 @@ class WorkspaceJobView(WorkspaceObjectView):
     template = "workspaces/workspace_job.html"
 
     def get(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
-        return self.render(self.template, {"form": WorkspaceJobForm()})
+        return self.render(self.template, self._context(WorkspaceJobForm()))
+
+    def _context(self, form: WorkspaceJobForm) -> dict[str, Any]:
+        return {"form": form, "refusal": why_no_job(self.workspace)}
 
     def post(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
         form = WorkspaceJobForm(request.POST)
@@ -224,7 +228,7 @@ class WorkspaceJobView(WorkspaceObjectView):
                     reverse("job_detail", args=[org_slug, job.pk]),
                     f"Job {job.name} submitted with the files of {self.workspace.name}.",
                 )
-        return self.render(self.template, {"form": form})
+        return self.render(self.template, self._context(form))
 
 
 class WorkspaceOpenView(WorkspaceObjectView):
