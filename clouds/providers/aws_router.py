@@ -186,9 +186,7 @@ class AwsRouter:
         service_id = router_service_id(ref)
         with self._errors("elasticloadbalancing"):
             elb = self.provider._client("elbv2")
-            group = self._target_groups(elb, service_id).get(
-                target_group_name(service_id, backend)
-            )
+            group = self._target_groups(elb, service_id).get(target_group_name(service_id, backend))
             if group is None:
                 return 0
             health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])

@@ -262,7 +262,9 @@ class GcpRouter:
             service.description != drain
             or service.protocol != wanted.protocol  # HTTP before TLS to the head
             or not _same_links(service.health_checks, wanted.health_checks)
-            or not _same_links([b.group for b in service.backends], [b.group for b in wanted.backends])
+            or not _same_links(
+                [b.group for b in service.backends], [b.group for b in wanted.backends]
+            )
         ):
             wanted.fingerprint = service.fingerprint
             self._apply(

@@ -186,9 +186,7 @@ def test_create_reweight_drain_remove(
     assert account.targets("v1") == [("10.0.1.1", 8000)]
     assert account.node_ports() == {8000}  # the nodes let the load balancer in
     # The hop to the head is TLS too (its serve gate), health checks included.
-    assert account.protocols() == {
-        aws_router.target_group_name(SERVICE, "v1"): ("HTTPS", "HTTPS")
-    }
+    assert account.protocols() == {aws_router.target_group_name(SERVICE, "v1"): ("HTTPS", "HTTPS")}
 
     router.set_backends(ref=endpoint.ref, backends=_backends(v1=90, v2=10))
     assert account.weights() == {"v1": 90, "v2": 10}
