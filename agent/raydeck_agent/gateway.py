@@ -269,7 +269,7 @@ class LoopServer:
         if self.tls is not None:
             self.tls.forget(self.reload_certificate)
         loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if loop is None or thread is None or loop.is_closed():  # never started, or stopped
             return
         with contextlib.suppress(RuntimeError):  # the loop already ended
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
