@@ -435,6 +435,10 @@ def _plain_http_versions(account: Account, **weights: int) -> None:
             TargetType="ip",
             HealthCheckProtocol="HTTP",
             HealthCheckPath=aws_router.HEALTH_PATH,
+            Tags=[
+                {"Key": TAG_CLOUD, "Value": str(_cloud())},
+                {"Key": aws_router.TAG_SERVICE, "Value": str(SERVICE)},
+            ],
         )["TargetGroups"][0]
         account.elb.register_targets(
             TargetGroupArn=group["TargetGroupArn"],
