@@ -5,12 +5,8 @@ REDIS_URL are set."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -744,31 +740,6 @@ def test_the_declared_routes_are_the_routers_own() -> None:
     paste = "\n".join(f'    ("{route}", "{name}"),' for route, name in built)
     assert list(urls.ROUTES) == built, f"console/api/urls.py ROUTES should read:\n{paste}"
     assert (urls.APP_NAME, urls.NAMESPACE) == (endpoints.APP_NAME, endpoints.NAMESPACE)
-
-
-def test_a_web_process_starts_without_the_api_and_still_reverses_its_urls(
-    tmp_path: Path,
-) -> None:
-    """ninja and pydantic's models were a third of a cold start: the web process loads
-    the API with its first request (benchmarks/README.md, "Cold start to /healthz")."""
-    script = (
-        "import sys, console.wsgi\n"
-        "from django.urls import reverse\n"
-        "print(reverse('api-v1:cluster_list', kwargs={'org': 'acme'}))\n"
-        "print(sorted(m for m in ('ninja', 'pydantic') if m in sys.modules))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RAYDECK_"))}
-    env.update(DJANGO_SETTINGS_MODULE="console.settings.local", RAYDECK_VAR_DIR=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.splitlines() == ["/api/v1/orgs/acme/clusters", "[]"]
 
 
 def test_the_reference_page_uses_only_vendored_assets() -> None:
