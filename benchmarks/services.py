@@ -1,6 +1,6 @@
-"""Services on the local cloud: a Ray Serve app under 100 requests/s through a whole
-rolling upgrade (v1 -> v2, canary steps 10 -> 50 -> 100), then a version that fails
-health (its replicas cannot start) rolled back, with the traffic still flowing.
+"""Services on the local cloud: a Ray Serve app under 100 requests/s through two whole
+rolling upgrades (v1 -> v2 -> v3, canary steps 10 -> 50 -> 100), then a version that
+fails health (its replicas cannot start) rolled back, with the traffic still flowing.
 
 Run by hand:  .venv/bin/python benchmarks/services.py [--rate 100] [--step-seconds 10]
 
@@ -12,14 +12,15 @@ settings, Debian's HAProxy as the router, real Ray Serve on the local cloud. A d
 a pool of threads, recording each request's outcome and latency by phase:
 
   before   v1 serves alone (20 s);
-  during   from the deploy of v2 until v1's version is stopped (drained);
-  after    v2 serves alone (20 s);
-  bad      from the deploy of the broken v3 until it is rolled back.
+  during   from the deploy of v2 until v1's version is stopped (drained), and the same
+           for v3 replacing v2;
+  after    v2 serves alone (20 s), and v3 (20 s);
+  bad      from the deploy of the broken v4 until it is rolled back.
 
 Everything is removed at the end, also on error or Ctrl-C. The LAST line holds the figures:
 
   requests=... failed=... p99_before_ms=... p99_during_ms=... p99_after_ms=...
-  upgrade_s=... bad_requests=... bad_failed=... bad_rolled_back=... ok=...
+  upgrade_s=<the slower upgrade> bad_requests=... bad_failed=... bad_rolled_back=... ok=...
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ APPS_DIR = ROOT / "tests" / "serve" / "apps"
 START_TIMEOUT_S = 300
 HOLD_S = 20
 MIN_REQUESTS = 3000
+ROLLED_BACK_STATES = ("failed", "stopped")
 
 
 def p99(latencies: list[float]) -> float:
@@ -114,7 +116,8 @@ def kill_routers(tmp: Path) -> None:
 
 
 def drive(rate: float, step_seconds: int) -> None:
-    """Deploy v1, upgrade to v2 and try a broken v3 under load; print one RESULT line."""
+    """Deploy v1, upgrade to v2 then v3 and try a broken v4 under load; print one RESULT
+    line."""
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -167,34 +170,40 @@ def drive(rate: float, step_seconds: int) -> None:
     load = Load(url, token, rate)
     load.thread.start()
     time.sleep(HOLD_S)
-    load.phase = "during"
-    v2 = deploy.service_deploy(
-        project=project, actor=user, name="bench", serve_config=config("v2")
-    ).version
-    v1 = service.versions.get(number=1)
-    upgrade_s = wait(
-        "v1 to be replaced",
-        lambda: ServiceVersion.objects.get(pk=v1.pk).state == "stopped",
-        START_TIMEOUT_S + 10 * step_seconds,
-    )
-    log(f"v2 took over in {upgrade_s:.0f} s")
-    load.phase = "after"
-    time.sleep(HOLD_S)
+    upgrades_s = []
+    serving = service.versions.get(number=1)
+    for name in ("v2", "v3"):
+        load.phase = "during"
+        new = deploy.service_deploy(
+            project=project, actor=user, name="bench", serve_config=config(name)
+        ).version
+        old = serving
+        upgrades_s.append(
+            wait(
+                f"v{old.number} to be replaced",
+                lambda old=old: ServiceVersion.objects.get(pk=old.pk).state == "stopped",
+                START_TIMEOUT_S + 10 * step_seconds,
+            )
+        )
+        log(f"{name} took over in {upgrades_s[-1]:.0f} s")
+        serving = new
+        load.phase = "after"
+        time.sleep(HOLD_S)
     load.phase = "bad"
-    v3 = deploy.service_deploy(
-        project=project, actor=user, name="bench", serve_config=config("v3", crash=True)
+    broken = deploy.service_deploy(
+        project=project, actor=user, name="bench", serve_config=config("v4", crash=True)
     ).version
     wait(
-        "v3 to be rolled back",
-        lambda: ServiceVersion.objects.get(pk=v3.pk).state in ("failed", "stopped", "unhealthy"),
+        "v4 to be rolled back",
+        lambda: ServiceVersion.objects.get(pk=broken.pk).state in ROLLED_BACK_STATES,
         START_TIMEOUT_S,
     )
     time.sleep(2)
     load.phase = "end"
     load.stop()
-    v2.refresh_from_db()
-    v3.refresh_from_db()
-    reason = v3.state_reason
+    serving.refresh_from_db()
+    broken.refresh_from_db()
+    reason = broken.state_reason
     deploy.service_terminate(service=service, actor=user)
     wait(
         "the service to terminate",
@@ -220,11 +229,11 @@ def drive(rate: float, step_seconds: int) -> None:
         "p99_before_ms": round(p99([r[2] for r in load.of("before")]), 1),
         "p99_during_ms": round(p99([r[2] for r in load.of("during")]), 1),
         "p99_after_ms": round(p99([r[2] for r in load.of("after")]), 1),
-        "upgrade_s": round(upgrade_s, 1),
-        "v2_weight": v2.weight,
+        "upgrade_s": round(max(upgrades_s), 1),
+        "v3_weight": serving.weight,
         "bad_requests": len(bad),
         "bad_failed": sum(not r[1] for r in bad),
-        "bad_rolled_back": v3.state in ("failed", "stopped"),
+        "bad_rolled_back": broken.state in ROLLED_BACK_STATES,
         "bad_reason": reason,
         "failures": failures,
     }
@@ -290,7 +299,7 @@ def main() -> int:
             lambda _: shutil.rmtree(tmp, ignore_errors=True),
         )
     assert result is not None
-    log(f"failures by kind: {result.pop('failures')}; v3: {result.pop('bad_reason')}")
+    log(f"failures by kind: {result.pop('failures')}; v4: {result.pop('bad_reason')}")
     ok = (
         result["failed"] == 0
         and result["requests"] >= MIN_REQUESTS

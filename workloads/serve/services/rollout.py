@@ -7,8 +7,11 @@ A pass reads the heads' reports (live.py), then, in order:
    on their cluster; failed when the cluster or the config fails, or they take too long);
 3. moves traffic: the first healthy version takes 100 %; a newer healthy version takes
    the canary steps (default 10 → 50 → 100), each held for `step_seconds` while its error
-   rate and p99 latency are compared with the serving version's; a bad figure, or an
-   application that turns unhealthy, rolls it back, with an event that says why;
+   rate and p99 latency are compared with the serving version's, and, while the service
+   has traffic, until the new version's head has reported enough requests to judge it
+   (its counters lag by seconds: a step that passed on time alone could promote a
+   version whose errors had not arrived yet); a bad figure, figures that never come, or
+   an application that turns unhealthy, roll it back, with an event that says why;
 4. drains what no longer takes traffic (weight 0, in-flight requests finish), then stops
    it and terminates its cluster;
 5. tells the router the weights the rows now say.
@@ -28,6 +31,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -51,6 +55,13 @@ DRAIN_TIMEOUT_SECONDS = 60  # in-flight requests get this long to finish
 MIN_DRAIN_SECONDS = 3  # the router has taken the version out before its cluster goes
 REPORT_FRESH_SECONDS = 30  # an older head report says nothing about health
 MIN_REQUESTS = 10  # fewer requests than this in a step prove nothing either way
+# A service whose serving version had fewer than MIN_REQUESTS in this window is quiet: a
+# new version could wait for ever for figures, so its steps pass on time alone. It is
+# longer than a head's counters lag behind (Ray exports them every few seconds).
+QUIET_WINDOW_SECONDS = 60
+# A step of a busy service waits for the new version's figures at most this long past its
+# hold, then rolls it back: a version that cannot be judged is given no more traffic.
+EVIDENCE_WAIT_SECONDS = 300
 LATENCY_ALLOWANCE_MS = 50.0  # p99s closer than this are the same
 ACTIVE_POLL_SECONDS = 2  # while something moves
 IDLE_POLL_SECONDS = 15  # while one version serves everything
@@ -62,6 +73,9 @@ FAILED_APP_STATES = {"DEPLOY_FAILED", "UNHEALTHY"}
 class Verdict:
     bad: bool
     reason: str = ""
+    # Why the step cannot be judged yet (too few of the new version's requests reported
+    # while the service is busy); "" once it can, or when the service is quiet.
+    waiting: str = ""
 
 
 def _head(version: ServiceVersion) -> tuple[str, int, str] | None:
@@ -171,7 +185,14 @@ def compare(service: Service, new: ServiceVersion, old: ServiceVersion, start: f
         return Verdict(False)
     fresh = metrics.since(live.samples(new.cluster_id), start)
     if fresh is None or fresh.requests < MIN_REQUESTS:
-        return Verdict(False)
+        if _quiet(old):
+            return Verdict(False)
+        served = fresh.requests if fresh else 0
+        return Verdict(
+            False,
+            waiting=f"v{new.number} has reported {served:.0f} of the {MIN_REQUESTS} "
+            "requests a step needs to judge it",
+        )
     base = metrics.since(live.samples(old.cluster_id), start) if old.cluster_id else None
     base_rate = base.error_rate if base and base.requests >= MIN_REQUESTS else 0.0
     if fresh.error_rate > service.max_error_rate and fresh.error_rate > base_rate * 2:
@@ -194,6 +215,14 @@ def compare(service: Service, new: ServiceVersion, old: ServiceVersion, start: f
             f"{base.p99_ms:.0f} ms (the limit is {service.max_latency_ratio:g} times).",
         )
     return Verdict(False)
+
+
+def _quiet(version: ServiceVersion) -> bool:
+    """Whether the version served too few requests of late to judge a newcomer against."""
+    if version.cluster_id is None:
+        return True
+    recent = metrics.since(live.samples(version.cluster_id), time.time() - QUIET_WINDOW_SECONDS)
+    return recent is None or recent.requests < MIN_REQUESTS
 
 
 def abort_rollout(service: Service, candidate: ServiceVersion, reason: str, *, level: str) -> None:
@@ -298,7 +327,20 @@ def _move_traffic(service_id: int) -> bool:
                 _set_step_weights(service, current, candidate, service.pinned_weight)
             return True
         held = (now - started).total_seconds()
-        if held < service.step_seconds:
+        if verdict.waiting and held >= service.step_seconds:
+            # A step passes on figures, not on time: its errors may not have arrived yet.
+            if held > service.step_seconds + EVIDENCE_WAIT_SECONDS:
+                abort_rollout(
+                    service,
+                    candidate,
+                    f"{verdict.waiting}, {held:.0f} s into the step at {candidate.weight}% "
+                    f"while v{current.number} serves traffic: a version whose figures do "
+                    "not arrive is given no more.",
+                    level=EventLevel.ERROR,
+                )
+                return True
+            _note_waiting(service, candidate, started, verdict.waiting)
+        if held < service.step_seconds or verdict.waiting:
             if candidate.weight != steps[service.rollout_step]:  # unpinned: back on plan
                 _set_step_weights(service, current, candidate, steps[service.rollout_step])
             return True
@@ -343,6 +385,19 @@ def _move_traffic(service_id: int) -> bool:
         )
         transaction.on_commit(live.orders_changed)
         return True
+
+
+def _note_waiting(
+    service: Service, candidate: ServiceVersion, started: datetime, waiting: str
+) -> None:
+    """One event per step that outlasts its hold for want of figures."""
+    if not service.events.filter(step="traffic held", created_at__gte=started).exists():
+        record_event(
+            service,
+            "traffic held",
+            f"{waiting}: v{candidate.number} stays at {candidate.weight}% until they arrive.",
+            version=candidate,
+        )
 
 
 def _set_step_weights(
