@@ -1,5 +1,5 @@
 """What a web process leaves for later (benchmarks/README.md, "Cold start to /healthz"):
-ninja and pydantic's models load with the API's first request, the Celery app with the
+ninja and pydantic (its core too) load with the API's first answer, the Celery app with the
 first task sent. Its URLs still reverse, and that first task still goes to the
 installation's broker with Raydeck's stamps, not to Celery's default one."""
 
@@ -18,7 +18,7 @@ import sys, threading
 import console.wsgi
 from django.urls import reverse
 def loaded():
-    return sorted(m for m in ("ninja", "pydantic", "console.celery") if m in sys.modules)
+    return sorted(m for m in ("ninja", "pydantic", "pydantic_core", "console.celery") if m in sys.modules)
 print(loaded())
 print(reverse("api-v1:cluster_list", kwargs={"org": "acme"}))
 from clusters.tasks import sweep_clusters
