@@ -17,8 +17,9 @@ SCRIPT = """
 import sys, threading
 import console.wsgi
 from django.urls import reverse
+LATER = ("ninja", "pydantic", "pydantic_core", "console.celery")
 def loaded():
-    return sorted(m for m in ("ninja", "pydantic", "pydantic_core", "console.celery") if m in sys.modules)
+    return sorted(m for m in LATER if m in sys.modules)
 print(loaded())
 print(reverse("api-v1:cluster_list", kwargs={"org": "acme"}))
 from clusters.tasks import sweep_clusters
