@@ -250,6 +250,7 @@ class Node:
                         report_soon=self.report_soon,
                         serve_app=self._serve_app,
                         shared_machine=self.config.shared_machine,
+                        tls=self.tls,
                     )
                 )
             outcome = self._loop()
@@ -398,6 +399,7 @@ class Node:
         self.interval = clamp_interval(answer.get("heartbeat_interval"), self.interval)
         if self.gateway is not None:
             self.gateway.policy.update(answer.get("access"))
+        if self.ray.is_head:
             self._renew_certificate(answer.get("access"))
         deadman_seconds = seconds_or_none(answer.get("deadman_seconds"))
         if deadman_seconds is not None:
@@ -424,14 +426,11 @@ class Node:
         return None
 
     def _renew_certificate(self, access: Any) -> None:
+        """Every server speaking TLS with the head's certificate (the gateway, the serve
+        gate) serves a renewed one from its next handshake on."""
         renewed = access.get("certificate") if isinstance(access, dict) else None
-        if self.gateway is None or not isinstance(renewed, str):
-            return
-        if self.tls.save_certificate(renewed):
-            try:
-                self.gateway.reload_certificate()
-            except Exception:  # the old certificate keeps being served; the next renewal retries
-                logger.exception("could not load the renewed gateway certificate")
+        if isinstance(renewed, str):
+            self.tls.renew(renewed)
 
     # -- the dead-man's switch ----------------------------------------------------
 

@@ -218,15 +218,18 @@ class Sessions:
 
 class LoopServer:
     """An aiohttp server on its own asyncio loop in a daemon thread, with a client for
-    its upstreams (the gateway, and the serve token gate of serve_gate.py)."""
+    its upstreams (the gateway, and the serve token gate of serve_gate.py). With `tls`
+    it speaks HTTPS only, with the node's certificate, and serves a renewed one from the
+    next handshake on (NodeTLS.renew)."""
 
     what = "the access gateway"  # for log lines and errors
     thread_name = "raydeck-gateway"
-    _ssl: ssl.SSLContext | None = None
 
-    def __init__(self, *, host: str, port: int) -> None:
+    def __init__(self, *, host: str, port: int, tls: NodeTLS | None = None) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        self._ssl: ssl.SSLContext | None = tls.server_context() if tls is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -244,11 +247,29 @@ class LoopServer:
             raise RuntimeError(f"{self.what} did not start in time")
         if self._error is not None:
             raise RuntimeError(f"{self.what} could not start: {self._error}")
+        if self.tls is not None:
+            self.tls.on_renewal(self.reload_certificate)
         logger.info("%s listening on %s:%d", self.what, self.host, self.port)
 
+    def reload_certificate(self, timeout: float = 5.0) -> None:
+        """Serve the certificate now in the node's files (a renewal) from the next
+        handshake on; open connections keep theirs. Loaded on the server's own loop, so
+        no handshake reads the context while it changes."""
+        loop, context, tls = self._loop, self._ssl, self.tls
+        if loop is None or context is None or tls is None:
+            return
+
+        async def load() -> None:
+            tls.load(context)
+
+        asyncio.run_coroutine_threadsafe(load(), loop).result(timeout)
+        logger.info("%s: serving the renewed certificate", self.what)
+
     def stop(self, timeout: float = 5.0) -> None:
+        if self.tls is not None:
+            self.tls.forget(self.reload_certificate)
         loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if loop is None or thread is None or loop.is_closed():  # never started, or stopped
             return
         with contextlib.suppress(RuntimeError):  # the loop already ended
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
@@ -309,12 +330,10 @@ class Gateway(LoopServer):
         tls: NodeTLS,
         ray_token: str | None = None,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, tls=tls)
         self.policy = policy
         self.upstreams = dict(upstreams)
-        self.tls = tls
         self.ray_token = ray_token  # added to what the dashboard gets (Ray's token auth)
-        self._ssl = tls.server_context()
         self.sessions = Sessions()
         self.cookie_name = COOKIE_PREFIX + policy.cluster_id.replace("-", "")
         self._used_link_tokens: dict[str, float] = {}  # jti -> exp: links work once
@@ -325,19 +344,6 @@ class Gateway(LoopServer):
         self.upstreams[app] = port
 
     # -- life -------------------------------------------------------------------------
-
-    def reload_certificate(self, timeout: float = 5.0) -> None:
-        """Serve the certificate now in the node's files (a renewal) from the next
-        handshake on; open connections keep theirs."""
-        loop = self._loop
-        if loop is None:
-            return
-
-        async def load() -> None:
-            self.tls.load(self._ssl)
-
-        asyncio.run_coroutine_threadsafe(load(), loop).result(timeout)
-        logger.info("access gateway: serving the renewed certificate")
 
     # -- requests ---------------------------------------------------------------------
 

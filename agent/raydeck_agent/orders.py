@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .serve import serve_handler
+from .tls import NodeTLS
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class HeadContext:
     # behind the access gateway.
     serve_app: Callable[[str, int], None] = field(default=lambda app, port: None)
     shared_machine: bool = False  # several nodes on this machine: pick free ports
+    # The head's key and certificate (tls.py), for a handler's own TLS server (the serve
+    # gate); renewals reach every server started with it.
+    tls: NodeTLS | None = None
 
 
 class OrderHandler(Protocol):

@@ -146,10 +146,16 @@ class ServeHandler:
     def _gated(self, hashes: list[Any]) -> None:
         """Start the gate on the first orders that carry token hashes; admit these."""
         if self._gate is None:
+            tls = self.context.tls
+            if tls is None or not tls.has_certificate():
+                # Never plain HTTP: the load balancer's HTTPS health check fails and the
+                # version shows unhealthy rather than serving unencrypted.
+                raise RuntimeError("the serve gate needs the head's certificate, which it lacks")
             gate = ServeGate(
                 host="0.0.0.0",  # noqa: S104 - where the load balancer reaches the head
                 port=self.serve_port or 8000,
                 upstream=self._upstream_port(),
+                tls=tls,
             )
             gate.set_hashes(hashes)
             gate.start()  # raises when the port is taken: the next orders try again

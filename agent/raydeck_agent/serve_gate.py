@@ -10,9 +10,12 @@ back; any other gets 401, the same refusal as the local cloud's HAProxy, and nev
 reaches Ray. Serve's health path is let through without a token: the load balancer's
 health checks carry none and it reveals nothing.
 
-Plain HTTP: users reach the load balancer over HTTPS, and only the load balancer reaches
-this port, inside the cloud's network (its firewall lets in the router alone). Runs its
-own asyncio loop (aiohttp) in a daemon thread.
+HTTPS only (TLS 1.2+), with the head's own certificate, the gateway's (tls.py), renewed
+in place by heartbeats: the load balancer's hop to the head is encrypted too, as every
+channel is (DESIGN.md), though only the load balancer reaches this port (the nodes'
+firewall lets in the router alone). The load balancers do not check it against the
+installation's CA (neither an ALB nor a URL map can), so it is there to encrypt. Runs
+its own asyncio loop (aiohttp) in a daemon thread.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from .gateway import HOP_BY_HOP, LoopServer, relay
+from .tls import NodeTLS
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +40,14 @@ def token_hash(token: str) -> str:
 
 
 class ServeGate(LoopServer):
-    """Checks query tokens on `host:port` and forwards to Serve on loopback `upstream`."""
+    """Checks query tokens on `host:port` (HTTPS with the head's certificate) and
+    forwards to Serve on loopback `upstream`."""
 
     what = "the serve gate"
     thread_name = "raydeck-serve-gate"
 
-    def __init__(self, *, host: str, port: int, upstream: int) -> None:
-        super().__init__(host=host, port=port)
+    def __init__(self, *, host: str, port: int, upstream: int, tls: NodeTLS) -> None:
+        super().__init__(host=host, port=port, tls=tls)
         self.upstream = upstream
         self._hashes: frozenset[str] = frozenset()
 

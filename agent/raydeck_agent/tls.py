@@ -3,8 +3,10 @@ certificate the control plane signs (and renews in heartbeat answers).
 
 The private key is made here and never leaves the node: it is written to the node's
 folder (mode 0600) and only its CSR is sent. The certificate (leaf, then the CA's chain)
-is kept beside it; the gateway loads both, and loads them again when a renewal arrives,
-without a restart. TLS 1.2 is the minimum, with forward-secret AEAD ciphers only.
+is kept beside it; every server of the head that speaks TLS with it (the gateway, and
+on AWS and GCP the serve gate) loads both, and loads them again when a renewal arrives
+(`renew`), without a restart. TLS 1.2 is the minimum, with forward-secret AEAD ciphers
+only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import os
 import ssl
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,8 @@ class NodeTLS:
         self.dir = node_dir / TLS_DIR
         self.key_path = self.dir / KEY_FILE
         self.cert_path = self.dir / CERT_FILE
+        self._lock = threading.Lock()
+        self._reloaders: list[Callable[[], None]] = []  # the running servers' reloads
 
     def key(self) -> ec.EllipticCurvePrivateKey:
         """The node's key, made on first use (P-256: every browser and client takes it)."""
@@ -106,6 +112,29 @@ class NodeTLS:
             return False
         _write_private(self.cert_path, chain_pem.encode())
         return True
+
+    def renew(self, chain_pem: str) -> bool:
+        """Keep a renewed certificate and have every running server serve it from its
+        next handshake on (one server failing to load it keeps its old one)."""
+        if not self.save_certificate(chain_pem):
+            return False
+        with self._lock:
+            reloaders = list(self._reloaders)
+        for reload in reloaders:
+            try:
+                reload()
+            except Exception:  # the next renewal tries again
+                logger.exception("could not load the renewed certificate")
+        return True
+
+    def on_renewal(self, reload: Callable[[], None]) -> None:
+        with self._lock:
+            self._reloaders.append(reload)
+
+    def forget(self, reload: Callable[[], None]) -> None:
+        with self._lock:
+            if reload in self._reloaders:
+                self._reloaders.remove(reload)
 
     def has_certificate(self) -> bool:
         return self.cert_path.exists() and self.key_path.exists()

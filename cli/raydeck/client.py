@@ -362,10 +362,15 @@ class Client(ImageBuildMethods):
         pinned = trust.installation_ca(self.transport, address.ca_sha256)
         return dataclasses.replace(address, ca_bundle=str(pinned))
 
+    def installation_ca(self) -> Path:
+        """The file of the CA that signs this installation's cluster gateways and service
+        endpoints (fetched once and pinned: raydeck/trust.py), for `curl --cacert` and
+        other clients."""
+        return trust.installation_ca(self.transport)
+
     def gateway_ssl_context(self) -> ssl.SSLContext:
-        """A client TLS context that trusts this installation's cluster gateways (its CA
-        is fetched once and pinned: raydeck/trust.py)."""
-        return trust.ssl_context(trust.installation_ca(self.transport))
+        """A client TLS context that trusts this installation's cluster gateways."""
+        return trust.ssl_context(self.installation_ca())
 
     def follow_cluster(
         self,

@@ -21,6 +21,7 @@ version of the same service.
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -98,17 +99,34 @@ def cmd_deploy(ctx: Any) -> int:
     )
     service = deployed.service
     if deployed.token:
-        ctx.note(
-            f"Query token (shown once, keep it): {deployed.token}\n"
-            f"  curl -H 'Authorization: Bearer {deployed.token}' <endpoint>/"
-        )
+        ctx.note(f"Query token (shown once, keep it): {deployed.token}")
     ctx.note(f"Deployed v{deployed.version.number} of {service.name}.")
     if args.wait:
         ctx.note("Waiting for the rollout...")
         service = ctx.client.services.wait_for_rollout(service.id, timeout=args.timeout)
         ctx.note(f"{service.name}: {service.state}, v{service.current_version} serves.")
+    _how_to_call(ctx, service, deployed.token)
     ctx.show(service)
     return EXIT_OK
+
+
+def _how_to_call(ctx: Any, service: Any, token: str | None) -> None:
+    """Where the service answers and, over HTTPS, the CA to trust: AWS's and GCP's
+    endpoints have a certificate from this installation's CA, not a public one."""
+    bearer = f"Authorization: Bearer {token or '<token>'}"
+    url = service.endpoint_url
+    if not url:
+        ctx.note(
+            f"Endpoint: not made yet (`raydeck services get {service.name}` shows it once "
+            f"the first version serves).\n  curl -H '{bearer}' <endpoint>/"
+        )
+        return
+    ctx.note(f"Endpoint: {url}")
+    if url.startswith("https://"):
+        ca = shlex.quote(str(ctx.client.installation_ca()))
+        ctx.note(f"  Trust this Raydeck's CA for it: curl --cacert {ca} -H '{bearer}' {url}/")
+    else:
+        ctx.note(f"  curl -H '{bearer}' {url}/")
 
 
 def cmd_get(ctx: Any) -> int:

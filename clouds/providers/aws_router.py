@@ -13,8 +13,13 @@ at most 32 characters) and tagged with the cloud and the service:
   CA (the caller's `sign`) and imported into ACM tagged with the cloud and the service;
   imported again in place (the same ARN) once it has less than
   ENDPOINT_RENEW_BEFORE_SECONDS to live;
-- one target group per version (`rd-<16 hex>-v<n>`, target type ip) holding the version
-  head's private address and port, health-checked on Serve's `/-/healthz`;
+- one target group per version (`rdt-<16 hex>-v<n>`, target type ip) holding the version
+  head's private address and port, reached over HTTPS (the head's serve gate speaks TLS
+  with the head's own certificate, serve_gate.py) and health-checked over HTTPS on
+  Serve's `/-/healthz`. An ALB does not verify a target's certificate: this hop is
+  encrypted, and only the ALB's group may reach the port. A group from before TLS to the
+  head (`rd-…`, HTTP; a target group's protocol cannot change) is replaced: the rule
+  moves to the HTTPS group, then the plain one goes;
 - one listener rule (`/*`) forwarding to the versions' target groups by weight.
 
 A draining version keeps weight 0 in the rule and its target is deregistered: the ALB
@@ -84,7 +89,14 @@ def lb_name(service_id: uuid.UUID) -> str:
 
 
 def target_group_name(service_id: uuid.UUID, backend: str) -> str:
-    return f"rd-{service_id.hex[:16]}-{backend}"[:32]
+    """A version's HTTPS target group ("rdt": TLS to the head)."""
+    return f"rdt-{service_id.hex[:16]}-{backend}"[:32]
+
+
+def _group_prefixes(service_id: uuid.UUID) -> tuple[str, str]:
+    """The names of the service's target groups start with one of these: HTTPS ones, and
+    plain HTTP ones made before the hop to the head was encrypted."""
+    return target_group_name(service_id, ""), f"rd-{service_id.hex[:16]}-"
 
 
 def group_name(service_id: uuid.UUID) -> str:
@@ -150,17 +162,20 @@ class AwsRouter:
             groups = self._target_groups(elb, service_id)
             arns: dict[str, str] = {}
             for backend in backends:
-                group = groups.get(backend.name) or self._create_target_group(
+                name = target_group_name(service_id, backend.name)
+                group = groups.get(name) or self._create_target_group(
                     elb, service_id, backend, lb["VpcId"]
                 )
                 arns[backend.name] = group["TargetGroupArn"]
                 self._set_target(elb, group["TargetGroupArn"], backend)
             self._open_ports(ec2, service_id, {b.port for b in backends})
             self._set_rule(elb, service_id, listener["ListenerArn"], backends, arns)
-            # Only once no rule names them can the others go.
-            for name in set(groups) - set(arns):
-                with _missing_ok():
-                    elb.delete_target_group(TargetGroupArn=groups[name]["TargetGroupArn"])
+            # Only once no rule names them can the others go (stopped versions' groups,
+            # and plain HTTP ones replaced by HTTPS ones).
+            for group in groups.values():
+                if group["TargetGroupArn"] not in arns.values():
+                    with _missing_ok():
+                        elb.delete_target_group(TargetGroupArn=group["TargetGroupArn"])
 
     def set_token_hashes(self, *, ref: dict[str, Any], token_hashes: list[str]) -> None:
         """Nothing: an ALB cannot compare a token's SHA-256 (docs/architecture.md says
@@ -171,7 +186,7 @@ class AwsRouter:
         service_id = router_service_id(ref)
         with self._errors("elasticloadbalancing"):
             elb = self.provider._client("elbv2")
-            group = self._target_groups(elb, service_id).get(backend)
+            group = self._target_groups(elb, service_id).get(target_group_name(service_id, backend))
             if group is None:
                 return 0
             health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
@@ -468,14 +483,15 @@ class AwsRouter:
     # -- versions -------------------------------------------------------------------
 
     def _target_groups(self, elb: Any, service_id: uuid.UUID) -> dict[str, dict[str, Any]]:
-        """The service's target groups by version name (a scan by name: one made just
-        before a crash is in no rule yet, so the load balancer does not list it)."""
-        prefix = target_group_name(service_id, "")
+        """The service's target groups by name, plain HTTP ones from before included (a
+        scan by name: one made just before a crash is in no rule yet, so the load
+        balancer does not list it)."""
+        prefixes = _group_prefixes(service_id)
         found = {}
         for page in elb.get_paginator("describe_target_groups").paginate():
             for group in page["TargetGroups"]:
-                if group["TargetGroupName"].startswith(prefix):
-                    found[group["TargetGroupName"][len(prefix) :]] = group
+                if group["TargetGroupName"].startswith(prefixes):
+                    found[group["TargetGroupName"]] = group
         return found
 
     def _create_target_group(
@@ -483,11 +499,11 @@ class AwsRouter:
     ) -> dict[str, Any]:
         group = elb.create_target_group(
             Name=target_group_name(service_id, backend.name),
-            Protocol="HTTP",
+            Protocol="HTTPS",
             Port=backend.port,
             VpcId=vpc,
             TargetType="ip",
-            HealthCheckProtocol="HTTP",
+            HealthCheckProtocol="HTTPS",
             HealthCheckPath=HEALTH_PATH,
             HealthCheckIntervalSeconds=5,
             HealthCheckTimeoutSeconds=4,

@@ -4,9 +4,14 @@ Balancer (EXTERNAL_MANAGED) per service, its URL map splitting traffic by weight
 Per service, each named after it (`rd-<first 20 hex digits of its uuid>`, versions'
 resources `rd-<…>-v<n>`):
 - a global address: the endpoint's stable IP, reserved first so the URL never changes;
-- a health check on Serve's `/-/healthz` at the serving port;
+- an HTTPS health check `<name>-https` on Serve's `/-/healthz` at the serving port;
 - per version, a zonal network endpoint group (GCE_VM_IP_PORT) in the head's zone
-  holding the head's address and Serve port, and a backend service with that group;
+  holding the head's address and Serve port, and a backend service with that group
+  speaking HTTPS to the head's serve gate (TLS with the head's own certificate,
+  serve_gate.py; Google's front ends encrypt to it without checking the certificate).
+  A service from before TLS to the head had an HTTP health check `<name>` and HTTP
+  backend services: the next pass updates each backend service to HTTPS with the new
+  check, then deletes the old check, which no backend service names any more;
 - a self-managed SSL certificate (`<name>-tls-<issued at>`) for the address, signed by
   the installation's CA (the caller's `sign`); a new one is made once the newest has
   less than ENDPOINT_RENEW_BEFORE_SECONDS to live, and older ones go once the proxy
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -69,6 +74,11 @@ SCHEME = "EXTERNAL_MANAGED"
 
 def base_name(service_id: uuid.UUID) -> str:
     return f"rd-{service_id.hex[:20]}"
+
+
+def health_check_name(name: str) -> str:
+    """The versions' HTTPS health check (the service's base name was its HTTP one's)."""
+    return f"{name}-https"
 
 
 class GcpRouter:
@@ -109,13 +119,13 @@ class GcpRouter:
         self._ensure(
             self.health_checks,
             "healthChecks",
-            {"health_check": name},
+            {"health_check": health_check_name(name)},
             health_check_resource=compute_v1.HealthCheck(
-                name=name,
-                type_="HTTP",
+                name=health_check_name(name),
+                type_="HTTPS",
                 check_interval_sec=5,
                 timeout_sec=4,
-                http_health_check=compute_v1.HTTPHealthCheck(
+                https_health_check=compute_v1.HTTPSHealthCheck(
                     request_path=HEALTH_PATH, port_specification="USE_SERVING_PORT"
                 ),
             ),
@@ -143,6 +153,10 @@ class GcpRouter:
                 self.backend_services, "backendServices", backend_service=existing[version].name
             )
             self._delete_groups(f"{name}-{version}")
+        # The plain HTTP check of a service from before TLS to the head: no backend
+        # service names it now (GCE refuses to delete one in use).
+        if self._get(self.health_checks, "healthChecks", health_check=name) is not None:
+            self._delete(self.health_checks, "healthChecks", health_check=name)
 
     def set_token_hashes(self, *, ref: dict[str, Any], token_hashes: list[str]) -> None:
         """Nothing: a URL map cannot compare a token's SHA-256 (docs/architecture.md says
@@ -172,7 +186,8 @@ class GcpRouter:
         for service in self._backend_services(name).values():
             self._delete(self.backend_services, "backendServices", backend_service=service.name)
             self._delete_groups(service.name)
-        self._delete(self.health_checks, "healthChecks", health_check=name)
+        for check in (health_check_name(name), name):  # `name`: HTTP, from before TLS
+            self._delete(self.health_checks, "healthChecks", health_check=check)
         self._delete(self.firewalls, "firewalls", firewall=f"{name}-lb")
         self._delete(self.addresses, "addresses", address=name)
 
@@ -230,8 +245,8 @@ class GcpRouter:
             name=version,
             description=drain,
             load_balancing_scheme=SCHEME,
-            protocol="HTTP",
-            health_checks=[self._link("healthChecks", name)],
+            protocol="HTTPS",
+            health_checks=[self._link("healthChecks", health_check_name(name))],
             connection_draining=compute_v1.ConnectionDraining(draining_timeout_sec=DRAIN_SECONDS),
             backends=[
                 compute_v1.Backend(
@@ -243,7 +258,14 @@ class GcpRouter:
         )
         if service is None:
             self._insert(self.backend_services, "backendServices", backend_service_resource=wanted)
-        elif service.description != drain or not _same_group(service, wanted):
+        elif (
+            service.description != drain
+            or service.protocol != wanted.protocol  # HTTP before TLS to the head
+            or not _same_links(service.health_checks, wanted.health_checks)
+            or not _same_links(
+                [b.group for b in service.backends], [b.group for b in wanted.backends]
+            )
+        ):
             wanted.fingerprint = service.fingerprint
             self._apply(
                 self.backend_services.update_unary,
@@ -555,11 +577,9 @@ def _endpoints(endpoints: set[tuple[str, str, int]]) -> list[compute_v1.NetworkE
     ]
 
 
-def _same_group(have: compute_v1.BackendService, want: compute_v1.BackendService) -> bool:
+def _same_links(have: Iterable[str], want: Iterable[str]) -> bool:
     """GCE answers full URLs for the relative links sent."""
-    return [b.group[b.group.find("projects/") :] for b in have.backends] == [
-        b.group for b in want.backends
-    ]
+    return [link[link.find("projects/") :] for link in have] == list(want)
 
 
 def _drain_start(description: str) -> float | None:

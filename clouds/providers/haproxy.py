@@ -15,6 +15,10 @@ in the endpoint's folder `root/<service uuid>/`:
     tokens.acl    the SHA-256 (hex) of every live token, one a line
 
 A backend is one of SLOTS pre-declared servers; a version keeps its slot until removed.
+
+Plain HTTP on purpose, both ways: HAProxy binds loopback only and its backends are the
+local cloud's heads on this same machine's loopback, so no byte crosses a network (on
+AWS and GCP, where the hop to the head does, it is TLS: serve_gate.py).
 """
 
 from __future__ import annotations

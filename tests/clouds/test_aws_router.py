@@ -120,6 +120,13 @@ class Account:
         forward = rules[0]["Actions"][0]["ForwardConfig"]["TargetGroups"]
         return {names[t["TargetGroupArn"]].rsplit("-", 1)[1]: t["Weight"] for t in forward}
 
+    def protocols(self) -> dict[str, tuple[str, str]]:
+        """Each target group's (traffic, health check) protocol."""
+        return {
+            g["TargetGroupName"]: (g["Protocol"], g["HealthCheckProtocol"])
+            for g in self.elb.describe_target_groups()["TargetGroups"]
+        }
+
     def router_groups(self) -> list[dict[str, Any]]:
         return self.ec2.describe_security_groups(
             Filters=[{"Name": f"tag:{aws_router.TAG_SERVICE}", "Values": [str(SERVICE)]}]
@@ -178,6 +185,8 @@ def test_create_reweight_drain_remove(
     assert account.weights() == {"v1": 100}
     assert account.targets("v1") == [("10.0.1.1", 8000)]
     assert account.node_ports() == {8000}  # the nodes let the load balancer in
+    # The hop to the head is TLS too (its serve gate), health checks included.
+    assert account.protocols() == {aws_router.target_group_name(SERVICE, "v1"): ("HTTPS", "HTTPS")}
 
     router.set_backends(ref=endpoint.ref, backends=_backends(v1=90, v2=10))
     assert account.weights() == {"v1": 90, "v2": 10}
@@ -409,3 +418,82 @@ def test_a_service_made_before_https_moves_to_it(
     ] == []
     assert account.weights() == {"v1": 100}
     assert len(account.certificates()) == 1  # the one imported before is used again
+
+
+def _plain_http_versions(account: Account, **weights: int) -> None:
+    """What Raydeck made before TLS to the head: per version an HTTP target group
+    (`rd-<16 hex>-v<n>`, HTTP health checks) holding the head, and the listener rule
+    forwarding to them by weight."""
+    lb = account.load_balancers()[0]
+    targets = []
+    for backend in _backends(**weights):
+        group = account.elb.create_target_group(
+            Name=f"rd-{SERVICE.hex[:16]}-{backend.name}",
+            Protocol="HTTP",
+            Port=backend.port,
+            VpcId=lb["VpcId"],
+            TargetType="ip",
+            HealthCheckProtocol="HTTP",
+            HealthCheckPath=aws_router.HEALTH_PATH,
+            Tags=[
+                {"Key": TAG_CLOUD, "Value": str(_cloud())},
+                {"Key": aws_router.TAG_SERVICE, "Value": str(SERVICE)},
+            ],
+        )["TargetGroups"][0]
+        account.elb.register_targets(
+            TargetGroupArn=group["TargetGroupArn"],
+            Targets=[{"Id": backend.address, "Port": backend.port}],
+        )
+        targets.append({"TargetGroupArn": group["TargetGroupArn"], "Weight": backend.weight})
+    account.elb.create_rule(
+        ListenerArn=account.listeners()[443]["ListenerArn"],
+        Priority=aws_router.RULE_PRIORITY,
+        Conditions=[{"Field": "path-pattern", "Values": ["/*"]}],
+        Actions=[{"Type": "forward", "ForwardConfig": {"TargetGroups": targets}}],
+    )
+
+
+def test_plain_http_target_groups_move_to_https(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
+    """An endpoint whose versions were reached over plain HTTP moves to HTTPS target
+    groups on the next pass, keeping its weights; a pass cut off before the rule moved,
+    or before the old groups went, is finished by the next one."""
+    router = provider.router()
+    account = Account(fake)
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    _plain_http_versions(account, v1=90, v2=10)
+    assert set(account.protocols().values()) == {("HTTP", "HTTP")}
+    assert account.weights() == {"v1": 90, "v2": 10}
+
+    # Cut off after the HTTPS groups were made: the rule still forwards to the old ones.
+    fake.on(
+        "before-call.elastic-load-balancing-v2.ModifyRule",
+        _once(lambda: _error("InternalFailure", 500)),
+    )
+    with pytest.raises(TransientCloudError):
+        router.set_backends(ref=ref, backends=_backends(v1=90, v2=10))
+    assert len(account.protocols()) == 4
+    assert account.weights() == {"v1": 90, "v2": 10}
+    # Cut off after the rule moved, before the old groups went.
+    fake.on(
+        "before-call.elastic-load-balancing-v2.DeleteTargetGroup",
+        _once(lambda: _error("InternalFailure", 500)),
+    )
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    with pytest.raises(TransientCloudError):
+        router.set_backends(ref=ref, backends=_backends(v1=90, v2=10))
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    router.set_backends(ref=ref, backends=_backends(v1=90, v2=10))
+
+    assert account.protocols() == {
+        aws_router.target_group_name(SERVICE, "v1"): ("HTTPS", "HTTPS"),
+        aws_router.target_group_name(SERVICE, "v2"): ("HTTPS", "HTTPS"),
+    }
+    assert account.weights() == {"v1": 90, "v2": 10}  # still weighted, as before
+    assert account.targets("v1") == [("10.0.1.1", 8000)]
+    assert account.targets("v2") == [("10.0.1.2", 8000)]
+    made = [p["Name"] for p in fake.params("CreateTargetGroup") if p["Protocol"] == "HTTPS"]
+    assert len(made) == 2  # nothing made twice
+    router.remove(ref=ref)
+    assert account.target_groups() == {}

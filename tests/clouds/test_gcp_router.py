@@ -85,6 +85,18 @@ def _endpoints(fake: FakeCompute, version: str) -> list[tuple[str, str, int]]:
     return [(e["instance"], e["ipAddress"], e["port"]) for e in fake.endpoints[link]]
 
 
+def _protocols(fake: FakeCompute) -> dict[str, tuple[str, str]]:
+    """Each version's backend service protocol and its health check's type."""
+    found = {}
+    prefix = f"projects/{PROJECT}/global/backendServices/{NAME}-"
+    for link, service in fake.lb.items():
+        if link.startswith(prefix):
+            [check_link] = service["healthChecks"]
+            check = fake.lb[check_link[check_link.find("projects/") :]]
+            found[link.removeprefix(prefix)] = (service["protocol"], check["type"])
+    return found
+
+
 def test_create_reweight_drain_remove(
     provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +138,8 @@ def test_create_reweight_drain_remove(
 
     router.set_backends(ref=endpoint.ref, backends=_backends(fake, v1=90, v2=10))
     assert _weights(fake) == {"v1": 90, "v2": 10}
+    # The hop to the heads is TLS too (their serve gates), health checks included.
+    assert _protocols(fake) == {"v1": ("HTTPS", "HTTPS"), "v2": ("HTTPS", "HTTPS")}
     writes = len(fake.requests) - len(fake.calls("GET")) - len(fake.calls("POST", "list"))
     router.set_backends(ref=endpoint.ref, backends=_backends(fake, v1=90, v2=10))
     assert len(fake.requests) - len(fake.calls("GET")) - len(fake.calls("POST", "list")) == writes
@@ -356,3 +370,45 @@ def test_a_service_made_before_https_moves_to_it(
     assert _part(fake, "targetHttpProxies") is None
     assert _part(fake, "forwardingRules", f"{NAME}-https") is not None
     assert _weights(fake) == {"v1": 100}
+
+
+def test_plain_http_backend_services_move_to_https(
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner
+) -> None:
+    """A service whose versions were reached over plain HTTP (an HTTP health check named
+    after the service, HTTP backend services) moves to HTTPS on the next pass, keeping
+    its weights; a pass cut off half-way is finished by the next one."""
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    router.set_backends(ref=ref, backends=_backends(fake, v1=90, v2=10))
+    base = f"projects/{PROJECT}/global"
+    fake.lb[f"{base}/healthChecks/{NAME}"] = {
+        "name": NAME,
+        "type": "HTTP",
+        "httpHealthCheck": {"requestPath": "/-/healthz", "portSpecification": "USE_SERVING_PORT"},
+        "kind": "compute#healthCheck",
+        "fingerprint": "old",
+    }
+    for version in ("v1", "v2"):
+        service = fake.lb[f"{base}/backendServices/{NAME}-{version}"]
+        service["protocol"] = "HTTP"
+        service["healthChecks"] = [f"{base}/healthChecks/{NAME}"]
+    del fake.lb[f"{base}/healthChecks/{gcp_router.health_check_name(NAME)}"]
+    assert _protocols(fake) == {"v1": ("HTTP", "HTTP"), "v2": ("HTTP", "HTTP")}
+
+    # Cut off after v1 moved, before v2 did: the old check is still in use and stays.
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    fake.fail_next(503, "backendError", "Internal error", method="PUT", path=f"{NAME}-v2$")
+    with pytest.raises(TransientCloudError):
+        router.set_backends(ref=ref, backends=_backends(fake, v1=90, v2=10))
+    assert _protocols(fake) == {"v1": ("HTTPS", "HTTPS"), "v2": ("HTTP", "HTTP")}
+    assert _part(fake, "healthChecks") is not None
+
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    router.set_backends(ref=ref, backends=_backends(fake, v1=90, v2=10))
+    assert _protocols(fake) == {"v1": ("HTTPS", "HTTPS"), "v2": ("HTTPS", "HTTPS")}
+    assert _part(fake, "healthChecks") is None  # the plain check went
+    assert _weights(fake) == {"v1": 90, "v2": 10}  # still weighted, as before
+    assert len(fake.calls("POST", r"/backendServices$")) == 2  # updated, not made again
+    router.remove(ref=ref)
+    assert fake.lb == {}

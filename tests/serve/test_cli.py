@@ -12,6 +12,7 @@ import raydeck
 
 from accounts import services as account_services
 from clouds.choices import CloudState
+from clusters.certificates import trust_bundle_pem
 from tests.cli.conftest import Cli, cli  # noqa: F401 - the fixture
 from tests.conftest import Tenant, make_tenant
 from workloads.serve.choices import ServiceState, VersionState
@@ -55,6 +56,7 @@ def test_deploy_list_versions_traffic_rollback_terminate(
     result = cli("services", "deploy", "-f", str(spec), "-o", "json", **env)
     assert result.returncode == 0, result.stderr
     assert "Query token (shown once" in result.stderr
+    assert "Endpoint: not made yet" in result.stderr  # the rollout makes it
     made = json.loads(result.stdout)
     assert made["name"] == "echo" and made["state"] == "deploying"
     service = Service.objects.get(uuid=made["id"])
@@ -92,6 +94,56 @@ def test_deploy_list_versions_traffic_rollback_terminate(
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["state"] == "terminating"
     assert cli("services", "get", "nope", **env).returncode == 4
+
+
+def _as_if_it_serves(service: Service, *, endpoint_url: str) -> None:
+    """The rows the orchestrator would write once the newest version serves."""
+    newest = service.versions.order_by("-number").first()
+    assert newest is not None
+    ServiceVersion.objects.filter(pk=newest.pk).update(state=VersionState.HEALTHY, weight=100)
+    service.versions.exclude(pk=newest.pk).update(state=VersionState.STOPPED, weight=0)
+    Service.objects.filter(pk=service.pk).update(
+        state=ServiceState.RUNNING, current_version=newest, endpoint_url=endpoint_url
+    )
+
+
+def test_deploy_says_where_the_endpoint_is_and_which_ca_to_trust(
+    cli: Cli,  # noqa: F811
+    alpha: Tenant,
+    tmp_path: Path,
+) -> None:
+    """An HTTPS endpoint (AWS's and GCP's, set by hand here: no cloud is called) has a
+    certificate from the installation's CA: deploy prints the `curl --cacert` line with
+    the CA the CLI pinned; a plain one (the local cloud's HAProxy) needs none."""
+    env = {"RAYDECK_TOKEN": secret_of(alpha), "RAYDECK_ORG": "alpha"}
+    spec = tmp_path / "service.yaml"
+    spec.write_text(
+        f"name: echo\nproject: {alpha.project.slug}\ncloud: local\n"
+        "serve_config: {import_path: 'echo_app:build'}\n"
+    )
+    assert cli("services", "deploy", "-f", str(spec), **env).returncode == 0
+    service = Service.objects.get(name="echo")
+    url = "https://rd-0123456789abcdef0123-1.us-east-1.elb.amazonaws.com"
+    _as_if_it_serves(service, endpoint_url=url)
+    spec.write_text(spec.read_text().replace("build'}", "build', args: {v: 2}}"))
+
+    result = cli("services", "deploy", "-f", str(spec), "-o", "json", **env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["endpoint_url"] == url  # stdout stays JSON
+    lines = result.stderr.splitlines()
+    assert f"Endpoint: {url}" in lines
+    [trust] = [line for line in lines if "--cacert" in line]
+    words = trust.split()
+    ca = Path(words[words.index("--cacert") + 1])
+    assert ca.read_text() == trust_bundle_pem()  # the CA that signs the endpoints
+    assert trust.endswith(f"-H 'Authorization: Bearer <token>' {url}/")
+
+    _as_if_it_serves(service, endpoint_url="http://127.0.0.1:10080")
+    spec.write_text(spec.read_text().replace("v: 2", "v: 3"))
+    result = cli("services", "deploy", "-f", str(spec), **env)
+    assert result.returncode == 0, result.stderr
+    assert "Endpoint: http://127.0.0.1:10080" in result.stderr
+    assert "--cacert" not in result.stderr
 
 
 def test_sdk_deploys_and_reads_a_service(live_server, alpha: Tenant) -> None:
