@@ -209,6 +209,9 @@ class ServeHandler:
             "error": error,
             "applications": self._applications(details),
             "metrics": self._metrics(),
+            # What the "serve" port speaks: the control plane has the load balancer reach
+            # this version the same way (HTTPS to the gate, plain HTTP to Serve itself).
+            "tls": self._gate is not None,
             "at": time.time(),
         }
         with self._lock:
