@@ -109,3 +109,26 @@ def test_a_head_that_now_speaks_tls_is_followed(tenant_a: Tenant) -> None:
     _head_reports(v1, tls="yes")  # not a boolean: not TLS
     rollout._watch_health(ServiceVersion.objects.get(pk=v1.pk))
     assert ServiceVersion.objects.get(pk=v1.pk).head_tls is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_marks_existing_versions_plain(tenant_a: Tenant) -> None:
+    """Versions from before the field run on clusters booted with older agents: plain.
+    Versions made after it default to TLS (their heads report before they serve)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    tenant = verified(tenant_a)
+    old = _version(tenant, {"v": 1}, "10.0.1.1")
+    executor = MigrationExecutor(connection)
+    executor.migrate([("serve", "0001_services_and_versions")])
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert ServiceVersion.objects.get(pk=old.pk).head_tls is False
+    ServiceVersion.objects.filter(pk=old.pk).update(state=VersionState.HEALTHY, weight=100)
+    Service.objects.filter(pk=old.service_id).update(
+        current_version=old, state=ServiceState.RUNNING
+    )
+    assert _version(tenant, {"v": 2}, "10.0.1.2").head_tls is True
