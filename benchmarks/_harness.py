@@ -34,8 +34,7 @@ PRODUCTION_WORKERS, PRODUCTION_THREADS = 2, 4
 
 def web_command(bind: str, **options: Any) -> list[str]:
     """gunicorn started exactly as the product starts it (console/processes.py, loaded
-    by its path: `console` here is benchmarks/console.py, and the package's __init__
-    would load Celery)."""
+    by its path: `console` here is benchmarks/console.py)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(

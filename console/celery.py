@@ -40,6 +40,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
 logger = logging.getLogger(__name__)
 
 app = Celery("raydeck")
+app.set_default()  # in place of console/apps.py's stand-in, for every thread
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -1,3 +1,4 @@
+import functools
 import gc
 import os
 from collections.abc import Callable, Iterable
@@ -9,14 +10,35 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
 django_application = get_wsgi_application()
 
 # Imported once the apps are loaded (get_wsgi_application above loads them).
+from django.core.signals import setting_changed  # noqa: E402
 from django.urls import get_resolver, reverse  # noqa: E402
 
 from clusters.agent_api import HEARTBEAT_PATH, HeartbeatApp  # noqa: E402
 from clusters.live import start_ticking, start_ticking_after_fork  # noqa: E402
-from console.api import fast  # noqa: E402
+from kit.lean import LeanApp  # noqa: E402
+
+# Middleware reads its settings when built; only tests change them (and the lean API
+# path hands its refusals to this application, which must then follow them).
+setting_changed.connect(lambda **kwargs: django_application.load_middleware(), weak=False)
 
 heartbeat_application = HeartbeatApp()
-api_read_application = fast.ApiReadApp()
+
+
+@functools.cache
+def api_read_application() -> LeanApp:
+    """The API's cluster list path, loaded with the API by its first request (console/
+    api/fast.py): ninja and its models are a third of a start that most processes'
+    first minutes do not need."""
+    from console.api.fast import ApiReadApp
+
+    return ApiReadApp(django_application)
+
+
+def _api_cluster_list(path: str) -> bool:
+    """A cheap first look; the lean app matches the path exactly."""
+    return path.startswith("/api/v1/orgs/") and path.endswith("/clusters")
+
+
 # Each gunicorn worker ticks from its start, before any request. Never from here, in
 # the master: a thread running while the master forks can hand the worker a module
 # it was half-way through importing.
@@ -32,8 +54,8 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     path = environ.get("PATH_INFO", "")
     if path == HEARTBEAT_PATH:
         return heartbeat_application(environ, start_response)
-    if fast.handles(path):
-        return api_read_application(environ, start_response)
+    if _api_cluster_list(path):
+        return api_read_application()(environ, start_response)
     return django_application(environ, start_response)
 
 

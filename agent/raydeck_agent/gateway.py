@@ -25,7 +25,9 @@ present only their Raydeck token and nothing reaches Ray around the gateway.
 A workspace's head also serves /ssh: a WebSocket whose binary messages are the bytes of
 an SSH connection to the workspace's sshd on loopback (sshd.py), for `raydeck workspaces
 ssh` and VS Code's Remote-SSH (the CLI's ProxyCommand opens it). Same token, same
-revocations: an open tunnel is closed once its user's access is revoked.
+revocations: an open tunnel is closed once its user's access is revoked. Every client
+WebSocket (tunnels, Jupyter's kernel channels) is pinged: one that stopped answering is
+closed with its upstream.
 
 Runs its own asyncio loop (aiohttp, which Ray's dashboard brings) in a daemon thread;
 the agent's thread only starts and stops it.
@@ -85,6 +87,12 @@ JOB_LOG_REFRESH_SECONDS = 2
 SSH_PATH = "/ssh"  # the tunnel to the workspace's sshd (its upstream is the "ssh" app)
 SSH_CHUNK = 64 * 1024
 RECHECK_SECONDS = 5.0  # how soon an open tunnel notices a revocation
+# A client gone without closing (a laptop asleep, a dropped network) leaves its WebSocket
+# half-open, and with it the upstream: an SSH session that keeps the workspace busy for
+# ever, a kernel channel Jupyter thinks is read. The gateway pings every client this
+# often and closes one that has not answered within half of it (browsers and the CLI's
+# tunnel answer pings by themselves, also on a loaded machine).
+DOWNSTREAM_HEARTBEAT_SECONDS = 60.0
 RAY_FINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # Never forwarded either way (RFC 9110 7.6.1), plus what the gateway itself consumes.
 HOP_BY_HOP = frozenset(
@@ -526,7 +534,8 @@ class Gateway(LoopServer):
         except (aiohttp.ClientError, OSError) as exc:
             return web.Response(status=502, text=f"The app behind the gateway is not up: {exc}\n")
         downstream = web.WebSocketResponse(
-            protocols=[upstream.protocol] if upstream.protocol else ()
+            protocols=[upstream.protocol] if upstream.protocol else (),
+            heartbeat=DOWNSTREAM_HEARTBEAT_SECONDS,
         )
         await downstream.prepare(request)
 
@@ -567,7 +576,9 @@ class Gateway(LoopServer):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError as exc:
             return web.Response(status=502, text=f"The workspace's sshd is not up: {exc}\n")
-        downstream = web.WebSocketResponse(max_msg_size=4 * SSH_CHUNK)
+        downstream = web.WebSocketResponse(
+            max_msg_size=4 * SSH_CHUNK, heartbeat=DOWNSTREAM_HEARTBEAT_SECONDS
+        )
         await downstream.prepare(request)
 
         async def to_sshd() -> None:

@@ -19,13 +19,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import output
-from .errors import NotFound
+from .errors import ConnectionFailed, NotFound
 from .jobs import submitted
 from .jobs_sdk import ALWAYS_LEFT_OUT
 from .workspaces_sdk import SshAccess, Workspace, Workspaces
 
 if TYPE_CHECKING:
     from .cli import Context
+
+# Every ssh this command runs is bounded, so a head that stops answering ends it with
+# ssh's own error instead of a wait without end: reaching the head (the tunnel's token and
+# WebSocket, then SSH's handshake) within SSH_CONNECT_SECONDS, and a connection that goes
+# silent given up after SSH_ALIVE_MISSES unanswered probes SSH_ALIVE_SECONDS apart.
+SSH_CONNECT_SECONDS = 60
+SSH_ALIVE_SECONDS = 15
+SSH_ALIVE_MISSES = 4
+# The probe for the head's rsync: one command, so reaching the head bounds it.
+PROBE_SECONDS = SSH_CONNECT_SECONDS + SSH_ALIVE_SECONDS * SSH_ALIVE_MISSES
 
 output.COLUMNS["workspaces"] = [
     output.col("ID"),
@@ -141,6 +151,9 @@ def ssh_options(ctx: Context, ident: str, access: SshAccess) -> dict[str, str]:
         "StrictHostKeyChecking": "no",
         "UserKnownHostsFile": "/dev/null",
         "LogLevel": "ERROR",
+        "ConnectTimeout": str(SSH_CONNECT_SECONDS),
+        "ServerAliveInterval": str(SSH_ALIVE_SECONDS),
+        "ServerAliveCountMax": str(SSH_ALIVE_MISSES),
     }
 
 
@@ -210,9 +223,22 @@ def cmd_sync(ctx: Context) -> int:
 
 
 def _remote_has_rsync(ssh: list[str]) -> bool:
-    probe = subprocess.run(  # noqa: S603 - the user's own ssh
-        [*ssh, "command -v rsync"], capture_output=True, text=True, check=False
-    )
+    """Whether the head has rsync. ssh reads nothing of ours (stdin is not the probe's),
+    and a head that does not answer in PROBE_SECONDS is said so, not waited on."""
+    try:
+        probe = subprocess.run(  # noqa: S603 - the user's own ssh
+            [*ssh, "command -v rsync"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=PROBE_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConnectionFailed(
+            f"The workspace's head did not answer over SSH within {PROBE_SECONDS} s; "
+            "try again, or check the workspace's page."
+        ) from None
     return probe.returncode == 0 and bool(probe.stdout.strip())
 
 

@@ -67,6 +67,16 @@ class CloudTraits(BuildTraits):
         )
 
     @classmethod
+    def sshd_advice(cls) -> str:
+        """What gives a workspace's head OpenSSH's server where it had none: a container
+        image brings its own (the boot script installs it only for a head running the
+        machine's Python, clouds/providers/boot.py)."""
+        return (
+            "Choose an image that has OpenSSH's server (sshd), or build one: an image "
+            "spec with debian_packages: [openssh-server]."
+        )
+
+    @classmethod
     def accepts_image(cls, image: ImageSpec) -> bool:
         """Whether nodes of this kind can run `image` (a container image or a Python
         environment)."""
@@ -156,6 +166,14 @@ class LocalTraits(LocalBuildTraits, CloudTraits):
     @classmethod
     def built_in_image(cls, *, ray_version: str) -> BuiltInImage:
         return BuiltInImage(name=f"Ray {ray_version} (Raydeck's Python)", image_uri="")
+
+    @classmethod
+    def sshd_advice(cls) -> str:
+        # Nodes are processes of this machine: they run the machine's own sshd.
+        return (
+            "The local cloud's heads run this machine's sshd: install OpenSSH's server "
+            "here (apt-get install openssh-server)."
+        )
 
     @classmethod
     def boot_script(cls, boot: BootSpec) -> str:

@@ -6,6 +6,9 @@ endpoint, without Django's middleware chain, URL resolver and ninja's dispatch.
 It answers only a 200 it is sure of; a missing or bad token, another organization,
 invalid parameters, the rate limit and every error go to the full Django application,
 which answers them in the API's error shape as for any other endpoint.
+
+Loaded with the API, by the first request it handles (console/wsgi.py): its schemas are
+the endpoints'. `handles` lives in console/wsgi.py, which needs it on every request.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import re
 
 from django.core.exceptions import PermissionDenied
-from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
+from django.core.handlers.wsgi import WSGIRequest
 from pydantic import ValidationError
 
 from accounts.api_auth import check_rate, identity_of
@@ -23,18 +26,13 @@ from clusters.api import ClusterFilters, ClusterOut
 from clusters.selectors import cluster_page
 from kit.api.errors import ApiError
 from kit.api.pagination import page_of
-from kit.lean import LeanApp
+from kit.lean import LeanApp, WsgiApp
 
-from .urls import api
+from .endpoints import api
 
 CLUSTER_LIST = re.compile(r"/api/v1/orgs/(?P<org>[^/]+)/clusters")
 _PAGE = page_of(ClusterOut)
 _FILTERS = tuple(ClusterFilters.model_fields)
-
-
-def handles(path: str) -> bool:
-    """A cheap first look for console/wsgi.py; `answer` matches exactly."""
-    return path.startswith("/api/v1/orgs/") and path.endswith("/clusters")
 
 
 class ApiReadApp(LeanApp):
@@ -48,8 +46,14 @@ class ApiReadApp(LeanApp):
     content_type = "application/json; charset=utf-8"
     request_ids = True
 
-    def fallback(self) -> WSGIHandler:
-        return WSGIHandler()
+    def __init__(self, django: WsgiApp) -> None:
+        self._django = django
+        super().__init__()
+
+    def fallback(self) -> WsgiApp:
+        # The process's own Django application: a second one would index the static
+        # files again (WhiteNoise) and hold a second middleware chain.
+        return self._django
 
     def answer(self, request: WSGIRequest) -> bytes | None:
         match = CLUSTER_LIST.fullmatch(request.path_info)

@@ -1,54 +1,107 @@
-"""/api/v1: the routers of the apps under one NinjaAPI, its OpenAPI document and the
-interactive reference page (Swagger UI, vendored under static/vendor/swagger-ui)."""
+"""/api/v1's URLs, and the interactive reference page (Swagger UI, vendored under
+static/vendor/swagger-ui). The endpoints (console/api/endpoints.py: ninja, the
+operations' pydantic models) load with the API's first request, not with the process:
+these patterns declare each route and name so that Django's URL maps and `reverse`
+need none of it. tests/api/test_api.py checks ROUTES against ninja's own patterns and
+prints the lines to paste when an endpoint is added."""
 
 from __future__ import annotations
-
-import json
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
-from ninja import NinjaAPI
 
-from accounts.api import router as accounts_router
-from accounts.api_auth import TokenAuth
-from clouds.api import router as clouds_router
-from clusters.api import router as clusters_router
-from clusters.api_builds import router as image_builds_router
-from kit.api import handlers
-from kit.api.rendering import ApiRenderer
-from workloads.api import router as workloads_router
-from workloads.jobs.api import router as jobs_router
-from workloads.serve.api import router as services_router
-from workloads.workspaces.api import router as workspaces_router
+from kit.lazy_views import LazyView
 
-api = NinjaAPI(
-    title="Raydeck API",
-    version="1",
-    description=(
-        "Everything the console does, for scripts, the `raydeck` CLI and the SDK. "
-        "Authenticate with an API token: `Authorization: Bearer rdk_…`. Errors are always "
-        '`{"error": {"code", "message", "details"}}`; lists are pages of '
-        '`{"items", "next_cursor"}`; creates accept an `Idempotency-Key` header.'
-    ),
-    auth=TokenAuth(),
-    renderer=ApiRenderer(),
-    urls_namespace="api-v1",
-    docs_url=None,  # our own page below: no CDN, and our CSP
-    openapi_url=None,  # our own view below: GET only, built once per process
+# ninja's (app name, namespace) of the API's patterns.
+APP_NAME, NAMESPACE = "ninja", "api-v1"
+
+# (route, name) of every pattern ninja builds for the routers, in its order: one per
+# operation, so a route with several methods comes once per method.
+ROUTES = (
+    ("me", "me"),
+    ("orgs", "org_list"),
+    ("orgs/<org>", "org_get"),
+    ("orgs/<org>/members", "member_list"),
+    ("orgs/<org>/projects", "project_list"),
+    ("orgs/<org>/projects", "project_create"),
+    ("orgs/<org>/projects/<project>", "project_get"),
+    ("orgs/<org>/audit-events", "audit_event_list"),
+    ("orgs/<org>/tokens", "token_list"),
+    ("orgs/<org>/tokens", "token_create"),
+    ("orgs/<org>/tokens/<id>", "token_revoke"),
+    ("orgs/<org>/clouds", "cloud_list"),
+    ("orgs/<org>/clouds", "cloud_create_endpoint"),
+    ("orgs/<org>/clouds/<id>", "cloud_get"),
+    ("orgs/<org>/clouds/<id>", "cloud_update_endpoint"),
+    ("orgs/<org>/clouds/<id>", "cloud_delete_endpoint"),
+    ("orgs/<org>/clouds/<id>/verify", "cloud_verify_endpoint"),
+    ("orgs/<org>/default-cloud", "org_default_cloud_get"),
+    ("orgs/<org>/default-cloud", "org_default_cloud_set"),
+    ("orgs/<org>/projects/<project>/default-cloud", "project_default_cloud_get"),
+    ("orgs/<org>/projects/<project>/default-cloud", "project_default_cloud_set"),
+    ("orgs/<org>/compute-configs", "compute_config_list"),
+    ("orgs/<org>/compute-configs", "compute_config_create_endpoint"),
+    ("orgs/<org>/compute-configs/<id>", "compute_config_get"),
+    ("orgs/<org>/compute-configs/<id>", "compute_config_update_endpoint"),
+    ("orgs/<org>/images", "image_list"),
+    ("orgs/<org>/images", "image_create_endpoint"),
+    ("orgs/<org>/images/<id>", "image_get"),
+    ("orgs/<org>/images/<id>", "image_update_endpoint"),
+    ("orgs/<org>/images/<id>", "image_delete_endpoint"),
+    ("orgs/<org>/clusters", "cluster_list"),
+    ("orgs/<org>/clusters", "cluster_create_endpoint"),
+    ("orgs/<org>/clusters/<id>", "cluster_get"),
+    ("orgs/<org>/clusters/<id>/terminate", "cluster_terminate_endpoint"),
+    ("orgs/<org>/clusters/<id>/events", "cluster_event_list"),
+    ("orgs/<org>/clusters/<id>/nodes", "cluster_node_list"),
+    ("orgs/<org>/clusters/<id>/logs", "cluster_logs"),
+    ("orgs/<org>/clusters/<id>/address", "cluster_address_endpoint"),
+    ("ca", "certificate_authority"),
+    ("orgs/<org>/working-dirs", "working_dir_upload"),
+    ("orgs/<org>/jobs", "job_list"),
+    ("orgs/<org>/jobs", "job_submit_endpoint"),
+    ("orgs/<org>/jobs/<id>", "job_get"),
+    ("orgs/<org>/jobs/<id>/stop", "job_stop_endpoint"),
+    ("orgs/<org>/jobs/<id>/attempts", "job_attempt_list"),
+    ("orgs/<org>/jobs/<id>/events", "job_event_list"),
+    ("orgs/<org>/jobs/<id>/logs", "job_log_read"),
+    ("orgs/<org>/clusters/<id>/queue", "cluster_queue_get"),
+    ("orgs/<org>/clusters/<id>/queue", "cluster_queue_update"),
+    ("orgs/<org>/job-schedules", "schedule_list"),
+    ("orgs/<org>/job-schedules", "schedule_create_endpoint"),
+    ("orgs/<org>/job-schedules/<id>", "schedule_get"),
+    ("orgs/<org>/job-schedules/<id>", "schedule_delete_endpoint"),
+    ("orgs/<org>/job-schedules/<id>/pause", "schedule_pause_endpoint"),
+    ("orgs/<org>/job-schedules/<id>/resume", "schedule_resume_endpoint"),
+    ("orgs/<org>/workspaces", "workspace_list"),
+    ("orgs/<org>/workspaces", "workspace_create_endpoint"),
+    ("orgs/<org>/workspaces/<id>", "workspace_get"),
+    ("orgs/<org>/workspaces/<id>", "workspace_delete_endpoint"),
+    ("orgs/<org>/workspaces/<id>/start", "workspace_start_endpoint"),
+    ("orgs/<org>/workspaces/<id>/stop", "workspace_stop_endpoint"),
+    ("orgs/<org>/workspaces/<id>/jupyter", "workspace_jupyter"),
+    ("orgs/<org>/workspaces/<id>/ssh", "workspace_ssh"),
+    ("orgs/<org>/workspaces/<id>/jobs", "workspace_job"),
+    ("orgs/<org>/services", "service_list"),
+    ("orgs/<org>/services", "service_deploy_endpoint"),
+    ("orgs/<org>/services/<id>", "service_get"),
+    ("orgs/<org>/services/<id>/versions", "service_versions"),
+    ("orgs/<org>/services/<id>/events", "service_event_list"),
+    ("orgs/<org>/services/<id>/metrics", "service_metrics"),
+    ("orgs/<org>/services/<id>/traffic", "service_traffic_endpoint"),
+    ("orgs/<org>/services/<id>/rollback", "service_rollback_endpoint"),
+    ("orgs/<org>/services/<id>/terminate", "service_terminate_endpoint"),
+    ("orgs/<org>/services/<id>/tokens", "service_token_endpoint"),
+    ("orgs/<org>/image-builds", "image_build_list"),
+    ("orgs/<org>/image-builds", "image_build_create"),
+    ("orgs/<org>/image-builds/<id>", "image_build_get"),
+    ("orgs/<org>/image-builds/<id>/log", "image_build_log"),
+    ("orgs/<org>/image-builds/<id>/cancel", "image_build_cancel_endpoint"),
 )
-handlers.install(api)
-api.add_router("", accounts_router)
-api.add_router("", clouds_router)
-api.add_router("", clusters_router)
-api.add_router("", workloads_router)
-api.add_router("", jobs_router)
-api.add_router("", workspaces_router)
-api.add_router("", services_router)
-api.add_router("", image_builds_router)
 
 
 @login_not_required
@@ -58,35 +111,12 @@ def docs(request: HttpRequest) -> HttpResponse:
     return render(request, "api/docs.html")
 
 
-@login_not_required
-@csrf_exempt
-@require_GET
-def openapi_json(request: HttpRequest) -> HttpResponse:
-    """The OpenAPI document, no token needed."""
-    global _openapi_document
-    if _openapi_document is None:
-        document = handlers.document_errors(api.get_openapi_schema(path_prefix="/api/v1/"))
-        _openapi_document = json.dumps(document).encode()
-    return HttpResponse(_openapi_document, content_type="application/json")
+def _endpoint(route: str, name: str) -> URLPattern:
+    return path(route, LazyView("console.api.endpoints.views", route), name=name)
 
 
-_openapi_document: bytes | None = None
-
-
-def _token_only(patterns: list[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:
-    """The API authenticates by token and never reads the session: Django's
-    LoginRequiredMiddleware and CSRF checks (both about cookies) let its views through,
-    and each operation checks the token itself."""
-    for pattern in patterns:
-        if isinstance(pattern, URLPattern) and pattern.name != "api-root":
-            pattern.callback.login_required = False  # type: ignore[attr-defined]
-            pattern.callback.csrf_exempt = True  # type: ignore[attr-defined]
-    return [p for p in patterns if getattr(p, "name", None) != "api-root"]
-
-
-api_patterns, _app_name, _namespace = api.urls
 urlpatterns = [
     path("docs", docs, name="api_docs"),
-    path("openapi.json", openapi_json, name="api_openapi"),
-    path("", (_token_only(api_patterns), _app_name, _namespace)),
+    path("openapi.json", LazyView("console.api.endpoints.openapi_json"), name="api_openapi"),
+    path("", ([_endpoint(route, name) for route, name in ROUTES], APP_NAME, NAMESPACE)),
 ]

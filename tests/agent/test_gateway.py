@@ -542,3 +542,47 @@ def test_only_the_dashboard_gets_the_ray_token(gateway, key) -> None:
     assert call(gw, "/grafana/api/health", bearer)[0] == 200
     got = upstream.seen[-1]["headers"]
     assert "Authorization" not in got and "X-Ray-Authorization" not in got
+
+
+def test_a_client_that_vanishes_without_closing_ends_its_tunnel(gateway, key, monkeypatch) -> None:
+    """A tunnel client that stops answering (a laptop asleep: its socket stays open, no
+    close ever comes) is closed by the gateway's pings, and so is the connection behind
+    it, which would otherwise keep an SSH session, and the workspace, busy for ever. The
+    upstream is a TCP service recording what reaches it, where the sshd would listen."""
+    from raydeck_agent import activity
+    from raydeck_agent import gateway as gateway_module
+
+    gw, _ = gateway
+    monkeypatch.setattr(gateway_module, "DOWNSTREAM_HEARTBEAT_SECONDS", 1.0)
+    upstream_closed = threading.Event()
+    received: list[bytes] = []
+
+    def serve(listener: socket.socket) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            while data := connection.recv(4096):
+                received.append(data)
+        upstream_closed.set()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=serve, args=(listener,), daemon=True).start()
+    gw.serve("ssh", listener.getsockname()[1])
+    open_before = activity.ACTIVITY._open.get("ssh", 0)
+
+    async def vanish() -> tuple[bool, bytes]:
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token(key)}"}) as session,
+            # autoping off and never reading: nothing answers the gateway's pings.
+            session.ws_connect(
+                f"wss://127.0.0.1:{gw.port}/ssh", ssl=_client_tls, autoping=False
+            ) as ws,
+        ):
+            await ws.send_bytes(b"SSH-2.0-client\r\n")
+            closed = await asyncio.to_thread(upstream_closed.wait, 15)
+            return closed, b"".join(received)
+
+    closed, got = asyncio.run(vanish())
+    listener.close()
+    assert got == b"SSH-2.0-client\r\n"
+    assert closed, "the gateway kept the upstream of a client that answers nothing"
+    assert activity.ACTIVITY._open.get("ssh", 0) == open_before  # the session counted as ended

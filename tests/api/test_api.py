@@ -731,6 +731,17 @@ def test_the_openapi_document_describes_every_endpoint() -> None:
     assert "/api/v1/me" in documented and len(documented) >= 20
 
 
+def test_the_declared_routes_are_the_routers_own() -> None:
+    """console/api/urls.py declares the routes so that a process starts without ninja;
+    they must be exactly the patterns ninja builds from the routers."""
+    from console.api import endpoints, urls
+
+    built = [(str(p.pattern), p.name) for p in endpoints.api_patterns]
+    paste = "\n".join(f'    ("{route}", "{name}"),' for route, name in built)
+    assert list(urls.ROUTES) == built, f"console/api/urls.py ROUTES should read:\n{paste}"
+    assert (urls.APP_NAME, urls.NAMESPACE) == (endpoints.APP_NAME, endpoints.NAMESPACE)
+
+
 def test_the_reference_page_uses_only_vendored_assets() -> None:
     response = Client().get("/api/v1/docs")
     assert response.status_code == 200

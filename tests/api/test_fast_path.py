@@ -46,7 +46,7 @@ def lean_answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Records, per request that reaches the lean app, who answered it."""
     import console.wsgi
 
-    app = console.wsgi.api_read_application
+    app = console.wsgi.api_read_application()
     answered: list[str] = []
     real_answer, real_fallback = app._answer, type(app).fallback
 

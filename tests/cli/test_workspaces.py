@@ -63,3 +63,32 @@ def test_the_sdk(live_server) -> None:
     with pytest.raises(raydeck.WaitTimeout):
         workspaces.wait(made.id, "running", timeout=0.1, every=0.05)
     assert {w.name for w in workspaces.list()} == {"sdk-lab", "alpha-workspace"}
+
+
+def test_ssh_to_a_head_that_never_answers_gives_up_within_its_bound(monkeypatch) -> None:
+    """The ssh that `sync` and `ssh` run carries bounds: here the real ssh, with the
+    options the CLI gives it, reaches a "head" that accepts and then says nothing (a
+    ProxyCommand that only sleeps, as a stalled tunnel would), and ends with its error
+    instead of waiting without end. No server involved."""
+    import shutil
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    from raydeck import workspaces as cli_workspaces
+    from raydeck.workspaces_sdk import SshAccess
+
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        pytest.skip("no ssh client here (apt-get install openssh-client)")
+    monkeypatch.setattr(cli_workspaces, "SSH_CONNECT_SECONDS", 2)
+    ctx = SimpleNamespace(client=SimpleNamespace(url="https://raydeck.example", org="o"))
+    options = cli_workspaces.ssh_options(ctx, "ws-id", SshAccess.from_api({"user": "ray"}))
+    assert options["ServerAliveInterval"] and options["ServerAliveCountMax"]
+    options["ProxyCommand"] = "sleep 60"  # a tunnel that opened and stays silent
+    argv = [ssh, "-F", "/dev/null", *(f"-o{k}={v}" for k, v in options.items()), "ws", "true"]
+    started = time.monotonic()
+    ended = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert ended.returncode == 255
+    assert time.monotonic() - started < 20
+    assert "timed out" in ended.stderr.lower(), ended.stderr

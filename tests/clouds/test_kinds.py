@@ -127,3 +127,20 @@ def test_clouds_imports_nothing_of_the_apps_above_it() -> None:
                 names = [node.module]
             found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in above]
     assert found == []
+
+
+def test_each_kind_says_how_a_workspace_head_gets_an_sshd_and_the_advice_can_be_followed() -> None:
+    """The workspace page's advice for a head without sshd: a container kind's image
+    must bring it, and the spec it names builds (apt-get installs openssh-server); the
+    local cloud's heads use this machine's."""
+    from clouds.providers.builds import containerfile_for
+    from clusters.image_specs import normalize_spec
+
+    assert "apt-get install openssh-server" in traits_for(CloudKind.LOCAL).sshd_advice()
+    spec = normalize_spec({"base": "ray", "debian_packages": ["openssh-server"]})
+    for kind in (CloudKind.AWS, CloudKind.GCP):
+        traits = traits_for(kind)
+        assert "debian_packages: [openssh-server]" in traits.sshd_advice()
+        assert traits.build_spec_errors(spec, cloud_name="c") == {}
+    built = containerfile_for(spec, ray_base="rayproject/ray:2.40.0-py311", spec_hash="h")
+    assert "apt-get install -y --no-install-recommends openssh-server" in built

@@ -156,7 +156,7 @@ def test_every_url_keyword_has_a_fixture() -> None:
 @functools.cache
 def _api_schema() -> dict:
     """The OpenAPI document, built once (it takes a good part of a second)."""
-    from console.api.urls import api
+    from console.api.endpoints import api
 
     return api.get_openapi_schema(path_prefix="/api/v1/")
 

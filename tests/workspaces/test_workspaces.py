@@ -5,6 +5,7 @@ real-Ray path is tests/workspaces/test_workspace_ray.py."""
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 
 import pytest
@@ -376,11 +377,15 @@ def test_ssh_access_says_what_is_missing_and_is_audited(
     report(workspace, {"ssh": {"unavailable": "sshd is not installed"}})
     url = f"{base}/{workspace.uuid}/ssh"
     missing = api.post(url)
-    assert "SSH is not available in this image" in missing.body["error"]["message"]
+    said = "This workspace's head has no SSH server (sshd is not installed)"
+    assert said in missing.body["error"]["message"]
+    assert "install OpenSSH's server here" in missing.body["error"]["message"]  # local cloud
     page = client_for(alpha.member).get(
         reverse("workspace_detail", args=[alpha.org.slug, workspace.pk])
     )
-    assert b"SSH is not available in this image" in page.content
+    shown = html.unescape(page.content.decode())
+    assert said in shown and "install OpenSSH's server here" in shown
+    assert "raydeck workspaces ssh-config" not in shown  # no commands that cannot work
 
     report(workspace, {"ssh": {"user": "ray"}})
     head = make_head(workspace)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import Organization, Project, ProjectOwnedQuerySet, User
 from clouds.models import Cloud
+from clouds.providers.registry import traits_for
 from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
 
 from .choices import WORKSPACE_TRANSITIONS, WorkspaceState
@@ -86,6 +87,18 @@ class Workspace(models.Model):
             self.state_changed_at = timezone.now()
         self.state = state
         self.state_reason = reason[:1000]
+
+    @property
+    def no_sshd_explained(self) -> str:
+        """What the page and the API say when this run's head has no sshd ("" when it
+        has one, or has not said yet)."""
+        if not self.ssh_unavailable:
+            return ""
+        return (
+            f"This workspace's head has no SSH server ({self.ssh_unavailable}), so "
+            "raydeck workspaces ssh, sync and VS Code cannot reach it. "
+            + traits_for(self.cloud.kind).sshd_advice()
+        )
 
     @property
     def badge_class(self) -> str:

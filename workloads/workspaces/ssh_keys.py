@@ -118,7 +118,7 @@ def workspace_ssh_access(*, workspace: Workspace, user: User) -> dict[str, str]:
             f"The workspace {workspace.name} is {workspace.state}: start it first."
         )
     if workspace.ssh_unavailable:
-        raise ValidationError(f"SSH is not available in this image ({workspace.ssh_unavailable}).")
+        raise ValidationError(workspace.no_sshd_explained)
     address = access.gateway_address(cluster)
     if not workspace.ssh_user or address is None:
         raise ValidationError("The workspace's SSH server is starting: try again in a moment.")
