@@ -21,7 +21,7 @@ at most 32 characters) and tagged with the cloud and the service:
   health checks. An ALB does not verify a target's certificate: the hop is encrypted,
   and only the ALB's group may reach the port. Old and new versions of one service are
   weighted in the same rule whatever their protocols. A target group's protocol cannot
-  change: a version whose head changed its (a head replaced by one with a newer agent)
+  change: a version whose head changed protocol (replaced by one with a newer agent)
   gets a group of the other name, the rule moves to it, then the old group goes;
 - one listener rule (`/*`) forwarding to the versions' target groups by weight.
 
