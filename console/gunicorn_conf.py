@@ -17,3 +17,10 @@ logconfig_dict["loggers"]["gunicorn.error"] = {
 accesslog = None
 # Behind a load balancer: keep connections a little longer than its idle timeout.
 keepalive = 75
+
+
+def when_ready(server: object) -> None:
+    """In the master, after --preload loaded the app and before the workers fork."""
+    from console.wsgi import load_api
+
+    load_api()

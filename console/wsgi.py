@@ -34,6 +34,16 @@ def api_read_application() -> LeanApp:
     return ApiReadApp(django_application)
 
 
+def load_api() -> None:
+    """Loads the JSON API now instead of at its first request: production's master does
+    before it forks its workers (console/gunicorn_conf.py), so they share it and none pays
+    for it on a request; the embedded default leaves it for its cold start."""
+    from console.api import endpoints  # noqa: F401 - ninja's views, built on import
+
+    api_read_application()
+    gc.freeze()
+
+
 def _api_cluster_list(path: str) -> bool:
     """A cheap first look; the lean app matches the path exactly."""
     return path.startswith("/api/v1/orgs/") and path.endswith("/clusters")
