@@ -9,7 +9,9 @@ on every interface, so the service's router can reach it; only the head runs a p
 so the control plane never needs to know a node's ports. With token hashes, the token
 gate (serve_gate.py) takes the "serve" port and Serve's proxy listens behind it on a
 loopback port of its own (kept in the node's folder, so a restarted agent deploys the
-same HTTP options: Serve cannot move a running proxy). The same orders arrive every
+same HTTP options: Serve cannot move a running proxy); the report says whether the
+"serve" port speaks TLS (the gate does), and the load balancer reaches the version as it
+says (an agent from before the gate spoke TLS never says so). The same orders arrive every
 heartbeat: a config is deployed again only when its hash changes, or when Serve no
 longer runs it (Ray restarted).
 
@@ -209,6 +211,9 @@ class ServeHandler:
             "error": error,
             "applications": self._applications(details),
             "metrics": self._metrics(),
+            # What the "serve" port speaks: the control plane has the load balancer reach
+            # this version the same way (HTTPS to the gate, plain HTTP to Serve itself).
+            "tls": self._gate is not None,
             "at": time.time(),
         }
         with self._lock:

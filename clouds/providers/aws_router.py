@@ -13,13 +13,16 @@ at most 32 characters) and tagged with the cloud and the service:
   CA (the caller's `sign`) and imported into ACM tagged with the cloud and the service;
   imported again in place (the same ARN) once it has less than
   ENDPOINT_RENEW_BEFORE_SECONDS to live;
-- one target group per version (`rdt-<16 hex>-v<n>`, target type ip) holding the version
-  head's private address and port, reached over HTTPS (the head's serve gate speaks TLS
-  with the head's own certificate, serve_gate.py) and health-checked over HTTPS on
-  Serve's `/-/healthz`. An ALB does not verify a target's certificate: this hop is
-  encrypted, and only the ALB's group may reach the port. A group from before TLS to the
-  head (`rd-…`, HTTP; a target group's protocol cannot change) is replaced: the rule
-  moves to the HTTPS group, then the plain one goes;
+- one target group per version (target type ip) holding the version head's private
+  address and port, health-checked on Serve's `/-/healthz`, in the protocol the head's
+  port speaks (`Backend.tls`): HTTPS (`rdt-<16 hex>-v<n>`) to a head whose serve gate
+  speaks TLS with the head's own certificate (serve_gate.py), plain HTTP (`rd-<16
+  hex>-v<n>`) to a head booted with an agent from before that, which would fail HTTPS
+  health checks. An ALB does not verify a target's certificate: the hop is encrypted,
+  and only the ALB's group may reach the port. Old and new versions of one service are
+  weighted in the same rule whatever their protocols. A target group's protocol cannot
+  change: a version whose head changed protocol (replaced by one with a newer agent)
+  gets a group of the other name, the rule moves to it, then the old group goes;
 - one listener rule (`/*`) forwarding to the versions' target groups by weight.
 
 A draining version keeps weight 0 in the rule and its target is deregistered: the ALB
@@ -88,15 +91,15 @@ def lb_name(service_id: uuid.UUID) -> str:
     return f"rd-{service_id.hex[:20]}"
 
 
-def target_group_name(service_id: uuid.UUID, backend: str) -> str:
-    """A version's HTTPS target group ("rdt": TLS to the head)."""
-    return f"rdt-{service_id.hex[:16]}-{backend}"[:32]
+def target_group_name(service_id: uuid.UUID, backend: str, *, tls: bool = True) -> str:
+    """A version's target group: "rdt" for HTTPS to the head, "rd" for plain HTTP (the
+    name every group had before the hop to the head was encrypted)."""
+    return f"{'rdt' if tls else 'rd'}-{service_id.hex[:16]}-{backend}"[:32]
 
 
 def _group_prefixes(service_id: uuid.UUID) -> tuple[str, str]:
-    """The names of the service's target groups start with one of these: HTTPS ones, and
-    plain HTTP ones made before the hop to the head was encrypted."""
-    return target_group_name(service_id, ""), f"rd-{service_id.hex[:16]}-"
+    """The names of the service's target groups start with one of these."""
+    return target_group_name(service_id, ""), target_group_name(service_id, "", tls=False)
 
 
 def group_name(service_id: uuid.UUID) -> str:
@@ -162,7 +165,7 @@ class AwsRouter:
             groups = self._target_groups(elb, service_id)
             arns: dict[str, str] = {}
             for backend in backends:
-                name = target_group_name(service_id, backend.name)
+                name = target_group_name(service_id, backend.name, tls=backend.tls)
                 group = groups.get(name) or self._create_target_group(
                     elb, service_id, backend, lb["VpcId"]
                 )
@@ -171,7 +174,7 @@ class AwsRouter:
             self._open_ports(ec2, service_id, {b.port for b in backends})
             self._set_rule(elb, service_id, listener["ListenerArn"], backends, arns)
             # Only once no rule names them can the others go (stopped versions' groups,
-            # and plain HTTP ones replaced by HTTPS ones).
+            # and those of a version whose head now speaks the other protocol).
             for group in groups.values():
                 if group["TargetGroupArn"] not in arns.values():
                     with _missing_ok():
@@ -184,13 +187,16 @@ class AwsRouter:
     def in_flight(self, *, ref: dict[str, Any], backend: str) -> int:
         """1 while the backend's deregistered target is still draining, else 0."""
         service_id = router_service_id(ref)
+        names = {target_group_name(service_id, backend, tls=tls) for tls in (True, False)}
+        states = []
         with self._errors("elasticloadbalancing"):
             elb = self.provider._client("elbv2")
-            group = self._target_groups(elb, service_id).get(target_group_name(service_id, backend))
-            if group is None:
-                return 0
-            health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
-        states = [t["TargetHealth"]["State"] for t in health["TargetHealthDescriptions"]]
+            for name, group in self._target_groups(elb, service_id).items():
+                if name in names:
+                    health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+                    states += [
+                        t["TargetHealth"]["State"] for t in health["TargetHealthDescriptions"]
+                    ]
         return 1 if "draining" in states else 0
 
     def remove(self, *, ref: dict[str, Any]) -> None:
@@ -483,9 +489,9 @@ class AwsRouter:
     # -- versions -------------------------------------------------------------------
 
     def _target_groups(self, elb: Any, service_id: uuid.UUID) -> dict[str, dict[str, Any]]:
-        """The service's target groups by name, plain HTTP ones from before included (a
-        scan by name: one made just before a crash is in no rule yet, so the load
-        balancer does not list it)."""
+        """The service's target groups by name, HTTPS and plain HTTP (a scan by name: one
+        made just before a crash is in no rule yet, so the load balancer does not list
+        it)."""
         prefixes = _group_prefixes(service_id)
         found = {}
         for page in elb.get_paginator("describe_target_groups").paginate():
@@ -497,13 +503,14 @@ class AwsRouter:
     def _create_target_group(
         self, elb: Any, service_id: uuid.UUID, backend: Backend, vpc: str
     ) -> dict[str, Any]:
+        protocol = "HTTPS" if backend.tls else "HTTP"
         group = elb.create_target_group(
-            Name=target_group_name(service_id, backend.name),
-            Protocol="HTTPS",
+            Name=target_group_name(service_id, backend.name, tls=backend.tls),
+            Protocol=protocol,
             Port=backend.port,
             VpcId=vpc,
             TargetType="ip",
-            HealthCheckProtocol="HTTPS",
+            HealthCheckProtocol=protocol,
             HealthCheckPath=HEALTH_PATH,
             HealthCheckIntervalSeconds=5,
             HealthCheckTimeoutSeconds=4,

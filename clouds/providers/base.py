@@ -416,6 +416,10 @@ class Backend:
     weight: int
     draining: bool = False
     instance: str = ""  # the head's instance id in its cloud (GCP: zone/name)
+    # The head's "serve" port speaks TLS (its agent's serve gate does), so an ALB or a URL
+    # map reaches it over HTTPS; a head booted with an agent from before that speaks plain
+    # HTTP, and its load balancer must too. HAProxy stays on loopback and ignores it.
+    tls: bool = True
 
 
 @dataclass(frozen=True)

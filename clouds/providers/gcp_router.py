@@ -4,14 +4,17 @@ Balancer (EXTERNAL_MANAGED) per service, its URL map splitting traffic by weight
 Per service, each named after it (`rd-<first 20 hex digits of its uuid>`, versions'
 resources `rd-<…>-v<n>`):
 - a global address: the endpoint's stable IP, reserved first so the URL never changes;
-- an HTTPS health check `<name>-https` on Serve's `/-/healthz` at the serving port;
+- health checks on Serve's `/-/healthz` at the serving port: HTTPS `<name>-https`, and
+  while a version needs it, plain HTTP `<name>` (the one check of services from before
+  TLS to the head);
 - per version, a zonal network endpoint group (GCE_VM_IP_PORT) in the head's zone
-  holding the head's address and Serve port, and a backend service with that group
-  speaking HTTPS to the head's serve gate (TLS with the head's own certificate,
-  serve_gate.py; Google's front ends encrypt to it without checking the certificate).
-  A service from before TLS to the head had an HTTP health check `<name>` and HTTP
-  backend services: the next pass updates each backend service to HTTPS with the new
-  check, then deletes the old check, which no backend service names any more;
+  holding the head's address and Serve port, and a backend service with that group and
+  the health check of the protocol the head's port speaks (`Backend.tls`): HTTPS to a
+  head whose serve gate speaks TLS with the head's own certificate (serve_gate.py;
+  Google's front ends encrypt to it without checking the certificate), plain HTTP to a
+  head booted with an agent from before that, which would fail HTTPS checks. A backend
+  service's protocol is updated in place when its head's changes; the HTTP check goes
+  once no version is plain (GCE refuses to delete one a backend service names);
 - a self-managed SSL certificate (`<name>-tls-<issued at>`) for the address, signed by
   the installation's CA (the caller's `sign`); a new one is made once the newest has
   less than ENDPOINT_RENEW_BEFORE_SECONDS to live, and older ones go once the proxy
@@ -76,9 +79,10 @@ def base_name(service_id: uuid.UUID) -> str:
     return f"rd-{service_id.hex[:20]}"
 
 
-def health_check_name(name: str) -> str:
-    """The versions' HTTPS health check (the service's base name was its HTTP one's)."""
-    return f"{name}-https"
+def health_check_name(name: str, *, tls: bool = True) -> str:
+    """The versions' health check: HTTPS, or plain HTTP (named as services from before
+    TLS to the head named their one check)."""
+    return f"{name}-https" if tls else name
 
 
 class GcpRouter:
@@ -116,20 +120,7 @@ class GcpRouter:
                 ),
             )
             address = self._get(self.addresses, "addresses", address=name)
-        self._ensure(
-            self.health_checks,
-            "healthChecks",
-            {"health_check": health_check_name(name)},
-            health_check_resource=compute_v1.HealthCheck(
-                name=health_check_name(name),
-                type_="HTTPS",
-                check_interval_sec=5,
-                timeout_sec=4,
-                https_health_check=compute_v1.HTTPSHealthCheck(
-                    request_path=HEALTH_PATH, port_specification="USE_SERVING_PORT"
-                ),
-            ),
-        )
+        self._ensure_health_check(name, tls=True)
         ip = address.address if address is not None else ""
         self._ensure_certificate(name, ip, sign)
         return Endpoint(url=f"https://{ip}", ref={"service_id": str(service_id)})
@@ -141,6 +132,9 @@ class GcpRouter:
         if address is None:
             self.ensure_endpoint(service_id=service_id, ref=ref)
             address = self._get(self.addresses, "addresses", address=name)
+        plain = any(not b.tls for b in backends)
+        if plain:  # a version whose head speaks plain HTTP (its agent is from before TLS)
+            self._ensure_health_check(name, tls=False)
         existing = self._backend_services(name)
         for backend in backends:
             self._ensure_version(name, backend, existing.get(backend.name))
@@ -153,10 +147,13 @@ class GcpRouter:
                 self.backend_services, "backendServices", backend_service=existing[version].name
             )
             self._delete_groups(f"{name}-{version}")
-        # The plain HTTP check of a service from before TLS to the head: no backend
-        # service names it now (GCE refuses to delete one in use).
-        if self._get(self.health_checks, "healthChecks", health_check=name) is not None:
-            self._delete(self.health_checks, "healthChecks", health_check=name)
+        # The plain HTTP check once no version needs it: no backend service names it now.
+        plain_check = health_check_name(name, tls=False)
+        if (
+            not plain
+            and self._get(self.health_checks, "healthChecks", health_check=plain_check) is not None
+        ):
+            self._delete(self.health_checks, "healthChecks", health_check=plain_check)
 
     def set_token_hashes(self, *, ref: dict[str, Any], token_hashes: list[str]) -> None:
         """Nothing: a URL map cannot compare a token's SHA-256 (docs/architecture.md says
@@ -186,8 +183,10 @@ class GcpRouter:
         for service in self._backend_services(name).values():
             self._delete(self.backend_services, "backendServices", backend_service=service.name)
             self._delete_groups(service.name)
-        for check in (health_check_name(name), name):  # `name`: HTTP, from before TLS
-            self._delete(self.health_checks, "healthChecks", health_check=check)
+        for tls in (True, False):
+            self._delete(
+                self.health_checks, "healthChecks", health_check=health_check_name(name, tls=tls)
+            )
         self._delete(self.firewalls, "firewalls", firewall=f"{name}-lb")
         self._delete(self.addresses, "addresses", address=name)
 
@@ -245,8 +244,8 @@ class GcpRouter:
             name=version,
             description=drain,
             load_balancing_scheme=SCHEME,
-            protocol="HTTPS",
-            health_checks=[self._link("healthChecks", health_check_name(name))],
+            protocol="HTTPS" if backend.tls else "HTTP",
+            health_checks=[self._link("healthChecks", health_check_name(name, tls=backend.tls))],
             connection_draining=compute_v1.ConnectionDraining(draining_timeout_sec=DRAIN_SECONDS),
             backends=[
                 compute_v1.Backend(
@@ -260,7 +259,7 @@ class GcpRouter:
             self._insert(self.backend_services, "backendServices", backend_service_resource=wanted)
         elif (
             service.description != drain
-            or service.protocol != wanted.protocol  # HTTP before TLS to the head
+            or service.protocol != wanted.protocol  # the head's port changed what it speaks
             or not _same_links(service.health_checks, wanted.health_checks)
             or not _same_links(
                 [b.group for b in service.backends], [b.group for b in wanted.backends]
@@ -304,6 +303,22 @@ class GcpRouter:
                         )
                     },
                 )
+
+    def _ensure_health_check(self, name: str, *, tls: bool) -> None:
+        check = compute_v1.HealthCheck(
+            name=health_check_name(name, tls=tls), check_interval_sec=5, timeout_sec=4
+        )
+        probe = {"request_path": HEALTH_PATH, "port_specification": "USE_SERVING_PORT"}
+        if tls:
+            check.type_, check.https_health_check = "HTTPS", compute_v1.HTTPSHealthCheck(**probe)
+        else:
+            check.type_, check.http_health_check = "HTTP", compute_v1.HTTPHealthCheck(**probe)
+        self._ensure(
+            self.health_checks,
+            "healthChecks",
+            {"health_check": check.name},
+            health_check_resource=check,
+        )
 
     def _delete_groups(self, version: str) -> None:
         for zone in self.provider.zones:

@@ -15,6 +15,7 @@ import http.server
 import socket
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -233,3 +234,34 @@ def test_without_the_heads_certificate_the_gate_does_not_open(tmp_path: Path) ->
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         handler.stop()
+
+
+def _first_report(handler: ServeHandler) -> dict:
+    """The handler's report once its thread made one (bounded)."""
+    deadline = time.monotonic() + 10
+    while (report := handler.report()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert report is not None
+    return report
+
+
+def test_the_report_says_whether_the_serve_port_speaks_tls(
+    tmp_path: Path, head_tls: NodeTLS
+) -> None:
+    """The control plane has the load balancer reach the version as the report says
+    (HTTPS to the gate; plain HTTP to Serve where no gate stands, as on the local cloud)."""
+    context = HeadContext(
+        node_dir=tmp_path,
+        python="python3",
+        ray_env={},
+        dashboard_url="http://127.0.0.1:1",  # no Ray: the report comes all the same
+        ports={"serve": free_ports(1)[0]},
+        tls=head_tls,
+    )
+    for orders, tls in (({}, False), ({"token_hashes": [_hash(TOKEN)]}, True)):
+        handler = ServeHandler(context)
+        handler.handle({"version": 1, "hash": "h", "config": {}, **orders})
+        try:
+            assert _first_report(handler)["tls"] is tls
+        finally:
+            handler.stop()

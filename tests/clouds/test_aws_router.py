@@ -53,8 +53,9 @@ def provider(fake: Fake) -> AwsProvider:
     return make_provider(fake, firewall=FIREWALL)
 
 
-def _backends(**weights: int) -> list[Backend]:
-    """v1 on 10.0.1.1, v2 on 10.0.1.2, ...; a negative weight is a draining version."""
+def _backends(plain: frozenset[str] = frozenset(), **weights: int) -> list[Backend]:
+    """v1 on 10.0.1.1, v2 on 10.0.1.2, ...; a negative weight is a draining version; the
+    heads of versions in `plain` speak plain HTTP (an agent from before TLS to the head)."""
     return [
         Backend(
             name=name,
@@ -62,6 +63,7 @@ def _backends(**weights: int) -> list[Backend]:
             port=8000,
             weight=max(weight, 0),
             draining=weight < 0,
+            tls=name not in plain,
         )
         for name, weight in weights.items()
     ]
@@ -497,3 +499,58 @@ def test_plain_http_target_groups_move_to_https(
     assert len(made) == 2  # nothing made twice
     router.remove(ref=ref)
     assert account.target_groups() == {}
+
+
+def test_an_old_plain_version_keeps_http_beside_a_new_https_one(
+    provider: AwsProvider, fake: Fake, sign: EndpointSigner
+) -> None:
+    """After an upgrade of Raydeck, the serving version's head still runs the agent its
+    cluster booted with, whose port speaks plain HTTP: its HTTP group stays (HTTPS health
+    checks would fail and take it down), the new version gets an HTTPS group, and the one
+    rule weights both. A pass cut off before the rule moved is finished by the next; once
+    the old version has drained and gone, only HTTPS remains."""
+    router = provider.router()
+    account = Account(fake)
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    _plain_http_versions(account, v1=100)
+    made_before = len(fake.params("CreateTargetGroup"))  # the test's own client's too
+    old = {"v1"}
+    plain_v1 = aws_router.target_group_name(SERVICE, "v1", tls=False)
+    https_v2 = aws_router.target_group_name(SERVICE, "v2")
+
+    router.set_backends(ref=ref, backends=_backends(plain=frozenset(old), v1=100))
+    assert account.protocols() == {plain_v1: ("HTTP", "HTTP")}  # left as it was
+    assert len(fake.params("CreateTargetGroup")) == made_before
+
+    fake.on(
+        "before-call.elastic-load-balancing-v2.ModifyRule",
+        _once(lambda: _error("InternalFailure", 500)),
+    )
+    with pytest.raises(TransientCloudError):
+        router.set_backends(ref=ref, backends=_backends(plain=frozenset(old), v1=90, v2=10))
+    assert account.weights() == {"v1": 100}  # the old version still serves everything
+    router.set_backends(ref=ref, backends=_backends(plain=frozenset(old), v1=90, v2=10))
+    assert account.protocols() == {plain_v1: ("HTTP", "HTTP"), https_v2: ("HTTPS", "HTTPS")}
+    assert account.weights() == {"v1": 90, "v2": 10}
+    assert account.targets("v1") == [("10.0.1.1", 8000)]
+    assert account.targets("v2") == [("10.0.1.2", 8000)]
+    made = [p["Name"] for p in fake.params("CreateTargetGroup")[made_before:]]
+    assert made == [https_v2]  # once
+
+    router.set_backends(ref=ref, backends=_backends(plain=frozenset(old), v1=-1, v2=100))
+    assert account.weights() == {"v1": 0, "v2": 100}
+    assert account.protocols()[plain_v1] == ("HTTP", "HTTP")  # drains where it served
+    draining = {
+        "TargetHealthDescriptions": [
+            {"Target": {"Id": "10.0.1.1", "Port": 8000}, "TargetHealth": {"State": "draining"}}
+        ]
+    }
+    fake.on(
+        "before-call.elastic-load-balancing-v2.DescribeTargetHealth",
+        _once(lambda: _ok(draining)),
+    )
+    assert router.in_flight(ref=ref, backend="v1") == 1  # its plain group is the one asked
+
+    router.set_backends(ref=ref, backends=_backends(v2=100))
+    assert account.protocols() == {https_v2: ("HTTPS", "HTTPS")}
+    assert account.weights() == {"v2": 100}

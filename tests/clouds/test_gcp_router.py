@@ -45,8 +45,11 @@ def fake(gcp: FakeComputeServer) -> FakeCompute:
     return gcp.fake
 
 
-def _backends(fake: FakeCompute, **weights: int) -> list[Backend]:
-    """Each version's head; a negative weight is a draining version."""
+def _backends(
+    fake: FakeCompute, plain: frozenset[str] = frozenset(), **weights: int
+) -> list[Backend]:
+    """Each version's head; a negative weight is a draining version; the heads of
+    versions in `plain` speak plain HTTP (an agent from before TLS to the head)."""
     found = []
     for name, weight in weights.items():
         zone = ZONES[name]
@@ -59,6 +62,7 @@ def _backends(fake: FakeCompute, **weights: int) -> list[Backend]:
                 weight=max(weight, 0),
                 draining=weight < 0,
                 instance=f"{zone}/head-{name}",
+                tls=name not in plain,
             )
         )
     return found
@@ -412,3 +416,38 @@ def test_plain_http_backend_services_move_to_https(
     assert len(fake.calls("POST", r"/backendServices$")) == 2  # updated, not made again
     router.remove(ref=ref)
     assert fake.lb == {}
+
+
+def test_an_old_plain_version_keeps_http_beside_a_new_https_one(
+    provider: GcpProvider, fake: FakeCompute, sign: EndpointSigner
+) -> None:
+    """After an upgrade of Raydeck, the serving version's head still runs the agent its
+    cluster booted with, whose port speaks plain HTTP: its backend service stays HTTP with
+    the HTTP check (made again if it went), the new version's is HTTPS, and the one URL
+    map weights both. A pass cut off before the URL map changed is finished by the next;
+    once the old version has drained and gone, only HTTPS remains."""
+    router = provider.router()
+    ref = router.ensure_endpoint(service_id=SERVICE, ref={}, sign=sign).ref
+    old = frozenset({"v1"})
+    router.set_backends(ref=ref, backends=_backends(fake, plain=old, v1=100))
+    assert _protocols(fake) == {"v1": ("HTTP", "HTTP")}
+    assert _part(fake, "healthChecks") is not None  # the plain check, by the service's name
+
+    fake.fail_next(503, "backendError", "Internal error", method="PUT", path=f"/urlMaps/{NAME}$")
+    with pytest.raises(TransientCloudError):
+        router.set_backends(ref=ref, backends=_backends(fake, plain=old, v1=90, v2=10))
+    assert _weights(fake) == {"v1": 100}  # the old version still serves everything
+    router.ensure_endpoint(service_id=SERVICE, ref=ref, sign=sign)
+    router.set_backends(ref=ref, backends=_backends(fake, plain=old, v1=90, v2=10))
+    assert _protocols(fake) == {"v1": ("HTTP", "HTTP"), "v2": ("HTTPS", "HTTPS")}
+    assert _weights(fake) == {"v1": 90, "v2": 10}
+    assert len(fake.calls("POST", r"/backendServices$")) == 2  # nothing made twice
+
+    router.set_backends(ref=ref, backends=_backends(fake, plain=old, v1=-1, v2=100))
+    assert _weights(fake) == {"v1": 0, "v2": 100}
+    assert _protocols(fake)["v1"] == ("HTTP", "HTTP")  # drains where it served
+
+    router.set_backends(ref=ref, backends=_backends(fake, v2=100))
+    assert _protocols(fake) == {"v2": ("HTTPS", "HTTPS")}
+    assert _part(fake, "healthChecks") is None  # the plain check went with the last user
+    assert _weights(fake) == {"v2": 100}

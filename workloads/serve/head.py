@@ -104,6 +104,8 @@ def clean_report(raw: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
         "hash": str(raw.get("hash", ""))[:64],
         "error": str(raw.get("error", ""))[:500],
         "applications": applications,
+        # Its "serve" port speaks TLS; agents from before the gate spoke it never say so.
+        "tls": raw.get("tls") is True,
     }
     return report, _clean_metrics(raw.get("metrics"))
 

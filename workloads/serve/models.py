@@ -153,6 +153,12 @@ class ServiceVersion(models.Model):
     state_changed_at = models.DateTimeField(default=timezone.now)
     applications = models.JSONField(default=dict, blank=True)  # health per Serve app
     drain_started_at = models.DateTimeField(null=True, blank=True)
+    # Whether the head's "serve" port speaks TLS, as the head last reported (its agent's
+    # serve gate does; agents from before that release, which a cluster keeps from its
+    # boot, speak plain HTTP): the load balancer reaches the version the same way.
+    # Versions from before this field are plain (migration 0002); a new one's head
+    # reports before the version is healthy, and so before the load balancer names it.
+    head_tls = models.BooleanField(default=True)
     created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -151,7 +151,8 @@ def _judge_starting(service: Service, version: ServiceVersion) -> None:
             if head is None:
                 return
             version.move_to(VersionState.HEALTHY)
-            _save_version(version, "applications")
+            version.head_tls = _speaks_tls(report)  # before the load balancer names it
+            _save_version(version, "applications", "head_tls")
             record_event(
                 service,
                 "version healthy",
@@ -162,9 +163,18 @@ def _judge_starting(service: Service, version: ServiceVersion) -> None:
             version.save(update_fields=["applications"])
 
 
+def _speaks_tls(report: dict | None) -> bool:
+    """Whether the head's "serve" port speaks TLS (head.py `clean_report`)."""
+    return bool(report and report.get("tls"))
+
+
 def _watch_health(version: ServiceVersion) -> str:
-    """Why a healthy version is no longer healthy, or ""."""
+    """Why a healthy version is no longer healthy, or ""; follows what its head's port
+    speaks (a head replaced by one with a newer agent speaks TLS)."""
     report = _fresh_report(version)
+    if report is not None and _speaks_tls(report) != version.head_tls:
+        version.head_tls = _speaks_tls(report)
+        ServiceVersion.objects.filter(pk=version.pk).update(head_tls=version.head_tls)
     if report is None or report.get("hash") != version.config_hash:
         return ""
     apps = report.get("applications") or {}
@@ -515,6 +525,7 @@ def _route(service: Service, router: ServiceRouter) -> None:
                 instance=head[2],
                 weight=version.weight if healthy else 0,
                 draining=not healthy,
+                tls=version.head_tls,
             )
         )
     router.set_backends(ref=service.router_ref, backends=backends)
