@@ -85,7 +85,10 @@ def cmd_create(ctx: Context) -> int:
         image=args.image,
         idempotency_key=args.idempotency_key,
     )
-    if args.start:
+    waiting = (workspace.image_build or {}).get("waiting")
+    if args.start and waiting:  # the API would refuse the start: say why, and what next
+        ctx.note(f"{waiting} Then: raydeck workspaces start {workspace.name}")
+    elif args.start:
         workspace = _sdk(ctx).start(workspace.id)
         if args.wait:
             workspace = _wait(ctx, workspace, "running")

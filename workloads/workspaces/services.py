@@ -38,6 +38,7 @@ from workloads.storage import working_dir_packed
 
 from . import live
 from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
+from .images import default_workspace_image
 from .models import Workspace
 from .tasks import enqueue_sync
 
@@ -68,11 +69,20 @@ def workspace_create(
     image: ContainerImage | None = None,
 ) -> Workspace:
     """A stopped workspace of `project`; its choice follows the rules of a cluster's
-    (clusters.services.lifecycle.checked_choice), errors on the fields named alike."""
+    (clusters.services.lifecycle.checked_choice), errors on the fields named alike. An
+    image left blank is Raydeck's workspace image for the cloud where the kind has one
+    (images.py): its build may still run when this returns."""
     require(actor, "workspace.manage", project)
+    chosen, image_build = image, None
     compute_config, image = checked_choice(
         project=project, actor=actor, cloud=cloud, compute_config=compute_config, image=image
     )
+    if chosen is None:
+        workspace_image, image_build = default_workspace_image(
+            organization=project.organization, cloud=cloud, actor=actor
+        )
+        if workspace_image is not None or image_build is not None:
+            image = workspace_image
     workspace = Workspace(
         organization_id=project.organization_id,
         project=project,
@@ -80,6 +90,7 @@ def workspace_create(
         cloud=cloud,
         compute_config=compute_config,
         image=image,
+        image_build=image_build,
         created_by=actor,
     )
     workspace.files_location = files_location_for(cloud, str(workspace.uuid))
@@ -90,7 +101,7 @@ def workspace_create(
                 "log location (a bucket) first."
             }
         )
-    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image"])
+    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image", "image_build"])
     try:
         with transaction.atomic():
             workspace.save()
@@ -102,7 +113,11 @@ def workspace_create(
         actor=actor,
         verb="workspace.create",
         target=workspace,
-        changes={"name": [None, workspace.name], "cloud": [None, cloud.name]},
+        changes={
+            "name": [None, workspace.name],
+            "cloud": [None, cloud.name],
+            "image": [None, image.name if image else image_build and image_build.name],
+        },
     )
     return workspace
 
@@ -118,6 +133,10 @@ def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
     workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
     if workspace.state in ACTIVE_WORKSPACE_STATES:
         raise ValidationError(f"The workspace {workspace.name} is already {workspace.state}.")
+    if waiting := workspace.image_wait_explained:
+        raise ValidationError(f"{workspace.name} cannot start yet. {waiting}")
+    if workspace.image is None and workspace.image_build is not None:
+        workspace.image = workspace.image_build.image  # built: from now on its image
     try:
         cluster = cluster_create(
             project=workspace.project,

@@ -107,7 +107,7 @@ class WorkspaceObjectView(OrgView):
     def load_objects(self, **kwargs: Any) -> None:
         self.workspace = self.object_or_404(
             self.scoped(Workspace).select_related(
-                "project", "cloud", "cluster", "compute_config__config", "image", "created_by"
+                "project", "cloud", "cluster", "compute_config__config", "image", "image_build", "created_by"
             ),
             pk=kwargs["workspace_id"],
         )
@@ -134,7 +134,9 @@ class WorkspaceDetailView(WorkspaceObjectView):
 
     def get(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
         workspace = self.workspace
-        live = workspace.state in (WorkspaceState.STARTING, WorkspaceState.STOPPING)
+        live = workspace.state in (WorkspaceState.STARTING, WorkspaceState.STOPPING) or bool(
+            workspace.image_build and not workspace.image_build.is_final
+        )
         context = {
             "live": live,
             "jupyter_ready": selectors.jupyter_ready(workspace),

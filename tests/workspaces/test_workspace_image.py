@@ -1,0 +1,192 @@
+"""The image a workspace gets with its image left blank: on AWS Raydeck's workspace image
+(Ray's image with JupyterLab and OpenSSH's server), built once per organization and cloud
+with the ordinary image builds; on the local cloud Raydeck's own Python, as before.
+
+Stand-in: moto is the customer's AWS account behind Raydeck's real AWS driver, with the
+test playing CodeBuild's part where moto runs no build (tests/clusters/
+test_image_build_aws.py: it pushes the image to ECR, or answers BatchGetBuilds with a
+failed build). PostgreSQL and Redis are real; no Ray runs (the reconciler is not run:
+a started workspace's cluster is only queued).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from accounts.choices import OrgRole
+from accounts.models import AuditEvent
+from clouds.choices import CloudKind, CloudState
+from clouds.models import Cloud
+from clouds.providers import aws_builds
+from clusters.choices import BuildState
+from clusters.models import ContainerImage, ImageBuild
+from clusters.services import builds
+from clusters.services.defaults import ray_version
+from tests.api.conftest import as_role, verified
+from tests.clusters.test_image_build_aws import (  # noqa: F401 (calls: a fixture)
+    ACCOUNT,
+    REGION,
+    Calls,
+    _failed_answer,
+    calls,
+    play_codebuild,
+)
+from tests.conftest import Tenant, client_for
+from tests.factories import CloudFactory
+from workloads.workspaces import services
+from workloads.workspaces.choices import WorkspaceState
+from workloads.workspaces.models import Workspace
+
+pytestmark = pytest.mark.django_db
+
+
+def aws_cloud(tenant: Tenant) -> Cloud:
+    return CloudFactory(
+        organization=tenant.org,
+        kind=CloudKind.AWS,
+        region=REGION,
+        state=CloudState.ACTIVE,
+        aws_role_arn=f"arn:aws:iam::{ACCOUNT}:role/raydeck",
+        aws_external_id=f"raydeck-ext-{tenant.org.slug}-0123456789",
+        log_location=f"s3://{tenant.org.slug}-logs/raydeck",
+    )
+
+
+def create(tenant: Tenant, cloud: Cloud, name: str) -> Workspace:
+    return services.workspace_create(
+        project=tenant.project, actor=tenant.member, name=name, cloud=cloud
+    )
+
+
+def test_blank_image_on_aws_builds_the_workspace_image_once_and_start_waits_for_it(
+    tenant_a: Tenant, tenant_b: Tenant, calls: tuple[Calls, Any]  # noqa: F811
+) -> None:
+    recorder, _ = calls
+    cloud = aws_cloud(tenant_a)
+    first = create(tenant_a, cloud, "lab")
+    build = first.image_build
+    assert first.image is None and build is not None
+    assert build.name == f"Workspace (Ray {ray_version()}) on {cloud.name}"
+    assert build.organization == tenant_a.org and build.created_by == tenant_a.member
+    builds.image_build_advance(build_id=build.pk)  # the task's first pass: StartBuild
+    build.refresh_from_db()
+    assert build.state == BuildState.BUILDING
+
+    # What the head needs: jupyter-lab beside the image's Python, and sshd.
+    (started,) = recorder.params("StartBuild")
+    variables = {v["name"]: v["value"] for v in started["environmentVariablesOverride"]}
+    containerfile = base64.b64decode(variables["RAYDECK_CONTAINERFILE"]).decode()
+    assert containerfile.startswith(f"FROM rayproject/ray:{ray_version()}-py311\n")
+    assert "apt-get install -y --no-install-recommends openssh-server" in containerfile
+    assert "RUN python -m pip install --no-cache-dir jupyterlab" in containerfile
+
+    # A second workspace waits for the same build: nothing is built twice.
+    second = create(tenant_a, cloud, "lab-two")
+    assert second.image is None and second.image_build == build
+    assert ImageBuild.objects.filter(cloud=cloud).count() == 1
+
+    # While it builds, start is refused and says why; the page and the API say so too.
+    with pytest.raises(ValidationError) as refused:
+        services.workspace_start(workspace=first, actor=tenant_a.member)
+    assert "still building" in refused.value.messages[0]
+    assert "start it once it is built" in refused.value.messages[0]
+    first.refresh_from_db()
+    assert first.state == WorkspaceState.STOPPED and first.cluster is None
+    slug = tenant_a.org.slug
+    page = client_for(tenant_a.member).get(reverse("workspace_detail", args=[slug, first.pk]))
+    text = page.content.decode()
+    assert "is still building" in text and 'hx-trigger="every 2s"' in text
+    assert reverse("image_build_detail", args=[slug, build.pk]) in text
+    got = as_role(tenant_a, OrgRole.MEMBER).get(f"/orgs/{slug}/workspaces/{first.uuid}").body
+    assert got["image"] is None and got["image_build"]["state"] == "building"
+    assert "still building" in got["image_build"]["waiting"]
+    started_by_api = as_role(tenant_a, OrgRole.MEMBER).post(
+        f"/orgs/{slug}/workspaces/{first.uuid}/start"
+    )
+    assert started_by_api.status == 409 and "still building" in str(started_by_api.body)
+
+    # Built: start runs the workspace image, and the workspace keeps it.
+    play_codebuild(build, ["pushed"])
+    builds.image_build_advance(build_id=build.pk)
+    build.refresh_from_db()
+    assert build.state == BuildState.SUCCEEDED, build.error
+    services.workspace_start(workspace=first, actor=tenant_a.member)
+    first.refresh_from_db()
+    assert first.state == WorkspaceState.STARTING and first.image == build.image
+    assert first.cluster.image == build.image and first.cluster.image_build == build
+    assert first.cluster.image.image_uri.startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/")
+
+    # A later workspace gets the built image at once; still one build.
+    third = create(tenant_a, cloud, "lab-three")
+    assert third.image == build.image and third.image_build is None
+    assert len(recorder.params("StartBuild")) == 1
+    assert AuditEvent.objects.filter(verb="image.build", target_id=str(build.pk)).count() == 1
+
+    # Another organization neither sees nor reuses it: it gets a build of its own, and
+    # tenant_a's build and image are missing to it.
+    other_cloud = aws_cloud(tenant_b)
+    theirs = create(tenant_b, other_cloud, "lab")
+    assert theirs.image is None and theirs.image_build != build
+    assert theirs.image_build.organization == tenant_b.org
+    assert build.image not in ContainerImage.objects.visible_to(tenant_b.member, tenant_b.org)
+    outsider = client_for(tenant_b.member)
+    assert outsider.get(reverse("image_build_detail", args=[slug, build.pk])).status_code == 404
+    assert outsider.get(reverse("workspace_detail", args=[slug, first.pk])).status_code == 404
+
+
+def test_a_failed_workspace_image_build_is_said_and_a_new_workspace_builds_again(
+    tenant_a: Tenant, calls: tuple[Calls, Any]  # noqa: F811
+) -> None:
+    _, session = calls
+    cloud = aws_cloud(tenant_a)
+    workspace = create(tenant_a, cloud, "lab")
+    build = workspace.image_build
+    builds.image_build_advance(build_id=build.pk)
+    build.refresh_from_db()
+    codebuild_id = aws_builds.split_id(build.external_id)[1]
+    play_codebuild(build, ["E: Unable to locate package openssh-server"], push=False)
+    session.events.register(
+        "before-call.codebuild.BatchGetBuilds", lambda **_: _failed_answer(codebuild_id)
+    )
+    builds.image_build_advance(build_id=build.pk)
+    build.refresh_from_db()
+    assert build.state == BuildState.FAILED
+
+    with pytest.raises(ValidationError) as refused:
+        services.workspace_start(workspace=workspace, actor=tenant_a.member)
+    assert "could not be built" in refused.value.messages[0]
+    assert "exit status 1" in refused.value.messages[0]
+    page = client_for(tenant_a.member).get(
+        reverse("workspace_detail", args=[tenant_a.org.slug, workspace.pk])
+    )
+    text = page.content.decode()
+    assert "could not be built" in text and "another image" in text
+    assert 'hx-trigger="every 2s"' not in text  # final: nothing to poll for
+
+    again = create(tenant_a, cloud, "lab-again")
+    assert again.image_build is not None and again.image_build != build
+    assert again.image_build.state == BuildState.QUEUED
+
+
+def test_the_local_cloud_and_a_chosen_image_build_nothing(tenant_a: Tenant) -> None:
+    alpha = verified(tenant_a)
+    local = create(alpha, alpha.cloud, "local-lab")
+    assert local.image is not None and local.image.name.endswith("(Raydeck's Python)")
+    assert local.image_build is None
+    cloud = aws_cloud(alpha)
+    chosen = ContainerImage.objects.create(
+        organization=alpha.org, name="mine", image_uri="registry.example.com/me/ray:1",
+        ray_version=ray_version(),
+    )
+    explicit = services.workspace_create(
+        project=alpha.project, actor=alpha.member, name="mine", cloud=cloud, image=chosen
+    )
+    assert explicit.image == chosen and explicit.image_build is None
+    assert not ImageBuild.objects.filter(cloud__in=[alpha.cloud, cloud]).exclude(
+        pk=getattr(alpha.build, "pk", None)
+    ).exists()
