@@ -73,7 +73,11 @@ class CloudTraits(BuildTraits):
         where the built-in image already has what a workspace's head runs. Ray's image
         has neither: JupyterLab is found as jupyter-lab beside the node's Python, and
         the head's sshd is OpenSSH's (raydeck_agent/apps.py, sshd.py)."""
-        return {"base": BASE_RAY, "requirements": ["jupyterlab"], "debian_packages": ["openssh-server"]}
+        return {
+            "base": BASE_RAY,
+            "requirements": ["jupyterlab"],
+            "debian_packages": ["openssh-server"],
+        }
 
     @classmethod
     def sshd_advice(cls) -> str:

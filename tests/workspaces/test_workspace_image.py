@@ -64,7 +64,9 @@ def create(tenant: Tenant, cloud: Cloud, name: str) -> Workspace:
 
 
 def test_blank_image_on_aws_builds_the_workspace_image_once_and_start_waits_for_it(
-    tenant_a: Tenant, tenant_b: Tenant, calls: tuple[Calls, Any]  # noqa: F811
+    tenant_a: Tenant,
+    tenant_b: Tenant,
+    calls: tuple[Calls, Any],  # noqa: F811
 ) -> None:
     recorder, _ = calls
     cloud = aws_cloud(tenant_a)
@@ -140,7 +142,8 @@ def test_blank_image_on_aws_builds_the_workspace_image_once_and_start_waits_for_
 
 
 def test_a_failed_workspace_image_build_is_said_and_a_new_workspace_builds_again(
-    tenant_a: Tenant, calls: tuple[Calls, Any]  # noqa: F811
+    tenant_a: Tenant,
+    calls: tuple[Calls, Any],  # noqa: F811
 ) -> None:
     _, session = calls
     cloud = aws_cloud(tenant_a)
@@ -180,13 +183,17 @@ def test_the_local_cloud_and_a_chosen_image_build_nothing(tenant_a: Tenant) -> N
     assert local.image_build is None
     cloud = aws_cloud(alpha)
     chosen = ContainerImage.objects.create(
-        organization=alpha.org, name="mine", image_uri="registry.example.com/me/ray:1",
+        organization=alpha.org,
+        name="mine",
+        image_uri="registry.example.com/me/ray:1",
         ray_version=ray_version(),
     )
     explicit = services.workspace_create(
         project=alpha.project, actor=alpha.member, name="mine", cloud=cloud, image=chosen
     )
     assert explicit.image == chosen and explicit.image_build is None
-    assert not ImageBuild.objects.filter(cloud__in=[alpha.cloud, cloud]).exclude(
-        pk=getattr(alpha.build, "pk", None)
-    ).exists()
+    assert (
+        not ImageBuild.objects.filter(cloud__in=[alpha.cloud, cloud])
+        .exclude(pk=getattr(alpha.build, "pk", None))
+        .exists()
+    )

@@ -107,7 +107,13 @@ class WorkspaceObjectView(OrgView):
     def load_objects(self, **kwargs: Any) -> None:
         self.workspace = self.object_or_404(
             self.scoped(Workspace).select_related(
-                "project", "cloud", "cluster", "compute_config__config", "image", "image_build", "created_by"
+                "project",
+                "cloud",
+                "cluster",
+                "compute_config__config",
+                "image",
+                "image_build",
+                "created_by",
             ),
             pk=kwargs["workspace_id"],
         )
