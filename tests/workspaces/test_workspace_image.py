@@ -188,6 +188,17 @@ def test_the_local_cloud_and_a_chosen_image_build_nothing(tenant_a: Tenant) -> N
         image_uri="registry.example.com/me/ray:1",
         ray_version=ray_version(),
     )
+    # GCP's built-in image is Ray's too: a blank image is queued for the workspace image
+    # (nothing reaches Google: the build is not advanced here).
+    gcp = CloudFactory(
+        organization=alpha.org,
+        kind=CloudKind.GCP,
+        state=CloudState.ACTIVE,
+        log_location="gs://alpha-logs/raydeck",
+    )
+    on_gcp = create(alpha, gcp, "gcp-lab")
+    assert on_gcp.image is None and on_gcp.image_build.state == BuildState.QUEUED
+    assert on_gcp.image_build.spec["debian_packages"] == ["openssh-server"]
     explicit = services.workspace_create(
         project=alpha.project, actor=alpha.member, name="mine", cloud=cloud, image=chosen
     )
