@@ -85,11 +85,8 @@ def cmd_create(ctx: Context) -> int:
         image=args.image,
         idempotency_key=args.idempotency_key,
     )
-    waiting = (workspace.image_build or {}).get("waiting")
-    if args.start and waiting:  # the API would refuse the start: say why, and what next
-        ctx.note(f"{waiting} Then: raydeck workspaces start {workspace.name}")
-    elif args.start:
-        workspace = _sdk(ctx).start(workspace.id)
+    if args.start:
+        workspace = _started(ctx, workspace.id)
         if args.wait:
             workspace = _wait(ctx, workspace, "running")
     ctx.show(workspace)
@@ -107,8 +104,16 @@ def cmd_get(ctx: Context) -> int:
     return 0
 
 
+def _started(ctx: Context, ident: str) -> Workspace:
+    """Start it, and say so when it waits for its image's build first."""
+    workspace = _sdk(ctx).start(ident)
+    if waiting := (workspace.image_build or {}).get("waiting"):
+        ctx.note(waiting)
+    return workspace
+
+
 def cmd_start(ctx: Context) -> int:
-    workspace = _sdk(ctx).start(workspace_id(ctx, ctx.args.workspace))
+    workspace = _started(ctx, workspace_id(ctx, ctx.args.workspace))
     if ctx.args.wait:
         workspace = _wait(ctx, workspace, "running")
     ctx.show(workspace)

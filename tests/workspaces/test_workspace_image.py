@@ -24,7 +24,7 @@ from clouds.choices import CloudKind, CloudState
 from clouds.models import Cloud
 from clouds.providers import aws_builds
 from clusters.choices import BuildState
-from clusters.models import ContainerImage, ImageBuild
+from clusters.models import Cluster, ContainerImage, ImageBuild
 from clusters.services import builds
 from clusters.services.defaults import ray_version
 from tests.api.conftest import as_role, verified
@@ -33,6 +33,7 @@ from tests.clusters.test_image_build_aws import (  # noqa: F401 (calls: a fixtur
     REGION,
     Calls,
     _failed_answer,
+    aws_cloud,
     calls,
     play_codebuild,
 )
@@ -41,20 +42,9 @@ from tests.factories import CloudFactory
 from workloads.workspaces import services
 from workloads.workspaces.choices import WorkspaceState
 from workloads.workspaces.models import Workspace
+from workloads.workspaces.tasks import sweep_workspaces
 
 pytestmark = pytest.mark.django_db
-
-
-def aws_cloud(tenant: Tenant) -> Cloud:
-    return CloudFactory(
-        organization=tenant.org,
-        kind=CloudKind.AWS,
-        region=REGION,
-        state=CloudState.ACTIVE,
-        aws_role_arn=f"arn:aws:iam::{ACCOUNT}:role/raydeck",
-        aws_external_id=f"raydeck-ext-{tenant.org.slug}-0123456789",
-        log_location=f"s3://{tenant.org.slug}-logs/raydeck",
-    )
 
 
 def create(tenant: Tenant, cloud: Cloud, name: str) -> Workspace:
@@ -63,7 +53,17 @@ def create(tenant: Tenant, cloud: Cloud, name: str) -> Workspace:
     )
 
 
-def test_blank_image_on_aws_builds_the_workspace_image_once_and_start_waits_for_it(
+def building(workspace: Workspace) -> ImageBuild:
+    """The workspace's image build after the task's first pass (StartBuild)."""
+    build = workspace.image_build
+    assert workspace.image is None and build is not None
+    builds.image_build_advance(build_id=build.pk)
+    build.refresh_from_db()
+    assert build.state == BuildState.BUILDING
+    return build
+
+
+def test_blank_image_on_aws_builds_the_workspace_image_once_and_a_start_waits_for_it(
     tenant_a: Tenant,
     tenant_b: Tenant,
     calls: tuple[Calls, Any],  # noqa: F811
@@ -71,13 +71,9 @@ def test_blank_image_on_aws_builds_the_workspace_image_once_and_start_waits_for_
     recorder, _ = calls
     cloud = aws_cloud(tenant_a)
     first = create(tenant_a, cloud, "lab")
-    build = first.image_build
-    assert first.image is None and build is not None
+    build = building(first)
     assert build.name == f"Workspace (Ray {ray_version()}) on {cloud.name}"
     assert build.organization == tenant_a.org and build.created_by == tenant_a.member
-    builds.image_build_advance(build_id=build.pk)  # the task's first pass: StartBuild
-    build.refresh_from_db()
-    assert build.state == BuildState.BUILDING
 
     # What the head needs: jupyter-lab beside the image's Python, and sshd.
     (started,) = recorder.params("StartBuild")
@@ -92,36 +88,46 @@ def test_blank_image_on_aws_builds_the_workspace_image_once_and_start_waits_for_
     assert second.image is None and second.image_build == build
     assert ImageBuild.objects.filter(cloud=cloud).count() == 1
 
-    # While it builds, start is refused and says why; the page and the API say so too.
-    with pytest.raises(ValidationError) as refused:
-        services.workspace_start(workspace=first, actor=tenant_a.member)
-    assert "still building" in refused.value.messages[0]
-    assert "start it once it is built" in refused.value.messages[0]
-    first.refresh_from_db()
-    assert first.state == WorkspaceState.STOPPED and first.cluster is None
+    # While it builds the page and the API say so, and Start is remembered, not made.
     slug = tenant_a.org.slug
     page = client_for(tenant_a.member).get(reverse("workspace_detail", args=[slug, first.pk]))
     text = page.content.decode()
     assert "is still building" in text and 'hx-trigger="every 2s"' in text
+    assert "Start now and it starts once the image is built" in text
     assert reverse("image_build_detail", args=[slug, build.pk]) in text
-    got = as_role(tenant_a, OrgRole.MEMBER).get(f"/orgs/{slug}/workspaces/{first.uuid}").body
+    api = as_role(tenant_a, OrgRole.MEMBER)
+    got = api.get(f"/orgs/{slug}/workspaces/{first.uuid}").body
     assert got["image"] is None and got["image_build"]["state"] == "building"
-    assert "still building" in got["image_build"]["waiting"]
-    started_by_api = as_role(tenant_a, OrgRole.MEMBER).post(
-        f"/orgs/{slug}/workspaces/{first.uuid}/start"
-    )
-    assert started_by_api.status == 409 and "still building" in str(started_by_api.body)
+    started_by_api = api.post(f"/orgs/{slug}/workspaces/{first.uuid}/start")
+    assert started_by_api.status == 202 and started_by_api.body["state"] == "stopped"
+    assert "it starts once the image is built" in started_by_api.body["image_build"]["waiting"]
+    first.refresh_from_db()
+    assert first.cluster is None and first.start_when_built_by is not None
+    assert "Starts once its image" in first.state_reason
+    assert AuditEvent.objects.filter(verb="workspace.start", target_id=str(first.pk)).exists()
+    sweep_workspaces()  # still building: nothing starts
+    first.refresh_from_db()
+    assert first.state == WorkspaceState.STOPPED and first.cluster is None
 
-    # Built: start runs the workspace image, and the workspace keeps it.
+    # Built: the sweep starts it with the workspace image, which it keeps; the other
+    # workspace, not started, stays stopped.
     play_codebuild(build, ["pushed"])
     builds.image_build_advance(build_id=build.pk)
     build.refresh_from_db()
     assert build.state == BuildState.SUCCEEDED, build.error
-    services.workspace_start(workspace=first, actor=tenant_a.member)
+    sweep_workspaces()
+    sweep_workspaces()  # a second pass (a rerun after a killed worker) changes nothing
     first.refresh_from_db()
     assert first.state == WorkspaceState.STARTING and first.image == build.image
+    assert first.start_when_built_by is None
     assert first.cluster.image == build.image and first.cluster.image_build == build
     assert first.cluster.image.image_uri.startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/")
+    assert Cluster.objects.filter(project=tenant_a.project, name="workspace-lab").count() == 1
+    second.refresh_from_db()
+    assert second.state == WorkspaceState.STOPPED and second.cluster is None
+    services.workspace_start(workspace=second, actor=tenant_a.member)
+    second.refresh_from_db()
+    assert second.state == WorkspaceState.STARTING and second.cluster.image == build.image
 
     # A later workspace gets the built image at once; still one build.
     third = create(tenant_a, cloud, "lab-three")
@@ -148,9 +154,8 @@ def test_a_failed_workspace_image_build_is_said_and_a_new_workspace_builds_again
     _, session = calls
     cloud = aws_cloud(tenant_a)
     workspace = create(tenant_a, cloud, "lab")
-    build = workspace.image_build
-    builds.image_build_advance(build_id=build.pk)
-    build.refresh_from_db()
+    build = building(workspace)
+    services.workspace_start(workspace=workspace, actor=tenant_a.member)  # waits for it
     codebuild_id = aws_builds.split_id(build.external_id)[1]
     play_codebuild(build, ["E: Unable to locate package openssh-server"], push=False)
     session.events.register(
@@ -159,6 +164,12 @@ def test_a_failed_workspace_image_build_is_said_and_a_new_workspace_builds_again
     builds.image_build_advance(build_id=build.pk)
     build.refresh_from_db()
     assert build.state == BuildState.FAILED
+    sweep_workspaces()  # the start it waited for is refused, and the page says why
+    workspace.refresh_from_db()
+    assert workspace.state == WorkspaceState.STOPPED and workspace.cluster is None
+    assert workspace.start_when_built_by is None
+    assert "It did not start" in workspace.state_reason
+    assert "exit status 1" in workspace.state_reason
 
     with pytest.raises(ValidationError) as refused:
         services.workspace_start(workspace=workspace, actor=tenant_a.member)

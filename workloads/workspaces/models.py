@@ -49,6 +49,10 @@ class Workspace(models.Model):
     image_build = models.ForeignKey(
         ImageBuild, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Who pressed Start while that build ran: the sweep starts it for them once it ends.
+    start_when_built_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     state = models.CharField(
         max_length=16, choices=WorkspaceState.choices, default=WorkspaceState.STOPPED
     )
@@ -104,9 +108,14 @@ class Workspace(models.Model):
         if self.image_id is not None or build is None or build.state == BuildState.SUCCEEDED:
             return ""
         if not build.is_final:
+            then = (
+                "it starts once the image is built"
+                if self.start_when_built_by_id
+                else "Start now and it starts once the image is built"
+            )
             return (
                 f"Its image {build.name} is still building ({build.get_state_display().lower()}"
-                f"{': ' + build.step if build.step else ''}); start it once it is built."
+                f"{': ' + build.step if build.step else ''}); {then}."
             )
         why = f": {build.error}" if build.error else "."
         return (

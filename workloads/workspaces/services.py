@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -29,7 +29,7 @@ from accounts.models import Project, User
 from accounts.permissions import require
 from clouds.models import Cloud
 from clouds.providers.registry import files_location_for
-from clusters.choices import ClusterState, DesiredState
+from clusters.choices import FINAL_BUILD_STATES, ClusterState, DesiredState
 from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
 from clusters.services.lifecycle import checked_choice, cluster_create, cluster_terminate
 from workloads.jobs.models import Job
@@ -128,15 +128,30 @@ def cluster_name(workspace: Workspace) -> str:
 
 @transaction.atomic(durable=True)
 def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
-    """Create the workspace's cluster; the head restores its files before it runs."""
+    """Create the workspace's cluster; the head restores its files before it runs. While
+    its image still builds, remember the start: the sweep makes it once the build ends
+    (workspace_start_when_built)."""
     require(actor, "workspace.manage", workspace.project)
     workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
     if workspace.state in ACTIVE_WORKSPACE_STATES:
         raise ValidationError(f"The workspace {workspace.name} is already {workspace.state}.")
+    build = workspace.image_build
+    if workspace.image is None and build is not None and not build.is_final:
+        workspace.start_when_built_by = actor
+        workspace.state_reason = f"Starts once its image {build.name} is built."
+        workspace.save(update_fields=["start_when_built_by", "state_reason", "updated_at"])
+        audit(
+            actor=actor,
+            verb="workspace.start",
+            target=workspace,
+            changes={"waiting_for_image": [None, build.name]},
+        )
+        return workspace
     if waiting := workspace.image_wait_explained:
-        raise ValidationError(f"{workspace.name} cannot start yet. {waiting}")
-    if workspace.image is None and workspace.image_build is not None:
-        workspace.image = workspace.image_build.image  # built: from now on its image
+        raise ValidationError(f"{workspace.name} cannot start. {waiting}")
+    if workspace.image is None and build is not None:
+        workspace.image = build.image  # built: from now on its image
+    workspace.start_when_built_by = None
     try:
         cluster = cluster_create(
             project=workspace.project,
@@ -416,6 +431,44 @@ def _sync_stopping(workspace: Workspace, cluster: Cluster | None, now: datetime)
     else:
         return  # the head is saving: its report moves this on
     cluster_terminate(cluster=cluster, actor=None, reason=reason)
+
+
+def workspaces_waiting_for_image() -> list[int]:
+    """Stopped workspaces someone started while their image built, whose build ended."""
+    return list(
+        Workspace.objects.filter(
+            state__in=(WorkspaceState.STOPPED, WorkspaceState.FAILED),
+            start_when_built_by__isnull=False,
+            image_build__state__in=FINAL_BUILD_STATES,
+        ).values_list("pk", flat=True)
+    )
+
+
+def workspace_start_when_built(*, workspace_id: int) -> None:
+    """The start someone asked for while the image built (the sweep's; safe to run
+    twice: the start clears the request in its own transaction, and a refusal is
+    recorded only while the request still stands)."""
+    workspace = Workspace.objects.filter(pk=workspace_id).first()
+    if workspace is None or workspace.start_when_built_by is None:
+        return
+    try:
+        workspace_start(workspace=workspace, actor=workspace.start_when_built_by)
+    except (ValidationError, PermissionDenied) as exc:
+        with transaction.atomic():
+            locked = Workspace.objects.select_for_update().get(pk=workspace.pk)
+            if locked.start_when_built_by_id is None or locked.state in ACTIVE_WORKSPACE_STATES:
+                return
+            locked.start_when_built_by = None
+            locked.state_reason = (
+                f"It did not start: {' '.join(getattr(exc, 'messages', [str(exc)]))}"[:1000]
+            )
+            locked.save(update_fields=["start_when_built_by", "state_reason", "updated_at"])
+            audit(
+                actor=None,
+                verb="workspace.start.refused",
+                target=locked,
+                changes={"reason": [None, locked.state_reason]},
+            )
 
 
 def workspaces_to_sync() -> list[int]:
