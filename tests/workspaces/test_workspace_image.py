@@ -94,6 +94,12 @@ def test_blank_image_on_aws_builds_the_workspace_image_once_and_a_start_waits_fo
     text = page.content.decode()
     assert "is still building" in text and 'hx-trigger="every 2s"' in text
     assert "Start now and it starts once the image is built" in text
+    pressed = client_for(tenant_a.member).post(
+        reverse("workspace_start", args=[slug, second.pk]), follow=True
+    )
+    assert "Starts once its image" in pressed.content.decode()
+    second.refresh_from_db()
+    assert second.start_when_built_by == tenant_a.member and second.cluster is None
     assert reverse("image_build_detail", args=[slug, build.pk]) in text
     api = as_role(tenant_a, OrgRole.MEMBER)
     got = api.get(f"/orgs/{slug}/workspaces/{first.uuid}").body
@@ -109,8 +115,7 @@ def test_blank_image_on_aws_builds_the_workspace_image_once_and_a_start_waits_fo
     first.refresh_from_db()
     assert first.state == WorkspaceState.STOPPED and first.cluster is None
 
-    # Built: the sweep starts it with the workspace image, which it keeps; the other
-    # workspace, not started, stays stopped.
+    # Built: the sweep starts both with the workspace image, which they keep.
     play_codebuild(build, ["pushed"])
     builds.image_build_advance(build_id=build.pk)
     build.refresh_from_db()
@@ -123,9 +128,6 @@ def test_blank_image_on_aws_builds_the_workspace_image_once_and_a_start_waits_fo
     assert first.cluster.image == build.image and first.cluster.image_build == build
     assert first.cluster.image.image_uri.startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/")
     assert Cluster.objects.filter(project=tenant_a.project, name="workspace-lab").count() == 1
-    second.refresh_from_db()
-    assert second.state == WorkspaceState.STOPPED and second.cluster is None
-    services.workspace_start(workspace=second, actor=tenant_a.member)
     second.refresh_from_db()
     assert second.state == WorkspaceState.STARTING and second.cluster.image == build.image
 

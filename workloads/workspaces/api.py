@@ -227,7 +227,8 @@ def workspace_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
 
 @router.post("/orgs/{org}/workspaces/{id}/start", response=answers({202: WorkspaceOut}, 409))
 def workspace_start_endpoint(request: HttpRequest, org: str, id: str) -> Status:
-    """Start a stopped (or failed) workspace: a new cluster, its files restored."""
+    """Start a stopped (or failed) workspace: a new cluster, its files restored. While
+    its image is still building the start waits for it (`image_build.waiting` says so)."""
     organization = context.organization(request, org)
     workspace = _workspace(request, organization, id, "workspace.manage")
     try:

@@ -166,10 +166,12 @@ class WorkspaceStartView(WorkspaceObjectView):
 
     def post(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
         try:
-            workspace_start(workspace=self.workspace, actor=request.user)
+            started = workspace_start(workspace=self.workspace, actor=request.user)
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
             return done(request, self.detail_url())
+        if started.start_when_built_by_id:
+            return done(request, self.detail_url(), started.state_reason)
         return done(request, self.detail_url(), f"Starting {self.workspace.name}.")
 
 
