@@ -53,25 +53,28 @@ def create(tenant: Tenant, cloud: Cloud, name: str) -> Workspace:
     )
 
 
-def building(workspace: Workspace) -> ImageBuild:
-    """The workspace's image build after the task's first pass (StartBuild)."""
+@pytest.fixture
+def lab(tenant_a: Tenant, calls: tuple[Calls, Any]) -> tuple[Cloud, Workspace, ImageBuild]:  # noqa: F811
+    """tenant_a's first workspace on a new AWS cloud, image blank, and its image's build
+    after the task's first pass (StartBuild)."""
+    cloud = aws_cloud(tenant_a)
+    workspace = create(tenant_a, cloud, "lab")
     build = workspace.image_build
     assert workspace.image is None and build is not None
     builds.image_build_advance(build_id=build.pk)
     build.refresh_from_db()
     assert build.state == BuildState.BUILDING
-    return build
+    return cloud, workspace, build
 
 
 def test_blank_image_on_aws_builds_the_workspace_image_once_and_a_start_waits_for_it(
     tenant_a: Tenant,
     tenant_b: Tenant,
     calls: tuple[Calls, Any],  # noqa: F811
+    lab: tuple[Cloud, Workspace, ImageBuild],
 ) -> None:
     recorder, _ = calls
-    cloud = aws_cloud(tenant_a)
-    first = create(tenant_a, cloud, "lab")
-    build = building(first)
+    cloud, first, build = lab
     assert build.name == f"Workspace (Ray {ray_version()}) on {cloud.name}"
     assert build.organization == tenant_a.org and build.created_by == tenant_a.member
 
@@ -152,11 +155,10 @@ def test_blank_image_on_aws_builds_the_workspace_image_once_and_a_start_waits_fo
 def test_a_failed_workspace_image_build_is_said_and_a_new_workspace_builds_again(
     tenant_a: Tenant,
     calls: tuple[Calls, Any],  # noqa: F811
+    lab: tuple[Cloud, Workspace, ImageBuild],
 ) -> None:
     _, session = calls
-    cloud = aws_cloud(tenant_a)
-    workspace = create(tenant_a, cloud, "lab")
-    build = building(workspace)
+    cloud, workspace, build = lab
     services.workspace_start(workspace=workspace, actor=tenant_a.member)  # waits for it
     codebuild_id = aws_builds.split_id(build.external_id)[1]
     play_codebuild(build, ["E: Unable to locate package openssh-server"], push=False)

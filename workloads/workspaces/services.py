@@ -137,13 +137,11 @@ def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
         raise ValidationError(f"The workspace {workspace.name} is already {workspace.state}.")
     build = workspace.image_build
     if workspace.image is None and build is not None and not build.is_final:
-        workspace.start_when_built_by = actor
-        workspace.state_reason = f"Starts once its image {build.name} is built."
-        workspace.save(update_fields=["start_when_built_by", "state_reason", "updated_at"])
-        audit(
-            actor=actor,
+        _pending_start(
+            workspace,
+            by=actor,
+            reason=f"Starts once its image {build.name} is built.",
             verb="workspace.start",
-            target=workspace,
             changes={"waiting_for_image": [None, build.name]},
         )
         return workspace
@@ -458,17 +456,25 @@ def workspace_start_when_built(*, workspace_id: int) -> None:
             locked = Workspace.objects.select_for_update().get(pk=workspace.pk)
             if locked.start_when_built_by_id is None or locked.state in ACTIVE_WORKSPACE_STATES:
                 return
-            locked.start_when_built_by = None
-            locked.state_reason = (
-                f"It did not start: {' '.join(getattr(exc, 'messages', [str(exc)]))}"[:1000]
-            )
-            locked.save(update_fields=["start_when_built_by", "state_reason", "updated_at"])
-            audit(
-                actor=None,
+            reason = f"It did not start: {' '.join(getattr(exc, 'messages', [str(exc)]))}"
+            _pending_start(
+                locked,
+                by=None,
+                reason=reason,
                 verb="workspace.start.refused",
-                target=locked,
-                changes={"reason": [None, locked.state_reason]},
+                changes={"reason": [None, reason]},
             )
+
+
+def _pending_start(
+    workspace: Workspace, *, by: User | None, reason: str, verb: str, changes: dict[str, Any]
+) -> None:
+    """Set (or clear) the start waiting for the image's build, said on the page and
+    audited (as `by`'s, or Raydeck's when cleared)."""
+    workspace.start_when_built_by = by
+    workspace.state_reason = reason[:1000]
+    workspace.save(update_fields=["start_when_built_by", "state_reason", "updated_at"])
+    audit(actor=by, verb=verb, target=workspace, changes=changes)
 
 
 def workspaces_to_sync() -> list[int]:
