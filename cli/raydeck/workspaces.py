@@ -86,7 +86,7 @@ def cmd_create(ctx: Context) -> int:
         idempotency_key=args.idempotency_key,
     )
     if args.start:
-        workspace = _sdk(ctx).start(workspace.id)
+        workspace = _started(ctx, workspace.id)
         if args.wait:
             workspace = _wait(ctx, workspace, "running")
     ctx.show(workspace)
@@ -104,8 +104,16 @@ def cmd_get(ctx: Context) -> int:
     return 0
 
 
+def _started(ctx: Context, ident: str) -> Workspace:
+    """Start it, and say so when it waits for its image's build first."""
+    workspace = _sdk(ctx).start(ident)
+    if waiting := (workspace.image_build or {}).get("waiting"):
+        ctx.note(waiting)
+    return workspace
+
+
 def cmd_start(ctx: Context) -> int:
-    workspace = _sdk(ctx).start(workspace_id(ctx, ctx.args.workspace))
+    workspace = _started(ctx, workspace_id(ctx, ctx.args.workspace))
     if ctx.args.wait:
         workspace = _wait(ctx, workspace, "running")
     ctx.show(workspace)

@@ -33,6 +33,8 @@ class Workspace(Resource):
     cloud: str | None = None
     compute_config: str | None = None
     image: str | None = None
+    # Raydeck's workspace image's build (image left blank): state, error, waiting, url.
+    image_build: dict[str, Any] | None = None
     state: str = ""
     state_reason: str | None = None
     cluster: str | None = None

@@ -29,7 +29,7 @@ from .boot import (
     registry_host,
     vm_boot_script,
 )
-from .builds import BuildTraits, ContainerBuildTraits, LocalBuildTraits
+from .builds import BASE_RAY, BuildTraits, ContainerBuildTraits, LocalBuildTraits
 
 # The registries whose images a kind's nodes pull with their own identity.
 ECR_HOST = re.compile(r"\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
@@ -65,6 +65,19 @@ class CloudTraits(BuildTraits):
         return BuiltInImage(
             name=f"Ray {ray_version}", image_uri=f"rayproject/ray:{ray_version}-py311"
         )
+
+    @classmethod
+    def workspace_image_spec(cls) -> dict[str, object] | None:
+        """The image spec of the image a workspace left without one gets on this kind
+        (built once per organization and cloud: clusters/services/builds.py), or None
+        where the built-in image already has what a workspace's head runs. Ray's image
+        has neither: JupyterLab is found as jupyter-lab beside the node's Python, and
+        the head's sshd is OpenSSH's (raydeck_agent/apps.py, sshd.py)."""
+        return {
+            "base": BASE_RAY,
+            "requirements": ["jupyterlab"],
+            "debian_packages": ["openssh-server"],
+        }
 
     @classmethod
     def sshd_advice(cls) -> str:
@@ -166,6 +179,11 @@ class LocalTraits(LocalBuildTraits, CloudTraits):
     @classmethod
     def built_in_image(cls, *, ray_version: str) -> BuiltInImage:
         return BuiltInImage(name=f"Ray {ray_version} (Raydeck's Python)", image_uri="")
+
+    @classmethod
+    def workspace_image_spec(cls) -> dict[str, object] | None:
+        # Raydeck's own Python has JupyterLab, and heads use this machine's sshd.
+        return None
 
     @classmethod
     def sshd_advice(cls) -> str:

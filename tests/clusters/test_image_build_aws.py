@@ -100,16 +100,22 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Cal
         yield recorder, session
 
 
-@pytest.fixture
-def cloud(tenant_a: Tenant) -> Cloud:
+def aws_cloud(tenant: Tenant) -> Cloud:
+    """A verified AWS cloud of `tenant` in moto's account, with a log bucket."""
     return CloudFactory(
-        organization=tenant_a.org,
+        organization=tenant.org,
         kind=CloudKind.AWS,
         region=REGION,
         state=CloudState.ACTIVE,
         aws_role_arn=f"arn:aws:iam::{ACCOUNT}:role/raydeck",
-        aws_external_id="raydeck-ext-0123456789abcdef",
+        aws_external_id=f"raydeck-ext-{tenant.org.slug}-0123456789abcdef",
+        log_location=f"s3://{tenant.org.slug}-logs/raydeck",
     )
+
+
+@pytest.fixture
+def cloud(tenant_a: Tenant) -> Cloud:
+    return aws_cloud(tenant_a)
 
 
 def start(tenant: Tenant, cloud: Cloud, spec: dict[str, Any] = SPEC) -> ImageBuild:

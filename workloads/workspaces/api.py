@@ -61,6 +61,14 @@ class FilesOut(Out):
     error: str
 
 
+class ImageBuildStateOut(Out):
+    id: str
+    state: str
+    error: str
+    waiting: str = Field(description="Why it cannot start yet; empty once it can.")
+    url: str = Field(description="The build's page, with its log.")
+
+
 class WorkspaceOut(Out):
     id: str
     name: str
@@ -68,7 +76,10 @@ class WorkspaceOut(Out):
     cloud: str
     compute_config: str
     compute_config_version: int
-    image: str
+    image: str | None = Field(description="Null while its image is still being built.")
+    image_build: ImageBuildStateOut | None = Field(
+        description="The build of Raydeck's workspace image it got (image left blank)."
+    )
     state: str
     state_reason: str
     cluster: str | None = Field(description="The current run's cluster id; null when stopped.")
@@ -103,6 +114,21 @@ class WorkspaceJobIn(Schema):
     )
 
 
+def _image_build_out(workspace: Workspace) -> dict[str, Any] | None:
+    build = workspace.image_build
+    if build is None:
+        return None
+    return {
+        "id": str(build.uuid),
+        "state": build.state,
+        "error": build.error,
+        "waiting": workspace.image_wait_explained,
+        "url": context.console_url(
+            reverse("image_build_detail", args=[workspace.organization.slug, build.pk])
+        ),
+    }
+
+
 def workspace_out(workspace: Workspace) -> dict[str, Any]:
     org_slug = workspace.organization.slug
     return {
@@ -112,7 +138,8 @@ def workspace_out(workspace: Workspace) -> dict[str, Any]:
         "cloud": str(workspace.cloud_id),
         "compute_config": str(workspace.compute_config.config_id),
         "compute_config_version": workspace.compute_config.number,
-        "image": str(workspace.image_id),
+        "image": str(workspace.image_id) if workspace.image_id else None,
+        "image_build": _image_build_out(workspace),
         "state": workspace.state,
         "state_reason": workspace.state_reason,
         "cluster": str(workspace.cluster.uuid) if workspace.cluster else None,
@@ -133,7 +160,7 @@ def workspace_out(workspace: Workspace) -> dict[str, Any]:
 
 def _rows(request: HttpRequest, org: Organization) -> Any:
     return Workspace.objects.visible_to(context.viewer(request), org).select_related(
-        "organization", "project", "cluster", "compute_config", "created_by"
+        "organization", "project", "cluster", "compute_config", "image_build", "created_by"
     )
 
 
@@ -200,7 +227,8 @@ def workspace_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
 
 @router.post("/orgs/{org}/workspaces/{id}/start", response=answers({202: WorkspaceOut}, 409))
 def workspace_start_endpoint(request: HttpRequest, org: str, id: str) -> Status:
-    """Start a stopped (or failed) workspace: a new cluster, its files restored."""
+    """Start a stopped (or failed) workspace: a new cluster, its files restored. While
+    its image is still building the start waits for it (`image_build.waiting` says so)."""
     organization = context.organization(request, org)
     workspace = _workspace(request, organization, id, "workspace.manage")
     try:

@@ -26,8 +26,9 @@ class WorkspaceCreateForm(ClusterCreateForm):
             self.initial["name"] = ""
         self.fields["name"].widget.attrs["placeholder"] = "my-notebooks"
         self.fields["image"].help_text = (
-            "What runs on the nodes; JupyterLab starts when the image has it (Raydeck's own "
-            "images do). Blank: Raydeck's image for the kind of cloud."
+            "What runs on the nodes; JupyterLab and SSH work when the image has them. Blank: "
+            "Raydeck's workspace image, which has both (on AWS and GCP it is built in your "
+            "cloud on first use, and the workspace starts once it is built)."
         )
 
 

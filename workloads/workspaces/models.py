@@ -11,7 +11,8 @@ from django.utils import timezone
 from accounts.models import Organization, Project, ProjectOwnedQuerySet, User
 from clouds.models import Cloud
 from clouds.providers.registry import traits_for
-from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
+from clusters.choices import BuildState
+from clusters.models import Cluster, ComputeConfigVersion, ContainerImage, ImageBuild
 
 from .choices import WORKSPACE_TRANSITIONS, WorkspaceState
 
@@ -40,7 +41,18 @@ class Workspace(models.Model):
     compute_config = models.ForeignKey(
         ComputeConfigVersion, on_delete=models.PROTECT, related_name="+"
     )
-    image = models.ForeignKey(ContainerImage, on_delete=models.PROTECT, related_name="+")
+    # None while Raydeck's workspace image for its cloud is still being built (images.py).
+    image = models.ForeignKey(
+        ContainerImage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The build of that image, kept so the page can say how it went.
+    image_build = models.ForeignKey(
+        ImageBuild, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who pressed Start while that build ran: the sweep starts it for them once it ends.
+    start_when_built_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     state = models.CharField(
         max_length=16, choices=WorkspaceState.choices, default=WorkspaceState.STOPPED
     )
@@ -87,6 +99,30 @@ class Workspace(models.Model):
             self.state_changed_at = timezone.now()
         self.state = state
         self.state_reason = reason[:1000]
+
+    @property
+    def image_wait_explained(self) -> str:
+        """Why this workspace cannot start for want of its image ("" when it has one, or
+        its image is built): what the page, the API and a refused start say."""
+        build = self.image_build
+        if self.image_id is not None or build is None or build.state == BuildState.SUCCEEDED:
+            return ""
+        if not build.is_final:
+            then = (
+                "it starts once the image is built"
+                if self.start_when_built_by_id
+                else "Start now and it starts once the image is built"
+            )
+            return (
+                f"Its image {build.name} is still building ({build.get_state_display().lower()}"
+                f"{': ' + build.step if build.step else ''}); {then}."
+            )
+        why = f": {build.error}" if build.error else "."
+        return (
+            f"Its image {build.name} could not be built (build {build.get_state_display().lower()}"
+            f"{why}) Create the workspace again with another image chosen, or with the "
+            "image left blank to build it again."
+        )
 
     @property
     def no_sshd_explained(self) -> str:

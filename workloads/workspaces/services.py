@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -29,7 +29,7 @@ from accounts.models import Project, User
 from accounts.permissions import require
 from clouds.models import Cloud
 from clouds.providers.registry import files_location_for
-from clusters.choices import ClusterState, DesiredState
+from clusters.choices import FINAL_BUILD_STATES, ClusterState, DesiredState
 from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
 from clusters.services.lifecycle import checked_choice, cluster_create, cluster_terminate
 from workloads.jobs.models import Job
@@ -38,6 +38,7 @@ from workloads.storage import working_dir_packed
 
 from . import live
 from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
+from .images import default_workspace_image
 from .models import Workspace
 from .tasks import enqueue_sync
 
@@ -68,11 +69,20 @@ def workspace_create(
     image: ContainerImage | None = None,
 ) -> Workspace:
     """A stopped workspace of `project`; its choice follows the rules of a cluster's
-    (clusters.services.lifecycle.checked_choice), errors on the fields named alike."""
+    (clusters.services.lifecycle.checked_choice), errors on the fields named alike. An
+    image left blank is Raydeck's workspace image for the cloud where the kind has one
+    (images.py): its build may still run when this returns."""
     require(actor, "workspace.manage", project)
+    chosen, image_build = image, None
     compute_config, image = checked_choice(
         project=project, actor=actor, cloud=cloud, compute_config=compute_config, image=image
     )
+    if chosen is None:
+        workspace_image, image_build = default_workspace_image(
+            organization=project.organization, cloud=cloud, actor=actor
+        )
+        if workspace_image is not None or image_build is not None:
+            image = workspace_image
     workspace = Workspace(
         organization_id=project.organization_id,
         project=project,
@@ -80,6 +90,7 @@ def workspace_create(
         cloud=cloud,
         compute_config=compute_config,
         image=image,
+        image_build=image_build,
         created_by=actor,
     )
     workspace.files_location = files_location_for(cloud, str(workspace.uuid))
@@ -90,7 +101,7 @@ def workspace_create(
                 "log location (a bucket) first."
             }
         )
-    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image"])
+    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image", "image_build"])
     try:
         with transaction.atomic():
             workspace.save()
@@ -102,7 +113,11 @@ def workspace_create(
         actor=actor,
         verb="workspace.create",
         target=workspace,
-        changes={"name": [None, workspace.name], "cloud": [None, cloud.name]},
+        changes={
+            "name": [None, workspace.name],
+            "cloud": [None, cloud.name],
+            "image": [None, image.name if image else image_build and image_build.name],
+        },
     )
     return workspace
 
@@ -113,11 +128,28 @@ def cluster_name(workspace: Workspace) -> str:
 
 @transaction.atomic(durable=True)
 def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
-    """Create the workspace's cluster; the head restores its files before it runs."""
+    """Create the workspace's cluster; the head restores its files before it runs. While
+    its image still builds, remember the start: the sweep makes it once the build ends
+    (workspace_start_when_built)."""
     require(actor, "workspace.manage", workspace.project)
     workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
     if workspace.state in ACTIVE_WORKSPACE_STATES:
         raise ValidationError(f"The workspace {workspace.name} is already {workspace.state}.")
+    build = workspace.image_build
+    if workspace.image is None and build is not None and not build.is_final:
+        _pending_start(
+            workspace,
+            by=actor,
+            reason=f"Starts once its image {build.name} is built.",
+            verb="workspace.start",
+            changes={"waiting_for_image": [None, build.name]},
+        )
+        return workspace
+    if waiting := workspace.image_wait_explained:
+        raise ValidationError(f"{workspace.name} cannot start. {waiting}")
+    if workspace.image is None and build is not None:
+        workspace.image = build.image  # built: from now on its image
+    workspace.start_when_built_by = None
     try:
         cluster = cluster_create(
             project=workspace.project,
@@ -397,6 +429,52 @@ def _sync_stopping(workspace: Workspace, cluster: Cluster | None, now: datetime)
     else:
         return  # the head is saving: its report moves this on
     cluster_terminate(cluster=cluster, actor=None, reason=reason)
+
+
+def workspaces_waiting_for_image() -> list[int]:
+    """Stopped workspaces someone started while their image built, whose build ended."""
+    return list(
+        Workspace.objects.filter(
+            state__in=(WorkspaceState.STOPPED, WorkspaceState.FAILED),
+            start_when_built_by__isnull=False,
+            image_build__state__in=FINAL_BUILD_STATES,
+        ).values_list("pk", flat=True)
+    )
+
+
+def workspace_start_when_built(*, workspace_id: int) -> None:
+    """The start someone asked for while the image built (the sweep's; safe to run
+    twice: the start clears the request in its own transaction, and a refusal is
+    recorded only while the request still stands)."""
+    workspace = Workspace.objects.filter(pk=workspace_id).first()
+    if workspace is None or workspace.start_when_built_by is None:
+        return
+    try:
+        workspace_start(workspace=workspace, actor=workspace.start_when_built_by)
+    except (ValidationError, PermissionDenied) as exc:
+        with transaction.atomic():
+            locked = Workspace.objects.select_for_update().get(pk=workspace.pk)
+            if locked.start_when_built_by_id is None or locked.state in ACTIVE_WORKSPACE_STATES:
+                return
+            reason = f"It did not start: {' '.join(getattr(exc, 'messages', [str(exc)]))}"
+            _pending_start(
+                locked,
+                by=None,
+                reason=reason,
+                verb="workspace.start.refused",
+                changes={"reason": [None, reason]},
+            )
+
+
+def _pending_start(
+    workspace: Workspace, *, by: User | None, reason: str, verb: str, changes: dict[str, Any]
+) -> None:
+    """Set (or clear) the start waiting for the image's build, said on the page and
+    audited (as `by`'s, or Raydeck's when cleared)."""
+    workspace.start_when_built_by = by
+    workspace.state_reason = reason[:1000]
+    workspace.save(update_fields=["start_when_built_by", "state_reason", "updated_at"])
+    audit(actor=by, verb=verb, target=workspace, changes=changes)
 
 
 def workspaces_to_sync() -> list[int]:

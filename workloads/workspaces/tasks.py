@@ -16,9 +16,17 @@ def sync_workspace(*, workspace_id: int) -> str:
 
 @shared_task(acks_late=True)
 def sweep_workspaces() -> int:
-    """Follow every active workspace, so work lost with a worker is picked up again."""
-    from .services import workspace_sync, workspaces_to_sync
+    """Follow every active workspace, so work lost with a worker is picked up again, and
+    start those started while their image built, now that it has."""
+    from .services import (
+        workspace_start_when_built,
+        workspace_sync,
+        workspaces_to_sync,
+        workspaces_waiting_for_image,
+    )
 
+    for workspace_id in workspaces_waiting_for_image():
+        workspace_start_when_built(workspace_id=workspace_id)
     ids = workspaces_to_sync()
     for workspace_id in ids:
         workspace_sync(workspace_id=workspace_id)

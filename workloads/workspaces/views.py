@@ -107,7 +107,13 @@ class WorkspaceObjectView(OrgView):
     def load_objects(self, **kwargs: Any) -> None:
         self.workspace = self.object_or_404(
             self.scoped(Workspace).select_related(
-                "project", "cloud", "cluster", "compute_config__config", "image", "created_by"
+                "project",
+                "cloud",
+                "cluster",
+                "compute_config__config",
+                "image",
+                "image_build",
+                "created_by",
             ),
             pk=kwargs["workspace_id"],
         )
@@ -134,7 +140,9 @@ class WorkspaceDetailView(WorkspaceObjectView):
 
     def get(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
         workspace = self.workspace
-        live = workspace.state in (WorkspaceState.STARTING, WorkspaceState.STOPPING)
+        live = workspace.state in (WorkspaceState.STARTING, WorkspaceState.STOPPING) or bool(
+            workspace.image_build and not workspace.image_build.is_final
+        )
         context = {
             "live": live,
             "jupyter_ready": selectors.jupyter_ready(workspace),
@@ -158,10 +166,12 @@ class WorkspaceStartView(WorkspaceObjectView):
 
     def post(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
         try:
-            workspace_start(workspace=self.workspace, actor=request.user)
+            started = workspace_start(workspace=self.workspace, actor=request.user)
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
             return done(request, self.detail_url())
+        if started.start_when_built_by_id:
+            return done(request, self.detail_url(), started.state_reason)
         return done(request, self.detail_url(), f"Starting {self.workspace.name}.")
 
 
