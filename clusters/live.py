@@ -282,12 +282,14 @@ class Listening:
 
 def listening(now: float | None = None) -> Listening:
     """Whether the control plane is listening, since when without a gap, and its last
-    tick (all unknown, so no restriction, when no tick is recorded)."""
+    tick. With no tick recorded: where web processes tick, the cache was emptied (Redis
+    restarted, and the heartbeats went with it), so nobody is judged until one ticks
+    again; where they do not (tests without web processes), no restriction."""
     now = time.time() if now is None else now
     found = cache.get_many([TICK_KEY, SINCE_KEY])
     last, since = found.get(TICK_KEY), found.get(SINCE_KEY)
     if last is None:
-        return Listening(now=True, since=None)
+        return Listening(now=not settings.RAYDECK_LISTENING_TICKS, since=None)
     if now - float(last) > gap_seconds():
         return Listening(now=False, since=None)
     return Listening(

@@ -281,6 +281,23 @@ def test_listening_without_a_gap_keeps_its_start(ticks) -> None:
     assert live.listening(now + 60).since is None
 
 
+def test_an_emptied_cache_judges_no_node_until_a_web_process_ticks(settings, ticks) -> None:
+    """Redis restarted: the ticks and the heartbeats are gone. The nodes' last heartbeats
+    are then only their rows' (older): judged at once, healthy nodes would be lost."""
+    settings.RAYDECK_LISTENING_TICKS = True
+    now = time.time()
+    live.tick(now - 30)
+    live.tick(now - 1)
+    cache.delete_many([live.TICK_KEY, live.SINCE_KEY])
+    assert not live.listening(now).now
+    live.tick(now)
+    assert live.listening(now + 1) == live.Listening(
+        now=True,
+        since=datetime.fromtimestamp(now, tz=UTC),
+        last=datetime.fromtimestamp(now, tz=UTC),
+    )
+
+
 def test_each_web_process_ticks_once_started(settings, ticks) -> None:
     settings.RAYDECK_LISTENING_TICKS = True
     try:
