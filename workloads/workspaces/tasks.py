@@ -1,6 +1,6 @@
 """Background work of workspaces: thin tasks, ids in, a service out."""
 
-from celery import shared_task
+from kit.tasks import shared_task
 
 
 def enqueue_sync(workspace_id: int) -> None:
