@@ -11,7 +11,8 @@ Celery's modules and kombu's are a fifth of a web process's start (benchmarks/RE
   with their options, as Celery's own `shared_task` did;
 - a web process declares its tasks when it imports their modules, and makes them (the
   Celery app first, by the loader console/apps.py names) when one is first used:
-  `.delay`, `.apply_async`, `.s`, `.apply`, `.name`, a direct call, anything of a task.
+  `.delay`, `.apply_async`, `.s`, `.apply`, a direct call, anything of a task but its
+  `.name`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class LazyTask:
         self._options = options
         self._task: Any = None
         functools.update_wrapper(self, run)
+        self.name = f"{run.__module__}.{run.__name__}"  # Celery's own default name
         _declared.append(self)
         if _app_loaded:
             self.celery_task()
@@ -50,8 +52,7 @@ class LazyTask:
                 if self._task is None:
                     from celery import shared_task
 
-                    name = f"{self._run.__module__}.{self._run.__name__}"  # Celery's default
-                    self._task = shared_task(name=name, **self._options)(self._run)
+                    self._task = shared_task(name=self.name, **self._options)(self._run)
         return self._task
 
     def __getattr__(self, attribute: str) -> Any:
