@@ -1,7 +1,8 @@
 """What a web process leaves for later (benchmarks/README.md, "Cold start to /healthz"):
 ninja and pydantic (its core too) load with the API's first answer; Celery, kombu (and the
-PyYAML it registers) and the Celery app with the first task sent (kit/tasks.py). Its URLs still reverse, and that first task still goes to the
-installation's broker with Raydeck's stamps, not to Celery's default one."""
+PyYAML it registers) and the Celery app with the first task sent (kit/tasks.py). Its URLs
+still reverse, and that first task still goes to the installation's broker with
+Raydeck's stamps, not to Celery's default one."""
 
 from __future__ import annotations
 
