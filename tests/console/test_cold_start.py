@@ -31,13 +31,21 @@ print("console.celery" in sys.modules)
 """
 
 
-def test_a_web_process_loads_the_api_and_celery_when_first_used(tmp_path: Path) -> None:
-    queue = tmp_path / "broker" / "queue"
-    queue.mkdir(parents=True)
+# What production's gunicorn master runs before it forks (console/gunicorn_conf.py).
+BEFORE_FORK = """
+import sys
+import console.wsgi
+console.wsgi.load_lazy_parts()
+from console.celery import app
+print("ninja" in sys.modules, "clusters.tasks.reconcile_cluster" in app.tasks)
+"""
+
+
+def run(script: str, var_dir: Path) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RAYDECK_"))}
-    env.update(DJANGO_SETTINGS_MODULE="console.settings.local", RAYDECK_VAR_DIR=str(tmp_path))
+    env.update(DJANGO_SETTINGS_MODULE="console.settings.local", RAYDECK_VAR_DIR=str(var_dir))
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -45,7 +53,13 @@ def test_a_web_process_loads_the_api_and_celery_when_first_used(tmp_path: Path) 
         timeout=120,
         check=True,
     )
-    assert done.stdout.splitlines() == [
+    return done.stdout.splitlines()
+
+
+def test_a_web_process_loads_the_api_and_celery_when_first_used(tmp_path: Path) -> None:
+    queue = tmp_path / "broker" / "queue"
+    queue.mkdir(parents=True)
+    assert run(SCRIPT, tmp_path) == [
         "[]",
         "/api/v1/orgs/acme/clusters",
         "True",
@@ -54,3 +68,7 @@ def test_a_web_process_loads_the_api_and_celery_when_first_used(tmp_path: Path) 
     headers = json.loads(message.read_text())["headers"]
     assert headers["task"] == "clusters.tasks.sweep_clusters"
     assert "raydeck_sent_at" in headers  # console/celery.py's signal saw it off
+
+
+def test_production_loads_the_api_and_every_task_before_it_forks(tmp_path: Path) -> None:
+    assert run(BEFORE_FORK, tmp_path) == ["True True"]
