@@ -7,7 +7,10 @@ nothing needs before someone signs in with MFA: WebAuthn is off (MFA_SUPPORTED_T
 tests/accounts/test_allauth_urls.py checks every route, name and view against allauth's
 own, so an allauth upgrade that changes them fails there, not in a user's browser."""
 
+from collections.abc import Callable
+
 from allauth.socialaccount.providers.openid_connect import urls as oidc_urls
+from django.http import HttpResponseBase
 from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic.base import RedirectView
 
@@ -26,7 +29,7 @@ mfa_urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 
-def _moved(pattern_name: str) -> RedirectView:
+def _moved(pattern_name: str) -> Callable[..., HttpResponseBase]:
     """allauth's old social/ paths, which it still redirects."""
     return RedirectView.as_view(pattern_name=pattern_name, permanent=True)
 
