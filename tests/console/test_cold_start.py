@@ -41,7 +41,8 @@ print("ninja" in sys.modules, "clusters.tasks.reconcile_cluster" in app.tasks)
 """
 
 
-def run(script: str, var_dir: Path) -> list[str]:
+def run_in_fresh_process(script: str, var_dir: Path) -> list[str]:
+    """`script`'s lines of output, run by a new interpreter as the embedded default."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RAYDECK_"))}
     env.update(DJANGO_SETTINGS_MODULE="console.settings.local", RAYDECK_VAR_DIR=str(var_dir))
     done = subprocess.run(
@@ -59,7 +60,7 @@ def run(script: str, var_dir: Path) -> list[str]:
 def test_a_web_process_loads_the_api_and_celery_when_first_used(tmp_path: Path) -> None:
     queue = tmp_path / "broker" / "queue"
     queue.mkdir(parents=True)
-    assert run(SCRIPT, tmp_path) == [
+    assert run_in_fresh_process(SCRIPT, tmp_path) == [
         "[]",
         "/api/v1/orgs/acme/clusters",
         "True",
@@ -71,4 +72,4 @@ def test_a_web_process_loads_the_api_and_celery_when_first_used(tmp_path: Path) 
 
 
 def test_production_loads_the_api_and_every_task_before_it_forks(tmp_path: Path) -> None:
-    assert run(BEFORE_FORK, tmp_path) == ["True True"]
+    assert run_in_fresh_process(BEFORE_FORK, tmp_path) == ["True True"]

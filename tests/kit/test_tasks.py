@@ -6,12 +6,9 @@ Celery app first, then the tasks' modules Celery finds, then the app finalized."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.console.test_cold_start import run_in_fresh_process
 
 WORKER = """
 import importlib, importlib.util, json
@@ -47,18 +44,7 @@ print(json.dumps({
 
 
 def test_a_worker_registers_every_declared_task_with_its_options(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RAYDECK_"))}
-    env.update(DJANGO_SETTINGS_MODULE="console.settings.local", RAYDECK_VAR_DIR=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-c", WORKER],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    found = json.loads(done.stdout.splitlines()[-1])
+    found = json.loads(run_in_fresh_process(WORKER, tmp_path)[-1])
     assert found["registered"] == sorted(found["declared"])
     assert len(found["registered"]) >= 19  # every app's tasks, not one module's
     assert set(found["scheduled"]) <= set(found["registered"])
