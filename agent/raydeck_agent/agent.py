@@ -39,13 +39,13 @@ from .logs import (
     node_log_sources,
     sink_for,
 )
-from .orders import HeadContext, Orders
 from .ray_process import READY_CHECK_EVERY, Phase, RayProcess, ray_env
 from .tls import NodeTLS
 from .usage import UsageSampler
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+    from .orders import Orders
 
 logger = logging.getLogger("raydeck_agent")
 
@@ -242,9 +242,10 @@ class Node:
             # PyJWT, half a second of CPU) come up while it does.
             self._start_ray()
             if self.ray.is_head:
-                # Imported here, not at the top: registration and Ray's start need neither.
+                # Imported here, not at the top: registration and Ray's start need none.
                 from . import gateway
                 from . import workspace as _workspace  # noqa: F401 - registers its order handler
+                from .orders import HeadContext, Orders
 
                 env = self._app_env()
                 started = self.apps.start(env)
