@@ -1,8 +1,7 @@
 """Background work of workspaces: thin tasks, ids in, a service out."""
 
-from celery import shared_task
-
 from kit.sweeps import each
+from kit.tasks import shared_task
 
 
 def enqueue_sync(workspace_id: int) -> None:
