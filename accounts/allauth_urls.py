@@ -9,7 +9,6 @@ own, so an allauth upgrade that changes them fails there, not in a user's browse
 
 from collections.abc import Callable
 
-from allauth.socialaccount.providers.openid_connect import urls as oidc_urls
 from django.http import HttpResponseBase
 from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic.base import RedirectView
@@ -17,6 +16,7 @@ from django.views.generic.base import RedirectView
 from kit.lazy_views import LazyView
 
 from .sso import urls as sso_urls
+from .sso.oidc import urls as oidc_urls
 
 MFA_VIEWS = "allauth.mfa.base.views"
 
@@ -43,7 +43,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("social/signup/", _moved("socialaccount_signup")),
     path("social/connections/", _moved("socialaccount_connections")),
     # The sign-in providers' own paths: SAML's (accounts.sso.saml_provider), then
-    # OpenID Connect's, last because its paths would match the others'.
+    # OpenID Connect's (accounts.sso.oidc.provider), last because its paths would match
+    # the others'.
     *sso_urls.urlpatterns,
     *oidc_urls.urlpatterns,
 ]

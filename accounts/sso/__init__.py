@@ -8,7 +8,8 @@ and its neighbours). Imports run one way, top to bottom:
     flow                   the end of every sign-in, SAML or OIDC alike
     services               protocol-neutral sign-in and the connection's settings
     enforcement            who must sign in through SSO
-    saml_idp, oidc.client, oidc.connections, idp_redirects, outbound
-                           an IdP's settings and documents; leaving for the IdP
+    saml_idp, oidc         an IdP's settings and documents (oidc: connections, client,
+    idp_redirects, outbound  documents, and allauth's provider with its URLs, which
+                           names oidc_sign_in's); leaving for the IdP
     saml_provider          allauth's SAML provider, its URLs from urls
 """

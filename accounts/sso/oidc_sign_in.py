@@ -26,7 +26,6 @@ from ..models import SsoConnection
 from .flow import finish_sso_sign_in, sso_error
 from .idp_redirects import leave_for_idp
 from .oidc.client import (
-    OIDC_PROVIDER,
     IdpKeys,
     OidcError,
     OidcUnavailable,
@@ -34,6 +33,7 @@ from .oidc.client import (
     fetch_userinfo,
     verify_id_token,
 )
+from .oidc.provider import OIDC_PROVIDER, LazyOidcProvider
 from .services import IdpClaims, SsoRefused, connection_for_app
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,8 @@ class RaydeckOidcAdapter(OpenIDConnectOAuth2Adapter):
 
 
 class RaydeckOidcProvider(OpenIDConnectProvider):
-    # allauth mounts the URLs of the provider's package: keep allauth's.
-    package = "allauth.socialaccount.providers.openid_connect"
+    # allauth registers (and takes the URLs' package from) the stand-in that makes this.
+    package = LazyOidcProvider.package
     supports_token_authentication = False  # ID tokens arrive only through `callback`
 
     def openid_config(self) -> dict[str, Any]:

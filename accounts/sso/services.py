@@ -46,7 +46,7 @@ from ..models import (
 )
 from ..permissions import require
 from ..services.members import is_last_owner, membership_delete
-from .oidc.client import forget_idp_documents
+from .oidc.documents import forget_idp_documents
 from .saml_idp import SAML_PROVIDER, saml_app_settings
 
 # A person in several mapped groups gets the strongest role.

@@ -6,7 +6,7 @@ from django.urls import path
 
 from kit.lazy_views import LazyView
 
-from . import oidc_sign_in, pages, views
+from . import pages, views
 
 org_urlpatterns = [
     path("sso/", views.SsoSettingsView.as_view(), name="sso_settings"),
@@ -68,9 +68,10 @@ urlpatterns = [
 
 allauth_overrides = [
     # allauth's openid_connect_callback (its login view stays: it calls our provider).
+    # Imported by its first request, as allauth's OIDC views are (accounts/sso/oidc/urls.py).
     path(
         "oidc/<str:provider_id>/login/callback/",
-        oidc_sign_in.callback,
+        LazyView("accounts.sso.oidc_sign_in.callback"),
         name="raydeck_oidc_callback",
     ),
 ]

@@ -35,7 +35,8 @@ INSTALLED_APPS = [
     # Single sign-on: one SocialApp per organization (accounts.models.SsoConnection).
     "allauth.socialaccount",
     "allauth.socialaccount.providers.saml",
-    "allauth.socialaccount.providers.openid_connect",
+    # allauth's OpenID Connect provider, loaded on first use (accounts/sso/oidc/provider.py).
+    "accounts.sso.oidc",
     "accounts",
     "clouds",
     "clusters",
@@ -184,8 +185,9 @@ SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
     "saml": {"provider_class": "accounts.sso.saml_provider.RaydeckSamlProvider"},
     "openid_connect": {
         "OAUTH_PKCE_ENABLED": True,
-        # Always PKCE S256 and a nonce, whatever an app's settings say (accounts.sso.oidc_sign_in).
-        "provider_class": "accounts.sso.oidc_sign_in.RaydeckOidcProvider",
+        # Always PKCE S256 and a nonce, whatever an app's settings say (accounts.sso.oidc_sign_in,
+        # whose provider this stand-in makes: accounts/sso/oidc/provider.py).
+        "provider_class": "accounts.sso.oidc.provider.LazyOidcProvider",
     },
 }
 # OIDC issuers and their endpoints must be https; plain http is accepted only on the

@@ -39,3 +39,13 @@ def test_the_same_routes_names_and_views_as_allauths_own() -> None:
 def test_the_console_serves_them_under_accounts() -> None:
     match = get_resolver().resolve("/accounts/2fa/authenticate/")
     assert match.url_name == "mfa_authenticate"
+
+
+def test_openid_connects_urls_are_allauths_own() -> None:
+    """accounts.sso.oidc stands in for allauth's openid_connect app (allauth.urls takes
+    them from it): the same routes, names and views as allauth's module."""
+    from allauth.socialaccount.providers.openid_connect import urls as allauths
+
+    from accounts.sso.oidc import urls as ours
+
+    assert list(flattened(ours.urlpatterns)) == list(flattened(allauths.urlpatterns))

@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from accounts.models import SsoConnection, User
 from accounts.sso.oidc import client as oidc_client
+from accounts.sso.oidc import documents as idp_documents
 from tests.conftest import Tenant, client_for
 
 from .oidc_idp import FakeOidcIdp, Person, new_key
@@ -100,15 +101,15 @@ def expire_refetch_window(connection: SsoConnection, idp: FakeOidcIdp) -> None:
     """End the minute-long window as its expiry would (the shared cache may be Redis,
     whose clock no test can move)."""
     jwks_uri = idp.discovery()["jwks_uri"]
-    window = oidc_client._cache_key("jwks-refetch", connection.social_app_id, jwks_uri)
+    window = idp_documents.cache_key("jwks-refetch", connection.social_app_id, jwks_uri)
     assert cache.get(window) is not None
     cache.delete(window)
 
 
 def test_the_refetch_window_is_a_minute() -> None:
     assert oidc_client.JWKS_REFETCH_INTERVAL_SECONDS == 60
-    assert oidc_client.JWKS_CACHE_SECONDS == 600
-    assert oidc_client.DISCOVERY_CACHE_SECONDS == 3600
+    assert idp_documents.JWKS_CACHE_SECONDS == 600
+    assert idp_documents.DISCOVERY_CACHE_SECONDS == 3600
 
 
 def test_a_sign_in_with_an_empty_cache_fetches_the_jwks_only_once(

@@ -256,6 +256,7 @@ def test_removing_an_oidc_connection_forgets_its_cached_idp_documents(
     from django.core.cache import cache
 
     from accounts.sso.oidc import client as oidc_client
+    from accounts.sso.oidc import documents as idp_documents
 
     from .test_sso_oidc import connect_oidc
 
@@ -263,7 +264,7 @@ def test_removing_an_oidc_connection_forgets_its_cached_idp_documents(
     connection = connect_oidc(tenant_a.owner, tenant_a.org, idp)
     app = connection.social_app
     oidc_client.cached_discovery(app_id=app.pk, issuer=idp.issuer)
-    key = oidc_client._cache_key("discovery", app.pk, idp.issuer)
+    key = idp_documents.cache_key("discovery", app.pk, idp.issuer)
     assert cache.get(key) is not None
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -1,6 +1,7 @@
 """What a web process leaves for later (benchmarks/README.md, "Cold start to /healthz"):
 ninja and pydantic (its core too) load with the API's first answer; Celery, kombu (and the
-PyYAML it registers) and the Celery app with the first task sent (kit/tasks.py). Its URLs
+PyYAML it registers) and the Celery app with the first task sent (kit/tasks.py); requests
+and urllib3 with OpenID Connect's first use (accounts/sso/oidc/provider.py). Its URLs
 still reverse, and that first task still goes to the installation's broker with
 Raydeck's stamps, not to Celery's default one."""
 
@@ -18,11 +19,15 @@ SCRIPT = """
 import sys, threading
 import console.wsgi
 from django.urls import reverse
-LATER = ("ninja", "pydantic", "pydantic_core", "celery", "kombu", "yaml", "console.celery")
+LATER = (
+    "ninja", "pydantic", "pydantic_core", "celery", "kombu", "yaml", "console.celery",
+    "requests", "urllib3",
+)
 def loaded():
     return sorted(m for m in LATER if m in sys.modules)
 print(loaded())
 print(reverse("api-v1:cluster_list", kwargs={"org": "acme"}))
+print(reverse("openid_connect_login", kwargs={"provider_id": "oidc-acme"}))
 from clusters.tasks import sweep_clusters
 sent = threading.Thread(target=sweep_clusters.delay)  # as a request's thread sends it
 sent.start()
@@ -57,12 +62,13 @@ def run_in_fresh_process(script: str, var_dir: Path) -> list[str]:
     return done.stdout.splitlines()
 
 
-def test_a_web_process_loads_the_api_and_celery_when_first_used(tmp_path: Path) -> None:
+def test_a_web_process_loads_the_api_celery_and_oidc_when_first_used(tmp_path: Path) -> None:
     queue = tmp_path / "broker" / "queue"
     queue.mkdir(parents=True)
     assert run_in_fresh_process(SCRIPT, tmp_path) == [
         "[]",
         "/api/v1/orgs/acme/clusters",
+        "/accounts/oidc/oidc-acme/login/",
         "True",
     ]
     (message,) = queue.glob("*.msg")  # the folder broker of settings.local

@@ -3,7 +3,6 @@ in the shared cache), its user info, and ID-token verification."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -19,10 +18,10 @@ from django.conf import settings
 from django.core.cache import cache
 
 from ..outbound import public_host
+from .documents import DISCOVERY_CACHE_SECONDS, JWKS_CACHE_SECONDS, cache_key
 
 logger = logging.getLogger(__name__)
 
-OIDC_PROVIDER = "openid_connect"
 # Discovery documents, JWKS and token answers are small; refuse anything far larger.
 MAX_IDP_DOCUMENT_BYTES = 512 * 1024
 # Clock drift allowed on exp/iat/nbf.
@@ -33,9 +32,6 @@ ACCEPTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 REQUIRED_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
-# How long the shared cache keeps an IdP's discovery document and its JWKS.
-DISCOVERY_CACHE_SECONDS = 60 * 60
-JWKS_CACHE_SECONDS = 10 * 60
 # A kid the cached JWKS lacks fetches it again at most this often per connection.
 JWKS_REFETCH_INTERVAL_SECONDS = 60
 
@@ -123,34 +119,16 @@ def discover(issuer: str) -> dict[str, Any]:
     return config
 
 
-def _cache_key(kind: str, app_id: int, url: str) -> str:
-    """Per allauth app (one organization's connection) and per URL, so a changed
-    issuer or jwks_uri never finds the old IdP's documents."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:32]
-    return f"raydeck:oidc:{kind}:{app_id}:{digest}"
-
-
 def cached_discovery(*, app_id: int, issuer: str) -> dict[str, Any]:
     """`discover(issuer)`, kept in the shared cache for DISCOVERY_CACHE_SECONDS (only a
     document that passed its checks is kept; failures are not)."""
-    key = _cache_key("discovery", app_id, issuer)
+    key = cache_key("discovery", app_id, issuer)
     config = cache.get(key)
     if isinstance(config, dict):
         return config
     config = discover(issuer)
     cache.set(key, config, DISCOVERY_CACHE_SECONDS)
     return config
-
-
-def forget_idp_documents(*, app_id: int, issuer: str) -> None:
-    """Drop the cached discovery document and JWKS of an app (its IdP was saved again
-    or removed), so the next sign-in reads them afresh."""
-    key = _cache_key("discovery", app_id, issuer)
-    config = cache.get(key)
-    keys = [key]
-    if isinstance(config, dict) and isinstance(config.get("jwks_uri"), str):
-        keys.append(_cache_key("jwks", app_id, config["jwks_uri"]))
-    cache.delete_many(keys)
 
 
 class IdpKeys:
@@ -167,7 +145,7 @@ class IdpKeys:
         self.fetched = False
 
     def _key(self, kind: str) -> str:
-        return _cache_key(kind, self.app_id, str(self.jwks_uri))
+        return cache_key(kind, self.app_id, str(self.jwks_uri))
 
     def _fetch(self) -> dict[str, Any]:
         self.fetched = True

@@ -16,7 +16,8 @@ from ...audit import audit
 from ...choices import SsoProtocol
 from ...models import Organization, SsoConnection, User
 from ...permissions import require
-from .client import OIDC_PROVIDER, OidcError, discover, forget_idp_documents
+from .documents import forget_idp_documents
+from .provider import OIDC_PROVIDER
 
 
 def provider_id_for(organization: Organization) -> str:
@@ -43,6 +44,9 @@ def oidc_connection_save(
     The issuer is checked by fetching its discovery document first. An empty
     `client_secret` keeps the stored one; the secret is stored encrypted and never
     returned."""
+    # The IdP's client imports requests: loaded by the first save, not with the pages.
+    from .client import OidcError, discover
+
     require(actor, "sso.manage", organization)
     issuer = issuer.strip()
     try:
