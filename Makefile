@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy kit accounts console clouds clusters workloads cli/raydeck
+	$(BIN)/mypy kit accounts console clouds clusters workloads cli/raydeck agent/raydeck_agent
 
 clean:
 	rm -rf $(VENV) var

@@ -2,8 +2,9 @@
 
 from importlib import import_module
 
-from celery import shared_task
 from django.conf import settings
+
+from kit.tasks import shared_task
 
 
 @shared_task(acks_late=True)

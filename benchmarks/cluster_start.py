@@ -15,7 +15,7 @@ All real, on loopback; nothing is driven in-process:
     cluster with clusters.services.lifecycle.cluster_create, as the console does, and
     polls the row every 20 ms until it is running. The worker's reconciler launches
     the node; the node's agent registers with gunicorn, starts Ray and reports it
-    ready, which enqueues the reconcile that marks the cluster running. The driver then
+    ready, and that heartbeat marks the cluster running. The driver then
     terminates the cluster (through the worker) and waits until it is terminated.
 
 Raydeck is timed from the cluster_create call to the row reading `running`.
@@ -368,8 +368,8 @@ PHASES = [
     ("queued", "starting", "worker picks up the first reconcile"),
     ("starting", "instance up", "reconcile: plan the node, launch the process"),
     ("instance up", "agent registered", "agent boots (bash, Python) and registers"),
-    ("agent registered", "ray started", "ray start, as the agent sees it (0.5 s checks)"),
-    ("ray started", "ready", "ready heartbeat -> reconcile marks the cluster running"),
+    ("agent registered", "ray started", "ray start, as the agent sees it (0.1 s checks)"),
+    ("ray started", "ready", "ready heartbeat marks the cluster running"),
 ]
 
 

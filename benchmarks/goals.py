@@ -35,7 +35,7 @@ class Goal:
 
 
 GOALS = [
-    Goal("console", "cold_start_s", 0.5, True, "s", "web cold start to /healthz", now=1.3),
+    Goal("console", "cold_start_s", 0.5, True, "s", "web cold start to /healthz", now=1.4),
     Goal("console", "idle_pss_mb", 200, True, "MB", "idle memory (PSS), embedded default"),
     Goal("console", "list_p50_ms", 10, True, "ms", "project list p50, 10k projects", now=16),
     Goal("console", "page_max_bytes", 100 * 1024, True, "B", "largest first page load"),

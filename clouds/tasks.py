@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from celery import shared_task
+from kit.tasks import shared_task
 
 from .providers.base import TransientCloudError
 

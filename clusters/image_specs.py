@@ -22,7 +22,6 @@ import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from packaging.requirements import InvalidRequirement, Requirement
 
 from clouds.providers.builds import BASE_RAY
 
@@ -60,6 +59,9 @@ def _strings(value: Any, field: str, *, limit: int, noun: str) -> list[str]:
 
 
 def _requirements(value: Any) -> list[str]:
+    # Imported here, not at the top: packaging's grammar is a cost of every start.
+    from packaging.requirements import InvalidRequirement, Requirement
+
     items = _strings(value, "requirements", limit=MAX_REQUIREMENTS, noun="pip requirements")
     for number, item in enumerate(items, 1):
         if item.startswith("-"):

@@ -5,14 +5,14 @@ Each task imports its service inside its body, so that services may import
 enqueue_reconcile from here: the task boundary is the one place where the clusters
 app's imports point back up (STYLE §7)."""
 
+import uuid
 from functools import partial
 
-from celery import shared_task
-from celery.utils import uuid
 from django.conf import settings
 from django.db import transaction
 
 from clouds.providers.base import TransientCloudError
+from kit.tasks import shared_task
 
 from . import live
 
@@ -40,7 +40,7 @@ def enqueue_reconcile(
         )
         transaction.on_commit(send, robust=True)
         return True
-    task_id = uuid()
+    task_id = str(uuid.uuid4())  # Celery's own form of a task id
     if not live.claim_follow_up(cluster_id, task_id, countdown, sooner_wins=sooner_wins):
         return False
     reconcile_cluster.apply_async(

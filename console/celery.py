@@ -30,10 +30,12 @@ from celery.signals import (
 )
 from click import Option
 from django.conf import settings
+from kombu import Queue
 from prometheus_client import start_http_server
 
 from kit.logs import current_request_id, reset_request_id, set_request_id
 from kit.metrics import TASK_FAILURES, TASK_LAG, TASK_SECONDS, TASKS, registry
+from kit.tasks import app_loaded
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
 
@@ -42,7 +44,10 @@ logger = logging.getLogger(__name__)
 app = Celery("raydeck")
 app.set_default()  # in place of console/apps.py's stand-in, for every thread
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# kombu's Queues here, not in the settings: kombu costs a web process's start.
+app.conf.task_queues = [Queue(name) for name in settings.TASK_QUEUES]
 app.autodiscover_tasks()
+app_loaded()  # the tasks declared (kit/tasks.py) are made now, on this app
 
 
 class BeatThread(bootsteps.StartStopStep):

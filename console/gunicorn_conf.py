@@ -21,6 +21,6 @@ keepalive = 75
 
 def when_ready(server: object) -> None:
     """In the master, after --preload loaded the app and before the workers fork."""
-    from console.wsgi import load_api
+    from console.wsgi import load_lazy_parts
 
-    load_api()
+    load_lazy_parts()

@@ -22,7 +22,7 @@ from kit.metrics import CONTENT_TYPE, exposition
 
 logger = logging.getLogger(__name__)
 
-QUEUES = tuple(q.name for q in settings.CELERY_TASK_QUEUES)  # what the workers consume
+QUEUES = tuple(settings.TASK_QUEUES)  # what the workers consume
 
 
 class ScrapeTimeCollector:

@@ -34,7 +34,7 @@ urlpatterns = [
     # Before allauth's: Raydeck answers the OIDC callback at allauth's path (and its SAML
     # paths through allauth's own include: accounts.sso.saml_provider).
     path("accounts/", include(sso_allauth_overrides)),
-    path("accounts/", include("allauth.urls")),
+    path("accounts/", include("accounts.allauth_urls")),  # allauth's, MFA's pages lazy
     path("", include(cloud_storage_urlpatterns)),
     path("", include(user_urlpatterns)),
     path("", include(ssh_key_urlpatterns)),

@@ -34,11 +34,13 @@ def api_read_application() -> LeanApp:
     return ApiReadApp(django_application)
 
 
-def load_api() -> None:
-    """Loads the JSON API now instead of at its first request: production's master does
-    before it forks its workers (console/gunicorn_conf.py), so they share it and none pays
-    for it on a request; the embedded default leaves it for its cold start."""
+def load_lazy_parts() -> None:
+    """Loads the JSON API and the Celery app (with every task) now instead of at their
+    first use: production's master does before it forks its workers (console/
+    gunicorn_conf.py), so they share them and none pays for them on a request; the
+    embedded default leaves them out of its cold start."""
     from console.api import endpoints  # noqa: F401 - ninja's views, built on import
+    from console.celery import app  # noqa: F401 - makes every declared task (kit/tasks.py)
 
     api_read_application()
     gc.freeze()

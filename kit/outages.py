@@ -22,7 +22,6 @@ import sys
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import escape
-from kombu.exceptions import OperationalError as BrokerError
 
 from .api.errors import error_body
 
@@ -33,14 +32,17 @@ JSON_PREFIXES = ("/api/", "/agent/")
 
 
 def _dependencies() -> tuple[tuple[tuple[type[BaseException], ...], str], ...]:
-    # redis's errors are looked up, not imported: only a process that loaded redis can
-    # meet them, and the embedded default has no Redis (40 modules, 3 MB a process).
+    # redis's and kombu's errors are looked up, not imported: only a process that loaded
+    # them can meet them. The embedded default has no Redis (40 modules, 3 MB a process),
+    # and a web process loads kombu with the first task it sends (kit/tasks.py).
     redis = sys.modules.get("redis.exceptions")
     cache = () if redis is None else (redis.ConnectionError, redis.TimeoutError)
+    kombu = sys.modules.get("kombu.exceptions")
+    broker = () if kombu is None else (kombu.OperationalError,)
     return (
         ((OperationalError, InterfaceError), "the database"),
         (cache, "the shared cache"),
-        ((BrokerError,), "the task queue"),
+        (broker, "the task queue"),
     )
 
 

@@ -12,10 +12,9 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, apps, gateway, state
-from . import workspace as _workspace  # noqa: F401 - registers its order handler
+from . import __version__, apps, state
 from .activity import IdleClock, iso
 from .api import (
     ApiError,
@@ -40,10 +39,13 @@ from .logs import (
     node_log_sources,
     sink_for,
 )
-from .orders import HeadContext, Orders
-from .ray_process import Phase, RayProcess, ray_env
+from .ray_process import READY_CHECK_EVERY, Phase, RayProcess, ray_env
 from .tls import NodeTLS
 from .usage import UsageSampler
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .orders import Orders
 
 logger = logging.getLogger("raydeck_agent")
 
@@ -215,7 +217,7 @@ class Node:
         self._unreachable_since: float | None = None
         self._failures = 0  # heartbeats failed in a row
         self._retry_after: float | None = None  # the last failure's Retry-After
-        self.gateway: gateway.Gateway | None = None
+        self.gateway: Gateway | None = None
         self.apps = apps.Apps(
             self.config.python,
             registration.app_ports,
@@ -235,7 +237,16 @@ class Node:
     def run(self) -> None:
         outcome = "crashed"
         try:
+            # Ray first: its start takes seconds, and nothing below is needed before it.
+            # The head's apps, gateway and order handlers (and their imports: aiohttp,
+            # PyJWT, half a second of CPU) come up while it does.
+            self._start_ray()
             if self.ray.is_head:
+                # Imported here, not at the top: registration and Ray's start need none.
+                from . import gateway
+                from . import workspace as _workspace  # noqa: F401 - registers its order handler
+                from .orders import HeadContext, Orders
+
                 env = self._app_env()
                 started = self.apps.start(env)
                 self.gateway = gateway.start_for(self.config, self.registration, started, self.tls)
@@ -290,11 +301,7 @@ class Node:
         """Runs until stopped; returns "stop" (told to stop, or a signal) or "removed"."""
         next_heartbeat = 0.0
         while not self.stop_requested.is_set():
-            if self.ray.phase == Phase.IDLE:
-                if self.ray.is_head:
-                    self.ray.start()
-                elif self.head_address:
-                    self.ray.start(self.head_address)
+            self._start_ray()
             self.ray.poll()
             if self.ray.phase == Phase.IDLE:
                 self.message = "waiting for the head node's address"
@@ -314,9 +321,20 @@ class Node:
                     return outcome
                 next_heartbeat = time.monotonic() + self._next_wait()
             self._ship_logs()
-            self.wake.wait(max(0.0, min(TICK, next_heartbeat - time.monotonic())))
+            tick = READY_CHECK_EVERY if self.ray.phase == Phase.STARTING else TICK
+            self.wake.wait(max(0.0, min(tick, next_heartbeat - time.monotonic())))
             self.wake.clear()
         return "stop"
+
+    def _start_ray(self) -> None:
+        """Starts Ray if it is not started: a head at once, a worker once it knows the
+        head's address."""
+        if self.ray.phase != Phase.IDLE:
+            return
+        if self.ray.is_head:
+            self.ray.start()
+        elif self.head_address:
+            self.ray.start(self.head_address)
 
     def report_soon(self) -> None:
         """A handler's report changed: heartbeat now rather than at the next interval

@@ -113,7 +113,7 @@ class ControlPlane:
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
     """Retry-After in seconds (the control plane sends seconds, never a date)."""
     try:
-        value = float((exc.headers or {}).get("Retry-After", ""))
+        value = float(exc.headers.get("Retry-After", "") if exc.headers is not None else "")
     except ValueError:
         return None
     return value if 0 <= value <= 3600 else None

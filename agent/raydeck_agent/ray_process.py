@@ -64,7 +64,10 @@ WORKER_PORTS_SPAN = 100
 # Lock files live next to the nodes' temp dirs (/tmp/raydeck/<id>): shared by all nodes.
 WORKER_PORTS_LOCKS = ".worker-ports"
 
-READY_CHECK_EVERY = 0.5
+# Seconds between readiness checks while Ray starts (a refused connection costs nothing;
+# the agent's loop wakes this often then): the cluster is running only once the agent saw
+# Ray ready, so half of this is added to every start on average.
+READY_CHECK_EVERY = 0.1
 # `ray start` gives up when its raylet has not registered 30 s after it started (also
 # when the raylet crashed waiting for its agents' port files; both limits are fixed in
 # Ray): on a busy machine that is slowness, not a broken node. The agent runs it again,

@@ -305,7 +305,7 @@ def add_commands(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) -> N
     for name, handler, help_text in [
         ("get", cmd_get, "show one workspace"),
         ("start", cmd_start, "start it: a new cluster, its files restored"),
-        ("stop", cmd_stop, "stop it: files saved, then the cluster terminated"),
+        ("stop", cmd_stop, "stop it (files saved, cluster terminated), or cancel a waiting start"),
         ("delete", cmd_delete, "delete a stopped workspace"),
         ("open", cmd_open, "open its JupyterLab in the browser"),
     ]:

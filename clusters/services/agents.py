@@ -48,6 +48,7 @@ from ..models import Cluster, Node
 from ..tasks import enqueue_reconcile
 from .events import record_event
 from .idle import cluster_stopped_itself
+from .readiness import update_cluster_state
 
 PERSIST_EVERY_SECONDS = 60
 LOG_TAIL_LINES = 200
@@ -535,6 +536,10 @@ def _apply_state(node: HeartbeatNode, reported: str, message: str) -> bool:
                 level=EventLevel.ERROR,
             )
         node.state = locked.state
+        if target == NodeState.READY and cluster.state == ClusterState.STARTING:
+            # Running now, in this transaction (the cluster's row is locked with the
+            # node's), not after a reconcile task's round trip: the pass still follows.
+            update_cluster_state(cluster)
         if cluster.state in (ClusterState.STARTING, ClusterState.RUNNING):
             enqueue_reconcile(cluster.pk)
     return True

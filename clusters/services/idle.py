@@ -30,6 +30,7 @@ from django.utils import timezone
 from accounts.audit import audit
 from accounts.models import User
 from accounts.permissions import require
+from kit.sweeps import each
 
 from ..choices import ClusterState, DesiredState, EventLevel, NodeState
 from ..live import HeadReport, busy_at, head_report, parse_time
@@ -271,7 +272,14 @@ def idle_sweep(now: datetime | None = None) -> int:
     ids = Cluster.objects.filter(
         state=ClusterState.RUNNING, desired_state=DesiredState.RUNNING
     ).values_list("pk", flat=True)
-    return sum(cluster_idle_check(cluster_id=pk, now=now) for pk in ids)
+    asked: list[int] = []
+
+    def check(pk: int) -> None:
+        if cluster_idle_check(cluster_id=pk, now=now):
+            asked.append(pk)
+
+    each(ids, check, what="The idle check of cluster")
+    return len(asked)
 
 
 @transaction.atomic

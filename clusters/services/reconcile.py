@@ -53,6 +53,7 @@ from ..models import Cluster, Node
 from .agents import PERSIST_EVERY_SECONDS
 from .autoscale import cluster_autoscale, decide, group_target, workers_to_stop
 from .events import record_event
+from .readiness import is_ready, update_cluster_state
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def work_for(cluster: Cluster, look: Look, *, public_addresses: bool) -> str | N
         return "a node is silent"
     if _missing(cluster, look.staying):
         return "nodes are missing"
-    if not _ready(cluster, look.staying):
+    if not is_ready(cluster, look.staying):
         return "the cluster is not ready"
     if public_addresses and any(
         n.role == NodeRole.HEAD and not n.public_address for n in look.nodes
@@ -292,7 +293,7 @@ def _drive_up(cluster: Cluster) -> Outcome:
             _mark_node(node, NodeState.FAILED, exc.user_message)
             return _fail(cluster, f"Could not launch the {node.role} node: {exc.user_message}")
     _learn_head_address(cluster, provider)
-    _update_cluster_state(cluster)
+    update_cluster_state(cluster)
     if requeue is not None:
         return Outcome("waiting for the cloud", requeue)
     cluster.refresh_from_db(fields=["state"])
@@ -527,48 +528,6 @@ def _terminate_instance(
             )
             return  # stays in its state; the next pass tries again
     _mark_node(node, final_state, reason)
-
-
-@transaction.atomic
-def _update_cluster_state(cluster: Cluster) -> None:
-    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
-    nodes = list(cluster.nodes.staying())
-    head = next((n for n in nodes if n.role == NodeRole.HEAD), None)
-    ready = _ready(cluster, nodes)
-    if ready and cluster.state == ClusterState.STARTING and head is not None:
-        cluster.head_address = f"{head.private_address}:{head.ray_ports.get('gcs', '')}"
-        cluster.dashboard_port = head.ray_ports.get("dashboard")
-        cluster.move_to(ClusterState.RUNNING)
-        cluster.save()
-        record_event(
-            cluster,
-            "ready",
-            f"The cluster is running with {len(nodes)} node(s).",
-            since=cluster.created_at if not cluster.terminated_at else None,
-        )
-    elif not ready and cluster.state == ClusterState.RUNNING:
-        cluster.move_to(ClusterState.STARTING, "Replacing nodes.")
-        cluster.save()
-        record_event(
-            cluster, "starting", "Some nodes are being replaced.", level=EventLevel.WARNING
-        )
-
-
-def _ready(cluster: Cluster, staying: list[Node]) -> bool:
-    """Ready: the head and each group's min. Workers the autoscaler adds join a running
-    cluster without making it "starting" again."""
-    head = next((n for n in staying if n.role == NodeRole.HEAD), None)
-    ready_workers = Counter(
-        n.group for n in staying if n.role == NodeRole.WORKER and n.state == NodeState.READY
-    )
-    return (
-        head is not None
-        and head.state == NodeState.READY
-        and all(
-            ready_workers[g["name"]] >= int(g.get("min", 0))
-            for g in cluster.compute_config.worker_groups
-        )
-    )
 
 
 def _fail(cluster: Cluster, reason: str) -> Outcome:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from csp.constants import NONE, SELF
-from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("RAYDECK_VAR_DIR", BASE_DIR / "var"))
@@ -244,7 +243,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # waiting change is always taken first: "asap" is named to sort before "celery".
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CHANGES_QUEUE = "asap"
-CELERY_TASK_QUEUES = [Queue(CHANGES_QUEUE), Queue(CELERY_TASK_DEFAULT_QUEUE)]
+# The queues' names; console/celery.py makes them kombu's Queues (kombu is not
+# imported here: it costs a web process's start).
+TASK_QUEUES = [CHANGES_QUEUE, CELERY_TASK_DEFAULT_QUEUE]
 # What the settings that broker through Redis pass as CELERY_BROKER_TRANSPORT_OPTIONS.
 REDIS_BROKER_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,

@@ -230,7 +230,7 @@ class RedisServer:
         from django.conf import settings
 
         client = redis.Redis.from_url(self.url, socket_timeout=2)
-        return sum(int(client.llen(q.name)) for q in settings.CELERY_TASK_QUEUES)
+        return sum(int(client.llen(name)) for name in settings.TASK_QUEUES)
 
     def stop(self) -> None:
         if self.proc is not None:

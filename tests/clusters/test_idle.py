@@ -7,13 +7,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AuditEvent
 from clusters.choices import ClusterState, DesiredState, EventLevel, NodeRole, NodeState
 from clusters.live import HeadReport, note_head_report
-from clusters.services import agents
+from clusters.services import agents, idle
 from clusters.services.idle import cluster_idle_check, cluster_idleness, evaluate
 from tests.conftest import client_for
 from tests.factories import ClusterFactory, NodeFactory
@@ -246,3 +247,40 @@ def test_a_head_that_stopped_itself_is_reconciled(running) -> None:
     assert head.state_reason == f"Stopped itself: {reason}."
     entry = AuditEvent.objects.get(verb="cluster.stopped_itself")
     assert entry.changes["reason"] == [None, reason]
+
+
+def test_one_cluster_that_fails_its_check_does_not_keep_the_sweep_from_the_others(
+    running, tenant_a, monkeypatch, caplog
+) -> None:
+    """Fault injected in-process: the check of one cluster raises (a bug its data trips)."""
+    other = ClusterFactory(
+        project=tenant_a.project,
+        cloud=tenant_a.cloud,
+        name="idle-too",
+        state=ClusterState.RUNNING,
+        started_at=running.started_at,
+    )
+    NodeFactory(cluster=other, role=NodeRole.HEAD, state=NodeState.READY)
+    now = timezone.now()
+    for cluster in (running, other):
+        report(cluster, IDLE, now)
+    real_check = idle.cluster_idle_check
+
+    def check(*, cluster_id, now=None):
+        if cluster_id == running.pk:
+            raise RuntimeError("a row this code cannot read")
+        return real_check(cluster_id=cluster_id, now=now)
+
+    monkeypatch.setattr(idle, "cluster_idle_check", check)
+    idle.idle_sweep(now=now)
+    other.refresh_from_db()
+    assert other.idle_warned_at == now  # judged although the first one failed
+    assert f"The idle check of cluster {running.pk} failed" in caplog.text
+
+    # The database gone fails every cluster alike: the pass ends, and says so.
+    def database_down(*, cluster_id, now=None):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(idle, "cluster_idle_check", database_down)
+    with pytest.raises(OperationalError):
+        idle.idle_sweep(now=now)

@@ -158,3 +158,18 @@ def test_a_heartbeat_state_that_is_not_a_string_is_a_400(world: World, state: ob
         )
         assert status == 400, content
         assert "state must be one of" in json.loads(content)["error"]["message"]
+
+
+def test_with_the_task_broker_down_a_request_that_sends_a_task_answers_503(world: World) -> None:
+    """A web process loads kombu with its first task (kit/tasks.py); the broker's error
+    that a send raises is still known for what it is: 503, Retry-After, not a 500."""
+    from tests.clusters.test_faults import celery_broker
+
+    cloud = world.tenant.cloud
+    assert cloud is not None
+    path = f"/api/v1/orgs/{world.tenant.org.slug}/clouds/{cloud.pk}/verify"
+    bearer = {"Authorization": f"Bearer {token_secret(world.tenant, OrgRole.ADMIN)}"}
+    with celery_broker(f"redis://127.0.0.1:{dead_port()}/0"):
+        answer = call_wsgi("POST", path, b"", bearer)
+    assert_unavailable("api", answer)
+    assert "the task queue" in json.loads(answer[1])["error"]["message"]

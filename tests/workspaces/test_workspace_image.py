@@ -191,6 +191,50 @@ def test_a_failed_workspace_image_build_is_said_and_a_new_workspace_builds_again
     assert again.image_build.state == BuildState.QUEUED
 
 
+def test_a_start_waiting_for_the_image_can_be_called_off_from_the_page_and_the_api(
+    tenant_a: Tenant,
+    calls: tuple[Calls, Any],  # noqa: F811
+    lab: tuple[Cloud, Workspace, ImageBuild],
+) -> None:
+    """AWS through moto (CodeBuild's answers played by the test, as above)."""
+    cloud, workspace, build = lab
+    slug = tenant_a.org.slug
+    member = client_for(tenant_a.member)
+    member.post(reverse("workspace_start", args=[slug, workspace.pk]))
+    page = member.get(reverse("workspace_detail", args=[slug, workspace.pk])).content.decode()
+    assert "Cancel start" in page
+    asked = member.get(reverse("workspace_stop", args=[slug, workspace.pk])).content.decode()
+    assert f"Cancel the start of {workspace.name}?" in asked
+    cancelled = member.post(reverse("workspace_stop", args=[slug, workspace.pk]), follow=True)
+    assert "called off the start that waited for its image" in cancelled.content.decode()
+    workspace.refresh_from_db()
+    assert workspace.start_when_built_by is None and workspace.state == WorkspaceState.STOPPED
+    entry = AuditEvent.objects.get(verb="workspace.start.cancel", target_id=str(workspace.pk))
+    assert entry.actor == tenant_a.member
+    assert entry.changes == {"waiting_for_image": [build.name, None]}
+
+    # Built afterwards: nothing starts, since nobody still asks for it.
+    play_codebuild(build, ["pushed"])
+    builds.image_build_advance(build_id=build.pk)
+    sweep_workspaces()
+    workspace.refresh_from_db()
+    assert workspace.state == WorkspaceState.STOPPED and workspace.cluster is None
+
+    # The API's stop calls off a waiting start the same way.
+    second = create(tenant_a, cloud, "lab-two")
+    Workspace.objects.filter(pk=second.pk).update(image=None, image_build=build)
+    build.state = BuildState.BUILDING
+    build.save(update_fields=["state"])
+    api = as_role(tenant_a, OrgRole.MEMBER)
+    assert api.post(f"/orgs/{slug}/workspaces/{second.uuid}/start").status == 202
+    second.refresh_from_db()
+    assert second.start_when_built_by is not None
+    stopped = api.post(f"/orgs/{slug}/workspaces/{second.uuid}/stop")
+    assert stopped.status == 202, stopped.body
+    second.refresh_from_db()
+    assert second.start_when_built_by is None and second.state == WorkspaceState.STOPPED
+
+
 def test_the_local_cloud_and_a_chosen_image_build_nothing(tenant_a: Tenant) -> None:
     alpha = verified(tenant_a)
     local = create(alpha, alpha.cloud, "local-lab")

@@ -26,6 +26,7 @@ from tests.factories import NodeFactory
 from workloads.workspaces import live, services
 from workloads.workspaces.choices import WorkspaceState
 from workloads.workspaces.models import SshKey, Workspace
+from workloads.workspaces.tasks import sweep_workspaces
 
 pytestmark = pytest.mark.django_db
 
@@ -183,6 +184,34 @@ def test_a_cluster_that_fails_to_start_fails_the_workspace_which_can_start_again
     services.workspace_start(workspace=workspace, actor=alpha.member)
     workspace.refresh_from_db()
     assert workspace.state == WorkspaceState.STARTING
+
+
+def test_the_sweep_follows_every_workspace_when_one_of_them_fails(
+    alpha, django_capture_on_commit_callbacks, monkeypatch, caplog
+) -> None:
+    """Fault injected in-process: following one workspace raises (a bug its row trips)."""
+    broken = started(alpha, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        healthy = services.workspace_create(
+            project=alpha.project, actor=alpha.member, name="healthy", cloud=alpha.cloud
+        )
+        services.workspace_start(workspace=healthy, actor=alpha.member)
+    healthy.refresh_from_db()
+    Cluster.objects.filter(pk=healthy.cluster_id).update(
+        state=ClusterState.FAILED, state_reason="no capacity"
+    )
+    real_sync = services.workspace_sync
+
+    def sync(*, workspace_id, now=None):
+        if workspace_id == broken.pk:
+            raise RuntimeError("a row this code cannot read")
+        return real_sync(workspace_id=workspace_id, now=now)
+
+    monkeypatch.setattr(services, "workspace_sync", sync)
+    sweep_workspaces()
+    healthy.refresh_from_db()
+    assert healthy.state == WorkspaceState.FAILED and "no capacity" in healthy.state_reason
+    assert f"Following workspace {broken.pk} failed" in caplog.text
 
 
 def test_idle_stops_the_workspace_saving_first_instead_of_terminating_its_cluster(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from celery import shared_task
-
 from clouds.providers.base import TransientCloudError
+from kit.tasks import shared_task
 
 from . import live
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
 from django import forms
 
 from accounts.models import Organization, Project, User
@@ -58,6 +57,8 @@ class ServiceDeployForm(forms.Form):
             field.queryset = rows
 
     def clean_serve_config(self) -> Any:
+        import yaml  # here, not at the top: PyYAML's import is a cost of every start
+
         raw = self.cleaned_data["serve_config"]
         try:
             return yaml.safe_load(raw) if raw.strip()[:1] != "{" else json.loads(raw)

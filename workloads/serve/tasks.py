@@ -4,10 +4,10 @@ so services may import enqueue_advance from here (as clusters/tasks.py does)."""
 
 from __future__ import annotations
 
-from celery import shared_task
 from django.db import transaction
 
 from clouds.providers.base import TransientCloudError
+from kit.tasks import shared_task
 
 from . import live
 

@@ -240,7 +240,8 @@ def workspace_start_endpoint(request: HttpRequest, org: str, id: str) -> Status:
 
 @router.post("/orgs/{org}/workspaces/{id}/stop", response=answers({202: WorkspaceOut}))
 def workspace_stop_endpoint(request: HttpRequest, org: str, id: str) -> Status:
-    """Save the files, then terminate the cluster; asking again changes nothing."""
+    """Save the files, then terminate the cluster; asking again changes nothing. A start
+    still waiting for the image's build is called off instead."""
     organization = context.organization(request, org)
     workspace = _workspace(request, organization, id, "workspace.manage")
     workspace_stop(workspace=workspace, actor=context.actor(request))

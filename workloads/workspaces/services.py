@@ -139,7 +139,8 @@ def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
     if workspace.image is None and build is not None and not build.is_final:
         _pending_start(
             workspace,
-            by=actor,
+            starts_for=actor,
+            actor=actor,
             reason=f"Starts once its image {build.name} is built.",
             verb="workspace.start",
             changes={"waiting_for_image": [None, build.name]},
@@ -183,13 +184,27 @@ def workspace_start(*, workspace: Workspace, actor: User) -> Workspace:
 # Not durable: the idle check stops a workspace inside its own transaction.
 @transaction.atomic
 def workspace_stop(*, workspace: Workspace, actor: User | None, reason: str = "") -> Workspace:
-    """Save the files, then terminate the cluster (asking again changes nothing)."""
+    """Save the files, then terminate the cluster (asking again changes nothing). A start
+    still waiting for the image's build is called off instead."""
     if actor is not None:
         require(actor, "workspace.manage", workspace.project)
     workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
+    who = actor.display_name if actor else "Raydeck"
+    if workspace.start_when_built_by_id is not None and workspace.state not in (
+        ACTIVE_WORKSPACE_STATES
+    ):
+        build = workspace.image_build
+        _pending_start(
+            workspace,
+            starts_for=None,
+            actor=actor,
+            reason=f"{who} called off the start that waited for its image.",
+            verb="workspace.start.cancel",
+            changes={"waiting_for_image": [build.name if build else None, None]},
+        )
+        return workspace
     if workspace.state not in (WorkspaceState.STARTING, WorkspaceState.RUNNING):
         return workspace
-    who = actor.display_name if actor else "Raydeck"
     workspace.move_to(WorkspaceState.STOPPING, reason or f"{who} stopped it: saving the files.")
     # After any save reported so far, whatever the head's clock said: only a save the
     # stop asks for counts as the stop's (see _apply_report).
@@ -459,7 +474,8 @@ def workspace_start_when_built(*, workspace_id: int) -> None:
             reason = f"It did not start: {' '.join(getattr(exc, 'messages', [str(exc)]))}"
             _pending_start(
                 locked,
-                by=None,
+                starts_for=None,
+                actor=None,
                 reason=reason,
                 verb="workspace.start.refused",
                 changes={"reason": [None, reason]},
@@ -467,14 +483,20 @@ def workspace_start_when_built(*, workspace_id: int) -> None:
 
 
 def _pending_start(
-    workspace: Workspace, *, by: User | None, reason: str, verb: str, changes: dict[str, Any]
+    workspace: Workspace,
+    *,
+    starts_for: User | None,
+    actor: User | None,
+    reason: str,
+    verb: str,
+    changes: dict[str, Any],
 ) -> None:
-    """Set (or clear) the start waiting for the image's build, said on the page and
-    audited (as `by`'s, or Raydeck's when cleared)."""
-    workspace.start_when_built_by = by
+    """Set (or clear, with `starts_for` None) the start waiting for the image's build,
+    said on the page and audited as `actor`'s (Raydeck's when None)."""
+    workspace.start_when_built_by = starts_for
     workspace.state_reason = reason[:1000]
     workspace.save(update_fields=["start_when_built_by", "state_reason", "updated_at"])
-    audit(actor=by, verb=verb, target=workspace, changes=changes)
+    audit(actor=actor, verb=verb, target=workspace, changes=changes)
 
 
 def workspaces_to_sync() -> list[int]:

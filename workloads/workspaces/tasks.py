@@ -1,6 +1,7 @@
 """Background work of workspaces: thin tasks, ids in, a service out."""
 
-from celery import shared_task
+from kit.sweeps import each
+from kit.tasks import shared_task
 
 
 def enqueue_sync(workspace_id: int) -> None:
@@ -25,9 +26,11 @@ def sweep_workspaces() -> int:
         workspaces_waiting_for_image,
     )
 
-    for workspace_id in workspaces_waiting_for_image():
-        workspace_start_when_built(workspace_id=workspace_id)
+    each(
+        workspaces_waiting_for_image(),
+        lambda pk: workspace_start_when_built(workspace_id=pk),
+        what="The start waiting for the image of workspace",
+    )
     ids = workspaces_to_sync()
-    for workspace_id in ids:
-        workspace_sync(workspace_id=workspace_id)
+    each(ids, lambda pk: workspace_sync(workspace_id=pk), what="Following workspace")
     return len(ids)

@@ -183,7 +183,9 @@ class WorkspaceStopView(WorkspaceObjectView):
         return self.render(self.template, {"rules": selectors.files_rules()})
 
     def post(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
-        workspace_stop(workspace=self.workspace, actor=request.user)
+        stopped = workspace_stop(workspace=self.workspace, actor=request.user)
+        if self.workspace.start_when_built_by_id and not stopped.start_when_built_by_id:
+            return done(request, self.detail_url(), stopped.state_reason)
         return done(
             request, self.detail_url(), f"Stopping {self.workspace.name}: saving its files."
         )
