@@ -25,11 +25,16 @@ run: $(STAMP)
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py serve
 
-# The tests, then the quick benchmarks (benchmarks/all.py): a change that makes a figure
-# twice as bad as its goal fails here the day it lands.
+# The tests in two parts, then the quick benchmarks (benchmarks/all.py): a change that
+# makes a figure twice as bad as its goal fails here the day it lands. First the tests
+# that may share the machine, on both cores (pytest-xdist, a file per worker at a time so
+# module fixtures are built once); then, one at a time, those that must run alone: real
+# Ray, a browser, or marked `serial`. The two selections are complements: every test once.
+ALONE := ray or browser or serial
 test: $(STAMP)
 	$(COMPILE)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not ($(ALONE))"
+	$(BIN)/python -m pytest -m "$(ALONE)"
 	$(BIN)/python benchmarks/all.py --quick
 
 lint: $(STAMP)

@@ -1,8 +1,10 @@
 """Tests: PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set (CI), else SQLite."""
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
 
@@ -20,9 +22,32 @@ if os.environ.get("DATABASE_URL"):
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+
+def _worker_redis_url(url: str, worker: str) -> str:
+    """REDIS_URL's database plus the pytest-xdist worker's number (gw0 +0, gw1 +1...): the
+    workers of a parallel run flush their cache (cache.clear() is a FLUSHDB) and read
+    global keys, so each needs a Redis database of its own. A process a test starts with
+    the test's environment derives the same one (so a test that gives its processes a
+    redis-server of their own runs serial: they would not use that server's database 0);
+    without xdist it is REDIS_URL's."""
+    if not (url and worker.startswith("gw")):
+        return url
+    parts = urlsplit(url)
+    number = int(parts.path.lstrip("/") or 0) + int(worker.removeprefix("gw"))
+    if number > 15:  # redis-server's default `databases 16`
+        raise ImproperlyConfigured(f"{worker}'s Redis database {number} does not exist")
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+REDIS_URL = _worker_redis_url(os.environ.get("REDIS_URL", ""), _XDIST_WORKER)
+if _XDIST_WORKER and "RAYDECK_LOCAL_CLOUD_ROOT" not in os.environ:
+    # The local cloud's default folder, one per worker: the orphan sweep and the port
+    # choice of one worker's tests must not see the other's nodes.
+    RAYDECK_LOCAL_CLOUD_ROOT = VAR_DIR / f"local-cloud-{_XDIST_WORKER}"  # noqa: F405
 if REDIS_URL:
-    # A database of its own per test run would be ideal; a key prefix keeps runs apart.
+    # One database per pytest-xdist worker (above); a key prefix keeps the processes that
+    # share it apart.
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

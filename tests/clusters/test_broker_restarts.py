@@ -28,6 +28,8 @@ from clusters.tasks import reconcile_cluster
 from tests.clusters.test_faults import Proc, RedisServer, celery_broker
 
 pytestmark = [
+    # Restarts a redis-server of its own, given to its worker (see console/settings/test.py)
+    pytest.mark.serial,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         not os.environ.get("DATABASE_URL"),

@@ -22,9 +22,12 @@ from django.conf import settings
 
 from clusters import live
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("REDIS_URL"), reason="the holder is another process: needs Redis"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not os.environ.get("REDIS_URL"), reason="the holder is another process: needs Redis"
+    ),
+    pytest.mark.serial,  # times the lease to the second: alone on the machine's cores
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLDER = """

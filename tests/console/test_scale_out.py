@@ -43,6 +43,9 @@ from tests.console.test_metrics import value
 from tests.standin_cloud import StandInProvider
 
 pytestmark = [
+    # A load test with a deadline, its processes on a redis-server of its own (see
+    # console/settings/test.py): alone on the machine's cores.
+    pytest.mark.serial,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         not os.environ.get("DATABASE_URL"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection as db_connection
 
 from clusters import live
@@ -34,8 +35,9 @@ def free_port() -> int:
 
 
 def test_workers_tick_from_their_start_and_answer(tmp_path: Path, db: None) -> None:
-    port, db = free_port(), 13  # a Redis database of its own: the tick key is global
-    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + f"/{db}"
+    # The tick key is global: this test's Redis database (one per xdist worker, see
+    # console/settings/test.py), emptied of any tick an earlier test wrote by hand.
+    port, redis_url = free_port(), settings.REDIS_URL
     store = redis.Redis.from_url(redis_url)
     store.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RAYDECK_"))}
