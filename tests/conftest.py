@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from accounts.choices import OrgRole, ProjectRole
@@ -259,8 +260,12 @@ def client_for(user: User, **kwargs: object) -> Client:
 @pytest.fixture(scope="session", autouse=True)
 def _no_node_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A last guard: node processes started by this test session (their folders live
-    under its temporary directory) are killed when it ends, even after a crash."""
-    ours = f"RAYDECK_NODE_DIR={tmp_path_factory.getbasetemp()}".encode()
+    under its temporary directory, or the tests' own local-cloud folder, where nodes of a
+    cloud without a folder of its own go) are killed when it ends, even after a crash."""
+    ours = tuple(
+        f"RAYDECK_NODE_DIR={root}/".encode()
+        for root in (tmp_path_factory.getbasetemp(), settings.TEST_LOCAL_CLOUD_ROOT)
+    )
     yield
     import os
     import signal

@@ -1,6 +1,7 @@
 """Tests: PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set (CI), else SQLite."""
 
 import os
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
@@ -41,10 +42,11 @@ def _worker_redis_url(url: str, worker: str) -> str:
 
 _XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 REDIS_URL = _worker_redis_url(os.environ.get("REDIS_URL", ""), _XDIST_WORKER)
-if _XDIST_WORKER and "RAYDECK_LOCAL_CLOUD_ROOT" not in os.environ:
-    # The local cloud's default folder, one per worker: the orphan sweep and the port
-    # choice of one worker's tests must not see the other's nodes.
-    RAYDECK_LOCAL_CLOUD_ROOT = VAR_DIR / f"local-cloud-{_XDIST_WORKER}"  # noqa: F405
+# The local cloud's default folder for tests: apart from `make run`'s, and one per xdist
+# worker (the orphan sweep and the port choice of one worker's tests must not see the
+# other's nodes). The session's last guard (tests/conftest.py) kills any node left in it.
+TEST_LOCAL_CLOUD_ROOT = VAR_DIR / "-".join(filter(None, ["local-cloud-tests", _XDIST_WORKER]))  # noqa: F405
+RAYDECK_LOCAL_CLOUD_ROOT = Path(os.environ.get("RAYDECK_LOCAL_CLOUD_ROOT", TEST_LOCAL_CLOUD_ROOT))
 if REDIS_URL:
     # One database per pytest-xdist worker (above); a key prefix keeps the processes that
     # share it apart.
