@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -255,6 +256,21 @@ def client_for(user: User, **kwargs: object) -> Client:
     client = Client(**kwargs)
     client.force_login(user)
     return client
+
+
+def fail_for_one(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, *, key: str, pk: int
+) -> None:
+    """A fault injected in-process: `owner.name` raises when its `key` argument is `pk`
+    (a bug one row's data trips) and works for every other row."""
+    real = getattr(owner, name)
+
+    def failing(**kwargs: Any) -> Any:
+        if kwargs[key] == pk:
+            raise RuntimeError("a row this code cannot read")
+        return real(**kwargs)
+
+    monkeypatch.setattr(owner, name, failing)
 
 
 @pytest.fixture(scope="session", autouse=True)

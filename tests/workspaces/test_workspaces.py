@@ -21,7 +21,7 @@ from clusters.choices import ClusterState, DesiredState, NodeState
 from clusters.models import Cluster, Node
 from clusters.services import idle
 from tests.api.conftest import as_role, assert_error, verified
-from tests.conftest import Tenant, client_for
+from tests.conftest import Tenant, client_for, fail_for_one
 from tests.factories import NodeFactory
 from workloads.workspaces import live, services
 from workloads.workspaces.choices import WorkspaceState
@@ -189,7 +189,7 @@ def test_a_cluster_that_fails_to_start_fails_the_workspace_which_can_start_again
 def test_the_sweep_follows_every_workspace_when_one_of_them_fails(
     alpha, django_capture_on_commit_callbacks, monkeypatch, caplog
 ) -> None:
-    """Fault injected in-process: following one workspace raises (a bug its row trips)."""
+    """Fault injected in-process: following one workspace raises."""
     broken = started(alpha, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
         healthy = services.workspace_create(
@@ -200,14 +200,7 @@ def test_the_sweep_follows_every_workspace_when_one_of_them_fails(
     Cluster.objects.filter(pk=healthy.cluster_id).update(
         state=ClusterState.FAILED, state_reason="no capacity"
     )
-    real_sync = services.workspace_sync
-
-    def sync(*, workspace_id, now=None):
-        if workspace_id == broken.pk:
-            raise RuntimeError("a row this code cannot read")
-        return real_sync(workspace_id=workspace_id, now=now)
-
-    monkeypatch.setattr(services, "workspace_sync", sync)
+    fail_for_one(monkeypatch, services, "workspace_sync", key="workspace_id", pk=broken.pk)
     sweep_workspaces()
     healthy.refresh_from_db()
     assert healthy.state == WorkspaceState.FAILED and "no capacity" in healthy.state_reason
