@@ -42,7 +42,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings.local")
 logger = logging.getLogger(__name__)
 
 app = Celery("raydeck")
-app.set_default()  # in place of console/apps.py's stand-in, for every thread
+app.set_default()  # tasks (kit/tasks.py) and every thread find this app
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # kombu's Queues here, not in the settings: kombu costs a web process's start.
 app.conf.task_queues = [Queue(name) for name in settings.TASK_QUEUES]
