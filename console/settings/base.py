@@ -11,6 +11,8 @@ from typing import Any
 
 from csp.constants import NONE, SELF
 
+from kit import inline_assets
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("RAYDECK_VAR_DIR", BASE_DIR / "var"))
 
@@ -206,8 +208,9 @@ MFA_TOTP_ISSUER = "Raydeck"
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
-        "script-src": [SELF],
-        "style-src": [SELF],
+        # The console's own CSS and scripts travel inside each page (kit/inline_assets.py).
+        "script-src": [SELF, *(inline_assets.csp_source(path) for path in inline_assets.SCRIPTS)],
+        "style-src": [SELF, *(inline_assets.csp_source(path) for path in inline_assets.STYLES)],
         "img-src": [SELF, "data:"],
         "font-src": [SELF],
         "connect-src": [SELF],

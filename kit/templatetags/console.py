@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from django import template
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
+
+from kit import inline_assets
 
 register = template.Library()
 
@@ -46,3 +48,15 @@ def reltime(moment: datetime | None) -> SafeString | str:
         exact.strftime("%Y-%m-%d %H:%M:%S UTC"),
         relative(moment, timezone.now()),
     )
+
+
+@register.simple_tag
+def inline_style(path: str) -> SafeString:
+    """A stylesheet of static/ inside the page (kit/inline_assets.py says why)."""
+    return format_html("<style>{}</style>", mark_safe(inline_assets.text(path)))  # noqa: S308
+
+
+@register.simple_tag
+def inline_script(path: str) -> SafeString:
+    """A script of static/ inside the page, run where it stands (kit/inline_assets.py)."""
+    return format_html("<script>{}</script>", mark_safe(inline_assets.text(path)))  # noqa: S308

@@ -1,10 +1,13 @@
 """What a first visit costs the browser: pages and static files go gzip-compressed to a
 browser that accepts it (the embedded default serves static/ as it is, so nothing else
-compresses them), and the chart library is no part of a page until it draws a chart."""
+compresses them), the console's own CSS and scripts come inside each page, and the
+chart library is no part of a page until it draws a chart."""
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 
 import pytest
 from django.conf import settings
@@ -64,3 +67,28 @@ def test_the_service_page_names_the_chart_library_for_its_script(tenant_a: Tenan
     )
     assert f'data-chart-script="{static("vendor/uplot/uPlot.iife.min.js")}"' in page
     assert f'data-chart-style="{static("vendor/uplot/uPlot.min.css")}"' in page
+
+
+def test_the_console_css_and_scripts_come_inside_the_page_and_only_they_may(
+    tenant_a: Tenant,
+) -> None:
+    """A first visit waits for one answer, not for a page and then three files; the
+    policy still refuses any inline script or style but exactly these."""
+    sent = client_for(tenant_a.member).get(f"/o/{tenant_a.org.slug}/")
+    page = sent.content.decode()
+    for path, element in (
+        ("console/console.css", "style"),
+        ("vendor/htmx/htmx.min.js", "script"),
+        ("console/console.js", "script"),
+    ):
+        text = (settings.BASE_DIR / "static" / path).read_text()
+        assert f"<{element}>{text}</{element}>" in page
+        assert static(path) not in page  # not fetched a second time
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        directive = next(
+            d for d in sent["Content-Security-Policy"].split("; ") if d.startswith(element)
+        )
+        assert f"'sha256-{digest}'" in directive.split()
+    assert "unsafe-inline" not in sent["Content-Security-Policy"]
+    # The scripts run after the document, as `defer` ran them: HTMX is the last but one.
+    assert page.rindex("<script>") > page.index('<main class="content"')
