@@ -304,8 +304,31 @@ class FirstLoad:
     body_bytes: int  # every response's body, as sent (compressed where it was)
     requests: int
     load_ms: float  # Navigation Timing's loadEventEnd
+    phases: dict[str, float]  # where the load time went (PHASES), ms from navigation start
     polls: list[tuple[str, str]]  # its live parts' polls: (URL, HX-Target)
     rows: list[str]  # one line per response, for the log
+
+
+# A load's milestones, from Navigation and Resource Timing: the page's first byte and last
+# byte, the last static file's last byte, the document parsed (deferred scripts run at
+# DOMContentLoaded), and the load event's end: the figure.
+PHASES = """() => {
+    const n = performance.getEntriesByType('navigation')[0];
+    const files = performance.getEntriesByType('resource')
+        .filter(r => r.initiatorType === 'link' || r.initiatorType === 'script');
+    return {
+        first_byte: n.responseStart - n.startTime,
+        html: n.responseEnd - n.startTime,
+        asked: files.length ? Math.min(...files.map(r => r.requestStart - n.startTime)) : 0,
+        files_first_byte: Math.max(0, ...files.map(r => r.responseStart - n.startTime)),
+        files: Math.max(0, ...files.map(r => r.responseEnd - n.startTime)),
+        parsed: n.domContentLoadedEventEnd - n.startTime,
+        load: n.loadEventEnd - n.startTime,
+    };
+}"""
+
+
+PHASE_NAMES = ("first_byte", "html", "asked", "files_first_byte", "files", "parsed", "load")
 
 
 def first_load(page: Any, url: str) -> FirstLoad:
@@ -328,10 +351,8 @@ def first_load(page: Any, url: str) -> FirstLoad:
         page.remove_listener("requestfailed", on_failed)
     if response is None or failed:
         raise RuntimeError(f"{url}: load failed: {[r.url for r in failed]}")
-    load_ms = page.evaluate(
-        "() => { const n = performance.getEntriesByType('navigation')[0];"
-        " return n.loadEventEnd - n.startTime; }"
-    )
+    phases = page.evaluate(PHASES)
+    load_ms = phases["load"]
     # A page's live part polls its own URL with HX-Target naming it (e.g. "cluster-live"),
     # only while its object is in motion: the walk's objects are at rest, so the part is
     # found by its id and asked for as a poll would ask.
@@ -350,6 +371,7 @@ def first_load(page: Any, url: str) -> FirstLoad:
         body_bytes=sum(r.sizes()["responseBodySize"] for r in finished),
         requests=len(finished),
         load_ms=load_ms,
+        phases=phases,
         polls=polls,
         rows=rows,
     )
@@ -381,8 +403,10 @@ def walk_pages(page: Any, base: str, urls: list[str]) -> None:
         if "attachment" in probe.headers.get("content-disposition", ""):
             continue
         loaded = first_load(page, base + path)
-        again = [first_load(page, base + path).load_ms for _ in range(ROUNDS.page_loads - 1)]
-        loaded.load_ms = statistics.median([loaded.load_ms, *again])
+        loads = [loaded, *(first_load(page, base + path) for _ in range(ROUNDS.page_loads - 1))]
+        # Each milestone's median over the loads (the load's median is the figure).
+        loaded.phases = {k: statistics.median(x.phases[k] for x in loads) for k in loaded.phases}
+        loaded.load_ms = loaded.phases["load"]
         pages.append((path, loaded))
         for url, target in loaded.polls:
             if (url, target) not in polls:
@@ -396,8 +420,16 @@ def walk_pages(page: Any, base: str, urls: list[str]) -> None:
         f"{slowest[0]} {slowest[1].load_ms:.1f} ms, median "
         f"{statistics.median(p[1].load_ms for p in pages):.1f} ms"
     )
-    for path, loaded in sorted(pages, key=lambda p: -p[1].load_ms)[:5]:
-        log(f"  {loaded.load_ms:6.1f} ms {loaded.body_bytes:>7} B  {path}")
+    log("  load    (first byte, page, files, parsed: ms from navigation start)")
+    for path, loaded in sorted(pages, key=lambda p: -p[1].load_ms)[:8]:
+        at = loaded.phases
+        log(
+            f"  {loaded.load_ms:6.1f} ms ("
+            + " ".join(f"{at[k]:5.1f}" for k in PHASE_NAMES[:-1])
+            + f") {loaded.body_bytes:>7} B  {path}"
+        )
+    medians = {k: statistics.median(p[1].phases[k] for p in pages) for k in PHASE_NAMES}
+    log("  median over the pages: " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
     figures["pages"] = len(pages)
     figures["page_max_bytes"] = heaviest[1].body_bytes
     figures["page_max_load_ms"] = round(slowest[1].load_ms, 1)
