@@ -12,8 +12,13 @@ import hashlib
 from pathlib import Path
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-STYLES = ("console/console.css",)
-SCRIPTS = ("vendor/htmx/htmx.min.js", "console/console.js")
+STYLES = ("console/console.css", "serve/serve.css")
+SCRIPTS = (
+    "vendor/htmx/htmx.min.js",
+    "console/console.js",
+    "console/cluster_metrics.js",
+    "serve/service_charts.js",
+)
 
 
 @functools.cache

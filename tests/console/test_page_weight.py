@@ -72,23 +72,31 @@ def test_the_service_page_names_the_chart_library_for_its_script(tenant_a: Tenan
 def test_the_console_css_and_scripts_come_inside_the_page_and_only_they_may(
     tenant_a: Tenant,
 ) -> None:
-    """A first visit waits for one answer, not for a page and then three files; the
-    policy still refuses any inline script or style but exactly these."""
-    sent = client_for(tenant_a.member).get(f"/o/{tenant_a.org.slug}/")
-    page = sent.content.decode()
-    for path, element in (
-        ("console/console.css", "style"),
-        ("vendor/htmx/htmx.min.js", "script"),
-        ("console/console.js", "script"),
-    ):
-        text = (settings.BASE_DIR / "static" / path).read_text()
-        assert f"<{element}>{text}</{element}>" in page
-        assert static(path) not in page  # not fetched a second time
-        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-        directive = next(
-            d for d in sent["Content-Security-Policy"].split("; ") if d.startswith(element)
-        )
-        assert f"'sha256-{digest}'" in directive.split()
-    assert "unsafe-inline" not in sent["Content-Security-Policy"]
-    # The scripts run after the document, as `defer` ran them: HTMX is the last but one.
-    assert page.rindex("<script>") > page.index('<main class="content"')
+    """A first visit waits for one answer, not for a page and then its files; the policy
+    still refuses any inline script or style but exactly these."""
+    client = client_for(tenant_a.member)
+    org = tenant_a.org.slug
+    base = (("console/console.css", "style"), ("vendor/htmx/htmx.min.js", "script"))
+    base += (("console/console.js", "script"),)
+    pages = {
+        f"/o/{org}/": base,
+        f"/o/{org}/clusters/{tenant_a.cluster.pk}/": (("console/cluster_metrics.js", "script"),),
+        f"/o/{org}/services/{tenant_a.service.pk}/": (
+            ("serve/serve.css", "style"),
+            ("serve/service_charts.js", "script"),
+        ),
+    }
+    for url, files in pages.items():
+        sent = client.get(url)
+        page = sent.content.decode()
+        policy = sent["Content-Security-Policy"]
+        for path, element in files:
+            text = (settings.BASE_DIR / "static" / path).read_text()
+            assert f"<{element}>{text}</{element}>" in page
+            assert static(path) not in page  # not fetched a second time
+            digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+            directive = next(d for d in policy.split("; ") if d.startswith(element))
+            assert f"'sha256-{digest}'" in directive.split()
+        assert "unsafe-inline" not in policy
+        # The scripts run after the document, as `defer` ran them.
+        assert page.index("<script>") > page.index('<main class="content"')
