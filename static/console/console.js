@@ -1,4 +1,5 @@
-// Raydeck console behaviour. No inline scripts anywhere (CSP), so everything lives here.
+// Raydeck console behaviour. The CSP allows no inline script but the files of static/ that
+// kit/inline_assets.py puts inside each page (this one among them), so everything lives here.
 (function () {
   "use strict";
 

@@ -73,7 +73,7 @@ def browser(chromium_extra_args: list[str]) -> Iterator[Browser]:
 def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable[[], Page]]:
     """Open a page in a fresh context (no cookies): one call per person in the story.
     Any Content Security Policy violation the browser reports fails the test: the
-    console must work without inline scripts or styles."""
+    console must work without inline scripts or styles but its own files, allowed by hash."""
     contexts: list[BrowserContext] = []
     csp_violations: list[str] = []
 
