@@ -379,12 +379,20 @@ def first_load(page: Any, url: str) -> FirstLoad:
 
 def poll_bytes(page: Any, url: str, target: str) -> int:
     """The body of one live poll as HTMX makes it, as sent (the Resource Timing entry)."""
+    # Only the poll's own Resource Timing entry: the page's navigation entry has the same
+    # name, and the poll's appears only once its body is read, a moment later.
     return page.evaluate(
         """async ([url, target]) => {
-            await fetch(url, {headers: {'HX-Request': 'true', 'HX-Target': target},
-                              cache: 'no-store'});
-            const entries = performance.getEntriesByName(url);
-            return entries[entries.length - 1].encodedBodySize;
+            const before = performance.getEntriesByName(url, 'resource').length;
+            const response = await fetch(
+                url, {headers: {'HX-Request': 'true', 'HX-Target': target}, cache: 'no-store'});
+            await response.arrayBuffer();
+            for (let i = 0; i < 200; i++) {
+                const entries = performance.getEntriesByName(url, 'resource');
+                if (entries.length > before) return entries[entries.length - 1].encodedBodySize;
+                await new Promise(resolve => setTimeout(resolve, 10));
+            }
+            throw new Error('no Resource Timing entry for the poll of ' + url);
         }""",
         [url, target],
     )
