@@ -390,6 +390,7 @@ class WorkspaceHandler:
             return
         logger.info("restored %d files of workspace %s", count, orders.get("id"))
         restored_at = time.time()
+        self._tend_ssh(_ssh_keys(orders))  # not held back by JupyterLab's start
         self._await_jupyter()
         self._set(restored_at=restored_at, restored_files=count)
         self._baseline = pip_freeze(self.context.python)

@@ -114,3 +114,33 @@ def test_jupyters_state_stays_in_the_nodes_folder_not_home(jupyter: int, tmp_pat
     home = tmp_path / "home"
     left = sorted(str(p.relative_to(home)) for p in home.rglob("*")) if home.exists() else []
     assert not [p for p in left if "jupyter" in p or "ipython" in p], left
+
+
+def test_a_workspace_reports_its_files_back_only_once_its_jupyterlab_answers(tmp_path) -> None:
+    """The head starts JupyterLab only once Ray is up, and the console shows a workspace
+    running once its head reports the files back: that report waits for JupyterLab, so
+    "running" still means JupyterLab opens. SSH is not held back meanwhile."""
+    port = free_port()
+    handler = WorkspaceHandler(
+        HeadContext(
+            node_dir=tmp_path,
+            python=sys.executable,
+            ray_env={},
+            dashboard_url="",
+            apps={"jupyter": port},  # planned, not started yet
+        )
+    )
+    handler.handle({"id": "w", "files": str(tmp_path / "files")})
+    lab = apps.Apps(sys.executable, {"jupyter": port}, tmp_path / "work", tmp_path)
+    try:
+        time.sleep(1.5)  # the files (none) are back by now; JupyterLab is not up
+        assert "restored_at" not in (handler.report() or {})
+        assert lab.start({**os.environ, "HOME": str(tmp_path / "home")})
+        deadline = time.monotonic() + 90
+        while "restored_at" not in (handler.report() or {}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "restored_at" in (handler.report() or {}), (tmp_path / "jupyter.log").read_text()
+        assert apps.jupyter_answers(port)
+    finally:
+        handler.stop()
+        lab.stop()
