@@ -54,6 +54,18 @@ def jupyter(tmp_path: Path):
     lab.stop()
 
 
+def workspace_handler(node_dir: Path, jupyter_port: int) -> WorkspaceHandler:
+    return WorkspaceHandler(
+        HeadContext(
+            node_dir=node_dir,
+            python=sys.executable,
+            ray_env={},
+            dashboard_url="",
+            apps={"jupyter": jupyter_port},
+        )
+    )
+
+
 def post(port: int, path: str, body: dict, method: str = "POST") -> dict:
     """A POST (or PUT) as JupyterLab's page sends it: with the _xsrf cookie it was given."""
     jar = http.cookiejar.CookieJar()
@@ -79,15 +91,7 @@ def test_kernels_and_terminals_count_as_use_and_are_named(jupyter: int, tmp_path
     seen = jupyter_activity(port, time.time())
     assert set(seen) == {"kernel", "terminal"} and min(seen.values()) >= before
 
-    handler = WorkspaceHandler(
-        HeadContext(
-            node_dir=tmp_path,
-            python=sys.executable,
-            ray_env={},
-            dashboard_url="",
-            apps={"jupyter": port},
-        )
-    )
+    handler = workspace_handler(tmp_path, port)
     handler._note_activity()
     clock = activity.IdleClock()
     report = clock.report({"running_jobs": 0, "running_drivers": 0, "pending_demand": []})
@@ -121,15 +125,7 @@ def test_a_workspace_reports_its_files_back_only_once_its_jupyterlab_answers(tmp
     running once its head reports the files back: that report waits for JupyterLab, so
     "running" still means JupyterLab opens. SSH is not held back meanwhile."""
     port = free_port()
-    handler = WorkspaceHandler(
-        HeadContext(
-            node_dir=tmp_path,
-            python=sys.executable,
-            ray_env={},
-            dashboard_url="",
-            apps={"jupyter": port},  # planned, not started yet
-        )
-    )
+    handler = workspace_handler(tmp_path, port)  # JupyterLab planned there, not started yet
     handler.handle({"id": "w", "files": str(tmp_path / "files")})
     lab = apps.Apps(sys.executable, {"jupyter": port}, tmp_path / "work", tmp_path)
     try:
