@@ -232,14 +232,15 @@ class Node:
             else self.config.deadman_seconds
         )
         self.stopped_reason = ""
-        self.orders: Orders | None = None  # the head's order handlers, once Ray is up
+        self.orders: Orders | None = None  # a head's order handlers, from Ray's spawn on
+        self._apps_started = False  # _start_apps ran
 
     def run(self) -> None:
         outcome = "crashed"
         try:
             # Ray first: its start takes seconds, and nothing below is needed before it.
-            # The head's apps, gateway and order handlers (and their imports: aiohttp,
-            # PyJWT, half a second of CPU) come up while it does.
+            # The head's gateway and order handlers (and their imports: aiohttp, PyJWT,
+            # half a second of CPU) come up while it does; its apps once it is up.
             self._start_ray()
             if self.ray.is_head:
                 # Imported here, not at the top: registration and Ray's start need none.
@@ -248,15 +249,17 @@ class Node:
                 from .orders import HeadContext, Orders
 
                 env = self._app_env()
-                started = self.apps.start(env)
-                self.gateway = gateway.start_for(self.config, self.registration, started, self.tls)
+                # The apps' ports as registered (the console offers what the head planned):
+                # until an app listens, the gateway answers that it is not up.
+                planned = dict(self.registration.app_ports)
+                self.gateway = gateway.start_for(self.config, self.registration, planned, self.tls)
                 self.orders = Orders(
                     HeadContext(
                         node_dir=self.config.node_dir,
                         python=self.config.python,
                         ray_env=env,
                         dashboard_url=f"http://127.0.0.1:{self.config.ports['dashboard']}",
-                        apps=started,
+                        apps=planned,
                         ports=dict(self.config.ports),
                         report_soon=self.report_soon,
                         serve_app=self._serve_app,
@@ -283,6 +286,15 @@ class Node:
             self._ship_logs(force=True)
         if outcome == DEADMAN:
             self._report_stopped_itself()
+
+    def _start_apps(self) -> None:
+        """A head's apps (JupyterLab, Prometheus, Grafana), once, after the heartbeat that
+        said Ray is up: JupyterLab's start alone is two seconds of CPU, which Ray's start
+        on the same cores would otherwise share. A workspace shows running only once its
+        JupyterLab answers (workspace.py)."""
+        self._apps_started = True
+        if self.ray.is_head:
+            self.apps.start(self._app_env())
 
     def _serve_app(self, app: str, port: int) -> None:
         if self.gateway is not None:
@@ -320,6 +332,8 @@ class Node:
                 if outcome is not None:
                     return outcome
                 next_heartbeat = time.monotonic() + self._next_wait()
+            if self.ray.phase == Phase.READY and not self._apps_started:
+                self._start_apps()
             self._ship_logs()
             tick = READY_CHECK_EVERY if self.ray.phase == Phase.STARTING else TICK
             self.wake.wait(max(0.0, min(tick, next_heartbeat - time.monotonic())))

@@ -32,6 +32,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 logger = logging.getLogger("raydeck_agent")
@@ -54,6 +55,16 @@ GRAFANA_DATASOURCE = "Prometheus"  # the name Ray's dashboards expect by default
 def jupyter_executable(python: str) -> Path | None:
     candidate = Path(python).parent / "jupyter-lab"
     return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+def jupyter_answers(port: int) -> bool:
+    """JupyterLab serves its API on `port` (it listens on loopback without a token)."""
+    url = f"http://127.0.0.1:{port}{JUPYTER_BASE_URL}api/status"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # loopback only
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def prometheus_executable() -> Path | None:

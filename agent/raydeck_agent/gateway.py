@@ -48,7 +48,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -84,6 +84,15 @@ CROSS_ORIGIN_PREFIX = "/prometheus/api/"
 JOB_LOG_PATH = re.compile(r"/raydeck/jobs/([A-Za-z0-9_.-]{1,100})/log")
 JOB_LOG_TAIL_BYTES = 256 * 1024  # the page shows the end; the whole log is in storage later
 JOB_LOG_REFRESH_SECONDS = 2
+# An app that refuses connections: the head starts its apps once Ray is up, so for a few
+# seconds after a cluster shows running they may not listen yet.
+APP_LABELS = {
+    "dashboard": "Ray's dashboard",
+    "jupyter": "JupyterLab",
+    "grafana": "Grafana",
+    "prometheus": "Prometheus",
+}
+NOT_UP_RETRY_SECONDS = 2
 SSH_PATH = "/ssh"  # the tunnel to the workspace's sshd (its upstream is the "ssh" app)
 SSH_CHUNK = 64 * 1024
 RECHECK_SECONDS = 5.0  # how soon an open tunnel notices a revocation
@@ -398,7 +407,7 @@ class Gateway(LoopServer):
         headers = self.upstream_headers(request, app)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self.proxy_websocket(request, port, headers)
-        return await self.proxy(request, port, headers)
+        return await self.proxy(request, app, port, headers)
 
     def authenticate(self, request: web.Request, now: float) -> Identity:
         scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
@@ -462,11 +471,16 @@ class Gateway(LoopServer):
         return f"http://127.0.0.1:{port}{request.path}" + (f"?{urlencode(query)}" if query else "")
 
     async def proxy(
-        self, request: web.Request, port: int, headers: dict[str, str]
+        self, request: web.Request, app: str, port: int, headers: dict[str, str]
     ) -> web.StreamResponse:
         extra = _cross_origin() if request.path.startswith(CROSS_ORIGIN_PREFIX) else {}
         return await relay(
-            self._ready_client(), request, self._upstream_url(request, port), headers, extra
+            self._ready_client(),
+            request,
+            self._upstream_url(request, port),
+            headers,
+            extra,
+            unreachable=lambda exc: app_not_up(request, app, exc),
         )
 
     async def job_log_page(self, submission_id: str) -> web.Response:
@@ -614,20 +628,49 @@ class Gateway(LoopServer):
         return downstream
 
 
+def app_not_up(request: web.Request, app: str, exc: Exception) -> web.Response:
+    """503 with Retry-After for a program; for a browser opening the app, a page that
+    reloads itself until the app answers."""
+    label = APP_LABELS.get(app, app)
+    message = (
+        f"{label} is not answering on this cluster. The head starts it a few seconds "
+        f"after Ray is up; if this lasts, the cluster's logs say why. ({exc})"
+    )
+    headers = {"Retry-After": str(NOT_UP_RETRY_SECONDS), "Cache-Control": "no-store"}
+    if request.method != "GET" or "text/html" not in request.headers.get("Accept", ""):
+        return web.Response(status=503, text=message + "\n", headers=headers)
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{NOT_UP_RETRY_SECONDS}">'
+        f"<title>{html.escape(label)} is starting</title></head><body>"
+        f"<p>{html.escape(message)}</p><p>This page reloads itself.</p></body></html>"
+    )
+    return web.Response(
+        status=503,
+        text=page,
+        content_type="text/html",
+        headers={**headers, "Content-Security-Policy": "default-src 'none'"},
+    )
+
+
 async def relay(
     client: aiohttp.ClientSession,
     request: web.Request,
     url: str,
     headers: dict[str, str],
     extra: Mapping[str, str] | None = None,
+    unreachable: Callable[[Exception], web.Response] | None = None,
 ) -> web.StreamResponse:
-    """Forward the request to `url` and stream the answer back (also serve_gate.py)."""
+    """Forward the request to `url` and stream the answer back (also serve_gate.py);
+    `unreachable` answers when nothing listens there (else a 502)."""
     data = request.content if request.can_read_body else None
     try:
         upstream = await client.request(
             request.method, url, headers=headers, data=data, allow_redirects=False
         )
     except (aiohttp.ClientError, OSError) as exc:
+        if unreachable is not None:
+            return unreachable(exc)
         return web.Response(status=502, text=f"The app behind the gateway is not up: {exc}\n")
     async with upstream:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)

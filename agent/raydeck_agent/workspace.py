@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import activity
+from . import activity, apps
 from .object_store import BINARY, NotFound, ObjectClient
 from .orders import HANDLER_FACTORIES, HeadContext
 from .sshd import Sshd, login_user
@@ -48,6 +48,8 @@ logger = logging.getLogger("raydeck_agent")
 TOPIC = "workspace"
 MANIFEST = "manifest.json"
 ACTIVITY_EVERY = 10.0  # seconds between looks at Jupyter's kernels and terminals
+JUPYTER_START_SECONDS = 60.0  # a workspace waits this long for its JupyterLab to answer
+JUPYTER_LOOK_EVERY = 0.2  # seconds between looks while it starts
 STOP_SAVE_SECONDS = 60.0  # the node is going away: the last save gets this long
 
 
@@ -387,7 +389,10 @@ class WorkspaceHandler:
             self._set(error=f"restoring the files failed: {exc}")
             return
         logger.info("restored %d files of workspace %s", count, orders.get("id"))
-        self._set(restored_at=time.time(), restored_files=count)
+        restored_at = time.time()
+        self._tend_ssh(_ssh_keys(orders))  # not held back by JupyterLab's start
+        self._await_jupyter()
+        self._set(restored_at=restored_at, restored_files=count)
         self._baseline = pip_freeze(self.context.python)
         last_save = time.monotonic()
         last_look = 0.0
@@ -414,6 +419,26 @@ class WorkspaceHandler:
                 self._note_activity()
             self._wake.wait(min(ACTIVITY_EVERY, every))
             self._wake.clear()
+
+    def _await_jupyter(self) -> None:
+        """The console shows the workspace running once its files are back (the report
+        of restored_at) and then its JupyterLab, which starts after Ray is up, must
+        answer too. A JupyterLab that never answers does not hold the workspace back:
+        Ray and SSH still serve, and its log says why."""
+        port = self.context.apps.get("jupyter")
+        if not port:
+            return
+        started = time.monotonic()
+        while not apps.jupyter_answers(port):
+            if time.monotonic() - started >= JUPYTER_START_SECONDS:
+                logger.warning(
+                    "JupyterLab did not answer within %.0f s (see jupyter.log)",
+                    JUPYTER_START_SECONDS,
+                )
+                return
+            if self._stopping.wait(JUPYTER_LOOK_EVERY):
+                return
+        logger.info("JupyterLab answers (waited %.1f s)", time.monotonic() - started)
 
     def _save(self, orders: dict[str, Any], save_for: str | None) -> None:
         if self._files is None:

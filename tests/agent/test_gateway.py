@@ -290,7 +290,15 @@ def test_apps_that_are_absent_or_down(gateway, key) -> None:
     bearer = {"Authorization": f"Bearer {token(key)}"}
     status, _, body = call(gw, "/jupyter/lab", bearer)
     assert status == 404 and b"jupyter is not available" in body
-    assert call(gw, "/grafana/", bearer)[0] == 502  # configured, but nothing listens
+    # Configured, but nothing listens (yet: a head starts its apps once Ray is up).
+    status, headers, body = call(gw, "/grafana/api/health", bearer)
+    assert status == 503 and headers["Retry-After"] == "2"
+    assert body.startswith(b"Grafana is not answering on this cluster.")
+    # A browser opening it gets a page that reloads itself until it answers.
+    status, headers, body = call(gw, "/grafana/", {**bearer, "Accept": "text/html,*/*"})
+    assert status == 503 and headers["Content-Type"].startswith("text/html")
+    assert b'<meta http-equiv="refresh" content="2">' in body
+    assert b"Grafana is not answering on this cluster." in body
 
 
 def test_jupyter_is_planned_only_when_the_image_has_it(tmp_path, monkeypatch) -> None:

@@ -54,6 +54,18 @@ def jupyter(tmp_path: Path):
     lab.stop()
 
 
+def workspace_handler(node_dir: Path, jupyter_port: int) -> WorkspaceHandler:
+    return WorkspaceHandler(
+        HeadContext(
+            node_dir=node_dir,
+            python=sys.executable,
+            ray_env={},
+            dashboard_url="",
+            apps={"jupyter": jupyter_port},
+        )
+    )
+
+
 def post(port: int, path: str, body: dict, method: str = "POST") -> dict:
     """A POST (or PUT) as JupyterLab's page sends it: with the _xsrf cookie it was given."""
     jar = http.cookiejar.CookieJar()
@@ -79,15 +91,7 @@ def test_kernels_and_terminals_count_as_use_and_are_named(jupyter: int, tmp_path
     seen = jupyter_activity(port, time.time())
     assert set(seen) == {"kernel", "terminal"} and min(seen.values()) >= before
 
-    handler = WorkspaceHandler(
-        HeadContext(
-            node_dir=tmp_path,
-            python=sys.executable,
-            ray_env={},
-            dashboard_url="",
-            apps={"jupyter": port},
-        )
-    )
+    handler = workspace_handler(tmp_path, port)
     handler._note_activity()
     clock = activity.IdleClock()
     report = clock.report({"running_jobs": 0, "running_drivers": 0, "pending_demand": []})
@@ -114,3 +118,25 @@ def test_jupyters_state_stays_in_the_nodes_folder_not_home(jupyter: int, tmp_pat
     home = tmp_path / "home"
     left = sorted(str(p.relative_to(home)) for p in home.rglob("*")) if home.exists() else []
     assert not [p for p in left if "jupyter" in p or "ipython" in p], left
+
+
+def test_a_workspace_reports_its_files_back_only_once_its_jupyterlab_answers(tmp_path) -> None:
+    """The head starts JupyterLab only once Ray is up, and the console shows a workspace
+    running once its head reports the files back: that report waits for JupyterLab, so
+    "running" still means JupyterLab opens. SSH is not held back meanwhile."""
+    port = free_port()
+    handler = workspace_handler(tmp_path, port)  # JupyterLab planned there, not started yet
+    handler.handle({"id": "w", "files": str(tmp_path / "files")})
+    lab = apps.Apps(sys.executable, {"jupyter": port}, tmp_path / "work", tmp_path)
+    try:
+        time.sleep(1.5)  # the files (none) are back by now; JupyterLab is not up
+        assert "restored_at" not in (handler.report() or {})
+        assert lab.start({**os.environ, "HOME": str(tmp_path / "home")})
+        deadline = time.monotonic() + 90
+        while "restored_at" not in (handler.report() or {}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "restored_at" in (handler.report() or {}), (tmp_path / "jupyter.log").read_text()
+        assert apps.jupyter_answers(port)
+    finally:
+        handler.stop()
+        lab.stop()
