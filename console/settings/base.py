@@ -138,7 +138,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The console's own files (collected into STATIC_ROOT for production; some go inline).
+RAYDECK_STATIC_DIR = BASE_DIR / "static"
+STATICFILES_DIRS = [RAYDECK_STATIC_DIR]
 STATIC_ROOT = VAR_DIR / "static"
 
 SITE_ID = 1
@@ -204,13 +206,20 @@ MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Raydeck"
 
 # --- Security headers. CSP needs no unsafe-inline/unsafe-eval: no inline scripts or
-# styles anywhere, htmx runs with allowEval off (see templates/base.html).
+# styles but the console's own files, allowed by hash; htmx runs with allowEval off (see
+# templates/base.html).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         # The console's own CSS and scripts travel inside each page (kit/inline_assets.py).
-        "script-src": [SELF, *(inline_assets.csp_source(path) for path in inline_assets.SCRIPTS)],
-        "style-src": [SELF, *(inline_assets.csp_source(path) for path in inline_assets.STYLES)],
+        "script-src": [
+            SELF,
+            *(inline_assets.csp_source(RAYDECK_STATIC_DIR, p) for p in inline_assets.SCRIPTS),
+        ],
+        "style-src": [
+            SELF,
+            *(inline_assets.csp_source(RAYDECK_STATIC_DIR, p) for p in inline_assets.STYLES),
+        ],
         "img-src": [SELF, "data:"],
         "font-src": [SELF],
         "connect-src": [SELF],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from django import template
+from django.conf import settings
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -53,10 +54,12 @@ def reltime(moment: datetime | None) -> SafeString | str:
 @register.simple_tag
 def inline_style(path: str) -> SafeString:
     """A stylesheet of static/ inside the page (kit/inline_assets.py says why)."""
-    return format_html("<style>{}</style>", mark_safe(inline_assets.text(path)))  # noqa: S308
+    text = inline_assets.text(settings.RAYDECK_STATIC_DIR, path)
+    return format_html("<style>{}</style>", mark_safe(text))  # noqa: S308
 
 
 @register.simple_tag
 def inline_script(path: str) -> SafeString:
     """A script of static/ inside the page, run where it stands (kit/inline_assets.py)."""
-    return format_html("<script>{}</script>", mark_safe(inline_assets.text(path)))  # noqa: S308
+    text = inline_assets.text(settings.RAYDECK_STATIC_DIR, path)
+    return format_html("<script>{}</script>", mark_safe(text))  # noqa: S308
