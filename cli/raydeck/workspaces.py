@@ -324,9 +324,7 @@ def add_commands(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) -> N
     p.add_argument("--project", dest="project_filter", help="look the name up in this project")
     p.add_argument("--name", help="a new name (also its SSH host name)")
     p.add_argument("--compute-config", dest="compute_config", help="compute config id")
-    p.add_argument(
-        "--image", help=f"image id, or {WORKSPACE_IMAGE!r}: Raydeck's workspace image"
-    )
+    p.add_argument("--image", help=f"image id, or {WORKSPACE_IMAGE!r}: Raydeck's workspace image")
     p = leaf(sub, "list", cmd_list, "list workspaces")
     p.add_argument("--project", help="only this project's")
     for name, handler, help_text in [

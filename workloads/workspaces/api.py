@@ -1,5 +1,5 @@
-"""JSON API of workspaces: create, list, get, change (PATCH), start, stop, delete, a JupyterLab link, SSH
-access (the CLI's tunnel) and a job from the workspace.
+"""JSON API of workspaces: create, list, get, change (PATCH), start, stop, delete, a
+JupyterLab link, SSH access (the CLI's tunnel) and a job from the workspace.
 Ids are the workspace's UUID; ids in a body are resolved through `visible_to` like a
 cluster's (clusters.api.choice_of); the console's services check the rules and write."""
 

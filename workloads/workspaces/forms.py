@@ -73,7 +73,6 @@ class WorkspaceSettingsForm(forms.Form):
             .select_related("config")
             .order_by("config__name", "number")
         )
-        config_field.label_from_instance = lambda v: f"{v.config.name} (version {v.number})"
         image_field = cast(forms.ModelChoiceField, self.fields["image"])
         image_field.queryset = cluster_selectors.images_for_cluster_create(
             organization=organization, cloud=workspace.cloud

@@ -46,6 +46,9 @@ from .tasks import enqueue_sync
 # anyway (the page says when the files were last saved).
 STOP_SAVE_TIMEOUT = timedelta(minutes=5)
 
+# The fields of a workspace's choice: checked by checked_choice, not by the model.
+CHOICE_FIELDS = ["project", "cloud", "compute_config", "image", "image_build"]
+
 
 def _limits() -> dict[str, Any]:
     return settings.RAYDECK_WORKSPACE_FILES
@@ -94,7 +97,7 @@ def workspace_create(
                 "log location (a bucket) first."
             }
         )
-    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image", "image_build"])
+    workspace.full_clean(exclude=CHOICE_FIELDS)
     try:
         with transaction.atomic():
             workspace.save()
@@ -209,13 +212,14 @@ def workspace_update(*, workspace: Workspace, actor: User, **changes: Any) -> Wo
         raise WorkspaceBusy(refusals)
     before = {
         "name": workspace.name,
-        "compute_config": _config_label(workspace.compute_config),
+        "compute_config": str(workspace.compute_config),
         "image": _image_label(workspace.image, workspace.image_build),
     }
     changed: dict[str, list[Any]] = {}
     if "name" in changes and changes["name"].strip() != workspace.name:
         workspace.name = changes["name"].strip()
         changed["name"] = [before["name"], workspace.name]
+        workspace.full_clean(exclude=CHOICE_FIELDS)  # the name's rules; uniqueness: the save
     if "compute_config" in changes or "image" in changes:
         config = changes.get("compute_config", workspace.compute_config)
         if "image" in changes:
@@ -237,28 +241,21 @@ def workspace_update(*, workspace: Workspace, actor: User, **changes: Any) -> Wo
             image, build = workspace.image, workspace.image_build
         if config.pk != workspace.compute_config_id:
             workspace.compute_config = config
-            changed["compute_config"] = [before["compute_config"], _config_label(config)]
+            changed["compute_config"] = [before["compute_config"], str(config)]
         if _image_identity(image, build) != _image_identity(workspace.image, workspace.image_build):
             workspace.image, workspace.image_build = image, build
             changed["image"] = [before["image"], _image_label(image, build)]
     if not changed:
         return workspace
-    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image", "image_build"])
-    fields = {"image": ["image", "image_build"]}
     try:
         with transaction.atomic():
             workspace.save(
-                update_fields=[f for name in changed for f in fields.get(name, [name])]
-                + ["updated_at"]
+                update_fields=["name", "compute_config", "image", "image_build", "updated_at"]
             )
     except IntegrityError as exc:
         raise _name_taken(workspace) from exc
     audit(actor=actor, verb="workspace.update", target=workspace, changes=changed)
     return workspace
-
-
-def _config_label(version: ComputeConfigVersion) -> str:
-    return f"{version.config.name} (version {version.number})"
 
 
 def cluster_name(workspace: Workspace) -> str:
