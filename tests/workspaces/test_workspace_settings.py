@@ -245,6 +245,7 @@ def test_api_patch_changes_only_what_is_sent(alpha) -> None:
     null = api.patch(url, {"name": None})
     assert_error(null, 422, "validation_error")
     assert "name" in null.body["error"]["details"]
+    assert_error(api.patch(url, [None, None]), 422, "validation_error")  # not a change
 
 
 def test_api_patch_while_it_runs_is_a_conflict(alpha) -> None:

@@ -23,7 +23,7 @@ from clusters.api import CLOUD_WHEN_ABSENT, choice_of, config_and_image_of
 from kit.api.errors import ApiError, invalid, validation_details
 from kit.api.handlers import answers
 from kit.api.pagination import PageParams, page_of
-from kit.api.schema import Out
+from kit.api.schema import Changes, Out
 from kit.keyset import keyset_page
 from workloads.jobs.api import JobOut, job_out
 from workloads.jobs.services import MAX_RETRIES, MAX_TIMEOUT_SECONDS
@@ -54,7 +54,9 @@ class WorkspaceIn(Schema):
     image: str | None = Field(None, description="An image's id; absent: Raydeck's default.")
 
 
-class WorkspaceChanges(Schema):
+class WorkspaceChanges(Changes):
+    """Only the fields sent change; the next start uses them."""
+
     name: str | None = Field(None, min_length=1, max_length=63, pattern=WORKSPACE_NAME)
     compute_config: str | None = Field(
         None, description="A compute config's id (its latest version) of the workspace's cloud."
