@@ -5,16 +5,21 @@ tests/cli/test_workspaces.py)."""
 from __future__ import annotations
 
 import html
+import os
+import threading
+import time
+from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connections
 from django.urls import reverse
 
 from accounts.choices import OrgRole
 from accounts.models import AuditEvent
 from clusters.models import ComputeConfigVersion
 from tests.api.conftest import as_role, assert_error, verified
-from tests.conftest import Tenant, client_for
+from tests.conftest import Tenant, client_for, make_tenant
 from tests.factories import CloudFactory, ComputeConfigVersionFactory
 from workloads.workspaces import services
 from workloads.workspaces.choices import WorkspaceState
@@ -268,3 +273,51 @@ def test_api_patch_of_another_organizations_workspace_is_404_and_a_viewer_403(
         f"/orgs/{alpha.org.slug}/workspaces/{alpha.workspace.uuid}", {"name": "x"}
     )
     assert_error(viewer, 403, "permission_denied")
+
+
+# --- A start and a change at once ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL"), reason="two connections need PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_a_change_made_while_a_start_runs_waits_for_it_and_is_refused(monkeypatch) -> None:
+    """Two connections: the start holds the workspace's row while it makes the cluster
+    (slowed down here); the change asked meanwhile waits for it, then sees a starting
+    workspace, so the cluster and the settings never disagree."""
+    tenant = verified(make_tenant("racer"))
+    workspace = tenant.workspace
+    config = bigger_config(tenant)
+    making = threading.Event()
+    real_cluster_create = services.cluster_create
+
+    def slow_cluster_create(**kwargs: Any) -> Any:
+        making.set()
+        time.sleep(1.0)
+        return real_cluster_create(**kwargs)
+
+    monkeypatch.setattr(services, "cluster_create", slow_cluster_create)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            services.workspace_start(workspace=workspace, actor=tenant.member)
+        except BaseException as exc:
+            errors.append(exc)
+            making.set()
+        finally:
+            connections.close_all()
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    assert making.wait(30)
+    try:
+        with pytest.raises(services.WorkspaceBusy, match="while it is starting"):
+            services.workspace_update(
+                workspace=workspace, actor=tenant.member, compute_config=config
+            )
+    finally:
+        starting.join(60)
+    assert not errors, errors
+    workspace.refresh_from_db()
+    assert workspace.state == WorkspaceState.STARTING
+    assert workspace.compute_config == workspace.cluster.compute_config != config
