@@ -1,4 +1,4 @@
-"""`raydeck workspaces …`: create, list, get, start, stop, delete and open a workspace,
+"""`raydeck workspaces …`: create, list, get, update, start, stop, delete and open a workspace,
 SSH into it (`ssh`, `ssh-config`, and the hidden `tunnel`, the ProxyCommand they set
 up), copy a folder to or from its working directory (`sync`: rsync, or tar, over that
 SSH) and submit a job from it (`job`).
@@ -101,6 +101,25 @@ def cmd_list(ctx: Context) -> int:
 
 def cmd_get(ctx: Context) -> int:
     ctx.show(_sdk(ctx).get(workspace_id(ctx, ctx.args.workspace)))
+    return 0
+
+
+# `--image` names this for Raydeck's workspace image (what a create without --image gets).
+WORKSPACE_IMAGE = "workspace"
+
+
+def cmd_update(ctx: Context) -> int:
+    from .cli import UsageError
+
+    args = ctx.args
+    changes: dict[str, Any] = {
+        k: v for k, v in {"name": args.name, "compute_config": args.compute_config}.items() if v
+    }
+    if args.image:
+        changes["image"] = None if args.image == WORKSPACE_IMAGE else args.image
+    if not changes:
+        raise UsageError("Give what to change: --name, --compute-config or --image.")
+    ctx.show(_sdk(ctx).update(workspace_id(ctx, args.workspace), **changes))
     return 0
 
 
@@ -300,6 +319,12 @@ def add_commands(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) -> N
     p.add_argument("--wait", action="store_true", help="with --start: wait until it runs")
     p.add_argument("--timeout", type=float, default=900, help="seconds --wait waits (900)")
     p.add_argument("--idempotency-key", help="resend a create safely (default: a new key)")
+    p = leaf(sub, "update", cmd_update, "change a stopped workspace (its next start uses it)")
+    p.add_argument("workspace", help="workspace id or name")
+    p.add_argument("--project", dest="project_filter", help="look the name up in this project")
+    p.add_argument("--name", help="a new name (also its SSH host name)")
+    p.add_argument("--compute-config", dest="compute_config", help="compute config id")
+    p.add_argument("--image", help=f"image id, or {WORKSPACE_IMAGE!r}: Raydeck's workspace image")
     p = leaf(sub, "list", cmd_list, "list workspaces")
     p.add_argument("--project", help="only this project's")
     for name, handler, help_text in [

@@ -1,4 +1,4 @@
-"""The SDK's workspaces: `client.workspaces.create(...)`, `.start`, `.stop`, `.wait`,
+"""The SDK's workspaces: `client.workspaces.create(...)`, `.update`, `.start`, `.stop`, `.wait`,
 `.ssh_access`, `.tunnel`, `.create_job`… over /api/v1/orgs/{org}/workspaces.
 
 `tunnel` carries an SSH connection's bytes between two file descriptors (the ssh
@@ -97,6 +97,14 @@ class Workspaces:
         }
         body = {k: v for k, v in body.items() if v is not None}
         return self.client._create(self._path(org), Workspace, body, idempotency_key)
+
+    def update(self, workspace_id: str, *, org: str | None = None, **changes: Any) -> Workspace:
+        """Change a stopped workspace's `name`, `compute_config` (an id) or `image` (an id;
+        None: Raydeck's workspace image); only those given. Its next start uses them;
+        Conflict while it runs."""
+        return Workspace.from_api(
+            self.client.request("PATCH", self._path(org, workspace_id), body=changes)
+        )
 
     def start(self, workspace_id: str, *, org: str | None = None) -> Workspace:
         return Workspace.from_api(

@@ -80,6 +80,7 @@ ROUTES = (
     ("orgs/<org>/workspaces", "workspace_list"),
     ("orgs/<org>/workspaces", "workspace_create_endpoint"),
     ("orgs/<org>/workspaces/<id>", "workspace_get"),
+    ("orgs/<org>/workspaces/<id>", "workspace_update_endpoint"),
     ("orgs/<org>/workspaces/<id>", "workspace_delete_endpoint"),
     ("orgs/<org>/workspaces/<id>/start", "workspace_start_endpoint"),
     ("orgs/<org>/workspaces/<id>/stop", "workspace_stop_endpoint"),

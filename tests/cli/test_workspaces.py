@@ -1,6 +1,6 @@
 """`raydeck workspaces …` and the SDK's Workspaces against a live server (the installed
-console script in a child process): create, list, get, start, stop, delete, by name,
-with readable refusals."""
+console script in a child process): create, list, get, update, start, stop, delete, by
+name, with readable refusals."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ def test_a_workspace_from_the_command_line(cli: Cli) -> None:
     made = cli("workspaces", "create", "lab", "--project", alpha.project.slug, "-o", "json", **env)
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["state"] == "stopped"
+    nothing = cli("workspaces", "update", "lab", **env)
+    assert_readable_failure(nothing, 2, "Give what to change: --name, --compute-config or --image")
+    renamed = cli("workspaces", "update", "lab", "--name", "lab2", "-o", "json", **env)
+    assert renamed.returncode == 0, renamed.stderr
+    assert json.loads(renamed.stdout)["name"] == "lab2"
+    image = str(alpha.image.pk)
+    changed = cli("workspaces", "update", "lab2", "--name", "lab", "--image", image, **env)
+    assert changed.returncode == 0, changed.stderr
+    assert Workspace.objects.get(name="lab").image == alpha.image
+    back = cli("workspaces", "update", "lab", "--image", "workspace", "-o", "json", **env)
+    assert json.loads(back.stdout)["image"] != image  # Raydeck's workspace image again
     again = cli("workspaces", "create", "lab", "--project", alpha.project.slug, **env)
     assert_readable_failure(again, 1, "already has a workspace named lab")
     listed = cli("workspaces", "list", **env)
@@ -35,6 +46,8 @@ def test_a_workspace_from_the_command_line(cli: Cli) -> None:
     started = cli("workspaces", "start", "lab", "-o", "json", **env)
     assert started.returncode == 0, started.stderr
     assert json.loads(started.stdout)["state"] == "starting"
+    busy = cli("workspaces", "update", "lab", "--name", "lab3", **env)
+    assert_readable_failure(busy, 1, "Stop the workspace lab first: its name cannot change")
     refused = cli("workspaces", "delete", "lab", **env)
     assert_readable_failure(refused, 1, "Stop the workspace lab before deleting it")
     early = cli("workspaces", "job", "lab", "--", "python", "train.py", **env)
@@ -57,12 +70,15 @@ def test_the_sdk(live_server) -> None:
     workspaces = raydeck.Workspaces(client)
     made = workspaces.create("sdk-lab", alpha.project.slug)
     assert made.state == "stopped" and made.files["location"].endswith(made.id)
+    assert workspaces.update(made.id, name="sdk-lab2").name == "sdk-lab2"
     assert workspaces.start(made.id).state == "starting"
+    with pytest.raises(raydeck.Conflict):
+        workspaces.update(made.id, image=None)
     with pytest.raises(raydeck.Conflict):
         workspaces.jupyter_url(made.id)
     with pytest.raises(raydeck.WaitTimeout):
         workspaces.wait(made.id, "running", timeout=0.1, every=0.05)
-    assert {w.name for w in workspaces.list()} == {"sdk-lab", "alpha-workspace"}
+    assert {w.name for w in workspaces.list()} == {"sdk-lab2", "alpha-workspace"}
 
 
 def test_ssh_to_a_head_that_never_answers_gives_up_within_its_bound(monkeypatch) -> None:

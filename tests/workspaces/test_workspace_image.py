@@ -190,6 +190,20 @@ def test_a_failed_workspace_image_build_is_said_and_a_new_workspace_builds_again
     assert again.image_build is not None and again.image_build != build
     assert again.image_build.state == BuildState.QUEUED
 
+    # Its settings saved with the image left blank take that new build (once: saving
+    # them again changes nothing).
+    url = reverse("workspace_settings", args=[tenant_a.org.slug, workspace.pk])
+    blank = {"name": "lab", "compute_config": workspace.compute_config_id, "image": ""}
+    for _ in range(2):
+        saved = client_for(tenant_a.member).post(url, blank)
+        assert saved.status_code == 302
+    workspace.refresh_from_db()
+    assert workspace.image is None and workspace.image_build == again.image_build
+    [event] = AuditEvent.objects.filter(verb="workspace.update", target_id=str(workspace.pk))
+    assert event.changes == {
+        "image": [f"{build.name} (build failed)", f"{build.name} (build queued)"]
+    }
+
 
 def test_a_start_waiting_for_the_image_can_be_called_off_from_the_page_and_the_api(
     tenant_a: Tenant,

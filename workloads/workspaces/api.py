@@ -1,5 +1,5 @@
-"""JSON API of workspaces: create, list, get, start, stop, delete, a JupyterLab link, SSH
-access (the CLI's tunnel) and a job from the workspace.
+"""JSON API of workspaces: create, list, get, change (PATCH), start, stop, delete, a
+JupyterLab link, SSH access (the CLI's tunnel) and a job from the workspace.
 Ids are the workspace's UUID; ids in a body are resolved through `visible_to` like a
 cluster's (clusters.api.choice_of); the console's services check the rules and write."""
 
@@ -19,11 +19,11 @@ from accounts import api_context as context
 from accounts.api_idempotency import idempotent
 from accounts.models import Organization, Project
 from clusters import access
-from clusters.api import CLOUD_WHEN_ABSENT, choice_of
-from kit.api.errors import ApiError, invalid
+from clusters.api import CLOUD_WHEN_ABSENT, choice_of, config_and_image_of
+from kit.api.errors import ApiError, invalid, validation_details
 from kit.api.handlers import answers
 from kit.api.pagination import PageParams, page_of
-from kit.api.schema import Out
+from kit.api.schema import Changes, Out
 from kit.keyset import keyset_page
 from workloads.jobs.api import JobOut, job_out
 from workloads.jobs.services import MAX_RETRIES, MAX_TIMEOUT_SECONDS
@@ -31,11 +31,13 @@ from workloads.jobs.services import MAX_RETRIES, MAX_TIMEOUT_SECONDS
 from . import selectors
 from .models import WORKSPACE_NAME, Workspace
 from .services import (
+    WorkspaceBusy,
     workspace_create,
     workspace_delete,
     workspace_job_create,
     workspace_start,
     workspace_stop,
+    workspace_update,
 )
 from .ssh_keys import workspace_ssh_access
 
@@ -50,6 +52,18 @@ class WorkspaceIn(Schema):
         None, description="A compute config's id (its latest version); absent: the default."
     )
     image: str | None = Field(None, description="An image's id; absent: Raydeck's default.")
+
+
+class WorkspaceChanges(Changes):
+    """Only the fields sent change; the next start uses them."""
+
+    name: str | None = Field(None, min_length=1, max_length=63, pattern=WORKSPACE_NAME)
+    compute_config: str | None = Field(
+        None, description="A compute config's id (its latest version) of the workspace's cloud."
+    )
+    image: str | None = Field(
+        None, description="An image's id; null: Raydeck's workspace image, as on create."
+    )
 
 
 class FilesOut(Out):
@@ -222,6 +236,33 @@ def workspace_create_endpoint(request: HttpRequest, org: str, body: WorkspaceIn)
 @router.get("/orgs/{org}/workspaces/{id}", response=answers(WorkspaceOut))
 def workspace_get(request: HttpRequest, org: str, id: str) -> dict[str, Any]:
     organization = context.organization(request, org)
+    return workspace_out(_workspace(request, organization, id, "project.view"))
+
+
+@router.patch("/orgs/{org}/workspaces/{id}", response=answers(WorkspaceOut, 409))
+def workspace_update_endpoint(
+    request: HttpRequest, org: str, id: str, body: WorkspaceChanges
+) -> dict[str, Any]:
+    """Change a stopped (or failed) workspace's name, compute config or image (only the
+    fields sent); its next start uses them. 409 while it has a cluster (stop it first)."""
+    organization = context.organization(request, org)
+    workspace = _workspace(request, organization, id, "workspace.manage")
+    sent = body.dict(exclude_unset=True)
+    for name in ("name", "compute_config"):
+        if name in sent and sent[name] is None:
+            raise invalid(name, "Leave the field out to keep its value; null is not one.")
+    version, image = config_and_image_of(
+        request, organization, compute_config=sent.get("compute_config"), image=sent.get("image")
+    )
+    changes: dict[str, Any] = {k: v for k, v in sent.items() if k == "name"}
+    if "compute_config" in sent:
+        changes["compute_config"] = version
+    if "image" in sent:
+        changes["image"] = image
+    try:
+        workspace_update(workspace=workspace, actor=context.actor(request), **changes)
+    except WorkspaceBusy as exc:
+        raise ApiError(409, " ".join(exc.messages), details=validation_details(exc)) from exc
     return workspace_out(_workspace(request, organization, id, "project.view"))
 
 

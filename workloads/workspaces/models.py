@@ -120,8 +120,8 @@ class Workspace(models.Model):
         why = f": {build.error}" if build.error else "."
         return (
             f"Its image {build.name} could not be built (build {build.get_state_display().lower()}"
-            f"{why}) Create the workspace again with another image chosen, or with the "
-            "image left blank to build it again."
+            f"{why}) Choose another image in its settings, or save them with the image "
+            "left blank to build it again."
         )
 
     @property

@@ -29,8 +29,8 @@ from accounts.models import Project, User
 from accounts.permissions import require
 from clouds.models import Cloud
 from clouds.providers.registry import files_location_for
-from clusters.choices import FINAL_BUILD_STATES, ClusterState, DesiredState
-from clusters.models import Cluster, ComputeConfigVersion, ContainerImage
+from clusters.choices import FINAL_BUILD_STATES, BuildState, ClusterState, DesiredState
+from clusters.models import Cluster, ComputeConfigVersion, ContainerImage, ImageBuild
 from clusters.services.lifecycle import checked_choice, cluster_create, cluster_terminate
 from workloads.jobs.models import Job
 from workloads.jobs.services import job_definition, job_submit
@@ -45,6 +45,9 @@ from .tasks import enqueue_sync
 # The head gets this long to save the files once asked to stop; then the cluster goes
 # anyway (the page says when the files were last saved).
 STOP_SAVE_TIMEOUT = timedelta(minutes=5)
+
+# The fields of a workspace's choice: checked by checked_choice, not by the model.
+CHOICE_FIELDS = ["project", "cloud", "compute_config", "image", "image_build"]
 
 
 def _limits() -> dict[str, Any]:
@@ -73,16 +76,9 @@ def workspace_create(
     image left blank is Raydeck's workspace image for the cloud where the kind has one
     (images.py): its build may still run when this returns."""
     require(actor, "workspace.manage", project)
-    chosen, image_build = image, None
-    compute_config, image = checked_choice(
+    compute_config, image, image_build = _checked_choice(
         project=project, actor=actor, cloud=cloud, compute_config=compute_config, image=image
     )
-    if chosen is None:
-        workspace_image, image_build = default_workspace_image(
-            organization=project.organization, cloud=cloud, actor=actor
-        )
-        if workspace_image is not None or image_build is not None:
-            image = workspace_image
     workspace = Workspace(
         organization_id=project.organization_id,
         project=project,
@@ -101,14 +97,12 @@ def workspace_create(
                 "log location (a bucket) first."
             }
         )
-    workspace.full_clean(exclude=["project", "cloud", "compute_config", "image", "image_build"])
+    workspace.full_clean(exclude=CHOICE_FIELDS)
     try:
         with transaction.atomic():
             workspace.save()
     except IntegrityError as exc:
-        raise ValidationError(
-            {"name": f"{project.name} already has a workspace named {workspace.name}."}
-        ) from exc
+        raise _name_taken(workspace) from exc
     audit(
         actor=actor,
         verb="workspace.create",
@@ -116,9 +110,151 @@ def workspace_create(
         changes={
             "name": [None, workspace.name],
             "cloud": [None, cloud.name],
-            "image": [None, image.name if image else image_build and image_build.name],
+            "image": [None, _image_label(image, image_build)],
         },
     )
+    return workspace
+
+
+def _checked_choice(
+    *,
+    project: Project,
+    actor: User,
+    cloud: Cloud,
+    compute_config: ComputeConfigVersion | None,
+    image: ContainerImage | None,
+) -> tuple[ComputeConfigVersion, ContainerImage | None, ImageBuild | None]:
+    """(compute config, image, image build) of a workspace's choice: the rules of a
+    cluster's (checked_choice), and an image left blank is Raydeck's workspace image for
+    the cloud where the kind has one (images.py): no image yet while its build runs."""
+    compute_config, checked_image = checked_choice(
+        project=project, actor=actor, cloud=cloud, compute_config=compute_config, image=image
+    )
+    if image is not None:
+        return compute_config, checked_image, None
+    workspace_image, image_build = default_workspace_image(
+        organization=project.organization, cloud=cloud, actor=actor
+    )
+    if workspace_image is None and image_build is None:  # the kind's built-in image serves
+        return compute_config, checked_image, None
+    return compute_config, workspace_image, image_build
+
+
+def _name_taken(workspace: Workspace) -> ValidationError:
+    return ValidationError(
+        {"name": f"{workspace.project.name} already has a workspace named {workspace.name}."}
+    )
+
+
+class WorkspaceBusy(ValidationError):
+    """A change refused because of the workspace's state, not its values (the API's 409)."""
+
+
+# What workspace_update may change, as its messages name them.
+WORKSPACE_SETTINGS = {"name": "name", "compute_config": "compute config", "image": "image"}
+
+
+def why_no_settings_change(workspace: Workspace, what: str = "settings") -> str:
+    """Why the workspace's `what` (its settings, or the one named) cannot change now (""
+    when it can): its cluster is made from them at start, so only a workspace without
+    one, stopped or failed, may change. The page shows it instead of the form."""
+    if workspace.state in ACTIVE_WORKSPACE_STATES:
+        return (
+            f"Stop the workspace {workspace.name} first: its {what} cannot change while it "
+            f"is {workspace.state}."
+        )
+    if workspace.start_when_built_by_id is not None:
+        return (
+            f"Cancel the start of {workspace.name} first: its {what} cannot change while "
+            "that start waits for its image."
+        )
+    return ""
+
+
+def _image_label(image: ContainerImage | None, build: ImageBuild | None) -> str | None:
+    """What the audit calls a workspace's image: its name, or its build's while none."""
+    if image is not None:
+        return image.name
+    if build is None:
+        return None
+    if build.state == BuildState.SUCCEEDED and build.image is not None:
+        return build.image.name
+    return f"{build.name} (build {build.get_state_display().lower()})"
+
+
+def _image_identity(image: ContainerImage | None, build: ImageBuild | None) -> tuple[Any, Any]:
+    """The image a start would use, or the build it waits for: equal means unchanged
+    (a succeeded build and the image it made are the same choice)."""
+    if image is None and build is not None and build.state == BuildState.SUCCEEDED:
+        image = build.image
+    return (image.pk if image else None, build.pk if image is None and build else None)
+
+
+@transaction.atomic(durable=True)
+def workspace_update(*, workspace: Workspace, actor: User, **changes: Any) -> Workspace:
+    """Change a stopped (or failed) workspace's settings: any of `name`, `compute_config`
+    (None: the cloud's default) and `image` (None: Raydeck's workspace image, as on
+    create); those left out stay. The choice follows a create's rules; the next start
+    makes its cluster from them. A running one is refused (WorkspaceBusy, on each field
+    given); a refusal writes nothing, and so does a change that changes nothing."""
+    require(actor, "workspace.manage", workspace.project)
+    unknown = set(changes) - set(WORKSPACE_SETTINGS)
+    if unknown:
+        raise TypeError(f"Not a workspace setting: {', '.join(sorted(unknown))}")
+    # Locked like a start, which reads these settings to make the cluster.
+    workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
+    refusals = {
+        field: why_no_settings_change(workspace, label)
+        for field, label in WORKSPACE_SETTINGS.items()
+        if field in changes
+    }
+    if any(refusals.values()):
+        raise WorkspaceBusy(refusals)
+    before = {
+        "name": workspace.name,
+        "compute_config": str(workspace.compute_config),
+        "image": _image_label(workspace.image, workspace.image_build),
+    }
+    changed: dict[str, list[Any]] = {}
+    if "name" in changes and changes["name"].strip() != workspace.name:
+        workspace.name = changes["name"].strip()
+        changed["name"] = [before["name"], workspace.name]
+        workspace.full_clean(exclude=CHOICE_FIELDS)  # the name's rules; uniqueness: the save
+    if "compute_config" in changes or "image" in changes:
+        config = changes.get("compute_config", workspace.compute_config)
+        if "image" in changes:
+            config, image, build = _checked_choice(
+                project=workspace.project,
+                actor=actor,
+                cloud=workspace.cloud,
+                compute_config=config,
+                image=changes["image"],
+            )
+        else:  # the image stays; the config must still go with it
+            config, _ = checked_choice(
+                project=workspace.project,
+                actor=actor,
+                cloud=workspace.cloud,
+                compute_config=config,
+                image=workspace.image,
+            )
+            image, build = workspace.image, workspace.image_build
+        if config.pk != workspace.compute_config_id:
+            workspace.compute_config = config
+            changed["compute_config"] = [before["compute_config"], str(config)]
+        if _image_identity(image, build) != _image_identity(workspace.image, workspace.image_build):
+            workspace.image, workspace.image_build = image, build
+            changed["image"] = [before["image"], _image_label(image, build)]
+    if not changed:
+        return workspace
+    try:
+        with transaction.atomic():
+            workspace.save(
+                update_fields=["name", "compute_config", "image", "image_build", "updated_at"]
+            )
+    except IntegrityError as exc:
+        raise _name_taken(workspace) from exc
+    audit(actor=actor, verb="workspace.update", target=workspace, changes=changed)
     return workspace
 
 

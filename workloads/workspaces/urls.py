@@ -13,6 +13,11 @@ org_urlpatterns = [
         name="workspace_detail",
     ),
     path(
+        "workspaces/<int:workspace_id>/settings/",
+        views.WorkspaceSettingsView.as_view(),
+        name="workspace_settings",
+    ),
+    path(
         "workspaces/<int:workspace_id>/start/",
         views.WorkspaceStartView.as_view(),
         name="workspace_start",

@@ -1,5 +1,5 @@
-"""Workspace pages: the list, New workspace, the live workspace page, start, stop and
-delete (with confirmation) and Open JupyterLab. Views parse input and pick templates;
+"""Workspace pages: the list, New workspace, the live workspace page, its Settings, start,
+stop and delete (with confirmation) and Open JupyterLab. Views parse input and pick templates;
 selectors read, services write."""
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from kit.views import done, paginate
 
 from . import selectors
 from .choices import ACTIVE_WORKSPACE_STATES, WorkspaceState
-from .forms import SshKeyForm, WorkspaceCreateForm, WorkspaceJobForm
+from .forms import SshKeyForm, WorkspaceCreateForm, WorkspaceJobForm, WorkspaceSettingsForm
 from .models import SshKey, Workspace
 from .services import (
     why_no_job,
+    why_no_settings_change,
     workspace_create,
     workspace_delete,
     workspace_job_create,
     workspace_start,
     workspace_stop,
+    workspace_update,
 )
 from .ssh_keys import ssh_key_add, ssh_key_remove
 
@@ -130,6 +132,7 @@ class WorkspaceObjectView(OrgView):
         base = {
             "workspace": self.workspace,
             "can_manage": has_perm(self.request.user, "workspace.manage", self.workspace),
+            "no_settings_change": why_no_settings_change(self.workspace),
         }
         return super().render(template, {**base, **(context or {})}, status)
 
@@ -189,6 +192,34 @@ class WorkspaceStopView(WorkspaceObjectView):
         return done(
             request, self.detail_url(), f"Stopping {self.workspace.name}: saving its files."
         )
+
+
+class WorkspaceSettingsView(WorkspaceObjectView):
+    """Change a stopped workspace's name, compute config or image (workspace_update holds
+    the rules); while it runs the page says why not instead of the form."""
+
+    permission = "workspace.manage"
+    template = "workspaces/workspace_settings.html"
+
+    def form(self, data: Any = None) -> WorkspaceSettingsForm:
+        return WorkspaceSettingsForm(data, workspace=self.workspace, viewer=self.request.user)
+
+    def get(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
+        return self.render(self.template, {"form": self.form()})
+
+    def post(self, request: AuthedRequest, org_slug: str, workspace_id: int) -> HttpResponse:
+        form = self.form(request.POST)
+        if form.is_valid():
+            with service_errors_on(form):
+                updated = workspace_update(
+                    workspace=self.workspace, actor=request.user, **form.cleaned_data
+                )
+                return done(
+                    request,
+                    self.detail_url(),
+                    f"Settings of {updated.name} saved; its next start uses them.",
+                )
+        return self.render(self.template, {"form": form})
 
 
 class WorkspaceDeleteView(WorkspaceObjectView):
