@@ -3,7 +3,8 @@ more requests: a first visit (empty cache) then waits for one answer, not for on
 then three (benchmarks/README.md, console pages). Each text is read once per process.
 The Content-Security-Policy allows exactly these texts, by their SHA-256, so no other
 inline script or style runs. No Django here: the settings import it, and pass the
-folder (RAYDECK_STATIC_DIR, their STATICFILES_DIRS), so the files are found wherever the templates are."""
+folder (RAYDECK_STATIC_DIR, their STATICFILES_DIRS): the files are found wherever the
+templates are."""
 
 from __future__ import annotations
 
