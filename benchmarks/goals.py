@@ -35,11 +35,11 @@ class Goal:
 
 
 GOALS = [
-    Goal("console", "cold_start_s", 0.5, True, "s", "web cold start to /healthz", now=1.4),
+    Goal("console", "cold_start_s", 0.5, True, "s", "web cold start to /healthz"),
     Goal("console", "idle_pss_mb", 200, True, "MB", "idle memory (PSS), embedded default"),
-    Goal("console", "list_p50_ms", 10, True, "ms", "project list p50, 10k projects", now=16),
+    Goal("console", "list_p50_ms", 10, True, "ms", "project list p50, 10k projects"),
     Goal("console", "page_max_bytes", 100 * 1024, True, "B", "largest first page load"),
-    Goal("console", "page_max_load_ms", 150, True, "ms", "slowest first page load", now=300),
+    Goal("console", "page_max_load_ms", 150, True, "ms", "slowest first page load"),
     Goal("console", "poll_max_bytes", 8 * 1024, True, "B", "largest live poll"),
     Goal("api", "seq_p50_ms", 3, True, "ms", "API cluster list p50"),
     Goal("api", "concurrent_rps", 600, False, "req/s", "API cluster list, 16 clients", 515),
