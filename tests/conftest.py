@@ -6,6 +6,8 @@ and a (switched-off) SSO connection with a group mapping, so isolation is always
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -297,3 +299,14 @@ def _no_node_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Ite
         if any(v.startswith(ours) for v in environ):
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+# The console's own CSS and scripts, inside every page as bare <style>/<script> elements
+# (kit/inline_assets.py); a page's other scripts carry attributes.
+INLINE_ASSETS = re.compile(r"<(style|script)>.*?</\1>", re.S)
+
+
+def page_text(response: Any) -> str:
+    """A page's HTML, unescaped, without the console's inlined CSS and scripts: what a
+    test looks for (or must not find) is the page's content, not htmx's source."""
+    return html.unescape(INLINE_ASSETS.sub("", response.content.decode()))

@@ -29,7 +29,7 @@ from clusters.models import Cluster, ClusterEvent, Node
 from clusters.services import agents
 from clusters.services.events import record_event
 from clusters.services.lifecycle import cluster_create
-from tests.conftest import Tenant, activate, client_for, make_tenant
+from tests.conftest import Tenant, activate, client_for, make_tenant, page_text
 from tests.factories import (
     CloudFactory,
     ClusterFactory,
@@ -47,10 +47,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def cloud(tenant_a: Tenant) -> Cloud:
     return activate(tenant_a.cloud)
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def create_url(tenant: Tenant) -> str:
@@ -72,7 +68,7 @@ def test_create_from_the_form_starts_the_cluster(
     tenant_a: Tenant, cloud: Cloud, django_capture_on_commit_callbacks
 ) -> None:
     client = client_for(tenant_a.member)
-    page = text(client.get(create_url(tenant_a)))
+    page = page_text(client.get(create_url(tenant_a)))
     # The only project and the only cloud are preselected; the name is suggested.
     assert f'<option value="{tenant_a.project.pk}" selected>' in page
     assert f'<option value="{cloud.pk}" selected>' in page
@@ -91,7 +87,7 @@ def test_create_from_the_form_starts_the_cluster(
     assert cluster.compute_config.cloud == cloud and cluster.image.organization is None
     assert len(callbacks) == 1  # the reconciler, enqueued once the request committed
     assert AuditEvent.objects.filter(verb="cluster.create", target_id=str(cluster.pk)).exists()
-    assert "Cluster train-1 is starting." in text(client.get(response["Location"]))
+    assert "Cluster train-1 is starting." in page_text(client.get(response["Location"]))
 
 
 def test_htmx_create_navigates_by_header(tenant_a: Tenant, cloud: Cloud) -> None:
@@ -105,10 +101,10 @@ def test_htmx_create_navigates_by_header(tenant_a: Tenant, cloud: Cloud) -> None
 
 def test_an_unverified_cloud_is_refused_with_what_to_do(tenant_a: Tenant) -> None:
     client = client_for(tenant_a.member)
-    page = text(client.get(create_url(tenant_a)))
+    page = page_text(client.get(create_url(tenant_a)))
     assert "Connect and verify a cloud first" in page
     assert reverse("cloud_list", args=[tenant_a.org.slug]) in page  # members cannot add one
-    owner_page = text(client_for(tenant_a.owner).get(create_url(tenant_a)))
+    owner_page = page_text(client_for(tenant_a.owner).get(create_url(tenant_a)))
     assert reverse("cloud_add", args=[tenant_a.org.slug]) in owner_page
 
     CloudFactory(organization=tenant_a.org, name="ok", state=CloudState.ACTIVE)
@@ -117,7 +113,9 @@ def test_an_unverified_cloud_is_refused_with_what_to_do(tenant_a: Tenant) -> Non
         {"project": tenant_a.project.pk, "name": "x", "cloud": tenant_a.cloud.pk},
     )
     assert response.status_code == 200
-    assert f"The cloud {tenant_a.cloud.name} is not verified. Verify it first." in text(response)
+    assert f"The cloud {tenant_a.cloud.name} is not verified. Verify it first." in page_text(
+        response
+    )
     assert not Cluster.objects.filter(name="x").exists()
 
 
@@ -138,14 +136,14 @@ def test_only_usable_choices_are_offered(tenant_a: Tenant, cloud: Cloud) -> None
     ComputeConfigVersionFactory(cloud=elsewhere, config__name="Only on second")
 
     client = client_for(tenant_a.member)
-    page = text(client.get(create_url(tenant_a)))
+    page = page_text(client.get(create_url(tenant_a)))
     assert tenant_a.project.name in page
     for absent in ("Not mine", "Read only", "Unverified one", "Limited one"):
         assert absent not in page
     assert "Second" in page
 
     # Choosing a cloud asks for its configs (the HTMX request the select makes).
-    fields = text(
+    fields = page_text(
         client.get(
             create_url(tenant_a),
             {"cloud": cloud.pk},
@@ -157,7 +155,7 @@ def test_only_usable_choices_are_offered(tenant_a: Tenant, cloud: Cloud) -> None
     assert f"Default for {cloud.name}" in fields
 
     # Admins see every project.
-    admin_page = text(client_for(tenant_a.admin).get(create_url(tenant_a)))
+    admin_page = page_text(client_for(tenant_a.admin).get(create_url(tenant_a)))
     assert "Not mine" in admin_page and "Read only" in admin_page
 
 
@@ -173,7 +171,7 @@ def test_a_config_of_another_cloud_is_refused(tenant_a: Tenant, cloud: Cloud) ->
             "compute_config": version.pk,
         },
     )
-    assert "GPU box runs on Second, not" in text(response)
+    assert "GPU box runs on Second, not" in page_text(response)
     assert not Cluster.objects.filter(name="x").exists()
 
 
@@ -203,7 +201,7 @@ def test_the_rules_of_the_choice_are_the_service_s_on_their_fields(
         "image": container.pk,
     }
     # The owner sees every project's configs, so only the service refuses this one.
-    page = text(client_for(tenant_a.owner).post(create_url(tenant_a), chosen))
+    page = page_text(client_for(tenant_a.owner).post(create_url(tenant_a), chosen))
     assert "Theirs belongs to another project" in page
     assert f"{cloud.name} runs nodes as local processes, not containers" in page
     assert not Cluster.objects.filter(name="x").exists()
@@ -225,7 +223,7 @@ def test_crafted_choices_of_another_organization_are_refused(
     ):
         response = client.post(create_url(tenant_a), {"name": "pwned", **crafted})
         assert response.status_code == 200
-        assert "Select a valid choice" in text(response)
+        assert "Select a valid choice" in page_text(response)
     assert not Cluster.objects.filter(name="pwned").exists()
 
 
@@ -237,7 +235,7 @@ def test_viewers_cannot_create(tenant_a: Tenant, cloud: Cloud) -> None:
     )
     assert response.status_code == 403
     assert not Cluster.objects.filter(name="x").exists()
-    page = text(client.get(reverse("cluster_list", args=[tenant_a.org.slug])))
+    page = page_text(client.get(reverse("cluster_list", args=[tenant_a.org.slug])))
     assert "Create a cluster" not in page
 
 
@@ -246,7 +244,7 @@ def test_a_name_taken_by_a_live_cluster_says_so(tenant_a: Tenant, cloud: Cloud) 
     response = client_for(tenant_a.member).post(
         create_url(tenant_a), {"project": tenant_a.project.pk, "name": "dup", "cloud": cloud.pk}
     )
-    assert "A cluster named dup is already live" in text(response)
+    assert "A cluster named dup is already live" in page_text(response)
 
 
 # --- List ------------------------------------------------------------------------------
@@ -267,7 +265,7 @@ def test_list_filters(tenant_a: Tenant, cloud: Cloud) -> None:
     url = reverse("cluster_list", args=[tenant_a.org.slug])
 
     def names(**params) -> set[str]:
-        page = text(client.get(url, params))
+        page = page_text(client.get(url, params))
         return set(re.findall(r"<strong>([a-z-]+)</strong></a></td>", page))
 
     assert names() == {"alpha-run", "beta-fail", "alpha-cluster"}
@@ -276,9 +274,9 @@ def test_list_filters(tenant_a: Tenant, cloud: Cloud) -> None:
     assert names(cloud=other_cloud.pk) == {"beta-fail"}
     assert names(q="ALPHA", state="running") == {"alpha-run"}
     assert names(state="bogus") == {"alpha-run", "beta-fail", "alpha-cluster"}  # ignored
-    empty = text(client.get(url, {"state": "starting"}))
+    empty = page_text(client.get(url, {"state": "starting"}))
     assert "No cluster matches these filters" in empty
-    page = text(client.get(url))
+    page = page_text(client.get(url))
     assert "did not start Ray" in page  # a failure says why, in the list already
     partial = client.get(url, {"q": "beta"}, headers={"HX-Request": "true"})
     assert partial.content.decode().lstrip().startswith('<div id="cluster-table">')
@@ -288,14 +286,14 @@ def test_list_empty_state_and_pagination(tenant_a: Tenant, cloud: Cloud, setting
     Cluster.objects.all().delete()
     client = client_for(tenant_a.member)
     url = reverse("cluster_list", args=[tenant_a.org.slug])
-    page = text(client.get(url))
+    page = page_text(client.get(url))
     assert "No clusters yet" in page and create_url(tenant_a) in page
     settings.RAYDECK_PAGE_SIZE = 5
     for i in range(7):
         new_cluster(tenant_a, cloud, f"c{i}", state=ClusterState.RUNNING)
-    first = text(client.get(url, {"state": "running"}))
+    first = page_text(client.get(url, {"state": "running"}))
     assert "Page 1 of 2" in first and "?state=running&page=2" in first
-    second = text(client.get(url, {"state": "running", "page": 2}))
+    second = page_text(client.get(url, {"state": "running", "page": 2}))
     assert "c0" in second and "c6" not in second
 
 
@@ -306,7 +304,9 @@ def test_list_counts_live_nodes_and_hides_other_projects(tenant_a: Tenant, cloud
     NodeFactory(cluster=cluster, role=NodeRole.WORKER, state=NodeState.TERMINATED)
     hidden = ProjectFactory(organization=tenant_a.org, name="Hidden")
     ClusterFactory(project=hidden, cloud=cloud, name="secret")
-    page = text(client_for(tenant_a.member).get(reverse("cluster_list", args=[tenant_a.org.slug])))
+    page = page_text(
+        client_for(tenant_a.member).get(reverse("cluster_list", args=[tenant_a.org.slug]))
+    )
     assert re.search(r"counted</strong>.*?<td class=\"num\">2</td>", page, re.S)
     assert "secret" not in page
 
@@ -323,7 +323,7 @@ def test_list_query_count_does_not_grow_with_rows(tenant_a: Tenant, cloud: Cloud
         client.get(url)  # warm the session
         with CaptureQueriesContext(connection) as captured:
             response = client.get(url)
-        assert response.status_code == 200 and f"n{count - 1}" in text(response)
+        assert response.status_code == 200 and f"n{count - 1}" in page_text(response)
         return len(captured)
 
     assert queries_with(2) == queries_with(20)
@@ -338,7 +338,7 @@ def test_the_page_polls_while_starting_and_refreshes_once_final(
     cluster = new_cluster(tenant_a, cloud, state=ClusterState.STARTING)
     client = client_for(tenant_a.viewer)
     url = detail_url(cluster)
-    page = text(client.get(url))
+    page = page_text(client.get(url))
     assert (
         f'<div id="cluster-live" class="cluster-live" hx-get="{url}" hx-trigger="every 2s"' in page
     )
@@ -346,7 +346,7 @@ def test_the_page_polls_while_starting_and_refreshes_once_final(
 
     live = {"HX-Request": "true", "HX-Target": "cluster-live"}
     partial = client.get(url, headers=live)
-    body = text(partial)
+    body = page_text(partial)
     assert body.lstrip().startswith('<div id="cluster-live"') and "<html" not in body
     assert 'hx-trigger="every 2s"' in body and "HX-Refresh" not in partial
     assert partial["Vary"] and "HX-Request" in partial["Vary"]
@@ -354,8 +354,8 @@ def test_the_page_polls_while_starting_and_refreshes_once_final(
     Cluster.objects.filter(pk=cluster.pk).update(state=ClusterState.TERMINATED)
     final = client.get(url, headers=live)
     assert final["HX-Refresh"] == "true"
-    assert "hx-trigger" not in text(final)
-    assert "hx-trigger" not in text(client.get(url)).split('id="cluster-live"')[1]
+    assert "hx-trigger" not in page_text(final)
+    assert "hx-trigger" not in page_text(client.get(url)).split('id="cluster-live"')[1]
 
 
 def test_the_page_shows_nodes_usage_heartbeats_and_timed_events(
@@ -395,7 +395,7 @@ def test_the_page_shows_nodes_usage_heartbeats_and_timed_events(
     )
     record_event(cluster, "cloud call", "The cloud is busy, retrying.", level=EventLevel.WARNING)
 
-    page = text(client_for(tenant_a.member).get(detail_url(cluster)))
+    page = page_text(client_for(tenant_a.member).get(detail_url(cluster)))
     assert '<code title="local-abc">local-abc</code>' in page  # the full id on hover
     # Ray's raw ports are not for users: the page shows only the gateway's address.
     assert "127.0.0.1:6379" not in page
@@ -440,12 +440,12 @@ def test_usage_bars_follow_each_heartbeat_not_the_minutely_row(
             assert response.status_code == 200
         head.refresh_from_db()
         assert head.usage == {"cpu_percent": 10, "memory_percent": 20}  # the row waits
-        page = text(client_for(tenant_a.member).get(detail_url(cluster)))
+        page = page_text(client_for(tenant_a.member).get(detail_url(cluster)))
         assert 'value="87"' in page and "87%" in page and 'value="64"' in page
         assert "10%" not in page
 
         cache.delete_many([live.heartbeat_key(head.pk), live.usage_key(head.pk)])
-        page = text(client_for(tenant_a.member).get(detail_url(cluster)))
+        page = page_text(client_for(tenant_a.member).get(detail_url(cluster)))
         assert 'value="10"' in page  # the cache lost it (a Redis restart): the row's
     finally:
         agents.flush_heartbeats()
@@ -462,7 +462,7 @@ def test_a_failure_says_what_happened_and_what_to_do(tenant_a: Tenant, cloud: Cl
         state_reason="The worker node did not register its agent after the instance started "
         "within 5 min. Check that nodes can reach Raydeck's address (RAYDECK_AGENT_URL).",
     )
-    page = text(client_for(tenant_a.member).get(detail_url(cluster)))
+    page = page_text(client_for(tenant_a.member).get(detail_url(cluster)))
     assert 'class="flash flash-error failure"' in page
     assert "What happened:</strong> The worker node did not register" in page
     assert "What to do:</strong> Once nodes can reach Raydeck's address" in page
@@ -515,7 +515,7 @@ def test_only_the_latest_events_are_shown(tenant_a: Tenant, cloud: Cloud) -> Non
         )
         for i in range(130)
     )
-    page = text(client_for(tenant_a.member).get(detail_url(cluster)))
+    page = page_text(client_for(tenant_a.member).get(detail_url(cluster)))
     assert "event number 129." in page and "event number 30." in page
     assert "event number 29." not in page and "The latest 100 events." in page
     assert page.index("event number 30.") < page.index("event number 129.")  # oldest first
@@ -530,7 +530,7 @@ def test_terminate_asks_first_then_requests_it(
     cluster = new_cluster(tenant_a, cloud, state=ClusterState.RUNNING)
     client = client_for(tenant_a.member)
     url = reverse("cluster_terminate", args=[tenant_a.org.slug, cluster.pk])
-    confirm = text(client.get(url))
+    confirm = page_text(client.get(url))
     assert f"Terminate the cluster {cluster.name}?" in confirm and 'method="post"' in confirm
     cluster.refresh_from_db()
     assert cluster.desired_state == DesiredState.RUNNING  # asking changed nothing
@@ -542,7 +542,7 @@ def test_terminate_asks_first_then_requests_it(
     assert cluster.desired_state == DesiredState.TERMINATED
     assert len(callbacks) == 1
     assert AuditEvent.objects.filter(verb="cluster.terminate", actor=tenant_a.member).exists()
-    page = text(client.get(detail_url(cluster)))
+    page = page_text(client.get(detail_url(cluster)))
     assert f"Terminating {cluster.name}." in page and "Terminating…" in page
 
 
@@ -563,7 +563,7 @@ def test_restart_a_terminated_cluster(
 ) -> None:
     cluster = tenant_a.cluster
     client = client_for(tenant_a.member)
-    page = text(client.get(detail_url(cluster)))
+    page = page_text(client.get(detail_url(cluster)))
     assert "/restart/" in page and "/terminate/" not in page
     assert (
         client.get(reverse("cluster_restart", args=[tenant_a.org.slug, cluster.pk])).status_code
@@ -579,14 +579,14 @@ def test_restart_a_terminated_cluster(
     again = client.post(
         reverse("cluster_restart", args=[tenant_a.org.slug, cluster.pk]), follow=True
     )
-    assert "Only a terminated or failed cluster can be restarted." in text(again)
+    assert "Only a terminated or failed cluster can be restarted." in page_text(again)
 
 
 def test_restart_on_a_cloud_no_longer_verified_says_so(tenant_a: Tenant) -> None:
     response = client_for(tenant_a.member).post(
         reverse("cluster_restart", args=[tenant_a.org.slug, tenant_a.cluster.pk]), follow=True
     )
-    assert "is not verified. Verify it first." in text(response)
+    assert "is not verified. Verify it first." in page_text(response)
     tenant_a.cluster.refresh_from_db()
     assert tenant_a.cluster.state == ClusterState.TERMINATED
 
@@ -671,7 +671,7 @@ def test_the_node_log_filters_by_file_and_text_and_hides_state_dumps(
 
     every = log_lines(client.get(url).content.decode())
     assert len(every) == 6 and not any("[state-dump]" in line for line in every)
-    assert "2 lines of Ray's periodic state dumps hidden" in text(client.get(url))
+    assert "2 lines of Ray's periodic state dumps hidden" in page_text(client.get(url))
     with_dumps = log_lines(client.get(url, {"dumps": "on"}).content.decode())
     assert len(with_dumps) == 8
 
@@ -690,7 +690,7 @@ def test_the_node_log_filters_by_file_and_text_and_hides_state_dumps(
     page = client.get(url, {"source": "gcs", "q": "NODE LOST"}).content.decode()
     assert log_lines(page) == [gcs[1]]
     assert '<span class="log-error">[gcs_server.err]' in page
-    nothing = text(client.get(url, {"source": "agent", "q": "node lost"}))
+    nothing = page_text(client.get(url, {"source": "agent", "q": "node lost"}))
     assert "No line of the last 8 matches." in nothing
     # A filter that is no filter (an unknown file) shows everything rather than failing.
     assert len(log_lines(client.get(url, {"source": "nope"}).content.decode())) == 6
@@ -770,7 +770,7 @@ def test_another_organizations_cluster_is_not_found(tenant_a: Tenant, tenant_b: 
     # B's own cluster with A's node id: still nothing.
     url = reverse("cluster_node_log", args=[tenant_b.org.slug, tenant_b.cluster.pk, node.pk])
     assert client.get(url).status_code == 404
-    page = text(client.get(reverse("cluster_list", args=[tenant_b.org.slug])))
+    page = page_text(client.get(reverse("cluster_list", args=[tenant_b.org.slug])))
     assert "bravo-cluster" in page and "alpha-cluster" not in page
 
 
@@ -778,7 +778,7 @@ def test_a_member_outside_the_project_does_not_see_its_clusters(tenant_a: Tenant
     tenant_a.project_membership.delete()
     client = client_for(tenant_a.member)
     assert client.get(detail_url(tenant_a.cluster)).status_code == 404
-    page = text(client.get(reverse("cluster_list", args=[tenant_a.org.slug])))
+    page = page_text(client.get(reverse("cluster_list", args=[tenant_a.org.slug])))
     assert "alpha-cluster" not in page
 
 
@@ -801,7 +801,9 @@ def test_admin_force_terminate_is_audited_with_the_staff_member(
             follow=True,
         )
     assert response.status_code == 200
-    assert "Terminating 1 cluster(s)" in text(response) and "1 already terminated" in text(response)
+    assert "Terminating 1 cluster(s)" in page_text(
+        response
+    ) and "1 already terminated" in page_text(response)
     cluster.refresh_from_db()
     assert cluster.desired_state == DesiredState.TERMINATED and len(callbacks) == 1
     event = AuditEvent.objects.get(verb="cluster.force_terminate")
@@ -816,7 +818,9 @@ def test_admin_is_read_only_and_hides_node_secrets(
     Node.objects.filter(pk=tenant_a.node.pk).update(
         credential_hash="c" * 64, bootstrap_token_hash="b" * 64
     )
-    listing = text(staff_client.get(reverse("admin:clusters_cluster_changelist"), {"q": "cluster"}))
+    listing = page_text(
+        staff_client.get(reverse("admin:clusters_cluster_changelist"), {"q": "cluster"})
+    )
     assert "alpha-cluster" in listing and "bravo-cluster" in listing
     for url in (
         reverse("admin:clusters_cluster_change", args=[tenant_a.cluster.pk]),

@@ -16,7 +16,7 @@ from django.urls import reverse
 from accounts.choices import OrgRole, ProjectRole
 from accounts.models import AuditEvent
 from clusters.models import Cluster, ComputeConfig
-from tests.conftest import Tenant, client_for
+from tests.conftest import Tenant, client_for, page_text
 from tests.factories import (
     CloudFactory,
     ComputeConfigFactory,
@@ -32,10 +32,6 @@ pytestmark = pytest.mark.django_db
 
 # How the pages print a range of workers and the machine it is made of ("0 to 2 times local").
 DASH, TIMES = "\u2013", "\u00d7"
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def visible(response) -> str:
@@ -118,7 +114,7 @@ def group_row(number: int, **fields: Any) -> dict[str, Any]:
 
 def test_owner_creates_a_config_with_a_worker_group(tenant_a: Tenant, tenant_b: Tenant) -> None:
     client = client_for(tenant_a.owner)
-    page = text(client.get(create_url(tenant_a)))
+    page = page_text(client.get(create_url(tenant_a)))
     assert "Organization-wide" in page and tenant_a.project.name in page
     assert tenant_a.cloud.name in page and tenant_b.cloud.name not in page
 
@@ -167,7 +163,7 @@ def test_owner_creates_a_config_with_a_worker_group(tenant_a: Tenant, tenant_b: 
         verb="compute_config.create", target_id=str(config.pk), actor=tenant_a.owner
     ).exists()
 
-    detail = text(client.get(response["Location"]))
+    detail = page_text(client.get(response["Location"]))
     assert "Compute config gpu-training created (version 1)." in detail
     assert "g5.xlarge" in detail and f"1{DASH}3" in detail and "First version" in detail
     listing = visible(client.get(list_url(tenant_a)))
@@ -178,12 +174,12 @@ def test_owner_creates_a_config_with_a_worker_group(tenant_a: Tenant, tenant_b: 
 def test_a_project_writer_creates_only_in_their_projects(tenant_a: Tenant) -> None:
     ProjectFactory(organization=tenant_a.org, name="Someone else's")
     client = client_for(tenant_a.member)  # a writer in tenant_a.project, nothing else
-    page = text(client.get(create_url(tenant_a)))
+    page = page_text(client.get(create_url(tenant_a)))
     assert tenant_a.project.name in page
     assert "Someone else's" not in page and "Organization-wide" not in page
 
     refused = submit(client, create_url(tenant_a), name="mine", cloud=tenant_a.cloud.pk)
-    assert "This field is required." in text(refused)  # a project must be chosen
+    assert "This field is required." in page_text(refused)  # a project must be chosen
     response = submit(
         client,
         create_url(tenant_a),
@@ -230,7 +226,7 @@ def test_bad_worker_groups_are_shown_on_their_row_and_save_nothing(
         **groups,
     )
     assert response.status_code == 200
-    page = text(response)
+    page = page_text(response)
     assert message in page
     assert _error_row(page, message) == row
     assert 'value="bad"' in page  # what was typed is kept
@@ -255,7 +251,7 @@ def test_other_bad_input_is_shown_and_saves_nothing(tenant_a: Tenant) -> None:
         changes.setdefault("cloud", tenant_a.cloud.pk)
         response = submit(client, create_url(tenant_a), **changes)
         assert response.status_code == 200, changes
-        assert message in text(response), changes
+        assert message in page_text(response), changes
     assert ComputeConfig.objects.count() == before
 
 
@@ -264,7 +260,7 @@ def test_another_organizations_cloud_cannot_be_posted(tenant_a: Tenant, tenant_b
         client_for(tenant_a.owner), create_url(tenant_a), name="sneaky", cloud=tenant_b.cloud.pk
     )
     assert response.status_code == 200
-    assert "Select a valid choice." in text(response)
+    assert "Select a valid choice." in page_text(response)
     assert not ComputeConfig.objects.filter(name="sneaky").exists()
 
 
@@ -287,7 +283,7 @@ def test_the_list_shows_each_config_with_its_latest_version(
     assert "b-config" in first and "3 CPUs · 6 GB" in first
     assert f"workers 0{DASH}2 {TIMES} local" in first
     assert "bravo-secret" not in first
-    second = text(client.get(list_url(tenant_a) + "?page=2"))
+    second = page_text(client.get(list_url(tenant_a) + "?page=2"))
     assert "d-config" in second and "b-config" not in second
     # A viewer may look, not create.
     assert "New compute config" not in first
@@ -305,17 +301,19 @@ def _organization_with_nothing() -> tuple[str, dict[str, Any]]:
 def test_empty_state_says_what_to_do(db: None) -> None:
     slug, users = _organization_with_nothing()
     url = reverse("compute_config_list", args=[slug])
-    owner_page = text(client_for(users[OrgRole.OWNER]).get(url))
+    owner_page = page_text(client_for(users[OrgRole.OWNER]).get(url))
     assert "No compute configs yet" in owner_page
     assert reverse("compute_config_create", args=[slug]) in owner_page
-    viewer_page = text(client_for(users[OrgRole.VIEWER]).get(url))
+    viewer_page = page_text(client_for(users[OrgRole.VIEWER]).get(url))
     assert "No compute configs yet" in viewer_page
     assert "Your role lets you look, not create." in viewer_page
     assert reverse("compute_config_create", args=[slug]) not in viewer_page
 
 
 def test_the_navigation_links_to_compute_configs(tenant_a: Tenant) -> None:
-    page = text(client_for(tenant_a.viewer).get(reverse("cluster_list", args=[tenant_a.org.slug])))
+    page = page_text(
+        client_for(tenant_a.viewer).get(reverse("cluster_list", args=[tenant_a.org.slug]))
+    )
     assert f'<a href="{list_url(tenant_a)}" >Compute configs</a>' in page
 
 
@@ -327,7 +325,7 @@ def test_an_edit_is_version_2_and_earlier_clusters_keep_version_1(tenant_a: Tena
     v1 = cluster.compute_config
     config = v1.config
     client = client_for(tenant_a.owner)
-    form = text(client.get(edit_url(config)))
+    form = page_text(client.get(edit_url(config)))
     assert 'value="workers"' in form and "Saving makes version 2." in form
 
     response = submit(
@@ -355,14 +353,14 @@ def test_an_edit_is_version_2_and_earlier_clusters_keep_version_1(tenant_a: Tena
     assert tenant_a.owner.display_name in detail
     # The cluster created earlier is listed, on version 1, with a link to it.
     cluster_url = reverse("cluster_detail", args=[tenant_a.org.slug, cluster.pk])
-    assert f'href="{cluster_url}"' in text(client.get(response["Location"]))
+    assert f'href="{cluster_url}"' in page_text(client.get(response["Location"]))
     assert f"{cluster.name} {cluster.project.name} Terminated v1" in detail
-    assert "v2" in text(client.get(list_url(tenant_a)))
+    assert "v2" in page_text(client.get(list_url(tenant_a)))
 
     # Removing a group is a third version.
     response = submit(client, edit_url(config), groups__1__DELETE="on")
     assert [g["name"] for g in config.latest.worker_groups] == ["workers"]
-    assert "Worker group gpu removed" in text(client.get(response["Location"]))
+    assert "Worker group gpu removed" in page_text(client.get(response["Location"]))
 
 
 def test_saving_without_a_change_keeps_the_latest_version(tenant_a: Tenant) -> None:
@@ -371,7 +369,7 @@ def test_saving_without_a_change_keeps_the_latest_version(tenant_a: Tenant) -> N
     response = submit(client, edit_url(config))
     assert response.status_code == 302
     assert config.versions.count() == 1
-    assert "Nothing changed: still version 1." in text(client.get(response["Location"]))
+    assert "Nothing changed: still version 1." in page_text(client.get(response["Location"]))
     assert not AuditEvent.objects.filter(verb="compute_config.update").exists()
 
 
@@ -379,7 +377,7 @@ def test_a_bad_edit_is_shown_and_makes_no_version(tenant_a: Tenant) -> None:
     config = tenant_a.cluster.compute_config.config
     response = submit(client_for(tenant_a.owner), edit_url(config), **group_row(0, min="3"))
     assert response.status_code == 200
-    page = text(response)
+    page = page_text(response)
     assert _error_row(page, "Worker group workers: needs 0 <= min <= max <= 1000.") == 0
     assert config.versions.count() == 1
 
@@ -389,7 +387,7 @@ def test_a_viewer_sees_configs_but_cannot_change_them(tenant_a: Tenant) -> None:
     client = client_for(tenant_a.viewer)
     detail = client.get(detail_url(config))
     assert detail.status_code == 200
-    assert config.name in text(detail) and edit_url(config) not in text(detail)
+    assert config.name in page_text(detail) and edit_url(config) not in page_text(detail)
     assert client.get(create_url(tenant_a)).status_code == 403
     refused = client.post(create_url(tenant_a), {"name": "v", "cloud": tenant_a.cloud.pk})
     assert refused.status_code == 403
@@ -401,7 +399,7 @@ def test_a_viewer_sees_configs_but_cannot_change_them(tenant_a: Tenant) -> None:
 def test_a_project_writer_cannot_change_an_organization_wide_config(tenant_a: Tenant) -> None:
     config = tenant_a.cluster.compute_config.config  # organization-wide
     client = client_for(tenant_a.member)
-    assert edit_url(config) not in text(client.get(detail_url(config)))
+    assert edit_url(config) not in page_text(client.get(detail_url(config)))
     assert client.get(edit_url(config)).status_code == 403
 
 
@@ -411,7 +409,7 @@ def test_a_project_config_is_hidden_from_those_outside_the_project(tenant_a: Ten
         cloud=tenant_a.cloud, config__name="secret-config", config__project=secret_project
     )
     client = client_for(tenant_a.member)
-    assert "secret-config" not in text(client.get(list_url(tenant_a)))
+    assert "secret-config" not in page_text(client.get(list_url(tenant_a)))
     assert client.get(detail_url(version.config)).status_code == 404
     ProjectMembershipFactory(project=secret_project, user=tenant_a.member, role=ProjectRole.WRITER)
     assert client.get(detail_url(version.config)).status_code == 200
@@ -440,7 +438,7 @@ def test_the_clusters_list_is_capped_at_a_page(tenant_a: Tenant, settings) -> No
             image=tenant_a.cluster.image,
             name=name,
         )
-    page = text(client_for(tenant_a.owner).get(detail_url(version.config)))
+    page = page_text(client_for(tenant_a.owner).get(detail_url(version.config)))
     assert "The newest 2 of 3 clusters." in page
     assert "third" in page and tenant_a.cluster.name not in page
 
@@ -451,7 +449,9 @@ def test_a_config_on_a_second_cloud_shows_the_change_of_cloud(tenant_a: Tenant) 
     client = client_for(tenant_a.owner)
     response = submit(client, edit_url(config), cloud=second.pk)
     assert config.latest.cloud == second
-    assert f"Cloud: {tenant_a.cloud.name} → Second cloud" in text(client.get(response["Location"]))
+    assert f"Cloud: {tenant_a.cloud.name} → Second cloud" in page_text(
+        client.get(response["Location"])
+    )
 
 
 def test_every_problem_comes_back_at_once_and_an_impossible_head_is_refused(
